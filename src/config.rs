@@ -1,0 +1,474 @@
+//! Typed settings: built-in defaults < `--config FILE` (TOML or YAML) < environment
+//! (`KIRO_EXPORTER__SECTION__KEY`), then command-line overrides.
+//!
+//! Loading is parse-then-validate: [`load`] reads and deserializes (unknown keys and wrong
+//! types are rejected with the full key path), [`Settings::validate`] checks values without any
+//! I/O. Every error names the key, so `check-config` and start-up can say exactly what to fix.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::allocation::sql::{self, CostColumn};
+use crate::allocation::{AllocationSettings, PlanTable};
+use crate::period::BillingPeriod;
+
+/// Prefix of the environment variables that override settings.
+pub const ENV_PREFIX: &str = "KIRO_EXPORTER";
+/// Default port: outside the fully allocated 9100–9999 exporter range.
+pub const DEFAULT_PORT: u16 = 19877;
+
+/// A configuration problem, naming the key (or the file) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("config key {key}: {message}")]
+    Key { key: String, message: String },
+}
+
+impl ConfigError {
+    fn key(key: &str, message: impl Into<String>) -> Self {
+        Self::Key {
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// All settings of the daemon and its commands.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub source: SourceSettings,
+    pub allocation: AllocationConfig,
+    /// The plan table (`[[plans]]`): names, usage type suffixes, prices and included credits.
+    pub plans: PlanTable,
+    pub server: ServerSettings,
+    pub refresh: RefreshSettings,
+    pub log: LogSettings,
+}
+
+/// Which engine runs the allocation query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// Embedded Apache DataFusion over a CUR 2.0 export on disk.
+    #[default]
+    Local,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceSettings {
+    pub engine: Engine,
+    /// Local engine: the export root (the folder that holds `data/BILLING_PERIOD=…`).
+    pub cur: PathBuf,
+    /// Local engine: partitions DataFusion plans with; 0 = one per core.
+    pub target_partitions: usize,
+}
+
+impl Default for SourceSettings {
+    fn default() -> Self {
+        Self {
+            engine: Engine::Local,
+            cur: PathBuf::from("cur"),
+            target_partitions: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AllocationConfig {
+    /// Key in the CUR `tags` map that holds the cost center.
+    pub cost_center_tag: String,
+    /// `line_item_unblended_cost` or `line_item_net_unblended_cost`.
+    pub cost_column: CostColumn,
+}
+
+impl Default for AllocationConfig {
+    fn default() -> Self {
+        let d = AllocationSettings::default();
+        Self {
+            cost_center_tag: d.cost_center_tag,
+            cost_column: d.cost_column,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address for /metrics, /healthz, /readyz and the landing page.
+    pub listen: SocketAddr,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefreshSettings {
+    /// Time between refreshes. CUR data changes a few times a day.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Random delay up to this much added to each interval, so many daemons do not query at once.
+    #[serde(with = "humantime_serde")]
+    pub jitter: Duration,
+    /// The previous month is refreshed until this day of the month, when its bill is final.
+    pub previous_month_final_day: u32,
+    /// First retry delay after a failed refresh; doubles up to `retry_max`.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// A refresh that takes longer fails.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Watch this one billing period only (replaying history, tests).
+    pub period: Option<BillingPeriod>,
+}
+
+impl Default for RefreshSettings {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(3600),
+            jitter: Duration::from_secs(120),
+            previous_month_final_day: 5,
+            retry_initial: Duration::from_secs(30),
+            retry_max: Duration::from_secs(900),
+            timeout: Duration::from_secs(600),
+            period: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// A `tracing` filter, e.g. `info` or `kiro_cost_exporter=debug`. `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// Reads settings from the defaults, an optional file and the process environment.
+pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+    load_with_env(file, std::env::vars().collect())
+}
+
+/// [`load`] with an explicit environment (tests pass their own instead of mutating the
+/// process's).
+pub fn load_with_env(
+    file: Option<&Path>,
+    env: HashMap<String, String>,
+) -> Result<Settings, ConfigError> {
+    let mut builder = config::Config::builder();
+    if let Some(path) = file {
+        let file_err = |message: String| ConfigError::File {
+            path: path.to_owned(),
+            message,
+        };
+        if !path.is_file() {
+            return Err(file_err("not found (or not a file)".into()));
+        }
+        let format = match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("toml") => config::FileFormat::Toml,
+            Some("yaml" | "yml") => config::FileFormat::Yaml,
+            _ => {
+                return Err(file_err(
+                    "unknown format: name it *.toml, *.yaml or *.yml".into(),
+                ));
+            }
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+        // Parse the file on its own first so that a syntax error is reported against the file.
+        config::Config::builder()
+            .add_source(config::File::from_str(&text, format))
+            .build()
+            .map_err(|e| file_err(e.to_string()))?;
+        builder = builder.add_source(config::File::from_str(&text, format));
+    }
+    let env: config::Map<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+        .collect();
+    builder = builder.add_source(
+        config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .source(Some(env)),
+    );
+    let merged = builder
+        .build()
+        .map_err(|e| ConfigError::key("(environment)", e.to_string()))?;
+    let settings: Settings = serde_path_to_error::deserialize(merged).map_err(|e| {
+        let key = e.path().to_string();
+        let message = e.inner().to_string();
+        // The config crate appends its own idea of the key; ours is the full path.
+        let message = message
+            .split(" for key `")
+            .next()
+            .unwrap_or(&message)
+            .to_owned();
+        ConfigError::key(if key == "." { "(top level)" } else { &key }, message)
+    })?;
+    Ok(settings)
+}
+
+impl Settings {
+    /// Checks values (no I/O). The first problem found is returned, naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let r = &self.refresh;
+        if r.interval < Duration::from_secs(1) {
+            return Err(ConfigError::key("refresh.interval", "must be at least 1s"));
+        }
+        if r.jitter > r.interval {
+            return Err(ConfigError::key(
+                "refresh.jitter",
+                "must not exceed refresh.interval",
+            ));
+        }
+        if !(1..=28).contains(&r.previous_month_final_day) {
+            return Err(ConfigError::key(
+                "refresh.previous_month_final_day",
+                "must be a day from 1 to 28",
+            ));
+        }
+        if r.retry_initial.is_zero() {
+            return Err(ConfigError::key(
+                "refresh.retry_initial",
+                "must be greater than 0",
+            ));
+        }
+        if r.retry_max < r.retry_initial {
+            return Err(ConfigError::key(
+                "refresh.retry_max",
+                "must be at least refresh.retry_initial",
+            ));
+        }
+        if r.timeout.is_zero() {
+            return Err(ConfigError::key(
+                "refresh.timeout",
+                "must be greater than 0",
+            ));
+        }
+        sql::validate_tag_key(&self.allocation.cost_center_tag)
+            .map_err(|m| ConfigError::key("allocation.cost_center_tag", m))?;
+        self.plans
+            .validate()
+            .map_err(|m| ConfigError::key("plans", m))?;
+        if self.source.cur.as_os_str().is_empty() {
+            return Err(ConfigError::key(
+                "source.cur",
+                "must name the CUR export folder",
+            ));
+        }
+        if self.server.listen.port() == 0 {
+            return Err(ConfigError::key(
+                "server.listen",
+                "needs a port other than 0",
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| ConfigError::key("log.level", e.to_string()))?;
+        Ok(())
+    }
+
+    /// The settings that shape the allocation.
+    pub fn allocation_settings(&self) -> AllocationSettings {
+        AllocationSettings {
+            cost_center_tag: self.allocation.cost_center_tag.clone(),
+            cost_column: self.allocation.cost_column,
+            plans: self.plans.clone(),
+        }
+    }
+
+    /// The effective settings as TOML, with secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn file(ext: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("c.{ext}"));
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = load_with_env(None, HashMap::new()).unwrap();
+        assert_eq!(s, Settings::default());
+        s.validate().unwrap();
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:19877");
+    }
+
+    #[test]
+    fn env_overrides_file_overrides_defaults() {
+        let (_d, p) = file(
+            "toml",
+            "[refresh]\ninterval = \"10m\"\njitter = \"1m\"\n[source]\ncur = \"/data/a\"\n",
+        );
+        let s = load_with_env(
+            Some(&p),
+            env(&[
+                ("KIRO_EXPORTER__REFRESH__INTERVAL", "90s"),
+                ("KIRO_EXPORTER__SERVER__LISTEN", "127.0.0.1:9999"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.refresh.interval, Duration::from_secs(90));
+        assert_eq!(s.refresh.jitter, Duration::from_secs(60));
+        assert_eq!(s.source.cur, PathBuf::from("/data/a"));
+        assert_eq!(s.server.listen.port(), 9999);
+        assert_eq!(
+            s.refresh.retry_max,
+            Duration::from_secs(900),
+            "untouched keys keep defaults"
+        );
+    }
+
+    #[test]
+    fn yaml_is_read_too() {
+        let (_d, p) = file(
+            "yaml",
+            "allocation:\n  cost_center_tag: userAttribute/Department\n  cost_column: line_item_net_unblended_cost\n",
+        );
+        let s = load_with_env(Some(&p), HashMap::new()).unwrap();
+        assert_eq!(s.allocation.cost_center_tag, "userAttribute/Department");
+        assert_eq!(s.allocation.cost_column, CostColumn::NetUnblended);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "toml",
+                "[refresh]\nintervall = \"1h\"\n",
+                "config key refresh.intervall: unknown field `intervall`",
+            ),
+            (
+                "toml",
+                "[refresh]\ninterval = \"soon\"\n",
+                "refresh.interval",
+            ),
+            (
+                "toml",
+                "[server]\nlisten = \"localhost\"\n",
+                "server.listen",
+            ),
+            (
+                "toml",
+                "[refresh]\nperiod = \"2026-13\"\n",
+                "refresh.period",
+            ),
+            (
+                "toml",
+                "[allocation]\ncost_column = \"line_item_blended_cost\"\n",
+                "allocation.cost_column",
+            ),
+            (
+                "toml",
+                "[sauce]\nx = 1\n",
+                "config key sauce: unknown field `sauce`",
+            ),
+            ("yaml", "refresh: [1, 2\n", "config file"),
+            ("toml", "[refresh\n", "config file"),
+        ];
+        for (ext, text, want) in cases {
+            let (_d, p) = file(ext, text);
+            let e = load_with_env(Some(&p), HashMap::new())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+        let e = load_with_env(
+            None,
+            env(&[("KIRO_EXPORTER__REFRESH__PREVIOUS_MONTH_FINAL_DAY", "x")]),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("refresh.previous_month_final_day"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let check = |f: &dyn Fn(&mut Settings), want: &str| {
+            let mut s = Settings::default();
+            f(&mut s);
+            let e = s.validate().unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        };
+        check(&|s| s.refresh.interval = Duration::ZERO, "refresh.interval");
+        check(
+            &|s| s.refresh.jitter = Duration::from_secs(7200),
+            "refresh.jitter",
+        );
+        check(
+            &|s| s.refresh.previous_month_final_day = 31,
+            "refresh.previous_month_final_day",
+        );
+        check(
+            &|s| s.refresh.retry_max = Duration::from_secs(1),
+            "refresh.retry_max",
+        );
+        check(
+            &|s| s.allocation.cost_center_tag = "a'b".into(),
+            "allocation.cost_center_tag",
+        );
+        check(
+            &|s| s.server.listen = "127.0.0.1:0".parse().unwrap(),
+            "server.listen",
+        );
+        check(&|s| s.log.level = "[[[".into(), "log.level");
+    }
+
+    #[test]
+    fn missing_file_and_unknown_format() {
+        let e = load_with_env(Some(Path::new("/nonexistent/x.toml")), HashMap::new()).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/x.toml"), "{e}");
+        let (_d, p) = file("ini", "a=1");
+        assert!(
+            load_with_env(Some(&p), HashMap::new())
+                .unwrap_err()
+                .to_string()
+                .contains("unknown format")
+        );
+    }
+}

@@ -1,0 +1,871 @@
+//! Synthetic CUR 2.0 exports: Kiro bills that look like real ones, among other services' lines,
+//! for the demo, the tests and the benchmarks.
+//!
+//! What is taken from the published facts (shared facts, kiro-billing): plan prices and included
+//! credits (Pro $20 / 1,000, Pro+ $40 / 2,000, Power $200 / 10,000), overage at $0.04 per credit
+//! metered in 0.01 steps, line shapes (`FlatRateSubscription` seat lines with usage type
+//! `<REGION>-KiroEnterprise-<Plan>` and prorated seat-months as usage amount; hourly `Usage` lines
+//! in `Credits`), upgrades refunding the lower tier and charging the higher in full, duplicate
+//! subscriptions across accounts billed twice, overage switched per account, an enterprise
+//! discount line without a user, and the tag map key `userAttribute/costCenter`.
+//!
+//! What is an assumption, chosen to be plausible and kept in one place ([`Assumptions`]): the plan
+//! mix, the usage distribution, how often users move, upgrade, join, get refunds; the tax rate and
+//! which accounts pay it; the discount rate; which accounts fill `line_item_resource_id` instead
+//! of `line_item_user_identifier`; and the shapes of the refund, credit and tax lines.
+//!
+//! Generation is deterministic for a seed. Lines are streamed to a [`LineSink`] so an export of
+//! any size is written with bounded memory.
+
+mod writer;
+
+use std::path::Path;
+
+use chrono::{DateTime, Datelike, Duration, Utc, Weekday};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, LogNormal};
+
+use crate::period::BillingPeriod;
+pub use writer::{ExportWriter, WriteError, cur_schema};
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct GenSpec {
+    pub users: usize,
+    pub months: u32,
+    pub start: BillingPeriod,
+    /// Lines of other services per Kiro line.
+    pub noise_ratio: f64,
+    pub seed: u64,
+    /// Export name, used in file names.
+    pub export_name: String,
+    /// Rows per Parquet file before a new file is started.
+    pub rows_per_file: usize,
+    /// Lines that start at or after this instant are not written (a month to date).
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl GenSpec {
+    pub fn new(users: usize, start: BillingPeriod) -> Self {
+        Self {
+            users,
+            months: 1,
+            start,
+            noise_ratio: 3.0,
+            seed: 1,
+            export_name: "kiro-cur".to_owned(),
+            rows_per_file: 500_000,
+            until: None,
+        }
+    }
+}
+
+/// The numbers no public source gives; see the module documentation.
+#[derive(Debug, Clone)]
+pub struct Assumptions {
+    /// Share of users on Pro, Pro+ (the rest on Power).
+    pub plan_mix: [f64; 2],
+    /// Share of users who use no credits in a month.
+    pub idle_share: f64,
+    /// Log-normal parameters of a user's monthly credits as a share of the plan's included
+    /// credits: median e^mu, about 16% of active users beyond their included credits.
+    pub usage_mu: f64,
+    pub usage_sigma: f64,
+    pub untagged_share: f64,
+    pub empty_tag_share: f64,
+    pub mover_share: f64,
+    pub upgrade_share: f64,
+    pub joiner_share: f64,
+    pub duplicate_share: f64,
+    pub refund_share: f64,
+    pub credit_share: f64,
+    pub tax_rate: f64,
+    pub discount_rate: f64,
+}
+
+impl Default for Assumptions {
+    fn default() -> Self {
+        Self {
+            plan_mix: [0.60, 0.25],
+            idle_share: 0.10,
+            usage_mu: -0.9,
+            usage_sigma: 0.9,
+            untagged_share: 0.05,
+            empty_tag_share: 0.02,
+            mover_share: 0.04,
+            upgrade_share: 0.03,
+            joiner_share: 0.05,
+            duplicate_share: 0.02,
+            refund_share: 0.02,
+            credit_share: 0.01,
+            tax_rate: 0.19,
+            discount_rate: 0.03,
+        }
+    }
+}
+
+/// A Kiro plan as the generator bills it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanKind {
+    Pro,
+    ProPlus,
+    Power,
+}
+
+impl PlanKind {
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Self::Pro => "Pro",
+            Self::ProPlus => "ProPlus",
+            Self::Power => "Power",
+        }
+    }
+    pub fn monthly_usd(self) -> f64 {
+        match self {
+            Self::Pro => 20.0,
+            Self::ProPlus => 40.0,
+            Self::Power => 200.0,
+        }
+    }
+    pub fn included_credits(self) -> f64 {
+        match self {
+            Self::Pro => 1_000.0,
+            Self::ProPlus => 2_000.0,
+            Self::Power => 10_000.0,
+        }
+    }
+    fn upgraded(self) -> Self {
+        match self {
+            Self::Pro => Self::ProPlus,
+            Self::ProPlus | Self::Power => Self::Power,
+        }
+    }
+}
+
+/// Overage price per credit (facts: $0.04).
+pub const OVERAGE_USD_PER_CREDIT: f64 = 0.04;
+
+/// One CUR line, with the fields the export fills. The writer derives the other columns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurLine {
+    pub period: BillingPeriod,
+    pub product_code: &'static str,
+    pub account_id: String,
+    pub region: &'static str,
+    pub user_identifier: String,
+    pub resource_id: String,
+    pub line_type: &'static str,
+    pub usage_type: String,
+    pub operation: &'static str,
+    pub pricing_unit: &'static str,
+    pub usage_start: DateTime<Utc>,
+    pub usage_end: DateTime<Utc>,
+    pub usage_amount: f64,
+    pub unblended_cost: f64,
+    pub net_unblended_cost: f64,
+    pub rate: f64,
+    pub description: String,
+    /// `tags` map entries.
+    pub tags: Vec<(String, String)>,
+}
+
+/// Receives generated lines in order.
+pub trait LineSink {
+    type Error;
+    fn line(&mut self, line: CurLine) -> Result<(), Self::Error>;
+    /// Called after the last line of each period.
+    fn end_period(&mut self, _period: BillingPeriod) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+impl LineSink for Vec<CurLine> {
+    type Error = std::convert::Infallible;
+    fn line(&mut self, line: CurLine) -> Result<(), Self::Error> {
+        self.push(line);
+        Ok(())
+    }
+}
+
+/// Cost-center values the generator hands out, with commas, quotes and non-ASCII among them.
+pub const COST_CENTERS: &[&str] = &[
+    "CC-1001 Platform",
+    "CC-1002 Payments",
+    "CC-2040 Data & ML",
+    "CC-3100 Mobile",
+    "CC-4200 Security",
+    "Sales, EMEA",
+    "研发中心",
+    "CC-5500 \"Growth\"",
+];
+
+#[derive(Debug, Clone, Copy)]
+struct Region {
+    code: &'static str,
+    prefix: &'static str,
+}
+
+const REGIONS: [Region; 2] = [
+    Region {
+        code: "us-east-1",
+        prefix: "USE1",
+    },
+    Region {
+        code: "eu-central-1",
+        prefix: "EUC1",
+    },
+];
+
+#[derive(Debug, Clone)]
+struct Account {
+    id: String,
+    region: Region,
+    overage_enabled: bool,
+    taxed: bool,
+    discounted: bool,
+    /// Lines name the user in `line_item_resource_id` only.
+    resource_id_only: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Tag {
+    Missing,
+    Empty,
+    Value(&'static str),
+}
+
+#[derive(Debug, Clone)]
+struct User {
+    id: String,
+    account: usize,
+    second_account: Option<usize>,
+    plan: PlanKind,
+    tag: Tag,
+    /// Personal activity multiplier.
+    activity: f64,
+    /// Day of the first month the seat starts (1 = the whole month).
+    join_day: u32,
+}
+
+/// Per (account, user) charges emitted so far in the current period, for tax.
+#[derive(Default)]
+struct Charges {
+    taxable: f64,
+    subscriptions: f64,
+}
+
+struct Gen<'a, S: LineSink> {
+    spec: &'a GenSpec,
+    a: Assumptions,
+    rng: ChaCha8Rng,
+    sink: &'a mut S,
+    noise_carry: f64,
+    store_account: String,
+    accounts: Vec<Account>,
+    current_period: BillingPeriod,
+}
+
+fn round_to(x: f64, decimals: i32) -> f64 {
+    let m = 10f64.powi(decimals);
+    (x * m).round() / m
+}
+
+fn tags_for(tag: &Tag) -> Vec<(String, String)> {
+    match tag {
+        Tag::Missing => Vec::new(),
+        Tag::Empty => vec![("userAttribute/costCenter".to_owned(), String::new())],
+        Tag::Value(v) => vec![("userAttribute/costCenter".to_owned(), (*v).to_owned())],
+    }
+}
+
+impl<S: LineSink> Gen<'_, S> {
+    fn emit(&mut self, line: CurLine) -> Result<bool, S::Error> {
+        if self.spec.until.is_some_and(|u| line.usage_start >= u) {
+            return Ok(false);
+        }
+        let kiro = line.product_code == "Kiro";
+        self.sink.line(line)?;
+        if kiro {
+            self.noise_carry += self.spec.noise_ratio;
+            while self.noise_carry >= 1.0 {
+                self.noise_carry -= 1.0;
+                let noise = self.noise_line();
+                self.sink.line(noise)?;
+            }
+        }
+        Ok(true)
+    }
+
+    fn pick_tag(&mut self) -> Tag {
+        let x: f64 = self.rng.random();
+        if x < self.a.untagged_share {
+            Tag::Missing
+        } else if x < self.a.untagged_share + self.a.empty_tag_share {
+            Tag::Empty
+        } else {
+            // Skewed towards the first cost centers, as real organisations are.
+            let i = ((self.rng.random::<f64>().powi(2)) * COST_CENTERS.len() as f64) as usize;
+            Tag::Value(COST_CENTERS[i.min(COST_CENTERS.len() - 1)])
+        }
+    }
+
+    fn uuid(&mut self) -> String {
+        let a: u32 = self.rng.random();
+        let b: u16 = self.rng.random();
+        let c: u16 = self.rng.random::<u16>() & 0x0fff;
+        let d: u16 = (self.rng.random::<u16>() & 0x3fff) | 0x8000;
+        let e: u64 = self.rng.random::<u64>() & 0xffff_ffff_ffff;
+        format!("{a:08x}-{b:04x}-4{c:03x}-{d:04x}-{e:012x}")
+    }
+
+    fn noise_line(&mut self) -> CurLine {
+        const SERVICES: &[(&str, &str, &str, &str)] = &[
+            ("AmazonEC2", "BoxUsage:m6i.large", "RunInstances", "Hrs"),
+            ("AmazonS3", "TimedStorage-ByteHrs", "PutObject", "GB-Mo"),
+            (
+                "AWSLambda",
+                "Lambda-GB-Second",
+                "Invoke",
+                "Lambda-GB-Second",
+            ),
+            (
+                "AmazonCloudWatch",
+                "CW:MetricMonitorUsage",
+                "MetricStorage",
+                "Metrics",
+            ),
+            (
+                "AmazonRDS",
+                "InstanceUsage:db.r6g.large",
+                "CreateDBInstance:0016",
+                "Hrs",
+            ),
+            // A user-attributed seat of another product: must never count as Kiro.
+            (
+                "AmazonQ",
+                "Q-Developer-Pro",
+                "monthly-subscription",
+                "Credits",
+            ),
+        ];
+        let (product, usage, operation, unit) = SERVICES[self.rng.random_range(0..SERVICES.len())];
+        let period = self.current_period;
+        let day = self.rng.random_range(0..period.days());
+        let hour = self.rng.random_range(0..24);
+        let start = period.start() + Duration::days(i64::from(day)) + Duration::hours(hour);
+        let region = REGIONS[self.rng.random_range(0..REGIONS.len())];
+        let account = self.accounts[self.rng.random_range(0..self.accounts.len())]
+            .id
+            .clone();
+        let cost = round_to(
+            LogNormal::new(-2.5, 1.2)
+                .expect("valid")
+                .sample(&mut self.rng),
+            8,
+        );
+        let is_q = product == "AmazonQ";
+        let user = if is_q {
+            let id = self.uuid();
+            format!("arn:aws:identitystore::{}:user/{id}", self.store_account)
+        } else {
+            String::new()
+        };
+        let mut tags = vec![("resourceTags/user:Team".to_owned(), "infra".to_owned())];
+        if is_q {
+            tags = tags_for(&Tag::Value(COST_CENTERS[0]));
+        }
+        CurLine {
+            period,
+            product_code: product,
+            account_id: account,
+            region: region.code,
+            user_identifier: user,
+            resource_id: if is_q {
+                String::new()
+            } else {
+                format!("res-{:016x}", self.rng.random::<u64>())
+            },
+            line_type: if is_q {
+                "FlatRateSubscription"
+            } else {
+                "Usage"
+            },
+            usage_type: format!("{}-{usage}", region.prefix),
+            operation,
+            pricing_unit: unit,
+            usage_start: start,
+            usage_end: start + Duration::hours(1),
+            usage_amount: round_to(self.rng.random_range(0.01..10.0), 4),
+            unblended_cost: cost,
+            net_unblended_cost: cost,
+            rate: 0.0,
+            description: format!("{product} usage"),
+            tags,
+        }
+    }
+}
+
+/// Generates the export described by `spec`, streaming lines to `sink` month by month.
+pub fn generate<S: LineSink>(spec: &GenSpec, sink: &mut S) -> Result<(), S::Error> {
+    generate_with(spec, &Assumptions::default(), sink)
+}
+
+/// [`generate`] with explicit assumptions.
+pub fn generate_with<S: LineSink>(
+    spec: &GenSpec,
+    assumptions: &Assumptions,
+    sink: &mut S,
+) -> Result<(), S::Error> {
+    let mut g = Gen {
+        spec,
+        a: assumptions.clone(),
+        rng: ChaCha8Rng::seed_from_u64(spec.seed),
+        sink,
+        noise_carry: 0.0,
+        store_account: String::new(),
+        accounts: Vec::new(),
+        current_period: spec.start,
+    };
+    let n_accounts = (spec.users / 150).clamp(2, 8);
+    for i in 0..n_accounts {
+        let id = format!(
+            "{:012}",
+            g.rng.random_range(100_000_000_000u64..1_000_000_000_000)
+        );
+        g.accounts.push(Account {
+            id,
+            region: REGIONS[usize::from(i % 3 == 1)],
+            overage_enabled: i != 2,
+            taxed: i == 1,
+            discounted: i == 0,
+            resource_id_only: i == 3,
+        });
+    }
+    g.store_account = g.accounts[0].id.clone();
+    let mut users = Vec::with_capacity(spec.users);
+    for _ in 0..spec.users {
+        let x: f64 = g.rng.random();
+        let plan = if x < g.a.plan_mix[0] {
+            PlanKind::Pro
+        } else if x < g.a.plan_mix[0] + g.a.plan_mix[1] {
+            PlanKind::ProPlus
+        } else {
+            PlanKind::Power
+        };
+        let account = g.rng.random_range(0..n_accounts);
+        let second_account =
+            (g.rng.random::<f64>() < g.a.duplicate_share).then(|| (account + 1) % n_accounts);
+        let join_day = if g.rng.random::<f64>() < g.a.joiner_share {
+            g.rng.random_range(2..=25)
+        } else {
+            1
+        };
+        let tag = g.pick_tag();
+        let id = g.uuid();
+        users.push(User {
+            id,
+            account,
+            second_account,
+            plan,
+            tag,
+            activity: if g.rng.random::<f64>() < g.a.idle_share {
+                0.0
+            } else {
+                1.0
+            },
+            join_day,
+        });
+    }
+    let mut period = spec.start;
+    for _ in 0..spec.months {
+        g.current_period = period;
+        let mut charges: std::collections::BTreeMap<(usize, usize), Charges> = Default::default();
+        for (ui, user) in users.iter_mut().enumerate() {
+            g.user_month(ui, user, &mut charges)?;
+            user.join_day = 1;
+        }
+        g.month_end(&users, &charges)?;
+        g.sink.end_period(period)?;
+        period = period.next();
+    }
+    Ok(())
+}
+
+impl<S: LineSink> Gen<'_, S> {
+    fn arn(&self, user: &User) -> String {
+        format!(
+            "arn:aws:identitystore::{}:user/{}",
+            self.store_account, user.id
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn kiro_line(
+        &self,
+        account: usize,
+        user: &User,
+        tag: &Tag,
+        line_type: &'static str,
+        usage_type: String,
+        operation: &'static str,
+        pricing_unit: &'static str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        usage_amount: f64,
+        cost: f64,
+        rate: f64,
+        description: String,
+    ) -> CurLine {
+        let acc = &self.accounts[account];
+        let arn = self.arn(user);
+        let (user_identifier, resource_id) = if acc.resource_id_only {
+            (
+                String::new(),
+                format!("arn:aws:identitystore:::user/{}", user.id),
+            )
+        } else {
+            (arn, String::new())
+        };
+        CurLine {
+            period: self.current_period,
+            product_code: "Kiro",
+            account_id: acc.id.clone(),
+            region: acc.region.code,
+            user_identifier,
+            resource_id,
+            line_type,
+            usage_type,
+            operation,
+            pricing_unit,
+            usage_start: start,
+            usage_end: end,
+            usage_amount,
+            unblended_cost: cost,
+            net_unblended_cost: cost,
+            rate,
+            description,
+            tags: tags_for(tag),
+        }
+    }
+
+    fn subscription(
+        &self,
+        account: usize,
+        user: &User,
+        tag: &Tag,
+        plan: PlanKind,
+        from_day: u32,
+        prorate: bool,
+    ) -> CurLine {
+        let p = self.current_period;
+        let days = p.days();
+        let start = p.start() + Duration::days(i64::from(from_day - 1));
+        let amount = if prorate {
+            round_to(f64::from(days - from_day + 1) / f64::from(days), 6)
+        } else {
+            1.0
+        };
+        let cost = round_to(plan.monthly_usd() * amount, 2);
+        let prefix = self.accounts[account].region.prefix;
+        self.kiro_line(
+            account,
+            user,
+            tag,
+            "FlatRateSubscription",
+            format!("{prefix}-KiroEnterprise-{}", plan.suffix()),
+            "monthly-subscription",
+            "Users",
+            start,
+            p.end(),
+            amount,
+            cost,
+            plan.monthly_usd(),
+            format!("Kiro {} subscription", plan.suffix()),
+        )
+    }
+
+    fn charge(
+        &mut self,
+        charges: &mut std::collections::BTreeMap<(usize, usize), Charges>,
+        key: (usize, usize),
+        line: CurLine,
+    ) -> Result<(), S::Error> {
+        let (cost, sub) = (
+            line.unblended_cost,
+            line.line_type == "FlatRateSubscription",
+        );
+        if self.emit(line)? {
+            let c = charges.entry(key).or_default();
+            c.taxable += cost;
+            if sub {
+                c.subscriptions += cost;
+            }
+        }
+        Ok(())
+    }
+
+    fn user_month(
+        &mut self,
+        ui: usize,
+        user: &mut User,
+        charges: &mut std::collections::BTreeMap<(usize, usize), Charges>,
+    ) -> Result<(), S::Error> {
+        let p = self.current_period;
+        let days = p.days();
+        let first = user.join_day.min(days);
+        // Events of this month.
+        let mover_day = (self.rng.random::<f64>() < self.a.mover_share).then(|| {
+            self.rng
+                .random_range(first.max(5)..=days.min(25).max(first.max(5)))
+        });
+        let new_tag = mover_day.map(|_| self.pick_tag());
+        let upgrade_day = (user.plan != PlanKind::Power
+            && self.rng.random::<f64>() < self.a.upgrade_share)
+            .then(|| {
+                self.rng
+                    .random_range(first.max(3)..=days.min(24).max(first.max(3)))
+            });
+        let refund = self.rng.random::<f64>() < self.a.refund_share;
+        let credit = self.rng.random::<f64>() < self.a.credit_share;
+        let ratio = if user.activity > 0.0 {
+            LogNormal::new(self.a.usage_mu, self.a.usage_sigma)
+                .expect("valid")
+                .sample(&mut self.rng)
+        } else {
+            0.0
+        };
+        let base_tag = user.tag.clone();
+        let tag_on = |day: u32| -> Tag {
+            match (mover_day, &new_tag) {
+                (Some(d), Some(t)) if day >= d => t.clone(),
+                _ => base_tag.clone(),
+            }
+        };
+        let home = user.account;
+        let accounts: Vec<usize> = std::iter::once(home).chain(user.second_account).collect();
+        let old_plan = user.plan;
+        for &acc in &accounts {
+            let line = self.subscription(acc, user, &tag_on(first), old_plan, first, first > 1);
+            self.charge(charges, (acc, ui), line)?;
+        }
+        if let Some(d) = upgrade_day {
+            let new_plan = old_plan.upgraded();
+            let old = self.subscription(home, user, &tag_on(first), old_plan, first, first > 1);
+            let mut refund_line = old.clone();
+            refund_line.line_type = "Refund";
+            refund_line.usage_amount = -old.usage_amount;
+            refund_line.unblended_cost = -old.unblended_cost;
+            refund_line.net_unblended_cost = -old.net_unblended_cost;
+            refund_line.usage_start = p.start() + Duration::days(i64::from(d - 1));
+            refund_line.tags = tags_for(&tag_on(d));
+            refund_line.description = format!(
+                "Refund of Kiro {} subscription (upgrade)",
+                old_plan.suffix()
+            );
+            self.charge(charges, (home, ui), refund_line)?;
+            let line = self.subscription(home, user, &tag_on(d), new_plan, d, false);
+            self.charge(charges, (home, ui), line)?;
+            user.plan = new_plan;
+        }
+        // Credits: hourly lines on working days, free up to the plan's credits, then overage.
+        let target = ratio * old_plan.included_credits();
+        let work_days: Vec<u32> = (first..=days)
+            .filter(|&d| {
+                !matches!(
+                    (p.first_day() + Duration::days(i64::from(d - 1))).weekday(),
+                    Weekday::Sat | Weekday::Sun
+                )
+            })
+            .collect();
+        let expected_lines = (work_days.len() as f64 * 0.85 * 3.0).max(1.0);
+        let per_line = target / expected_lines;
+        let mut used = [0.0f64; 2];
+        let mut overage_usd = 0.0;
+        if target > 0.0 {
+            for &day in &work_days {
+                if self.rng.random::<f64>() > 0.85 {
+                    continue;
+                }
+                let hours = self.rng.random_range(1..=5u32);
+                let first_hour = self.rng.random_range(8..=(19 - hours));
+                for h in first_hour..first_hour + hours {
+                    let which = usize::from(
+                        user.second_account.is_some() && self.rng.random::<f64>() < 0.3,
+                    );
+                    let acc = accounts[which];
+                    let included = if which == 0 && upgrade_day.is_some_and(|u| day >= u) {
+                        user.plan.included_credits()
+                    } else {
+                        old_plan.included_credits()
+                    };
+                    let mut amount =
+                        round_to((per_line * self.rng.random_range(0.3..1.7)).max(0.01), 2);
+                    let before = used[which];
+                    if !self.accounts[acc].overage_enabled {
+                        if before >= included {
+                            break;
+                        }
+                        amount = round_to(amount.min(included - before), 2);
+                    }
+                    let after = round_to(before + amount, 2);
+                    let over = round_to(
+                        (after - included).max(0.0) - (before - included).max(0.0),
+                        2,
+                    );
+                    let cost = round_to(over * OVERAGE_USD_PER_CREDIT, 4);
+                    let start = p.start()
+                        + Duration::days(i64::from(day - 1))
+                        + Duration::hours(i64::from(h));
+                    let prefix = self.accounts[acc].region.prefix;
+                    let line = self.kiro_line(
+                        acc,
+                        user,
+                        &tag_on(day),
+                        "Usage",
+                        format!("{prefix}-KiroEnterprise-Credits"),
+                        "Credits",
+                        "Credits",
+                        start,
+                        start + Duration::hours(1),
+                        amount,
+                        cost,
+                        OVERAGE_USD_PER_CREDIT,
+                        "Kiro credits".to_owned(),
+                    );
+                    if self.emit(line.clone())? {
+                        used[which] = after;
+                        overage_usd += if which == 0 { cost } else { 0.0 };
+                        let c = charges.entry((acc, ui)).or_default();
+                        c.taxable += cost;
+                    }
+                }
+            }
+        }
+        if refund && overage_usd > 0.0 {
+            let amount = round_to(overage_usd * 0.5, 2);
+            let day = days.min(27);
+            let start = p.start() + Duration::days(i64::from(day - 1));
+            let line = self.kiro_line(
+                home,
+                user,
+                &tag_on(day),
+                "Refund",
+                format!(
+                    "{}-KiroEnterprise-Credits",
+                    self.accounts[home].region.prefix
+                ),
+                "Credits",
+                "Credits",
+                start,
+                start + Duration::hours(1),
+                0.0,
+                -amount,
+                0.0,
+                "Goodwill refund of Kiro overage".to_owned(),
+            );
+            self.charge(charges, (home, ui), line)?;
+        }
+        if credit {
+            let start = p.start() + Duration::days(i64::from(days.min(26) - 1));
+            let line = self.kiro_line(
+                home,
+                user,
+                &tag_on(days),
+                "Credit",
+                format!(
+                    "{}-KiroEnterprise-Credits",
+                    self.accounts[home].region.prefix
+                ),
+                "Credits",
+                "",
+                start,
+                start + Duration::hours(1),
+                0.0,
+                -5.0,
+                0.0,
+                "AWS promotional credit".to_owned(),
+            );
+            self.charge(charges, (home, ui), line)?;
+        }
+        if let Some(t) = new_tag {
+            user.tag = t;
+        }
+        Ok(())
+    }
+
+    fn month_end(
+        &mut self,
+        users: &[User],
+        charges: &std::collections::BTreeMap<(usize, usize), Charges>,
+    ) -> Result<(), S::Error> {
+        let p = self.current_period;
+        let mut discountable = vec![0.0f64; self.accounts.len()];
+        for (&(acc, ui), c) in charges {
+            discountable[acc] += c.subscriptions;
+            if !self.accounts[acc].taxed || c.taxable <= 0.0 {
+                continue;
+            }
+            let tax = round_to(c.taxable * self.a.tax_rate, 2);
+            let user = &users[ui];
+            let line = self.kiro_line(
+                acc,
+                user,
+                &user.tag,
+                "Tax",
+                "Tax".to_owned(),
+                "",
+                "",
+                p.start(),
+                p.end(),
+                0.0,
+                tax,
+                0.0,
+                "VAT".to_owned(),
+            );
+            self.emit(line)?;
+        }
+        for (acc, base) in discountable.into_iter().enumerate() {
+            if !self.accounts[acc].discounted || base <= 0.0 {
+                continue;
+            }
+            let a = &self.accounts[acc];
+            let cost = -round_to(base * self.a.discount_rate, 2);
+            let line = CurLine {
+                period: p,
+                product_code: "Kiro",
+                account_id: a.id.clone(),
+                region: a.region.code,
+                user_identifier: String::new(),
+                resource_id: String::new(),
+                line_type: "EdpDiscount",
+                usage_type: format!("{}-KiroEnterprise-Pro", a.region.prefix),
+                operation: "",
+                pricing_unit: "",
+                usage_start: p.start(),
+                usage_end: p.end(),
+                usage_amount: 0.0,
+                unblended_cost: cost,
+                net_unblended_cost: 0.0,
+                rate: 0.0,
+                description: "Enterprise Discount Program discount".to_owned(),
+                tags: Vec::new(),
+            };
+            self.emit(line)?;
+        }
+        Ok(())
+    }
+}
+
+/// Generates `spec` and writes it under `dir` as a CUR 2.0 export
+/// (`dir/data/BILLING_PERIOD=YYYY-MM/<export>-0000N.snappy.parquet`). `observe` sees every line
+/// written, in order.
+pub fn write_export(
+    spec: &GenSpec,
+    dir: &Path,
+    observe: impl FnMut(&CurLine),
+) -> Result<writer::WriteSummary, WriteError> {
+    let mut w = ExportWriter::new(dir, &spec.export_name, spec.rows_per_file, observe)?;
+    generate(spec, &mut w)?;
+    w.finish()
+}

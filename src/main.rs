@@ -1,0 +1,199 @@
+//! The `kiro-cost-exporter` command: parses arguments, loads settings, and runs one command.
+//! Any error is printed as one line (the whole cause chain) and exits with status 2.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use kiro_cost_exporter::config::{self, Settings};
+use kiro_cost_exporter::curgen::{self, GenSpec};
+use kiro_cost_exporter::output::{self, Format};
+use kiro_cost_exporter::period::BillingPeriod;
+use kiro_cost_exporter::source::{LocalSource, Source};
+
+#[derive(Parser)]
+#[command(
+    name = "kiro-cost-exporter",
+    version,
+    about = "Kiro subscription costs per user and cost center, from the AWS CUR 2.0"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct ConfigArgs {
+    /// Settings file (TOML or YAML). Environment variables KIRO_EXPORTER__SECTION__KEY override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Allocate one billing period and print it.
+    Query {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// CUR 2.0 export root (the folder holding data/BILLING_PERIOD=…); overrides source.cur.
+        #[arg(long, value_name = "DIR")]
+        cur: Option<PathBuf>,
+        /// Billing period, YYYY-MM.
+        #[arg(long, value_name = "YYYY-MM")]
+        period: BillingPeriod,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Write a synthetic CUR 2.0 export with realistic Kiro bills among other services' lines.
+    GenerateCur {
+        /// Export root to write (data/BILLING_PERIOD=YYYY-MM/*.snappy.parquet below it).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 200)]
+        users: usize,
+        #[arg(long, default_value_t = 1)]
+        months: u32,
+        /// First month; default: so that the last month generated is the current one.
+        #[arg(long, value_name = "YYYY-MM")]
+        start: Option<BillingPeriod>,
+        /// Lines of other services per Kiro line.
+        #[arg(long, default_value_t = 3.0)]
+        noise_ratio: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Rows per Parquet file before another file is started.
+        #[arg(long, default_value_t = 500_000)]
+        rows_per_file: usize,
+        /// Leave out lines that start at or after this instant (RFC 3339), as a month-to-date export would.
+        #[arg(long, value_name = "RFC3339")]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// Validate the settings and print them, secrets redacted.
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+fn load_settings(args: &ConfigArgs) -> anyhow::Result<Settings> {
+    let settings = config::load(args.config.as_deref())?;
+    settings.validate()?;
+    Ok(settings)
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn local_source(settings: &Settings, cur: &Path) -> LocalSource {
+    let source = LocalSource::new(cur, settings.allocation_settings());
+    match settings.source.target_partitions {
+        0 => source,
+        n => source.with_target_partitions(n),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Query {
+            config,
+            cur,
+            period,
+            format,
+        } => {
+            let settings = load_settings(&config)?;
+            init_logging(&settings.log.level);
+            let cur = cur.unwrap_or_else(|| settings.source.cur.clone());
+            let allocation = local_source(&settings, &cur).allocate(period).await?;
+            let mut stdout = std::io::stdout().lock();
+            match format {
+                Format::Json => writeln!(
+                    stdout,
+                    "{}",
+                    serde_json::to_string_pretty(&output::to_json(&allocation))?
+                )?,
+                Format::Csv => stdout.write_all(&output::to_csv(&allocation)?)?,
+                Format::Table => stdout.write_all(output::to_table(&allocation).as_bytes())?,
+            }
+            stdout.flush()?;
+        }
+        Command::GenerateCur {
+            out,
+            users,
+            months,
+            start,
+            noise_ratio,
+            seed,
+            rows_per_file,
+            until,
+        } => {
+            anyhow::ensure!(months >= 1, "--months must be at least 1");
+            anyhow::ensure!(
+                noise_ratio.is_finite() && noise_ratio >= 0.0,
+                "--noise-ratio must be a number >= 0"
+            );
+            let start = start.unwrap_or_else(|| {
+                let mut p = BillingPeriod::containing(chrono::Utc::now());
+                for _ in 1..months {
+                    p = p.previous();
+                }
+                p
+            });
+            let spec = GenSpec {
+                users,
+                months,
+                start,
+                noise_ratio,
+                seed,
+                export_name: "kiro-cur".to_owned(),
+                rows_per_file,
+                until,
+            };
+            let summary = curgen::write_export(&spec, &out, |_| {})
+                .with_context(|| format!("writing the export to {}", out.display()))?;
+            for (period, (files, rows)) in &summary.periods {
+                println!("{period}: {rows} lines in {files} file(s)");
+            }
+            println!(
+                "{} Kiro lines, {} lines in all, under {}",
+                summary.kiro_lines,
+                summary.total_lines,
+                out.join("data").display()
+            );
+        }
+        Command::CheckConfig { config } => {
+            let settings = load_settings(&config)?;
+            print!("{}", settings.to_redacted_toml());
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

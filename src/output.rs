@@ -1,0 +1,230 @@
+//! Renders an allocation for people and programs: JSON (one object), CSV (one row per unit,
+//! UTF-8 with a byte-order mark so Excel reads non-ASCII names), and an aligned table.
+
+use std::fmt::Write as _;
+
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use serde_json::{Value, json};
+
+use crate::allocation::{Allocation, Rollup};
+
+/// Output formats of `query`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+/// A decimal amount as a JSON number.
+pub fn number(d: Decimal) -> Value {
+    d.to_f64()
+        .and_then(serde_json::Number::from_f64)
+        .map_or(Value::Null, Value::Number)
+}
+
+fn rollup_json(key_name: &str, key: &str, r: &Rollup) -> Value {
+    json!({
+        key_name: key,
+        "users": r.users,
+        "credits_used": number(r.credits_used),
+        "subscription_usd": number(r.subscription_usd),
+        "overage_usd": number(r.overage_usd),
+        "other_usd": number(r.other_usd),
+        "total_usd": number(r.total_usd),
+    })
+}
+
+/// The allocation as one JSON object.
+pub fn to_json(a: &Allocation) -> Value {
+    let users: Vec<Value> = a
+        .units
+        .iter()
+        .map(|u| {
+            json!({
+                "account_id": u.account_id,
+                "user_id": u.user_id,
+                "cost_center": u.cost_center,
+                "plan": u.plan,
+                "credits_used": number(u.credits_used),
+                "subscription_usd": number(u.subscription_usd),
+                "overage_usd": number(u.overage_usd),
+                "other_usd": number(u.other_usd),
+                "total_usd": number(u.total_usd),
+            })
+        })
+        .collect();
+    let cost_centers: Vec<Value> = a
+        .cost_centers()
+        .iter()
+        .map(|(k, r)| rollup_json("cost_center", k, r))
+        .collect();
+    json!({
+        "billing_period": a.period.to_string(),
+        "users": users,
+        "tax_usd": number(a.tax_usd),
+        "unattributed_usd": number(a.unattributed_usd),
+        "kiro_total_usd": number(a.kiro_total_usd),
+        "untagged_users": a.untagged_users(),
+        "duplicate_subscriptions": a.duplicate_subscriptions(),
+        "cost_centers": cost_centers,
+    })
+}
+
+/// Header of the per-unit CSV.
+pub const CSV_HEADER: [&str; 10] = [
+    "billing_period",
+    "account_id",
+    "user_id",
+    "cost_center",
+    "plan",
+    "credits_used",
+    "subscription_usd",
+    "overage_usd",
+    "other_usd",
+    "total_usd",
+];
+
+/// One row per unit, with a header; UTF-8 with a byte-order mark.
+pub fn to_csv(a: &Allocation) -> Result<Vec<u8>, csv::Error> {
+    let mut out = "\u{feff}".as_bytes().to_vec();
+    {
+        let mut w = csv::WriterBuilder::new().from_writer(&mut out);
+        w.write_record(CSV_HEADER)?;
+        let period = a.period.to_string();
+        for u in &a.units {
+            w.write_record([
+                period.as_str(),
+                &u.account_id,
+                &u.user_id,
+                &u.cost_center,
+                &u.plan,
+                &u.credits_used.to_string(),
+                &u.subscription_usd.to_string(),
+                &u.overage_usd.to_string(),
+                &u.other_usd.to_string(),
+                &u.total_usd.to_string(),
+            ])?;
+        }
+        w.flush()?;
+    }
+    Ok(out)
+}
+
+fn money(d: Decimal) -> String {
+    format!("{:.2}", d.round_dp(2))
+}
+
+fn width(s: &str) -> usize {
+    s.chars().map(|c| if c.is_ascii() { 1 } else { 2 }).sum()
+}
+
+/// An aligned table of units, with the roll-ups and totals at the bottom.
+pub fn to_table(a: &Allocation) -> String {
+    let header = [
+        "ACCOUNT",
+        "USER",
+        "COST CENTER",
+        "PLAN",
+        "CREDITS",
+        "SUBSCRIPTION",
+        "OVERAGE",
+        "OTHER",
+        "TOTAL",
+    ];
+    let mut rows: Vec<Vec<String>> = a
+        .units
+        .iter()
+        .map(|u| {
+            vec![
+                u.account_id.clone(),
+                u.user_id.clone(),
+                if u.cost_center.is_empty() {
+                    "(untagged)".into()
+                } else {
+                    u.cost_center.clone()
+                },
+                if u.plan.is_empty() {
+                    "-".into()
+                } else {
+                    u.plan.clone()
+                },
+                u.credits_used.round_dp(2).to_string(),
+                money(u.subscription_usd),
+                money(u.overage_usd),
+                money(u.other_usd),
+                money(u.total_usd),
+            ]
+        })
+        .collect();
+    let t = a.totals();
+    rows.push(vec![
+        "TOTAL".into(),
+        format!("{} users", t.users),
+        String::new(),
+        String::new(),
+        t.credits_used.round_dp(2).to_string(),
+        money(t.subscription_usd),
+        money(t.overage_usd),
+        money(t.other_usd),
+        money(t.total_usd),
+    ]);
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(width(c));
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[String]| {
+        let mut l = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            let pad = " ".repeat(w - width(c));
+            if i >= 4 {
+                let _ = write!(l, "{pad}{c}  ");
+            } else {
+                let _ = write!(l, "{c}{pad}  ");
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&header.map(String::from));
+    let n = rows.len();
+    for (i, r) in rows.iter().enumerate() {
+        if i + 1 == n {
+            line(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>());
+        }
+        line(r);
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Billing period      {}", a.period);
+    let _ = writeln!(out, "Users' total        {}", money(t.total_usd));
+    let _ = writeln!(out, "Unattributed        {}", money(a.unattributed_usd));
+    let _ = writeln!(out, "Tax                 {}", money(a.tax_usd));
+    let _ = writeln!(out, "Kiro total          {}", money(a.kiro_total_usd));
+    let untagged = a.untagged_users();
+    let dups = a.duplicate_subscriptions();
+    let _ = writeln!(out, "Untagged users      {}", untagged.len());
+    let _ = writeln!(out, "Duplicate subs      {}", dups.len());
+    let _ = writeln!(out, "\nBy cost center:");
+    let mut ccs: Vec<(&str, Rollup)> = a.cost_centers().into_iter().collect();
+    ccs.sort_by_key(|(_, r)| std::cmp::Reverse(r.total_usd));
+    let ccw = ccs
+        .iter()
+        .map(|(k, _)| width(if k.is_empty() { "(untagged)" } else { k }))
+        .max()
+        .unwrap_or(0);
+    for (k, r) in ccs {
+        let name = if k.is_empty() { "(untagged)" } else { k };
+        let _ = writeln!(
+            out,
+            "  {name}{}  {:>5} users  {:>12}",
+            " ".repeat(ccw - width(name)),
+            r.users,
+            money(r.total_usd)
+        );
+    }
+    out
+}

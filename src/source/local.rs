@@ -1,0 +1,417 @@
+//! The embedded engine: Apache DataFusion over a CUR 2.0 export on the local file system.
+//!
+//! The export root holds `data/BILLING_PERIOD=YYYY-MM/*.parquet`. Before a query, the footers
+//! of the period's files are read and checked (a file that is not Parquet, or lacks a needed
+//! column, is named); the table is then registered with only the needed columns and the
+//! `BILLING_PERIOD` partition column, so DataFusion prunes other months and reads only those
+//! columns.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{
+    DataType, Decimal128Type, Field, Int64Type, Schema, TimeUnit, TimestampMicrosecondType,
+};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::scalar::ScalarValue;
+use parquet::arrow::arrow_reader::ArrowReaderMetadata;
+use rust_decimal::Decimal;
+
+use super::{Source, SourceError};
+use crate::allocation::sql::{self, Dialect, QuerySpec};
+use crate::allocation::{Allocation, AllocationSettings, GroupRow, QueryStats};
+use crate::period::BillingPeriod;
+
+/// Name of the partition column, as the export's folders spell it.
+pub const PARTITION_COLUMN: &str = "BILLING_PERIOD";
+const TABLE: &str = "cur";
+const RESULT_SCALE: i8 = 10;
+
+/// Allocation over a local CUR 2.0 export with DataFusion.
+#[derive(Debug, Clone)]
+pub struct LocalSource {
+    root: PathBuf,
+    settings: AllocationSettings,
+    target_partitions: usize,
+}
+
+/// What the footer check found for one period.
+#[derive(Debug)]
+struct PeriodFiles {
+    dir: PathBuf,
+    /// Needed columns with the types the files use.
+    schema: Schema,
+    rows: u64,
+    scanned_bytes: u64,
+    files: u64,
+}
+
+impl LocalSource {
+    /// `root` is the export root (the folder holding `data/`), or the `data/` folder itself.
+    pub fn new(root: impl Into<PathBuf>, settings: AllocationSettings) -> Self {
+        Self {
+            root: root.into(),
+            settings,
+            target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+
+    /// Number of partitions DataFusion plans with (default: the number of cores).
+    pub fn with_target_partitions(mut self, n: usize) -> Self {
+        self.target_partitions = n.max(1);
+        self
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The folder that holds the `BILLING_PERIOD=` partitions.
+    fn data_dir(&self) -> Result<PathBuf, SourceError> {
+        if !self.root.is_dir() {
+            return Err(SourceError::MissingExport {
+                path: self.root.clone(),
+            });
+        }
+        let data = self.root.join("data");
+        Ok(if data.is_dir() {
+            data
+        } else {
+            self.root.clone()
+        })
+    }
+
+    /// Billing periods present in the export, sorted.
+    pub fn periods(&self) -> Result<Vec<BillingPeriod>, SourceError> {
+        let data = self.data_dir()?;
+        let entries = std::fs::read_dir(&data).map_err(|source| SourceError::Io {
+            path: data.clone(),
+            source,
+        })?;
+        let mut out: Vec<BillingPeriod> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_prefix("BILLING_PERIOD=")?.parse().ok()
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    fn check_files(&self, period: BillingPeriod) -> Result<PeriodFiles, SourceError> {
+        let data = self.data_dir()?;
+        let dir = data.join(format!("{PARTITION_COLUMN}={period}"));
+        if !dir.is_dir() {
+            let available = self
+                .periods()?
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>();
+            return Err(SourceError::NoPartition {
+                period,
+                data_dir: data,
+                available: if available.is_empty() {
+                    "none".into()
+                } else {
+                    available.join(", ")
+                },
+            });
+        }
+        let io = |source| SourceError::Io {
+            path: dir.clone(),
+            source,
+        };
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(io)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "parquet"))
+            .collect();
+        paths.sort();
+        if paths.is_empty() {
+            return Err(SourceError::NoFiles { dir });
+        }
+        let cost = self.settings.cost_column.column();
+        let needed: Vec<&str> = sql::NEEDED_COLUMNS.iter().copied().chain([cost]).collect();
+        let mut fields: Vec<Option<(Field, PathBuf)>> = vec![None; needed.len()];
+        let (mut rows, mut bytes) = (0u64, 0u64);
+        for path in &paths {
+            let file = File::open(path).map_err(|source| SourceError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let meta = ArrowReaderMetadata::load(&file, Default::default()).map_err(|e| {
+                SourceError::NotParquet {
+                    file: path.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            let schema = meta.schema();
+            for (slot, name) in fields.iter_mut().zip(&needed) {
+                let field =
+                    schema
+                        .field_with_name(name)
+                        .map_err(|_| SourceError::MissingColumn {
+                            file: path.clone(),
+                            column: (*name).to_owned(),
+                        })?;
+                check_type(path, field)?;
+                match slot {
+                    None => *slot = Some((field.clone().with_nullable(true), path.clone())),
+                    Some((first, first_path)) if first.data_type() != field.data_type() => {
+                        return Err(SourceError::WrongType {
+                            file: path.clone(),
+                            column: (*name).to_owned(),
+                            found: field.data_type().to_string(),
+                            expected: format!(
+                                "{} as in {}",
+                                first.data_type(),
+                                first_path.display()
+                            ),
+                        });
+                    }
+                    Some(_) => {}
+                }
+            }
+            let md = meta.metadata();
+            rows += md.file_metadata().num_rows().max(0) as u64;
+            for rg in md.row_groups() {
+                for col in rg.columns() {
+                    let top = col
+                        .column_path()
+                        .parts()
+                        .first()
+                        .map(String::as_str)
+                        .unwrap_or("");
+                    if needed.contains(&top) {
+                        bytes += col.compressed_size().max(0) as u64;
+                    }
+                }
+            }
+        }
+        let schema = Schema::new(
+            fields
+                .into_iter()
+                .map(|f| f.expect("every file checked").0)
+                .collect::<Vec<_>>(),
+        );
+        Ok(PeriodFiles {
+            dir,
+            schema,
+            rows,
+            scanned_bytes: bytes,
+            files: paths.len() as u64,
+        })
+    }
+
+    async fn run(
+        &self,
+        period: BillingPeriod,
+        files: &PeriodFiles,
+    ) -> Result<Vec<RecordBatch>, datafusion::error::DataFusionError> {
+        let config = SessionConfig::new()
+            .with_target_partitions(self.target_partitions)
+            .with_information_schema(false);
+        let ctx = SessionContext::new_with_config(config);
+        let data_dir = files.dir.parent().expect("partition folder has a parent");
+        let url = ListingTableUrl::parse(format!("{}/", data_dir.display()))?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(".parquet")
+            .with_table_partition_cols(vec![(PARTITION_COLUMN.to_owned(), DataType::Utf8)]);
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(Arc::new(files.schema.clone()));
+        ctx.register_table(TABLE, Arc::new(ListingTable::try_new(config)?))?;
+        let spec = QuerySpec {
+            table: TABLE,
+            cost_center_tag: &self.settings.cost_center_tag,
+            cost_column: self.settings.cost_column,
+            period,
+        };
+        let rendered = sql::render(Dialect::DataFusion, &spec);
+        let params: Vec<ScalarValue> = rendered
+            .params
+            .into_iter()
+            .map(|p| ScalarValue::Utf8(Some(p)))
+            .collect();
+        ctx.sql(&rendered.sql)
+            .await?
+            .with_param_values(params)?
+            .collect()
+            .await
+    }
+}
+
+fn check_type(file: &Path, field: &Field) -> Result<(), SourceError> {
+    let t = field.data_type();
+    let is_str =
+        |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+    let (ok, expected) = match field.name().as_str() {
+        "tags" => (
+            match t {
+                DataType::Map(entries, _) => match entries.data_type() {
+                    DataType::Struct(kv) => {
+                        kv.len() == 2 && is_str(kv[0].data_type()) && is_str(kv[1].data_type())
+                    }
+                    _ => false,
+                },
+                _ => false,
+            },
+            "MAP<STRING,STRING>",
+        ),
+        "line_item_usage_start_date" | "line_item_usage_end_date" => {
+            (matches!(t, DataType::Timestamp(_, _)), "TIMESTAMP")
+        }
+        "line_item_usage_amount" | "line_item_unblended_cost" | "line_item_net_unblended_cost" => (
+            t.is_floating()
+                || t.is_integer()
+                || matches!(t, DataType::Decimal128(_, _) | DataType::Decimal256(_, _)),
+            "DOUBLE",
+        ),
+        _ => (is_str(t), "STRING"),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(SourceError::WrongType {
+            file: file.to_owned(),
+            column: field.name().clone(),
+            found: t.to_string(),
+            expected: expected.to_owned(),
+        })
+    }
+}
+
+#[async_trait]
+impl Source for LocalSource {
+    async fn allocate(&self, period: BillingPeriod) -> Result<Allocation, SourceError> {
+        let started = Instant::now();
+        let files = self.check_files(period)?;
+        let batches = self
+            .run(period, &files)
+            .await
+            .map_err(|e| SourceError::Engine {
+                period,
+                message: e.to_string(),
+            })?;
+        let rows = decode(&batches)?;
+        let stats = QueryStats {
+            elapsed: started.elapsed(),
+            scanned_bytes: Some(files.scanned_bytes),
+            scanned_rows: Some(files.rows),
+            files: Some(files.files),
+        };
+        Ok(Allocation::assemble(
+            period,
+            rows,
+            &self.settings.plans,
+            stats,
+        )?)
+    }
+
+    fn engine(&self) -> &'static str {
+        "local"
+    }
+}
+
+/// Turns the query's record batches into group rows.
+pub fn decode(batches: &[RecordBatch]) -> Result<Vec<GroupRow>, SourceError> {
+    let mut out = Vec::new();
+    for batch in batches {
+        let col = |name: &str, to: &DataType| {
+            let c = batch
+                .column_by_name(name)
+                .ok_or_else(|| SourceError::Decode {
+                    column: name.to_owned(),
+                    message: "missing from the result".into(),
+                })?;
+            cast(c, to).map_err(|e| SourceError::Decode {
+                column: name.to_owned(),
+                message: e.to_string(),
+            })
+        };
+        let dec = DataType::Decimal128(38, RESULT_SCALE);
+        let strings = ["account_id", "user_id", "cost_center", "plan_usage_type"]
+            .map(|n| col(n, &DataType::Utf8));
+        let [account, user, cc, plan] = strings;
+        let (account, user, cc, plan) = (account?, user?, cc?, plan?);
+        let (account, user, cc, plan) = (
+            account.as_string::<i32>(),
+            user.as_string::<i32>(),
+            cc.as_string::<i32>(),
+            plan.as_string::<i32>(),
+        );
+        let money = [
+            "credits_used",
+            "subscription_usd",
+            "overage_usd",
+            "other_usd",
+            "total_usd",
+            "tax_usd",
+            "all_cost_usd",
+        ]
+        .map(|n| col(n, &dec));
+        let money = money.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let money: Vec<_> = money
+            .iter()
+            .map(|a| a.as_primitive::<Decimal128Type>().clone())
+            .collect();
+        let lines = col("billed_lines", &DataType::Int64)?;
+        let lines = lines.as_primitive::<Int64Type>();
+        let end = col(
+            "usage_end_max",
+            &DataType::Timestamp(TimeUnit::Microsecond, None),
+        )?;
+        let end = end.as_primitive::<TimestampMicrosecondType>();
+        let d = |i: usize, r: usize| -> Result<Decimal, SourceError> {
+            if money[i].is_null(r) {
+                return Ok(Decimal::ZERO);
+            }
+            Decimal::try_from_i128_with_scale(money[i].value(r), RESULT_SCALE as u32).map_err(|e| {
+                SourceError::Decode {
+                    column: "amount".into(),
+                    message: e.to_string(),
+                }
+            })
+        };
+        let s = |a: &datafusion::arrow::array::StringArray, r: usize| {
+            if a.is_null(r) {
+                String::new()
+            } else {
+                a.value(r).to_owned()
+            }
+        };
+        for r in 0..batch.num_rows() {
+            out.push(GroupRow {
+                account_id: s(account, r),
+                user_id: s(user, r),
+                cost_center: s(cc, r),
+                plan_usage_type: (!plan.is_null(r)).then(|| plan.value(r).to_owned()),
+                credits_used: d(0, r)?,
+                subscription_usd: d(1, r)?,
+                overage_usd: d(2, r)?,
+                other_usd: d(3, r)?,
+                total_usd: d(4, r)?,
+                tax_usd: d(5, r)?,
+                all_cost_usd: d(6, r)?,
+                billed_lines: if lines.is_null(r) { 0 } else { lines.value(r) },
+                usage_end_max: (!end.is_null(r))
+                    .then(|| DateTime::<Utc>::from_timestamp_micros(end.value(r)))
+                    .flatten(),
+            });
+        }
+    }
+    Ok(out)
+}
