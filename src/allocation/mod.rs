@@ -98,7 +98,8 @@ pub struct Allocation {
     pub unattributed_usd: Decimal,
     /// Every Kiro line of the period, summed on its own.
     pub kiro_total_usd: Decimal,
-    /// The newest usage end time in the data: how current the bill is.
+    /// The newest end time of an hourly credits line: how current the bill is. Seat, tax and
+    /// discount lines span the whole month and say nothing about freshness.
     pub data_as_of: Option<DateTime<Utc>>,
     pub stats: QueryStats,
 }

@@ -207,7 +207,7 @@ grouped AS (
         SUM(CASE WHEN category = 'tax' THEN cost ELSE 0 END) AS tax_usd,
         SUM(cost) AS all_cost_usd,
         SUM(CASE WHEN category <> 'tax' THEN 1 ELSE 0 END) AS billed_lines,
-        MAX(usage_end) AS usage_end_max
+        MAX(CASE WHEN category = 'credits' THEN usage_end END) AS usage_end_max
     FROM attributed
     GROUP BY account_id, user_id, cost_center
 ),

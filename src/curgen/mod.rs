@@ -427,7 +427,9 @@ pub fn generate_with<S: LineSink>(
         accounts: Vec::new(),
         current_period: spec.start,
     };
-    let n_accounts = (spec.users / 150).clamp(2, 8);
+    // Account 0 has an enterprise discount, account 1 is in Frankfurt and pays tax, account 2
+    // has overage switched off and names users in the resource id only.
+    let n_accounts = (spec.users / 150).clamp(3, 8);
     for i in 0..n_accounts {
         let id = format!(
             "{:012}",
@@ -439,7 +441,7 @@ pub fn generate_with<S: LineSink>(
             overage_enabled: i != 2,
             taxed: i == 1,
             discounted: i == 0,
-            resource_id_only: i == 3,
+            resource_id_only: i == 2,
         });
     }
     g.store_account = g.accounts[0].id.clone();
