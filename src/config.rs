@@ -103,14 +103,19 @@ impl Default for AllocationConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSettings {
-    /// Address for /metrics, /healthz, /readyz and the landing page.
+    /// Address for /metrics, /healthz, /readyz and the landing page. Port 0 picks a free port
+    /// (the address is printed at start-up).
     pub listen: SocketAddr,
+    /// On SIGTERM/SIGINT, open requests get this long to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -285,10 +290,10 @@ impl Settings {
                 "must name the CUR export folder",
             ));
         }
-        if self.server.listen.port() == 0 {
+        if self.server.shutdown_grace.is_zero() {
             return Err(ConfigError::key(
-                "server.listen",
-                "needs a port other than 0",
+                "server.shutdown_grace",
+                "must be greater than 0",
             ));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
@@ -453,8 +458,8 @@ mod tests {
             "allocation.cost_center_tag",
         );
         check(
-            &|s| s.server.listen = "127.0.0.1:0".parse().unwrap(),
-            "server.listen",
+            &|s| s.server.shutdown_grace = Duration::ZERO,
+            "server.shutdown_grace",
         );
         check(&|s| s.log.level = "[[[".into(), "log.level");
     }

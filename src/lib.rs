@@ -9,6 +9,9 @@
 pub mod allocation;
 pub mod config;
 pub mod curgen;
+pub mod daemon;
 pub mod output;
 pub mod period;
+pub mod server;
+pub mod sink;
 pub mod source;

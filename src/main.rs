@@ -2,16 +2,21 @@
 //! Any error is printed as one line (the whole cause chain) and exits with status 2.
 
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 use kiro_cost_exporter::config::{self, Settings};
 use kiro_cost_exporter::curgen::{self, GenSpec};
+use kiro_cost_exporter::daemon::Refresher;
 use kiro_cost_exporter::output::{self, Format};
 use kiro_cost_exporter::period::BillingPeriod;
+use kiro_cost_exporter::server;
 use kiro_cost_exporter::source::{LocalSource, Source};
 
 #[derive(Parser)]
@@ -70,6 +75,34 @@ enum Command {
         /// Leave out lines that start at or after this instant (RFC 3339), as a month-to-date export would.
         #[arg(long, value_name = "RFC3339")]
         until: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// Run the exporter: refresh on a schedule and serve /metrics.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Listen address (overrides server.listen); port 0 picks a free port.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+        /// CUR 2.0 export root for the local engine (overrides source.cur).
+        #[arg(long, value_name = "DIR")]
+        cur: Option<PathBuf>,
+        /// Watch this billing period only (overrides refresh.period).
+        #[arg(long, value_name = "YYYY-MM")]
+        period: Option<BillingPeriod>,
+    },
+    /// Generate a realistic export (once, cached) and serve it on 127.0.0.1 with a short refresh.
+    Demo {
+        /// Listen address.
+        #[arg(long, value_name = "ADDR", default_value_t = SocketAddr::from(([127, 0, 0, 1], config::DEFAULT_PORT)))]
+        listen: SocketAddr,
+        /// Where the demo export is kept (default: the user's cache folder).
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        #[arg(long, default_value_t = 300)]
+        users: usize,
+        /// Refresh interval.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        interval: Duration,
     },
     /// Validate the settings and print them, secrets redacted.
     CheckConfig {
@@ -169,11 +202,122 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 out.join("data").display()
             );
         }
+        Command::Serve {
+            config,
+            listen,
+            cur,
+            period,
+        } => {
+            let mut settings = config::load(config.config.as_deref())?;
+            if let Some(l) = listen {
+                settings.server.listen = l;
+            }
+            if let Some(c) = cur {
+                settings.source.cur = c;
+            }
+            if period.is_some() {
+                settings.refresh.period = period;
+            }
+            settings.validate()?;
+            init_logging(&settings.log.level);
+            serve(settings).await?;
+        }
+        Command::Demo {
+            listen,
+            data,
+            users,
+            interval,
+        } => {
+            let mut settings = Settings::default();
+            init_logging(&settings.log.level);
+            let now = chrono::Utc::now();
+            let current = BillingPeriod::containing(now);
+            let base = data.unwrap_or_else(demo_cache_dir);
+            let dir = base.join(format!("{current}-{users}users"));
+            if !dir.join("data").is_dir() {
+                println!(
+                    "Generating a demo CUR export ({users} users, {} and {current} to date) in {} ...",
+                    current.previous(),
+                    dir.display()
+                );
+                let tmp = base.join(format!(".tmp-{current}-{}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&tmp);
+                let mut spec = GenSpec::new(users, current.previous());
+                spec.months = 2;
+                spec.until = Some(now);
+                curgen::write_export(&spec, &tmp, |_| {})
+                    .with_context(|| format!("writing the demo export to {}", tmp.display()))?;
+                std::fs::rename(&tmp, &dir)
+                    .with_context(|| format!("moving the demo export to {}", dir.display()))?;
+            }
+            settings.source.cur = dir;
+            settings.server.listen = listen;
+            settings.refresh.interval = interval;
+            settings.refresh.jitter = Duration::ZERO;
+            settings.refresh.retry_initial = Duration::from_secs(5).min(interval);
+            settings.validate()?;
+            serve(settings).await?;
+        }
         Command::CheckConfig { config } => {
             let settings = load_settings(&config)?;
             print!("{}", settings.to_redacted_toml());
         }
     }
+    Ok(())
+}
+
+/// `$XDG_CACHE_HOME/kiro-cost-exporter/demo`, `~/.cache/kiro-cost-exporter/demo`, or
+/// `.kiro-cost-exporter-demo` in the working directory.
+fn demo_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map_or_else(
+            || PathBuf::from(".kiro-cost-exporter-demo"),
+            |c| c.join("kiro-cost-exporter").join("demo"),
+        )
+}
+
+async fn shutdown_signal() -> std::io::Result<&'static str> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => Ok("SIGTERM"),
+        r = tokio::signal::ctrl_c() => r.map(|()| "SIGINT"),
+    }
+}
+
+/// Runs the refresh loop and the HTTP server until SIGTERM or SIGINT.
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let listen = settings.server.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
+    let addr = listener.local_addr()?;
+    let source = Arc::new(local_source(&settings, &settings.source.cur));
+    let refresher = Refresher::new(source, settings.refresh.clone(), settings.plans.clone());
+    let state = refresher.state();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let refresh_loop = tokio::spawn(refresher.run(stopped.clone()));
+    let mut server_stop = stopped.clone();
+    let server = tokio::spawn(server::serve(
+        listener,
+        state,
+        async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        },
+        settings.server.shutdown_grace,
+    ));
+    println!("kiro-cost-exporter listening on http://{addr}/ (metrics: http://{addr}/metrics)");
+    std::io::stdout().flush()?;
+    tracing::info!(%addr, cur = %settings.source.cur.display(), interval = ?settings.refresh.interval, "serving");
+    let signal = shutdown_signal()
+        .await
+        .context("cannot install signal handlers")?;
+    tracing::info!(signal, "shutting down");
+    let _ = stop.send(true);
+    let _ = refresh_loop.await;
+    let _ = server.await;
+    tracing::info!("stopped");
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 //! remainder and the independent total, the same way for every engine.
 
 pub mod plans;
+pub mod snapshot;
 pub mod sql;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,6 +17,7 @@ use rust_decimal::Decimal;
 
 use crate::period::BillingPeriod;
 pub use plans::{Plan, PlanTable};
+pub use snapshot::Snapshot;
 
 /// Settings that change what the allocation computes (the same for every engine).
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,260 @@
+//! The refresh loop: on a schedule (interval plus jitter), allocate every watched billing
+//! period, build a snapshot and publish it with its encoded exposition. A failed refresh keeps
+//! the last good snapshot, is counted by kind, and is retried with capped exponential backoff.
+//! Sources only allocate; scheduling, timeouts and retries live here, once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Datelike, Utc};
+use prometheus::Registry;
+use rand::Rng;
+use tokio::sync::watch;
+
+use crate::allocation::{PlanTable, Snapshot};
+use crate::config::RefreshSettings;
+use crate::period::BillingPeriod;
+use crate::server::{Published, State, landing_page};
+use crate::sink::prometheus::{self as prom, ExporterMetrics};
+use crate::source::{Source, SourceError};
+
+/// Why a refresh failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("refresh timed out after {0:?} (refresh.timeout)")]
+    Timeout(Duration),
+    #[error("no CUR partition for any watched period ({0})")]
+    NoData(String),
+    #[error(transparent)]
+    Encode(#[from] prom::EncodeError),
+}
+
+impl RefreshError {
+    /// Fixed label value for the exporter's failure counter.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Source(e) => e.kind(),
+            Self::Timeout(_) => "timeout",
+            Self::NoData(_) => "no_data",
+            Self::Encode(_) => "encode",
+        }
+    }
+}
+
+/// The billing periods a refresh at `now` allocates: the one configured, or the current month
+/// and, until `previous_month_final_day`, the previous one. Oldest first.
+pub fn watched_periods(now: DateTime<Utc>, settings: &RefreshSettings) -> Vec<BillingPeriod> {
+    if let Some(p) = settings.period {
+        return vec![p];
+    }
+    let current = BillingPeriod::containing(now);
+    if now.day() <= settings.previous_month_final_day {
+        vec![current.previous(), current]
+    } else {
+        vec![current]
+    }
+}
+
+/// The next delay after a failure: doubles from `retry_initial`, capped at `retry_max` and at
+/// the refresh interval.
+pub fn backoff(failures: u32, settings: &RefreshSettings) -> Duration {
+    let exp = settings
+        .retry_initial
+        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(20)));
+    exp.min(settings.retry_max).min(settings.interval)
+}
+
+/// Owns the refresh loop and everything it publishes.
+pub struct Refresher {
+    source: Arc<dyn Source>,
+    settings: RefreshSettings,
+    plans: PlanTable,
+    state: Arc<State>,
+    metrics: ExporterMetrics,
+    last_good: Option<(Arc<Snapshot>, Registry)>,
+}
+
+impl Refresher {
+    /// A refresher with nothing published yet but the exporter's own metrics.
+    pub fn new(source: Arc<dyn Source>, settings: RefreshSettings, plans: PlanTable) -> Self {
+        let metrics = ExporterMetrics::new(source.engine());
+        let exposition = prom::encode(None, &metrics).expect("exporter metrics encode");
+        let state = Arc::new(State::new(Published {
+            exposition,
+            snapshot: None,
+            last_error: None,
+            landing: landing_page(None, None, Utc::now()),
+        }));
+        Self {
+            source,
+            settings,
+            plans,
+            state,
+            metrics,
+            last_good: None,
+        }
+    }
+
+    /// The state the HTTP server reads.
+    pub fn state(&self) -> Arc<State> {
+        self.state.clone()
+    }
+
+    async fn build(&self, now: DateTime<Utc>) -> Result<(Snapshot, Registry), RefreshError> {
+        let periods = watched_periods(now, &self.settings);
+        let mut allocations = Vec::with_capacity(periods.len());
+        let mut missing = Vec::new();
+        for &p in &periods {
+            match self.source.allocate(p).await {
+                Ok(a) => allocations.push(a),
+                // Early in a month (or right after an export starts) a partition may not exist
+                // yet; that period is skipped unless it was asked for explicitly.
+                Err(e @ SourceError::NoPartition { .. }) if self.settings.period.is_none() => {
+                    tracing::info!(period = %p, "no data for this period yet: {e}");
+                    missing.push(e.to_string());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if allocations.is_empty() {
+            return Err(RefreshError::NoData(missing.join("; ")));
+        }
+        let snapshot = Snapshot {
+            taken_at: now,
+            allocations,
+        };
+        let registry =
+            prom::snapshot_registry(&snapshot, &self.plans).map_err(prom::EncodeError::from)?;
+        Ok((snapshot, registry))
+    }
+
+    /// Runs one refresh and publishes its outcome.
+    pub async fn refresh(&mut self) -> Result<(), RefreshError> {
+        let started = Instant::now();
+        let outcome =
+            match tokio::time::timeout(self.settings.timeout, self.build(Utc::now())).await {
+                Ok(r) => r,
+                Err(_) => Err(RefreshError::Timeout(self.settings.timeout)),
+            };
+        let took = started.elapsed();
+        let error = match outcome {
+            Ok((snapshot, registry)) => {
+                self.metrics.record_success(&snapshot, took);
+                for a in &snapshot.allocations {
+                    tracing::info!(
+                        period = %a.period,
+                        units = a.units.len(),
+                        total_usd = %a.kiro_total_usd,
+                        scanned_bytes = a.stats.scanned_bytes,
+                        query_ms = a.stats.elapsed.as_millis() as u64,
+                        "allocated"
+                    );
+                }
+                self.last_good = Some((Arc::new(snapshot), registry));
+                None
+            }
+            Err(e) => {
+                self.metrics.record_failure(e.kind(), took);
+                tracing::warn!(
+                    kind = e.kind(),
+                    "refresh failed, keeping the last good snapshot: {e}"
+                );
+                Some(e)
+            }
+        };
+        let (snapshot, registry) = match &self.last_good {
+            Some((s, r)) => (Some(s.clone()), Some(r)),
+            None => (None, None),
+        };
+        let exposition = prom::encode(registry, &self.metrics)?;
+        let last_error = error.as_ref().map(ToString::to_string);
+        self.state.publish(Published {
+            landing: landing_page(snapshot.as_deref(), last_error.as_deref(), Utc::now()),
+            exposition,
+            snapshot,
+            last_error,
+        });
+        error.map_or(Ok(()), Err)
+    }
+
+    /// Refreshes now and then on schedule until `shutdown` turns true.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut failures = 0u32;
+        loop {
+            let delay = tokio::select! {
+                r = self.refresh() => match r {
+                    Ok(()) => {
+                        failures = 0;
+                        let jitter = self.settings.jitter.as_millis() as u64;
+                        let extra = if jitter == 0 { 0 } else { rand::rng().random_range(0..=jitter) };
+                        self.settings.interval + Duration::from_millis(extra)
+                    }
+                    Err(_) => {
+                        failures += 1;
+                        backoff(failures, &self.settings)
+                    }
+                },
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            tracing::debug!(?delay, "next refresh");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn previous_month_is_watched_until_its_final_day() {
+        let s = RefreshSettings::default();
+        let d = |day| Utc.with_ymd_and_hms(2026, 1, day, 12, 0, 0).unwrap();
+        assert_eq!(
+            watched_periods(d(5), &s)
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["2025-12", "2026-01"]
+        );
+        assert_eq!(
+            watched_periods(d(6), &s)
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["2026-01"]
+        );
+        let fixed = RefreshSettings {
+            period: Some("2024-02".parse().unwrap()),
+            ..s
+        };
+        assert_eq!(watched_periods(d(1), &fixed).len(), 1);
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let s = RefreshSettings {
+            retry_initial: Duration::from_secs(30),
+            retry_max: Duration::from_secs(300),
+            ..RefreshSettings::default()
+        };
+        let secs: Vec<u64> = (1..=6).map(|n| backoff(n, &s).as_secs()).collect();
+        assert_eq!(secs, [30, 60, 120, 240, 300, 300]);
+        let short = RefreshSettings {
+            interval: Duration::from_secs(45),
+            ..s
+        };
+        assert_eq!(
+            backoff(3, &short).as_secs(),
+            45,
+            "never longer than the interval"
+        );
+        assert_eq!(backoff(u32::MAX, &short).as_secs(), 45);
+    }
+}

@@ -1,0 +1,359 @@
+//! The HTTP endpoints: `/metrics` (the cached exposition, gzip when asked), `/healthz`,
+//! `/readyz` (503 until the first snapshot) and a landing page at `/`.
+//!
+//! Requests only read what the last refresh published; nothing is computed or queried at
+//! scrape time. [`handle`] answers a request without a socket, [`serve`] runs the listener
+//! and drains open connections on shutdown.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use crate::allocation::Snapshot;
+use crate::output::number;
+use crate::sink::prometheus::Exposition;
+
+const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Time a client has to send its request headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the last refresh published.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub exposition: Exposition,
+    /// The last good snapshot; `None` until the first refresh succeeds.
+    pub snapshot: Option<Arc<Snapshot>>,
+    /// The last refresh's error, if it failed.
+    pub last_error: Option<String>,
+    pub landing: Bytes,
+}
+
+/// Shared state: one writer (the refresh loop), many readers (requests).
+#[derive(Debug)]
+pub struct State {
+    published: ArcSwap<Published>,
+}
+
+impl State {
+    pub fn new(initial: Published) -> Self {
+        Self {
+            published: ArcSwap::from_pointee(initial),
+        }
+    }
+
+    pub fn publish(&self, p: Published) {
+        self.published.store(Arc::new(p));
+    }
+
+    pub fn load(&self) -> Arc<Published> {
+        self.published.load_full()
+    }
+}
+
+fn accepts_gzip<B>(req: &Request<B>) -> bool {
+    let values = req.headers().get_all(header::ACCEPT_ENCODING);
+    values
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or("");
+            let q = parts
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .map_or(1.0, |(_, v)| v.trim().parse::<f32>().unwrap_or(0.0));
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && q > 0.0
+        })
+}
+
+fn response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Bytes,
+    head: bool,
+) -> Response<Full<Bytes>> {
+    let len = body.len();
+    let mut r = Response::new(Full::new(if head { Bytes::new() } else { body }));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Answers one request from the published state.
+pub fn handle<B>(req: &Request<B>, state: &State) -> Response<Full<Bytes>> {
+    let text = "text/plain; charset=utf-8";
+    let head = req.method() == Method::HEAD;
+    if req.method() != Method::GET && !head {
+        let mut r = response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            text,
+            Bytes::from_static(b"method not allowed\n"),
+            false,
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let published = state.load();
+    match req.uri().path() {
+        "/metrics" => {
+            let gzip = accepts_gzip(req);
+            let body = if gzip {
+                published.exposition.gzip.clone()
+            } else {
+                published.exposition.plain.clone()
+            };
+            let mut r = response(StatusCode::OK, METRICS_CONTENT_TYPE, body, head);
+            r.headers_mut()
+                .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+            if gzip {
+                r.headers_mut()
+                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+            r
+        }
+        "/healthz" => response(StatusCode::OK, text, Bytes::from_static(b"ok\n"), head),
+        "/readyz" => match &published.snapshot {
+            Some(_) => response(StatusCode::OK, text, Bytes::from_static(b"ready\n"), head),
+            None => response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                text,
+                Bytes::from_static(b"no snapshot yet\n"),
+                head,
+            ),
+        },
+        "/" => response(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            published.landing.clone(),
+            head,
+        ),
+        _ => response(
+            StatusCode::NOT_FOUND,
+            text,
+            Bytes::from_static(b"not found\n"),
+            head,
+        ),
+    }
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The landing page: last refresh, periods, totals, top cost centers.
+pub fn landing_page(
+    snapshot: Option<&Snapshot>,
+    last_error: Option<&str>,
+    now: DateTime<Utc>,
+) -> Bytes {
+    let mut h = String::from(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>kiro-cost-exporter</title>\
+<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:60em}table{border-collapse:collapse}\
+td,th{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:left}td.n{text-align:right}.err{color:#b00}</style>\
+</head><body><h1>kiro-cost-exporter</h1><p><a href=\"/metrics\">Metrics</a> · <a href=\"/healthz\">Health</a> · <a href=\"/readyz\">Readiness</a></p>",
+    );
+    if let Some(e) = last_error {
+        let _ = write!(
+            h,
+            "<p class=\"err\">Last refresh failed: {}. Serving the last good data.</p>",
+            escape(e)
+        );
+    }
+    match snapshot {
+        None => h.push_str("<p>No data yet: the first refresh has not completed.</p>"),
+        Some(s) => {
+            let age = (now - s.taken_at).num_seconds().max(0);
+            let _ = write!(
+                h,
+                "<p>Last refresh: {} ({age} s ago)</p>",
+                s.taken_at.format("%Y-%m-%d %H:%M:%S UTC")
+            );
+            for a in s.allocations.iter().rev() {
+                let t = a.totals();
+                let _ = write!(
+                    h,
+                    "<h2>{}</h2><p>Data as of {}. {} users, {} credits, total ${} (tax ${}, unattributed ${}).</p>",
+                    a.period,
+                    a.data_as_of.map_or("-".to_owned(), |t| t
+                        .format("%Y-%m-%d %H:%M UTC")
+                        .to_string()),
+                    t.users,
+                    number(t.credits_used.round_dp(2)),
+                    number(a.kiro_total_usd.round_dp(2)),
+                    number(a.tax_usd.round_dp(2)),
+                    number(a.unattributed_usd.round_dp(2)),
+                );
+                let mut ccs: Vec<_> = a.cost_centers().into_iter().collect();
+                ccs.sort_by_key(|(_, r)| std::cmp::Reverse(r.total_usd));
+                h.push_str("<table><tr><th>Cost center</th><th>Users</th><th>Cost (USD)</th></tr>");
+                for (cc, r) in ccs.iter().take(10) {
+                    let name = if cc.is_empty() {
+                        "(untagged)".to_owned()
+                    } else {
+                        escape(cc)
+                    };
+                    let _ = write!(
+                        h,
+                        "<tr><td>{name}</td><td class=\"n\">{}</td><td class=\"n\">{:.2}</td></tr>",
+                        r.users, r.total_usd
+                    );
+                }
+                h.push_str("</table>");
+            }
+        }
+    }
+    h.push_str("</body></html>\n");
+    Bytes::from(h)
+}
+
+/// Serves HTTP on `listener` until `shutdown` resolves, then stops accepting and gives open
+/// connections `grace` to finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer): (_, SocketAddr) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let state = state.clone();
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let r = handle(&req, &state);
+                    async move { Ok::<_, Infallible>(r) }
+                });
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .max_buf_size(64 * 1024)
+                    .serve_connection(TokioIo::new(stream), svc);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "connections still open after the grace period; closing them"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> State {
+        State::new(Published {
+            exposition: Exposition {
+                plain: Bytes::from_static(b"plain"),
+                gzip: Bytes::from_static(b"gzip"),
+            },
+            snapshot: None,
+            last_error: None,
+            landing: landing_page(None, Some("<x>"), Utc::now()),
+        })
+    }
+
+    fn get(path: &str, accept: Option<&str>) -> Request<()> {
+        let mut b = Request::get(path);
+        if let Some(a) = accept {
+            b = b.header(header::ACCEPT_ENCODING, a);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn routes_and_encodings() {
+        let s = state();
+        let plain = handle(&get("/metrics", None), &s);
+        assert_eq!(plain.headers()[header::CONTENT_LENGTH], "5");
+        assert!(plain.headers().get(header::CONTENT_ENCODING).is_none());
+        let head = handle(&Request::head("/metrics").body(()).unwrap(), &s);
+        assert_eq!(head.headers()[header::CONTENT_LENGTH], "5");
+        for a in ["gzip", "deflate, gzip;q=0.5", "*", "GZIP"] {
+            let r = handle(&get("/metrics", Some(a)), &s);
+            assert_eq!(r.headers()[header::CONTENT_ENCODING], "gzip", "{a}");
+        }
+        for a in ["identity", "gzip;q=0", "gzip; q=0.0", "br"] {
+            let r = handle(&get("/metrics", Some(a)), &s);
+            assert!(r.headers().get(header::CONTENT_ENCODING).is_none(), "{a}");
+        }
+        assert_eq!(
+            handle(&get("/readyz", None), &s).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(handle(&get("/healthz", None), &s).status(), StatusCode::OK);
+        assert_eq!(
+            handle(&get("/nope", None), &s).status(),
+            StatusCode::NOT_FOUND
+        );
+        let post = Request::post("/metrics").body(()).unwrap();
+        assert_eq!(handle(&post, &s).status(), StatusCode::METHOD_NOT_ALLOWED);
+        let r = handle(&get("/", None), &s);
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+        assert!(r.headers().get(header::SERVER).is_none());
+    }
+
+    #[test]
+    fn landing_page_escapes() {
+        let body = landing_page(None, Some("<script>"), Utc::now());
+        let text = std::str::from_utf8(&body).unwrap();
+        assert!(text.contains("&lt;script&gt;") && !text.contains("<script>"));
+    }
+}

@@ -1,0 +1,3 @@
+//! Sinks read snapshots and hand them to the tools people already run.
+
+pub mod prometheus;
