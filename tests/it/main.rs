@@ -2,5 +2,6 @@
 
 mod allocation;
 mod cli;
+mod daemon;
 mod ledger;
 mod util;

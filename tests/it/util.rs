@@ -206,3 +206,213 @@ pub fn stderr(o: &Output) -> String {
 pub fn utc(y: i32, m: u32, d: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, m, d, 0, 0, 0).unwrap()
 }
+
+/// The daemon under test: a real `serve` process on a free loopback port. Killed on drop, so a
+/// failing test does not leave it running.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+    pub stderr_log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Daemon {
+    /// Starts `serve --listen 127.0.0.1:0` with `args` and extra environment variables, and
+    /// waits for its address.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut cmd = std::process::Command::new(bin());
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .args(args);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("KIRO_EXPORTER__") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("RUST_LOG", "info");
+        cmd.envs(env.iter().copied());
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&l);
+                s.push('\n');
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        let mut d = Self {
+            child,
+            addr: "127.0.0.1:1".parse().unwrap(),
+            stderr_log: log,
+        };
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("daemon printed no address; stderr: {}", d.log()));
+        let url = line
+            .split("http://")
+            .nth(1)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap();
+        d.addr = url.parse().unwrap();
+        d
+    }
+
+    pub fn log(&self) -> String {
+        self.stderr_log.lock().unwrap().clone()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let ok = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for the process to exit, at most `secs`.
+    pub fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "daemon did not exit within {secs}s; stderr: {}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP response.
+pub struct Http {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+/// GET with a real HTTP client (hyper), optionally asking for gzip.
+pub async fn get(url: &str, gzip: bool) -> Result<Http, String> {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let mut req = hyper::Request::get(url);
+    if gzip {
+        req = req.header("accept-encoding", "gzip");
+    }
+    let resp = client
+        .request(req.body(http_body_util::Empty::new()).unwrap())
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(Http {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Polls `url` until it answers `status`, at most `secs`.
+pub async fn wait_status(url: &str, status: u16, secs: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if get(url, false).await.is_ok_and(|r| r.status == status) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{url} never answered {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// A series: metric name and sorted labels.
+pub type Series = (String, std::collections::BTreeMap<String, String>);
+
+/// Parses an exposition with a grammar-based parser of the Prometheus text format.
+pub fn parse_exposition(text: &str) -> std::collections::BTreeMap<Series, f64> {
+    use openmetrics_parser::PrometheusValue;
+    let exp = openmetrics_parser::prometheus::parse_prometheus(text)
+        .unwrap_or_else(|e| panic!("exposition does not parse: {e:?}"));
+    let mut out = std::collections::BTreeMap::new();
+    for (name, family) in exp.families {
+        for s in family.iter_samples() {
+            let labels = s
+                .get_labelset()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let v = match &s.value {
+                PrometheusValue::Gauge(n) | PrometheusValue::Unknown(n) => n.as_f64(),
+                PrometheusValue::Counter(c) => c.value.as_f64(),
+                other => panic!("unexpected sample type in {name}: {other:?}"),
+            };
+            assert!(
+                out.insert((name.clone(), labels), v).is_none(),
+                "duplicate series in {name}"
+            );
+        }
+    }
+    out
+}
+
+/// Scrapes and parses /metrics.
+pub async fn scrape(d: &Daemon) -> std::collections::BTreeMap<Series, f64> {
+    let r = get(&d.url("/metrics"), false).await.unwrap();
+    assert_eq!(r.status, 200);
+    parse_exposition(std::str::from_utf8(&r.body).unwrap())
+}
+
+/// The value of a series, by name and labels.
+pub fn value(
+    m: &std::collections::BTreeMap<Series, f64>,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
+    let key = (
+        name.to_owned(),
+        labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    );
+    m.get(&key).copied()
+}
