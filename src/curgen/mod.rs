@@ -587,6 +587,41 @@ impl<S: LineSink> Gen<'_, S> {
         )
     }
 
+    /// A refund or credit line of `cost` on `day`, on the credits usage type.
+    #[allow(clippy::too_many_arguments)]
+    fn adjustment(
+        &self,
+        account: usize,
+        user: &User,
+        tag: &Tag,
+        line_type: &'static str,
+        unit: &'static str,
+        day: u32,
+        cost: f64,
+        description: &str,
+    ) -> CurLine {
+        let start = self.current_period.start() + Duration::days(i64::from(day - 1));
+        let usage_type = format!(
+            "{}-KiroEnterprise-Credits",
+            self.accounts[account].region.prefix
+        );
+        self.kiro_line(
+            account,
+            user,
+            tag,
+            line_type,
+            usage_type,
+            "Credits",
+            unit,
+            start,
+            start + Duration::hours(1),
+            0.0,
+            cost,
+            0.0,
+            description.to_owned(),
+        )
+    }
+
     fn charge(
         &mut self,
         charges: &mut std::collections::BTreeMap<(usize, usize), Charges>,
@@ -747,46 +782,29 @@ impl<S: LineSink> Gen<'_, S> {
         if refund && overage_usd > 0.0 {
             let amount = round_to(overage_usd * 0.5, 2);
             let day = days.min(27);
-            let start = p.start() + Duration::days(i64::from(day - 1));
-            let line = self.kiro_line(
+            let line = self.adjustment(
                 home,
                 user,
                 &tag_on(day),
                 "Refund",
-                format!(
-                    "{}-KiroEnterprise-Credits",
-                    self.accounts[home].region.prefix
-                ),
                 "Credits",
-                "Credits",
-                start,
-                start + Duration::hours(1),
-                0.0,
+                day,
                 -amount,
-                0.0,
-                "Goodwill refund of Kiro overage".to_owned(),
+                "Goodwill refund of Kiro overage",
             );
             self.charge(charges, (home, ui), line)?;
         }
         if credit {
-            let start = p.start() + Duration::days(i64::from(days.min(26) - 1));
-            let line = self.kiro_line(
+            let day = days.min(26);
+            let line = self.adjustment(
                 home,
                 user,
-                &tag_on(days),
+                &tag_on(day),
                 "Credit",
-                format!(
-                    "{}-KiroEnterprise-Credits",
-                    self.accounts[home].region.prefix
-                ),
-                "Credits",
                 "",
-                start,
-                start + Duration::hours(1),
-                0.0,
+                day,
                 -5.0,
-                0.0,
-                "AWS promotional credit".to_owned(),
+                "AWS promotional credit",
             );
             self.charge(charges, (home, ui), line)?;
         }

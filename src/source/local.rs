@@ -353,17 +353,9 @@ pub fn decode(batches: &[RecordBatch]) -> Result<Vec<GroupRow>, SourceError> {
             cc.as_string::<i32>(),
             plan.as_string::<i32>(),
         );
-        let money = [
-            "credits_used",
-            "subscription_usd",
-            "overage_usd",
-            "other_usd",
-            "total_usd",
-            "tax_usd",
-            "all_cost_usd",
-        ]
-        .map(|n| col(n, &dec));
-        let money = money.into_iter().collect::<Result<Vec<_>, _>>()?;
+        // credits_used … all_cost_usd: the decimal columns, in result order.
+        let money = sql::RESULT_COLUMNS[4..=10].iter().map(|n| col(n, &dec));
+        let money = money.collect::<Result<Vec<_>, _>>()?;
         let money: Vec<_> = money
             .iter()
             .map(|a| a.as_primitive::<Decimal128Type>().clone())

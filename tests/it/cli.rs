@@ -23,18 +23,22 @@ fn sample() -> Export {
     ])
 }
 
-#[test]
-fn json_has_the_documented_shape() {
-    let e = sample();
-    let o = run(&[
+fn query(e: &Export, format: &str) -> std::process::Output {
+    run(&[
         "query",
         "--cur",
         e.path().to_str().unwrap(),
         "--period",
         "2026-10",
         "--format",
-        "json",
-    ]);
+        format,
+    ])
+}
+
+#[test]
+fn json_has_the_documented_shape() {
+    let e = sample();
+    let o = query(&e, "json");
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let keys: BTreeSet<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
@@ -86,15 +90,7 @@ fn json_has_the_documented_shape() {
 #[test]
 fn csv_has_bom_header_and_quoting() {
     let e = sample();
-    let o = run(&[
-        "query",
-        "--cur",
-        e.path().to_str().unwrap(),
-        "--period",
-        "2026-10",
-        "--format",
-        "csv",
-    ]);
+    let o = query(&e, "csv");
     assert!(o.status.success(), "{}", stderr(&o));
     let text = String::from_utf8(o.stdout).unwrap();
     let body = text
@@ -132,13 +128,7 @@ fn csv_has_bom_header_and_quoting() {
 #[test]
 fn table_shows_totals() {
     let e = sample();
-    let o = run(&[
-        "query",
-        "--cur",
-        e.path().to_str().unwrap(),
-        "--period",
-        "2026-10",
-    ]);
+    let o = query(&e, "table");
     assert!(o.status.success(), "{}", stderr(&o));
     let t = stdout(&o);
     assert!(t.lines().next().unwrap().starts_with("ACCOUNT"), "{t}");
