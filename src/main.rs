@@ -244,7 +244,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let _ = std::fs::remove_dir_all(&tmp);
                 let mut spec = GenSpec::new(users, current.previous());
                 spec.months = 2;
-                spec.until = Some(now);
+                // CUR lags real usage by a day or more; so does the demo.
+                spec.until = Some(now - chrono::Duration::hours(24));
                 curgen::write_export(&spec, &tmp, |_| {})
                     .with_context(|| format!("writing the demo export to {}", tmp.display()))?;
                 std::fs::rename(&tmp, &dir)
