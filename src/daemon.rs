@@ -79,7 +79,7 @@ pub struct Refresher {
 impl Refresher {
     /// A refresher with nothing published yet but the exporter's own metrics.
     pub fn new(source: Arc<dyn Source>, settings: RefreshSettings, plans: PlanTable) -> Self {
-        let metrics = ExporterMetrics::new(source.engine());
+        let metrics = ExporterMetrics::new(source.engine(), settings.interval);
         let exposition = prom::encode(None, &metrics).expect("exporter metrics encode");
         let state = Arc::new(State::new(Published {
             exposition,

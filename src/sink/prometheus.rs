@@ -58,8 +58,17 @@ pub struct ExporterMetrics {
 }
 
 impl ExporterMetrics {
-    pub fn new(engine: &str) -> Self {
+    /// `interval` is the configured refresh interval, published so that staleness alerts can
+    /// compare the last success against it.
+    pub fn new(engine: &str, interval: Duration) -> Self {
         let r = Registry::new();
+        let every = Gauge::new(
+            "kiro_exporter_refresh_interval_seconds",
+            "Configured time between refreshes (refresh.interval).",
+        )
+        .expect("static descriptor");
+        r.register(Box::new(every.clone())).expect("unique");
+        every.set(interval.as_secs_f64());
         let build = gauge_vec(
             &r,
             "kiro_exporter_build_info",

@@ -4,4 +4,5 @@ mod allocation;
 mod cli;
 mod daemon;
 mod ledger;
+mod monitoring;
 mod util;
