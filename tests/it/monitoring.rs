@@ -420,6 +420,8 @@ async fn prometheus_scrapes_the_daemon_evaluates_dashboards_and_alerts() {
         for q in dashboard_queries(&dash) {
             let expr = q
                 .replace("$billing_period", "2026-10")
+                // Single-value variables (exact matchers) get a real value, multi-value ones "All".
+                .replace("=\"$cost_center\"", "=\"CC-1001 Platform\"")
                 .replace("$cost_center", ".*")
                 .replace("$account_id", ".*")
                 .replace("$__rate_interval", "1m");
