@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::allocation::savings::SavingsSettings;
 use crate::allocation::sql::{self, CostColumn};
 use crate::allocation::{AllocationSettings, PlanTable};
 use crate::period::BillingPeriod;
@@ -49,6 +50,8 @@ pub struct Settings {
     pub plans: PlanTable,
     pub server: ServerSettings,
     pub refresh: RefreshSettings,
+    /// Thresholds of the savings recommendations (idle seats, right-sizing).
+    pub savings: SavingsSettings,
     pub log: LogSettings,
 }
 
@@ -284,6 +287,18 @@ impl Settings {
         self.plans
             .validate()
             .map_err(|m| ConfigError::key("plans", m))?;
+        if self.savings.idle_below_credits.is_sign_negative() {
+            return Err(ConfigError::key(
+                "savings.idle_below_credits",
+                "must not be negative",
+            ));
+        }
+        if self.savings.idle_grace_days > 31 {
+            return Err(ConfigError::key(
+                "savings.idle_grace_days",
+                "must be a number of days from 0 to 31",
+            ));
+        }
         if self.source.cur.as_os_str().is_empty() {
             return Err(ConfigError::key(
                 "source.cur",
@@ -441,6 +456,10 @@ mod tests {
             assert!(e.contains(want), "{e}");
         };
         check(&|s| s.refresh.interval = Duration::ZERO, "refresh.interval");
+        check(
+            &|s| s.savings.idle_grace_days = 40,
+            "savings.idle_grace_days",
+        );
         check(
             &|s| s.refresh.jitter = Duration::from_secs(7200),
             "refresh.jitter",

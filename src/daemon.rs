@@ -11,6 +11,7 @@ use prometheus::Registry;
 use rand::Rng;
 use tokio::sync::watch;
 
+use crate::allocation::savings::SavingsSettings;
 use crate::allocation::{PlanTable, Snapshot};
 use crate::config::RefreshSettings;
 use crate::period::BillingPeriod;
@@ -71,6 +72,7 @@ pub struct Refresher {
     source: Arc<dyn Source>,
     settings: RefreshSettings,
     plans: PlanTable,
+    savings: SavingsSettings,
     state: Arc<State>,
     metrics: ExporterMetrics,
     last_good: Option<(Arc<Snapshot>, Registry)>,
@@ -78,7 +80,12 @@ pub struct Refresher {
 
 impl Refresher {
     /// A refresher with nothing published yet but the exporter's own metrics.
-    pub fn new(source: Arc<dyn Source>, settings: RefreshSettings, plans: PlanTable) -> Self {
+    pub fn new(
+        source: Arc<dyn Source>,
+        settings: RefreshSettings,
+        plans: PlanTable,
+        savings: SavingsSettings,
+    ) -> Self {
         let metrics = ExporterMetrics::new(source.engine(), settings.interval);
         let exposition = prom::encode(None, &metrics).expect("exporter metrics encode");
         let state = Arc::new(State::new(Published {
@@ -91,6 +98,7 @@ impl Refresher {
             source,
             settings,
             plans,
+            savings,
             state,
             metrics,
             last_good: None,
@@ -125,8 +133,8 @@ impl Refresher {
             taken_at: now,
             allocations,
         };
-        let registry =
-            prom::snapshot_registry(&snapshot, &self.plans).map_err(prom::EncodeError::from)?;
+        let registry = prom::snapshot_registry(&snapshot, &self.plans, &self.savings)
+            .map_err(prom::EncodeError::from)?;
         Ok((snapshot, registry))
     }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
+use kiro_cost_exporter::allocation::savings;
 use kiro_cost_exporter::config::{self, Settings};
 use kiro_cost_exporter::curgen::{self, GenSpec};
 use kiro_cost_exporter::daemon::Refresher;
@@ -146,15 +147,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(&settings.log.level);
             let cur = cur.unwrap_or_else(|| settings.source.cur.clone());
             let allocation = local_source(&settings, &cur).allocate(period).await?;
+            let savings = savings::recommend(
+                &allocation,
+                &settings.plans,
+                &settings.savings,
+                chrono::Utc::now(),
+            );
             let mut stdout = std::io::stdout().lock();
             match format {
                 Format::Json => writeln!(
                     stdout,
                     "{}",
-                    serde_json::to_string_pretty(&output::to_json(&allocation))?
+                    serde_json::to_string_pretty(&output::to_json(&allocation, &savings))?
                 )?,
                 Format::Csv => stdout.write_all(&output::to_csv(&allocation)?)?,
-                Format::Table => stdout.write_all(output::to_table(&allocation).as_bytes())?,
+                Format::Table => {
+                    stdout.write_all(output::to_table(&allocation, &savings).as_bytes())?
+                }
             }
             stdout.flush()?;
         }
@@ -295,7 +304,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
     let addr = listener.local_addr()?;
     let source = Arc::new(local_source(&settings, &settings.source.cur));
-    let refresher = Refresher::new(source, settings.refresh.clone(), settings.plans.clone());
+    let refresher = Refresher::new(
+        source,
+        settings.refresh.clone(),
+        settings.plans.clone(),
+        settings.savings.clone(),
+    );
     let state = refresher.state();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let refresh_loop = tokio::spawn(refresher.run(stopped.clone()));

@@ -7,6 +7,7 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde_json::{Value, json};
 
+use crate::allocation::savings::Savings;
 use crate::allocation::{Allocation, Rollup};
 
 /// Output formats of `query`.
@@ -36,8 +37,8 @@ fn rollup_json(key_name: &str, key: &str, r: &Rollup) -> Value {
     })
 }
 
-/// The allocation as one JSON object.
-pub fn to_json(a: &Allocation) -> Value {
+/// The allocation and its savings recommendations as one JSON object.
+pub fn to_json(a: &Allocation, savings: &Savings) -> Value {
     let users: Vec<Value> = a
         .units
         .iter()
@@ -69,7 +70,28 @@ pub fn to_json(a: &Allocation) -> Value {
         "untagged_users": a.untagged_users(),
         "duplicate_subscriptions": a.duplicate_subscriptions(),
         "cost_centers": cost_centers,
+        "savings": savings_json(savings),
     })
+}
+
+fn savings_json(s: &Savings) -> Value {
+    let recs: Vec<Value> = s
+        .recommendations
+        .iter()
+        .map(|r| {
+            json!({
+                "account_id": r.account_id,
+                "user_id": r.user_id,
+                "cost_center": r.cost_center,
+                "plan": r.plan,
+                "recommended_plan": r.recommended_plan,
+                "reason": r.reason,
+                "projected_credits": number(r.projected_credits),
+                "saving_usd": number(r.saving_usd),
+            })
+        })
+        .collect();
+    json!({"total_usd": number(s.total_usd), "idle_seats": s.idle_seats, "recommendations": recs})
 }
 
 /// Header of the per-unit CSV.
@@ -120,8 +142,8 @@ fn width(s: &str) -> usize {
     s.chars().map(|c| if c.is_ascii() { 1 } else { 2 }).sum()
 }
 
-/// An aligned table of units, with the roll-ups and totals at the bottom.
-pub fn to_table(a: &Allocation) -> String {
+/// An aligned table of units, with the roll-ups, totals and savings at the bottom.
+pub fn to_table(a: &Allocation, savings: &Savings) -> String {
     let header = [
         "ACCOUNT",
         "USER",
@@ -208,6 +230,13 @@ pub fn to_table(a: &Allocation) -> String {
     let dups = a.duplicate_subscriptions();
     let _ = writeln!(out, "Untagged users      {}", untagged.len());
     let _ = writeln!(out, "Duplicate subs      {}", dups.len());
+    let _ = writeln!(
+        out,
+        "Possible savings    {} a month ({} recommendations, {} idle seats)",
+        money(savings.total_usd),
+        savings.recommendations.len(),
+        savings.idle_seats
+    );
     let _ = writeln!(out, "\nBy cost center:");
     let mut ccs: Vec<(&str, Rollup)> = a.cost_centers().into_iter().collect();
     ccs.sort_by_key(|(_, r)| std::cmp::Reverse(r.total_usd));

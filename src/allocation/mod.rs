@@ -6,6 +6,7 @@
 //! remainder and the independent total, the same way for every engine.
 
 pub mod plans;
+pub mod savings;
 pub mod snapshot;
 pub mod sql;
 

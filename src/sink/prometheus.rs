@@ -15,6 +15,7 @@ use prometheus::{Encoder, Gauge, GaugeVec, IntCounterVec, Opts, Registry, TextEn
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
+use crate::allocation::savings::{self, SavingsSettings};
 use crate::allocation::snapshot::FORECAST_METHOD;
 use crate::allocation::{PlanTable, Snapshot};
 
@@ -149,7 +150,11 @@ impl ExporterMetrics {
 }
 
 /// Builds the data families of a snapshot in a registry of their own.
-pub fn snapshot_registry(s: &Snapshot, plans: &PlanTable) -> Result<Registry, prometheus::Error> {
+pub fn snapshot_registry(
+    s: &Snapshot,
+    plans: &PlanTable,
+    savings_settings: &SavingsSettings,
+) -> Result<Registry, prometheus::Error> {
     let r = Registry::new();
     let ul = &UNIT_LABELS;
     let credits = gauge_vec(
@@ -262,8 +267,88 @@ pub fn snapshot_registry(s: &Snapshot, plans: &PlanTable) -> Result<Registry, pr
         "Unix time of the newest hourly usage in the data: CUR lags a day or more behind real usage.",
         pl,
     )?;
+    let rec_info = gauge_vec(
+        &r,
+        "kiro_user_recommended_plan_info",
+        "A seat that should change: recommended_plan is the cheaper plan, or \"\" to cancel (reason idle or duplicate); always 1.",
+        &[
+            "account_id",
+            "user_id",
+            "cost_center",
+            "plan",
+            "recommended_plan",
+            "reason",
+            "billing_period",
+        ],
+    )?;
+    let rec_saving = gauge_vec(
+        &r,
+        "kiro_user_savings_usd",
+        "Monthly saving in USD if the seat's recommendation is applied (usage projected to month end).",
+        &[
+            "account_id",
+            "user_id",
+            "cost_center",
+            "plan",
+            "reason",
+            "billing_period",
+        ],
+    )?;
+    let idle = gauge_vec(
+        &r,
+        "kiro_idle_seats",
+        "Seats with (almost) no credits used after the grace days.",
+        pl,
+    )?;
+    let cc_savings = gauge_vec(
+        &r,
+        "kiro_cost_center_savings_usd",
+        "Monthly saving in USD per cost center if every recommendation is applied.",
+        ccl,
+    )?;
+    let total_savings = gauge_vec(
+        &r,
+        "kiro_savings_usd",
+        "Monthly saving in USD if every recommendation is applied.",
+        pl,
+    )?;
     for a in &s.allocations {
         let period = a.period.to_string();
+        let sv = savings::recommend(a, plans, savings_settings, s.taken_at);
+        let mut by_cc: std::collections::BTreeMap<&str, Decimal> =
+            std::collections::BTreeMap::new();
+        for rec in &sv.recommendations {
+            let reason = rec.reason.as_str();
+            rec_info
+                .with_label_values(&[
+                    rec.account_id.as_str(),
+                    &rec.user_id,
+                    &rec.cost_center,
+                    &rec.plan,
+                    &rec.recommended_plan,
+                    reason,
+                    &period,
+                ])
+                .set(1.0);
+            rec_saving
+                .with_label_values(&[
+                    rec.account_id.as_str(),
+                    &rec.user_id,
+                    &rec.cost_center,
+                    &rec.plan,
+                    reason,
+                    &period,
+                ])
+                .set(f(rec.saving_usd));
+            *by_cc.entry(&rec.cost_center).or_default() += rec.saving_usd;
+        }
+        for (cc, v) in by_cc {
+            cc_savings.with_label_values(&[cc, &period]).set(f(v));
+        }
+        idle.with_label_values(&[&period]).set(sv.idle_seats as f64);
+        total_savings
+            .with_label_values(&[&period])
+            .set(f(sv.total_usd));
         for u in &a.units {
             let labels = [
                 u.account_id.as_str(),

@@ -51,6 +51,7 @@ fn json_has_the_documented_shape() {
         "untagged_users",
         "duplicate_subscriptions",
         "cost_centers",
+        "savings",
     ]
     .into();
     assert_eq!(keys, want);

@@ -5,4 +5,5 @@ mod cli;
 mod daemon;
 mod ledger;
 mod monitoring;
+mod savings;
 mod util;

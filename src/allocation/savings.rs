@@ -1,0 +1,442 @@
+//! Savings: what to change, per seat, and what it would save in a month.
+//!
+//! For every (account, user) with a seat on a plan of the plan table, usage is projected to the
+//! month's end the way the forecast is (credits × [`Allocation::extrapolation_factor`]) and each
+//! seat is priced as `monthly + max(0, credits − included) × overage per credit`. Then:
+//! 1. **idle**: a seat with fewer than `idle_below_credits` credits, once `idle_grace_days` of
+//!    the month are covered by the data, is better cancelled: it saves its whole cost;
+//! 2. **duplicate**: of a user's remaining seats in several accounts, the one with most credits
+//!    is kept; each other one is cancelled and its credits move to the kept seat (the saving is
+//!    the seat's cost minus what the kept seat pays extra for those credits; a seat whose
+//!    credits would cost more on the kept seat than the seat itself stays);
+//! 3. **right-size**: the kept seat moves to the cheapest plan for its (merged) credits, if that
+//!    is not its plan: a downgrade or an upgrade, saving the difference.
+//!
+//! The savings of one user add up to: cost of all seats as they are − cost of the recommended
+//! seat with all remaining credits.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use super::{Allocation, Plan, PlanTable};
+
+/// Thresholds of the savings rules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SavingsSettings {
+    /// A seat with fewer credits than this is idle.
+    pub idle_below_credits: Decimal,
+    /// Days of the month the data must cover before a seat can be called idle.
+    pub idle_grace_days: u32,
+}
+
+impl Default for SavingsSettings {
+    fn default() -> Self {
+        Self {
+            idle_below_credits: Decimal::ONE,
+            idle_grace_days: 7,
+        }
+    }
+}
+
+/// Why a seat should change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    Idle,
+    Duplicate,
+    Downgrade,
+    Upgrade,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Duplicate => "duplicate",
+            Self::Downgrade => "downgrade",
+            Self::Upgrade => "upgrade",
+        }
+    }
+}
+
+/// One recommended change to one seat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recommendation {
+    pub account_id: String,
+    pub user_id: String,
+    /// The cost center where the seat has most cost.
+    pub cost_center: String,
+    pub plan: String,
+    /// The plan to move to; empty: cancel the seat.
+    pub recommended_plan: String,
+    pub reason: Reason,
+    /// Credits projected to the month's end (after duplicates' credits moved here).
+    pub projected_credits: Decimal,
+    pub saving_usd: Decimal,
+}
+
+/// All recommendations of a period.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Savings {
+    /// Sorted by (account, user).
+    pub recommendations: Vec<Recommendation>,
+    pub total_usd: Decimal,
+    pub idle_seats: usize,
+}
+
+/// What a month on `plan` with `credits` costs.
+pub fn plan_cost(plan: &Plan, credits: Decimal) -> Decimal {
+    plan.monthly_usd
+        + (credits - plan.included_credits).max(Decimal::ZERO) * plan.overage_usd_per_credit
+}
+
+/// The cheapest plan for `credits`; on a tie, `current` if it is among the cheapest, else the
+/// one with most included credits.
+pub fn cheapest<'a>(plans: &'a PlanTable, credits: Decimal, current: &'a Plan) -> &'a Plan {
+    let mut best = current;
+    let mut best_cost = plan_cost(current, credits);
+    for p in plans.plans() {
+        let c = plan_cost(p, credits);
+        if c < best_cost
+            || (c == best_cost
+                && best.name != current.name
+                && p.included_credits > best.included_credits)
+        {
+            best = p;
+            best_cost = c;
+        }
+    }
+    best
+}
+
+/// A seat as billed: its plan (if in the table), credits, and the cost center with most cost.
+struct Billed<'a> {
+    plan: Option<&'a Plan>,
+    credits: Decimal,
+    cost_center: &'a str,
+    cost_center_total: Decimal,
+}
+
+#[derive(Debug)]
+struct Seat<'a> {
+    account_id: &'a str,
+    plan: &'a Plan,
+    credits: Decimal,
+    cost_center: &'a str,
+}
+
+/// Recommendations for an allocation at `now`.
+pub fn recommend(
+    a: &Allocation,
+    plans: &PlanTable,
+    settings: &SavingsSettings,
+    now: DateTime<Utc>,
+) -> Savings {
+    let factor = a.extrapolation_factor(now);
+    let covered_days = match a.data_as_of {
+        _ if now >= a.period.end() => i64::from(a.period.days()),
+        Some(t) => (t - a.period.start()).num_days(),
+        None => 0,
+    };
+    let grace_over = covered_days >= i64::from(settings.idle_grace_days);
+    // Seats per user and account, summed over the seat's cost centers.
+    let mut seats: BTreeMap<&str, BTreeMap<&str, Billed>> = BTreeMap::new();
+    for u in &a.units {
+        let s = seats
+            .entry(&u.user_id)
+            .or_default()
+            .entry(&u.account_id)
+            .or_insert(Billed {
+                plan: plans.by_name(&u.plan),
+                credits: Decimal::ZERO,
+                cost_center: &u.cost_center,
+                cost_center_total: Decimal::MIN,
+            });
+        s.credits += u.credits_used;
+        if u.total_usd > s.cost_center_total {
+            s.cost_center = &u.cost_center;
+            s.cost_center_total = u.total_usd;
+        }
+    }
+    let mut out = Savings::default();
+    for (user, accounts) in seats {
+        let mut active: Vec<Seat> = Vec::new();
+        for (
+            account,
+            Billed {
+                plan,
+                credits,
+                cost_center: cc,
+                ..
+            },
+        ) in accounts
+        {
+            let Some(plan) = plan else { continue };
+            let seat = Seat {
+                account_id: account,
+                plan,
+                credits: credits * factor,
+                cost_center: cc,
+            };
+            if grace_over
+                && credits < settings.idle_below_credits
+                && plan_cost(plan, seat.credits) > Decimal::ZERO
+            {
+                out.idle_seats += 1;
+                out.recommendations.push(rec(
+                    user,
+                    &seat,
+                    "",
+                    Reason::Idle,
+                    seat.credits,
+                    plan_cost(plan, seat.credits),
+                ));
+            } else {
+                active.push(seat);
+            }
+        }
+        // Keep the seat with most credits (then the dearer plan, then the first account).
+        active.sort_by(|x, y| {
+            y.credits
+                .cmp(&x.credits)
+                .then(y.plan.monthly_usd.cmp(&x.plan.monthly_usd))
+                .then(x.account_id.cmp(y.account_id))
+        });
+        let Some((kept, others)) = active.split_first() else {
+            continue;
+        };
+        let mut merged = kept.credits;
+        for s in others {
+            let extra = plan_cost(kept.plan, merged + s.credits) - plan_cost(kept.plan, merged);
+            let saving = plan_cost(s.plan, s.credits) - extra;
+            // Only when moving the credits costs less than the seat; otherwise both stay.
+            if saving > Decimal::ZERO {
+                merged += s.credits;
+                out.recommendations
+                    .push(rec(user, s, "", Reason::Duplicate, s.credits, saving));
+            }
+        }
+        let best = cheapest(plans, merged, kept.plan);
+        if best.name != kept.plan.name {
+            let reason = if best.monthly_usd < kept.plan.monthly_usd {
+                Reason::Downgrade
+            } else {
+                Reason::Upgrade
+            };
+            let saving = plan_cost(kept.plan, merged) - plan_cost(best, merged);
+            out.recommendations
+                .push(rec(user, kept, &best.name, reason, merged, saving));
+        }
+    }
+    out.recommendations
+        .sort_by(|x, y| (&x.account_id, &x.user_id).cmp(&(&y.account_id, &y.user_id)));
+    out.total_usd = out.recommendations.iter().map(|r| r.saving_usd).sum();
+    out
+}
+
+fn rec(
+    user: &str,
+    s: &Seat<'_>,
+    to: &str,
+    reason: Reason,
+    credits: Decimal,
+    saving: Decimal,
+) -> Recommendation {
+    Recommendation {
+        account_id: s.account_id.to_owned(),
+        user_id: user.to_owned(),
+        cost_center: s.cost_center.to_owned(),
+        plan: s.plan.name.clone(),
+        recommended_plan: to.to_owned(),
+        reason,
+        projected_credits: credits.round_dp(6),
+        saving_usd: saving.round_dp(6),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::allocation::{QueryStats, UserCost};
+    use chrono::Duration;
+
+    fn d(v: i64) -> Decimal {
+        Decimal::from(v)
+    }
+
+    fn unit(account: &str, user: &str, plan: &str, credits: i64) -> UserCost {
+        UserCost {
+            account_id: account.into(),
+            user_id: user.into(),
+            cost_center: "CC".into(),
+            plan: plan.into(),
+            credits_used: d(credits),
+            subscription_usd: d(20),
+            overage_usd: Decimal::ZERO,
+            other_usd: Decimal::ZERO,
+            total_usd: d(20),
+        }
+    }
+
+    /// A 30-day month whose data covers `days` days, evaluated right after.
+    fn alloc(units: Vec<UserCost>, days: i64) -> (Allocation, DateTime<Utc>) {
+        let period: crate::period::BillingPeriod = "2026-11".parse().unwrap();
+        let as_of = period.start() + Duration::days(days);
+        let a = Allocation {
+            period,
+            units,
+            tax_usd: Decimal::ZERO,
+            unattributed_usd: Decimal::ZERO,
+            kiro_total_usd: Decimal::ZERO,
+            data_as_of: Some(as_of),
+            stats: QueryStats::default(),
+        };
+        (a, as_of)
+    }
+
+    fn one(units: Vec<UserCost>, days: i64) -> Savings {
+        let (a, now) = alloc(units, days);
+        recommend(&a, &PlanTable::default(), &SavingsSettings::default(), now)
+    }
+
+    #[test]
+    fn exactly_the_included_credits_is_no_overage() {
+        let pro = PlanTable::default().by_name("Pro").unwrap().clone();
+        assert_eq!(plan_cost(&pro, d(1000)), d(20));
+        assert_eq!(plan_cost(&pro, d(1001)), Decimal::new(2004, 2));
+        // A full month at exactly 1,000 credits on Pro: nothing to change.
+        assert!(
+            one(vec![unit("1", "u", "Pro", 1000)], 30)
+                .recommendations
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn upgrade_pays_only_past_the_break_even() {
+        // Pro → Pro+ pays once overage exceeds $20: 1,500 credits over 1,000 → $20 (tie: stay).
+        assert!(
+            one(vec![unit("1", "u", "Pro", 1500)], 30)
+                .recommendations
+                .is_empty()
+        );
+        let s = one(vec![unit("1", "u", "Pro", 1501)], 30);
+        assert_eq!(s.recommendations.len(), 1);
+        let r = &s.recommendations[0];
+        assert_eq!(
+            (r.reason, r.recommended_plan.as_str()),
+            (Reason::Upgrade, "Pro+")
+        );
+        assert_eq!(r.saving_usd, Decimal::new(4, 2));
+    }
+
+    #[test]
+    fn power_user_using_little_is_downgraded() {
+        let s = one(vec![unit("1", "u", "Power", 900)], 30);
+        let r = &s.recommendations[0];
+        assert_eq!(
+            (r.reason, r.recommended_plan.as_str(), r.saving_usd),
+            (Reason::Downgrade, "Pro", d(180))
+        );
+        // Just past Pro+'s credits the cheapest is still Pro+ … until the break-even.
+        let s = one(vec![unit("1", "u", "Power", 2000)], 30);
+        assert_eq!(
+            (s.recommendations[0].recommended_plan.as_str(), s.total_usd),
+            ("Pro+", d(160))
+        );
+    }
+
+    #[test]
+    fn early_in_the_month_usage_is_projected() {
+        // 10 of 30 days: 400 credits project to 1,200 — Pro pays $8 overage, no change.
+        let s = one(vec![unit("1", "u", "Pro", 400)], 10);
+        assert!(s.recommendations.is_empty());
+        // 600 credits project to 1,800: overage $32 > $20 step to Pro+.
+        let s = one(vec![unit("1", "u", "Pro", 600)], 10);
+        assert_eq!(s.recommendations[0].reason, Reason::Upgrade);
+        assert_eq!(s.recommendations[0].projected_credits, d(1800));
+        assert_eq!(s.total_usd, d(12));
+    }
+
+    #[test]
+    fn idle_only_after_the_grace_days_and_under_the_threshold() {
+        assert!(
+            one(vec![unit("1", "u", "Pro", 0)], 6)
+                .recommendations
+                .is_empty(),
+            "within grace"
+        );
+        let s = one(vec![unit("1", "u", "Pro", 0)], 7);
+        assert_eq!(
+            (s.idle_seats, s.recommendations[0].reason, s.total_usd),
+            (1, Reason::Idle, d(20))
+        );
+        assert_eq!(s.recommendations[0].recommended_plan, "");
+        assert!(
+            one(vec![unit("1", "u", "Pro", 1)], 30)
+                .recommendations
+                .iter()
+                .all(|r| r.reason != Reason::Idle),
+            "1 credit is not under 1"
+        );
+    }
+
+    #[test]
+    fn duplicate_seat_is_cancelled_and_its_credits_move() {
+        let s = one(
+            vec![unit("1", "u", "Pro", 800), unit("2", "u", "Pro", 100)],
+            30,
+        );
+        assert_eq!(s.recommendations.len(), 1);
+        let r = &s.recommendations[0];
+        assert_eq!((r.account_id.as_str(), r.reason), ("2", Reason::Duplicate));
+        assert_eq!(r.saving_usd, d(20), "900 credits fit in the kept Pro seat");
+        // Moving 700 credits onto a seat at 800 costs $20 of overage there: exactly the seat's
+        // price, so nothing is saved and nothing is recommended.
+        let s = one(
+            vec![unit("1", "u", "Pro", 800), unit("2", "u", "Pro", 700)],
+            30,
+        );
+        assert!(s.recommendations.is_empty(), "{s:?}");
+        // 699 credits cost $19.96 there: cancelling saves 4 cents.
+        let s = one(
+            vec![unit("1", "u", "Pro", 800), unit("2", "u", "Pro", 699)],
+            30,
+        );
+        assert_eq!(s.total_usd, Decimal::new(4, 2));
+    }
+
+    #[test]
+    fn duplicate_that_would_cost_more_merged_stays() {
+        // The kept seat is at its limit: 1,000 more credits would cost $40 of overage there,
+        // more than the $20 Pro seat that carries them now.
+        let s = one(
+            vec![unit("1", "u", "Pro", 1000), unit("2", "u", "Pro", 1000)],
+            30,
+        );
+        assert!(
+            s.recommendations
+                .iter()
+                .all(|r| r.reason != Reason::Duplicate),
+            "{s:?}"
+        );
+        assert!(
+            s.recommendations
+                .iter()
+                .all(|r| r.saving_usd > Decimal::ZERO)
+        );
+    }
+
+    #[test]
+    fn unknown_plans_and_users_without_seats_are_left_alone() {
+        assert!(
+            one(vec![unit("1", "u", "", 0), unit("1", "v", "ProMax", 0)], 30)
+                .recommendations
+                .is_empty()
+        );
+    }
+}

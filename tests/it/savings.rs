@@ -1,0 +1,107 @@
+//! Savings on generated exports: the total is the sum over users, and re-pricing the month with
+//! every recommendation applied lowers its cost by exactly that total.
+
+use std::collections::BTreeMap;
+
+use kiro_cost_exporter::allocation::savings::{self, Reason, SavingsSettings, plan_cost};
+use kiro_cost_exporter::allocation::{Plan, PlanTable};
+use kiro_cost_exporter::curgen::{self, GenSpec};
+use kiro_cost_exporter::source::{LocalSource, Source};
+use rust_decimal::Decimal;
+
+use crate::util::*;
+
+#[tokio::test]
+async fn applying_every_recommendation_saves_exactly_the_total() {
+    let plans = PlanTable::default();
+    for seed in [1u64, 2, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = GenSpec::new(400, period("2026-10"));
+        spec.seed = seed;
+        spec.noise_ratio = 0.2;
+        curgen::write_export(&spec, dir.path(), |_| {}).unwrap();
+        let a = LocalSource::new(dir.path(), Default::default())
+            .allocate(spec.start)
+            .await
+            .unwrap();
+        assert_reconciles(&a);
+        // October is over: no projection, credits are what they were.
+        let now = utc(2026, 11, 3);
+        let s = savings::recommend(&a, &plans, &SavingsSettings::default(), now);
+        let sum: Decimal = s.recommendations.iter().map(|r| r.saving_usd).sum();
+        assert_eq!(s.total_usd, sum);
+        assert!(
+            s.recommendations
+                .iter()
+                .all(|r| r.saving_usd > Decimal::ZERO),
+            "only changes that save money"
+        );
+        for reason in [Reason::Idle, Reason::Downgrade, Reason::Upgrade] {
+            assert!(
+                s.recommendations.iter().any(|r| r.reason == reason),
+                "seed {seed}: no {reason:?} recommendation"
+            );
+        }
+        assert_eq!(
+            s.idle_seats,
+            s.recommendations
+                .iter()
+                .filter(|r| r.reason == Reason::Idle)
+                .count()
+        );
+
+        // Seats as billed: (user, account) → (plan, credits).
+        let mut seats: BTreeMap<(String, String), (&Plan, Decimal)> = BTreeMap::new();
+        for u in &a.units {
+            if let Some(p) = plans.by_name(&u.plan) {
+                seats
+                    .entry((u.user_id.clone(), u.account_id.clone()))
+                    .or_insert((p, Decimal::ZERO))
+                    .1 += u.credits_used;
+            }
+        }
+        let before: Decimal = seats.values().map(|(p, c)| plan_cost(p, *c)).sum();
+        // Apply: cancel idle and duplicate seats (a duplicate's credits go to the user's seat
+        // that is kept and has the most credits), move right-sized seats to their new plan.
+        let rec = |user: &str, account: &str| {
+            s.recommendations
+                .iter()
+                .find(|r| r.user_id == user && r.account_id == account)
+        };
+        let mut after_seats: BTreeMap<(String, String), (&Plan, Decimal)> = BTreeMap::new();
+        let mut moved: BTreeMap<String, Decimal> = BTreeMap::new();
+        for ((user, account), (plan, credits)) in &seats {
+            match rec(user, account) {
+                Some(r) if r.reason == Reason::Idle => {}
+                Some(r) if r.reason == Reason::Duplicate => {
+                    *moved.entry(user.clone()).or_default() += credits
+                }
+                Some(r) => {
+                    after_seats.insert(
+                        (user.clone(), account.clone()),
+                        (plans.by_name(&r.recommended_plan).unwrap(), *credits),
+                    );
+                }
+                None => {
+                    after_seats.insert((user.clone(), account.clone()), (plan, *credits));
+                }
+            }
+        }
+        for (user, credits) in moved {
+            let target = after_seats
+                .iter_mut()
+                .filter(|((u, _), _)| *u == user)
+                .max_by(|x, y| {
+                    x.1.1
+                        .cmp(&y.1.1)
+                        .then(x.1.0.monthly_usd.cmp(&y.1.0.monthly_usd))
+                        .then(y.0.1.cmp(&x.0.1))
+                })
+                .expect("a duplicate leaves one seat");
+            target.1.1 += credits;
+        }
+        let after: Decimal = after_seats.values().map(|(p, c)| plan_cost(p, *c)).sum();
+        assert_eq!(before - after, s.total_usd, "seed {seed}: re-priced month");
+        assert!(s.total_usd > Decimal::ZERO);
+    }
+}
