@@ -286,15 +286,17 @@ mod tests {
     fn alloc(units: Vec<UserCost>, days: i64) -> (Allocation, DateTime<Utc>) {
         let period: crate::period::BillingPeriod = "2026-11".parse().unwrap();
         let as_of = period.start() + Duration::days(days);
+        let kiro_total_usd = units.iter().map(|u| u.total_usd).sum();
         let a = Allocation {
             period,
             units,
             tax_usd: Decimal::ZERO,
             unattributed_usd: Decimal::ZERO,
-            kiro_total_usd: Decimal::ZERO,
+            kiro_total_usd,
             data_as_of: Some(as_of),
             stats: QueryStats::default(),
         };
+        a.reconcile().unwrap();
         (a, as_of)
     }
 

@@ -92,6 +92,7 @@ mod tests {
     #[test]
     fn overage_is_extrapolated_subscriptions_are_not() {
         let a = alloc(Some(10));
+        a.reconcile().unwrap();
         let during = a.period.start() + Duration::days(11);
         assert_eq!(a.extrapolation_factor(during), Decimal::from(3));
         let f = a.forecast_cost_centers(during);

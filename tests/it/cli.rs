@@ -141,6 +141,19 @@ fn table_shows_totals() {
     );
     assert!(t.contains("Kiro total          225.00"), "{t}");
     assert!(t.contains("Tax                 2.00"), "{t}");
+    // Reconciliation, read off the table: users' total + unattributed + tax = Kiro total.
+    let field = |name: &str| -> f64 {
+        t.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap()
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let lhs = field("Users' total") + field("Unattributed") + field("Tax ");
+    assert!((lhs - field("Kiro total")).abs() < 1e-6, "{t}");
 }
 
 fn fails_with(args: &[&str], want: &[&str]) {

@@ -310,6 +310,7 @@ async fn series_follow_the_export() {
     );
     assert_eq!(value(&m, "kiro_tax_usd", &p), Some(0.0));
     assert_eq!(value(&m, "kiro_unattributed_usd", &p), Some(0.0));
+    assert_scrape_reconciles(&m, "2026-10");
 }
 
 #[tokio::test]
@@ -331,6 +332,7 @@ async fn failing_source_keeps_last_good_values() {
         ("billing_period", "2026-10"),
     ];
     assert_eq!(value(&good, "kiro_user_cost_usd", &labels), Some(24.0));
+    assert_scrape_reconciles(&good, "2026-10");
     let part = e.partition("2026-10");
     let file = part.join("test-export-00001.snappy.parquet");
     let saved = std::fs::read(&file).unwrap();
@@ -376,6 +378,7 @@ async fn failing_source_keeps_last_good_values() {
     })
     .await;
     assert_eq!(value(&gone, "kiro_user_cost_usd", &labels), Some(24.0));
+    assert_scrape_reconciles(&gone, "2026-10");
 
     // The fault clears: the daemon recovers.
     let successes = value(

@@ -416,3 +416,22 @@ pub fn value(
     );
     m.get(&key).copied()
 }
+
+/// The reconciliation invariant on scraped values of one period: Σ kiro_user_cost_usd +
+/// kiro_unattributed_usd + kiro_tax_usd = kiro_cost_usd, to 1e-6.
+pub fn assert_scrape_reconciles(m: &std::collections::BTreeMap<Series, f64>, period: &str) {
+    let p = [("billing_period", period)];
+    let users: f64 = m
+        .iter()
+        .filter(|((n, l), _)| n == "kiro_user_cost_usd" && l["billing_period"] == period)
+        .map(|(_, v)| v)
+        .sum();
+    let lhs = users
+        + value(m, "kiro_unattributed_usd", &p).unwrap()
+        + value(m, "kiro_tax_usd", &p).unwrap();
+    let total = value(m, "kiro_cost_usd", &p).unwrap();
+    assert!(
+        (lhs - total).abs() < 1e-6,
+        "scrape does not reconcile: users {users} + unattributed + tax = {lhs} != {total}"
+    );
+}
