@@ -238,8 +238,7 @@ pub fn to_table(a: &Allocation, savings: &Savings) -> String {
         savings.idle_seats
     );
     let _ = writeln!(out, "\nBy cost center:");
-    let mut ccs: Vec<(&str, Rollup)> = a.cost_centers().into_iter().collect();
-    ccs.sort_by_key(|(_, r)| std::cmp::Reverse(r.total_usd));
+    let ccs = a.cost_centers_by_cost();
     let ccw = ccs
         .iter()
         .map(|(k, _)| width(if k.is_empty() { "(untagged)" } else { k }))

@@ -218,8 +218,7 @@ td,th{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:left}td.n{text-a
                     number(a.tax_usd.round_dp(2)),
                     number(a.unattributed_usd.round_dp(2)),
                 );
-                let mut ccs: Vec<_> = a.cost_centers().into_iter().collect();
-                ccs.sort_by_key(|(_, r)| std::cmp::Reverse(r.total_usd));
+                let ccs = a.cost_centers_by_cost();
                 h.push_str("<table><tr><th>Cost center</th><th>Users</th><th>Cost (USD)</th></tr>");
                 for (cc, r) in ccs.iter().take(10) {
                     let name = if cc.is_empty() {

@@ -222,6 +222,13 @@ impl Allocation {
         self.rollup_by(|u| &u.cost_center)
     }
 
+    /// Roll-ups per cost center, most expensive first.
+    pub fn cost_centers_by_cost(&self) -> Vec<(&str, Rollup)> {
+        let mut ccs: Vec<(&str, Rollup)> = self.cost_centers().into_iter().collect();
+        ccs.sort_by_key(|(_, r)| std::cmp::Reverse(r.total_usd));
+        ccs
+    }
+
     /// Roll-ups per usage account.
     pub fn accounts(&self) -> BTreeMap<&str, Rollup> {
         self.rollup_by(|u| &u.account_id)
@@ -270,18 +277,7 @@ impl Allocation {
 
     /// Sum over all units.
     pub fn totals(&self) -> Rollup {
-        let mut r = Rollup::default();
-        let mut users = BTreeSet::new();
-        for u in &self.units {
-            users.insert(u.user_id.as_str());
-            r.credits_used += u.credits_used;
-            r.subscription_usd += u.subscription_usd;
-            r.overage_usd += u.overage_usd;
-            r.other_usd += u.other_usd;
-            r.total_usd += u.total_usd;
-        }
-        r.users = users.len();
-        r
+        self.rollup_by(|_| "").remove("").unwrap_or_default()
     }
 }
 

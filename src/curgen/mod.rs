@@ -688,12 +688,13 @@ impl<S: LineSink> Gen<'_, S> {
         }
         if let Some(d) = upgrade_day {
             let new_plan = old_plan.upgraded();
-            let old = self.subscription(home, user, &tag_on(first), old_plan, first, first > 1);
-            let mut refund_line = old.clone();
+            // The lower tier's seat line, refunded on the day of the upgrade.
+            let mut refund_line =
+                self.subscription(home, user, &tag_on(first), old_plan, first, first > 1);
             refund_line.line_type = "Refund";
-            refund_line.usage_amount = -old.usage_amount;
-            refund_line.unblended_cost = -old.unblended_cost;
-            refund_line.net_unblended_cost = -old.net_unblended_cost;
+            refund_line.usage_amount = -refund_line.usage_amount;
+            refund_line.unblended_cost = -refund_line.unblended_cost;
+            refund_line.net_unblended_cost = -refund_line.net_unblended_cost;
             refund_line.usage_start = p.start() + Duration::days(i64::from(d - 1));
             refund_line.tags = tags_for(&tag_on(d));
             refund_line.description = format!(
