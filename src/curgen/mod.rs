@@ -446,7 +446,7 @@ pub fn generate_with<S: LineSink>(
     }
     g.store_account = g.accounts[0].id.clone();
     let mut users = Vec::with_capacity(spec.users);
-    for _ in 0..spec.users {
+    for i in 0..spec.users {
         let x: f64 = g.rng.random();
         let plan = if x < g.a.plan_mix[0] {
             PlanKind::Pro
@@ -455,7 +455,10 @@ pub fn generate_with<S: LineSink>(
         } else {
             PlanKind::Power
         };
-        let account = g.rng.random_range(0..n_accounts);
+        let drawn = g.rng.random_range(0..n_accounts);
+        // The first users go one to each account, so that every account's role (discount,
+        // tax, overage off) shows in any export with enough users.
+        let account = if i < n_accounts { i } else { drawn };
         let second_account =
             (g.rng.random::<f64>() < g.a.duplicate_share).then(|| (account + 1) % n_accounts);
         let join_day = if g.rng.random::<f64>() < g.a.joiner_share {
@@ -463,7 +466,14 @@ pub fn generate_with<S: LineSink>(
         } else {
             1
         };
-        let tag = g.pick_tag();
+        // Untagged users, and users whose tag is empty, are in every export of two users or
+        // more; the rest are drawn.
+        let drawn_tag = g.pick_tag();
+        let tag = match i {
+            0 => Tag::Missing,
+            1 => Tag::Empty,
+            _ => drawn_tag,
+        };
         let id = g.uuid();
         users.push(User {
             id,
