@@ -62,6 +62,17 @@ pub enum Engine {
     /// Embedded Apache DataFusion over a CUR 2.0 export on disk.
     #[default]
     Local,
+    /// Amazon Athena over the CUR 2.0 table in S3 (`[source.athena]`).
+    Athena,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Athena => "athena",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,6 +83,8 @@ pub struct SourceSettings {
     pub cur: PathBuf,
     /// Local engine: partitions DataFusion plans with; 0 = one per core.
     pub target_partitions: usize,
+    /// Athena engine: where and how the allocation query runs.
+    pub athena: AthenaSettings,
 }
 
 impl Default for SourceSettings {
@@ -80,7 +93,140 @@ impl Default for SourceSettings {
             engine: Engine::Local,
             cur: PathBuf::from("cur"),
             target_partitions: 0,
+            athena: AthenaSettings::default(),
         }
+    }
+}
+
+/// `[source.athena]`: the CUR 2.0 table in the Glue catalog and the workgroup that queries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AthenaSettings {
+    /// AWS region; empty = the default chain (`AWS_REGION`, the profile).
+    pub region: String,
+    /// Named profile of the shared AWS config; empty = the default chain.
+    pub profile: String,
+    /// Endpoint override for every AWS call of the source (emulators, VPC endpoints).
+    pub endpoint_url: String,
+    /// Glue data catalog.
+    pub catalog: String,
+    pub database: String,
+    pub table: String,
+    pub workgroup: String,
+    /// `s3://bucket/prefix/` for query results; empty = the workgroup's own setting.
+    pub output_location: String,
+    /// Reuse a result of the same query up to this old (0 = never; Athena allows up to 7 days).
+    #[serde(with = "humantime_serde")]
+    pub result_reuse_max_age: Duration,
+    /// A query still queued or running after this long is stopped.
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
+    /// First delay between GetQueryExecution polls; doubles up to `poll_interval_max`.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval_max: Duration,
+    /// Attempts per API call (throttling and 5xx are retried with capped, jittered backoff).
+    pub max_attempts: u32,
+    /// First retry delay of an API call; the SDK's backoff is capped at `retry_max_backoff`.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max_backoff: Duration,
+    /// `s3://bucket/prefix/data/` of the CUR export. When set, a period whose newest object
+    /// under `BILLING_PERIOD=YYYY-MM/` has not changed since the last query is not queried
+    /// again (one ListObjectsV2 instead of a scan).
+    pub skip_unchanged: String,
+}
+
+impl Default for AthenaSettings {
+    fn default() -> Self {
+        Self {
+            region: String::new(),
+            profile: String::new(),
+            endpoint_url: String::new(),
+            catalog: "AwsDataCatalog".to_owned(),
+            database: "cur".to_owned(),
+            table: "kiro_data".to_owned(),
+            workgroup: "primary".to_owned(),
+            output_location: String::new(),
+            result_reuse_max_age: Duration::ZERO,
+            query_timeout: Duration::from_secs(300),
+            poll_interval: Duration::from_millis(500),
+            poll_interval_max: Duration::from_secs(5),
+            max_attempts: 5,
+            retry_initial_backoff: Duration::from_millis(500),
+            retry_max_backoff: Duration::from_secs(20),
+            skip_unchanged: String::new(),
+        }
+    }
+}
+
+impl AthenaSettings {
+    /// Checks values (no I/O); errors name the key under `source.athena`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("source.athena.{k}");
+        for (k, v) in [("database", &self.database), ("table", &self.table)] {
+            if v.contains('.') {
+                return Err(ConfigError::key(
+                    &key(k),
+                    "must be a single name, without '.'",
+                ));
+            }
+            sql::validate_identifier(v).map_err(|m| ConfigError::key(&key(k), m))?;
+        }
+        if self.catalog.is_empty() {
+            return Err(ConfigError::key(&key("catalog"), "must not be empty"));
+        }
+        if self.workgroup.is_empty() {
+            return Err(ConfigError::key(&key("workgroup"), "must not be empty"));
+        }
+        for (k, v) in [
+            ("output_location", &self.output_location),
+            ("skip_unchanged", &self.skip_unchanged),
+        ] {
+            if !v.is_empty() {
+                crate::source::athena::S3Location::parse(v)
+                    .map_err(|m| ConfigError::key(&key(k), m))?;
+            }
+        }
+        let scheme_ok = ["http://", "https://"]
+            .iter()
+            .any(|p| self.endpoint_url.starts_with(p));
+        if !self.endpoint_url.is_empty() && !scheme_ok {
+            return Err(ConfigError::key(
+                &key("endpoint_url"),
+                "must start with http:// or https://",
+            ));
+        }
+        if self.result_reuse_max_age > Duration::from_secs(7 * 24 * 3600) {
+            return Err(ConfigError::key(
+                &key("result_reuse_max_age"),
+                "must be at most 7d (Athena's limit is 10080 minutes)",
+            ));
+        }
+        if self.query_timeout.is_zero() {
+            return Err(ConfigError::key(
+                &key("query_timeout"),
+                "must be greater than 0",
+            ));
+        }
+        if self.poll_interval.is_zero() || self.poll_interval_max < self.poll_interval {
+            return Err(ConfigError::key(
+                &key("poll_interval"),
+                "must be greater than 0 and at most poll_interval_max",
+            ));
+        }
+        if self.max_attempts == 0 {
+            return Err(ConfigError::key(&key("max_attempts"), "must be at least 1"));
+        }
+        if self.retry_max_backoff < self.retry_initial_backoff {
+            return Err(ConfigError::key(
+                &key("retry_max_backoff"),
+                "must be at least retry_initial_backoff",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -299,7 +445,16 @@ impl Settings {
                 "must be a number of days from 0 to 31",
             ));
         }
-        if self.source.cur.as_os_str().is_empty() {
+        if self.source.engine == Engine::Athena {
+            self.source.athena.validate()?;
+            if self.source.athena.query_timeout >= r.timeout {
+                return Err(ConfigError::key(
+                    "source.athena.query_timeout",
+                    "must be less than refresh.timeout, so a slow query is stopped, not abandoned",
+                ));
+            }
+        }
+        if self.source.engine == Engine::Local && self.source.cur.as_os_str().is_empty() {
             return Err(ConfigError::key(
                 "source.cur",
                 "must name the CUR export folder",

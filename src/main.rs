@@ -12,13 +12,14 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 use kiro_cost_exporter::allocation::savings;
+use kiro_cost_exporter::config::Engine;
 use kiro_cost_exporter::config::{self, Settings};
 use kiro_cost_exporter::curgen::{self, GenSpec};
 use kiro_cost_exporter::daemon::Refresher;
 use kiro_cost_exporter::output::{self, Format};
 use kiro_cost_exporter::period::BillingPeriod;
 use kiro_cost_exporter::server;
-use kiro_cost_exporter::source::{LocalSource, Source};
+use kiro_cost_exporter::source::{AthenaSource, LocalSource, Source};
 
 #[derive(Parser)]
 #[command(
@@ -135,6 +136,20 @@ fn local_source(settings: &Settings, cur: &Path) -> LocalSource {
     }
 }
 
+/// The source `source.engine` names.
+async fn build_source(settings: &Settings) -> anyhow::Result<Arc<dyn Source>> {
+    Ok(match settings.source.engine {
+        Engine::Local => Arc::new(local_source(settings, &settings.source.cur)),
+        Engine::Athena => Arc::new(
+            AthenaSource::new(
+                settings.source.athena.clone(),
+                settings.allocation_settings(),
+            )
+            .await?,
+        ),
+    })
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Query {
@@ -143,10 +158,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             period,
             format,
         } => {
-            let settings = load_settings(&config)?;
+            let mut settings = load_settings(&config)?;
             init_logging(&settings.log.level);
-            let cur = cur.unwrap_or_else(|| settings.source.cur.clone());
-            let allocation = local_source(&settings, &cur).allocate(period).await?;
+            if let Some(cur) = cur {
+                settings.source.engine = Engine::Local;
+                settings.source.cur = cur;
+            }
+            let allocation = build_source(&settings).await?.allocate(period).await?;
             let savings = savings::recommend(
                 &allocation,
                 &settings.plans,
@@ -222,6 +240,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 settings.server.listen = l;
             }
             if let Some(c) = cur {
+                settings.source.engine = Engine::Local;
                 settings.source.cur = c;
             }
             if period.is_some() {
@@ -303,7 +322,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
     let addr = listener.local_addr()?;
-    let source = Arc::new(local_source(&settings, &settings.source.cur));
+    let source = build_source(&settings).await?;
     let refresher = Refresher::new(
         source,
         settings.refresh.clone(),
@@ -324,7 +343,15 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     ));
     println!("kiro-cost-exporter listening on http://{addr}/ (metrics: http://{addr}/metrics)");
     std::io::stdout().flush()?;
-    tracing::info!(%addr, cur = %settings.source.cur.display(), interval = ?settings.refresh.interval, "serving");
+    match settings.source.engine {
+        Engine::Local => {
+            tracing::info!(%addr, engine = "local", cur = %settings.source.cur.display(), interval = ?settings.refresh.interval, "serving")
+        }
+        Engine::Athena => {
+            let a = &settings.source.athena;
+            tracing::info!(%addr, engine = "athena", database = %a.database, table = %a.table, workgroup = %a.workgroup, interval = ?settings.refresh.interval, "serving")
+        }
+    }
     let signal = shutdown_signal()
         .await
         .context("cannot install signal handlers")?;

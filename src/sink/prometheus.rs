@@ -93,7 +93,7 @@ impl ExporterMetrics {
             refreshes.with_label_values(&[result]).inc_by(0);
         }
         let failures = IntCounterVec::new(
-            Opts::new("kiro_exporter_refresh_failures_total", "Failed refreshes by kind (no_data, io, bad_input, engine, decode, reconciliation, timeout)."),
+            Opts::new("kiro_exporter_refresh_failures_total", "Failed refreshes by kind (no_data, io, bad_input, engine, decode, reconciliation, timeout, aws, config)."),
             &["kind"],
         )
         .expect("static descriptor");

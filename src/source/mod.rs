@@ -2,6 +2,7 @@
 //!
 //! The daemon owns scheduling, retries and timeouts; a source only knows how to ask its engine.
 
+pub mod athena;
 pub mod local;
 
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use async_trait::async_trait;
 use crate::allocation::{Allocation, ReconciliationError};
 use crate::period::BillingPeriod;
 
+pub use athena::AthenaSource;
 pub use local::LocalSource;
 
 /// Something that can allocate a billing period.
@@ -64,6 +66,34 @@ pub enum SourceError {
     Decode { column: String, message: String },
     #[error(transparent)]
     Reconciliation(#[from] ReconciliationError),
+    #[error("AWS setup: {message}")]
+    AwsSetup { message: String },
+    #[error("{operation} failed: {message}")]
+    Aws {
+        operation: &'static str,
+        message: String,
+    },
+    #[error("no CUR objects under {location}")]
+    NoObjects { location: String },
+    #[error("Athena query {query_id} for {period} ended {state}: {reason}")]
+    QueryFailed {
+        period: BillingPeriod,
+        query_id: String,
+        state: String,
+        reason: String,
+    },
+    #[error(
+        "Athena query {query_id} for {period} was still {state} after {} (source.athena.query_timeout); {}",
+        humantime::format_duration(*timeout),
+        if *stopped { "it was stopped" } else { "stopping it failed" }
+    )]
+    QueryTimeout {
+        period: BillingPeriod,
+        query_id: String,
+        timeout: std::time::Duration,
+        state: String,
+        stopped: bool,
+    },
 }
 
 impl SourceError {
@@ -80,6 +110,11 @@ impl SourceError {
             Self::Engine { .. } => "engine",
             Self::Decode { .. } => "decode",
             Self::Reconciliation(_) => "reconciliation",
+            Self::AwsSetup { .. } => "config",
+            Self::Aws { .. } => "aws",
+            Self::NoObjects { .. } => "no_data",
+            Self::QueryFailed { .. } => "engine",
+            Self::QueryTimeout { .. } => "timeout",
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Integration tests: one binary, shared fixtures in `util`.
 
 mod allocation;
+mod athena;
+mod aws;
 mod cli;
 mod daemon;
 mod ledger;

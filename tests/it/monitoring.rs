@@ -20,24 +20,6 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The path of an external program, or `None` (skip) when it is missing and not required.
-fn external(name: &str, path: &Path) -> Option<PathBuf> {
-    if path.exists() {
-        return Some(path.to_owned());
-    }
-    let required = std::env::var("KIRO_EXPORTER_REQUIRE_EXTERNAL").is_ok_and(|v| v == "1");
-    assert!(
-        !required,
-        "{name} is required (KIRO_EXPORTER_REQUIRE_EXTERNAL=1) but {} does not exist; .ci/run installs it",
-        path.display()
-    );
-    eprintln!(
-        "SKIPPED: {name} not found at {}; install it (see .ci/run) to run this test",
-        path.display()
-    );
-    None
-}
-
 fn promtool() -> Option<PathBuf> {
     external(
         "promtool (Debian package prometheus)",
@@ -181,14 +163,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn encode(s: &str) -> String {

@@ -435,3 +435,30 @@ pub fn assert_scrape_reconciles(m: &std::collections::BTreeMap<Series, f64>, per
         "scrape does not reconcile: users {users} + unattributed + tax = {lhs} != {total}"
     );
 }
+
+/// The path of an external program, or `None` (skip) when it is missing and not required.
+pub fn external(name: &str, path: &Path) -> Option<PathBuf> {
+    if path.exists() {
+        return Some(path.to_owned());
+    }
+    let required = std::env::var("KIRO_EXPORTER_REQUIRE_EXTERNAL").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "{name} is required (KIRO_EXPORTER_REQUIRE_EXTERNAL=1) but {} does not exist; .ci/run installs it",
+        path.display()
+    );
+    eprintln!(
+        "SKIPPED: {name} not found at {}; install it (see .ci/run) to run this test",
+        path.display()
+    );
+    None
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -1,0 +1,657 @@
+//! Amazon Athena: the allocation query on the CUR 2.0 table in S3, for exports too big for one
+//! machine.
+//!
+//! One allocation is StartQueryExecution (the Trino rendering of the one SQL template, with the
+//! period and tag key as execution parameters) → GetQueryExecution polled with a doubling
+//! interval → GetQueryResults paged 1,000 rows at a time → typed rows, decimals parsed without
+//! loss. A query still queued or running at `query_timeout` is stopped. Throttling and 5xx
+//! answers are retried by the SDK's standard retry strategy (capped, jittered exponential
+//! backoff; `max_attempts` attempts per call).
+//!
+//! With `skip_unchanged` set, a period whose objects in S3 have not changed since its last
+//! query is answered from that query's result: one ListObjectsV2 instead of a scan.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_athena::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_athena::types::{
+    QueryExecutionContext, QueryExecutionState, ResultConfiguration, ResultReuseByAgeConfiguration,
+    ResultReuseConfiguration,
+};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use rust_decimal::Decimal;
+
+use super::{Source, SourceError};
+use crate::allocation::sql::{self, Dialect, QuerySpec};
+use crate::allocation::{Allocation, AllocationSettings, GroupRow, QueryStats};
+use crate::config::AthenaSettings;
+use crate::period::BillingPeriod;
+
+/// Rows per GetQueryResults page (Athena's maximum).
+const PAGE_SIZE: i32 = 1000;
+/// The CUR export's partition folder name.
+const PARTITION_FOLDER: &str = "BILLING_PERIOD";
+
+/// `s3://bucket/prefix/`, split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    pub bucket: String,
+    /// Key prefix, empty or ending in `/`.
+    pub prefix: String,
+}
+
+impl S3Location {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("{url:?} is not an s3:// location"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+        if !bucket_ok {
+            return Err(format!("{url:?}: {bucket:?} is not a valid bucket name"));
+        }
+        let mut prefix = prefix.to_owned();
+        if !prefix.is_empty() && !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Ok(Self {
+            bucket: bucket.to_owned(),
+            prefix,
+        })
+    }
+}
+
+impl std::fmt::Display for S3Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.prefix)
+    }
+}
+
+/// What a period's objects looked like when it was last queried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    objects: u64,
+    bytes: u64,
+    newest: Option<DateTime<Utc>>,
+    newest_key: String,
+}
+
+/// Allocation through Amazon Athena.
+pub struct AthenaSource {
+    athena: aws_sdk_athena::Client,
+    s3: aws_sdk_s3::Client,
+    settings: AthenaSettings,
+    allocation: AllocationSettings,
+    skip_unchanged: Option<S3Location>,
+    last: Mutex<HashMap<BillingPeriod, (Fingerprint, Allocation)>>,
+}
+
+impl std::fmt::Debug for AthenaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AthenaSource")
+            .field("database", &self.settings.database)
+            .field("table", &self.settings.table)
+            .field("workgroup", &self.settings.workgroup)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AthenaSource {
+    /// Resolves AWS settings (default credential chain; region, profile and endpoint from
+    /// `settings` when set) and builds the clients. No call is made yet.
+    pub async fn new(
+        settings: AthenaSettings,
+        allocation: AllocationSettings,
+    ) -> Result<Self, SourceError> {
+        let (retry, timeouts) = Self::retry_and_timeouts(&settings);
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(retry)
+            .timeout_config(timeouts);
+        if !settings.region.is_empty() {
+            loader = loader.region(aws_config::Region::new(settings.region.clone()));
+        }
+        if !settings.profile.is_empty() {
+            loader = loader.profile_name(&settings.profile);
+        }
+        if !settings.endpoint_url.is_empty() {
+            loader = loader.endpoint_url(&settings.endpoint_url);
+        }
+        let shared = loader.load().await;
+        Self::from_sdk_config(&shared, settings, allocation)
+    }
+
+    /// Builds the source on an already resolved SDK configuration (its region, credentials,
+    /// endpoint, retry and timeout settings are used as they are).
+    pub fn from_sdk_config(
+        shared: &aws_config::SdkConfig,
+        settings: AthenaSettings,
+        allocation: AllocationSettings,
+    ) -> Result<Self, SourceError> {
+        if shared.region().is_none() {
+            return Err(SourceError::AwsSetup {
+                message:
+                    "no AWS region: set source.athena.region, AWS_REGION or a profile's region"
+                        .into(),
+            });
+        }
+        let s3_config = aws_sdk_s3::config::Builder::from(shared)
+            // Emulators and VPC endpoints address buckets by path.
+            .force_path_style(!settings.endpoint_url.is_empty())
+            .build();
+        let skip_unchanged = if settings.skip_unchanged.is_empty() {
+            None
+        } else {
+            Some(
+                S3Location::parse(&settings.skip_unchanged).map_err(|message| {
+                    SourceError::AwsSetup {
+                        message: format!("source.athena.skip_unchanged: {message}"),
+                    }
+                })?,
+            )
+        };
+        Ok(Self {
+            athena: aws_sdk_athena::Client::new(shared),
+            s3: aws_sdk_s3::Client::from_conf(s3_config),
+            settings,
+            allocation,
+            skip_unchanged,
+            last: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The SDK settings the source uses for `settings`: standard retry strategy with its
+    /// attempts and backoff, connect and attempt timeouts.
+    pub fn retry_and_timeouts(settings: &AthenaSettings) -> (RetryConfig, TimeoutConfig) {
+        (
+            RetryConfig::standard()
+                .with_max_attempts(settings.max_attempts)
+                .with_initial_backoff(settings.retry_initial_backoff)
+                .with_max_backoff(settings.retry_max_backoff),
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .operation_attempt_timeout(Duration::from_secs(60))
+                .build(),
+        )
+    }
+
+    /// The Athena client, as configured (tests use it to prepare tables).
+    pub fn athena_client(&self) -> &aws_sdk_athena::Client {
+        &self.athena
+    }
+
+    /// Lists the period's partition and sums it up.
+    async fn fingerprint(
+        &self,
+        location: &S3Location,
+        period: BillingPeriod,
+    ) -> Result<Fingerprint, SourceError> {
+        let prefix = format!("{}{PARTITION_FOLDER}={period}/", location.prefix);
+        let mut fp = Fingerprint {
+            objects: 0,
+            bytes: 0,
+            newest: None,
+            newest_key: String::new(),
+        };
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(&location.bucket)
+            .prefix(&prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| SourceError::Aws {
+                operation: "s3:ListObjectsV2",
+                message: format!("s3://{}/{prefix}: {}", location.bucket, sdk_message(&e)),
+            })?;
+            for object in page.contents() {
+                fp.objects += 1;
+                fp.bytes += object.size().unwrap_or(0).max(0) as u64;
+                let modified = object
+                    .last_modified()
+                    .and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()));
+                if modified >= fp.newest {
+                    fp.newest = modified;
+                    fp.newest_key = object.key().unwrap_or_default().to_owned();
+                }
+            }
+        }
+        Ok(fp)
+    }
+
+    /// Starts the query and returns its execution id.
+    async fn start(&self, period: BillingPeriod) -> Result<String, SourceError> {
+        let table = format!("{}.{}", self.settings.database, self.settings.table);
+        let spec = QuerySpec {
+            table: &table,
+            cost_center_tag: &self.allocation.cost_center_tag,
+            cost_column: self.allocation.cost_column,
+            period,
+        };
+        let rendered = sql::render(Dialect::Trino, &spec);
+        let mut request = self
+            .athena
+            .start_query_execution()
+            .query_string(rendered.sql)
+            .set_execution_parameters(Some(
+                rendered.params.iter().map(|p| string_literal(p)).collect(),
+            ))
+            .query_execution_context(
+                QueryExecutionContext::builder()
+                    .catalog(&self.settings.catalog)
+                    .database(&self.settings.database)
+                    .build(),
+            )
+            .work_group(&self.settings.workgroup);
+        if !self.settings.output_location.is_empty() {
+            request = request.result_configuration(
+                ResultConfiguration::builder()
+                    .output_location(&self.settings.output_location)
+                    .build(),
+            );
+        }
+        let reuse = self.settings.result_reuse_max_age;
+        if !reuse.is_zero() {
+            let minutes = reuse.as_secs().div_ceil(60).clamp(1, 10_080) as i32;
+            request = request.result_reuse_configuration(
+                ResultReuseConfiguration::builder()
+                    .result_reuse_by_age_configuration(
+                        ResultReuseByAgeConfiguration::builder()
+                            .enabled(true)
+                            .max_age_in_minutes(minutes)
+                            .build(),
+                    )
+                    .build(),
+            );
+        }
+        let out = request.send().await.map_err(|e| SourceError::Aws {
+            operation: "athena:StartQueryExecution",
+            message: format!("workgroup {}: {}", self.settings.workgroup, sdk_message(&e)),
+        })?;
+        out.query_execution_id()
+            .map(str::to_owned)
+            .ok_or_else(|| SourceError::Aws {
+                operation: "athena:StartQueryExecution",
+                message: "the answer has no QueryExecutionId".into(),
+            })
+    }
+
+    /// Polls until the query ends; stops it at the timeout.
+    async fn wait(
+        &self,
+        period: BillingPeriod,
+        id: &str,
+        started: Instant,
+    ) -> Result<Execution, SourceError> {
+        let mut delay = self.settings.poll_interval;
+        loop {
+            let out = self
+                .athena
+                .get_query_execution()
+                .query_execution_id(id)
+                .send()
+                .await
+                .map_err(|e| SourceError::Aws {
+                    operation: "athena:GetQueryExecution",
+                    message: format!("query {id}: {}", sdk_message(&e)),
+                })?;
+            let execution = out.query_execution();
+            let status = execution.and_then(|e| e.status());
+            let state = status.and_then(|s| s.state()).cloned();
+            match state {
+                Some(QueryExecutionState::Succeeded) => {
+                    let stats = execution.and_then(|e| e.statistics());
+                    return Ok(Execution {
+                        scanned_bytes: stats
+                            .and_then(|s| s.data_scanned_in_bytes())
+                            .map(|b| b.max(0) as u64),
+                        engine_time: stats
+                            .and_then(|s| s.engine_execution_time_in_millis())
+                            .map(|ms| Duration::from_millis(ms.max(0) as u64)),
+                        reused: stats
+                            .and_then(|s| s.result_reuse_information())
+                            .is_some_and(|r| r.reused_previous_result()),
+                    });
+                }
+                Some(s @ (QueryExecutionState::Failed | QueryExecutionState::Cancelled)) => {
+                    let reason = status
+                        .and_then(|s| s.state_change_reason())
+                        .filter(|r| !r.is_empty())
+                        .or_else(|| {
+                            status
+                                .and_then(|s| s.athena_error())
+                                .and_then(|e| e.error_message())
+                        })
+                        .unwrap_or("Athena gave no reason")
+                        .to_owned();
+                    return Err(SourceError::QueryFailed {
+                        period,
+                        query_id: id.to_owned(),
+                        state: s.as_str().to_owned(),
+                        reason,
+                    });
+                }
+                _ => {}
+            }
+            if started.elapsed() >= self.settings.query_timeout {
+                let stopped = self
+                    .athena
+                    .stop_query_execution()
+                    .query_execution_id(id)
+                    .send()
+                    .await;
+                if let Err(e) = &stopped {
+                    tracing::warn!(query_id = id, error = %sdk_message(e), "cannot stop the timed-out query");
+                }
+                return Err(SourceError::QueryTimeout {
+                    period,
+                    query_id: id.to_owned(),
+                    timeout: self.settings.query_timeout,
+                    state: state.map_or_else(|| "unknown".to_owned(), |s| s.as_str().to_owned()),
+                    stopped: stopped.is_ok(),
+                });
+            }
+            let left = self
+                .settings
+                .query_timeout
+                .saturating_sub(started.elapsed());
+            tokio::time::sleep(delay.min(left)).await;
+            delay = (delay * 2).min(self.settings.poll_interval_max);
+        }
+    }
+
+    /// Reads every result page and decodes the rows.
+    async fn results(&self, id: &str) -> Result<(Vec<GroupRow>, u32), SourceError> {
+        let mut rows = Vec::new();
+        let mut columns: Option<Vec<String>> = None;
+        let mut token: Option<String> = None;
+        let mut pages = 0u32;
+        loop {
+            let out = self
+                .athena
+                .get_query_results()
+                .query_execution_id(id)
+                .max_results(PAGE_SIZE)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| SourceError::Aws {
+                    operation: "athena:GetQueryResults",
+                    message: format!("query {id}: {}", sdk_message(&e)),
+                })?;
+            pages += 1;
+            let Some(set) = out.result_set() else {
+                break;
+            };
+            let names = match &columns {
+                Some(c) => c,
+                None => {
+                    let from_metadata: Vec<String> = set
+                        .result_set_metadata()
+                        .map(|m| {
+                            m.column_info()
+                                .iter()
+                                .map(|c| c.name().to_owned())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    columns.insert(from_metadata)
+                }
+            };
+            let index = ColumnIndex::new(names)?;
+            for (i, row) in set.rows().iter().enumerate() {
+                let values: Vec<Option<&str>> =
+                    row.data().iter().map(|d| d.var_char_value()).collect();
+                // The first row of the first page is the header.
+                if pages == 1 && i == 0 && is_header(&values, names) {
+                    continue;
+                }
+                rows.push(index.decode(&values)?);
+            }
+            match out.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        Ok((rows, pages))
+    }
+}
+
+/// What a finished query reported.
+struct Execution {
+    scanned_bytes: Option<u64>,
+    engine_time: Option<Duration>,
+    reused: bool,
+}
+
+#[async_trait]
+impl Source for AthenaSource {
+    async fn allocate(&self, period: BillingPeriod) -> Result<Allocation, SourceError> {
+        let started = Instant::now();
+        let fingerprint = match &self.skip_unchanged {
+            Some(location) => {
+                let fp = self.fingerprint(location, period).await?;
+                if fp.objects == 0 {
+                    return Err(SourceError::NoObjects {
+                        location: format!("{location}{PARTITION_FOLDER}={period}/"),
+                    });
+                }
+                let last = self.last.lock().expect("cache lock");
+                if let Some((seen, allocation)) = last.get(&period)
+                    && *seen == fp
+                {
+                    tracing::debug!(%period, objects = fp.objects, "CUR partition unchanged; not queried again");
+                    let mut allocation = allocation.clone();
+                    allocation.stats = QueryStats {
+                        elapsed: started.elapsed(),
+                        scanned_bytes: Some(0),
+                        scanned_rows: None,
+                        files: Some(fp.objects),
+                    };
+                    return Ok(allocation);
+                }
+                Some(fp)
+            }
+            None => None,
+        };
+        let id = self.start(period).await?;
+        tracing::debug!(%period, query_id = %id, "Athena query started");
+        let execution = self.wait(period, &id, started).await?;
+        let (rows, pages) = self.results(&id).await?;
+        tracing::info!(
+            %period,
+            query_id = %id,
+            scanned_bytes = execution.scanned_bytes,
+            engine_ms = execution.engine_time.map(|d| d.as_millis() as u64),
+            reused = execution.reused,
+            rows = rows.len(),
+            pages,
+            "Athena query done"
+        );
+        let stats = QueryStats {
+            elapsed: started.elapsed(),
+            scanned_bytes: execution.scanned_bytes,
+            scanned_rows: None,
+            files: fingerprint.as_ref().map(|f| f.objects),
+        };
+        let allocation = Allocation::assemble(period, rows, &self.allocation.plans, stats)?;
+        if let Some(fp) = fingerprint {
+            self.last
+                .lock()
+                .expect("cache lock")
+                .insert(period, (fp, allocation.clone()));
+        }
+        Ok(allocation)
+    }
+
+    fn engine(&self) -> &'static str {
+        "athena"
+    }
+}
+
+/// A Trino string literal, as Athena's execution parameters take them.
+fn string_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// The error code and message of an SDK error, or its whole chain when there is no code.
+fn sdk_message<E, R>(e: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match (e.code(), e.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_owned(),
+        _ => DisplayErrorContext(e).to_string(),
+    }
+}
+
+fn is_header(values: &[Option<&str>], names: &[String]) -> bool {
+    values.len() == names.len()
+        && values
+            .iter()
+            .zip(names)
+            .all(|(v, n)| v.is_some_and(|v| v.eq_ignore_ascii_case(n)))
+}
+
+/// Positions of the result columns, by name.
+struct ColumnIndex {
+    at: [usize; 13],
+}
+
+impl ColumnIndex {
+    fn new(names: &[String]) -> Result<Self, SourceError> {
+        let mut at = [0usize; 13];
+        for (slot, wanted) in at.iter_mut().zip(sql::RESULT_COLUMNS) {
+            *slot = names
+                .iter()
+                .position(|n| n.eq_ignore_ascii_case(wanted))
+                .ok_or_else(|| SourceError::Decode {
+                    column: (*wanted).to_owned(),
+                    message: format!("missing from the result (columns: {})", names.join(", ")),
+                })?;
+        }
+        Ok(Self { at })
+    }
+
+    fn decode(&self, values: &[Option<&str>]) -> Result<GroupRow, SourceError> {
+        let get = |i: usize| values.get(self.at[i]).copied().flatten();
+        let text = |i: usize| get(i).unwrap_or_default().to_owned();
+        let money = |i: usize| -> Result<Decimal, SourceError> {
+            get(i).map_or(Ok(Decimal::ZERO), |v| {
+                parse_decimal(v).ok_or_else(|| SourceError::Decode {
+                    column: sql::RESULT_COLUMNS[i].to_owned(),
+                    message: format!("{v:?} is not a decimal number"),
+                })
+            })
+        };
+        let lines = get(11)
+            .map(|v| {
+                v.parse::<i64>().map_err(|_| SourceError::Decode {
+                    column: "billed_lines".into(),
+                    message: format!("{v:?} is not a count"),
+                })
+            })
+            .transpose()?
+            .unwrap_or(0);
+        let end = get(12)
+            .map(|v| {
+                parse_timestamp(v).ok_or_else(|| SourceError::Decode {
+                    column: "usage_end_max".into(),
+                    message: format!("{v:?} is not a timestamp"),
+                })
+            })
+            .transpose()?;
+        Ok(GroupRow {
+            account_id: text(0),
+            user_id: text(1),
+            cost_center: text(2),
+            plan_usage_type: get(3).map(str::to_owned),
+            credits_used: money(4)?,
+            subscription_usd: money(5)?,
+            overage_usd: money(6)?,
+            other_usd: money(7)?,
+            total_usd: money(8)?,
+            tax_usd: money(9)?,
+            all_cost_usd: money(10)?,
+            billed_lines: lines,
+            usage_end_max: end,
+        })
+    }
+}
+
+/// A decimal as engines print it: `12.3400000000`, `-0.5`, or `0E-10`.
+pub fn parse_decimal(v: &str) -> Option<Decimal> {
+    let v = v.trim();
+    Decimal::from_str_exact(v)
+        .ok()
+        .or_else(|| Decimal::from_scientific(v).ok())
+}
+
+/// A timestamp as Trino (`2026-10-31 00:00:00.000`, optionally with ` UTC`) or another engine
+/// (`2026-10-31T00:00:00+00:00`) prints it; without a zone it is UTC.
+pub fn parse_timestamp(v: &str) -> Option<DateTime<Utc>> {
+    let v = v.trim();
+    let v = v.strip_suffix(" UTC").unwrap_or(v);
+    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
+        return Some(t.with_timezone(&Utc));
+    }
+    if let Ok(t) = DateTime::parse_from_str(v, "%Y-%m-%d %H:%M:%S%.f%:z") {
+        return Some(t.with_timezone(&Utc));
+    }
+    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(v, f).ok())
+        .map(|t| t.and_utc())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_locations() {
+        let l = S3Location::parse("s3://my-cur/exports/kiro/data").unwrap();
+        assert_eq!(l.bucket, "my-cur");
+        assert_eq!(l.prefix, "exports/kiro/data/");
+        assert_eq!(l.to_string(), "s3://my-cur/exports/kiro/data/");
+        assert_eq!(S3Location::parse("s3://my-cur").unwrap().prefix, "");
+        assert!(S3Location::parse("https://my-cur/x").is_err());
+        assert!(S3Location::parse("s3://My_Bucket/x").is_err());
+    }
+
+    #[test]
+    fn literals_are_quoted() {
+        assert_eq!(string_literal("2026-10"), "'2026-10'");
+        assert_eq!(string_literal("a'b"), "'a''b'");
+    }
+
+    #[test]
+    fn engine_number_formats() {
+        assert_eq!(parse_decimal("12.3400000000"), Some(Decimal::new(1234, 2)));
+        assert_eq!(parse_decimal("0E-10"), Some(Decimal::ZERO));
+        assert_eq!(parse_decimal("-0.0400000000"), Some(Decimal::new(-4, 2)));
+        assert_eq!(
+            parse_decimal("1234567890123456.1234567891"),
+            Some("1234567890123456.1234567891".parse().unwrap())
+        );
+        assert_eq!(parse_decimal("12,5"), None);
+        let t = parse_timestamp("2026-10-31 00:00:00.000").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-10-31T00:00:00+00:00");
+        assert_eq!(parse_timestamp("2026-10-31 00:00:00.000 UTC"), Some(t));
+        assert_eq!(parse_timestamp("2026-10-31 00:00:00"), Some(t));
+        assert_eq!(parse_timestamp("2026-10-31 00:00:00+00:00"), Some(t));
+        assert_eq!(parse_timestamp("2026-10-31T02:00:00+02:00"), Some(t));
+        assert_eq!(parse_timestamp("yesterday"), None);
+    }
+}
