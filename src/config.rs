@@ -151,7 +151,7 @@ impl Default for AthenaSettings {
             workgroup: "primary".to_owned(),
             output_location: String::new(),
             result_reuse_max_age: Duration::ZERO,
-            query_timeout: Duration::from_secs(300),
+            query_timeout: Duration::from_secs(240),
             poll_interval: Duration::from_millis(500),
             poll_interval_max: Duration::from_secs(5),
             max_attempts: 5,
@@ -447,10 +447,11 @@ impl Settings {
         }
         if self.source.engine == Engine::Athena {
             self.source.athena.validate()?;
-            if self.source.athena.query_timeout >= r.timeout {
+            if self.source.athena.query_timeout * 2 >= r.timeout {
                 return Err(ConfigError::key(
                     "source.athena.query_timeout",
-                    "must be less than refresh.timeout, so a slow query is stopped, not abandoned",
+                    "must be less than half of refresh.timeout (a refresh may query two months), \
+                     so a slow query is stopped, not abandoned",
                 ));
             }
         }
@@ -535,6 +536,69 @@ mod tests {
             Duration::from_secs(900),
             "untouched keys keep defaults"
         );
+    }
+
+    #[test]
+    fn athena_settings_load_and_validate() {
+        let (_d, p) = file(
+            "toml",
+            "[source]\nengine = \"athena\"\n[source.athena]\ndatabase = \"billing\"\nquery_timeout = \"2m\"\nresult_reuse_max_age = \"1h\"\n",
+        );
+        let s = load_with_env(
+            Some(&p),
+            env(&[("KIRO_EXPORTER__SOURCE__ATHENA__TABLE", "kiro_cur")]),
+        )
+        .unwrap();
+        s.validate().unwrap();
+        assert_eq!(s.source.engine, Engine::Athena);
+        assert_eq!(s.source.athena.database, "billing");
+        assert_eq!(s.source.athena.table, "kiro_cur");
+        assert_eq!(s.source.athena.query_timeout, Duration::from_secs(120));
+        assert_eq!(s.source.athena.workgroup, "primary");
+
+        let bad = |edit: fn(&mut Settings), key: &str| {
+            let mut t = s.clone();
+            edit(&mut t);
+            let e = t.validate().unwrap_err().to_string();
+            assert!(e.starts_with(&format!("config key {key}: ")), "{e}");
+        };
+        bad(
+            |t| t.source.athena.table = "kiro;drop".into(),
+            "source.athena.table",
+        );
+        bad(
+            |t| t.source.athena.database = "a.b".into(),
+            "source.athena.database",
+        );
+        bad(
+            |t| t.source.athena.output_location = "/tmp/results".into(),
+            "source.athena.output_location",
+        );
+        bad(
+            |t| t.source.athena.skip_unchanged = "s3://Bad_Bucket/x".into(),
+            "source.athena.skip_unchanged",
+        );
+        bad(
+            |t| t.source.athena.endpoint_url = "localhost:4566".into(),
+            "source.athena.endpoint_url",
+        );
+        bad(
+            |t| t.source.athena.result_reuse_max_age = Duration::from_secs(8 * 86400),
+            "source.athena.result_reuse_max_age",
+        );
+        bad(
+            |t| t.source.athena.query_timeout = Duration::from_secs(3600),
+            "source.athena.query_timeout",
+        );
+        bad(
+            |t| t.source.athena.max_attempts = 0,
+            "source.athena.max_attempts",
+        );
+        // The local engine does not look at [source.athena].
+        let mut local = s.clone();
+        local.source.engine = Engine::Local;
+        local.source.athena.table = "kiro;drop".into();
+        local.validate().unwrap();
     }
 
     #[test]

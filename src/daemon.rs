@@ -119,7 +119,9 @@ impl Refresher {
                 Ok(a) => allocations.push(a),
                 // Early in a month (or right after an export starts) a partition may not exist
                 // yet; that period is skipped unless it was asked for explicitly.
-                Err(e @ SourceError::NoPartition { .. }) if self.settings.period.is_none() => {
+                Err(e @ (SourceError::NoPartition { .. } | SourceError::NoObjects { .. }))
+                    if self.settings.period.is_none() =>
+                {
                     tracing::info!(period = %p, "no data for this period yet: {e}");
                     missing.push(e.to_string());
                 }

@@ -25,6 +25,8 @@ use crate::util::*;
 const CUR_BUCKET: &str = "kiro-cur";
 const CUR_PREFIX: &str = "exports/kiro-cur/data/";
 const RESULTS: &str = "s3://athena-results/kiro/";
+/// The secret access key the binary gets; it must never show in its output.
+const SECRET_KEY: &str = "kiroTestSecretAccessKey0123456789abcdefgh";
 
 fn settings(endpoint: &str) -> AthenaSettings {
     AthenaSettings {
@@ -58,8 +60,9 @@ async fn source(settings: AthenaSettings) -> AthenaSource {
 /// Environment for the binary: static credentials, nothing from the host's AWS files.
 fn aws_env() -> Vec<(&'static str, &'static str)> {
     vec![
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_ACCESS_KEY_ID", "AKIATESTKIROEXPORTER"),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ("AWS_REGION", REGION),
         ("AWS_EC2_METADATA_DISABLED", "true"),
         ("AWS_CONFIG_FILE", "/nonexistent/aws-config"),
         (
@@ -241,6 +244,11 @@ async fn athena_on_ministack_matches_the_local_engine_end_to_end() {
     let tax = value(&m, "kiro_tax_usd", &[("billing_period", lake.period)]).unwrap();
     assert!((tax - v["tax_usd"].as_f64().unwrap()).abs() < 1e-6);
     assert!(d.log().contains("Athena query done"), "{}", d.log());
+    let metrics = get(&d.url("/metrics"), false).await.unwrap();
+    for text in [d.log(), String::from_utf8_lossy(&metrics.body).into_owned()] {
+        assert!(!text.contains(SECRET_KEY), "the secret key leaked");
+    }
+    assert!(!stderr(&athena).contains(SECRET_KEY));
 }
 
 #[tokio::test]
@@ -497,5 +505,118 @@ async fn persistent_faults_give_up_with_a_clear_error() {
     assert!(
         !text.contains("testing"),
         "no credentials in errors: {text}"
+    );
+}
+
+#[test]
+fn without_a_region_the_error_says_where_to_set_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings("");
+    s.region = String::new();
+    let config = write_config(dir.path(), &s, "");
+    let o = std::process::Command::new(bin())
+        .args([
+            "query",
+            "--config",
+            config.to_str().unwrap(),
+            "--period",
+            "2026-10",
+        ])
+        .envs(aws_env().into_iter().filter(|(k, _)| *k != "AWS_REGION"))
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.contains("no AWS region: set source.athena.region"), "{e}");
+    assert!(!e.contains(SECRET_KEY));
+}
+
+#[test]
+fn the_shipped_ddl_declares_the_exports_columns() {
+    use datafusion::arrow::datatypes::DataType;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ddl = std::fs::read_to_string(root.join("config/athena/cur2-table.sql")).unwrap();
+    let body = &ddl[ddl.find("<TABLE> (").unwrap() + 9..ddl.find("\n)\nPARTITIONED BY").unwrap()];
+    let declared: Vec<(String, String)> = body
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut parts = l.trim().trim_end_matches(',').split_whitespace();
+            (
+                parts.next().unwrap().to_owned(),
+                parts.next().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let schema = curgen::cur_schema();
+    assert_eq!(declared.len(), schema.fields().len());
+    for ((name, ty), field) in declared.iter().zip(schema.fields()) {
+        assert_eq!(name, field.name());
+        let expected = match field.data_type() {
+            DataType::Utf8 => "string",
+            DataType::Float64 => "double",
+            DataType::Timestamp(_, _) => "timestamp",
+            DataType::Map(entries, _) => match entries.data_type() {
+                DataType::Struct(kv) if kv[1].data_type() == &DataType::Float64 => {
+                    "map<string,double>"
+                }
+                _ => "map<string,string>",
+            },
+            other => panic!("{name}: unexpected type {other}"),
+        };
+        assert_eq!(ty, expected, "{name}");
+    }
+    // Partition projection over the export's folder layout.
+    assert!(ddl.contains("PARTITIONED BY (billing_period string)"));
+    assert!(ddl.contains("'storage.location.template' = 's3://<BUCKET>/<PREFIX>/<EXPORT_NAME>/data/BILLING_PERIOD=${billing_period}/'"));
+    assert!(ddl.contains("'projection.billing_period.format' = 'yyyy-MM'"));
+}
+
+#[test]
+fn the_shipped_iam_policy_allows_every_call_the_source_makes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let policy: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("config/athena/iam-policy.json")).unwrap(),
+    )
+    .unwrap();
+    let allowed: Vec<String> = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .inspect(|s| assert_eq!(s["Effect"], "Allow"))
+        .flat_map(|s| s["Action"].as_array().unwrap().clone())
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        allowed.iter().all(|a| !a.contains('*')),
+        "no wildcard actions"
+    );
+    // Every operation the source names in its errors, as IAM spells it.
+    let source = std::fs::read_to_string(root.join("src/source/athena.rs")).unwrap();
+    let mut operations: Vec<&str> = source
+        .split("operation: \"")
+        .skip(1)
+        .map(|s| &s[..s.find('"').unwrap()])
+        .collect();
+    operations.sort();
+    operations.dedup();
+    assert!(operations.len() >= 4, "{operations:?}");
+    for op in operations {
+        let action = match op {
+            "s3:ListObjectsV2" => "s3:ListBucket",
+            other => other,
+        };
+        assert!(allowed.iter().any(|a| a == action), "{action} not allowed");
+    }
+    assert!(allowed.iter().any(|a| a == "athena:StopQueryExecution"));
+    assert!(
+        allowed.iter().any(|a| a == "s3:GetObject"),
+        "results are read"
+    );
+    assert!(
+        allowed.iter().any(|a| a == "s3:PutObject"),
+        "results are written"
     );
 }
