@@ -12,10 +12,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::alert::AlertSettings;
+use crate::alert::rules::BudgetLimits;
 use crate::allocation::savings::SavingsSettings;
 use crate::allocation::sql::{self, CostColumn};
 use crate::allocation::{AllocationSettings, PlanTable};
 use crate::period::BillingPeriod;
+use rust_decimal::Decimal;
+use std::collections::BTreeMap;
 
 /// Prefix of the environment variables that override settings.
 pub const ENV_PREFIX: &str = "KIRO_EXPORTER";
@@ -52,7 +56,96 @@ pub struct Settings {
     pub refresh: RefreshSettings,
     /// Thresholds of the savings recommendations (idle seats, right-sizing).
     pub savings: SavingsSettings,
+    /// Threshold rules, their state file and the channels they notify.
+    pub alerts: AlertSettings,
+    /// Monthly limits per cost center (rules relative to a budget use them).
+    pub budgets: BudgetSettings,
+    /// The monthly per-user report.
+    pub report: ReportSettings,
+    /// AWS access for the report's S3 upload (Athena has its own in `[source.athena]`).
+    pub aws: AwsSettings,
     pub log: LogSettings,
+}
+
+/// `[budgets]`: monthly limits in USD.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetSettings {
+    /// For cost centers not listed in `cost_centers`; unset: they have no budget.
+    pub default_limit_usd: Option<Decimal>,
+    /// Cost center → monthly limit.
+    pub cost_centers: BTreeMap<String, Decimal>,
+}
+
+impl BudgetSettings {
+    pub fn limits(&self) -> BudgetLimits {
+        BudgetLimits {
+            default_limit_usd: self.default_limit_usd,
+            cost_centers: self.cost_centers.clone(),
+        }
+    }
+}
+
+/// `[aws]`: region, profile and endpoint for the AWS calls outside Athena.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsSettings {
+    /// Empty = the default chain (`AWS_REGION`, the profile).
+    pub region: String,
+    pub profile: String,
+    /// Endpoint override (emulators, VPC endpoints).
+    pub endpoint_url: String,
+}
+
+impl AwsSettings {
+    /// The shared SDK configuration: default credential chain, with these overrides.
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if !self.region.is_empty() {
+            loader = loader.region(aws_config::Region::new(self.region.clone()));
+        }
+        if !self.profile.is_empty() {
+            loader = loader.profile_name(&self.profile);
+        }
+        if !self.endpoint_url.is_empty() {
+            loader = loader.endpoint_url(&self.endpoint_url);
+        }
+        loader.load().await
+    }
+}
+
+/// `[report]`: the monthly per-user CSV and its summary card.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportSettings {
+    /// Folder the CSV is written to.
+    pub out_dir: PathBuf,
+    /// `s3://bucket/prefix/` to upload the CSV to, with a presigned download link on the card;
+    /// empty = no upload.
+    pub s3: String,
+    /// Lifetime of the presigned link (at most 7 days).
+    #[serde(with = "humantime_serde")]
+    pub link_ttl: Duration,
+    /// `serve` sends the previous month's report on this day of the month (0 = never).
+    pub schedule_day: u32,
+    /// Channels the summary card goes to (Feishu channels of `[[alerts.channels]]`); empty =
+    /// every Feishu channel.
+    pub channels: Vec<String>,
+    /// Cost centers and savings items listed on the card.
+    pub top: usize,
+}
+
+impl Default for ReportSettings {
+    fn default() -> Self {
+        Self {
+            out_dir: PathBuf::from("reports"),
+            s3: String::new(),
+            link_ttl: Duration::from_secs(7 * 86_400),
+            schedule_day: 5,
+            channels: Vec::new(),
+            top: 5,
+        }
+    }
 }
 
 /// Which engine runs the allocation query.
@@ -460,6 +553,55 @@ impl Settings {
                 "source.cur",
                 "must name the CUR export folder",
             ));
+        }
+        self.alerts
+            .validate()
+            .map_err(|(k, m)| ConfigError::key(&k, m))?;
+        for (cc, limit) in &self.budgets.cost_centers {
+            if limit.is_sign_negative() || limit.is_zero() {
+                return Err(ConfigError::key(
+                    &format!("budgets.cost_centers.{cc}"),
+                    "must be a positive amount in USD",
+                ));
+            }
+        }
+        if self
+            .budgets
+            .default_limit_usd
+            .is_some_and(|l| l.is_sign_negative() || l.is_zero())
+        {
+            return Err(ConfigError::key(
+                "budgets.default_limit_usd",
+                "must be a positive amount in USD",
+            ));
+        }
+        if !self.report.s3.is_empty() {
+            crate::source::athena::S3Location::parse(&self.report.s3)
+                .map_err(|m| ConfigError::key("report.s3", m))?;
+        }
+        if self.report.link_ttl.is_zero() || self.report.link_ttl > Duration::from_secs(7 * 86_400)
+        {
+            return Err(ConfigError::key(
+                "report.link_ttl",
+                "must be between 1s and 7d (the longest a presigned link lives)",
+            ));
+        }
+        if self.report.schedule_day > 28 {
+            return Err(ConfigError::key(
+                "report.schedule_day",
+                "must be a day from 1 to 28, or 0 for never",
+            ));
+        }
+        for (i, ch) in self.report.channels.iter().enumerate() {
+            match self.alerts.channels.iter().find(|c| &c.name == ch) {
+                Some(c) if c.kind == crate::alert::notify::ChannelKind::Feishu => {}
+                _ => {
+                    return Err(ConfigError::key(
+                        &format!("report.channels[{i}]"),
+                        format!("no Feishu channel named {ch:?} in [[alerts.channels]]"),
+                    ));
+                }
+            }
         }
         if self.server.shutdown_grace.is_zero() {
             return Err(ConfigError::key(

@@ -11,9 +11,12 @@ use prometheus::Registry;
 use rand::Rng;
 use tokio::sync::watch;
 
+use crate::alert::AlertEngine;
+use crate::alert::notify::{Channel, ChannelKind};
 use crate::allocation::savings::SavingsSettings;
 use crate::allocation::{PlanTable, Snapshot};
 use crate::config::RefreshSettings;
+use crate::config::ReportSettings;
 use crate::period::BillingPeriod;
 use crate::server::{Published, State, landing_page};
 use crate::sink::prometheus::{self as prom, ExporterMetrics};
@@ -76,6 +79,16 @@ pub struct Refresher {
     state: Arc<State>,
     metrics: ExporterMetrics,
     last_good: Option<(Arc<Snapshot>, Registry)>,
+    alerts: Option<AlertEngine>,
+    report: Option<ScheduledReport>,
+    last_error: Option<String>,
+}
+
+/// The monthly report as `serve` sends it: the previous month, on `schedule_day`.
+pub struct ScheduledReport {
+    pub settings: ReportSettings,
+    pub s3: Option<aws_sdk_s3::Client>,
+    pub dashboard_url: String,
 }
 
 impl Refresher {
@@ -102,7 +115,23 @@ impl Refresher {
             state,
             metrics,
             last_good: None,
+            alerts: None,
+            report: None,
+            last_error: None,
         }
+    }
+
+    /// The counter notification channels count into (`kiro_exporter_notifications_total`).
+    pub fn notifications_counter(&self) -> prometheus::IntCounterVec {
+        self.metrics.notifications()
+    }
+
+    /// Evaluates alert rules after each successful refresh, and sends the monthly report when
+    /// it is due.
+    pub fn with_alerts(mut self, engine: AlertEngine, report: Option<ScheduledReport>) -> Self {
+        self.alerts = Some(engine);
+        self.report = report;
+        self
     }
 
     /// The state the HTTP server reads.
@@ -174,19 +203,108 @@ impl Refresher {
                 Some(e)
             }
         };
+        self.last_error = error.as_ref().map(ToString::to_string);
+        self.publish()?;
+        if error.is_none() && self.alerts.is_some() {
+            self.notify().await;
+            // The notification counters changed.
+            self.publish()?;
+        }
+        error.map_or(Ok(()), Err)
+    }
+
+    fn publish(&self) -> Result<(), RefreshError> {
         let (snapshot, registry) = match &self.last_good {
             Some((s, r)) => (Some(s.clone()), Some(r)),
             None => (None, None),
         };
         let exposition = prom::encode(registry, &self.metrics)?;
-        let last_error = error.as_ref().map(ToString::to_string);
         self.state.publish(Published {
-            landing: landing_page(snapshot.as_deref(), last_error.as_deref(), Utc::now()),
+            landing: landing_page(snapshot.as_deref(), self.last_error.as_deref(), Utc::now()),
             exposition,
             snapshot,
-            last_error,
+            last_error: self.last_error.clone(),
         });
-        error.map_or(Ok(()), Err)
+        Ok(())
+    }
+
+    /// Alert evaluation and the scheduled report; failures are logged and retried at the next
+    /// refresh (nothing undelivered is marked delivered).
+    async fn notify(&mut self) {
+        let (Some(engine), Some((snapshot, _))) = (self.alerts.as_mut(), self.last_good.as_ref())
+        else {
+            return;
+        };
+        let now = Utc::now();
+        match engine.evaluate(snapshot, now).await {
+            Ok(round) if round.due > 0 || round.firing > 0 => tracing::info!(
+                firing = round.firing,
+                due = round.due,
+                delivered = round.delivered,
+                undelivered = round.undelivered,
+                messages = round.messages,
+                "alerts evaluated"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::error!("alert evaluation failed: {e}"),
+        }
+        let Some(report) = &self.report else {
+            return;
+        };
+        let day = report.settings.schedule_day;
+        if day == 0 || now.day() < day {
+            return;
+        }
+        let period = BillingPeriod::containing(now).previous();
+        if engine.state().reports.contains(&period) {
+            return;
+        }
+        let allocation = match snapshot.allocations.iter().find(|a| a.period == period) {
+            Some(a) => a.clone(),
+            None => match self.source.allocate(period).await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::error!(%period, "monthly report: cannot allocate the month: {e}");
+                    return;
+                }
+            },
+        };
+        let savings =
+            crate::allocation::savings::recommend(&allocation, &self.plans, &self.savings, now);
+        let wanted = &report.settings.channels;
+        let channels: Vec<&Channel> = engine
+            .channels()
+            .iter()
+            .filter(|c| {
+                c.config.kind == ChannelKind::Feishu
+                    && (wanted.is_empty() || wanted.iter().any(|w| w == c.name()))
+            })
+            .collect();
+        match crate::report::run(
+            &allocation,
+            &savings,
+            &report.settings,
+            report.s3.as_ref(),
+            &channels,
+            &report.dashboard_url,
+        )
+        .await
+        {
+            Ok(out) => {
+                tracing::info!(%period, path = %out.path.display(), uploaded = out.link.is_some(), cards = out.cards_sent, "monthly report sent");
+                let state = engine.state_mut();
+                state.reports.insert(period);
+                while state.reports.len() > 24 {
+                    state.reports.pop_first();
+                }
+                if let Err(e) = engine.save() {
+                    tracing::error!("cannot record the report in the state file: {e}");
+                }
+            }
+            Err(e) => {
+                tracing::error!(%period, "monthly report failed; retried at the next refresh: {e}")
+            }
+        }
     }
 
     /// Refreshes now and then on schedule until `shutdown` turns true.

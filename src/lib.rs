@@ -6,12 +6,14 @@
 //! the sinks only read.
 #![forbid(unsafe_code)]
 
+pub mod alert;
 pub mod allocation;
 pub mod config;
 pub mod curgen;
 pub mod daemon;
 pub mod output;
 pub mod period;
+pub mod report;
 pub mod server;
 pub mod sink;
 pub mod source;

@@ -11,13 +11,16 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
+use kiro_cost_exporter::alert::AlertEngine;
+use kiro_cost_exporter::alert::notify::{Channel, ChannelKind};
 use kiro_cost_exporter::allocation::savings;
 use kiro_cost_exporter::config::Engine;
 use kiro_cost_exporter::config::{self, Settings};
 use kiro_cost_exporter::curgen::{self, GenSpec};
-use kiro_cost_exporter::daemon::Refresher;
+use kiro_cost_exporter::daemon::{Refresher, ScheduledReport};
 use kiro_cost_exporter::output::{self, Format};
 use kiro_cost_exporter::period::BillingPeriod;
+use kiro_cost_exporter::report;
 use kiro_cost_exporter::server;
 use kiro_cost_exporter::source::{AthenaSource, LocalSource, Source};
 
@@ -105,6 +108,26 @@ enum Command {
         /// Refresh interval.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         interval: Duration,
+    },
+    /// Write the monthly per-user report (CSV), upload it and send its summary card.
+    Report {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// CUR 2.0 export root for the local engine (overrides source.cur and the engine).
+        #[arg(long, value_name = "DIR")]
+        cur: Option<PathBuf>,
+        /// Billing period (YYYY-MM); default: the previous month.
+        #[arg(long)]
+        period: Option<BillingPeriod>,
+        /// Folder for the CSV (overrides report.out_dir).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Do not upload to report.s3.
+        #[arg(long)]
+        no_upload: bool,
+        /// Do not send the summary card.
+        #[arg(long)]
+        no_notify: bool,
     },
     /// Validate the settings and print them, secrets redacted.
     CheckConfig {
@@ -287,12 +310,81 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             settings.validate()?;
             serve(settings).await?;
         }
+        Command::Report {
+            config,
+            cur,
+            period,
+            out,
+            no_upload,
+            no_notify,
+        } => {
+            let mut settings = load_settings(&config)?;
+            init_logging(&settings.log.level);
+            if let Some(cur) = cur {
+                settings.source.engine = Engine::Local;
+                settings.source.cur = cur;
+            }
+            if let Some(out) = out {
+                settings.report.out_dir = out;
+            }
+            if no_upload {
+                settings.report.s3.clear();
+            }
+            let now = chrono::Utc::now();
+            let period = period.unwrap_or_else(|| BillingPeriod::containing(now).previous());
+            let allocation = build_source(&settings).await?.allocate(period).await?;
+            let savings = savings::recommend(&allocation, &settings.plans, &settings.savings, now);
+            let s3 = report_s3(&settings).await;
+            let counter = prometheus::IntCounterVec::new(
+                prometheus::Opts::new("report_notifications", "unused"),
+                &["channel", "result"],
+            )?;
+            let env = |k: &str| std::env::var(k).ok();
+            let mut channels = Vec::new();
+            if !no_notify {
+                let wanted = &settings.report.channels;
+                for c in &settings.alerts.channels {
+                    if c.kind == ChannelKind::Feishu
+                        && (wanted.is_empty() || wanted.contains(&c.name))
+                    {
+                        channels.push(Channel::new(c.clone(), &env, counter.clone())?);
+                    }
+                }
+            }
+            let refs: Vec<&Channel> = channels.iter().collect();
+            let out = report::run(
+                &allocation,
+                &savings,
+                &settings.report,
+                s3.as_ref(),
+                &refs,
+                &settings.alerts.dashboard_url,
+            )
+            .await?;
+            println!("report: {}", out.path.display());
+            if let Some(link) = &out.link {
+                println!("download link: {link}");
+            }
+            println!("summary cards sent: {}", out.cards_sent);
+        }
         Command::CheckConfig { config } => {
             let settings = load_settings(&config)?;
             print!("{}", settings.to_redacted_toml());
         }
     }
     Ok(())
+}
+
+/// The S3 client for the report's upload, when `report.s3` is set.
+async fn report_s3(settings: &Settings) -> Option<aws_sdk_s3::Client> {
+    if settings.report.s3.is_empty() {
+        return None;
+    }
+    let shared = settings.aws.sdk_config().await;
+    let conf = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(!settings.aws.endpoint_url.is_empty())
+        .build();
+    Some(aws_sdk_s3::Client::from_conf(conf))
 }
 
 /// `$XDG_CACHE_HOME/kiro-cost-exporter/demo`, `~/.cache/kiro-cost-exporter/demo`, or
@@ -323,12 +415,44 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
     let addr = listener.local_addr()?;
     let source = build_source(&settings).await?;
-    let refresher = Refresher::new(
+    let mut refresher = Refresher::new(
         source,
         settings.refresh.clone(),
         settings.plans.clone(),
         settings.savings.clone(),
     );
+    // Alerts need a channel; the scheduled report needs somewhere to deliver to.
+    if !settings.alerts.channels.is_empty() || !settings.report.s3.is_empty() {
+        let env = |k: &str| std::env::var(k).ok();
+        let engine = AlertEngine::new(
+            settings.alerts.clone(),
+            settings.plans.clone(),
+            settings.savings.clone(),
+            settings.budgets.limits(),
+            &env,
+            refresher.notifications_counter(),
+        )?;
+        let report = (settings.report.schedule_day != 0).then(|| ScheduledReport {
+            settings: settings.report.clone(),
+            s3: None,
+            dashboard_url: settings.alerts.dashboard_url.clone(),
+        });
+        let report = match report {
+            Some(mut r) => {
+                r.s3 = report_s3(&settings).await;
+                Some(r)
+            }
+            None => None,
+        };
+        tracing::info!(
+            channels = engine.channels().len(),
+            rules = settings.alerts.rules.len(),
+            state_file = %settings.alerts.state_file.display(),
+            report_day = settings.report.schedule_day,
+            "alerts enabled"
+        );
+        refresher = refresher.with_alerts(engine, report);
+    }
     let state = refresher.state();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let refresh_loop = tokio::spawn(refresher.run(stopped.clone()));

@@ -56,6 +56,7 @@ pub struct ExporterMetrics {
     last_success: Gauge,
     duration: Gauge,
     scanned_bytes: GaugeVec,
+    notifications: IntCounterVec,
 }
 
 impl ExporterMetrics {
@@ -117,6 +118,15 @@ impl ExporterMetrics {
             &["billing_period"],
         )
         .expect("static descriptor");
+        let notifications = IntCounterVec::new(
+            Opts::new(
+                "kiro_exporter_notifications_total",
+                "Notification messages by channel and result (success, failure, retry).",
+            ),
+            &["channel", "result"],
+        )
+        .expect("static descriptor");
+        r.register(Box::new(notifications.clone())).expect("unique");
         Self {
             registry: r,
             refreshes,
@@ -124,7 +134,13 @@ impl ExporterMetrics {
             last_success,
             duration,
             scanned_bytes,
+            notifications,
         }
+    }
+
+    /// The notifications counter, for the channels to count into.
+    pub fn notifications(&self) -> IntCounterVec {
+        self.notifications.clone()
     }
 
     pub fn record_success(&self, snapshot: &Snapshot, took: Duration) {

@@ -1,10 +1,12 @@
 //! Integration tests: one binary, shared fixtures in `util`.
 
+mod alerts;
 mod allocation;
 mod athena;
 mod aws;
 mod cli;
 mod daemon;
+mod feishu;
 mod ledger;
 mod monitoring;
 mod savings;

@@ -1,0 +1,589 @@
+//! Delivery: Feishu custom-bot webhooks (signed, interactive cards) and a generic JSON webhook
+//! (Alertmanager's webhook payload).
+//!
+//! Each channel sends one message at a time, at most one per `min_interval` (Feishu allows 5 a
+//! second and 100 a minute per bot): messages queue and wait, none is dropped. A transport
+//! error, a 429 or 5xx, or Feishu's "frequency limited" answer is retried with capped, jittered
+//! exponential backoff; any other non-zero Feishu `code` is a failure at once. Results are
+//! counted in `kiro_exporter_notifications_total{channel,result}`. Webhook URLs and secrets are
+//! read from the environment or a file and appear in no log, error or metric.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use prometheus::IntCounterVec;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::state::{Notice, NoticeKind};
+
+/// Feishu's answer code for "frequency limited".
+pub const FEISHU_RATE_LIMITED: i64 = 11232;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelKind {
+    /// Feishu (or Lark) custom bot.
+    #[default]
+    Feishu,
+    /// Any HTTP endpoint taking Alertmanager's webhook JSON.
+    Webhook,
+}
+
+/// `[[alerts.channels]]`: where notices go. The URL and secret are named, not given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelConfig {
+    /// Rules name channels by this.
+    pub name: String,
+    pub kind: ChannelKind,
+    /// Environment variable holding the webhook URL …
+    pub url_env: String,
+    /// … or a file holding it (e.g. a mounted secret); the file wins when both are set.
+    pub url_file: Option<PathBuf>,
+    /// Feishu: environment variable holding the bot's signing secret (unset: no signature) …
+    pub secret_env: String,
+    /// … or a file holding it.
+    pub secret_file: Option<PathBuf>,
+    /// At most one message per this interval.
+    #[serde(with = "humantime_serde")]
+    pub min_interval: Duration,
+    /// Attempts per message.
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// Per attempt.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// A card larger than this (serialized JSON) is split into several messages.
+    pub max_message_bytes: usize,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        Self {
+            name: "feishu".into(),
+            kind: ChannelKind::Feishu,
+            url_env: "KIRO_FEISHU_WEBHOOK_URL".into(),
+            url_file: None,
+            secret_env: "KIRO_FEISHU_SECRET".into(),
+            secret_file: None,
+            min_interval: Duration::from_millis(650),
+            max_attempts: 5,
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+            max_message_bytes: 18_000,
+        }
+    }
+}
+
+impl ChannelConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.is_empty() {
+            return Err("name must not be empty".into());
+        }
+        if self.url_env.is_empty() && self.url_file.is_none() {
+            return Err(format!(
+                "channel {:?}: set url_env or url_file (the webhook URL is a secret and never goes in the file)",
+                self.name
+            ));
+        }
+        if self.max_attempts == 0 {
+            return Err(format!(
+                "channel {:?}: max_attempts must be at least 1",
+                self.name
+            ));
+        }
+        if self.max_message_bytes < 2_000 {
+            return Err(format!(
+                "channel {:?}: max_message_bytes must be at least 2000",
+                self.name
+            ));
+        }
+        if self.retry_max < self.retry_initial || self.timeout.is_zero() {
+            return Err(format!(
+                "channel {:?}: retry_max must be at least retry_initial, and timeout above 0",
+                self.name
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A secret string: shown as `<redacted>` by `Debug`, with no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Why a channel could not be set up or a message not delivered. Never holds a URL or secret.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("channel {channel}: {what} is not set (environment variable {var} is empty or unset)")]
+    MissingEnv {
+        channel: String,
+        what: &'static str,
+        var: String,
+    },
+    #[error("channel {channel}: cannot read {what} from {path}: {source}")]
+    File {
+        channel: String,
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("channel {channel}: the webhook URL is not an http(s) URL")]
+    BadUrl { channel: String },
+    #[error("channel {channel}: TLS setup failed: {message}")]
+    Tls { channel: String, message: String },
+    #[error("channel {channel}: {message}")]
+    Delivery {
+        channel: String,
+        message: String,
+        retryable: bool,
+    },
+    #[error("unknown channel {0}")]
+    UnknownChannel(String),
+}
+
+impl NotifyError {
+    fn retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Delivery {
+                retryable: true,
+                ..
+            }
+        )
+    }
+}
+
+type Client = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+>;
+
+/// A channel, ready to send.
+pub struct Channel {
+    pub config: ChannelConfig,
+    url: Secret,
+    secret: Option<Secret>,
+    client: Client,
+    last_sent: tokio::sync::Mutex<Option<Instant>>,
+    counter: IntCounterVec,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("name", &self.config.name)
+            .field("kind", &self.config.kind)
+            .field("url", &self.url)
+            .field("signed", &self.secret.is_some())
+            .finish()
+    }
+}
+
+fn read_secret(
+    channel: &str,
+    what: &'static str,
+    file: Option<&PathBuf>,
+    var: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Secret>, NotifyError> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|source| NotifyError::File {
+            channel: channel.to_owned(),
+            what,
+            path: path.clone(),
+            source,
+        })?;
+        return Ok(Some(Secret(text.trim().to_owned())).filter(|s| !s.0.is_empty()));
+    }
+    if var.is_empty() {
+        return Ok(None);
+    }
+    Ok(env(var)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .map(Secret))
+}
+
+impl Channel {
+    /// Reads the URL (required) and secret (optional) and builds the HTTP client.
+    pub fn new(
+        config: ChannelConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+        counter: IntCounterVec,
+    ) -> Result<Self, NotifyError> {
+        let name = config.name.clone();
+        let url = read_secret(
+            &name,
+            "the webhook URL",
+            config.url_file.as_ref(),
+            &config.url_env,
+            env,
+        )?
+        .ok_or_else(|| NotifyError::MissingEnv {
+            channel: name.clone(),
+            what: "the webhook URL",
+            var: config.url_env.clone(),
+        })?;
+        let parsed: Result<hyper::Uri, _> = url.expose().parse();
+        if !parsed.is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https"))) {
+            return Err(NotifyError::BadUrl { channel: name });
+        }
+        let secret = if config.kind == ChannelKind::Feishu {
+            read_secret(
+                &name,
+                "the signing secret",
+                config.secret_file.as_ref(),
+                &config.secret_env,
+                env,
+            )?
+        } else {
+            None
+        };
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())
+            .map_err(|e| NotifyError::Tls {
+                channel: name.clone(),
+                message: e.to_string(),
+            })?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(https);
+        Ok(Self {
+            config,
+            url,
+            secret,
+            client,
+            last_sent: tokio::sync::Mutex::new(None),
+            counter,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Sends one message body (already in the channel's format), paced and retried.
+    pub async fn send(&self, body: &Value) -> Result<(), NotifyError> {
+        let mut last = self.last_sent.lock().await;
+        if let Some(at) = *last {
+            let wait = self.config.min_interval.saturating_sub(at.elapsed());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.config.retry_initial)
+            .with_max_delay(self.config.retry_max)
+            .with_max_times(self.config.max_attempts.saturating_sub(1) as usize)
+            .with_jitter();
+        let name = self.config.name.clone();
+        let result = (|| self.attempt(body))
+            .retry(backoff)
+            .when(NotifyError::retryable)
+            .notify(|e, after| {
+                self.counter.with_label_values(&[&name, "retry"]).inc();
+                tracing::warn!(channel = %name, retry_in = ?after, "notification not delivered, retrying: {e}");
+            })
+            .await;
+        *last = Some(Instant::now());
+        let label = if result.is_ok() { "success" } else { "failure" };
+        self.counter.with_label_values(&[&name, label]).inc();
+        result
+    }
+
+    async fn attempt(&self, body: &Value) -> Result<(), NotifyError> {
+        let mut body = body.clone();
+        if let Some(secret) = &self.secret {
+            let timestamp = chrono::Utc::now().timestamp();
+            body["timestamp"] = Value::String(timestamp.to_string());
+            body["sign"] = Value::String(feishu_sign(timestamp, secret.expose()));
+        }
+        let fail = |message: String, retryable: bool| NotifyError::Delivery {
+            channel: self.config.name.clone(),
+            message,
+            retryable,
+        };
+        let request = hyper::Request::post(self.url.expose())
+            .header("content-type", "application/json; charset=utf-8")
+            .header(
+                "user-agent",
+                concat!("kiro-cost-exporter/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|_| fail("cannot build the request".into(), false))?;
+        let exchange = async {
+            let resp = self.client.request(request).await.map_err(|e| {
+                // The error's source chain may carry the URL; keep only its kind.
+                let kind = if e.is_connect() {
+                    "cannot connect"
+                } else {
+                    "transport error"
+                };
+                fail(kind.into(), true)
+            })?;
+            let status = resp.status();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|_| fail("answer cut off".into(), true))?
+                .to_bytes();
+            Ok::<_, NotifyError>((status, bytes))
+        };
+        let (status, bytes) = tokio::time::timeout(self.config.timeout, exchange)
+            .await
+            .map_err(|_| fail(format!("no answer within {:?}", self.config.timeout), true))??;
+        if !status.is_success() {
+            let retryable = status.as_u16() == 429 || status.is_server_error();
+            return Err(fail(format!("HTTP {status}"), retryable));
+        }
+        if self.config.kind == ChannelKind::Webhook {
+            return Ok(());
+        }
+        let answer: Value = serde_json::from_slice(&bytes).map_err(|_| {
+            fail(
+                format!("HTTP {status} with an answer that is not JSON"),
+                false,
+            )
+        })?;
+        let code = answer
+            .get("code")
+            .or_else(|| answer.get("StatusCode"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        if code == 0 {
+            return Ok(());
+        }
+        let msg = answer
+            .get("msg")
+            .and_then(Value::as_str)
+            .unwrap_or("no message");
+        Err(fail(
+            format!("Feishu answered code {code}: {msg}"),
+            code == FEISHU_RATE_LIMITED,
+        ))
+    }
+}
+
+/// Feishu's signature: base64(HMAC-SHA256(key = "{timestamp}\n{secret}", message = "")).
+pub fn feishu_sign(timestamp: i64, secret: &str) -> String {
+    let key_bytes = format!("{timestamp}\n{secret}");
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key_bytes.as_bytes());
+    let tag = aws_lc_rs::hmac::sign(&key, b"");
+    base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
+}
+
+fn template(notices: &[&Notice]) -> &'static str {
+    use super::rules::Severity;
+    if notices.iter().all(|n| n.kind == NoticeKind::Resolved) {
+        return "green";
+    }
+    match notices
+        .iter()
+        .filter(|n| n.kind != NoticeKind::Resolved)
+        .map(|n| n.alert.severity)
+        .max()
+    {
+        Some(Severity::Critical) => "red",
+        Some(Severity::Warning) => "orange",
+        _ => "blue",
+    }
+}
+
+fn notice_markdown(n: &Notice) -> String {
+    let a = &n.alert;
+    let m = a.measure;
+    let state = match n.kind {
+        NoticeKind::Firing => "🔥 firing",
+        NoticeKind::Repeat => "🔁 still firing",
+        NoticeKind::Resolved => "✅ resolved",
+    };
+    format!(
+        "**{rule}** · {sev} · {state}\n**Who**: {who}\n**What**: {measure} = **{value}**, threshold {threshold}\n**Since**: {since} · period {period}",
+        rule = a.rule,
+        sev = a.severity.as_str(),
+        who = a.subject_label,
+        measure = m.as_str(),
+        value = m.format(a.value),
+        threshold = m.format(a.threshold),
+        since = a.since.format("%Y-%m-%d %H:%M UTC"),
+        period = a.period,
+    )
+}
+
+/// Feishu interactive cards (schema 2.0) for one channel's notices of one evaluation: one card,
+/// or several when one would exceed `max_bytes`.
+pub fn feishu_cards(notices: &[&Notice], dashboard_url: &str, max_bytes: usize) -> Vec<Value> {
+    let mut groups: Vec<Vec<&Notice>> = vec![Vec::new()];
+    // A card's fixed parts (header, button) stay well under 1 KB.
+    let budget = max_bytes.saturating_sub(1_000);
+    let mut size = 0;
+    for n in notices {
+        let len = serde_json::to_string(&notice_markdown(n)).map_or(0, |s| s.len()) + 64;
+        let current = groups.last_mut().expect("one group");
+        if !current.is_empty() && size + len > budget {
+            groups.push(Vec::new());
+            size = 0;
+        }
+        groups.last_mut().expect("one group").push(n);
+        size += len;
+    }
+    let parts = groups.len();
+    groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let firing = g.iter().filter(|n| n.kind != NoticeKind::Resolved).count();
+            let resolved = g.len() - firing;
+            let period = g
+                .first()
+                .map(|n| n.alert.period.to_string())
+                .unwrap_or_default();
+            let mut title = format!("Kiro cost alerts {period}: ");
+            match (firing, resolved) {
+                (f, 0) => title.push_str(&format!("{f} firing")),
+                (0, r) => title.push_str(&format!("{r} resolved")),
+                (f, r) => title.push_str(&format!("{f} firing, {r} resolved")),
+            }
+            if parts > 1 {
+                title.push_str(&format!(" ({}/{parts})", i + 1));
+            }
+            let mut elements: Vec<Value> = Vec::new();
+            for (j, n) in g.iter().enumerate() {
+                if j > 0 {
+                    elements.push(json!({"tag": "hr"}));
+                }
+                elements.push(json!({"tag": "markdown", "content": notice_markdown(n)}));
+            }
+            if !dashboard_url.is_empty() {
+                elements.push(link_button("Open the dashboard", dashboard_url));
+            }
+            card(&title, template(g), elements)
+        })
+        .collect()
+}
+
+/// A Feishu card 2.0 message.
+pub fn card(title: &str, template: &str, elements: Vec<Value>) -> Value {
+    json!({
+        "msg_type": "interactive",
+        "card": {
+            "schema": "2.0",
+            "header": {
+                "title": {"tag": "plain_text", "content": title},
+                "template": template,
+            },
+            "body": {"elements": elements},
+        }
+    })
+}
+
+pub fn link_button(text: &str, url: &str) -> Value {
+    json!({
+        "tag": "button",
+        "text": {"tag": "plain_text", "content": text},
+        "type": "primary",
+        "behaviors": [{"type": "open_url", "default_url": url}],
+    })
+}
+
+/// Alertmanager's webhook payload (version 4) for one channel's notices.
+pub fn webhook_payload(receiver: &str, notices: &[&Notice], dashboard_url: &str) -> Value {
+    let alerts: Vec<Value> = notices
+        .iter()
+        .map(|n| {
+            let a = &n.alert;
+            let resolved = n.kind == NoticeKind::Resolved;
+            let fingerprint = {
+                let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, a.key().as_bytes());
+                d.as_ref()[..8]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            };
+            json!({
+                "status": if resolved { "resolved" } else { "firing" },
+                "labels": {
+                    "alertname": a.rule,
+                    "severity": a.severity.as_str(),
+                    "scope": a.scope,
+                    "subject": a.subject,
+                    "measure": a.measure.as_str(),
+                    "billing_period": a.period.to_string(),
+                },
+                "annotations": {
+                    "summary": format!("{}: {} = {} (threshold {})", a.subject_label, a.measure.as_str(), a.measure.format(a.value), a.measure.format(a.threshold)),
+                    "value": a.value.to_string(),
+                    "threshold": a.threshold.to_string(),
+                },
+                "startsAt": a.since.to_rfc3339(),
+                "endsAt": a.resolved_at.map_or_else(|| "0001-01-01T00:00:00Z".to_owned(), |t| t.to_rfc3339()),
+                "generatorURL": dashboard_url,
+                "fingerprint": fingerprint,
+            })
+        })
+        .collect();
+    let any_firing = notices.iter().any(|n| n.kind != NoticeKind::Resolved);
+    json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=~\"kiro.*\"}",
+        "truncatedAlerts": 0,
+        "status": if any_firing { "firing" } else { "resolved" },
+        "receiver": receiver,
+        "groupLabels": {},
+        "commonLabels": {"source": "kiro-cost-exporter"},
+        "commonAnnotations": {},
+        "externalURL": dashboard_url,
+        "alerts": alerts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_matches_an_independent_hmac() {
+        // Python: base64.b64encode(hmac.new(b"1599360473\ntest", b"", hashlib.sha256).digest())
+        assert_eq!(
+            feishu_sign(1_599_360_473, "test"),
+            "NVcdmaRhTlOqmXksontxmKEP4AYWAMD5VOczwSqarks="
+        );
+        assert_ne!(
+            feishu_sign(1_599_360_474, "test"),
+            feishu_sign(1_599_360_473, "test")
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret("https://open.feishu.cn/open-apis/bot/v2/hook/abc".into());
+        assert_eq!(format!("{s:?}"), "<redacted>");
+    }
+}

@@ -1,0 +1,477 @@
+//! Threshold rules over a snapshot: which (rule, subject) pairs fire for the current period.
+//!
+//! A rule names a scope (user, cost center, account, total), a measure, a threshold and
+//! optional filters; it fires for a subject whose measure is at or above the threshold. Only
+//! the newest period of the snapshot (the current month) is evaluated.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use serde::{Deserialize, Serialize};
+
+use crate::allocation::savings::{self, SavingsSettings};
+use crate::allocation::{Allocation, PlanTable};
+use crate::period::BillingPeriod;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// One (account, user): all the user's cost centers in that account.
+    User,
+    CostCenter,
+    Account,
+    Total,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Measure {
+    CostUsd,
+    OverageUsd,
+    CreditsUsed,
+    /// Credits used over the included credits of the plans in scope.
+    CreditsUsedRatio,
+    /// Month-end forecast (the same as the exported `kiro_cost_center_forecast_usd`).
+    ForecastUsd,
+    UntaggedUsers,
+    DuplicateSubscriptions,
+    /// Possible monthly saving from the savings recommendations.
+    SavingsUsd,
+}
+
+impl Measure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CostUsd => "cost_usd",
+            Self::OverageUsd => "overage_usd",
+            Self::CreditsUsed => "credits_used",
+            Self::CreditsUsedRatio => "credits_used_ratio",
+            Self::ForecastUsd => "forecast_usd",
+            Self::UntaggedUsers => "untagged_users",
+            Self::DuplicateSubscriptions => "duplicate_subscriptions",
+            Self::SavingsUsd => "savings_usd",
+        }
+    }
+
+    /// Whether the measure means something for the scope.
+    pub fn applies_to(self, scope: Scope) -> bool {
+        match self {
+            Self::UntaggedUsers | Self::DuplicateSubscriptions => scope == Scope::Total,
+            _ => true,
+        }
+    }
+
+    /// How a value is shown: money with 2 decimals, a ratio as a percentage, counts as is.
+    pub fn format(self, v: f64) -> String {
+        match self {
+            Self::CostUsd | Self::OverageUsd | Self::ForecastUsd | Self::SavingsUsd => {
+                format!("${v:.2}")
+            }
+            Self::CreditsUsedRatio => format!("{:.0}%", v * 100.0),
+            Self::CreditsUsed => format!("{v:.0} credits"),
+            Self::UntaggedUsers | Self::DuplicateSubscriptions => format!("{v:.0}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    #[default]
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+/// `[[alerts.rules]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Unique; it keys the alert state, so renaming a rule starts it afresh.
+    pub name: String,
+    pub scope: Scope,
+    pub measure: Measure,
+    /// Fires at or above this value. With `relative_to_budget`, a ratio of the cost center's
+    /// budget (`1.0` = the whole budget).
+    pub threshold: f64,
+    /// Cost-center scope only: compare with `threshold × budgets.cost_centers[cc]` (or
+    /// `budgets.default_limit_usd`); a cost center without a budget never fires.
+    #[serde(default)]
+    pub relative_to_budget: bool,
+    /// Only these cost centers (user and cost-center scopes); empty = all.
+    #[serde(default)]
+    pub cost_centers: Vec<String>,
+    /// Only users on these plans (user scope); empty = all.
+    #[serde(default)]
+    pub plans: Vec<String>,
+    #[serde(default)]
+    pub severity: Severity,
+    /// Channel names (`[[alerts.channels]]`); empty = every channel.
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// Overrides `alerts.repeat_interval` for this rule.
+    #[serde(default, with = "humantime_serde::option")]
+    pub repeat_interval: Option<std::time::Duration>,
+}
+
+impl Rule {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.trim().is_empty() {
+            return Err("name must not be empty".into());
+        }
+        if !self.threshold.is_finite() || self.threshold < 0.0 {
+            return Err(format!(
+                "rule {:?}: threshold must be a number >= 0",
+                self.name
+            ));
+        }
+        if !self.measure.applies_to(self.scope) {
+            return Err(format!(
+                "rule {:?}: measure {} applies to scope total only",
+                self.name,
+                self.measure.as_str()
+            ));
+        }
+        if self.relative_to_budget && self.scope != Scope::CostCenter {
+            return Err(format!(
+                "rule {:?}: relative_to_budget needs scope cost_center",
+                self.name
+            ));
+        }
+        if !self.plans.is_empty() && self.scope != Scope::User {
+            return Err(format!(
+                "rule {:?}: a plans filter needs scope user",
+                self.name
+            ));
+        }
+        if !self.cost_centers.is_empty() && !matches!(self.scope, Scope::User | Scope::CostCenter) {
+            return Err(format!(
+                "rule {:?}: a cost_centers filter needs scope user or cost_center",
+                self.name
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Monthly limits per cost center, for rules relative to a budget.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BudgetLimits {
+    pub default_limit_usd: Option<Decimal>,
+    pub cost_centers: BTreeMap<String, Decimal>,
+}
+
+impl BudgetLimits {
+    pub fn limit(&self, cost_center: &str) -> Option<Decimal> {
+        self.cost_centers
+            .get(cost_center)
+            .copied()
+            .or(self.default_limit_usd)
+    }
+}
+
+/// One rule firing for one subject.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Firing {
+    pub rule: String,
+    pub severity: Severity,
+    pub scope: Scope,
+    pub measure: Measure,
+    /// Stable identity within the scope: `account/user`, the cost center, the account, `total`.
+    pub subject: String,
+    /// What a person reads: the user and cost center, the cost center, …
+    pub subject_label: String,
+    pub period: BillingPeriod,
+    pub value: f64,
+    /// The effective threshold (budget-relative ones already multiplied out).
+    pub threshold: f64,
+}
+
+/// What a subject measures, per scope.
+#[derive(Default)]
+struct Values {
+    cost: Decimal,
+    overage: Decimal,
+    credits: Decimal,
+    included: Decimal,
+    forecast: Decimal,
+    savings: Decimal,
+    plan: String,
+    cost_center: String,
+}
+
+/// The firing (rule, subject) pairs of the newest period in `allocations`.
+pub fn evaluate(
+    rules: &[Rule],
+    current: &Allocation,
+    plans: &PlanTable,
+    savings_settings: &SavingsSettings,
+    budgets: &BudgetLimits,
+    now: DateTime<Utc>,
+) -> Vec<Firing> {
+    let factor = current.extrapolation_factor(now);
+    let rec = savings::recommend(current, plans, savings_settings, now);
+    let included = |plan: &str| {
+        plans
+            .by_name(plan)
+            .map_or(Decimal::ZERO, |p| p.included_credits)
+    };
+    let forecast_of =
+        |u: &crate::allocation::UserCost| u.subscription_usd + u.other_usd + u.overage_usd * factor;
+
+    let mut users: BTreeMap<(String, String), Values> = BTreeMap::new();
+    let mut centers: BTreeMap<String, Values> = BTreeMap::new();
+    let mut accounts: BTreeMap<String, Values> = BTreeMap::new();
+    let mut total = Values::default();
+    // Included credits count once per seat, in the cost center where the seat has most cost.
+    let mut seat_center: BTreeMap<(&str, &str), (&str, Decimal)> = BTreeMap::new();
+    for u in current.units.iter().filter(|u| !u.user_id.is_empty()) {
+        let e = seat_center
+            .entry((&u.account_id, &u.user_id))
+            .or_insert((&u.cost_center, u.total_usd));
+        if u.total_usd > e.1 {
+            *e = (&u.cost_center, u.total_usd);
+        }
+    }
+    for u in &current.units {
+        let add = |v: &mut Values| {
+            v.cost += u.total_usd;
+            v.overage += u.overage_usd;
+            v.credits += u.credits_used;
+            v.forecast += forecast_of(u);
+        };
+        add(&mut total);
+        add(accounts.entry(u.account_id.clone()).or_default());
+        add(centers.entry(u.cost_center.clone()).or_default());
+        if u.user_id.is_empty() {
+            continue;
+        }
+        let v = users
+            .entry((u.account_id.clone(), u.user_id.clone()))
+            .or_default();
+        add(v);
+        if !u.plan.is_empty() {
+            v.plan = u.plan.clone();
+        }
+        if seat_center.get(&(u.account_id.as_str(), u.user_id.as_str()))
+            == Some(&(u.cost_center.as_str(), u.total_usd))
+        {
+            v.cost_center = u.cost_center.clone();
+        }
+    }
+    for ((account, _), v) in users.iter_mut() {
+        let inc = included(&v.plan);
+        v.included = inc;
+        accounts.entry(account.clone()).or_default().included += inc;
+        centers.entry(v.cost_center.clone()).or_default().included += inc;
+        total.included += inc;
+    }
+    for r in &rec.recommendations {
+        if let Some(v) = users.get_mut(&(r.account_id.clone(), r.user_id.clone())) {
+            v.savings += r.saving_usd;
+        }
+        centers.entry(r.cost_center.clone()).or_default().savings += r.saving_usd;
+        accounts.entry(r.account_id.clone()).or_default().savings += r.saving_usd;
+    }
+    total.savings = rec.total_usd;
+    // Unattributed cost (no user) belongs to the total and its account only.
+    total.cost += current.unattributed_usd;
+    total.forecast += current.unattributed_usd;
+    let untagged = current.untagged_users().len();
+    let duplicates = current.duplicate_subscriptions().len();
+
+    let measure = |m: Measure, v: &Values| -> Option<f64> {
+        let d = match m {
+            Measure::CostUsd => v.cost,
+            Measure::OverageUsd => v.overage,
+            Measure::CreditsUsed => v.credits,
+            Measure::CreditsUsedRatio => {
+                if v.included.is_zero() {
+                    return None;
+                }
+                v.credits / v.included
+            }
+            Measure::ForecastUsd => v.forecast,
+            Measure::SavingsUsd => v.savings,
+            Measure::UntaggedUsers => Decimal::from(untagged),
+            Measure::DuplicateSubscriptions => Decimal::from(duplicates),
+        };
+        d.to_f64()
+    };
+
+    let mut out = Vec::new();
+    for rule in rules {
+        let mut fire = |subject: String, label: String, value: Option<f64>, threshold: f64| {
+            if let Some(value) = value
+                && value >= threshold
+            {
+                out.push(Firing {
+                    rule: rule.name.clone(),
+                    severity: rule.severity,
+                    scope: rule.scope,
+                    measure: rule.measure,
+                    subject,
+                    subject_label: label,
+                    period: current.period,
+                    value,
+                    threshold,
+                });
+            }
+        };
+        let cc_ok =
+            |cc: &str| rule.cost_centers.is_empty() || rule.cost_centers.iter().any(|c| c == cc);
+        match rule.scope {
+            Scope::User => {
+                for ((account, user), v) in &users {
+                    if !cc_ok(&v.cost_center)
+                        || !(rule.plans.is_empty() || rule.plans.contains(&v.plan))
+                    {
+                        continue;
+                    }
+                    let label = format!(
+                        "{user} ({}, {}, account {account})",
+                        if v.cost_center.is_empty() {
+                            "untagged"
+                        } else {
+                            &v.cost_center
+                        },
+                        if v.plan.is_empty() {
+                            "no plan"
+                        } else {
+                            &v.plan
+                        },
+                    );
+                    fire(
+                        format!("{account}/{user}"),
+                        label,
+                        measure(rule.measure, v),
+                        rule.threshold,
+                    );
+                }
+            }
+            Scope::CostCenter => {
+                for (cc, v) in &centers {
+                    if !cc_ok(cc) {
+                        continue;
+                    }
+                    let threshold = if rule.relative_to_budget {
+                        match budgets.limit(cc).and_then(|l| l.to_f64()) {
+                            Some(limit) => rule.threshold * limit,
+                            None => continue,
+                        }
+                    } else {
+                        rule.threshold
+                    };
+                    let label = if cc.is_empty() {
+                        "untagged (no cost center)".to_owned()
+                    } else {
+                        format!("cost center {cc}")
+                    };
+                    fire(cc.clone(), label, measure(rule.measure, v), threshold);
+                }
+            }
+            Scope::Account => {
+                for (account, v) in &accounts {
+                    fire(
+                        account.clone(),
+                        format!("account {account}"),
+                        measure(rule.measure, v),
+                        rule.threshold,
+                    );
+                }
+            }
+            Scope::Total => fire(
+                "total".into(),
+                "all Kiro users".into(),
+                measure(rule.measure, &total),
+                rule.threshold,
+            ),
+        }
+    }
+    out
+}
+
+/// The rules shipped as defaults (also in `config/alerts.toml`).
+pub fn default_rules() -> Vec<Rule> {
+    let rule = |name: &str, scope, measure, threshold: f64, severity| Rule {
+        name: name.into(),
+        scope,
+        measure,
+        threshold,
+        relative_to_budget: false,
+        cost_centers: vec![],
+        plans: vec![],
+        severity,
+        channels: vec![],
+        repeat_interval: None,
+    };
+    vec![
+        rule(
+            "user-credits-80pct",
+            Scope::User,
+            Measure::CreditsUsedRatio,
+            0.8,
+            Severity::Info,
+        ),
+        rule(
+            "user-credits-100pct",
+            Scope::User,
+            Measure::CreditsUsedRatio,
+            1.0,
+            Severity::Warning,
+        ),
+        rule(
+            "user-overage",
+            Scope::User,
+            Measure::OverageUsd,
+            0.01,
+            Severity::Warning,
+        ),
+        Rule {
+            relative_to_budget: true,
+            ..rule(
+                "cost-center-forecast-over-budget",
+                Scope::CostCenter,
+                Measure::ForecastUsd,
+                1.0,
+                Severity::Critical,
+            )
+        },
+        rule(
+            "untagged-users",
+            Scope::Total,
+            Measure::UntaggedUsers,
+            1.0,
+            Severity::Warning,
+        ),
+        rule(
+            "duplicate-subscriptions",
+            Scope::Total,
+            Measure::DuplicateSubscriptions,
+            1.0,
+            Severity::Warning,
+        ),
+        Rule {
+            repeat_interval: Some(std::time::Duration::from_secs(7 * 86_400)),
+            ..rule(
+                "savings-weekly-digest",
+                Scope::Total,
+                Measure::SavingsUsd,
+                1.0,
+                Severity::Info,
+            )
+        },
+    ]
+}

@@ -1,0 +1,568 @@
+//! Threshold alerts delivered to a loopback Feishu receiver that checks signatures the way
+//! Feishu does: fire once, no repeat before the interval, repeat after it, resolve once; the
+//! state survives a restart; 500s and rate limits are retried and delivered; a corrupt state
+//! file is moved aside; and every rule's scope and measure on generated data.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kiro_cost_exporter::alert::notify::{ChannelConfig, ChannelKind};
+use kiro_cost_exporter::alert::rules::{self, BudgetLimits, Measure, Rule, Scope, Severity};
+use kiro_cost_exporter::alert::{AlertEngine, AlertSettings};
+use kiro_cost_exporter::allocation::savings::{self, SavingsSettings};
+use kiro_cost_exporter::allocation::{Allocation, PlanTable, Snapshot};
+use kiro_cost_exporter::curgen::{self, GenSpec};
+use kiro_cost_exporter::source::Source as _;
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use serde_json::Value;
+
+use crate::feishu::{Fault, Receiver};
+use crate::util::*;
+
+const SECRET: &str = "kiro-test-signing-secret";
+
+fn rule(name: &str, scope: Scope, measure: Measure, threshold: f64) -> Rule {
+    Rule {
+        name: name.into(),
+        scope,
+        measure,
+        threshold,
+        relative_to_budget: false,
+        cost_centers: vec![],
+        plans: vec![],
+        severity: Severity::Warning,
+        channels: vec![],
+        repeat_interval: None,
+    }
+}
+
+fn channel(name: &str) -> ChannelConfig {
+    ChannelConfig {
+        name: name.into(),
+        kind: ChannelKind::Feishu,
+        url_env: "TEST_FEISHU_URL".into(),
+        secret_env: "TEST_FEISHU_SECRET".into(),
+        min_interval: Duration::from_millis(20),
+        retry_initial: Duration::from_millis(10),
+        retry_max: Duration::from_millis(50),
+        ..ChannelConfig::default()
+    }
+}
+
+fn counter() -> prometheus::IntCounterVec {
+    prometheus::IntCounterVec::new(
+        prometheus::Opts::new("kiro_exporter_notifications_total", "test"),
+        &["channel", "result"],
+    )
+    .unwrap()
+}
+
+fn engine(
+    state: &Path,
+    rules: Vec<Rule>,
+    url: &str,
+    secret: &str,
+    counter: &prometheus::IntCounterVec,
+) -> AlertEngine {
+    let settings = AlertSettings {
+        state_file: state.to_owned(),
+        repeat_interval: Duration::from_secs(3600),
+        dashboard_url: "https://grafana.example.com/d/kiro-cost".into(),
+        rules,
+        channels: vec![channel("feishu")],
+    };
+    let (url, secret) = (url.to_owned(), secret.to_owned());
+    let env = move |k: &str| match k {
+        "TEST_FEISHU_URL" => Some(url.clone()),
+        "TEST_FEISHU_SECRET" => Some(secret.clone()),
+        _ => None,
+    };
+    AlertEngine::new(
+        settings,
+        PlanTable::default(),
+        SavingsSettings::default(),
+        BudgetLimits::default(),
+        &env,
+        counter.clone(),
+    )
+    .unwrap()
+}
+
+fn snapshot(a: &Allocation, at: DateTime<Utc>) -> Snapshot {
+    Snapshot {
+        taken_at: at,
+        allocations: vec![a.clone()],
+    }
+}
+
+/// The markdown blocks of a card.
+fn blocks(card: &Value) -> Vec<String> {
+    card["card"]["body"]["elements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["tag"] == "markdown")
+        .map(|e| e["content"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn title(card: &Value) -> String {
+    card["card"]["header"]["title"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Two Pro users over their included credits (alice, bob), one within them (carol).
+async fn over_budget() -> Allocation {
+    let e = Export::write([
+        seat("alice", Some("platform"), "Pro", 1, 20.0),
+        credits("alice", Some("platform"), 3, 1300.0, 300.0),
+        seat("bob", Some("mobile"), "Pro", 1, 20.0),
+        credits("bob", Some("mobile"), 4, 1100.0, 100.0),
+        seat("carol", Some("mobile"), "Pro", 1, 20.0),
+        credits("carol", Some("mobile"), 4, 200.0, 0.0),
+    ]);
+    let a = e.allocate("2026-10").await.unwrap();
+    assert_reconciles(&a);
+    a
+}
+
+/// The same month after the overage was refunded: nobody over.
+async fn all_clear() -> Allocation {
+    let e = Export::write([
+        seat("alice", Some("platform"), "Pro", 1, 20.0),
+        credits("alice", Some("platform"), 3, 900.0, 0.0),
+        seat("bob", Some("mobile"), "Pro", 1, 20.0),
+        credits("bob", Some("mobile"), 4, 900.0, 0.0),
+    ]);
+    let a = e.allocate("2026-10").await.unwrap();
+    assert_reconciles(&a);
+    a
+}
+
+#[tokio::test]
+async fn an_alert_fires_once_repeats_after_the_interval_and_resolves_once() {
+    let rx = Receiver::start(Some(SECRET));
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let rules = vec![rule("user-overage", Scope::User, Measure::OverageUsd, 0.01)];
+    let c = counter();
+    let t0 = utc(2026, 10, 20);
+    let over = over_budget().await;
+    assert_eq!(over.units[0].overage_usd, dec("12"));
+
+    let mut e = engine(&state, rules.clone(), &rx.url(), SECRET, &c);
+    let round = e.evaluate(&snapshot(&over, t0), t0).await.unwrap();
+    assert_eq!((round.firing, round.delivered, round.messages), (2, 2, 1));
+    let cards = rx.accepted();
+    assert_eq!(cards.len(), 1, "one grouped message for both users");
+    assert_eq!(cards[0]["card"]["header"]["template"], "orange");
+    assert_eq!(title(&cards[0]), "Kiro cost alerts 2026-10: 2 firing");
+    let b = blocks(&cards[0]);
+    assert!(
+        b[0].contains("alice (platform, Pro, account 111122223333)"),
+        "{}",
+        b[0]
+    );
+    assert!(
+        b[0].contains("overage_usd = **$12.00**, threshold $0.01"),
+        "{}",
+        b[0]
+    );
+    assert!(b[0].contains("🔥 firing"));
+    assert!(b[1].contains("bob (mobile, Pro"), "{}", b[1]);
+    assert!(b[1].contains("**$4.00**"), "{}", b[1]);
+    let button = &cards[0]["card"]["body"]["elements"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        button["behaviors"][0]["default_url"],
+        "https://grafana.example.com/d/kiro-cost"
+    );
+
+    // Within the repeat interval: nothing, also after a restart.
+    let t1 = t0 + chrono::Duration::minutes(10);
+    assert_eq!(
+        e.evaluate(&snapshot(&over, t1), t1)
+            .await
+            .unwrap()
+            .delivered,
+        0
+    );
+    drop(e);
+    let mut e = engine(&state, rules.clone(), &rx.url(), SECRET, &c);
+    let t2 = t0 + chrono::Duration::minutes(59);
+    assert_eq!(e.evaluate(&snapshot(&over, t2), t2).await.unwrap().due, 0);
+    assert_eq!(rx.accepted().len(), 1);
+
+    // After it: one repeat for both.
+    let t3 = t0 + chrono::Duration::minutes(61);
+    assert_eq!(
+        e.evaluate(&snapshot(&over, t3), t3)
+            .await
+            .unwrap()
+            .delivered,
+        2
+    );
+    let cards = rx.accepted();
+    assert_eq!(cards.len(), 2);
+    assert!(blocks(&cards[1])[0].contains("🔁 still firing"));
+
+    // Resolved: once, green, and then never again (restart included).
+    let clear = all_clear().await;
+    let t4 = t3 + chrono::Duration::minutes(5);
+    assert_eq!(
+        e.evaluate(&snapshot(&clear, t4), t4)
+            .await
+            .unwrap()
+            .delivered,
+        2
+    );
+    let cards = rx.accepted();
+    assert_eq!(cards.len(), 3);
+    assert_eq!(cards[2]["card"]["header"]["template"], "green");
+    assert_eq!(title(&cards[2]), "Kiro cost alerts 2026-10: 2 resolved");
+    assert!(blocks(&cards[2])[0].contains("✅ resolved"));
+    drop(e);
+    let mut e = engine(&state, rules, &rx.url(), SECRET, &c);
+    let t5 = t4 + chrono::Duration::hours(30);
+    assert_eq!(e.evaluate(&snapshot(&clear, t5), t5).await.unwrap().due, 0);
+    assert_eq!(rx.accepted().len(), 3);
+    assert!(e.state().alerts.is_empty());
+    assert_eq!(rx.bad_signatures(), 0);
+    assert_eq!(c.with_label_values(&["feishu", "success"]).get(), 3);
+}
+
+#[tokio::test]
+async fn a_500_and_a_rate_limit_are_retried_and_delivered() {
+    let rx = Receiver::start(Some(SECRET));
+    rx.fail_with(&[Fault::ServerError, Fault::RateLimited]);
+    let dir = tempfile::tempdir().unwrap();
+    let c = counter();
+    let mut e = engine(
+        &dir.path().join("s.json"),
+        vec![rule("user-overage", Scope::User, Measure::OverageUsd, 0.01)],
+        &rx.url(),
+        SECRET,
+        &c,
+    );
+    let a = over_budget().await;
+    let t = utc(2026, 10, 20);
+    let round = e.evaluate(&snapshot(&a, t), t).await.unwrap();
+    assert_eq!((round.delivered, round.undelivered), (2, 0));
+    assert_eq!(rx.requests(), 3);
+    assert_eq!(rx.accepted().len(), 1);
+    assert_eq!(c.with_label_values(&["feishu", "retry"]).get(), 2);
+    assert_eq!(c.with_label_values(&["feishu", "success"]).get(), 1);
+    assert_eq!(c.with_label_values(&["feishu", "failure"]).get(), 0);
+}
+
+#[tokio::test]
+async fn a_rejected_signature_fails_at_once_and_the_notice_stays_due() {
+    let rx = Receiver::start(Some(SECRET));
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s.json");
+    let rules = vec![rule("user-overage", Scope::User, Measure::OverageUsd, 0.01)];
+    let c = counter();
+    let a = over_budget().await;
+    let t = utc(2026, 10, 20);
+    let mut e = engine(&state, rules.clone(), &rx.url(), "not-the-secret", &c);
+    let round = e.evaluate(&snapshot(&a, t), t).await.unwrap();
+    assert_eq!((round.delivered, round.undelivered), (0, 2));
+    assert_eq!(rx.requests(), 1, "code 19021 is not retried");
+    assert_eq!(rx.bad_signatures(), 1);
+    assert_eq!(c.with_label_values(&["feishu", "failure"]).get(), 1);
+    // Fixed secret, restarted: the same alerts go out, as first notices.
+    drop(e);
+    let mut e = engine(&state, rules, &rx.url(), SECRET, &c);
+    let t = t + chrono::Duration::minutes(1);
+    assert_eq!(e.evaluate(&snapshot(&a, t), t).await.unwrap().delivered, 2);
+    let cards = rx.accepted();
+    assert_eq!(cards.len(), 1);
+    assert!(blocks(&cards[0]).iter().all(|b| b.contains("🔥 firing")));
+}
+
+#[tokio::test]
+async fn many_alerts_are_split_into_cards_that_fit() {
+    let rx = Receiver::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = Vec::new();
+    for i in 0..120 {
+        let u = format!("user{i:03}");
+        lines.push(seat(&u, Some("platform"), "Pro", 1, 20.0));
+        lines.push(credits(&u, Some("platform"), 2, 1200.0, 200.0));
+    }
+    let a = Export::write(lines).allocate("2026-10").await.unwrap();
+    assert_reconciles(&a);
+    let c = counter();
+    let mut e = engine(
+        &dir.path().join("s.json"),
+        vec![rule("user-overage", Scope::User, Measure::OverageUsd, 0.01)],
+        &rx.url(),
+        "",
+        &c,
+    );
+    let t = utc(2026, 10, 20);
+    let round = e.evaluate(&snapshot(&a, t), t).await.unwrap();
+    assert_eq!(round.delivered, 120);
+    let cards = rx.accepted();
+    assert!(cards.len() >= 2, "split into several cards");
+    assert_eq!(round.messages, cards.len());
+    let shown: usize = cards.iter().map(|c| blocks(c).len()).sum();
+    assert_eq!(shown, 120, "every alert on exactly one card");
+    for (i, card) in cards.iter().enumerate() {
+        assert!(card.to_string().len() <= 18_000);
+        assert!(title(card).ends_with(&format!("({}/{})", i + 1, cards.len())));
+    }
+}
+
+/// The measure of every subject, computed from the allocation's own roll-ups.
+fn oracle(
+    a: &Allocation,
+    scope: Scope,
+    measure: Measure,
+    now: DateTime<Utc>,
+) -> BTreeMap<String, f64> {
+    let plans = PlanTable::default();
+    let rec = savings::recommend(a, &plans, &SavingsSettings::default(), now);
+    let f = |d: Decimal| d.to_f64().unwrap();
+    let mut out = BTreeMap::new();
+    match scope {
+        Scope::User => {
+            let mut per: BTreeMap<String, (Decimal, Decimal, Decimal, String)> = BTreeMap::new();
+            for u in a.units.iter().filter(|u| !u.user_id.is_empty()) {
+                let e = per
+                    .entry(format!("{}/{}", u.account_id, u.user_id))
+                    .or_default();
+                e.0 += u.total_usd;
+                e.1 += u.overage_usd;
+                e.2 += u.credits_used;
+                if !u.plan.is_empty() {
+                    e.3 = u.plan.clone();
+                }
+            }
+            for (k, (cost, overage, credits, plan)) in per {
+                let v = match measure {
+                    Measure::CostUsd => Some(cost),
+                    Measure::OverageUsd => Some(overage),
+                    Measure::CreditsUsed => Some(credits),
+                    Measure::CreditsUsedRatio => {
+                        plans.by_name(&plan).map(|p| credits / p.included_credits)
+                    }
+                    Measure::SavingsUsd => Some(
+                        rec.recommendations
+                            .iter()
+                            .filter(|r| format!("{}/{}", r.account_id, r.user_id) == k)
+                            .map(|r| r.saving_usd)
+                            .sum(),
+                    ),
+                    _ => None,
+                };
+                if let Some(v) = v {
+                    out.insert(k, f(v));
+                }
+            }
+        }
+        Scope::CostCenter => {
+            let forecast = a.forecast_cost_centers(now);
+            for (cc, r) in a.cost_centers() {
+                let v = match measure {
+                    Measure::CostUsd => r.total_usd,
+                    Measure::OverageUsd => r.overage_usd,
+                    Measure::CreditsUsed => r.credits_used,
+                    Measure::ForecastUsd => forecast[cc],
+                    _ => continue,
+                };
+                out.insert(cc.to_owned(), f(v));
+            }
+        }
+        Scope::Account => {
+            for (acc, r) in a.accounts() {
+                let v = match measure {
+                    Measure::CostUsd => r.total_usd,
+                    Measure::OverageUsd => r.overage_usd,
+                    Measure::CreditsUsed => r.credits_used,
+                    _ => continue,
+                };
+                out.insert(acc.to_owned(), f(v));
+            }
+        }
+        Scope::Total => {
+            let t = a.totals();
+            let v = match measure {
+                Measure::CostUsd => t.total_usd + a.unattributed_usd,
+                Measure::OverageUsd => t.overage_usd,
+                Measure::CreditsUsed => t.credits_used,
+                Measure::UntaggedUsers => Decimal::from(a.untagged_users().len()),
+                Measure::DuplicateSubscriptions => Decimal::from(a.duplicate_subscriptions().len()),
+                Measure::SavingsUsd => rec.total_usd,
+                _ => return out,
+            };
+            out.insert("total".into(), f(v));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_scope_and_measure_fires_exactly_at_its_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = GenSpec::new(80, period("2026-10"));
+    spec.seed = 11;
+    curgen::write_export(&spec, dir.path(), |_| {}).unwrap();
+    let a = kiro_cost_exporter::source::LocalSource::new(dir.path(), Default::default())
+        .allocate(period("2026-10"))
+        .await
+        .unwrap();
+    assert_reconciles(&a);
+    let now = utc(2026, 11, 3);
+    let cases = [
+        (Scope::User, Measure::CostUsd),
+        (Scope::User, Measure::OverageUsd),
+        (Scope::User, Measure::CreditsUsed),
+        (Scope::User, Measure::CreditsUsedRatio),
+        (Scope::User, Measure::SavingsUsd),
+        (Scope::CostCenter, Measure::CostUsd),
+        (Scope::CostCenter, Measure::OverageUsd),
+        (Scope::CostCenter, Measure::CreditsUsed),
+        (Scope::CostCenter, Measure::ForecastUsd),
+        (Scope::Account, Measure::CostUsd),
+        (Scope::Account, Measure::OverageUsd),
+        (Scope::Account, Measure::CreditsUsed),
+        (Scope::Total, Measure::CostUsd),
+        (Scope::Total, Measure::OverageUsd),
+        (Scope::Total, Measure::CreditsUsed),
+        (Scope::Total, Measure::UntaggedUsers),
+        (Scope::Total, Measure::DuplicateSubscriptions),
+        (Scope::Total, Measure::SavingsUsd),
+    ];
+    for (scope, measure) in cases {
+        let expected = oracle(&a, scope, measure, now);
+        assert!(!expected.is_empty(), "{scope:?} {measure:?}");
+        let mut values: Vec<f64> = expected.values().copied().collect();
+        values.sort_by(f64::total_cmp);
+        // A threshold equal to a subject's value (fires) sits next to one just above it
+        // (does not): both sides of the boundary.
+        let at = values[values.len() / 2];
+        for threshold in [at, at + 1e-6, 0.0] {
+            let r = rule("r", scope, measure, threshold);
+            let fired: BTreeSet<String> = rules::evaluate(
+                &[r],
+                &a,
+                &PlanTable::default(),
+                &SavingsSettings::default(),
+                &BudgetLimits::default(),
+                now,
+            )
+            .into_iter()
+            .map(|f| {
+                assert!(
+                    (f.value - expected[&f.subject]).abs() < 1e-6,
+                    "{scope:?} {measure:?} {}",
+                    f.subject
+                );
+                f.subject
+            })
+            .collect();
+            let want: BTreeSet<String> = expected
+                .iter()
+                .filter(|(_, v)| **v >= threshold - 1e-9)
+                .map(|(k, _)| k.clone())
+                .collect();
+            assert_eq!(fired, want, "{scope:?} {measure:?} at {threshold}");
+        }
+        assert!(
+            rules::evaluate(
+                &[rule("r", scope, measure, at + 1e-6)],
+                &a,
+                &PlanTable::default(),
+                &SavingsSettings::default(),
+                &BudgetLimits::default(),
+                now
+            )
+            .len()
+                < expected.len()
+                || at + 1e-6 > values[values.len() - 1],
+            "{scope:?} {measure:?}: the threshold above the median leaves some out"
+        );
+    }
+}
+
+#[tokio::test]
+async fn filters_and_budget_relative_thresholds() {
+    let a = over_budget().await;
+    let now = utc(2026, 11, 3);
+    let eval = |r: Rule, budgets: &BudgetLimits| {
+        rules::evaluate(
+            &[r],
+            &a,
+            &PlanTable::default(),
+            &SavingsSettings::default(),
+            budgets,
+            now,
+        )
+        .into_iter()
+        .map(|f| f.subject)
+        .collect::<Vec<_>>()
+    };
+    let mut r = rule("cc", Scope::User, Measure::CreditsUsedRatio, 1.0);
+    assert_eq!(eval(r.clone(), &BudgetLimits::default()).len(), 2);
+    r.cost_centers = vec!["mobile".into()];
+    assert_eq!(
+        eval(r.clone(), &BudgetLimits::default()),
+        [format!("{ACCOUNT}/bob")]
+    );
+    r.plans = vec!["Power".into()];
+    assert!(eval(r, &BudgetLimits::default()).is_empty());
+    // mobile costs 40 + 4 = 44: over a 40 budget, under a 50 one; platform has no budget.
+    let budget = |mobile: i64| BudgetLimits {
+        default_limit_usd: None,
+        cost_centers: [("mobile".to_owned(), Decimal::from(mobile))].into(),
+    };
+    let forecast = Rule {
+        relative_to_budget: true,
+        ..rule("f", Scope::CostCenter, Measure::ForecastUsd, 1.0)
+    };
+    assert_eq!(eval(forecast.clone(), &budget(40)), ["mobile"]);
+    assert!(eval(forecast.clone(), &budget(50)).is_empty());
+    let fallback = BudgetLimits {
+        default_limit_usd: Some(Decimal::from(10)),
+        cost_centers: BTreeMap::new(),
+    };
+    assert_eq!(eval(forecast, &fallback), ["mobile", "platform"]);
+}
+
+#[test]
+fn the_default_rules_are_valid_and_shipped() {
+    let defaults = rules::default_rules();
+    for r in &defaults {
+        r.validate().unwrap();
+    }
+    let names: BTreeSet<&str> = defaults.iter().map(|r| r.name.as_str()).collect();
+    for n in [
+        "user-credits-80pct",
+        "user-credits-100pct",
+        "user-overage",
+        "cost-center-forecast-over-budget",
+        "untagged-users",
+        "duplicate-subscriptions",
+    ] {
+        assert!(names.contains(n), "{n}");
+    }
+    let shipped =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/alerts.toml"))
+            .unwrap();
+    for n in names {
+        assert!(
+            shipped.contains(&format!("name = \"{n}\"")),
+            "{n} in config/alerts.toml"
+        );
+    }
+}
