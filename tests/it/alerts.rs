@@ -566,3 +566,125 @@ fn the_default_rules_are_valid_and_shipped() {
         );
     }
 }
+
+/// Polls the daemon's log for `needle`, at most `secs`.
+fn wait_log(d: &Daemon, needle: &str, secs: u64) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let log = d.log();
+        if log.contains(needle) {
+            return log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {needle:?} in the log within {secs}s:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_notifies_feishu_sends_the_monthly_report_and_survives_a_corrupt_state_file() {
+    let rx = Receiver::start(Some(SECRET));
+    let dir = tempfile::tempdir().unwrap();
+    let now = Utc::now();
+    let current = kiro_cost_exporter::period::BillingPeriod::containing(now);
+    let mut spec = GenSpec::new(40, current.previous());
+    spec.months = 2;
+    spec.seed = 5;
+    spec.until = Some(now - chrono::Duration::hours(24));
+    let export = dir.path().join("cur");
+    curgen::write_export(&spec, &export, |_| {}).unwrap();
+
+    let state = dir.path().join("state.json");
+    let garbage = b"{\"version\": 1, \"alerts\": {\"x\": tru";
+    std::fs::write(&state, garbage).unwrap();
+    let reports = dir.path().join("reports");
+    let config = dir.path().join("alerts.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\ncur = {export:?}\n[alerts]\nstate_file = {state:?}\ndashboard_url = \"https://grafana.example.com/d/kiro\"\n\
+             [[alerts.channels]]\nname = \"feishu\"\nurl_env = \"TEST_FEISHU_URL\"\nsecret_env = \"TEST_FEISHU_SECRET\"\nmin_interval = \"10ms\"\n\
+             [report]\nout_dir = {reports:?}\nschedule_day = 1\n"
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let url = rx.url();
+    let env = [
+        ("TEST_FEISHU_URL", url.as_str()),
+        ("TEST_FEISHU_SECRET", SECRET),
+    ];
+    let d = Daemon::start(&["--config", config], &env);
+    wait_status(&d.url("/readyz"), 200, 60).await;
+    let log = wait_log(&d, "monthly report sent", 60);
+    assert!(log.contains("moved aside"), "{log}");
+    // The corrupt file is kept, byte for byte, beside the new state.
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("state.json.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1);
+    assert_eq!(std::fs::read(&aside[0]).unwrap(), garbage);
+    let saved: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(saved["reports"][0], current.previous().to_string());
+    assert!(!saved["alerts"].as_object().unwrap().is_empty());
+
+    let cards = rx.accepted();
+    assert!(cards.len() >= 2, "alerts and the report: {cards:?}");
+    let report_card = cards
+        .iter()
+        .find(|c| title(c).starts_with("Kiro cost report"))
+        .expect("a report card");
+    assert_eq!(
+        title(report_card),
+        format!("Kiro cost report {}", current.previous())
+    );
+    let alert_text: String = cards
+        .iter()
+        .filter(|c| title(c).starts_with("Kiro cost alerts"))
+        .flat_map(blocks)
+        .collect();
+    for rule in ["untagged-users", "duplicate-subscriptions"] {
+        assert!(alert_text.contains(rule), "{rule} in {alert_text}");
+    }
+    assert!(
+        reports
+            .join(format!("kiro-cost-report-{}.csv", current.previous()))
+            .is_file()
+    );
+    // Counted, after the alert round re-published the exposition.
+    let m = scrape(&d).await;
+    let sent = value(
+        &m,
+        "kiro_exporter_notifications_total",
+        &[("channel", "feishu"), ("result", "success")],
+    );
+    assert_eq!(sent, Some(cards.len() as f64));
+    assert_scrape_reconciles(&m, &current.to_string());
+    // Secrets: nowhere in the log, the metrics or check-config.
+    let metrics = get(&d.url("/metrics"), false).await.unwrap();
+    let check = run(&["check-config", "--config", config]);
+    for text in [
+        d.log(),
+        String::from_utf8_lossy(&metrics.body).into_owned(),
+        stdout(&check),
+        stderr(&check),
+    ] {
+        assert!(!text.contains(crate::feishu::TOKEN), "webhook token leaked");
+        assert!(!text.contains(SECRET), "signing secret leaked");
+    }
+    drop(d);
+
+    // A restart: nothing is sent again (alerts within their repeat interval, report done).
+    let before = rx.accepted().len();
+    let d = Daemon::start(&["--config", config], &env);
+    wait_status(&d.url("/readyz"), 200, 60).await;
+    wait_log(&d, "alerts evaluated", 30);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rx.accepted().len(), before, "{}", d.log());
+    assert!(!d.log().contains("moved aside"));
+    assert!(!d.log().contains("monthly report sent"));
+}
