@@ -30,6 +30,8 @@ struct Inner {
     secret: Option<String>,
     faults: VecDeque<Fault>,
     accepted: Vec<Value>,
+    /// Every JSON body received, accepted or not.
+    bodies: Vec<Value>,
     requests: usize,
     bad_signatures: usize,
 }
@@ -100,6 +102,10 @@ impl Receiver {
     /// Accepted messages, oldest first.
     pub fn accepted(&self) -> Vec<Value> {
         self.inner.lock().unwrap().accepted.clone()
+    }
+
+    pub fn bodies(&self) -> Vec<Value> {
+        self.inner.lock().unwrap().bodies.clone()
     }
 
     pub fn requests(&self) -> usize {
@@ -188,6 +194,7 @@ async fn handle(
             json!({"code": 9499, "msg": "Bad Request", "data": {}}),
         ));
     };
+    inner.bodies.push(body.clone());
     if let Some(secret) = inner.secret.clone()
         && !signature_ok(&body, &secret)
     {
