@@ -18,6 +18,7 @@ use crate::allocation::savings::SavingsSettings;
 use crate::allocation::sql::{self, CostColumn};
 use crate::allocation::{AllocationSettings, PlanTable};
 use crate::period::BillingPeriod;
+use crate::sink::cloudwatch::CloudWatchSettings;
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
 
@@ -62,7 +63,10 @@ pub struct Settings {
     pub budgets: BudgetSettings,
     /// The monthly per-user report.
     pub report: ReportSettings,
-    /// AWS access for the report's S3 upload (Athena has its own in `[source.athena]`).
+    /// CloudWatch custom metrics pushed after each refresh.
+    pub cloudwatch: CloudWatchSettings,
+    /// AWS access for CloudWatch and the report's S3 upload (Athena has its own in
+    /// `[source.athena]`).
     pub aws: AwsSettings,
     pub log: LogSettings,
 }
@@ -555,6 +559,9 @@ impl Settings {
             ));
         }
         self.alerts
+            .validate()
+            .map_err(|(k, m)| ConfigError::key(&k, m))?;
+        self.cloudwatch
             .validate()
             .map_err(|(k, m)| ConfigError::key(&k, m))?;
         for (cc, limit) in &self.budgets.cost_centers {

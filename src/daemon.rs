@@ -19,6 +19,7 @@ use crate::config::RefreshSettings;
 use crate::config::ReportSettings;
 use crate::period::BillingPeriod;
 use crate::server::{Published, State, landing_page};
+use crate::sink::cloudwatch::CloudWatchSink;
 use crate::sink::prometheus::{self as prom, ExporterMetrics};
 use crate::source::{Source, SourceError};
 
@@ -81,6 +82,7 @@ pub struct Refresher {
     last_good: Option<(Arc<Snapshot>, Registry)>,
     alerts: Option<AlertEngine>,
     report: Option<ScheduledReport>,
+    cloudwatch: Option<CloudWatchSink>,
     last_error: Option<String>,
 }
 
@@ -117,6 +119,7 @@ impl Refresher {
             last_good: None,
             alerts: None,
             report: None,
+            cloudwatch: None,
             last_error: None,
         }
     }
@@ -124,6 +127,17 @@ impl Refresher {
     /// The counter notification channels count into (`kiro_exporter_notifications_total`).
     pub fn notifications_counter(&self) -> prometheus::IntCounterVec {
         self.metrics.notifications()
+    }
+
+    /// The counter the CloudWatch sink counts datums into.
+    pub fn cloudwatch_counter(&self) -> prometheus::IntCounterVec {
+        self.metrics.cloudwatch_datums()
+    }
+
+    /// Pushes each successful refresh's snapshot to CloudWatch.
+    pub fn with_cloudwatch(mut self, sink: CloudWatchSink) -> Self {
+        self.cloudwatch = Some(sink);
+        self
     }
 
     /// Evaluates alert rules after each successful refresh, and sends the monthly report when
@@ -205,9 +219,10 @@ impl Refresher {
         };
         self.last_error = error.as_ref().map(ToString::to_string);
         self.publish()?;
-        if error.is_none() && self.alerts.is_some() {
+        if error.is_none() && (self.alerts.is_some() || self.cloudwatch.is_some()) {
+            self.push_cloudwatch().await;
             self.notify().await;
-            // The notification counters changed.
+            // The sinks' counters changed.
             self.publish()?;
         }
         error.map_or(Ok(()), Err)
@@ -226,6 +241,22 @@ impl Refresher {
             last_error: self.last_error.clone(),
         });
         Ok(())
+    }
+
+    /// Pushes the last good snapshot to CloudWatch; a failure is logged and counted, and
+    /// /metrics goes on serving.
+    async fn push_cloudwatch(&self) {
+        let (Some(sink), Some((snapshot, _))) = (&self.cloudwatch, &self.last_good) else {
+            return;
+        };
+        match sink.push(snapshot).await {
+            Ok(p) => tracing::info!(
+                distinct_metrics = p.datums,
+                calls = p.calls,
+                "pushed to CloudWatch"
+            ),
+            Err(e) => tracing::error!("{e}"),
+        }
     }
 
     /// Alert evaluation and the scheduled report; failures are logged and retried at the next

@@ -22,6 +22,7 @@ use kiro_cost_exporter::output::{self, Format};
 use kiro_cost_exporter::period::BillingPeriod;
 use kiro_cost_exporter::report;
 use kiro_cost_exporter::server;
+use kiro_cost_exporter::sink::cloudwatch::CloudWatchSink;
 use kiro_cost_exporter::source::{AthenaSource, LocalSource, Source};
 
 #[derive(Parser)]
@@ -369,6 +370,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CheckConfig { config } => {
             let settings = load_settings(&config)?;
+            if let Some(note) = settings.cloudwatch.per_user_cost_note() {
+                eprintln!("warning: {note}");
+            }
             print!("{}", settings.to_redacted_toml());
         }
     }
@@ -421,6 +425,22 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         settings.plans.clone(),
         settings.savings.clone(),
     );
+    if settings.cloudwatch.enabled {
+        let shared = settings.aws.sdk_config().await;
+        anyhow::ensure!(
+            shared.region().is_some(),
+            "cloudwatch.enabled needs an AWS region: set aws.region, AWS_REGION or a profile's region"
+        );
+        let sink = CloudWatchSink::new(
+            &shared,
+            settings.cloudwatch.clone(),
+            refresher.cloudwatch_counter(),
+        );
+        if let Some(note) = settings.cloudwatch.per_user_cost_note() {
+            tracing::warn!("{note}");
+        }
+        refresher = refresher.with_cloudwatch(sink);
+    }
     // Alerts need a channel; the scheduled report needs somewhere to deliver to.
     if !settings.alerts.channels.is_empty() || !settings.report.s3.is_empty() {
         let env = |k: &str| std::env::var(k).ok();

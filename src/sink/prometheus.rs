@@ -57,6 +57,7 @@ pub struct ExporterMetrics {
     duration: Gauge,
     scanned_bytes: GaugeVec,
     notifications: IntCounterVec,
+    cloudwatch_datums: IntCounterVec,
 }
 
 impl ExporterMetrics {
@@ -127,6 +128,16 @@ impl ExporterMetrics {
         )
         .expect("static descriptor");
         r.register(Box::new(notifications.clone())).expect("unique");
+        let cloudwatch_datums = IntCounterVec::new(
+            Opts::new(
+                "kiro_exporter_cloudwatch_datums_total",
+                "Datums pushed to CloudWatch by result (success, failure).",
+            ),
+            &["result"],
+        )
+        .expect("static descriptor");
+        r.register(Box::new(cloudwatch_datums.clone()))
+            .expect("unique");
         Self {
             registry: r,
             refreshes,
@@ -135,7 +146,13 @@ impl ExporterMetrics {
             duration,
             scanned_bytes,
             notifications,
+            cloudwatch_datums,
         }
+    }
+
+    /// The CloudWatch datums counter, for the sink to count into.
+    pub fn cloudwatch_datums(&self) -> IntCounterVec {
+        self.cloudwatch_datums.clone()
     }
 
     /// The notifications counter, for the channels to count into.

@@ -379,18 +379,11 @@ async fn forward(
             state.faults.fetch_sub(1, Ordering::SeqCst);
         }
         let n = state.injected.fetch_add(1, Ordering::SeqCst);
-        let (status, code, message) = if n.is_multiple_of(2) {
-            (400, "TooManyRequestsException", "Rate exceeded")
-        } else {
-            (500, "InternalServerException", "injected fault")
-        };
-        let body = serde_json::json!({ "__type": code, "message": message }).to_string();
-        return Ok(Response::builder()
-            .status(status)
-            .header("content-type", "application/x-amz-json-1.1")
-            .header("x-amzn-errortype", code)
-            .body(Full::new(Bytes::from(body)))
-            .unwrap());
+        let cbor = req
+            .headers()
+            .get("smithy-protocol")
+            .is_some_and(|v| v == "rpc-v2-cbor");
+        return Ok(fault(n.is_multiple_of(2), cbor));
     }
     let (parts, body) = req.into_parts();
     let mut body = body
@@ -435,6 +428,40 @@ async fn forward(
         }
     }
     Ok(resp.body(Full::new(body)).unwrap())
+}
+
+/// A throttling error (400) or a 500, in the protocol the caller speaks: AWS JSON, or Smithy
+/// RPC v2 CBOR (CloudWatch's).
+fn fault(throttle: bool, cbor: bool) -> Response<Full<Bytes>> {
+    let (status, code, message) = match (throttle, cbor) {
+        (true, false) => (400, "TooManyRequestsException", "Rate exceeded"),
+        (true, true) => (400, "Throttling", "Rate exceeded"),
+        (false, _) => (500, "InternalServerException", "injected fault"),
+    };
+    let builder = Response::builder().status(status);
+    if cbor {
+        // A CBOR map {"__type": code, "message": message}, encoded by hand.
+        let text = |s: &str| {
+            let mut v = vec![0x60 | s.len() as u8];
+            v.extend_from_slice(s.as_bytes());
+            v
+        };
+        let mut body = vec![0xa2];
+        for part in ["__type", code, "message", message] {
+            body.extend(text(part));
+        }
+        return builder
+            .header("smithy-protocol", "rpc-v2-cbor")
+            .header("content-type", "application/cbor")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+    }
+    let body = serde_json::json!({ "__type": code, "message": message }).to_string();
+    builder
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("x-amzn-errortype", code)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
 }
 
 /// The gap between Athena (Trino) and ministack (DuckDB), bridged on the wire so that the

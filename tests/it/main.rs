@@ -5,6 +5,7 @@ mod allocation;
 mod athena;
 mod aws;
 mod cli;
+mod cloudwatch;
 mod daemon;
 mod feishu;
 mod ledger;
