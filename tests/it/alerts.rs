@@ -931,3 +931,75 @@ async fn a_webhook_channel_gets_alertmanagers_payload() {
     );
     assert!(fired.get("sign").is_none(), "webhooks are not signed");
 }
+
+#[tokio::test]
+async fn url_and_secret_can_come_from_files_and_a_missing_one_is_named() {
+    let rx = Receiver::start(Some(SECRET));
+    let dir = tempfile::tempdir().unwrap();
+    let (url_file, secret_file) = (dir.path().join("url"), dir.path().join("secret"));
+    std::fs::write(&url_file, format!("{}\n", rx.url())).unwrap();
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let with = |cfg: ChannelConfig| AlertSettings {
+        state_file: dir.path().join("s.json"),
+        rules: vec![rule("user-overage", Scope::User, Measure::OverageUsd, 0.01)],
+        channels: vec![cfg],
+        ..AlertSettings::default()
+    };
+    let files = ChannelConfig {
+        url_file: Some(url_file),
+        secret_file: Some(secret_file),
+        ..channel("feishu")
+    };
+    let nothing = |_: &str| None;
+    let mut e = AlertEngine::new(
+        with(files),
+        PlanTable::default(),
+        SavingsSettings::default(),
+        BudgetLimits::default(),
+        &nothing,
+        counter(),
+    )
+    .unwrap();
+    let a = over_budget().await;
+    let t = utc(2026, 10, 20);
+    assert_eq!(e.evaluate(&snapshot(&a, t), t).await.unwrap().delivered, 2);
+    assert_eq!(rx.accepted().len(), 1);
+    assert_eq!(rx.bad_signatures(), 0);
+    assert!(!format!("{:?}", e.channels()[0]).contains(crate::feishu::TOKEN));
+
+    // Unset: the error names the variable, never a value.
+    let err = AlertEngine::new(
+        with(channel("feishu")),
+        PlanTable::default(),
+        SavingsSettings::default(),
+        BudgetLimits::default(),
+        &nothing,
+        counter(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert_eq!(
+        err,
+        "channel feishu: the webhook URL is not set (environment variable TEST_FEISHU_URL is empty or unset)"
+    );
+    let missing = ChannelConfig {
+        url_file: Some(dir.path().join("nope")),
+        ..channel("feishu")
+    };
+    let err = AlertEngine::new(
+        with(missing),
+        PlanTable::default(),
+        SavingsSettings::default(),
+        BudgetLimits::default(),
+        &nothing,
+        counter(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.starts_with("channel feishu: cannot read the webhook URL from "),
+        "{err}"
+    );
+}
