@@ -13,14 +13,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::alert::AlertSettings;
-use crate::alert::rules::BudgetLimits;
+use crate::alert::budgets::BudgetSettings;
 use crate::allocation::savings::SavingsSettings;
 use crate::allocation::sql::{self, CostColumn};
 use crate::allocation::{AllocationSettings, PlanTable};
 use crate::period::BillingPeriod;
 use crate::sink::cloudwatch::CloudWatchSettings;
-use rust_decimal::Decimal;
-use std::collections::BTreeMap;
 
 /// Prefix of the environment variables that override settings.
 pub const ENV_PREFIX: &str = "KIRO_EXPORTER";
@@ -59,7 +57,8 @@ pub struct Settings {
     pub savings: SavingsSettings,
     /// Threshold rules, their state file and the channels they notify.
     pub alerts: AlertSettings,
-    /// Monthly limits per cost center (rules relative to a budget use them).
+    /// Monthly limits per cost center (rules relative to a budget use them), and the AWS
+    /// Budgets the daemon keeps in line with them.
     pub budgets: BudgetSettings,
     /// The monthly per-user report.
     pub report: ReportSettings,
@@ -69,25 +68,6 @@ pub struct Settings {
     /// `[source.athena]`).
     pub aws: AwsSettings,
     pub log: LogSettings,
-}
-
-/// `[budgets]`: monthly limits in USD.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BudgetSettings {
-    /// For cost centers not listed in `cost_centers`; unset: they have no budget.
-    pub default_limit_usd: Option<Decimal>,
-    /// Cost center → monthly limit.
-    pub cost_centers: BTreeMap<String, Decimal>,
-}
-
-impl BudgetSettings {
-    pub fn limits(&self) -> BudgetLimits {
-        BudgetLimits {
-            default_limit_usd: self.default_limit_usd,
-            cost_centers: self.cost_centers.clone(),
-        }
-    }
 }
 
 /// `[aws]`: region, profile and endpoint for the AWS calls outside Athena.
@@ -564,24 +544,9 @@ impl Settings {
         self.cloudwatch
             .validate()
             .map_err(|(k, m)| ConfigError::key(&k, m))?;
-        for (cc, limit) in &self.budgets.cost_centers {
-            if limit.is_sign_negative() || limit.is_zero() {
-                return Err(ConfigError::key(
-                    &format!("budgets.cost_centers.{cc}"),
-                    "must be a positive amount in USD",
-                ));
-            }
-        }
-        if self
-            .budgets
-            .default_limit_usd
-            .is_some_and(|l| l.is_sign_negative() || l.is_zero())
-        {
-            return Err(ConfigError::key(
-                "budgets.default_limit_usd",
-                "must be a positive amount in USD",
-            ));
-        }
+        self.budgets
+            .validate()
+            .map_err(|(k, m)| ConfigError::key(&k, m))?;
         if !self.report.s3.is_empty() {
             crate::source::athena::S3Location::parse(&self.report.s3)
                 .map_err(|m| ConfigError::key("report.s3", m))?;

@@ -12,6 +12,7 @@ use rand::Rng;
 use tokio::sync::watch;
 
 use crate::alert::AlertEngine;
+use crate::alert::budgets::Reconciler;
 use crate::alert::notify::{Channel, ChannelKind};
 use crate::allocation::savings::SavingsSettings;
 use crate::allocation::{PlanTable, Snapshot};
@@ -83,6 +84,7 @@ pub struct Refresher {
     alerts: Option<AlertEngine>,
     report: Option<ScheduledReport>,
     cloudwatch: Option<CloudWatchSink>,
+    budgets: Option<(Reconciler, Option<Instant>)>,
     last_error: Option<String>,
 }
 
@@ -120,6 +122,7 @@ impl Refresher {
             alerts: None,
             report: None,
             cloudwatch: None,
+            budgets: None,
             last_error: None,
         }
     }
@@ -137,6 +140,13 @@ impl Refresher {
     /// Pushes each successful refresh's snapshot to CloudWatch.
     pub fn with_cloudwatch(mut self, sink: CloudWatchSink) -> Self {
         self.cloudwatch = Some(sink);
+        self
+    }
+
+    /// Reconciles AWS Budgets after a successful refresh, at most once per
+    /// `budgets.sync_interval`, and exports what they report.
+    pub fn with_budgets(mut self, reconciler: Reconciler) -> Self {
+        self.budgets = Some((reconciler, None));
         self
     }
 
@@ -219,8 +229,11 @@ impl Refresher {
         };
         self.last_error = error.as_ref().map(ToString::to_string);
         self.publish()?;
-        if error.is_none() && (self.alerts.is_some() || self.cloudwatch.is_some()) {
+        if error.is_none()
+            && (self.alerts.is_some() || self.cloudwatch.is_some() || self.budgets.is_some())
+        {
             self.push_cloudwatch().await;
+            self.sync_budgets().await;
             self.notify().await;
             // The sinks' counters changed.
             self.publish()?;
@@ -256,6 +269,38 @@ impl Refresher {
                 "pushed to CloudWatch"
             ),
             Err(e) => tracing::error!("{e}"),
+        }
+    }
+
+    /// Budgets: plan and apply, then read back; failures are logged and retried next time.
+    async fn sync_budgets(&mut self) {
+        let (Some((reconciler, last)), Some((snapshot, _))) =
+            (self.budgets.as_mut(), self.last_good.as_ref())
+        else {
+            return;
+        };
+        if last.is_some_and(|t| t.elapsed() < reconciler.settings().sync_interval) {
+            return;
+        }
+        let seen: Vec<&str> = snapshot
+            .current()
+            .map(|a| a.cost_centers().into_keys().collect())
+            .unwrap_or_default();
+        match reconciler.sync(seen, false).await {
+            Ok(changes) => {
+                for c in &changes {
+                    tracing::info!("budgets: {c}");
+                }
+                *last = Some(Instant::now());
+            }
+            Err(e) => {
+                tracing::error!("budgets sync failed; retried after the next refresh: {e}");
+                return;
+            }
+        }
+        match reconciler.readings().await {
+            Ok(r) => self.metrics.set_budgets(&r),
+            Err(e) => tracing::error!("cannot read the budgets back: {e}"),
         }
     }
 

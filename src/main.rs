@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 use kiro_cost_exporter::alert::AlertEngine;
+use kiro_cost_exporter::alert::budgets::Reconciler;
 use kiro_cost_exporter::alert::notify::{Channel, ChannelKind};
 use kiro_cost_exporter::allocation::savings;
 use kiro_cost_exporter::config::Engine;
@@ -130,10 +131,27 @@ enum Command {
         #[arg(long)]
         no_notify: bool,
     },
+    /// Keep the AWS Budgets of [budgets] in line with the config.
+    Budgets {
+        #[command(subcommand)]
+        action: BudgetsAction,
+    },
     /// Validate the settings and print them, secrets redacted.
     CheckConfig {
         #[command(flatten)]
         config: ConfigArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum BudgetsAction {
+    /// Create, update (and with budgets.prune, delete) the owned budgets; prints the plan.
+    Sync {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Print the plan, change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -368,6 +386,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             println!("summary cards sent: {}", out.cards_sent);
         }
+        Command::Budgets {
+            action: BudgetsAction::Sync { config, dry_run },
+        } => {
+            let settings = load_settings(&config)?;
+            init_logging(&settings.log.level);
+            anyhow::ensure!(
+                !settings.budgets.account_id.is_empty(),
+                "config key budgets.account_id: set the account that holds the budgets"
+            );
+            let seen: Vec<String> = if settings.budgets.auto_cost_centers {
+                let now = chrono::Utc::now();
+                let a = build_source(&settings)
+                    .await?
+                    .allocate(BillingPeriod::containing(now))
+                    .await?;
+                a.cost_centers().into_keys().map(str::to_owned).collect()
+            } else {
+                Vec::new()
+            };
+            let shared = settings.aws.sdk_config().await;
+            let reconciler = Reconciler::new(&shared, settings.budgets.clone());
+            let changes = reconciler
+                .sync(seen.iter().map(String::as_str), dry_run)
+                .await?;
+            for c in &changes {
+                println!("{c}");
+            }
+            let verb = if dry_run { "to apply" } else { "applied" };
+            println!("{} change(s) {verb}", changes.len());
+        }
         Command::CheckConfig { config } => {
             let settings = load_settings(&config)?;
             if let Some(note) = settings.cloudwatch.per_user_cost_note() {
@@ -440,6 +488,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             tracing::warn!("{note}");
         }
         refresher = refresher.with_cloudwatch(sink);
+    }
+    if settings.budgets.enabled {
+        let shared = settings.aws.sdk_config().await;
+        refresher = refresher.with_budgets(Reconciler::new(&shared, settings.budgets.clone()));
     }
     // Alerts need a channel; the scheduled report needs somewhere to deliver to.
     if !settings.alerts.channels.is_empty() || !settings.report.s3.is_empty() {

@@ -1,6 +1,7 @@
 //! Threshold alerts: rules evaluated on each snapshot, a persisted firing/resolved state, and
 //! delivery to Feishu or a generic webhook, grouped into one message per channel.
 
+pub mod budgets;
 pub mod notify;
 pub mod rules;
 pub mod state;

@@ -58,6 +58,9 @@ pub struct ExporterMetrics {
     scanned_bytes: GaugeVec,
     notifications: IntCounterVec,
     cloudwatch_datums: IntCounterVec,
+    budget_limit: GaugeVec,
+    budget_actual: GaugeVec,
+    budget_forecast: GaugeVec,
 }
 
 impl ExporterMetrics {
@@ -138,6 +141,21 @@ impl ExporterMetrics {
         .expect("static descriptor");
         r.register(Box::new(cloudwatch_datums.clone()))
             .expect("unique");
+        let budget = |name: &str, help: &str| {
+            gauge_vec(&r, name, help, &["budget", "cost_center"]).expect("static descriptor")
+        };
+        let budget_limit = budget(
+            "kiro_budget_limit_usd",
+            "Monthly limit of an AWS Budget the exporter owns (cost_center \"(all)\": all of Kiro).",
+        );
+        let budget_actual = budget(
+            "kiro_budget_actual_usd",
+            "Actual spend AWS Budgets reports for the budget this month.",
+        );
+        let budget_forecast = budget(
+            "kiro_budget_forecast_usd",
+            "Forecasted spend AWS Budgets reports for the budget this month.",
+        );
         Self {
             registry: r,
             refreshes,
@@ -147,6 +165,26 @@ impl ExporterMetrics {
             scanned_bytes,
             notifications,
             cloudwatch_datums,
+            budget_limit,
+            budget_actual,
+            budget_forecast,
+        }
+    }
+
+    /// Replaces the budget gauges with what AWS Budgets reported.
+    pub fn set_budgets(&self, readings: &[crate::alert::budgets::BudgetReading]) {
+        self.budget_limit.reset();
+        self.budget_actual.reset();
+        self.budget_forecast.reset();
+        for b in readings {
+            let l = [b.budget.as_str(), b.cost_center.as_str()];
+            self.budget_limit.with_label_values(&l).set(b.limit_usd);
+            if let Some(v) = b.actual_usd {
+                self.budget_actual.with_label_values(&l).set(v);
+            }
+            if let Some(v) = b.forecast_usd {
+                self.budget_forecast.with_label_values(&l).set(v);
+            }
         }
     }
 

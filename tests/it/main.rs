@@ -4,6 +4,7 @@ mod alerts;
 mod allocation;
 mod athena;
 mod aws;
+mod budgets;
 mod cli;
 mod cloudwatch;
 mod daemon;

@@ -287,9 +287,36 @@ async fn prometheus_scrapes_the_daemon_evaluates_dashboards_and_alerts() {
     spec.seed = 21;
     spec.noise_ratio = 0.5;
     curgen::write_export(&spec, cur.path(), |_| {}).unwrap();
+    // AWS Budgets on ministack, so that the budget panels and the forecast-over-budget alert
+    // have the daemon's real budget gauges.
+    let Some(budgets) = crate::aws::Emulator::start(crate::aws::Kind::Ministack) else {
+        return;
+    };
+    let config = cur.path().join("monitoring.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[budgets]\nenabled = true\naccount_id = \"123456789012\"\nnotifications = []\n\
+             [budgets.cost_centers]\n\"CC-1001 Platform\" = 500\n\
+             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
+            budgets.url()
+        ),
+    )
+    .unwrap();
     let daemon = Daemon::start(
-        &["--cur", cur.path().to_str().unwrap(), "--period", "2026-10"],
-        &[],
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--cur",
+            cur.path().to_str().unwrap(),
+            "--period",
+            "2026-10",
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIATESTKIROEXPORTER"),
+            ("AWS_SECRET_ACCESS_KEY", "kiroTestSecretAccessKey"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
     );
     wait_status(&daemon.url("/readyz"), 200, 60).await;
 
@@ -376,7 +403,9 @@ async fn prometheus_scrapes_the_daemon_evaluates_dashboards_and_alerts() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let v = prom_query(&base, "kiro:user_credits_used:ratio").await;
-        if v["data"]["result"].as_array().is_some_and(|r| !r.is_empty()) && !prom_query(&base, "increase(kiro_exporter_refresh_total[1m])").await["data"]["result"].as_array().unwrap().is_empty() {
+        let b = prom_query(&base, "kiro_budget_limit_usd").await;
+        if v["data"]["result"].as_array().is_some_and(|r| !r.is_empty())
+            && b["data"]["result"].as_array().is_some_and(|r| !r.is_empty()) && !prom_query(&base, "increase(kiro_exporter_refresh_total[1m])").await["data"]["result"].as_array().unwrap().is_empty() {
             break;
         }
         assert!(
