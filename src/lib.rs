@@ -8,6 +8,7 @@
 
 pub mod alert;
 pub mod allocation;
+pub mod aws;
 pub mod config;
 pub mod curgen;
 pub mod daemon;

@@ -161,6 +161,18 @@ fn load_settings(args: &ConfigArgs) -> anyhow::Result<Settings> {
     Ok(settings)
 }
 
+/// Loads and validates the settings, starts logging, and points the local engine at `cur`
+/// when given (whatever the configured engine).
+fn settings_with_cur(config: &ConfigArgs, cur: Option<PathBuf>) -> anyhow::Result<Settings> {
+    let mut settings = load_settings(config)?;
+    init_logging(&settings.log.level);
+    if let Some(cur) = cur {
+        settings.source.engine = Engine::Local;
+        settings.source.cur = cur;
+    }
+    Ok(settings)
+}
+
 fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
@@ -200,12 +212,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             period,
             format,
         } => {
-            let mut settings = load_settings(&config)?;
-            init_logging(&settings.log.level);
-            if let Some(cur) = cur {
-                settings.source.engine = Engine::Local;
-                settings.source.cur = cur;
-            }
+            let settings = settings_with_cur(&config, cur)?;
             let allocation = build_source(&settings).await?.allocate(period).await?;
             let savings = savings::recommend(
                 &allocation,
@@ -337,12 +344,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             no_upload,
             no_notify,
         } => {
-            let mut settings = load_settings(&config)?;
-            init_logging(&settings.log.level);
-            if let Some(cur) = cur {
-                settings.source.engine = Engine::Local;
-                settings.source.cur = cur;
-            }
+            let mut settings = settings_with_cur(&config, cur)?;
             if let Some(out) = out {
                 settings.report.out_dir = out;
             }

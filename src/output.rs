@@ -116,22 +116,27 @@ pub fn to_csv(a: &Allocation) -> Result<Vec<u8>, csv::Error> {
         w.write_record(CSV_HEADER)?;
         let period = a.period.to_string();
         for u in &a.units {
-            w.write_record([
-                period.as_str(),
-                &u.account_id,
-                &u.user_id,
-                &u.cost_center,
-                &u.plan,
-                &u.credits_used.to_string(),
-                &u.subscription_usd.to_string(),
-                &u.overage_usd.to_string(),
-                &u.other_usd.to_string(),
-                &u.total_usd.to_string(),
-            ])?;
+            w.write_record(unit_fields(&period, u))?;
         }
         w.flush()?;
     }
     Ok(out)
+}
+
+/// A unit's fields in [`CSV_HEADER`] order.
+pub fn unit_fields(period: &str, u: &crate::allocation::UserCost) -> [String; 10] {
+    [
+        period.to_owned(),
+        u.account_id.clone(),
+        u.user_id.clone(),
+        u.cost_center.clone(),
+        u.plan.clone(),
+        u.credits_used.to_string(),
+        u.subscription_usd.to_string(),
+        u.overage_usd.to_string(),
+        u.other_usd.to_string(),
+        u.total_usd.to_string(),
+    ]
 }
 
 fn money(d: Decimal) -> String {

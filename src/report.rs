@@ -68,21 +68,16 @@ pub fn csv(a: &Allocation, savings: &Savings) -> Result<Vec<u8>, csv::Error> {
                     && r.user_id == u.user_id
                     && r.cost_center == u.cost_center
             });
-            w.write_record([
-                period.as_str(),
-                &u.account_id,
-                &u.user_id,
-                &u.cost_center,
-                &u.plan,
-                &u.credits_used.to_string(),
-                &u.subscription_usd.to_string(),
-                &u.overage_usd.to_string(),
-                &u.other_usd.to_string(),
-                &u.total_usd.to_string(),
-                rec.map_or("", |r| r.recommended_plan.as_str()),
-                &rec.map_or_else(String::new, |r| r.saving_usd.to_string()),
-                rec.map_or("", |r| r.reason.as_str()),
-            ])?;
+            let savings = [
+                rec.map_or_else(String::new, |r| r.recommended_plan.clone()),
+                rec.map_or_else(String::new, |r| r.saving_usd.to_string()),
+                rec.map_or_else(String::new, |r| r.reason.as_str().to_owned()),
+            ];
+            w.write_record(
+                crate::output::unit_fields(&period, u)
+                    .iter()
+                    .chain(&savings),
+            )?;
         }
         for (label, amount) in [(UNATTRIBUTED_ROW, a.unattributed_usd), (TAX_ROW, a.tax_usd)] {
             let amount = amount.to_string();
@@ -149,7 +144,7 @@ pub async fn upload(
         .body(bytes.into())
         .send()
         .await
-        .map_err(|e| fail(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))?;
+        .map_err(|e| fail(crate::aws::error_message(&e)))?;
     let presigning = aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl)
         .map_err(|e| fail(e.to_string()))?;
     let request = s3
@@ -158,7 +153,7 @@ pub async fn upload(
         .key(&key)
         .presigned(presigning)
         .await
-        .map_err(|e| fail(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))?;
+        .map_err(|e| fail(crate::aws::error_message(&e)))?;
     Ok(request.uri().to_owned())
 }
 

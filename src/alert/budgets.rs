@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
-use aws_sdk_budgets::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_budgets::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_budgets::types::{
     Budget, BudgetType, ComparisonOperator, Dimension, Expression, ExpressionDimensionValues,
     Notification, NotificationType, Spend, Subscriber, SubscriptionType, TagValues, ThresholdType,
@@ -454,10 +454,7 @@ where
 {
     move |e| BudgetError {
         operation,
-        message: match (e.code(), e.message()) {
-            (Some(c), Some(m)) => format!("{c}: {m}"),
-            _ => DisplayErrorContext(&e).to_string(),
-        },
+        message: crate::aws::error_message(&e),
     }
 }
 

@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aws_sdk_cloudwatch::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_cloudwatch::primitives::DateTime as AwsDateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use futures::StreamExt;
@@ -336,11 +335,7 @@ impl CloudWatchSink {
                     .send()
                     .await
                     .map(|_| ())
-                    .map_err(|e| match (e.code(), e.message()) {
-                        (Some(c), Some(m)) => format!("{c}: {m}"),
-                        (Some(c), None) => c.to_owned(),
-                        _ => DisplayErrorContext(&e).to_string(),
-                    });
+                    .map_err(|e| crate::aws::error_message(&e));
                 (n, r)
             })
             .buffer_unordered(self.settings.concurrency)

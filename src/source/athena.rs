@@ -19,7 +19,6 @@ use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_sdk_athena::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_athena::types::{
     QueryExecutionContext, QueryExecutionState, ResultConfiguration, ResultReuseByAgeConfiguration,
     ResultReuseConfiguration,
@@ -211,7 +210,11 @@ impl AthenaSource {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| SourceError::Aws {
                 operation: "s3:ListObjectsV2",
-                message: format!("s3://{}/{prefix}: {}", location.bucket, sdk_message(&e)),
+                message: format!(
+                    "s3://{}/{prefix}: {}",
+                    location.bucket,
+                    crate::aws::error_message(&e)
+                ),
             })?;
             for object in page.contents() {
                 fp.objects += 1;
@@ -275,7 +278,11 @@ impl AthenaSource {
         }
         let out = request.send().await.map_err(|e| SourceError::Aws {
             operation: "athena:StartQueryExecution",
-            message: format!("workgroup {}: {}", self.settings.workgroup, sdk_message(&e)),
+            message: format!(
+                "workgroup {}: {}",
+                self.settings.workgroup,
+                crate::aws::error_message(&e)
+            ),
         })?;
         out.query_execution_id()
             .map(str::to_owned)
@@ -302,7 +309,7 @@ impl AthenaSource {
                 .await
                 .map_err(|e| SourceError::Aws {
                     operation: "athena:GetQueryExecution",
-                    message: format!("query {id}: {}", sdk_message(&e)),
+                    message: format!("query {id}: {}", crate::aws::error_message(&e)),
                 })?;
             let execution = out.query_execution();
             let status = execution.and_then(|e| e.status());
@@ -350,7 +357,7 @@ impl AthenaSource {
                     .send()
                     .await;
                 if let Err(e) = &stopped {
-                    tracing::warn!(query_id = id, error = %sdk_message(e), "cannot stop the timed-out query");
+                    tracing::warn!(query_id = id, error = %crate::aws::error_message(e), "cannot stop the timed-out query");
                 }
                 return Err(SourceError::QueryTimeout {
                     period,
@@ -386,7 +393,7 @@ impl AthenaSource {
                 .await
                 .map_err(|e| SourceError::Aws {
                     operation: "athena:GetQueryResults",
-                    message: format!("query {id}: {}", sdk_message(&e)),
+                    message: format!("query {id}: {}", crate::aws::error_message(&e)),
                 })?;
             pages += 1;
             let Some(set) = out.result_set() else {
@@ -501,19 +508,6 @@ impl Source for AthenaSource {
 /// A Trino string literal, as Athena's execution parameters take them.
 fn string_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
-}
-
-/// The error code and message of an SDK error, or its whole chain when there is no code.
-fn sdk_message<E, R>(e: &SdkError<E, R>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    match (e.code(), e.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_owned(),
-        _ => DisplayErrorContext(e).to_string(),
-    }
 }
 
 fn is_header(values: &[Option<&str>], names: &[String]) -> bool {

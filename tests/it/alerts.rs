@@ -655,14 +655,25 @@ async fn serve_notifies_feishu_sends_the_monthly_report_and_survives_a_corrupt_s
             .join(format!("kiro-cost-report-{}.csv", current.previous()))
             .is_file()
     );
-    // Counted, after the alert round re-published the exposition.
-    let m = scrape(&d).await;
-    let sent = value(
-        &m,
-        "kiro_exporter_notifications_total",
-        &[("channel", "feishu"), ("result", "success")],
-    );
-    assert_eq!(sent, Some(cards.len() as f64));
+    // Counted, once the round has re-published the exposition (just after the log line).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let m = loop {
+        let m = scrape(&d).await;
+        let sent = value(
+            &m,
+            "kiro_exporter_notifications_total",
+            &[("channel", "feishu"), ("result", "success")],
+        );
+        if sent == Some(cards.len() as f64) {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sent {sent:?}, cards {}",
+            cards.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_scrape_reconciles(&m, &current.to_string());
     // Secrets: nowhere in the log, the metrics or check-config.
     let metrics = get(&d.url("/metrics"), false).await.unwrap();
@@ -683,7 +694,7 @@ async fn serve_notifies_feishu_sends_the_monthly_report_and_survives_a_corrupt_s
     let d = Daemon::start(&["--config", config], &env);
     wait_status(&d.url("/readyz"), 200, 60).await;
     wait_log(&d, "alerts evaluated", 30);
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(rx.accepted().len(), before, "{}", d.log());
     assert!(!d.log().contains("moved aside"));
     assert!(!d.log().contains("monthly report sent"));

@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 
-use crate::util::{external, free_port};
+use crate::util::{LoopbackServer, external, free_port};
 
 pub const REGION: &str = "us-east-1";
 
@@ -259,57 +259,28 @@ pub struct ProxyState {
 pub struct Proxy {
     pub port: u16,
     pub state: Arc<ProxyState>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: LoopbackServer,
 }
 
 impl Proxy {
     /// Forwards to `upstream` (`http://127.0.0.1:PORT`). `bridge`: see [`duckdb_bridge`].
     pub fn start(upstream: &str, bridge: bool) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
         let state = Arc::new(ProxyState {
             bridge,
             ..Default::default()
         });
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<Bytes>>();
         let upstream = upstream.trim_end_matches('/').to_owned();
         let shared = state.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let client = hyper_util::client::legacy::Client::builder(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .build_http::<Full<Bytes>>();
-                loop {
-                    let (conn, _) = tokio::select! {
-                        c = listener.accept() => match c { Ok(c) => c, Err(_) => continue },
-                        _ = &mut stopped => return,
-                    };
-                    let (client, upstream, state) =
-                        (client.clone(), upstream.clone(), shared.clone());
-                    tokio::spawn(async move {
-                        let service = hyper::service::service_fn(move |req| {
-                            forward(req, client.clone(), upstream.clone(), state.clone())
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(hyper_util::rt::TokioIo::new(conn), service)
-                            .await;
-                    });
-                }
-            });
+        let server = LoopbackServer::start(move |req| {
+            forward(req, client.clone(), upstream.clone(), shared.clone())
         });
         Self {
-            port,
+            port: server.port,
             state,
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -341,17 +312,6 @@ impl Proxy {
 
     pub fn calls(&self) -> Vec<String> {
         self.state.calls.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -39,50 +39,22 @@ struct Inner {
 pub struct Receiver {
     pub port: u16,
     inner: Arc<Mutex<Inner>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: crate::util::LoopbackServer,
 }
 
 impl Receiver {
     /// `secret`: the bot's signing secret (`None`: unsigned messages are accepted).
     pub fn start(secret: Option<&str>) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
         let inner = Arc::new(Mutex::new(Inner {
             secret: secret.map(str::to_owned),
             ..Default::default()
         }));
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let shared = inner.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    let (conn, _) = tokio::select! {
-                        c = listener.accept() => match c { Ok(c) => c, Err(_) => continue },
-                        _ = &mut stopped => return,
-                    };
-                    let inner = shared.clone();
-                    tokio::spawn(async move {
-                        let service =
-                            hyper::service::service_fn(move |req| handle(req, inner.clone()));
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(hyper_util::rt::TokioIo::new(conn), service)
-                            .await;
-                    });
-                }
-            });
-        });
+        let server = crate::util::LoopbackServer::start(move |req| handle(req, shared.clone()));
         Self {
-            port,
+            port: server.port,
             inner,
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -125,17 +97,6 @@ impl Receiver {
                 return got;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }

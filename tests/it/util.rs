@@ -462,3 +462,68 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// An HTTP/1 server on a free 127.0.0.1 port, on its own thread and runtime (so that tests
+/// blocking on a child process do not stall it), stopped and joined on drop.
+pub struct LoopbackServer {
+    pub port: u16,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LoopbackServer {
+    pub fn start<F, Fut>(handler: F) -> Self
+    where
+        F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + 'static,
+        Fut: std::future::Future<
+                Output = Result<
+                    hyper::Response<http_body_util::Full<bytes::Bytes>>,
+                    std::convert::Infallible,
+                >,
+            > + Send
+            + 'static,
+    {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let (conn, _) = tokio::select! {
+                        c = listener.accept() => match c { Ok(c) => c, Err(_) => continue },
+                        _ = &mut stopped => return,
+                    };
+                    let handler = handler.clone();
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(handler);
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(conn), service)
+                            .await;
+                    });
+                }
+            });
+        });
+        Self {
+            port,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for LoopbackServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
