@@ -462,7 +462,15 @@ async fn throttling_and_server_errors_are_retried() {
     );
     let mut s = settings(&proxy.url());
     s.max_attempts = 4;
+    s.result_reuse_max_age = Duration::from_secs(90 * 60);
+    s.workgroup = "finops".into();
     let src = source(s).await;
+    src.athena_client()
+        .create_work_group()
+        .name("finops")
+        .send()
+        .await
+        .unwrap();
     // Throttled, 500, throttled: the fourth attempt goes through.
     proxy.fail_next(Some(3));
     let a = src.allocate(period("2026-10")).await.unwrap();
@@ -478,6 +486,34 @@ async fn throttling_and_server_errors_are_retried() {
         .await
         .unwrap();
     assert_eq!(executions.query_execution_ids().len(), 1);
+    // What the source asked Athena for.
+    let start = &proxy.bodies("StartQueryExecution")[0];
+    assert_eq!(start["WorkGroup"], "finops");
+    assert_eq!(start["QueryExecutionContext"]["Database"], "cur");
+    assert_eq!(start["QueryExecutionContext"]["Catalog"], "AwsDataCatalog");
+    assert_eq!(start["ResultConfiguration"]["OutputLocation"], RESULTS);
+    assert_eq!(
+        start["ResultReuseConfiguration"]["ResultReuseByAgeConfiguration"],
+        json!({"Enabled": true, "MaxAgeInMinutes": 90})
+    );
+    assert_eq!(
+        start["ExecutionParameters"],
+        json!(["'userAttribute/costCenter'", "'2026-10'"])
+    );
+    let sql = start["QueryString"].as_str().unwrap();
+    assert!(sql.contains("FROM cur.kiro_data"), "{sql}");
+    assert!(sql.contains("element_at(tags, ?)") && sql.contains("billing_period = ?"));
+    assert!(
+        !sql.contains("2026-10") && !sql.contains("costCenter"),
+        "values only as parameters"
+    );
+    assert!(
+        start["ClientRequestToken"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+    );
+    let pages = proxy.bodies("GetQueryResults");
+    assert_eq!(pages[0]["MaxResults"], 1000);
 }
 
 #[tokio::test]

@@ -253,6 +253,8 @@ pub struct ProxyState {
     bridge: bool,
     /// `X-Amz-Target` (or method and path) of every call received, faults included.
     calls: Mutex<Vec<String>>,
+    /// JSON bodies of the calls forwarded, by target.
+    bodies: Mutex<Vec<(String, serde_json::Value)>>,
 }
 
 /// A loopback proxy in front of an emulator; stopped on drop.
@@ -313,6 +315,18 @@ impl Proxy {
     pub fn calls(&self) -> Vec<String> {
         self.state.calls.lock().unwrap().clone()
     }
+
+    /// The JSON bodies forwarded for calls whose target ends with `suffix`.
+    pub fn bodies(&self, suffix: &str) -> Vec<serde_json::Value> {
+        self.state
+            .bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| t.ends_with(suffix))
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
 }
 
 async fn forward(
@@ -351,6 +365,9 @@ async fn forward(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+        state.bodies.lock().unwrap().push((target.clone(), v));
+    }
     if state.bridge && target == "AmazonAthena.StartQueryExecution" {
         let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         duckdb_bridge(&mut v);
