@@ -17,22 +17,17 @@ use crate::allocation::savings::Savings;
 use crate::config::ReportSettings;
 use crate::source::athena::S3Location;
 
+/// Columns the report adds to the allocation's ([`crate::output::CSV_HEADER`]).
+pub const SAVINGS_COLUMNS: [&str; 3] = ["recommended_plan", "savings_usd", "savings_reason"];
+
 /// The CSV's columns.
-pub const HEADER: [&str; 13] = [
-    "billing_period",
-    "account_id",
-    "user_id",
-    "cost_center",
-    "plan",
-    "credits_used",
-    "subscription_usd",
-    "overage_usd",
-    "other_usd",
-    "total_usd",
-    "recommended_plan",
-    "savings_usd",
-    "savings_reason",
-];
+pub fn header() -> Vec<&'static str> {
+    crate::output::CSV_HEADER
+        .iter()
+        .chain(&SAVINGS_COLUMNS)
+        .copied()
+        .collect()
+}
 
 /// Label of the row for cost that names no user.
 pub const UNATTRIBUTED_ROW: &str = "(no user)";
@@ -60,7 +55,7 @@ pub fn csv(a: &Allocation, savings: &Savings) -> Result<Vec<u8>, csv::Error> {
     let mut out = "\u{feff}".as_bytes().to_vec();
     {
         let mut w = csv::WriterBuilder::new().from_writer(&mut out);
-        w.write_record(HEADER)?;
+        w.write_record(header())?;
         let period = a.period.to_string();
         for u in &a.units {
             let rec = savings.recommendations.iter().find(|r| {

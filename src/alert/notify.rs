@@ -407,7 +407,7 @@ fn template(notices: &[&Notice]) -> &'static str {
     match notices
         .iter()
         .filter(|n| n.kind != NoticeKind::Resolved)
-        .map(|n| n.alert.severity)
+        .map(|n| n.alert.firing.severity)
         .max()
     {
         Some(Severity::Critical) => "red",
@@ -417,7 +417,7 @@ fn template(notices: &[&Notice]) -> &'static str {
 }
 
 fn notice_markdown(n: &Notice) -> String {
-    let a = &n.alert;
+    let a = &n.alert.firing;
     let m = a.measure;
     let state = match n.kind {
         NoticeKind::Firing => "🔥 firing",
@@ -432,7 +432,7 @@ fn notice_markdown(n: &Notice) -> String {
         measure = m.as_str(),
         value = m.format(a.value),
         threshold = m.format(a.threshold),
-        since = a.since.format("%Y-%m-%d %H:%M UTC"),
+        since = n.alert.since.format("%Y-%m-%d %H:%M UTC"),
         period = a.period,
     )
 }
@@ -463,7 +463,7 @@ pub fn feishu_cards(notices: &[&Notice], dashboard_url: &str, max_bytes: usize) 
             let resolved = g.len() - firing;
             let period = g
                 .first()
-                .map(|n| n.alert.period.to_string())
+                .map(|n| n.alert.firing.period.to_string())
                 .unwrap_or_default();
             let mut title = format!("Kiro cost alerts {period}: ");
             match (firing, resolved) {
@@ -519,6 +519,7 @@ pub fn webhook_payload(receiver: &str, notices: &[&Notice], dashboard_url: &str)
         .iter()
         .map(|n| {
             let a = &n.alert;
+            let f = &a.firing;
             let resolved = n.kind == NoticeKind::Resolved;
             let fingerprint = {
                 let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, a.key().as_bytes());
@@ -530,17 +531,17 @@ pub fn webhook_payload(receiver: &str, notices: &[&Notice], dashboard_url: &str)
             json!({
                 "status": if resolved { "resolved" } else { "firing" },
                 "labels": {
-                    "alertname": a.rule,
-                    "severity": a.severity.as_str(),
-                    "scope": a.scope,
-                    "subject": a.subject,
-                    "measure": a.measure.as_str(),
-                    "billing_period": a.period.to_string(),
+                    "alertname": f.rule,
+                    "severity": f.severity.as_str(),
+                    "scope": f.scope,
+                    "subject": f.subject,
+                    "measure": f.measure.as_str(),
+                    "billing_period": f.period.to_string(),
                 },
                 "annotations": {
-                    "summary": format!("{}: {} = {} (threshold {})", a.subject_label, a.measure.as_str(), a.measure.format(a.value), a.measure.format(a.threshold)),
-                    "value": a.value.to_string(),
-                    "threshold": a.threshold.to_string(),
+                    "summary": format!("{}: {} = {} (threshold {})", f.subject_label, f.measure.as_str(), f.measure.format(f.value), f.measure.format(f.threshold)),
+                    "value": f.value.to_string(),
+                    "threshold": f.threshold.to_string(),
                 },
                 "startsAt": a.since.to_rfc3339(),
                 "endsAt": a.resolved_at.map_or_else(|| "0001-01-01T00:00:00Z".to_owned(), |t| t.to_rfc3339()),

@@ -127,6 +127,22 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// A rule with no filters, severity warning, every channel and the default repeat.
+    pub fn new(name: &str, scope: Scope, measure: Measure, threshold: f64) -> Self {
+        Self {
+            name: name.into(),
+            scope,
+            measure,
+            threshold,
+            relative_to_budget: false,
+            cost_centers: vec![],
+            plans: vec![],
+            severity: Severity::default(),
+            channels: vec![],
+            repeat_interval: None,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.name.trim().is_empty() {
             return Err("name must not be empty".into());
@@ -183,7 +199,7 @@ impl BudgetLimits {
 }
 
 /// One rule firing for one subject.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Firing {
     pub rule: String,
     pub severity: Severity,
@@ -406,16 +422,8 @@ pub fn evaluate(
 /// The rules shipped as defaults (also in `config/alerts.toml`).
 pub fn default_rules() -> Vec<Rule> {
     let rule = |name: &str, scope, measure, threshold: f64, severity| Rule {
-        name: name.into(),
-        scope,
-        measure,
-        threshold,
-        relative_to_budget: false,
-        cost_centers: vec![],
-        plans: vec![],
         severity,
-        channels: vec![],
-        repeat_interval: None,
+        ..Rule::new(name, scope, measure, threshold)
     };
     vec![
         rule(

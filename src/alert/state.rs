@@ -16,7 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::rules::{Firing, Measure, Scope, Severity};
+use super::rules::Firing;
 use crate::period::BillingPeriod;
 
 const VERSION: u32 = 1;
@@ -40,15 +40,9 @@ pub struct Told {
 /// One alert: a rule firing (or just resolved) for a subject in a period.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
-    pub rule: String,
-    pub severity: Severity,
-    pub scope: Scope,
-    pub measure: Measure,
-    pub subject: String,
-    pub subject_label: String,
-    pub period: BillingPeriod,
-    pub value: f64,
-    pub threshold: f64,
+    /// The rule's latest firing for the subject (its value and threshold as last seen).
+    #[serde(flatten)]
+    pub firing: Firing,
     pub since: DateTime<Utc>,
     /// Set when the rule stopped firing; the alert is removed once every channel that was
     /// told it fired has been told it resolved.
@@ -59,7 +53,7 @@ pub struct Alert {
 
 impl Alert {
     pub fn key(&self) -> String {
-        key(&self.rule, &self.subject, self.period)
+        key(&self.firing.rule, &self.firing.subject, self.firing.period)
     }
 
     pub fn is_resolved(&self) -> bool {
@@ -191,29 +185,18 @@ impl AlertState {
     ) -> Vec<Notice> {
         // Other periods' alerts and alerts of removed rules expire silently.
         self.alerts
-            .retain(|_, a| a.period == period && channels_of(&a.rule).is_some());
+            .retain(|_, a| a.firing.period == period && channels_of(&a.firing.rule).is_some());
         let mut seen = BTreeSet::new();
         for f in firing {
             let k = key(&f.rule, &f.subject, f.period);
             seen.insert(k.clone());
             let a = self.alerts.entry(k).or_insert_with(|| Alert {
-                rule: f.rule.clone(),
-                severity: f.severity,
-                scope: f.scope,
-                measure: f.measure,
-                subject: f.subject.clone(),
-                subject_label: f.subject_label.clone(),
-                period: f.period,
-                value: f.value,
-                threshold: f.threshold,
+                firing: f.clone(),
                 since: now,
                 resolved_at: None,
                 told: BTreeMap::new(),
             });
-            a.value = f.value;
-            a.threshold = f.threshold;
-            a.severity = f.severity;
-            a.subject_label = f.subject_label.clone();
+            a.firing = f.clone();
             // Firing again before the resolution went out: it simply goes on firing.
             a.resolved_at = None;
         }
@@ -228,8 +211,8 @@ impl AlertState {
 
         let mut due = Vec::new();
         for a in self.alerts.values() {
-            let channels = channels_of(&a.rule).unwrap_or_default();
-            let repeat = repeat_of(&a.rule);
+            let channels = channels_of(&a.firing.rule).unwrap_or_default();
+            let repeat = repeat_of(&a.firing.rule);
             for ch in channels {
                 let kind = match (a.is_resolved(), a.told.get(&ch)) {
                     (true, Some(_)) => Some(NoticeKind::Resolved),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kiro_cost_exporter::alert::notify::{ChannelConfig, ChannelKind};
-use kiro_cost_exporter::alert::rules::{self, BudgetLimits, Measure, Rule, Scope, Severity};
+use kiro_cost_exporter::alert::rules::{self, BudgetLimits, Measure, Rule, Scope};
 use kiro_cost_exporter::alert::{AlertEngine, AlertSettings};
 use kiro_cost_exporter::allocation::savings::{self, SavingsSettings};
 use kiro_cost_exporter::allocation::{Allocation, PlanTable, Snapshot};
@@ -25,18 +25,7 @@ use crate::util::*;
 const SECRET: &str = "kiro-test-signing-secret";
 
 fn rule(name: &str, scope: Scope, measure: Measure, threshold: f64) -> Rule {
-    Rule {
-        name: name.into(),
-        scope,
-        measure,
-        threshold,
-        relative_to_budget: false,
-        cost_centers: vec![],
-        plans: vec![],
-        severity: Severity::Warning,
-        channels: vec![],
-        repeat_interval: None,
-    }
+    Rule::new(name, scope, measure, threshold)
 }
 
 fn channel(name: &str) -> ChannelConfig {
@@ -768,7 +757,21 @@ async fn report_writes_the_csv_uploads_it_and_sends_the_summary_card() {
     let mut r = csv::Reader::from_reader(&bytes[3..]);
     assert_eq!(
         r.headers().unwrap().iter().collect::<Vec<_>>(),
-        kiro_cost_exporter::report::HEADER
+        [
+            "billing_period",
+            "account_id",
+            "user_id",
+            "cost_center",
+            "plan",
+            "credits_used",
+            "subscription_usd",
+            "overage_usd",
+            "other_usd",
+            "total_usd",
+            "recommended_plan",
+            "savings_usd",
+            "savings_reason"
+        ]
     );
     let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
     let users = v["users"].as_array().unwrap();
