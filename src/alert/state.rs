@@ -186,6 +186,11 @@ impl AlertState {
         // Other periods' alerts and alerts of removed rules expire silently.
         self.alerts
             .retain(|_, a| a.firing.period == period && channels_of(&a.firing.rule).is_some());
+        // A channel the rule no longer notifies will not be told it resolved.
+        for a in self.alerts.values_mut() {
+            let channels = channels_of(&a.firing.rule).unwrap_or_default();
+            a.told.retain(|ch, _| channels.contains(ch));
+        }
         let mut seen = BTreeSet::new();
         for f in firing {
             let k = key(&f.rule, &f.subject, f.period);
@@ -258,5 +263,67 @@ impl AlertState {
     /// Alerts firing now.
     pub fn firing(&self) -> impl Iterator<Item = &Alert> {
         self.alerts.values().filter(|a| !a.is_resolved())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::rules::{Measure, Scope, Severity};
+    use chrono::TimeZone;
+
+    fn firing(subject: &str) -> Firing {
+        Firing {
+            rule: "r".into(),
+            severity: Severity::Warning,
+            scope: Scope::User,
+            measure: Measure::OverageUsd,
+            subject: subject.into(),
+            subject_label: subject.into(),
+            period: "2026-10".parse().unwrap(),
+            value: 2.0,
+            threshold: 1.0,
+        }
+    }
+
+    #[test]
+    fn a_channel_dropped_from_the_rule_is_not_owed_a_resolution() {
+        let period = "2026-10".parse().unwrap();
+        let t = Utc.with_ymd_and_hms(2026, 10, 20, 0, 0, 0).unwrap();
+        let repeat = |_: &str| Duration::from_secs(3600);
+        let mut s = AlertState::new();
+        let both = |_: &str| Some(vec!["a".to_owned(), "b".to_owned()]);
+        let due = s.evaluate(period, &[firing("x")], t, both, repeat);
+        assert_eq!(due.len(), 2);
+        for n in &due {
+            s.delivered(n, t);
+        }
+        // Channel b leaves the rule, then the alert resolves: only a is told.
+        let only_a = |_: &str| Some(vec!["a".to_owned()]);
+        let due = s.evaluate(period, &[], t, only_a, repeat);
+        assert_eq!(due.len(), 1);
+        assert_eq!(
+            (due[0].channel.as_str(), due[0].kind),
+            ("a", NoticeKind::Resolved)
+        );
+        s.delivered(&due[0], t);
+        assert!(s.alerts.is_empty(), "nothing left owed");
+        // The state file keeps the flat shape.
+        let json = serde_json::to_value(&AlertState {
+            alerts: [(
+                "k".into(),
+                Alert {
+                    firing: firing("y"),
+                    since: t,
+                    resolved_at: None,
+                    told: BTreeMap::new(),
+                },
+            )]
+            .into(),
+            ..AlertState::new()
+        })
+        .unwrap();
+        assert_eq!(json["alerts"]["k"]["rule"], "r");
+        assert_eq!(json["alerts"]["k"]["subject"], "y");
     }
 }
