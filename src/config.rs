@@ -84,6 +84,12 @@ pub struct AwsSettings {
 impl AwsSettings {
     /// The shared SDK configuration: default credential chain, with these overrides.
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        self.loader().load().await
+    }
+
+    /// The SDK configuration loader with these overrides, for callers that add their own
+    /// retry or timeout settings.
+    pub fn loader(&self) -> aws_config::ConfigLoader {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if !self.region.is_empty() {
             loader = loader.region(aws_config::Region::new(self.region.clone()));
@@ -94,7 +100,15 @@ impl AwsSettings {
         if !self.endpoint_url.is_empty() {
             loader = loader.endpoint_url(&self.endpoint_url);
         }
-        loader.load().await
+        loader
+    }
+
+    /// An S3 client on `shared`; emulators and VPC endpoints address buckets by path.
+    pub fn s3_client(&self, shared: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::config::Builder::from(shared)
+            .force_path_style(!self.endpoint_url.is_empty())
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
     }
 }
 
@@ -240,6 +254,15 @@ impl Default for AthenaSettings {
 }
 
 impl AthenaSettings {
+    /// Region, profile and endpoint as [`AwsSettings`].
+    pub fn aws(&self) -> AwsSettings {
+        AwsSettings {
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+        }
+    }
+
     /// Checks values (no I/O); errors name the key under `source.athena`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let key = |k: &str| format!("source.athena.{k}");

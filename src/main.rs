@@ -435,10 +435,7 @@ async fn report_s3(settings: &Settings) -> Option<aws_sdk_s3::Client> {
         return None;
     }
     let shared = settings.aws.sdk_config().await;
-    let conf = aws_sdk_s3::config::Builder::from(&shared)
-        .force_path_style(!settings.aws.endpoint_url.is_empty())
-        .build();
-    Some(aws_sdk_s3::Client::from_conf(conf))
+    Some(settings.aws.s3_client(&shared))
 }
 
 /// `$XDG_CACHE_HOME/kiro-cost-exporter/demo`, `~/.cache/kiro-cost-exporter/demo`, or

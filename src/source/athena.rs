@@ -16,7 +16,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_athena::types::{
@@ -112,19 +111,13 @@ impl AthenaSource {
         allocation: AllocationSettings,
     ) -> Result<Self, SourceError> {
         let (retry, timeouts) = Self::retry_and_timeouts(&settings);
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        let shared = settings
+            .aws()
+            .loader()
             .retry_config(retry)
-            .timeout_config(timeouts);
-        if !settings.region.is_empty() {
-            loader = loader.region(aws_config::Region::new(settings.region.clone()));
-        }
-        if !settings.profile.is_empty() {
-            loader = loader.profile_name(&settings.profile);
-        }
-        if !settings.endpoint_url.is_empty() {
-            loader = loader.endpoint_url(&settings.endpoint_url);
-        }
-        let shared = loader.load().await;
+            .timeout_config(timeouts)
+            .load()
+            .await;
         Self::from_sdk_config(&shared, settings, allocation)
     }
 
@@ -142,10 +135,6 @@ impl AthenaSource {
                         .into(),
             });
         }
-        let s3_config = aws_sdk_s3::config::Builder::from(shared)
-            // Emulators and VPC endpoints address buckets by path.
-            .force_path_style(!settings.endpoint_url.is_empty())
-            .build();
         let skip_unchanged = if settings.skip_unchanged.is_empty() {
             None
         } else {
@@ -159,7 +148,7 @@ impl AthenaSource {
         };
         Ok(Self {
             athena: aws_sdk_athena::Client::new(shared),
-            s3: aws_sdk_s3::Client::from_conf(s3_config),
+            s3: settings.aws().s3_client(shared),
             settings,
             allocation,
             skip_unchanged,

@@ -725,11 +725,7 @@ async fn report_writes_the_csv_uploads_it_and_sends_the_summary_card() {
         .args(["--period", "2026-10", "--out", out.to_str().unwrap()])
         .env("TEST_FEISHU_URL", rx.url())
         .env("TEST_FEISHU_SECRET", SECRET)
-        .env("AWS_ACCESS_KEY_ID", "AKIATESTKIROEXPORTER")
-        .env("AWS_SECRET_ACCESS_KEY", "kiroTestSecretAccessKey")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .envs(crate::aws::aws_env())
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));

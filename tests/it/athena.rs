@@ -19,14 +19,12 @@ use kiro_cost_exporter::curgen::{self, GenSpec};
 use kiro_cost_exporter::source::{AthenaSource, Source, SourceError};
 use serde_json::json;
 
-use crate::aws::{self, Emulator, Kind, Proxy, REGION};
+use crate::aws::{self, Emulator, Kind, Proxy, REGION, SECRET_KEY, aws_env};
 use crate::util::*;
 
 const CUR_BUCKET: &str = "kiro-cur";
 const CUR_PREFIX: &str = "exports/kiro-cur/data/";
 const RESULTS: &str = "s3://athena-results/kiro/";
-/// The secret access key the binary gets; it must never show in its output.
-const SECRET_KEY: &str = "kiroTestSecretAccessKey0123456789abcdefgh";
 
 fn settings(endpoint: &str) -> AthenaSettings {
     AthenaSettings {
@@ -55,21 +53,6 @@ async fn source(settings: AthenaSettings) -> AthenaSource {
         .timeout_config(timeouts)
         .build();
     AthenaSource::from_sdk_config(&shared, settings, AllocationSettings::default()).unwrap()
-}
-
-/// Environment for the binary: static credentials, nothing from the host's AWS files.
-fn aws_env() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("AWS_ACCESS_KEY_ID", "AKIATESTKIROEXPORTER"),
-        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-        ("AWS_REGION", REGION),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-        ("AWS_CONFIG_FILE", "/nonexistent/aws-config"),
-        (
-            "AWS_SHARED_CREDENTIALS_FILE",
-            "/nonexistent/aws-credentials",
-        ),
-    ]
 }
 
 /// A config file for the binary's Athena source.

@@ -24,6 +24,24 @@ use hyper::{Request, Response};
 use crate::util::{LoopbackServer, external, free_port};
 
 pub const REGION: &str = "us-east-1";
+/// The secret access key the binary gets; it must never show in its output.
+pub const SECRET_KEY: &str = "kiroTestSecretAccessKey0123456789abcdefgh";
+
+/// Environment for the binary: static credentials, the region, nothing from the host's AWS
+/// files or instance metadata.
+pub fn aws_env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", "AKIATESTKIROEXPORTER"),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ("AWS_REGION", REGION),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_CONFIG_FILE", "/nonexistent/aws-config"),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/aws-credentials",
+        ),
+    ]
+}
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -206,10 +224,11 @@ pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
 }
 
 pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
-    let conf = aws_sdk_s3::config::Builder::from(&sdk_config(endpoint).await)
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
+    let aws = kiro_cost_exporter::config::AwsSettings {
+        endpoint_url: endpoint.to_owned(),
+        ..Default::default()
+    };
+    aws.s3_client(&sdk_config(endpoint).await)
 }
 
 /// Uploads every file under `dir` to `s3://bucket/prefix/<relative path>`.

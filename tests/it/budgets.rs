@@ -218,14 +218,10 @@ async fn cli_dry_run_and_the_daemons_budget_gauges() {
     )
     .unwrap();
     let config = config.to_str().unwrap();
-    let env = [
-        ("AWS_ACCESS_KEY_ID", "AKIATESTKIROEXPORTER"),
-        ("AWS_SECRET_ACCESS_KEY", "kiroTestSecretAccessKey"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ];
+    let env = aws::aws_env();
     let o = std::process::Command::new(bin())
         .args(["budgets", "sync", "--dry-run", "--config", config])
-        .envs(env)
+        .envs(env.clone())
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));

@@ -300,11 +300,7 @@ async fn serve_keeps_serving_when_cloudwatch_is_down() {
     .unwrap();
     let d = Daemon::start(
         &["--config", config.to_str().unwrap(), "--period", "2026-10"],
-        &[
-            ("AWS_ACCESS_KEY_ID", "AKIATESTKIROEXPORTER"),
-            ("AWS_SECRET_ACCESS_KEY", "kiroTestSecretAccessKey"),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-        ],
+        &crate::aws::aws_env(),
     );
     wait_status(&d.url("/readyz"), 200, 60).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -331,7 +327,7 @@ async fn serve_keeps_serving_when_cloudwatch_is_down() {
         Some(0.0)
     );
     assert!(d.log().contains("not delivered"), "{}", d.log());
-    assert!(!d.log().contains("kiroTestSecretAccessKey"));
+    assert!(!d.log().contains(crate::aws::SECRET_KEY));
     assert_eq!(get(&d.url("/healthz"), false).await.unwrap().status, 200);
 }
 

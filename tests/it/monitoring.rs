@@ -312,11 +312,7 @@ async fn prometheus_scrapes_the_daemon_evaluates_dashboards_and_alerts() {
             "--period",
             "2026-10",
         ],
-        &[
-            ("AWS_ACCESS_KEY_ID", "AKIATESTKIROEXPORTER"),
-            ("AWS_SECRET_ACCESS_KEY", "kiroTestSecretAccessKey"),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-        ],
+        &crate::aws::aws_env(),
     );
     wait_status(&daemon.url("/readyz"), 200, 60).await;
 
