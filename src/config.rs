@@ -5,7 +5,7 @@
 //! types are rejected with the full key path), [`Settings::validate`] checks values without any
 //! I/O. Every error names the key, so `check-config` and start-up can say exactly what to fix.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -174,6 +174,10 @@ pub struct SourceSettings {
     pub cur: PathBuf,
     /// Local engine: partitions DataFusion plans with; 0 = one per core.
     pub target_partitions: usize,
+    /// Local engine: DataFusion session options on top of the engine's defaults, keys as in
+    /// DataFusion's configuration reference without `datafusion.` (e.g.
+    /// `"execution.parquet.pushdown_filters" = "false"`).
+    pub datafusion: BTreeMap<String, String>,
     /// Athena engine: where and how the allocation query runs.
     pub athena: AthenaSettings,
 }
@@ -184,6 +188,7 @@ impl Default for SourceSettings {
             engine: Engine::Local,
             cur: PathBuf::from("cur"),
             target_partitions: 0,
+            datafusion: BTreeMap::new(),
             athena: AthenaSettings::default(),
         }
     }
@@ -358,6 +363,20 @@ pub struct ServerSettings {
     /// On SIGTERM/SIGINT, open requests get this long to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Web configuration file in the Prometheus exporter-toolkit format (TLS, basic auth with
+    /// bcrypt hashes, extra headers); empty = plain HTTP without authentication.
+    pub web_config_file: PathBuf,
+    /// File holding a bearer token that is accepted as `Authorization: Bearer TOKEN`;
+    /// empty = none.
+    pub bearer_token_file: PathBuf,
+    /// Paths answered without credentials when authentication is on (e.g. `["/healthz",
+    /// "/readyz"]` for probes that cannot authenticate).
+    pub unauthenticated_paths: Vec<String>,
+    /// Connections served at once; more clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// Time a client has for the TLS handshake and for sending each request's headers.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
 }
 
 impl Default for ServerSettings {
@@ -365,7 +384,34 @@ impl Default for ServerSettings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
             shutdown_grace: Duration::from_secs(10),
+            web_config_file: PathBuf::new(),
+            bearer_token_file: PathBuf::new(),
+            unauthenticated_paths: Vec::new(),
+            max_connections: 256,
+            header_read_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+impl ServerSettings {
+    /// Reads the web configuration and bearer token files into what the server enforces.
+    pub fn security(&self) -> Result<crate::web::WebSecurity, crate::web::WebConfigError> {
+        let path = |p: &Path| (!p.as_os_str().is_empty()).then(|| p.to_owned());
+        crate::web::WebSecurity::load(
+            path(&self.web_config_file).as_deref(),
+            path(&self.bearer_token_file).as_deref(),
+            self.unauthenticated_paths.clone(),
+        )
+    }
+
+    /// What the listener runs with.
+    pub fn serve_options(&self) -> Result<crate::server::ServeOptions, crate::web::WebConfigError> {
+        Ok(crate::server::ServeOptions {
+            security: std::sync::Arc::new(self.security()?),
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_read_timeout,
+            grace: self.shutdown_grace,
+        })
     }
 }
 
@@ -528,6 +574,29 @@ impl Settings {
                 "must be greater than 0",
             ));
         }
+        if self.server.max_connections == 0 {
+            return Err(ConfigError::key(
+                "server.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if self.server.header_read_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::key(
+                "server.header_read_timeout",
+                "must be at least 100ms",
+            ));
+        }
+        if let Some(p) = self
+            .server
+            .unauthenticated_paths
+            .iter()
+            .find(|p| !p.starts_with('/'))
+        {
+            return Err(ConfigError::key(
+                "server.unauthenticated_paths",
+                format!("{p:?} is not a path (it must start with '/')"),
+            ));
+        }
         sql::validate_tag_key(&self.allocation.cost_center_tag)
             .map_err(|m| ConfigError::key("allocation.cost_center_tag", m))?;
         self.plans
@@ -545,6 +614,8 @@ impl Settings {
                 "must be a number of days from 0 to 31",
             ));
         }
+        crate::source::local::session_config(1, &self.source.datafusion)
+            .map_err(|m| ConfigError::key("source.datafusion", m))?;
         if self.source.engine == Engine::Athena {
             self.source.athena.validate()?;
             if self.source.athena.query_timeout * 2 >= r.timeout {

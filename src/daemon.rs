@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use chrono::{DateTime, Datelike, Utc};
-use prometheus::Registry;
 use rand::Rng;
 use tokio::sync::watch;
 
@@ -80,7 +80,8 @@ pub struct Refresher {
     savings: SavingsSettings,
     state: Arc<State>,
     metrics: ExporterMetrics,
-    last_good: Option<(Arc<Snapshot>, Registry)>,
+    /// The last good snapshot and its encoded data families.
+    last_good: Option<(Arc<Snapshot>, Bytes)>,
     alerts: Option<AlertEngine>,
     report: Option<ScheduledReport>,
     cloudwatch: Option<CloudWatchSink>,
@@ -163,7 +164,7 @@ impl Refresher {
         self.state.clone()
     }
 
-    async fn build(&self, now: DateTime<Utc>) -> Result<(Snapshot, Registry), RefreshError> {
+    async fn build(&self, now: DateTime<Utc>) -> Result<(Snapshot, Bytes), RefreshError> {
         let periods = watched_periods(now, &self.settings);
         let mut allocations = Vec::with_capacity(periods.len());
         let mut missing = Vec::new();
@@ -188,9 +189,8 @@ impl Refresher {
             taken_at: now,
             allocations,
         };
-        let registry = prom::snapshot_registry(&snapshot, &self.plans, &self.savings)
-            .map_err(prom::EncodeError::from)?;
-        Ok((snapshot, registry))
+        let families = prom::encode_snapshot(&snapshot, &self.plans, &self.savings);
+        Ok((snapshot, Bytes::from(families)))
     }
 
     /// Runs one refresh and publishes its outcome.
@@ -203,7 +203,7 @@ impl Refresher {
             };
         let took = started.elapsed();
         let error = match outcome {
-            Ok((snapshot, registry)) => {
+            Ok((snapshot, families)) => {
                 self.metrics.record_success(&snapshot, took);
                 for a in &snapshot.allocations {
                     tracing::info!(
@@ -215,7 +215,7 @@ impl Refresher {
                         "allocated"
                     );
                 }
-                self.last_good = Some((Arc::new(snapshot), registry));
+                self.last_good = Some((Arc::new(snapshot), families));
                 None
             }
             Err(e) => {
@@ -242,11 +242,11 @@ impl Refresher {
     }
 
     fn publish(&self) -> Result<(), RefreshError> {
-        let (snapshot, registry) = match &self.last_good {
-            Some((s, r)) => (Some(s.clone()), Some(r)),
+        let (snapshot, families) = match &self.last_good {
+            Some((s, f)) => (Some(s.clone()), Some(f.as_ref())),
             None => (None, None),
         };
-        let exposition = prom::encode(registry, &self.metrics)?;
+        let exposition = prom::encode(families, &self.metrics)?;
         self.state.publish(Published {
             landing: landing_page(snapshot.as_deref(), self.last_error.as_deref(), Utc::now()),
             exposition,

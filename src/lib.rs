@@ -18,3 +18,4 @@ pub mod report;
 pub mod server;
 pub mod sink;
 pub mod source;
+pub mod web;

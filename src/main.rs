@@ -58,6 +58,10 @@ enum Command {
         period: BillingPeriod,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Also print the engine's statistics (time, rows and bytes read, files) as one JSON
+        /// line on standard error.
+        #[arg(long)]
+        stats: bool,
     },
     /// Write a synthetic CUR 2.0 export with realistic Kiro bills among other services' lines.
     GenerateCur {
@@ -96,6 +100,10 @@ enum Command {
         /// Watch this billing period only (overrides refresh.period).
         #[arg(long, value_name = "YYYY-MM")]
         period: Option<BillingPeriod>,
+        /// Web configuration file, exporter-toolkit format: TLS, basic auth, headers
+        /// (overrides server.web_config_file).
+        #[arg(long = "web.config.file", value_name = "FILE")]
+        web_config_file: Option<PathBuf>,
     },
     /// Generate a realistic export (once, cached) and serve it on 127.0.0.1 with a short refresh.
     Demo {
@@ -183,7 +191,8 @@ fn init_logging(level: &str) {
 }
 
 fn local_source(settings: &Settings, cur: &Path) -> LocalSource {
-    let source = LocalSource::new(cur, settings.allocation_settings());
+    let source = LocalSource::new(cur, settings.allocation_settings())
+        .with_options(settings.source.datafusion.clone());
     match settings.source.target_partitions {
         0 => source,
         n => source.with_target_partitions(n),
@@ -211,9 +220,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cur,
             period,
             format,
+            stats,
         } => {
             let settings = settings_with_cur(&config, cur)?;
-            let allocation = build_source(&settings).await?.allocate(period).await?;
+            let source = build_source(&settings).await?;
+            let allocation = source.allocate(period).await?;
+            if stats {
+                let s = &allocation.stats;
+                eprintln!(
+                    "{}",
+                    serde_json::json!({
+                        "engine": source.engine(),
+                        "billing_period": period.to_string(),
+                        "elapsed_seconds": s.elapsed.as_secs_f64(),
+                        "scanned_rows": s.scanned_rows,
+                        "scanned_bytes": s.scanned_bytes,
+                        "files": s.files,
+                        "result_rows": allocation.units.len(),
+                    })
+                );
+            }
             let savings = savings::recommend(
                 &allocation,
                 &settings.plans,
@@ -283,10 +309,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             cur,
             period,
+            web_config_file,
         } => {
             let mut settings = config::load(config.config.as_deref())?;
             if let Some(l) = listen {
                 settings.server.listen = l;
+            }
+            if let Some(w) = web_config_file {
+                settings.server.web_config_file = w;
             }
             if let Some(c) = cur {
                 settings.source.engine = Engine::Local;
@@ -420,6 +450,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CheckConfig { config } => {
             let settings = load_settings(&config)?;
+            // The web configuration and token files are read as serve would read them.
+            settings.server.security()?;
             if let Some(note) = settings.cloudwatch.per_user_cost_note() {
                 eprintln!("warning: {note}");
             }
@@ -460,6 +492,12 @@ async fn shutdown_signal() -> std::io::Result<&'static str> {
 
 /// Runs the refresh loop and the HTTP server until SIGTERM or SIGINT.
 async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let serve_options = settings.server.serve_options()?;
+    let scheme = if serve_options.security.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let listen = settings.server.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -534,9 +572,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         async move {
             let _ = server_stop.wait_for(|s| *s).await;
         },
-        settings.server.shutdown_grace,
+        serve_options,
     ));
-    println!("kiro-cost-exporter listening on http://{addr}/ (metrics: http://{addr}/metrics)");
+    println!(
+        "kiro-cost-exporter listening on {scheme}://{addr}/ (metrics: {scheme}://{addr}/metrics)"
+    );
     std::io::stdout().flush()?;
     match settings.source.engine {
         Engine::Local => {

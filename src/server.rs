@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use crate::allocation::Snapshot;
 use crate::output::number;
 use crate::sink::prometheus::Exposition;
+use crate::web::{self, Access, WebSecurity};
 
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Time a client has to send its request headers.
@@ -99,6 +100,33 @@ fn response(
         HeaderValue::from_static("nosniff"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Answers one request: checks its credentials, then answers from the published state, with
+/// the configured extra headers.
+pub fn handle_secured<B>(
+    req: &Request<B>,
+    state: &State,
+    security: &WebSecurity,
+) -> Response<Full<Bytes>> {
+    let mut r = match security.check(req.uri().path(), web::authorization(req)) {
+        Access::Allowed => handle(req, state),
+        Access::Denied => {
+            let mut r = response(
+                StatusCode::UNAUTHORIZED,
+                "text/plain; charset=utf-8",
+                Bytes::from_static(b"unauthorized\n"),
+                req.method() == Method::HEAD,
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, web::challenge(security));
+            r
+        }
+    };
+    for (name, value) in &security.headers {
+        r.headers_mut().insert(name.clone(), value.clone());
+    }
     r
 }
 
@@ -240,17 +268,58 @@ td,th{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:left}td.n{text-a
     Bytes::from(h)
 }
 
-/// Serves HTTP on `listener` until `shutdown` resolves, then stops accepting and gives open
-/// connections `grace` to finish.
+/// Limits and protection of the listener.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub security: Arc<WebSecurity>,
+    /// Connections served at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// Time a client has for the TLS handshake and for each request's headers.
+    pub header_read_timeout: Duration,
+    /// On shutdown, open connections get this long to finish.
+    pub grace: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            security: Arc::new(WebSecurity::default()),
+            max_connections: 256,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Largest request head (request line and headers) a client may send.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Serves HTTP (or HTTPS, when the web configuration has TLS) on `listener` until `shutdown`
+/// resolves, then stops accepting and gives open connections `grace` to finish.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<State>,
     shutdown: impl Future<Output = ()>,
-    grace: Duration,
+    options: ServeOptions,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let permits = Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
+    let tls = options
+        .security
+        .tls
+        .clone()
+        .map(tokio_rustls::TlsAcceptor::from);
     tokio::pin!(shutdown);
     loop {
+        // Wait for a free connection slot before accepting: excess clients queue in the
+        // kernel's backlog instead of costing memory here.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer): (_, SocketAddr) = match accepted {
@@ -261,19 +330,45 @@ pub async fn serve(
                         continue;
                     }
                 };
+                let _ = stream.set_nodelay(true);
                 let state = state.clone();
+                let security = options.security.clone();
                 let svc = service_fn(move |req: Request<Incoming>| {
-                    let r = handle(&req, &state);
+                    let r = handle_secured(&req, &state, &security);
                     async move { Ok::<_, Infallible>(r) }
                 });
-                let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .max_buf_size(64 * 1024)
-                    .serve_connection(TokioIo::new(stream), svc);
-                let conn = graceful.watch(conn);
+                let mut http = http1::Builder::new();
+                http.timer(TokioTimer::new())
+                    .header_read_timeout(options.header_read_timeout)
+                    .max_buf_size(MAX_HEADER_BYTES.max(8192));
+                let watcher = graceful.watcher();
+                let tls = tls.clone();
+                let handshake_timeout = options.header_read_timeout;
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    let _permit = permit;
+                    let result = match tls {
+                        None => watcher.watch(http.serve_connection(TokioIo::new(stream), svc)).await,
+                        Some(acceptor) => {
+                            let handshake =
+                                tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
+                            match handshake {
+                                Ok(Ok(tls_stream)) => {
+                                    watcher
+                                        .watch(http.serve_connection(TokioIo::new(tls_stream), svc))
+                                        .await
+                                }
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            }
+                        }
+                    };
+                    if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });
@@ -282,12 +377,12 @@ pub async fn serve(
         }
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
+    if tokio::time::timeout(options.grace, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!(
-            ?grace,
+            grace = ?options.grace,
             "connections still open after the grace period; closing them"
         );
     }

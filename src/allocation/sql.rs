@@ -3,7 +3,10 @@
 //!
 //! The template does all the money: it scopes to Kiro lines of one billing period, attributes
 //! each line to a user and a cost center, classifies it (tax, subscription, credits, other) and
-//! sums per (usage account, user, cost center) as DECIMAL(38, 10). The dialects differ only in
+//! sums per (usage account, user, cost center) as DECIMAL(38, 10). The files are scanned once:
+//! the plan (the usage type of a user's latest subscription line) is picked by a window over the
+//! grouped rows, not by a second pass over the lines, since neither engine materialises a CTE
+//! that is read twice. The dialects differ only in
 //! the slots below: map access, the partition column's name and how parameters are written.
 //! Values that come from users (the period and the tag key) are passed as parameters, never
 //! spliced into the text; identifiers (table, cost column) come from closed sets or are
@@ -194,11 +197,21 @@ attributed AS (
         END AS category
     FROM lines
 ),
+keyed AS (
+    SELECT
+        attributed.*,
+        CASE WHEN category = 'subscription' AND user_id <> '' THEN usage_type END AS sub_type,
+        CASE WHEN category = 'subscription' AND user_id <> '' THEN usage_start END AS sub_start
+    FROM attributed
+),
 grouped AS (
     SELECT
         account_id,
         user_id,
         cost_center,
+        sub_type,
+        sub_start,
+        MAX(CASE WHEN category = 'subscription' THEN cost END) AS sub_cost,
         SUM(CASE WHEN category = 'credits' THEN usage_amount ELSE 0 END) AS credits_used,
         SUM(CASE WHEN category = 'subscription' THEN cost ELSE 0 END) AS subscription_usd,
         SUM(CASE WHEN category = 'credits' THEN cost ELSE 0 END) AS overage_usd,
@@ -208,39 +221,36 @@ grouped AS (
         SUM(cost) AS all_cost_usd,
         SUM(CASE WHEN category <> 'tax' THEN 1 ELSE 0 END) AS billed_lines,
         MAX(CASE WHEN category = 'credits' THEN usage_end END) AS usage_end_max
-    FROM attributed
-    GROUP BY account_id, user_id, cost_center
+    FROM keyed
+    GROUP BY account_id, user_id, cost_center, sub_type, sub_start
 ),
-latest_subscription AS (
+planned AS (
     SELECT
-        account_id,
-        user_id,
-        usage_type,
-        ROW_NUMBER() OVER (
+        grouped.*,
+        FIRST_VALUE(sub_type) OVER (
             PARTITION BY account_id, user_id
-            ORDER BY usage_start DESC, cost DESC, usage_type DESC
-        ) AS rn
-    FROM attributed
-    WHERE category = 'subscription' AND user_id <> ''
+            ORDER BY CASE WHEN sub_type IS NULL THEN 1 ELSE 0 END,
+                sub_start DESC NULLS LAST, sub_cost DESC NULLS LAST, sub_type DESC
+        ) AS plan_usage_type
+    FROM grouped
 )
 SELECT
-    g.account_id,
-    g.user_id,
-    g.cost_center,
-    s.usage_type AS plan_usage_type,
-    g.credits_used,
-    g.subscription_usd,
-    g.overage_usd,
-    g.other_usd,
-    g.total_usd,
-    g.tax_usd,
-    g.all_cost_usd,
-    g.billed_lines,
-    g.usage_end_max
-FROM grouped g
-LEFT JOIN latest_subscription s
-    ON s.account_id = g.account_id AND s.user_id = g.user_id AND s.rn = 1
-ORDER BY g.account_id, g.user_id, g.cost_center"#
+    account_id,
+    user_id,
+    cost_center,
+    MAX(plan_usage_type) AS plan_usage_type,
+    SUM(credits_used) AS credits_used,
+    SUM(subscription_usd) AS subscription_usd,
+    SUM(overage_usd) AS overage_usd,
+    SUM(other_usd) AS other_usd,
+    SUM(total_usd) AS total_usd,
+    SUM(tax_usd) AS tax_usd,
+    SUM(all_cost_usd) AS all_cost_usd,
+    SUM(billed_lines) AS billed_lines,
+    MAX(usage_end_max) AS usage_end_max
+FROM planned
+GROUP BY account_id, user_id, cost_center
+ORDER BY account_id, user_id, cost_center"#
     );
     Rendered { sql, params }
 }
@@ -302,7 +312,7 @@ mod tests {
         let select = r.sql.rsplit_once("\nSELECT\n").unwrap().1;
         for c in RESULT_COLUMNS {
             assert!(
-                select.contains(&format!(".{c}")) || select.contains(&format!("AS {c}")),
+                select.contains(&format!("    {c},\n")) || select.contains(&format!("AS {c}")),
                 "{c}"
             );
         }

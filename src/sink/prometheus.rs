@@ -1,9 +1,10 @@
 //! The Prometheus exposition: data families rendered from a snapshot, and the exporter's own
 //! health, encoded once per refresh (plain and gzip) so a scrape only copies bytes.
 //!
-//! Data families are built in a fresh registry for every snapshot: a unit that disappears from
-//! the data disappears from /metrics at the next refresh, with no expiry bookkeeping. The
-//! exporter's counters live in a registry that outlives refreshes.
+//! Data families are written straight from the snapshot as text, once per refresh (no registry
+//! and no per-series objects, so 50,000 users cost one pass): a unit that disappears from the
+//! data disappears from /metrics at the next refresh, with no expiry bookkeeping. The exporter's
+//! counters live in a registry that outlives refreshes.
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -18,15 +19,6 @@ use rust_decimal::prelude::ToPrimitive;
 use crate::allocation::savings::{self, SavingsSettings};
 use crate::allocation::snapshot::FORECAST_METHOD;
 use crate::allocation::{PlanTable, Snapshot};
-
-/// Labels of the per-unit families.
-pub const UNIT_LABELS: [&str; 5] = [
-    "account_id",
-    "user_id",
-    "cost_center",
-    "plan",
-    "billing_period",
-];
 
 /// An encoding problem; only possible through a programming error (conflicting descriptors).
 #[derive(Debug, thiserror::Error)]
@@ -220,259 +212,326 @@ impl ExporterMetrics {
     }
 }
 
-/// Builds the data families of a snapshot in a registry of their own.
-pub fn snapshot_registry(
+/// One gauge family of the data, written straight to text: no registry, no per-series
+/// objects, so a snapshot of tens of thousands of users is encoded in one pass over it.
+struct Family {
+    name: &'static str,
+    help: String,
+    /// Label names in output order (sorted, as the text format's writers order them).
+    labels: &'static [&'static str],
+    body: Vec<u8>,
+}
+
+impl Family {
+    fn new(name: &'static str, help: impl Into<String>, labels: &'static [&'static str]) -> Self {
+        Self {
+            name,
+            help: help.into(),
+            labels,
+            body: Vec::new(),
+        }
+    }
+
+    /// One sample; `values` in the order of `labels`.
+    fn sample(&mut self, values: &[&str], v: f64) {
+        debug_assert_eq!(values.len(), self.labels.len(), "{}", self.name);
+        let b = &mut self.body;
+        b.extend_from_slice(self.name.as_bytes());
+        if !self.labels.is_empty() {
+            let mut sep = b'{';
+            for (name, value) in self.labels.iter().zip(values) {
+                b.push(sep);
+                b.extend_from_slice(name.as_bytes());
+                b.extend_from_slice(b"=\"");
+                escape_label_value(b, value);
+                b.push(b'"');
+                sep = b',';
+            }
+            b.push(b'}');
+        }
+        b.push(b' ');
+        write_value(b, v);
+        b.push(b'\n');
+    }
+
+    /// HELP, TYPE and the samples; nothing for a family without samples.
+    fn write_to(&self, out: &mut Vec<u8>) {
+        if self.body.is_empty() {
+            return;
+        }
+        out.extend_from_slice(b"# HELP ");
+        out.extend_from_slice(self.name.as_bytes());
+        out.push(b' ');
+        for c in self.help.bytes() {
+            match c {
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                c => out.push(c),
+            }
+        }
+        out.extend_from_slice(b"\n# TYPE ");
+        out.extend_from_slice(self.name.as_bytes());
+        out.extend_from_slice(b" gauge\n");
+        out.extend_from_slice(&self.body);
+    }
+}
+
+fn escape_label_value(out: &mut Vec<u8>, v: &str) {
+    if !v.bytes().any(|c| matches!(c, b'\\' | b'"' | b'\n')) {
+        out.extend_from_slice(v.as_bytes());
+        return;
+    }
+    for c in v.bytes() {
+        match c {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn write_value(out: &mut Vec<u8>, v: f64) {
+    if v.is_nan() {
+        out.extend_from_slice(b"NaN");
+    } else if v.is_infinite() {
+        out.extend_from_slice(if v > 0.0 { b"+Inf" } else { b"-Inf" });
+    } else {
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "{v}");
+    }
+}
+
+/// Label names of the per-unit families, in output order.
+pub const UNIT_LABELS: &[&str] = &[
+    "account_id",
+    "billing_period",
+    "cost_center",
+    "plan",
+    "user_id",
+];
+const CC_LABELS: &[&str] = &["billing_period", "cost_center"];
+const PERIOD_LABEL: &[&str] = &["billing_period"];
+
+/// Encodes the data families of a snapshot as Prometheus text, families in name order. Done
+/// once per refresh; a scrape only copies the result.
+pub fn encode_snapshot(
     s: &Snapshot,
     plans: &PlanTable,
     savings_settings: &SavingsSettings,
-) -> Result<Registry, prometheus::Error> {
-    let r = Registry::new();
-    let ul = &UNIT_LABELS;
-    let credits = gauge_vec(
-        &r,
+) -> Vec<u8> {
+    let unit = |name, help| Family::new(name, help, UNIT_LABELS);
+    let mut credits = unit(
         "kiro_user_credits_used",
         "Kiro credits used in the billing period, per unit (account, user, cost center).",
-        ul,
-    )?;
-    let included = gauge_vec(
-        &r,
+    );
+    let mut included = unit(
         "kiro_user_credits_included",
         "Credits included in the unit's plan per month (from the plan table).",
-        ul,
-    )?;
-    let sub = gauge_vec(
-        &r,
+    );
+    let mut sub = unit(
         "kiro_user_subscription_usd",
         "Subscription (seat) cost in USD, per unit.",
-        ul,
-    )?;
-    let over = gauge_vec(
-        &r,
+    );
+    let mut over = unit(
         "kiro_user_overage_usd",
         "Overage cost of credits beyond the plan, in USD, per unit.",
-        ul,
-    )?;
-    let cost = gauge_vec(
-        &r,
+    );
+    let mut cost = unit(
         "kiro_user_cost_usd",
         "Total cost in USD per unit, tax excluded (subscription + overage + refunds, credits, discounts).",
-        ul,
-    )?;
-    let ccl = &["cost_center", "billing_period"];
-    let cc_cost = gauge_vec(
-        &r,
+    );
+    let cc = |name, help: &str| Family::new(name, help, CC_LABELS);
+    let mut cc_cost = cc(
         "kiro_cost_center_cost_usd",
         "Cost in USD per cost center (\"\" = untagged), tax and unattributed lines excluded.",
-        ccl,
-    )?;
-    let cc_over = gauge_vec(
-        &r,
+    );
+    let mut cc_over = cc(
         "kiro_cost_center_overage_usd",
         "Overage cost in USD per cost center.",
-        ccl,
-    )?;
-    let cc_credits = gauge_vec(
-        &r,
+    );
+    let mut cc_credits = cc(
         "kiro_cost_center_credits_used",
         "Credits used per cost center.",
-        ccl,
-    )?;
-    let cc_users = gauge_vec(
-        &r,
+    );
+    let mut cc_users = cc(
         "kiro_cost_center_users",
         "Distinct users with cost in the cost center.",
-        ccl,
-    )?;
-    let cc_forecast = gauge_vec(
-        &r,
+    );
+    let mut cc_forecast = cc(
         "kiro_cost_center_forecast_usd",
         &format!("Month-end cost forecast in USD per cost center: {FORECAST_METHOD}."),
-        ccl,
-    )?;
-    let acc_cost = gauge_vec(
-        &r,
+    );
+    let mut cc_savings = cc(
+        "kiro_cost_center_savings_usd",
+        "Monthly saving in USD per cost center if every recommendation is applied.",
+    );
+    let mut acc_cost = Family::new(
         "kiro_account_cost_usd",
         "Cost in USD per usage account, tax and unattributed lines excluded.",
         &["account_id", "billing_period"],
-    )?;
-    let pl = &["billing_period"];
-    let total = gauge_vec(
-        &r,
+    );
+    let period = |name, help| Family::new(name, help, PERIOD_LABEL);
+    let mut total = period(
         "kiro_cost_usd",
         "All Kiro cost in USD in the billing period: users + unattributed + tax.",
-        pl,
-    )?;
-    let tax = gauge_vec(
-        &r,
+    );
+    let mut tax = period(
         "kiro_tax_usd",
         "Tax on Kiro in USD (not allocated to users).",
-        pl,
-    )?;
-    let unattributed = gauge_vec(
-        &r,
+    );
+    let mut unattributed = period(
         "kiro_unattributed_usd",
         "Kiro cost in USD on lines that name no user (e.g. discounts).",
-        pl,
-    )?;
-    let users = gauge_vec(
-        &r,
-        "kiro_users",
-        "Distinct (account, user) pairs with cost, per plan (\"\" = no subscription line).",
-        &["plan", "billing_period"],
-    )?;
-    let untagged = gauge_vec(
-        &r,
+    );
+    let mut untagged = period(
         "kiro_untagged_users",
         "Users with cost on lines without a cost-center tag.",
-        pl,
-    )?;
-    let dups = gauge_vec(
-        &r,
+    );
+    let mut dups = period(
         "kiro_duplicate_subscriptions",
         "Users charged a subscription in more than one account.",
-        pl,
-    )?;
-    let as_of = gauge_vec(
-        &r,
+    );
+    let mut as_of = period(
         "kiro_data_as_of_timestamp_seconds",
         "Unix time of the newest hourly usage in the data: CUR lags a day or more behind real usage.",
-        pl,
-    )?;
-    let rec_info = gauge_vec(
-        &r,
+    );
+    let mut idle = period(
+        "kiro_idle_seats",
+        "Seats with (almost) no credits used after the grace days.",
+    );
+    let mut total_savings = period(
+        "kiro_savings_usd",
+        "Monthly saving in USD if every recommendation is applied.",
+    );
+    let mut users = Family::new(
+        "kiro_users",
+        "Distinct (account, user) pairs with cost, per plan (\"\" = no subscription line).",
+        &["billing_period", "plan"],
+    );
+    let mut rec_info = Family::new(
         "kiro_user_recommended_plan_info",
         "A seat that should change: recommended_plan is the cheaper plan, or \"\" to cancel (reason idle or duplicate); always 1.",
         &[
             "account_id",
-            "user_id",
+            "billing_period",
             "cost_center",
             "plan",
-            "recommended_plan",
             "reason",
-            "billing_period",
+            "recommended_plan",
+            "user_id",
         ],
-    )?;
-    let rec_saving = gauge_vec(
-        &r,
+    );
+    let mut rec_saving = Family::new(
         "kiro_user_savings_usd",
         "Monthly saving in USD if the seat's recommendation is applied (usage projected to month end).",
         &[
             "account_id",
-            "user_id",
+            "billing_period",
             "cost_center",
             "plan",
             "reason",
-            "billing_period",
+            "user_id",
         ],
-    )?;
-    let idle = gauge_vec(
-        &r,
-        "kiro_idle_seats",
-        "Seats with (almost) no credits used after the grace days.",
-        pl,
-    )?;
-    let cc_savings = gauge_vec(
-        &r,
-        "kiro_cost_center_savings_usd",
-        "Monthly saving in USD per cost center if every recommendation is applied.",
-        ccl,
-    )?;
-    let total_savings = gauge_vec(
-        &r,
-        "kiro_savings_usd",
-        "Monthly saving in USD if every recommendation is applied.",
-        pl,
-    )?;
+    );
     for a in &s.allocations {
-        let period = a.period.to_string();
+        let p = a.period.to_string();
+        let p = p.as_str();
         let sv = savings::recommend(a, plans, savings_settings, s.taken_at);
         let mut by_cc: std::collections::BTreeMap<&str, Decimal> =
             std::collections::BTreeMap::new();
         for rec in &sv.recommendations {
             let reason = rec.reason.as_str();
-            rec_info
-                .with_label_values(&[
-                    rec.account_id.as_str(),
-                    &rec.user_id,
-                    &rec.cost_center,
-                    &rec.plan,
-                    &rec.recommended_plan,
-                    reason,
-                    &period,
-                ])
-                .set(1.0);
-            rec_saving
-                .with_label_values(&[
-                    rec.account_id.as_str(),
-                    &rec.user_id,
-                    &rec.cost_center,
-                    &rec.plan,
-                    reason,
-                    &period,
-                ])
-                .set(f(rec.saving_usd));
-            *by_cc.entry(&rec.cost_center).or_default() += rec.saving_usd;
+            let (acc, user, cc, plan) = (
+                rec.account_id.as_str(),
+                rec.user_id.as_str(),
+                rec.cost_center.as_str(),
+                rec.plan.as_str(),
+            );
+            rec_info.sample(
+                &[acc, p, cc, plan, reason, &rec.recommended_plan, user],
+                1.0,
+            );
+            rec_saving.sample(&[acc, p, cc, plan, reason, user], f(rec.saving_usd));
+            *by_cc.entry(cc).or_default() += rec.saving_usd;
         }
         for (cc, v) in by_cc {
-            cc_savings.with_label_values(&[cc, &period]).set(f(v));
+            cc_savings.sample(&[p, cc], f(v));
         }
-        idle.with_label_values(&[&period]).set(sv.idle_seats as f64);
-        total_savings
-            .with_label_values(&[&period])
-            .set(f(sv.total_usd));
+        idle.sample(&[p], sv.idle_seats as f64);
+        total_savings.sample(&[p], f(sv.total_usd));
         for u in &a.units {
-            let labels = [
+            let l = [
                 u.account_id.as_str(),
-                &u.user_id,
-                &u.cost_center,
-                &u.plan,
-                &period,
+                p,
+                u.cost_center.as_str(),
+                u.plan.as_str(),
+                u.user_id.as_str(),
             ];
-            credits.with_label_values(&labels).set(f(u.credits_used));
-            if let Some(p) = plans.by_name(&u.plan) {
-                included
-                    .with_label_values(&labels)
-                    .set(f(p.included_credits));
+            credits.sample(&l, f(u.credits_used));
+            if let Some(plan) = plans.by_name(&u.plan) {
+                included.sample(&l, f(plan.included_credits));
             }
-            sub.with_label_values(&labels).set(f(u.subscription_usd));
-            over.with_label_values(&labels).set(f(u.overage_usd));
-            cost.with_label_values(&labels).set(f(u.total_usd));
+            sub.sample(&l, f(u.subscription_usd));
+            over.sample(&l, f(u.overage_usd));
+            cost.sample(&l, f(u.total_usd));
         }
         for (cc, r) in a.cost_centers() {
-            let l = [cc, period.as_str()];
-            cc_cost.with_label_values(&l).set(f(r.total_usd));
-            cc_over.with_label_values(&l).set(f(r.overage_usd));
-            cc_credits.with_label_values(&l).set(f(r.credits_used));
-            cc_users.with_label_values(&l).set(r.users as f64);
+            let l = [p, cc];
+            cc_cost.sample(&l, f(r.total_usd));
+            cc_over.sample(&l, f(r.overage_usd));
+            cc_credits.sample(&l, f(r.credits_used));
+            cc_users.sample(&l, r.users as f64);
         }
         for (cc, v) in a.forecast_cost_centers(s.taken_at) {
-            cc_forecast.with_label_values(&[cc, &period]).set(f(v));
+            cc_forecast.sample(&[p, cc], f(v));
         }
         for (acc, r) in a.accounts() {
-            acc_cost
-                .with_label_values(&[acc, &period])
-                .set(f(r.total_usd));
+            acc_cost.sample(&[acc, p], f(r.total_usd));
         }
-        total.with_label_values(&[&period]).set(f(a.kiro_total_usd));
-        tax.with_label_values(&[&period]).set(f(a.tax_usd));
-        unattributed
-            .with_label_values(&[&period])
-            .set(f(a.unattributed_usd));
+        total.sample(&[p], f(a.kiro_total_usd));
+        tax.sample(&[p], f(a.tax_usd));
+        unattributed.sample(&[p], f(a.unattributed_usd));
         for (plan, n) in a.users_by_plan() {
-            users.with_label_values(&[plan, &period]).set(n as f64);
+            users.sample(&[p, plan], n as f64);
         }
-        untagged
-            .with_label_values(&[&period])
-            .set(a.untagged_users().len() as f64);
-        dups.with_label_values(&[&period])
-            .set(a.duplicate_subscriptions().len() as f64);
+        untagged.sample(&[p], a.untagged_users().len() as f64);
+        dups.sample(&[p], a.duplicate_subscriptions().len() as f64);
         if let Some(t) = a.data_as_of {
-            as_of
-                .with_label_values(&[&period])
-                .set(t.timestamp() as f64);
+            as_of.sample(&[p], t.timestamp() as f64);
         }
     }
-    Ok(r)
+    let mut families = [
+        credits,
+        included,
+        sub,
+        over,
+        cost,
+        cc_cost,
+        cc_over,
+        cc_credits,
+        cc_users,
+        cc_forecast,
+        cc_savings,
+        acc_cost,
+        total,
+        tax,
+        unattributed,
+        untagged,
+        dups,
+        as_of,
+        idle,
+        total_savings,
+        users,
+        rec_info,
+        rec_saving,
+    ];
+    families.sort_by_key(|fam| fam.name);
+    let mut out = Vec::with_capacity(families.iter().map(|fam| fam.body.len() + 256).sum());
+    for fam in &families {
+        fam.write_to(&mut out);
+    }
+    out
 }
 
 /// An encoded exposition, plain and gzip.
@@ -482,19 +541,17 @@ pub struct Exposition {
     pub gzip: Bytes,
 }
 
-/// Encodes the data of `data` (if any) and the exporter's metrics.
-pub fn encode(
-    data: Option<&Registry>,
-    exporter: &ExporterMetrics,
-) -> Result<Exposition, EncodeError> {
-    let enc = TextEncoder::new();
-    let mut plain = Vec::with_capacity(64 * 1024);
-    if let Some(r) = data {
-        enc.encode(&r.gather(), &mut plain)?;
+/// The exposition: the snapshot's pre-encoded families (if any) and the exporter's own
+/// metrics, plain and gzip-compressed, ready to be served as they are.
+pub fn encode(data: Option<&[u8]>, exporter: &ExporterMetrics) -> Result<Exposition, EncodeError> {
+    let own = exporter.registry.gather();
+    let mut plain = Vec::with_capacity(data.map_or(0, <[u8]>::len) + 16 * 1024);
+    if let Some(d) = data {
+        plain.extend_from_slice(d);
     }
-    enc.encode(&exporter.registry.gather(), &mut plain)?;
+    TextEncoder::new().encode(&own, &mut plain)?;
     let mut gz = GzEncoder::new(
-        Vec::with_capacity(plain.len() / 4 + 64),
+        Vec::with_capacity(plain.len() / 8 + 64),
         Compression::fast(),
     );
     gz.write_all(&plain)

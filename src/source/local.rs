@@ -6,6 +6,7 @@
 //! `BILLING_PERIOD` partition column, so DataFusion prunes other months and reads only those
 //! columns.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -43,6 +44,41 @@ pub struct LocalSource {
     root: PathBuf,
     settings: AllocationSettings,
     target_partitions: usize,
+    /// DataFusion options set on top of [`DEFAULT_OPTIONS`] (keys without `datafusion.`).
+    options: BTreeMap<String, String>,
+}
+
+/// DataFusion options the local engine sets unless the configuration says otherwise
+/// (`[source.datafusion]`, keys without the `datafusion.` prefix).
+///
+/// - `pushdown_filters`: the `line_item_product_code = 'Kiro'` and period filters are evaluated
+///   while decoding, so the other columns of other services' lines (most of an export) are
+///   never decoded;
+/// - `reorder_filters`: the cheapest filter runs first.
+pub const DEFAULT_OPTIONS: &[(&str, &str)] = &[
+    ("execution.parquet.pushdown_filters", "true"),
+    ("execution.parquet.reorder_filters", "true"),
+];
+
+/// A DataFusion session configuration with the engine's defaults, `target_partitions` and
+/// `options` applied; an unknown key or a bad value is named.
+pub fn session_config(
+    target_partitions: usize,
+    options: &BTreeMap<String, String>,
+) -> Result<SessionConfig, String> {
+    let mut config = SessionConfig::new()
+        .with_target_partitions(target_partitions.max(1))
+        .with_information_schema(false);
+    let defaults = DEFAULT_OPTIONS.iter().map(|&(k, v)| (k, v));
+    let given = options.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    for (key, value) in defaults.chain(given) {
+        let key = key.strip_prefix("datafusion.").unwrap_or(key);
+        config
+            .options_mut()
+            .set(&format!("datafusion.{key}"), value)
+            .map_err(|e| format!("datafusion option {key:?} = {value:?}: {e}"))?;
+    }
+    Ok(config)
 }
 
 /// What the footer check found for one period.
@@ -63,7 +99,14 @@ impl LocalSource {
             root: root.into(),
             settings,
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            options: BTreeMap::new(),
         }
+    }
+
+    /// DataFusion options on top of [`DEFAULT_OPTIONS`] (checked by [`session_config`]).
+    pub fn with_options(mut self, options: BTreeMap<String, String>) -> Self {
+        self.options = options;
+        self
     }
 
     /// Number of partitions DataFusion plans with (default: the number of cores).
@@ -201,10 +244,20 @@ impl LocalSource {
                 }
             }
         }
+        // Strings are read as views into the Parquet pages (DataFusion's default for files,
+        // `schema_force_view_types`): declaring them so spares a copy of every string value
+        // into a plain string array.
         let schema = Schema::new(
             fields
                 .into_iter()
-                .map(|f| f.expect("every file checked").0)
+                .map(|f| {
+                    let f = f.expect("every file checked").0;
+                    if matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8) {
+                        f.with_data_type(DataType::Utf8View)
+                    } else {
+                        f
+                    }
+                })
                 .collect::<Vec<_>>(),
         );
         Ok(PeriodFiles {
@@ -221,9 +274,8 @@ impl LocalSource {
         period: BillingPeriod,
         files: &PeriodFiles,
     ) -> Result<Vec<RecordBatch>, datafusion::error::DataFusionError> {
-        let config = SessionConfig::new()
-            .with_target_partitions(self.target_partitions)
-            .with_information_schema(false);
+        let config = session_config(self.target_partitions, &self.options)
+            .map_err(datafusion::error::DataFusionError::Configuration)?;
         let ctx = SessionContext::new_with_config(config);
         let data_dir = files.dir.parent().expect("partition folder has a parent");
         let url = ListingTableUrl::parse(format!("{}/", data_dir.display()))?;

@@ -13,3 +13,4 @@ mod ledger;
 mod monitoring;
 mod savings;
 mod util;
+mod web;

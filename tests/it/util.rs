@@ -260,13 +260,7 @@ impl Daemon {
         let line = rx
             .recv_timeout(std::time::Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("daemon printed no address; stderr: {}", d.log()));
-        let url = line
-            .split("http://")
-            .nth(1)
-            .unwrap()
-            .split('/')
-            .next()
-            .unwrap();
+        let url = line.split("://").nth(1).unwrap().split('/').next().unwrap();
         d.addr = url.parse().unwrap();
         d
     }

@@ -1,0 +1,68 @@
+"""The allocation query in DuckDB, for the performance harness (benches/perf.rs).
+
+Usage: duckdb_allocation.py EXPORT_ROOT SQL_FILE TAG_KEY PERIOD RUNS
+
+Runs the SQL the local engine runs (DataFusion dialect: `$1` and `$2` parameters, `element_at`
+returning a list, the quoted `BILLING_PERIOD` partition column, all of which DuckDB reads the
+same way) over a view of the export's Parquet files, once to warm up and RUNS times measured.
+Each run is timed by DuckDB's own profiler (the query's total time: planning and execution, without the
+Python conversion of the result). Prints one JSON object on standard output.
+"""
+
+import json
+import os
+import sys
+import tempfile
+import time
+
+import duckdb
+
+
+def main() -> None:
+    root, sql_file, tag, period, runs = sys.argv[1:6]
+    runs = int(runs)
+    with open(sql_file, encoding="utf-8") as f:
+        sql = f.read()
+    con = duckdb.connect()
+    files = os.path.join(root, "data", "*", "*.parquet").replace("'", "''")
+    con.execute(
+        f"CREATE VIEW cur AS SELECT * FROM read_parquet('{files}', hive_partitioning = true)"
+    )
+    profile = os.path.join(tempfile.mkdtemp(prefix="kiro-duckdb-"), "profile.json")
+    con.execute("PRAGMA enable_profiling = 'json'")
+    con.execute(f"PRAGMA profiling_output = '{profile}'")
+
+    times, walls, rows, total = [], [], 0, None
+    for i in range(runs + 1):
+        started = time.perf_counter()
+        result = con.execute(sql, [tag, period]).fetchall()
+        wall = time.perf_counter() - started
+        with open(profile, encoding="utf-8") as f:
+            prof = json.load(f)
+        # DuckDB 1.x: top-level "latency"; 2.x: "query" -> "total_time".
+        latency = prof.get("latency", prof.get("query", {}).get("total_time"))
+        if i == 0:
+            columns = [d[0] for d in con.description] if con.description else []
+            rows = len(result)
+            cost = columns.index("all_cost_usd")
+            total = sum((r[cost] for r in result if r[cost] is not None), 0)
+            continue
+        walls.append(wall)
+        times.append(latency if latency is not None else wall)
+
+    print(
+        json.dumps(
+            {
+                "version": duckdb.__version__,
+                "threads": con.execute("SELECT current_setting('threads')").fetchone()[0],
+                "seconds": times,
+                "wall_seconds": walls,
+                "rows": rows,
+                "all_cost_usd": str(total),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

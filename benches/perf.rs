@@ -1,0 +1,914 @@
+//! Performance harness: the allocation and the exposition at enterprise scale, side by side with
+//! DuckDB and a plain Parquet read, and /metrics under a scrape load.
+//!
+//! `cargo bench --bench perf` (release build; scales 1k, 10k and 50k users, one month, noise
+//! ratio 5). `cargo test --bench perf -- --smoke` runs the smallest scale once as a check that
+//! the harness works (CI does this; its numbers are debug-build numbers and mean nothing).
+//! `--help` lists the knobs. Exports are generated once with `generate-cur` and kept under
+//! `target/tmp/perf/`; the results go to `target/tmp/perf/results.json` and a table on stdout.
+//!
+//! Per scale it measures:
+//! - the local engine: the whole `query` process (wall time, peak RSS by `wait4`) and the
+//!   engine's own time (`query --stats`), median of `--runs` after one warm-up run;
+//! - DuckDB (Python package in a virtualenv) on the same files with the same SQL text, timed by
+//!   DuckDB's profiler, and the ratio ours / DuckDB measured in the same run;
+//! - the floor: a plain Parquet read of only the needed columns on every core;
+//! - the refresh's own cost: writing the snapshot's families as text, and the exposition
+//!   (plain + gzip);
+//! - the daemon (`serve`): exposition size, scrape latency p50/p99 plain and gzip under a
+//!   bounded load of keep-alive clients on loopback, RSS and open file descriptors while
+//!   serving;
+//! - the same load against a naive server that encodes (and compresses) on every scrape: the
+//!   baseline the daemon's cached exposition must beat.
+//!
+//! It checks what it measures: DuckDB's total equals ours, the allocation reconciles, and every
+//! scrape returns the whole exposition; a failed check exits non-zero. Timings are reported,
+//! never asserted.
+
+use std::convert::Infallible;
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::Full;
+use hyper::header::{self, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use kiro_cost_exporter::allocation::Snapshot;
+use kiro_cost_exporter::allocation::sql::{self, Dialect, QuerySpec};
+use kiro_cost_exporter::config::Settings;
+use kiro_cost_exporter::period::BillingPeriod;
+use kiro_cost_exporter::sink::prometheus as prom;
+use kiro_cost_exporter::source::Source;
+use kiro_cost_exporter::source::local::{LocalSource, PARTITION_COLUMN};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kiro-cost-exporter");
+const PERIOD: &str = "2026-10";
+const DUCKDB: &str = "duckdb==2.0.0";
+
+/// Performance harness of kiro-cost-exporter (see the module documentation).
+#[derive(Debug, Parser)]
+#[command(name = "perf")]
+struct Args {
+    /// Users per export, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1_000, 10_000, 50_000])]
+    scales: Vec<usize>,
+    /// Lines of other services per Kiro line.
+    #[arg(long, default_value_t = 5.0)]
+    noise_ratio: f64,
+    /// Measured runs per engine (after one warm-up run); the median is reported.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Scrapes per encoding (plain, gzip) and server.
+    #[arg(long, default_value_t = 400)]
+    scrapes: usize,
+    /// Time limit of one scrape load, whatever the count reached.
+    #[arg(long, default_value = "30s")]
+    scrape_time: humantime::Duration,
+    /// Concurrent keep-alive scrape clients.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Where exports, the DuckDB virtualenv and results go.
+    #[arg(long, default_value = concat!(env!("CARGO_TARGET_TMPDIR"), "/perf"))]
+    dir: PathBuf,
+    /// Python with the `duckdb` package; default: a virtualenv under --dir, created on first
+    /// use with pip.
+    #[arg(long, env = "KIRO_BENCH_PYTHON")]
+    python: Option<PathBuf>,
+    /// Smoke test: the smallest scale, one measured run, a short scrape load.
+    #[arg(long)]
+    smoke: bool,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if args.smoke {
+        args.scales = vec![args.scales.iter().copied().min().unwrap_or(1_000)];
+        args.runs = 1;
+        args.scrapes = 40;
+        args.scrape_time = Duration::from_secs(20).into();
+    }
+    ensure!(args.runs >= 1, "--runs must be at least 1");
+    ensure!(args.clients >= 1, "--clients must be at least 1");
+    fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
+    let python = match &args.python {
+        Some(p) => p.clone(),
+        None => duckdb_venv(&args.dir)?,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut results = Vec::new();
+    for &users in &args.scales {
+        eprintln!("== {users} users");
+        let r = measure_scale(&args, &python, &rt, users)
+            .with_context(|| format!("scale {users} users"))?;
+        results.push(r);
+    }
+    let report = json!({
+        "machine": machine(),
+        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "period": PERIOD,
+        "noise_ratio": args.noise_ratio,
+        "runs": args.runs,
+        "clients": args.clients,
+        "scales": results,
+    });
+    let out = args.dir.join("results.json");
+    fs::write(&out, serde_json::to_vec_pretty(&report)?)?;
+    print_tables(&report);
+    println!("\nresults: {}", out.display());
+    Ok(())
+}
+
+/// Cores, CPU model and kernel, for the results file.
+fn machine() -> Value {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned());
+    json!({
+        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "cpu": model,
+        "os": std::env::consts::OS,
+        "kernel": fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_owned()),
+    })
+}
+
+/// A virtualenv with DuckDB under `dir`, created on first use.
+fn duckdb_venv(dir: &Path) -> anyhow::Result<PathBuf> {
+    let venv = dir.join("venv");
+    let python = venv.join("bin/python");
+    let marker = venv.join(".duckdb");
+    if fs::read_to_string(&marker).is_ok_and(|v| v == DUCKDB) {
+        return Ok(python);
+    }
+    eprintln!("installing {DUCKDB} into {}", venv.display());
+    run_ok(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    run_ok(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        DUCKDB,
+    ]))?;
+    fs::write(&marker, DUCKDB)?;
+    Ok(python)
+}
+
+fn run_ok(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The export of `users` users, generated on first use. Returns its root and the generator's
+/// line counts.
+fn export(args: &Args, users: usize) -> anyhow::Result<(PathBuf, Value)> {
+    let root = args
+        .dir
+        .join(format!("cur-{users}u-noise{}-{PERIOD}", args.noise_ratio));
+    let marker = root.join("generated.json");
+    if let Ok(text) = fs::read_to_string(&marker) {
+        return Ok((root, serde_json::from_str(&text)?));
+    }
+    if root.exists() {
+        fs::remove_dir_all(&root)?;
+    }
+    eprintln!("generating {users} users into {}", root.display());
+    let started = Instant::now();
+    let out = run_ok(
+        Command::new(BIN)
+            .arg("generate-cur")
+            .arg("--out")
+            .arg(&root)
+            .args(["--users", &users.to_string()])
+            .args(["--noise-ratio", &args.noise_ratio.to_string()])
+            .args(["--start", PERIOD, "--months", "1", "--seed", "1"]),
+    )?;
+    // "N Kiro lines, M lines in all, under …"
+    let last = out.lines().last().unwrap_or("");
+    let nums: Vec<u64> = last
+        .split([' ', ','])
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    ensure!(nums.len() >= 2, "unexpected generate-cur output: {last:?}");
+    let info = json!({
+        "kiro_lines": nums[0],
+        "lines": nums[1],
+        "bytes": dir_size(&root)?,
+        "generate_seconds": started.elapsed().as_secs_f64(),
+    });
+    fs::write(&marker, serde_json::to_vec_pretty(&info)?)?;
+    Ok((root, info))
+}
+
+fn dir_size(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let m = e.metadata()?;
+        total += if m.is_dir() {
+            dir_size(&e.path())?
+        } else {
+            m.len()
+        };
+    }
+    Ok(total)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Runs a child to its end; returns its wall time and peak RSS in bytes.
+fn run_measured(cmd: &mut Command) -> anyhow::Result<(Duration, u64)> {
+    let started = Instant::now();
+    let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our own unwaited child; `status` and `usage` are valid for writes.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let elapsed = started.elapsed();
+    ensure!(waited == pid, "wait4: {}", std::io::Error::last_os_error());
+    ensure!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{cmd:?} failed (wait status {status})"
+    );
+    // Linux reports ru_maxrss in KiB.
+    Ok((elapsed, usage.ru_maxrss.max(0) as u64 * 1024))
+}
+
+fn measure_scale(
+    args: &Args,
+    python: &Path,
+    rt: &tokio::runtime::Runtime,
+    users: usize,
+) -> anyhow::Result<Value> {
+    let (root, generated) = export(args, users)?;
+    let work = args.dir.join(format!("work-{users}u"));
+    fs::create_dir_all(&work)?;
+
+    eprintln!("local engine: {} runs", args.runs);
+    let (mut walls, mut engine, mut rss) = (Vec::new(), Vec::new(), 0u64);
+    let mut stats = Value::Null;
+    for i in 0..=args.runs {
+        let stdout = File::create(work.join("query.json"))?;
+        let stderr = File::create(work.join("query.stats"))?;
+        let (wall, peak) = run_measured(
+            Command::new(BIN)
+                .arg("query")
+                .arg("--cur")
+                .arg(&root)
+                .args(["--period", PERIOD, "--format", "json", "--stats"])
+                .stdout(stdout)
+                .stderr(stderr),
+        )?;
+        let text = fs::read_to_string(work.join("query.stats"))?;
+        stats = text
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str::<Value>(l).ok())
+            .context("query --stats printed no statistics")?;
+        if i > 0 {
+            walls.push(wall.as_secs_f64());
+            engine.push(stats["elapsed_seconds"].as_f64().unwrap_or(f64::NAN));
+            rss = rss.max(peak);
+        }
+    }
+    let query: Value = serde_json::from_slice(&fs::read(work.join("query.json"))?)?;
+
+    eprintln!("DuckDB: {} runs", args.runs);
+    let settings = Settings::default();
+    let period: BillingPeriod = PERIOD.parse()?;
+    let spec = QuerySpec {
+        table: "cur",
+        cost_center_tag: &settings.allocation.cost_center_tag,
+        cost_column: settings.allocation.cost_column,
+        period,
+    };
+    let rendered = sql::render(Dialect::DataFusion, &spec);
+    let sql_file = work.join("allocation.sql");
+    fs::write(&sql_file, &rendered.sql)?;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/duckdb_allocation.py");
+    let duck: Value = serde_json::from_str(&run_ok(
+        Command::new(python)
+            .arg(script)
+            .arg(&root)
+            .arg(&sql_file)
+            .args(&rendered.params)
+            .arg(args.runs.to_string()),
+    )?)?;
+    let duck_times: Vec<f64> = duck["seconds"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
+
+    eprintln!("Parquet floor: {} runs", args.runs);
+    let mut floor = Vec::new();
+    let mut floor_rows = 0;
+    for _ in 0..=args.runs {
+        let (t, rows) = parquet_floor(&root, settings.allocation.cost_column.column())?;
+        floor.push(t.as_secs_f64());
+        floor_rows = rows;
+    }
+    floor.remove(0);
+
+    eprintln!("refresh: allocation in process, snapshot families, encoding");
+    let source = LocalSource::new(&root, settings.allocation_settings())
+        .with_options(settings.source.datafusion.clone());
+    let allocation = rt.block_on(source.allocate(period))?;
+    check_allocation(&allocation, &duck, &query)?;
+    let snapshot = Snapshot {
+        taken_at: chrono::Utc::now(),
+        allocations: vec![allocation],
+    };
+    let metrics = prom::ExporterMetrics::new("local", Duration::from_secs(3600));
+    let (mut build, mut encode, mut exposition) = (Vec::new(), Vec::new(), None);
+    for _ in 0..=args.runs {
+        let t = Instant::now();
+        let families = prom::encode_snapshot(&snapshot, &settings.plans, &settings.savings);
+        build.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        exposition = Some(prom::encode(Some(&families), &metrics)?);
+        encode.push(t.elapsed().as_secs_f64());
+    }
+    build.remove(0);
+    encode.remove(0);
+    let exposition = exposition.expect("at least one run");
+
+    eprintln!("daemon: scrape load");
+    let daemon = DaemonProcess::start(&root, &work)?;
+    let served_plain = scrape_once(daemon.addr, false)?;
+    let served_gzip = scrape_once(daemon.addr, true)?;
+    let daemon_plain = load(daemon.addr, false, args, served_plain.len())?;
+    let daemon_gzip = load(daemon.addr, true, args, served_gzip.len())?;
+    let (daemon_rss, daemon_hwm, daemon_fds) = daemon.memory()?;
+    let refresh_seconds = scrape_value(&served_plain, "kiro_exporter_refresh_duration_seconds");
+    drop(daemon);
+
+    eprintln!("naive server: scrape load");
+    let naive = NaiveServer::start(rt, snapshot, settings, metrics)?;
+    let naive_plain = load(naive.addr, false, args, 0)?;
+    let naive_gzip = load(naive.addr, true, args, 0)?;
+    drop(naive);
+
+    let local_median = median(&engine);
+    let duck_median = median(&duck_times);
+    let floor_median = median(&floor);
+    Ok(json!({
+        "users": users,
+        "export": generated,
+        "allocation": {
+            "result_units": query["users"].as_array().map_or(0, Vec::len),
+            "local_engine_seconds": local_median,
+            "local_engine_runs": engine,
+            "local_process_seconds": median(&walls),
+            "local_process_runs": walls,
+            "local_peak_rss_bytes": rss,
+            "scanned_rows": stats["scanned_rows"],
+            "scanned_bytes": stats["scanned_bytes"],
+            "files": stats["files"],
+            "duckdb_seconds": duck_median,
+            "duckdb": duck,
+            "ratio_local_to_duckdb": local_median / duck_median,
+            "parquet_floor_seconds": floor_median,
+            "parquet_floor_runs": floor,
+            "parquet_floor_rows": floor_rows,
+            "ratio_local_to_floor": local_median / floor_median,
+        },
+        "refresh": {
+            "families_seconds": median(&build),
+            "encode_seconds": median(&encode),
+            "total_seconds": median(&build) + median(&encode),
+            "daemon_refresh_seconds": refresh_seconds,
+            "exposition_plain_bytes": exposition.plain.len(),
+            "exposition_gzip_bytes": exposition.gzip.len(),
+            "served_plain_bytes": served_plain.len(),
+            "series": served_plain.split(|&b| b == b'\n').filter(|l| !l.is_empty() && l[0] != b'#').count(),
+        },
+        "scrape": {
+            "daemon_plain": daemon_plain,
+            "daemon_gzip": daemon_gzip,
+            "naive_plain": naive_plain,
+            "naive_gzip": naive_gzip,
+            "daemon_rss_bytes": daemon_rss,
+            "daemon_peak_rss_bytes": daemon_hwm,
+            "daemon_open_fds": daemon_fds,
+        },
+    }))
+}
+
+/// DuckDB's total equals ours, and ours reconciles (units + unattributed + tax = Kiro total).
+fn check_allocation(
+    a: &kiro_cost_exporter::allocation::Allocation,
+    duck: &Value,
+    query: &Value,
+) -> anyhow::Result<()> {
+    let tolerance = Decimal::new(1, 6);
+    let units: Decimal = a.units.iter().map(|u| u.total_usd).sum();
+    let gap = units + a.unattributed_usd + a.tax_usd - a.kiro_total_usd;
+    ensure!(
+        gap.abs() <= tolerance,
+        "allocation does not reconcile: units {units} + unattributed {} + tax {} != total {}",
+        a.unattributed_usd,
+        a.tax_usd,
+        a.kiro_total_usd
+    );
+    let duck_total = Decimal::from_str(duck["all_cost_usd"].as_str().unwrap_or("?"))
+        .with_context(|| format!("DuckDB's total {}", duck["all_cost_usd"]))?;
+    ensure!(
+        (duck_total - a.kiro_total_usd).abs() <= tolerance,
+        "DuckDB's total {duck_total} differs from ours {}",
+        a.kiro_total_usd
+    );
+    let process_total = query["kiro_total_usd"].as_f64().unwrap_or(f64::NAN);
+    ensure!(
+        (process_total - a.kiro_total_usd.to_f64().unwrap_or(0.0)).abs() < 1e-6,
+        "`query` printed a total of {process_total}, the engine in process {}",
+        a.kiro_total_usd
+    );
+    Ok(())
+}
+
+/// The floor: every row group of the period's files read with only the needed columns, the
+/// row groups spread over all cores. Returns the time and the rows read.
+fn parquet_floor(root: &Path, cost_column: &str) -> anyhow::Result<(Duration, u64)> {
+    let dir = root
+        .join("data")
+        .join(format!("{PARTITION_COLUMN}={PERIOD}"));
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    files.sort();
+    let needed: Vec<&str> = sql::NEEDED_COLUMNS
+        .iter()
+        .copied()
+        .chain([cost_column])
+        .collect();
+    let started = Instant::now();
+    let mut work = Vec::new();
+    for f in &files {
+        let b = ParquetRecordBatchReaderBuilder::try_new(File::open(f)?)?;
+        for rg in 0..b.metadata().num_row_groups() {
+            work.push((f.clone(), rg));
+        }
+    }
+    let next = AtomicUsize::new(0);
+    let rows = AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> anyhow::Result<()> {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((f, rg)) = work.get(i) else {
+                            return Ok(());
+                        };
+                        let b = ParquetRecordBatchReaderBuilder::try_new(File::open(f)?)?;
+                        let schema = b.parquet_schema();
+                        let roots: Vec<usize> = b
+                            .schema()
+                            .fields()
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, fld)| needed.contains(&fld.name().as_str()))
+                            .map(|(i, _)| i)
+                            .collect();
+                        let mask = ProjectionMask::roots(schema, roots);
+                        let reader = b.with_projection(mask).with_row_groups(vec![*rg]).build()?;
+                        for batch in reader {
+                            rows.fetch_add(batch?.num_rows(), Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("floor reader panicked")?;
+        }
+        Ok(())
+    })?;
+    Ok((started.elapsed(), rows.into_inner() as u64))
+}
+
+/// A `serve` child on a free loopback port; stopped (SIGTERM, then SIGKILL) when dropped.
+struct DaemonProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl DaemonProcess {
+    fn start(root: &Path, work: &Path) -> anyhow::Result<Self> {
+        let config = work.join("serve.toml");
+        fs::write(
+            &config,
+            format!(
+                "[source]\ncur = {root:?}\n[server]\nlisten = \"127.0.0.1:0\"\n\
+                 [refresh]\ninterval = \"1h\"\nperiod = \"{PERIOD}\"\n[log]\nlevel = \"warn\"\n"
+            ),
+        )?;
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(File::create(work.join("serve.log"))?)
+            .spawn()?;
+        let stdout = child.stdout.take().expect("piped");
+        let mut d = Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split('/').next())
+            .with_context(|| format!("serve printed {line:?}, not its address"))?;
+        d.addr = addr.parse()?;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            if get(d.addr, "/readyz", false).is_ok_and(|(status, _)| status == 200) {
+                return Ok(d);
+            }
+            if let Some(status) = d.child.try_wait()? {
+                bail!(
+                    "serve exited with {status}; see {}",
+                    work.join("serve.log").display()
+                );
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "serve not ready after 10 minutes"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Resident and peak resident bytes, and open file descriptors.
+    fn memory(&self) -> anyhow::Result<(u64, u64, usize)> {
+        let pid = self.child.id();
+        let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                .map_or(0, |k| k * 1024)
+        };
+        let fds = fs::read_dir(format!("/proc/{pid}/fd"))?.count();
+        Ok((kib("VmRSS:"), kib("VmHWM:"), fds))
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The baseline: a server that encodes the snapshot (and compresses it) on every scrape.
+struct NaiveServer {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl NaiveServer {
+    fn start(
+        rt: &tokio::runtime::Runtime,
+        snapshot: Snapshot,
+        settings: Settings,
+        metrics: prom::ExporterMetrics,
+    ) -> anyhow::Result<Self> {
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+        let addr = listener.local_addr()?;
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let shared = Arc::new((snapshot, settings, metrics));
+        rt.spawn(async move {
+            loop {
+                let stream = tokio::select! {
+                    a = listener.accept() => match a { Ok((s, _)) => s, Err(_) => continue },
+                    _ = &mut stopped => return,
+                };
+                let shared = shared.clone();
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let gzip = req
+                        .headers()
+                        .get(header::ACCEPT_ENCODING)
+                        .is_some_and(|v| v.as_bytes().windows(4).any(|w| w == b"gzip"));
+                    let (snapshot, settings, metrics) = &*shared;
+                    let families =
+                        prom::encode_snapshot(snapshot, &settings.plans, &settings.savings);
+                    let e = prom::encode(Some(&families), metrics).expect("encodes");
+                    let mut r = Response::new(Full::new(if gzip { e.gzip } else { e.plain }));
+                    if gzip {
+                        r.headers_mut()
+                            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                    }
+                    async move { Ok::<_, Infallible>(r) }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc),
+                );
+            }
+        });
+        Ok(Self {
+            addr,
+            stop: Some(stop),
+        })
+    }
+}
+
+impl Drop for NaiveServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// One HTTP/1.1 GET on a kept-alive connection; returns status and body.
+fn request(
+    stream: &mut BufReader<TcpStream>,
+    path: &str,
+    gzip: bool,
+) -> anyhow::Result<(u16, Bytes)> {
+    let enc = if gzip {
+        "Accept-Encoding: gzip\r\n"
+    } else {
+        ""
+    };
+    write!(
+        stream.get_mut(),
+        "GET {path} HTTP/1.1\r\nHost: bench\r\n{enc}Connection: keep-alive\r\n\r\n"
+    )?;
+    let mut line = String::new();
+    stream.read_line(&mut line)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("bad status line {line:?}"))?;
+    let mut len = None;
+    loop {
+        line.clear();
+        stream.read_line(&mut line)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            len = Some(v.trim().parse::<usize>()?);
+        }
+    }
+    let len = len.context("response without Content-Length")?;
+    let mut body = vec![0; len];
+    stream.read_exact(&mut body)?;
+    Ok((status, Bytes::from(body)))
+}
+
+fn connect(addr: SocketAddr) -> anyhow::Result<BufReader<TcpStream>> {
+    let s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.set_nodelay(true)?;
+    Ok(BufReader::with_capacity(256 * 1024, s))
+}
+
+fn get(addr: SocketAddr, path: &str, gzip: bool) -> anyhow::Result<(u16, Bytes)> {
+    request(&mut connect(addr)?, path, gzip)
+}
+
+/// The exposition as served, decompressed when asked for gzip.
+fn scrape_once(addr: SocketAddr, gzip: bool) -> anyhow::Result<Bytes> {
+    let (status, body) = get(addr, "/metrics", gzip)?;
+    ensure!(status == 200, "/metrics answered {status}");
+    Ok(body)
+}
+
+fn scrape_value(exposition: &[u8], name: &str) -> Option<f64> {
+    std::str::from_utf8(exposition)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// `--scrapes` GETs of /metrics from `--clients` keep-alive connections, stopped at
+/// `--scrape-time`. Every body must be `expect_len` bytes long (when not 0).
+fn load(addr: SocketAddr, gzip: bool, args: &Args, expect_len: usize) -> anyhow::Result<Value> {
+    let issued = AtomicUsize::new(0);
+    let deadline = Instant::now() + *args.scrape_time;
+    let started = Instant::now();
+    let per_client = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..args.clients)
+            .map(|_| {
+                s.spawn(|| -> anyhow::Result<Vec<f64>> {
+                    let mut conn = connect(addr)?;
+                    let mut lat = Vec::new();
+                    while issued.fetch_add(1, Ordering::Relaxed) < args.scrapes
+                        && Instant::now() < deadline
+                    {
+                        let t = Instant::now();
+                        let (status, body) = request(&mut conn, "/metrics", gzip)?;
+                        lat.push(t.elapsed().as_secs_f64());
+                        ensure!(status == 200, "/metrics answered {status}");
+                        ensure!(
+                            expect_len == 0 || body.len() == expect_len,
+                            "incomplete scrape: {} of {expect_len} bytes",
+                            body.len()
+                        );
+                    }
+                    Ok(lat)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("scrape client panicked"))
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut all: Vec<f64> = per_client.into_iter().flatten().collect();
+    all.sort_by(f64::total_cmp);
+    ensure!(!all.is_empty(), "no scrape completed");
+    Ok(json!({
+        "scrapes": all.len(),
+        "p50_seconds": percentile(&all, 50.0),
+        "p99_seconds": percentile(&all, 99.0),
+        "max_seconds": all.last(),
+        "per_second": all.len() as f64 / elapsed,
+    }))
+}
+
+fn print_tables(report: &Value) {
+    let ms = |v: &Value| {
+        v.as_f64()
+            .map_or("-".into(), |s| format!("{:.1}", s * 1000.0))
+    };
+    let mb = |v: &Value| v.as_f64().map_or("-".into(), |b| format!("{:.1}", b / 1e6));
+    let x = |v: &Value| v.as_f64().map_or("-".into(), |r| format!("{r:.2}"));
+    let m = &report["machine"];
+    println!(
+        "\n{} build, {} cores ({}), period {}, noise ratio {}, median of {} runs",
+        report["profile"].as_str().unwrap_or("?"),
+        m["cores"],
+        m["cpu"].as_str().unwrap_or("?"),
+        PERIOD,
+        report["noise_ratio"],
+        report["runs"]
+    );
+    let scales = report["scales"].as_array().cloned().unwrap_or_default();
+    println!("\nAllocation (ms unless noted)");
+    let mut t = vec![
+        vec![
+            "users",
+            "CUR rows",
+            "Kiro rows",
+            "MB",
+            "engine",
+            "process",
+            "peak RSS MB",
+            "DuckDB",
+            "ours/DuckDB",
+            "Parquet floor",
+            "ours/floor",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>(),
+    ];
+    for s in &scales {
+        let a = &s["allocation"];
+        t.push(vec![
+            s["users"].to_string(),
+            s["export"]["lines"].to_string(),
+            s["export"]["kiro_lines"].to_string(),
+            mb(&s["export"]["bytes"]),
+            ms(&a["local_engine_seconds"]),
+            ms(&a["local_process_seconds"]),
+            mb(&a["local_peak_rss_bytes"]),
+            ms(&a["duckdb_seconds"]),
+            x(&a["ratio_local_to_duckdb"]),
+            ms(&a["parquet_floor_seconds"]),
+            x(&a["ratio_local_to_floor"]),
+        ]);
+    }
+    print_table(&t);
+    println!(
+        "\nExposition and scrapes (ms unless noted; p50/p99 under {} clients)",
+        report["clients"]
+    );
+    let mut t = vec![
+        vec![
+            "users",
+            "series",
+            "plain MB",
+            "gzip MB",
+            "families+encode",
+            "daemon refresh",
+            "plain p50/p99",
+            "gzip p50/p99",
+            "naive plain p50/p99",
+            "naive gzip p50/p99",
+            "daemon RSS MB",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>(),
+    ];
+    for s in &scales {
+        let (r, c) = (&s["refresh"], &s["scrape"]);
+        let p = |v: &Value| format!("{}/{}", ms(&v["p50_seconds"]), ms(&v["p99_seconds"]));
+        t.push(vec![
+            s["users"].to_string(),
+            r["series"].to_string(),
+            mb(&r["exposition_plain_bytes"]),
+            mb(&r["exposition_gzip_bytes"]),
+            ms(&r["total_seconds"]),
+            ms(&r["daemon_refresh_seconds"]),
+            p(&c["daemon_plain"]),
+            p(&c["daemon_gzip"]),
+            p(&c["naive_plain"]),
+            p(&c["naive_gzip"]),
+            mb(&c["daemon_rss_bytes"]),
+        ]);
+    }
+    print_table(&t);
+}
+
+fn print_table(rows: &[Vec<String>]) {
+    let cols = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    for (i, r) in rows.iter().enumerate() {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:>w$}"))
+            .collect();
+        println!("| {} |", cells.join(" | "));
+        if i == 0 {
+            let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+            println!("|-{}-|", rule.join("-|-"));
+        }
+    }
+}
