@@ -58,6 +58,7 @@ use rust_decimal::prelude::ToPrimitive;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kiro-cost-exporter");
+
 const PERIOD: &str = "2026-10";
 const DUCKDB: &str = "duckdb==2.0.0";
 
@@ -80,8 +81,8 @@ struct Args {
     /// Time limit of one scrape load, whatever the count reached.
     #[arg(long, default_value = "30s")]
     scrape_time: humantime::Duration,
-    /// Concurrent keep-alive scrape clients.
-    #[arg(long, default_value_t = 4)]
+    /// Concurrent keep-alive scrape clients (2: an HA pair of Prometheus servers).
+    #[arg(long, default_value_t = 2)]
     clients: usize,
     /// Where exports, the DuckDB virtualenv and results go.
     #[arg(long, default_value = concat!(env!("CARGO_TARGET_TMPDIR"), "/perf"))]
@@ -133,7 +134,11 @@ fn main() -> anyhow::Result<()> {
         "clients": args.clients,
         "scales": results,
     });
-    let out = args.dir.join("results.json");
+    let out = args.dir.join(if args.smoke {
+        "results-smoke.json"
+    } else {
+        "results.json"
+    });
     fs::write(&out, serde_json::to_vec_pretty(&report)?)?;
     print_tables(&report);
     println!("\nresults: {}", out.display());

@@ -87,6 +87,7 @@ pub struct Refresher {
     cloudwatch: Option<CloudWatchSink>,
     budgets: Option<(Reconciler, Option<Instant>)>,
     last_error: Option<String>,
+    after_refresh: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 /// The monthly report as `serve` sends it: the previous month, on `schedule_day`.
@@ -125,7 +126,15 @@ impl Refresher {
             cloudwatch: None,
             budgets: None,
             last_error: None,
+            after_refresh: None,
         }
+    }
+
+    /// Runs `hook` after every refresh, successful or not, once its result is published (the
+    /// binary returns the query's transient memory to the OS there).
+    pub fn after_refresh(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.after_refresh = Some(Box::new(hook));
+        self
     }
 
     /// The counter notification channels count into (`kiro_exporter_notifications_total`).
@@ -402,6 +411,9 @@ impl Refresher {
                 },
                 _ = shutdown.wait_for(|s| *s) => return,
             };
+            if let Some(hook) = &self.after_refresh {
+                hook();
+            }
             tracing::debug!(?delay, "next refresh");
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}

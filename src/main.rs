@@ -509,7 +509,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         settings.refresh.clone(),
         settings.plans.clone(),
         settings.savings.clone(),
-    );
+    )
+    .after_refresh(release_free_memory);
     if settings.cloudwatch.enabled {
         let shared = settings.aws.sdk_config().await;
         anyhow::ensure!(
@@ -596,6 +597,17 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let _ = server.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Returns the allocator's free memory to the OS. A refresh's query holds several hundred MB at
+/// 50,000 users for a few seconds; glibc keeps such memory mapped after it is freed, so without
+/// this the daemon's resident size would stay at the query's peak between refreshes.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; it takes no pointers.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn main() -> ExitCode {
