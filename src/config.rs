@@ -472,6 +472,24 @@ pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
     load_with_env(file, std::env::vars().collect())
 }
 
+/// A parser's message on one line: TOML errors come with a snippet of the file (`7 | [source]`
+/// and a caret line), which is dropped; the position and the reason are kept.
+pub fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            let snippet = l.starts_with('|')
+                || l.trim_start_matches(|c: char| c.is_ascii_digit())
+                    .trim_start()
+                    .starts_with('|')
+                    && l.starts_with(|c: char| c.is_ascii_digit());
+            !l.is_empty() && !snippet
+        })
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
 /// [`load`] with an explicit environment (tests pass their own instead of mutating the
 /// process's).
 pub fn load_with_env(
@@ -506,7 +524,7 @@ pub fn load_with_env(
         config::Config::builder()
             .add_source(config::File::from_str(&text, format))
             .build()
-            .map_err(|e| file_err(e.to_string()))?;
+            .map_err(|e| file_err(one_line(&e.to_string())))?;
         builder = builder.add_source(config::File::from_str(&text, format));
     }
     let env: config::Map<String, String> = env

@@ -150,7 +150,7 @@ impl WebSecurity {
                 let parsed = config::Config::builder()
                     .add_source(config::File::from_str(&text, config::FileFormat::Yaml))
                     .build()
-                    .map_err(|e| invalid(e.to_string()))?;
+                    .map_err(|e| invalid(crate::config::one_line(&e.to_string())))?;
                 serde_path_to_error::deserialize(parsed).map_err(|e| {
                     let message = e.inner().to_string();
                     let message = message.split(" for key `").next().unwrap_or(&message);

@@ -74,7 +74,10 @@ pub fn session_config(
         config
             .options_mut()
             .set(&format!("datafusion.{key}"), value)
-            .map_err(|e| format!("datafusion option {key:?} = {value:?}: {e}"))?;
+            .map_err(|e| {
+                let e = crate::config::one_line(&e.to_string());
+                format!("datafusion option {key:?} = {value:?}: {e}")
+            })?;
     }
     Ok(config)
 }

@@ -9,6 +9,7 @@ mod cli;
 mod cloudwatch;
 mod daemon;
 mod feishu;
+mod fuzz;
 mod ledger;
 mod monitoring;
 mod savings;
