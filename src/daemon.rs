@@ -376,7 +376,6 @@ impl Refresher {
         .await
         {
             Ok(out) => {
-                tracing::info!(%period, path = %out.path.display(), uploaded = out.link.is_some(), cards = out.cards_sent, "monthly report sent");
                 let state = engine.state_mut();
                 state.reports.insert(period);
                 while state.reports.len() > 24 {
@@ -385,6 +384,8 @@ impl Refresher {
                 if let Err(e) = engine.save() {
                     tracing::error!("cannot record the report in the state file: {e}");
                 }
+                // Logged once recorded, so whoever reads the line finds the state file saying so.
+                tracing::info!(%period, path = %out.path.display(), uploaded = out.link.is_some(), cards = out.cards_sent, "monthly report sent");
             }
             Err(e) => {
                 tracing::error!(%period, "monthly report failed; retried at the next refresh: {e}")
