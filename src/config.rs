@@ -479,11 +479,11 @@ pub fn one_line(message: &str) -> String {
         .lines()
         .map(str::trim)
         .filter(|l| {
-            let snippet = l.starts_with('|')
-                || l.trim_start_matches(|c: char| c.is_ascii_digit())
-                    .trim_start()
-                    .starts_with('|')
-                    && l.starts_with(|c: char| c.is_ascii_digit());
+            // Snippet lines: `7 | [source]`, `| ^^^^`, `|`.
+            let snippet = l
+                .trim_start_matches(|c: char| c.is_ascii_digit())
+                .trim_start()
+                .starts_with('|');
             !l.is_empty() && !snippet
         })
         .collect::<Vec<_>>()

@@ -30,8 +30,6 @@ use crate::sink::prometheus::Exposition;
 use crate::web::{self, Access, WebSecurity};
 
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-/// Time a client has to send its request headers.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the last refresh published.
 #[derive(Debug, Clone)]
@@ -280,18 +278,8 @@ pub struct ServeOptions {
     pub grace: Duration,
 }
 
-impl Default for ServeOptions {
-    fn default() -> Self {
-        Self {
-            security: Arc::new(WebSecurity::default()),
-            max_connections: 256,
-            header_read_timeout: HEADER_READ_TIMEOUT,
-            grace: Duration::from_secs(10),
-        }
-    }
-}
-
-/// Largest request head (request line and headers) a client may send.
+/// Largest request head (request line and headers) a client may send (hyper's buffer
+/// limit, which must be at least 8 KiB).
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// Serves HTTP (or HTTPS, when the web configuration has TLS) on `listener` until `shutdown`
@@ -340,7 +328,7 @@ pub async fn serve(
                 let mut http = http1::Builder::new();
                 http.timer(TokioTimer::new())
                     .header_read_timeout(options.header_read_timeout)
-                    .max_buf_size(MAX_HEADER_BYTES.max(8192));
+                    .max_buf_size(MAX_HEADER_BYTES);
                 let watcher = graceful.watcher();
                 let tls = tls.clone();
                 let handshake_timeout = options.header_read_timeout;

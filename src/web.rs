@@ -181,8 +181,10 @@ impl WebSecurity {
                             "http_server_config.headers.{name}: not a valid header value"
                         ))
                     })?;
-                    s.headers
-                        .push((HeaderName::from_static(lower(allowed)), value));
+                    // HeaderName lower-cases the canonical spelling.
+                    let name = HeaderName::from_bytes(allowed.as_bytes())
+                        .map_err(|e| invalid(format!("http_server_config.headers.{name}: {e}")))?;
+                    s.headers.push((name, value));
                 }
             }
         }
@@ -280,16 +282,6 @@ fn credential_digest(user: &str, password: &str, hash: &str) -> [u8; 32] {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
-}
-
-fn lower(h: &'static str) -> &'static str {
-    match h {
-        "Strict-Transport-Security" => "strict-transport-security",
-        "X-Content-Type-Options" => "x-content-type-options",
-        "X-Frame-Options" => "x-frame-options",
-        "X-XSS-Protection" => "x-xss-protection",
-        _ => "content-security-policy",
-    }
 }
 
 /// Checks that `hash` looks like a bcrypt hash (`$2a$`, `$2b$` or `$2y$`, cost 4 to 31).

@@ -25,6 +25,20 @@ fn export() -> tempfile::TempDir {
     dir
 }
 
+/// `serve` on `cur`'s October 2026 with the web configuration `web`, plus `extra` arguments.
+fn secured(cur: &Path, web: &str, extra: &[&str]) -> Daemon {
+    let mut args = vec![
+        "--cur",
+        cur.to_str().unwrap(),
+        "--period",
+        "2026-10",
+        "--web.config.file",
+        web,
+    ];
+    args.extend_from_slice(extra);
+    Daemon::start(&args, &[])
+}
+
 /// One request on a fresh connection (`Connection: close`); the raw response text.
 fn raw(addr: SocketAddr, request: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -84,19 +98,7 @@ async fn basic_auth_bearer_token_open_health_and_headers() {
             "[server]\nbearer_token_file = {token:?}\nunauthenticated_paths = [\"/healthz\"]\n"
         ),
     );
-    let d = Daemon::start(
-        &[
-            "--config",
-            &config,
-            "--cur",
-            cur.path().to_str().unwrap(),
-            "--period",
-            "2026-10",
-            "--web.config.file",
-            &web,
-        ],
-        &[],
-    );
+    let d = secured(cur.path(), &web, &["--config", &config]);
     // Open: the health path; closed: everything else, readiness included.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -296,17 +298,7 @@ async fn tls_with_minimum_version_and_basic_auth() {
              basic_auth_users:\n  prometheus: {U_STAR_U}\n"
         ),
     );
-    let d = Daemon::start(
-        &[
-            "--cur",
-            cur.path().to_str().unwrap(),
-            "--period",
-            "2026-10",
-            "--web.config.file",
-            &web,
-        ],
-        &[],
-    );
+    let d = secured(cur.path(), &web, &[]);
     let auth = basic("prometheus", "U*U");
     let tls13 = [&rustls::version::TLS13];
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
