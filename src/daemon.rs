@@ -303,13 +303,24 @@ impl Refresher {
                 *last = Some(Instant::now());
             }
             Err(e) => {
+                self.metrics.record_budget_sync(false);
                 tracing::error!("budgets sync failed; retried after the next refresh: {e}");
                 return;
             }
         }
         match reconciler.readings().await {
-            Ok(r) => self.metrics.set_budgets(&r),
-            Err(e) => tracing::error!("cannot read the budgets back: {e}"),
+            Ok(r) => {
+                self.metrics.record_budget_sync(true);
+                self.metrics.set_budgets(&r);
+            }
+            Err(e) => {
+                self.metrics.record_budget_sync(false);
+                // Read back at the next refresh, not after the next sync interval.
+                *last = None;
+                tracing::error!(
+                    "cannot read the budgets back; retried after the next refresh: {e}"
+                );
+            }
         }
     }
 
@@ -321,7 +332,12 @@ impl Refresher {
             return;
         };
         let now = Utc::now();
-        match engine.evaluate(snapshot, now).await {
+        let evaluated = engine.evaluate(snapshot, now).await;
+        self.metrics.record_state_save(!matches!(
+            evaluated,
+            Err(crate::alert::AlertError::State(_))
+        ));
+        match evaluated {
             Ok(round) if round.due > 0 || round.firing > 0 => tracing::info!(
                 firing = round.firing,
                 due = round.due,
@@ -331,7 +347,9 @@ impl Refresher {
                 "alerts evaluated"
             ),
             Ok(_) => {}
-            Err(e) => tracing::error!("alert evaluation failed: {e}"),
+            Err(e) => tracing::error!(
+                "alert evaluation failed; what was delivered stays recorded in memory and is saved at the next evaluation: {e}"
+            ),
         }
         let Some(report) = &self.report else {
             return;
@@ -381,8 +399,12 @@ impl Refresher {
                 while state.reports.len() > 24 {
                     state.reports.pop_first();
                 }
-                if let Err(e) = engine.save() {
-                    tracing::error!("cannot record the report in the state file: {e}");
+                let saved = engine.save();
+                self.metrics.record_state_save(saved.is_ok());
+                if let Err(e) = saved {
+                    tracing::error!(
+                        "cannot record the report in the state file; it stays recorded in memory: {e}"
+                    );
                 }
                 // Logged once recorded, so whoever reads the line finds the state file saying so.
                 tracing::info!(%period, path = %out.path.display(), uploaded = out.link.is_some(), cards = out.cards_sent, "monthly report sent");

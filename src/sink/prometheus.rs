@@ -50,6 +50,8 @@ pub struct ExporterMetrics {
     scanned_bytes: GaugeVec,
     notifications: IntCounterVec,
     cloudwatch_datums: IntCounterVec,
+    budget_syncs: IntCounterVec,
+    state_saves: IntCounterVec,
     budget_limit: GaugeVec,
     budget_actual: GaugeVec,
     budget_forecast: GaugeVec,
@@ -133,6 +135,24 @@ impl ExporterMetrics {
         .expect("static descriptor");
         r.register(Box::new(cloudwatch_datums.clone()))
             .expect("unique");
+        let budget_syncs = IntCounterVec::new(
+            Opts::new(
+                "kiro_exporter_budget_syncs_total",
+                "AWS Budgets reconciliations by result (success, failure); a failure is retried after the next refresh.",
+            ),
+            &["result"],
+        )
+        .expect("static descriptor");
+        r.register(Box::new(budget_syncs.clone())).expect("unique");
+        let state_saves = IntCounterVec::new(
+            Opts::new(
+                "kiro_exporter_state_saves_total",
+                "Alert state file saves by result (success, failure), one per evaluation; after a failure the state is kept in memory and saved at the next evaluation.",
+            ),
+            &["result"],
+        )
+        .expect("static descriptor");
+        r.register(Box::new(state_saves.clone())).expect("unique");
         let budget = |name: &str, help: &str| {
             gauge_vec(&r, name, help, &["budget", "cost_center"]).expect("static descriptor")
         };
@@ -157,6 +177,8 @@ impl ExporterMetrics {
             scanned_bytes,
             notifications,
             cloudwatch_datums,
+            budget_syncs,
+            state_saves,
             budget_limit,
             budget_actual,
             budget_forecast,
@@ -183,6 +205,20 @@ impl ExporterMetrics {
     /// The CloudWatch datums counter, for the sink to count into.
     pub fn cloudwatch_datums(&self) -> IntCounterVec {
         self.cloudwatch_datums.clone()
+    }
+
+    /// Counts one AWS Budgets reconciliation.
+    pub fn record_budget_sync(&self, ok: bool) {
+        self.budget_syncs
+            .with_label_values(&[if ok { "success" } else { "failure" }])
+            .inc();
+    }
+
+    /// Counts one save of the alert state file.
+    pub fn record_state_save(&self, ok: bool) {
+        self.state_saves
+            .with_label_values(&[if ok { "success" } else { "failure" }])
+            .inc();
     }
 
     /// The notifications counter, for the channels to count into.

@@ -56,12 +56,24 @@ fn engine(
     secret: &str,
     counter: &prometheus::IntCounterVec,
 ) -> AlertEngine {
+    engine_on(channel("feishu"), state, rules, url, secret, counter)
+}
+
+/// [`engine`] with a channel of its own.
+fn engine_on(
+    channel: ChannelConfig,
+    state: &Path,
+    rules: Vec<Rule>,
+    url: &str,
+    secret: &str,
+    counter: &prometheus::IntCounterVec,
+) -> AlertEngine {
     let settings = AlertSettings {
         state_file: state.to_owned(),
         repeat_interval: Duration::from_secs(3600),
         dashboard_url: "https://grafana.example.com/d/kiro-cost".into(),
         rules,
-        channels: vec![channel("feishu")],
+        channels: vec![channel],
     };
     let (url, secret) = (url.to_owned(), secret.to_owned());
     let env = move |k: &str| match k {
@@ -251,6 +263,48 @@ async fn a_500_and_a_rate_limit_are_retried_and_delivered() {
     assert_eq!(c.with_label_values(&["feishu", "retry"]).get(), 2);
     assert_eq!(c.with_label_values(&["feishu", "success"]).get(), 1);
     assert_eq!(c.with_label_values(&["feishu", "failure"]).get(), 0);
+}
+
+#[tokio::test]
+async fn a_webhook_that_does_not_answer_times_out_and_the_notice_stays_due() {
+    let rx = Receiver::start(Some(SECRET));
+    let hang = Fault::Hang(Duration::from_secs(2));
+    rx.fail_with(&[hang, hang]);
+    let dir = tempfile::tempdir().unwrap();
+    let c = counter();
+    let mut cfg = channel("feishu");
+    cfg.timeout = Duration::from_millis(300);
+    cfg.max_attempts = 2;
+    let mut e = engine_on(
+        cfg,
+        &dir.path().join("s.json"),
+        vec![rule("user-overage", Scope::User, Measure::OverageUsd, 0.01)],
+        &rx.url(),
+        SECRET,
+        &c,
+    );
+    let a = over_budget().await;
+    let t = utc(2026, 10, 20);
+    let started = std::time::Instant::now();
+    let round = e.evaluate(&snapshot(&a, t), t).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "each attempt timed out"
+    );
+    assert_eq!((round.delivered, round.undelivered), (0, 2));
+    assert_eq!(rx.requests(), 2);
+    assert!(rx.accepted().is_empty());
+    assert_eq!(c.with_label_values(&["feishu", "retry"]).get(), 1);
+    assert_eq!(c.with_label_values(&["feishu", "failure"]).get(), 1);
+    // The webhook answers again: the same alerts go out once, as first notices.
+    let t = t + chrono::Duration::minutes(1);
+    assert_eq!(e.evaluate(&snapshot(&a, t), t).await.unwrap().delivered, 2);
+    let t = t + chrono::Duration::minutes(1);
+    assert_eq!(e.evaluate(&snapshot(&a, t), t).await.unwrap().due, 0);
+    let cards = rx.accepted();
+    assert_eq!(cards.len(), 1, "delivered once");
+    assert!(blocks(&cards[0]).iter().all(|b| b.contains("🔥 firing")));
+    assert_eq!(c.with_label_values(&["feishu", "success"]).get(), 1);
 }
 
 #[tokio::test]
@@ -557,21 +611,6 @@ fn the_default_rules_are_valid_and_shipped() {
 }
 
 /// Polls the daemon's log for `needle`, at most `secs`.
-fn wait_log(d: &Daemon, needle: &str, secs: u64) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        let log = d.log();
-        if log.contains(needle) {
-            return log;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no {needle:?} in the log within {secs}s:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_notifies_feishu_sends_the_monthly_report_and_survives_a_corrupt_state_file() {
     let rx = Receiver::start(Some(SECRET));

@@ -9,13 +9,6 @@ use kiro_cost_exporter::curgen::{self, GenSpec};
 
 use crate::util::*;
 
-const FAST: &[(&str, &str)] = &[
-    ("KIRO_EXPORTER__REFRESH__INTERVAL", "1s"),
-    ("KIRO_EXPORTER__REFRESH__JITTER", "0s"),
-    ("KIRO_EXPORTER__REFRESH__RETRY_INITIAL", "1s"),
-    ("KIRO_EXPORTER__REFRESH__RETRY_MAX", "1s"),
-];
-
 fn generated(users: usize, seed: u64) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let mut spec = GenSpec::new(users, period("2026-10"));
@@ -238,26 +231,6 @@ fn replace_export(cur: &std::path::Path, with: &std::path::Path) {
     std::fs::rename(&data, &old).unwrap();
     std::fs::rename(with.join("data"), &data).unwrap();
     std::fs::remove_dir_all(&old).unwrap();
-}
-
-async fn wait_for(
-    d: &Daemon,
-    what: &str,
-    f: impl Fn(&BTreeMap<Series, f64>) -> bool,
-) -> BTreeMap<Series, f64> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let m = scrape(d).await;
-        if f(&m) {
-            return m;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}; log: {}",
-            d.log()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
 }
 
 fn user_series(m: &BTreeMap<Series, f64>) -> BTreeSet<String> {

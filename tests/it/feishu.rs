@@ -23,6 +23,8 @@ pub enum Fault {
     ServerError,
     /// HTTP 200, code 11232 (frequency limited).
     RateLimited,
+    /// No answer for this long, then a 500: the message is not delivered.
+    Hang(std::time::Duration),
 }
 
 #[derive(Default)]
@@ -141,6 +143,21 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path_ok = req.uri().path() == format!("/open-apis/bot/v2/hook/{TOKEN}");
     let body = req.into_body().collect().await.unwrap().to_bytes();
+    match respond(path_ok, &body, &inner) {
+        Ok(r) => Ok(r),
+        Err(hang) => {
+            tokio::time::sleep(hang).await;
+            Ok(answer(500, json!({"code": 500, "msg": "gateway timeout"})))
+        }
+    }
+}
+
+/// The answer to a message, or how long to hang before failing it.
+fn respond(
+    path_ok: bool,
+    body: &[u8],
+    inner: &Mutex<Inner>,
+) -> Result<Response<Full<Bytes>>, std::time::Duration> {
     let mut inner = inner.lock().unwrap();
     inner.requests += 1;
     if !path_ok {
@@ -149,7 +166,7 @@ async fn handle(
             json!({"code": 19001, "msg": "param invalid: incoming webhook access token invalid"}),
         ));
     }
-    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+    let Ok(body) = serde_json::from_slice::<Value>(body) else {
         return Ok(answer(
             400,
             json!({"code": 9499, "msg": "Bad Request", "data": {}}),
@@ -166,6 +183,7 @@ async fn handle(
         ));
     }
     match inner.faults.pop_front() {
+        Some(Fault::Hang(d)) => return Err(d),
         Some(Fault::ServerError) => {
             return Ok(answer(500, json!({"code": 500, "msg": "internal error"})));
         }

@@ -8,6 +8,7 @@ mod budgets;
 mod cli;
 mod cloudwatch;
 mod daemon;
+mod faults;
 mod feishu;
 mod fuzz;
 mod ledger;

@@ -18,6 +18,14 @@ pub const ACCOUNT: &str = "111122223333";
 pub const ACCOUNT_2: &str = "444455556666";
 pub const TAG: &str = "userAttribute/costCenter";
 
+/// Environment for a daemon that refreshes every second and retries after a second.
+pub const FAST: &[(&str, &str)] = &[
+    ("KIRO_EXPORTER__REFRESH__INTERVAL", "1s"),
+    ("KIRO_EXPORTER__REFRESH__JITTER", "0s"),
+    ("KIRO_EXPORTER__REFRESH__RETRY_INITIAL", "1s"),
+    ("KIRO_EXPORTER__REFRESH__RETRY_MAX", "1s"),
+];
+
 pub fn period(s: &str) -> BillingPeriod {
     s.parse().unwrap()
 }
@@ -219,8 +227,21 @@ impl Daemon {
     /// Starts `serve --listen 127.0.0.1:0` with `args` and extra environment variables, and
     /// waits for its address.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_wrapped(&[], args, env)
+    }
+
+    /// Like [`Daemon::start`], with the binary run by `wrapper` (a program and its arguments,
+    /// which end by running the binary with the rest: `unshare`, `sh -c '…; exec "$@"'`).
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Self {
         use std::io::{BufRead, BufReader};
-        let mut cmd = std::process::Command::new(bin());
+        let mut cmd = match wrapper {
+            [] => std::process::Command::new(bin()),
+            [program, rest @ ..] => {
+                let mut c = std::process::Command::new(program);
+                c.args(rest).arg(bin());
+                c
+            }
+        };
         cmd.arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
@@ -304,6 +325,43 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Scrapes until `f` holds, at most 30 s; the scrape that satisfied it.
+pub async fn wait_for(
+    d: &Daemon,
+    what: &str,
+    f: impl Fn(&std::collections::BTreeMap<Series, f64>) -> bool,
+) -> std::collections::BTreeMap<Series, f64> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let m = scrape(d).await;
+        if f(&m) {
+            return m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}; log: {}",
+            d.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the daemon's log contains `needle`, at most `secs`; the log then.
+pub fn wait_log(d: &Daemon, needle: &str, secs: u64) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let log = d.log();
+        if log.contains(needle) {
+            return log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {needle:?} in the log within {secs}s:\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 
