@@ -430,6 +430,127 @@ async fn a_query_past_its_timeout_is_stopped() {
     assert_eq!(state.as_str(), "CANCELLED");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_rides_out_athena_and_s3_faults() {
+    use crate::faults::{data, fault_and_recover, successes};
+    let Some(moto) = Emulator::start(Kind::Moto) else {
+        return;
+    };
+    let proxy = Proxy::start(&moto.url(), false);
+    let s3 = aws::s3_client(&moto.url()).await;
+    for bucket in [CUR_BUCKET, "athena-results"] {
+        s3.create_bucket().bucket(bucket).send().await.unwrap();
+    }
+    let put = |n: u32| {
+        let s3 = s3.clone();
+        async move {
+            s3.put_object()
+                .bucket(CUR_BUCKET)
+                .key(format!(
+                    "{CUR_PREFIX}BILLING_PERIOD=2026-10/kiro-cur-{n:05}.snappy.parquet"
+                ))
+                .body(b"PAR1".to_vec().into())
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    put(1).await;
+    // The same answer to every query.
+    let results: Vec<_> = (0..40)
+        .map(|_| canned(&[alice("1100.0000000000", "4.0000000000")]))
+        .collect();
+    assert_eq!(
+        moto.post_json(
+            "/moto-api/static/athena/query-results",
+            &json!({ "region": REGION, "results": results })
+        ),
+        201
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &settings(&proxy.url()),
+        &format!("query_timeout = \"1s\"\nskip_unchanged = \"s3://{CUR_BUCKET}/{CUR_PREFIX}\"\n"),
+    );
+    let env: Vec<(&str, &str)> = FAST.iter().copied().chain(aws_env()).collect();
+    let d = Daemon::start(
+        &["--config", config.to_str().unwrap(), "--period", "2026-10"],
+        &env,
+    );
+    let first = wait_for(&d, "the first snapshot", |m| successes(m) >= 1.0).await;
+    assert_scrape_reconciles(&first, "2026-10");
+    let good = data(&first);
+    assert_eq!(
+        value(&good, "kiro_cost_usd", &[("billing_period", "2026-10")]),
+        Some(24.0)
+    );
+    assert_eq!(proxy.count("StartQueryExecution"), 1);
+
+    // Every call throttled or failing: the partition listing in S3 is the first to fail.
+    fault_and_recover(
+        &d,
+        "S3 and Athena throttled and failing",
+        "aws",
+        &["ListObjectsV2"],
+        &good,
+        || proxy.fail_next(None),
+        || proxy.fail_next(Some(0)),
+    )
+    .await;
+    assert_eq!(proxy.count("StartQueryExecution"), 1, "unchanged: no query");
+
+    // A new file makes a query due, and Athena keeps it queued past the query timeout.
+    let transition = |progression: &str| {
+        json!({"model_name": "athena::execution",
+               "transition": {"progression": progression, "times": 10_000}})
+    };
+    assert_eq!(
+        moto.post_json(
+            "/moto-api/state-manager/set-transition",
+            &transition("manual")
+        ),
+        201
+    );
+    put(2).await;
+    fault_and_recover(
+        &d,
+        "Athena hangs",
+        "timeout",
+        &["source.athena.query_timeout"],
+        &good,
+        || {},
+        || {
+            let unset = json!({"model_name": "athena::execution"});
+            assert_eq!(
+                moto.post_json("/moto-api/state-manager/unset-transition", &unset),
+                201
+            );
+        },
+    )
+    .await;
+    assert!(
+        proxy.count("StopQueryExecution") >= 1,
+        "the hung query is stopped"
+    );
+
+    // Athena alone throttled and failing, S3 answering.
+    proxy.fail_matching("StartQueryExecution", None);
+    put(3).await;
+    let after = fault_and_recover(
+        &d,
+        "Athena throttled and failing",
+        "aws",
+        &["athena:StartQueryExecution failed"],
+        &good,
+        || {},
+        || proxy.fail_next(Some(0)),
+    )
+    .await;
+    assert_scrape_reconciles(&after, "2026-10");
+    assert!(!d.log().contains(SECRET_KEY), "no credentials in the log");
+}
+
 #[tokio::test]
 async fn throttling_and_server_errors_are_retried() {
     let Some(moto) = Emulator::start(Kind::Moto) else {

@@ -267,6 +267,8 @@ pub async fn upload_dir(s3: &aws_sdk_s3::Client, dir: &Path, bucket: &str, prefi
 pub struct ProxyState {
     /// Faults still to inject: > 0 counts down, < 0 is forever, 0 is none.
     faults: AtomicI64,
+    /// Only calls whose target contains this get faults (`None`: every call).
+    only: Mutex<Option<String>>,
     injected: AtomicUsize,
     /// Rewrite Athena's StartQueryExecution for a DuckDB-backed emulator.
     bridge: bool,
@@ -311,6 +313,16 @@ impl Proxy {
 
     /// Fails the next `n` calls (alternately throttled and 500); `None`: every call from now.
     pub fn fail_next(&self, n: Option<u32>) {
+        *self.state.only.lock().unwrap() = None;
+        self.state
+            .faults
+            .store(n.map_or(-1, i64::from), Ordering::SeqCst);
+    }
+
+    /// Like [`Proxy::fail_next`], for the calls whose target contains `target` only
+    /// (e.g. `AmazonAthena.StartQueryExecution`); the others go through.
+    pub fn fail_matching(&self, target: &str, n: Option<u32>) {
+        *self.state.only.lock().unwrap() = Some(target.to_owned());
         self.state
             .faults
             .store(n.map_or(-1, i64::from), Ordering::SeqCst);
@@ -367,7 +379,13 @@ async fn forward(
         );
     state.calls.lock().unwrap().push(target.clone());
     let left = state.faults.load(Ordering::SeqCst);
-    if left != 0 {
+    let applies = state
+        .only
+        .lock()
+        .unwrap()
+        .as_ref()
+        .is_none_or(|t| target.contains(t.as_str()));
+    if left != 0 && applies {
         if left > 0 {
             state.faults.fetch_sub(1, Ordering::SeqCst);
         }

@@ -281,6 +281,97 @@ async fn cli_dry_run_and_the_daemons_budget_gauges() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudwatch_and_budgets_outages_are_counted_and_recovered_from() {
+    use crate::faults::{count, data};
+    let Some(ms) = Emulator::start(Kind::Ministack) else {
+        return;
+    };
+    let proxy = Proxy::start(&ms.url(), false);
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = GenSpec::new(20, period("2026-10"));
+    spec.seed = 8;
+    curgen::write_export(&spec, dir.path(), |_| {}).unwrap();
+    let config = dir.path().join("aws.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\ncur = {:?}\n[cloudwatch]\nenabled = true\nmax_attempts = 2\nretry_initial_backoff = \"10ms\"\n\
+             [budgets]\nenabled = true\naccount_id = \"{ACCOUNT_ID}\"\ntotal_limit_usd = 20000\n\
+             [budgets.cost_centers]\nplatform = 5000\n[budgets.subscribers]\nemails = [\"finops@example.com\"]\n\
+             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
+            dir.path(),
+            proxy.url()
+        ),
+    )
+    .unwrap();
+    // Both services down from the start.
+    proxy.fail_next(None);
+    let env: Vec<(&str, &str)> = FAST.iter().copied().chain(aws::aws_env()).collect();
+    let d = Daemon::start(
+        &["--config", config.to_str().unwrap(), "--period", "2026-10"],
+        &env,
+    );
+    let cw = |m: &BTreeMap<Series, f64>, r: &str| {
+        count(m, "kiro_exporter_cloudwatch_datums_total", &[("result", r)])
+    };
+    let syncs = |m: &BTreeMap<Series, f64>, r: &str| {
+        count(m, "kiro_exporter_budget_syncs_total", &[("result", r)])
+    };
+    let down = wait_for(&d, "failed pushes and syncs", |m| {
+        cw(m, "failure") > 0.0 && syncs(m, "failure") >= 2.0
+    })
+    .await;
+    assert_scrape_reconciles(&down, "2026-10");
+    let served = data(&down);
+    assert_eq!((cw(&down, "success"), syncs(&down, "success")), (0.0, 0.0));
+    let log = d.log();
+    assert!(log.contains("not delivered"), "{log}");
+    assert!(
+        log.contains("budgets sync failed; retried after the next refresh"),
+        "{log}"
+    );
+    assert!(!log.contains(aws::SECRET_KEY));
+    let r = Reconciler::new(&aws::sdk_config(&ms.url()).await, settings());
+    assert!(r.current().await.unwrap().is_empty(), "nothing half-made");
+
+    // Back up: pushed and reconciled, each budget made once, and the data unchanged.
+    proxy.fail_next(Some(0));
+    let up = wait_for(&d, "a push and a sync", |m| {
+        cw(m, "success") > 0.0 && syncs(m, "success") >= 1.0
+    })
+    .await;
+    assert_eq!(data(&up), served);
+    let later = wait_for(&d, "another refresh", |m| {
+        cw(m, "success") > cw(&up, "success")
+    })
+    .await;
+    let client = aws_sdk_budgets::Client::new(&aws::sdk_config(&ms.url()).await);
+    let all = client
+        .describe_budgets()
+        .account_id(ACCOUNT_ID)
+        .send()
+        .await
+        .unwrap();
+    let mut names: Vec<&str> = all.budgets().iter().map(|b| b.budget_name()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["kiro-cc-platform", "kiro-total"]);
+    assert_eq!(
+        value(
+            &later,
+            "kiro_budget_limit_usd",
+            &[("budget", "kiro-cc-platform"), ("cost_center", "platform")]
+        ),
+        Some(5000.0)
+    );
+    let creates = proxy
+        .calls()
+        .iter()
+        .filter(|c| c.ends_with(".CreateBudget"))
+        .count();
+    assert_eq!(creates, 2, "each budget created once: {:?}", proxy.calls());
+}
+
 #[test]
 fn bad_budget_config_exits_2_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();

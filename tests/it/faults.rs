@@ -11,8 +11,9 @@
 //! - Athena and S3 throttled, failing and hanging, CloudWatch and Budgets failing (the real SDK
 //!   through a fault-injecting proxy in front of the emulators).
 //!
-//! Feishu's faults (500, rate limit, signature, timeouts) are tested on the alert engine in
-//! `alerts.rs`.
+//! Athena's and S3's faults under the daemon are in `athena.rs` (with its canned results),
+//! using [`fault_and_recover`]; Feishu's (500, rate limit, signature, timeouts) are tested on
+//! the alert engine in `alerts.rs`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,7 +29,7 @@ use crate::util::*;
 
 /// The data families of a scrape (everything but the exporter's own health and the budgets
 /// AWS reports), which a failed refresh must leave exactly as they were.
-fn data(m: &BTreeMap<Series, f64>) -> BTreeMap<Series, f64> {
+pub fn data(m: &BTreeMap<Series, f64>) -> BTreeMap<Series, f64> {
     m.iter()
         .filter(|((n, _), _)| !n.starts_with("kiro_exporter_") && !n.starts_with("kiro_budget_"))
         .map(|(k, v)| (k.clone(), *v))
@@ -36,15 +37,15 @@ fn data(m: &BTreeMap<Series, f64>) -> BTreeMap<Series, f64> {
 }
 
 /// A counter's value, 0 when the series is not there yet.
-fn count(m: &BTreeMap<Series, f64>, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub fn count(m: &BTreeMap<Series, f64>, name: &str, labels: &[(&str, &str)]) -> f64 {
     value(m, name, labels).unwrap_or(0.0)
 }
 
-fn successes(m: &BTreeMap<Series, f64>) -> f64 {
+pub fn successes(m: &BTreeMap<Series, f64>) -> f64 {
     count(m, "kiro_exporter_refresh_total", &[("result", "success")])
 }
 
-fn failures(m: &BTreeMap<Series, f64>, kind: &str) -> f64 {
+pub fn failures(m: &BTreeMap<Series, f64>, kind: &str) -> f64 {
     count(m, "kiro_exporter_refresh_failures_total", &[("kind", kind)])
 }
 
@@ -112,7 +113,7 @@ fn foreign(out: &Path) {
 
 /// Waits for the failure, checks what a failure must leave and show, clears the fault and
 /// waits for the recovery. Returns the scrape after the recovery.
-async fn fault_and_recover(
+pub async fn fault_and_recover(
     d: &Daemon,
     name: &str,
     kind: &str,
