@@ -140,10 +140,14 @@ fn string_value(name: &str, l: &CurLine, row_id: u64, payer: &str) -> Option<Str
         "line_item_product_code" | "product_servicecode" => s(l.product_code),
         "line_item_resource_id" => s(&l.resource_id),
         "line_item_usage_account_id" => s(&l.account_id),
-        "line_item_usage_account_name" => Some(format!(
-            "workloads-{}",
-            &l.account_id[l.account_id.len().saturating_sub(4)..]
-        )),
+        "line_item_usage_account_name" => {
+            // The last four characters (not bytes: an identifier may be any text here).
+            let tail: String = l.account_id.chars().rev().take(4).collect();
+            Some(format!(
+                "workloads-{}",
+                tail.chars().rev().collect::<String>()
+            ))
+        }
         "line_item_usage_type" | "product_usagetype" => s(&l.usage_type),
         "line_item_user_identifier" => s(&l.user_identifier),
         "line_item_unblended_rate"
