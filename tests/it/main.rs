@@ -14,5 +14,6 @@ mod fuzz;
 mod ledger;
 mod monitoring;
 mod savings;
+mod soak;
 mod util;
 mod web;

@@ -1,0 +1,243 @@
+//! Soak: the real daemon under a bounded scrape load on loopback, refreshing every two seconds
+//! over an export that keeps changing (new files land in the month's partition, written aside
+//! and renamed in, as an export writer does), for `KIRO_EXPORTER_SOAK_SECS` seconds (20 by
+//! default, which `.ci/run` uses; the full soak is 300: see the README). Every scrape must be
+//! complete, parse, reconcile and show one of the export's states; the daemon logs no warning
+//! or error; and its resident memory and open file descriptors stay flat once the export stops
+//! changing.
+
+use std::collections::BTreeSet;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt as _;
+use kiro_cost_exporter::curgen::{self, GenSpec};
+
+use crate::util::*;
+
+fn soak_secs() -> u64 {
+    std::env::var("KIRO_EXPORTER_SOAK_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+        .max(10)
+}
+
+/// Resident set size (KiB) and open file descriptors of process `pid`.
+fn sample(pid: u32) -> (u64, usize) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    (rss, fds)
+}
+
+/// Generates another month's worth of lines for the same users and moves its files into
+/// `partition` under new names: written aside, then renamed in, so a refresh sees whole files.
+fn add_files(root: &Path, partition: &Path, k: u64) {
+    let staging = root.join(format!("staging-{k}"));
+    let mut spec = GenSpec::new(60, period("2026-10"));
+    spec.seed = 100 + k;
+    spec.noise_ratio = 1.0;
+    curgen::write_export(&spec, &staging, |_| {}).unwrap();
+    let from = staging.join("data/BILLING_PERIOD=2026-10");
+    for (i, e) in std::fs::read_dir(&from).unwrap().enumerate() {
+        let src = e.unwrap().path();
+        std::fs::rename(
+            &src,
+            partition.join(format!("soak-{k:03}-{i}.snappy.parquet")),
+        )
+        .unwrap();
+    }
+    std::fs::remove_dir_all(&staging).unwrap();
+}
+
+/// What one client saw.
+#[derive(Default)]
+struct Seen {
+    scrapes: usize,
+    totals: BTreeSet<u64>,
+}
+
+/// Scrapes `/metrics` over one keep-alive connection until `stop`, alternately plain and gzip,
+/// checking every body.
+async fn client(url: String, stop: Arc<AtomicBool>, max: usize) -> Result<Seen, String> {
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let mut seen = Seen::default();
+    while !stop.load(Ordering::Relaxed) && seen.scrapes < max {
+        let gzip = seen.scrapes % 2 == 0;
+        let mut req = hyper::Request::get(&url);
+        if gzip {
+            req = req.header("accept-encoding", "gzip");
+        }
+        let resp = http
+            .request(req.body(http_body_util::Empty::new()).unwrap())
+            .await
+            .map_err(|e| format!("scrape {}: {e:?}", seen.scrapes))?;
+        if resp.status() != 200 {
+            return Err(format!("scrape {}: status {}", seen.scrapes, resp.status()));
+        }
+        let length: Option<usize> = resp
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("scrape {}: body: {e}", seen.scrapes))?
+            .to_bytes();
+        if length != Some(body.len()) {
+            return Err(format!("incomplete body: {} of {length:?}", body.len()));
+        }
+        let text = if gzip {
+            let mut s = String::new();
+            flate2::read::GzDecoder::new(&body[..])
+                .read_to_string(&mut s)
+                .map_err(|e| format!("gzip: {e}"))?;
+            s
+        } else {
+            String::from_utf8(body.to_vec()).map_err(|e| e.to_string())?
+        };
+        if !text.ends_with('\n') || !text.contains("kiro_exporter_build_info") {
+            return Err("a truncated exposition".into());
+        }
+        let m = parse_exposition(&text);
+        assert_scrape_reconciles(&m, "2026-10");
+        let total = value(&m, "kiro_cost_usd", &[("billing_period", "2026-10")])
+            .ok_or("no kiro_cost_usd")?;
+        seen.totals.insert((total * 10_000.0).round() as u64);
+        seen.scrapes += 1;
+    }
+    Ok(seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_stays_flat_under_load_over_a_changing_export() {
+    let secs = soak_secs();
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("cur");
+    let mut spec = GenSpec::new(300, period("2026-10"));
+    spec.seed = 3;
+    spec.noise_ratio = 1.0;
+    curgen::write_export(&spec, &export, |_| {}).unwrap();
+    let partition: PathBuf = export.join("data/BILLING_PERIOD=2026-10");
+    let d = Daemon::start(
+        &["--cur", export.to_str().unwrap(), "--period", "2026-10"],
+        &[
+            ("KIRO_EXPORTER__REFRESH__INTERVAL", "2s"),
+            ("KIRO_EXPORTER__REFRESH__JITTER", "0s"),
+        ],
+    );
+    wait_status(&d.url("/readyz"), 200, 60).await;
+    let pid = d.child.id();
+    let (_, idle_fds) = sample(pid);
+    let started = Instant::now();
+    let length = Duration::from_secs(secs);
+
+    // The export changes during the first 60% of the soak, then stays as it is.
+    const ADDITIONS: u64 = 6;
+    let changer = {
+        let (root, partition) = (dir.path().to_owned(), partition.clone());
+        std::thread::spawn(move || {
+            for k in 1..=ADDITIONS {
+                std::thread::sleep(length * 6 / 10 / (ADDITIONS as u32 + 1));
+                add_files(&root, &partition, k);
+            }
+        })
+    };
+
+    // The load: three clients, bounded in time and count.
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(client(d.url("/metrics"), stop.clone(), 200_000)))
+        .collect();
+
+    // RSS and fds, four times a second.
+    let mut samples = Vec::new();
+    while started.elapsed() < length {
+        samples.push((started.elapsed(), sample(pid)));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    changer.join().unwrap();
+    let mut seen = Seen::default();
+    for c in clients {
+        let s = c
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{e}\nlog: {}", d.log()));
+        assert!(s.scrapes > 0);
+        seen.scrapes += s.scrapes;
+        seen.totals.extend(s.totals);
+    }
+    let m = scrape(&d).await;
+    let refreshes = value(&m, "kiro_exporter_refresh_total", &[("result", "success")]).unwrap();
+
+    // The daemon followed the export, and nothing went wrong.
+    let log = d.log();
+    assert!(
+        seen.totals.len() >= 2,
+        "the totals followed the export: {:?}",
+        seen.totals
+    );
+    assert!(
+        seen.totals.len() as u64 <= ADDITIONS + 1,
+        "only whole states of the export: {:?}",
+        seen.totals
+    );
+    assert_eq!(
+        value(&m, "kiro_exporter_refresh_total", &[("result", "error")]),
+        Some(0.0),
+        "{log}"
+    );
+    assert!(!log.contains("WARN") && !log.contains("ERROR"), "{log}");
+
+    // Flat once the export is still: the last quarter against the quarter before it.
+    let quarter = |q: u32| -> Vec<(u64, usize)> {
+        samples
+            .iter()
+            .filter(|(t, _)| *t >= length * (q - 1) / 4 && *t < length * q / 4)
+            .map(|(_, s)| *s)
+            .collect()
+    };
+    let (q3, q4) = (quarter(3), quarter(4));
+    let max_rss = |q: &[(u64, usize)]| q.iter().map(|s| s.0).max().unwrap();
+    let max_fds = |q: &[(u64, usize)]| q.iter().map(|s| s.1).max().unwrap();
+    eprintln!(
+        "soak {secs}s: {} scrapes, {} refreshes, {} export states; RSS max {} KiB then {} KiB; fds {idle_fds} idle, max {} then {}",
+        seen.scrapes,
+        refreshes,
+        seen.totals.len(),
+        max_rss(&q3),
+        max_rss(&q4),
+        max_fds(&q3),
+        max_fds(&q4)
+    );
+    assert!(
+        max_rss(&q4) <= max_rss(&q3) + max_rss(&q3) / 10 + 4 * 1024,
+        "RSS grew: {} KiB, then {} KiB",
+        max_rss(&q3),
+        max_rss(&q4)
+    );
+    assert!(
+        max_fds(&q4) <= max_fds(&q3) + 1,
+        "fds grew: {} then {}",
+        max_fds(&q3),
+        max_fds(&q4)
+    );
+    assert!(
+        max_fds(&q4) <= idle_fds + 3 + 2,
+        "at most one fd per client beyond the idle {idle_fds}: {}",
+        max_fds(&q4)
+    );
+}
