@@ -278,31 +278,8 @@ fn column_with_wrong_type() {
     let good = e
         .partition("2026-10")
         .join("test-export-00001.snappy.parquet");
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-        std::fs::File::open(&good).unwrap(),
-    )
-    .unwrap()
-    .build()
-    .unwrap();
-    let batch = reader.map(Result::unwrap).next().unwrap();
-    let i = batch.schema().index_of("line_item_unblended_cost").unwrap();
-    let mut fields: Vec<Field> = batch
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields[i] = Field::new("line_item_unblended_cost", DataType::Utf8, true);
-    let mut cols = batch.columns().to_vec();
-    cols[i] = datafusion::arrow::compute::cast(&cols[i], &DataType::Utf8).unwrap();
-    let schema = Arc::new(Schema::new(fields));
-    let retyped = RecordBatch::try_new(schema.clone(), cols).unwrap();
     let p = e.partition("2026-10").join("retyped.parquet");
-    let mut w =
-        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&p).unwrap(), schema, None)
-            .unwrap();
-    w.write(&retyped).unwrap();
-    w.close().unwrap();
+    retyped(&good, "line_item_unblended_cost", &p);
     fails_with(
         &[
             "query",

@@ -64,42 +64,6 @@ fn first_parquet(dir: &Path) -> PathBuf {
     files.remove(0)
 }
 
-fn write_batch(path: &Path, batch: &RecordBatch) {
-    let mut w = parquet::arrow::ArrowWriter::try_new(
-        std::fs::File::create(path).unwrap(),
-        batch.schema(),
-        None,
-    )
-    .unwrap();
-    w.write(batch).unwrap();
-    w.close().unwrap();
-}
-
-/// A copy of a CUR file with `column` as text.
-fn retyped(good: &Path, column: &str, out: &Path) {
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-        std::fs::File::open(good).unwrap(),
-    )
-    .unwrap()
-    .build()
-    .unwrap();
-    let batch = reader.map(Result::unwrap).next().unwrap();
-    let i = batch.schema().index_of(column).unwrap();
-    let mut fields: Vec<Field> = batch
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields[i] = Field::new(column, DataType::Utf8, true);
-    let mut cols = batch.columns().to_vec();
-    cols[i] = datafusion::arrow::compute::cast(&cols[i], &DataType::Utf8).unwrap();
-    write_batch(
-        out,
-        &RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), cols).unwrap(),
-    );
-}
-
 /// A valid Parquet file of something else entirely.
 fn foreign(out: &Path) {
     let schema = Schema::new(vec![Field::new("order_id", DataType::Int64, false)]);

@@ -64,6 +64,7 @@ fn add_files(root: &Path, partition: &Path, k: u64) {
 #[derive(Default)]
 struct Seen {
     scrapes: usize,
+    resent: usize,
     totals: BTreeSet<u64>,
 }
 
@@ -75,14 +76,26 @@ async fn client(url: String, stop: Arc<AtomicBool>, max: usize) -> Result<Seen, 
     let mut seen = Seen::default();
     while !stop.load(Ordering::Relaxed) && seen.scrapes < max {
         let gzip = seen.scrapes % 2 == 0;
-        let mut req = hyper::Request::get(&url);
-        if gzip {
-            req = req.header("accept-encoding", "gzip");
-        }
-        let resp = http
-            .request(req.body(http_body_util::Empty::new()).unwrap())
-            .await
-            .map_err(|e| format!("scrape {}: {e:?}", seen.scrapes))?;
+        let request = || {
+            let mut req = hyper::Request::get(&url);
+            if gzip {
+                req = req.header("accept-encoding", "gzip");
+            }
+            req.body(http_body_util::Empty::new()).unwrap()
+        };
+        // As Prometheus's HTTP client does, a GET that could not be sent on a kept-alive
+        // connection the server had just closed (idle past server.header_read_timeout) is
+        // sent again on a new one, once; it is counted.
+        let resp = match http.request(request()).await {
+            Ok(r) => r,
+            Err(e) if !e.is_connect() => {
+                seen.resent += 1;
+                http.request(request())
+                    .await
+                    .map_err(|e2| format!("scrape {}: {e:?}, then {e2:?}", seen.scrapes))?
+            }
+            Err(e) => return Err(format!("scrape {}: {e:?}", seen.scrapes)),
+        };
         if resp.status() != 200 {
             return Err(format!("scrape {}: status {}", seen.scrapes, resp.status()));
         }
@@ -178,6 +191,7 @@ async fn the_daemon_stays_flat_under_load_over_a_changing_export() {
             .unwrap_or_else(|e| panic!("{e}\nlog: {}", d.log()));
         assert!(s.scrapes > 0);
         seen.scrapes += s.scrapes;
+        seen.resent += s.resent;
         seen.totals.extend(s.totals);
     }
     let m = scrape(&d).await;
@@ -185,6 +199,12 @@ async fn the_daemon_stays_flat_under_load_over_a_changing_export() {
 
     // The daemon followed the export, and nothing went wrong.
     let log = d.log();
+    assert!(
+        seen.resent * 100 <= seen.scrapes,
+        "{} of {} scrapes needed a new connection",
+        seen.resent,
+        seen.scrapes
+    );
     assert!(
         seen.totals.len() >= 2,
         "the totals followed the export: {:?}",
@@ -214,8 +234,9 @@ async fn the_daemon_stays_flat_under_load_over_a_changing_export() {
     let max_rss = |q: &[(u64, usize)]| q.iter().map(|s| s.0).max().unwrap();
     let max_fds = |q: &[(u64, usize)]| q.iter().map(|s| s.1).max().unwrap();
     eprintln!(
-        "soak {secs}s: {} scrapes, {} refreshes, {} export states; RSS max {} KiB then {} KiB; fds {idle_fds} idle, max {} then {}",
+        "soak {secs}s: {} scrapes ({} sent again on a new connection), {} refreshes, {} export states; RSS max {} KiB then {} KiB; fds {idle_fds} idle, max {} then {}",
         seen.scrapes,
+        seen.resent,
         refreshes,
         seen.totals.len(),
         max_rss(&q3),
