@@ -90,6 +90,7 @@ async fn client(url: String, stop: Arc<AtomicBool>, max: usize) -> Result<Seen, 
             Ok(r) => r,
             Err(e) if !e.is_connect() => {
                 seen.resent += 1;
+                eprintln!("scrape {} sent again: {e:?}", seen.scrapes);
                 http.request(request())
                     .await
                     .map_err(|e2| format!("scrape {}: {e:?}, then {e2:?}", seen.scrapes))?
