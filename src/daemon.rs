@@ -375,12 +375,20 @@ impl Refresher {
         let savings =
             crate::allocation::savings::recommend(&allocation, &self.plans, &self.savings, now);
         let wanted = &report.settings.channels;
+        // Channels that got this period's card on an earlier, partly failed attempt.
+        let done = engine
+            .state()
+            .report_channels
+            .get(&period)
+            .cloned()
+            .unwrap_or_default();
         let channels: Vec<&Channel> = engine
             .channels()
             .iter()
             .filter(|c| {
                 c.config.kind == ChannelKind::Feishu
                     && (wanted.is_empty() || wanted.iter().any(|w| w == c.name()))
+                    && !done.contains(c.name())
             })
             .collect();
         match crate::report::run(
@@ -396,6 +404,7 @@ impl Refresher {
             Ok(out) => {
                 let state = engine.state_mut();
                 state.reports.insert(period);
+                state.report_channels.remove(&period);
                 while state.reports.len() > 24 {
                     state.reports.pop_first();
                 }
@@ -410,7 +419,25 @@ impl Refresher {
                 tracing::info!(%period, path = %out.path.display(), uploaded = out.link.is_some(), cards = out.cards_sent, "monthly report sent");
             }
             Err(e) => {
-                tracing::error!(%period, "monthly report failed; retried at the next refresh: {e}")
+                if let crate::report::ReportError::Undelivered { delivered, .. } = &e
+                    && !delivered.is_empty()
+                {
+                    // Recorded so that the retry does not send these channels the card again.
+                    engine
+                        .state_mut()
+                        .report_channels
+                        .entry(period)
+                        .or_default()
+                        .extend(delivered.iter().cloned());
+                    let saved = engine.save();
+                    self.metrics.record_state_save(saved.is_ok());
+                    if let Err(e) = saved {
+                        tracing::error!(
+                            "cannot record the report's deliveries in the state file; they stay recorded in memory: {e}"
+                        );
+                    }
+                }
+                tracing::error!(%period, "monthly report failed; retried at the next refresh for the channels that lack it: {e}")
             }
         }
     }

@@ -46,8 +46,14 @@ pub enum ReportError {
     },
     #[error("report upload to {location}: {message}")]
     Upload { location: String, message: String },
-    #[error(transparent)]
-    Notify(#[from] NotifyError),
+    /// The card reached `delivered` and then failed on one channel; the rest were not tried.
+    #[error("report card not delivered to channel {channel}: {source}")]
+    Undelivered {
+        delivered: Vec<String>,
+        channel: String,
+        #[source]
+        source: NotifyError,
+    },
 }
 
 /// The CSV of a period.
@@ -231,7 +237,8 @@ pub struct Outcome {
     pub cards_sent: usize,
 }
 
-/// Writes the CSV, uploads it when `s3` is given, and sends the card to `channels`.
+/// Writes the CSV, uploads it when `s3` is given, and sends the card to `channels` in order,
+/// stopping at the first that fails ([`ReportError::Undelivered`] says which got it).
 pub async fn run(
     a: &Allocation,
     savings: &Savings,
@@ -254,14 +261,20 @@ pub async fn run(
         _ => None,
     };
     let card = summary_card(a, savings, link.as_deref(), settings, dashboard_url);
-    let mut cards_sent = 0;
+    let mut delivered = Vec::new();
     for ch in channels {
-        ch.send(&card).await?;
-        cards_sent += 1;
+        if let Err(source) = ch.send(&card).await {
+            return Err(ReportError::Undelivered {
+                delivered,
+                channel: ch.name().to_owned(),
+                source,
+            });
+        }
+        delivered.push(ch.name().to_owned());
     }
     Ok(Outcome {
         path,
         link,
-        cards_sent,
+        cards_sent: delivered.len(),
     })
 }

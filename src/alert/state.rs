@@ -90,6 +90,10 @@ pub struct AlertState {
     /// Billing periods whose monthly report has been delivered.
     #[serde(default)]
     pub reports: BTreeSet<BillingPeriod>,
+    /// Channels that already have the report card of a period whose report is not yet
+    /// delivered everywhere, so that a retry sends it only to the others.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub report_channels: BTreeMap<BillingPeriod, BTreeSet<String>>,
 }
 
 /// What loading found.

@@ -478,3 +478,95 @@ async fn a_clock_jumping_across_the_month_boundary() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_for_two_channels_reaches_each_once_when_one_is_down() {
+    use crate::feishu::Fault;
+    let dir = tempfile::tempdir().unwrap();
+    // The report is for last month: the export has it, whatever today is.
+    let last = kiro_cost_exporter::period::BillingPeriod::containing(chrono::Utc::now()).previous();
+    let export = dir.path().join("cur");
+    let mut spec = GenSpec::new(30, last);
+    spec.seed = 23;
+    curgen::write_export(&spec, &export, |_| {}).unwrap();
+    let state = dir.path().join("state.json");
+    let reports = dir.path().join("reports");
+    let config = dir.path().join("report.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\ncur = {export:?}\n[alerts]\nstate_file = {state:?}\n\
+             [[alerts.channels]]\nname = \"finance\"\nurl_env = \"TEST_FEISHU_URL_A\"\nmin_interval = \"10ms\"\nmax_attempts = 1\n\
+             [[alerts.channels]]\nname = \"platform\"\nurl_env = \"TEST_FEISHU_URL_B\"\nmin_interval = \"10ms\"\nmax_attempts = 1\n\
+             [report]\nout_dir = {reports:?}\nschedule_day = 1\n"
+        ),
+    )
+    .unwrap();
+    let (a, b) = (Receiver::start(None), Receiver::start(None));
+    // The second channel's webhook is down until the test says otherwise.
+    b.fail_with(&[Fault::ServerError; 10_000]);
+    let (url_a, url_b) = (a.url(), b.url());
+    let env: Vec<(&str, &str)> = FAST
+        .iter()
+        .copied()
+        .chain([
+            ("TEST_FEISHU_URL_A", url_a.as_str()),
+            ("TEST_FEISHU_URL_B", url_b.as_str()),
+        ])
+        .collect();
+    let last_s = last.to_string();
+    let d = Daemon::start(
+        &["--config", config.to_str().unwrap(), "--period", &last_s],
+        &env,
+    );
+    let report_cards = |rx: &Receiver| {
+        rx.accepted()
+            .iter()
+            .filter(|c| {
+                c["card"]["header"]["title"]["content"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("Kiro cost report"))
+            })
+            .count()
+    };
+    // Several attempts while the second channel is down: the first channel has the card once.
+    let failing = wait_for(&d, "failed report attempts", |m| {
+        count(
+            m,
+            "kiro_exporter_notifications_total",
+            &[("channel", "platform"), ("result", "failure")],
+        ) >= 3.0
+    })
+    .await;
+    assert_scrape_reconciles(&failing, &last_s);
+    assert_eq!(report_cards(&a), 1, "{}", d.log());
+    assert_eq!(report_cards(&b), 0);
+    let log = d.log();
+    assert!(
+        log.contains("report card not delivered to channel platform"),
+        "{log}"
+    );
+    let saved: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(
+        saved["report_channels"][&last_s],
+        serde_json::json!(["finance"])
+    );
+    assert!(saved["reports"].as_array().unwrap().is_empty());
+
+    // Back up: the second channel gets it, once, and the first nothing more.
+    b.clear_faults();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while report_cards(&b) < 1 {
+        assert!(std::time::Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let m = scrape(&d).await;
+    wait_for(&d, "more refreshes", |n| {
+        successes(n) >= successes(&m) + 2.0
+    })
+    .await;
+    assert_eq!((report_cards(&a), report_cards(&b)), (1, 1), "{}", d.log());
+    let saved: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(saved["reports"], serde_json::json!([last_s]));
+    assert!(saved.get("report_channels").is_none(), "{saved}");
+}

@@ -73,6 +73,11 @@ impl Receiver {
         self.inner.lock().unwrap().faults.extend(faults);
     }
 
+    /// Drops the faults not yet used: the receiver works again.
+    pub fn clear_faults(&self) {
+        self.inner.lock().unwrap().faults.clear();
+    }
+
     /// Accepted messages, oldest first.
     pub fn accepted(&self) -> Vec<Value> {
         self.inner.lock().unwrap().accepted.clone()
