@@ -408,13 +408,7 @@ impl Refresher {
                 while state.reports.len() > 24 {
                     state.reports.pop_first();
                 }
-                let saved = engine.save();
-                self.metrics.record_state_save(saved.is_ok());
-                if let Err(e) = saved {
-                    tracing::error!(
-                        "cannot record the report in the state file; it stays recorded in memory: {e}"
-                    );
-                }
+                save_state(engine, &self.metrics, "the report");
                 // Logged once recorded, so whoever reads the line finds the state file saying so.
                 tracing::info!(%period, path = %out.path.display(), uploaded = out.link.is_some(), cards = out.cards_sent, "monthly report sent");
             }
@@ -429,13 +423,7 @@ impl Refresher {
                         .entry(period)
                         .or_default()
                         .extend(delivered.iter().cloned());
-                    let saved = engine.save();
-                    self.metrics.record_state_save(saved.is_ok());
-                    if let Err(e) = saved {
-                        tracing::error!(
-                            "cannot record the report's deliveries in the state file; they stay recorded in memory: {e}"
-                        );
-                    }
+                    save_state(engine, &self.metrics, "the report's deliveries");
                 }
                 tracing::error!(%period, "monthly report failed; retried at the next refresh for the channels that lack it: {e}")
             }
@@ -470,6 +458,16 @@ impl Refresher {
                 _ = shutdown.wait_for(|s| *s) => return,
             }
         }
+    }
+}
+
+/// Saves the alert state after recording `what` in it; a failure is counted and logged, and
+/// what was recorded stays in memory for the next save.
+fn save_state(engine: &AlertEngine, metrics: &ExporterMetrics, what: &str) {
+    let saved = engine.save();
+    metrics.record_state_save(saved.is_ok());
+    if let Err(e) = saved {
+        tracing::error!("cannot record {what} in the state file; it stays recorded in memory: {e}");
     }
 }
 

@@ -142,11 +142,9 @@ fn string_value(name: &str, l: &CurLine, row_id: u64, payer: &str) -> Option<Str
         "line_item_usage_account_id" => s(&l.account_id),
         "line_item_usage_account_name" => {
             // The last four characters (not bytes: an identifier may be any text here).
-            let tail: String = l.account_id.chars().rev().take(4).collect();
-            Some(format!(
-                "workloads-{}",
-                tail.chars().rev().collect::<String>()
-            ))
+            let id = &l.account_id;
+            let start = id.char_indices().rev().nth(3).map_or(0, |(i, _)| i);
+            Some(format!("workloads-{}", &id[start..]))
         }
         "line_item_usage_type" | "product_usagetype" => s(&l.usage_type),
         "line_item_user_identifier" => s(&l.user_identifier),

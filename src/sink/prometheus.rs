@@ -40,6 +40,22 @@ fn gauge_vec(
     Ok(g)
 }
 
+fn counter_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, prometheus::Error> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+/// The `result` label of a success or a failure.
+fn result(ok: bool) -> &'static str {
+    if ok { "success" } else { "failure" }
+}
+
 /// The exporter's own metrics (prefix `kiro_exporter_`).
 pub struct ExporterMetrics {
     registry: Registry,
@@ -79,24 +95,23 @@ impl ExporterMetrics {
         build
             .with_label_values(&[env!("CARGO_PKG_VERSION"), engine])
             .set(1.0);
-        let refreshes = IntCounterVec::new(
-            Opts::new(
-                "kiro_exporter_refresh_total",
-                "Refreshes by result (success, error).",
-            ),
+        let refreshes = counter_vec(
+            &r,
+            "kiro_exporter_refresh_total",
+            "Refreshes by result (success, error).",
             &["result"],
         )
         .expect("static descriptor");
-        r.register(Box::new(refreshes.clone())).expect("unique");
         for result in ["success", "error"] {
             refreshes.with_label_values(&[result]).inc_by(0);
         }
-        let failures = IntCounterVec::new(
-            Opts::new("kiro_exporter_refresh_failures_total", "Failed refreshes by kind (no_data, io, bad_input, engine, decode, reconciliation, timeout, aws, config)."),
+        let failures = counter_vec(
+            &r,
+            "kiro_exporter_refresh_failures_total",
+            "Failed refreshes by kind (no_data, io, bad_input, engine, decode, reconciliation, timeout, aws, config).",
             &["kind"],
         )
         .expect("static descriptor");
-        r.register(Box::new(failures.clone())).expect("unique");
         let last_success = Gauge::new(
             "kiro_exporter_last_success_timestamp_seconds",
             "Unix time of the last successful refresh; 0 before the first.",
@@ -116,43 +131,34 @@ impl ExporterMetrics {
             &["billing_period"],
         )
         .expect("static descriptor");
-        let notifications = IntCounterVec::new(
-            Opts::new(
-                "kiro_exporter_notifications_total",
-                "Notification messages by channel and result (success, failure, retry).",
-            ),
+        let notifications = counter_vec(
+            &r,
+            "kiro_exporter_notifications_total",
+            "Notification messages by channel and result (success, failure, retry).",
             &["channel", "result"],
         )
         .expect("static descriptor");
-        r.register(Box::new(notifications.clone())).expect("unique");
-        let cloudwatch_datums = IntCounterVec::new(
-            Opts::new(
-                "kiro_exporter_cloudwatch_datums_total",
-                "Datums pushed to CloudWatch by result (success, failure).",
-            ),
+        let cloudwatch_datums = counter_vec(
+            &r,
+            "kiro_exporter_cloudwatch_datums_total",
+            "Datums pushed to CloudWatch by result (success, failure).",
             &["result"],
         )
         .expect("static descriptor");
-        r.register(Box::new(cloudwatch_datums.clone()))
-            .expect("unique");
-        let budget_syncs = IntCounterVec::new(
-            Opts::new(
-                "kiro_exporter_budget_syncs_total",
-                "AWS Budgets reconciliations by result (success, failure); a failure is retried after the next refresh.",
-            ),
+        let budget_syncs = counter_vec(
+            &r,
+            "kiro_exporter_budget_syncs_total",
+            "AWS Budgets reconciliations by result (success, failure); a failure is retried after the next refresh.",
             &["result"],
         )
         .expect("static descriptor");
-        r.register(Box::new(budget_syncs.clone())).expect("unique");
-        let state_saves = IntCounterVec::new(
-            Opts::new(
-                "kiro_exporter_state_saves_total",
-                "Alert state file saves by result (success, failure), one per evaluation; after a failure the state is kept in memory and saved at the next evaluation.",
-            ),
+        let state_saves = counter_vec(
+            &r,
+            "kiro_exporter_state_saves_total",
+            "Alert state file saves by result (success, failure), one per evaluation; after a failure the state is kept in memory and saved at the next evaluation.",
             &["result"],
         )
         .expect("static descriptor");
-        r.register(Box::new(state_saves.clone())).expect("unique");
         let budget = |name: &str, help: &str| {
             gauge_vec(&r, name, help, &["budget", "cost_center"]).expect("static descriptor")
         };
@@ -209,16 +215,12 @@ impl ExporterMetrics {
 
     /// Counts one AWS Budgets reconciliation.
     pub fn record_budget_sync(&self, ok: bool) {
-        self.budget_syncs
-            .with_label_values(&[if ok { "success" } else { "failure" }])
-            .inc();
+        self.budget_syncs.with_label_values(&[result(ok)]).inc();
     }
 
     /// Counts one save of the alert state file.
     pub fn record_state_save(&self, ok: bool) {
-        self.state_saves
-            .with_label_values(&[if ok { "success" } else { "failure" }])
-            .inc();
+        self.state_saves.with_label_values(&[result(ok)]).inc();
     }
 
     /// The notifications counter, for the channels to count into.
