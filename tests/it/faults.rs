@@ -464,6 +464,7 @@ async fn a_clock_jumping_across_the_month_boundary() {
     // report is sent twice.
     set_clock("2026-10-31 23:30:00");
     let back = wait_for(&d, "October alone", |m| cost(m, "2026-11").is_none()).await;
+    assert_scrape_reconciles(&back, "2026-10");
     assert_eq!(cost(&back, "2026-10"), cost(&oct, "2026-10"));
     wait_for(&d, "more refreshes", |m| {
         successes(m) >= successes(&back) + 2.0
