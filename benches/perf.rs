@@ -44,13 +44,14 @@ use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use kiro_cost_exporter::allocation::Snapshot;
 use kiro_cost_exporter::allocation::sql::{self, Dialect, QuerySpec};
 use kiro_cost_exporter::config::Settings;
 use kiro_cost_exporter::period::BillingPeriod;
 use kiro_cost_exporter::sink::prometheus as prom;
+use kiro_cost_exporter::snapshot::Snapshot;
 use kiro_cost_exporter::source::Source;
 use kiro_cost_exporter::source::local::{LocalSource, PARTITION_COLUMN};
+use kiro_cost_exporter::telemetry::Telemetry;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rust_decimal::Decimal;
@@ -365,16 +366,21 @@ fn measure_scale(
         .with_options(settings.source.datafusion.clone());
     let allocation = rt.block_on(source.allocate(period))?;
     check_allocation(&allocation, &duck, &query)?;
-    let snapshot = Snapshot {
-        taken_at: chrono::Utc::now(),
-        allocations: vec![allocation],
-    };
-    let metrics = prom::ExporterMetrics::new("local", Duration::from_secs(3600));
+    let metrics = Telemetry::new("local", Duration::from_secs(3600))?;
     let (mut build, mut encode, mut exposition) = (Vec::new(), Vec::new(), None);
+    let mut snapshot = None;
     for _ in 0..=args.runs {
         let t = Instant::now();
-        let families = prom::encode_snapshot(&snapshot, &settings.plans, &settings.savings);
+        // The snapshot's views (roll-ups, forecast, savings) and the data families.
+        let snap = Snapshot::build(
+            chrono::Utc::now(),
+            vec![allocation.clone()],
+            &settings.plans,
+            &settings.savings,
+        );
+        let families = prom::encode_snapshot(&snap, &settings.plans);
         build.push(t.elapsed().as_secs_f64());
+        snapshot = Some(snap);
         let t = Instant::now();
         exposition = Some(prom::encode(Some(&families), &metrics)?);
         encode.push(t.elapsed().as_secs_f64());
@@ -394,7 +400,7 @@ fn measure_scale(
     drop(daemon);
 
     eprintln!("naive server: scrape load");
-    let naive = NaiveServer::start(rt, snapshot, settings, metrics)?;
+    let naive = NaiveServer::start(rt, snapshot.context("no run")?, settings, metrics)?;
     let naive_plain = load(naive.addr, false, args, 0)?;
     let naive_gzip = load(naive.addr, true, args, 0)?;
     drop(naive);
@@ -639,7 +645,7 @@ impl NaiveServer {
         rt: &tokio::runtime::Runtime,
         snapshot: Snapshot,
         settings: Settings,
-        metrics: prom::ExporterMetrics,
+        metrics: Telemetry,
     ) -> anyhow::Result<Self> {
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
         let addr = listener.local_addr()?;
@@ -658,8 +664,7 @@ impl NaiveServer {
                         .get(header::ACCEPT_ENCODING)
                         .is_some_and(|v| v.as_bytes().windows(4).any(|w| w == b"gzip"));
                     let (snapshot, settings, metrics) = &*shared;
-                    let families =
-                        prom::encode_snapshot(snapshot, &settings.plans, &settings.savings);
+                    let families = prom::encode_snapshot(snapshot, &settings.plans);
                     let e = prom::encode(Some(&families), metrics).expect("encodes");
                     let mut r = Response::new(Full::new(if gzip { e.gzip } else { e.plain }));
                     if gzip {

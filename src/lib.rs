@@ -1,21 +1,25 @@
 //! kiro-cost-exporter: allocates Kiro subscription costs from the AWS Cost and Usage Report 2.0
 //! per user and cost center, and hands the result to Prometheus and the other sinks.
 //!
-//! Data flows one way: a [`source::Source`] runs the allocation query for a billing period and
-//! returns an [`allocation::Allocation`]; the daemon gathers allocations into a snapshot that
-//! the sinks only read.
+//! Data flows one way (tick → source → snapshot → sinks): the [`daemon`] asks a
+//! [`source::Source`] to allocate each watched billing period ([`allocation`], pure), builds
+//! one [`snapshot::Snapshot`] whose derived views are computed once, and hands it to every
+//! consumer under [`sink`]. [`config`] only composes the components' settings; [`server`]
+//! serves the bytes the last refresh published.
 #![forbid(unsafe_code)]
 
-pub mod alert;
 pub mod allocation;
 pub mod aws;
 pub mod config;
+pub mod config_error;
 pub mod curgen;
 pub mod daemon;
+pub mod notify;
 pub mod output;
 pub mod period;
-pub mod report;
 pub mod server;
 pub mod sink;
+pub mod snapshot;
 pub mod source;
-pub mod web;
+pub mod state;
+pub mod telemetry;

@@ -1,5 +1,6 @@
-//! Renders an allocation for people and programs: JSON (one object), CSV (one row per unit,
-//! UTF-8 with a byte-order mark so Excel reads non-ASCII names), and an aligned table.
+//! Renders a period for people and programs: JSON (one object), CSV (one row per unit, UTF-8
+//! with a byte-order mark so Excel reads non-ASCII names), and an aligned table. JSON and the
+//! table read the period's views ([`crate::snapshot::PeriodView`]), as every sink does.
 
 use std::fmt::Write as _;
 
@@ -9,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::allocation::savings::Savings;
 use crate::allocation::{Allocation, Rollup};
+use crate::snapshot::PeriodView;
 
 /// Output formats of `query`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -37,8 +39,10 @@ fn rollup_json(key_name: &str, key: &str, r: &Rollup) -> Value {
     })
 }
 
-/// The allocation and its savings recommendations as one JSON object.
-pub fn to_json(a: &Allocation, savings: &Savings) -> Value {
+/// The period, its roll-ups, forecast and savings recommendations as one JSON object.
+/// `total_cost_usd` is the whole bill, tax included (the same as `kiro_total_usd`).
+pub fn to_json(view: &PeriodView) -> Value {
+    let a = &view.allocation;
     let users: Vec<Value> = a
         .units
         .iter()
@@ -56,10 +60,20 @@ pub fn to_json(a: &Allocation, savings: &Savings) -> Value {
             })
         })
         .collect();
-    let cost_centers: Vec<Value> = a
-        .cost_centers()
+    let cost_centers: Vec<Value> = view
+        .cost_centers
         .iter()
-        .map(|(k, r)| rollup_json("cost_center", k, r))
+        .map(|(k, r)| {
+            let mut v = rollup_json("cost_center", k, r);
+            v["forecast_usd"] = number(
+                view.forecast
+                    .cost_centers
+                    .get(k)
+                    .copied()
+                    .unwrap_or_default(),
+            );
+            v
+        })
         .collect();
     json!({
         "billing_period": a.period.to_string(),
@@ -67,10 +81,12 @@ pub fn to_json(a: &Allocation, savings: &Savings) -> Value {
         "tax_usd": number(a.tax_usd),
         "unattributed_usd": number(a.unattributed_usd),
         "kiro_total_usd": number(a.kiro_total_usd),
-        "untagged_users": a.untagged_users(),
-        "duplicate_subscriptions": a.duplicate_subscriptions(),
+        "total_cost_usd": number(view.total_cost_usd),
+        "forecast_usd": number(view.forecast.total),
+        "untagged_users": view.untagged_users,
+        "duplicate_subscriptions": view.duplicate_subscriptions,
         "cost_centers": cost_centers,
-        "savings": savings_json(savings),
+        "savings": savings_json(&view.savings),
     })
 }
 
@@ -148,7 +164,8 @@ fn width(s: &str) -> usize {
 }
 
 /// An aligned table of units, with the roll-ups, totals and savings at the bottom.
-pub fn to_table(a: &Allocation, savings: &Savings) -> String {
+pub fn to_table(view: &PeriodView) -> String {
+    let (a, savings) = (&view.allocation, &view.savings);
     let header = [
         "ACCOUNT",
         "USER",
@@ -185,7 +202,7 @@ pub fn to_table(a: &Allocation, savings: &Savings) -> String {
             ]
         })
         .collect();
-    let t = a.totals();
+    let t = &view.totals;
     rows.push(vec![
         "TOTAL".into(),
         format!("{} users", t.users),
@@ -231,8 +248,8 @@ pub fn to_table(a: &Allocation, savings: &Savings) -> String {
     let _ = writeln!(out, "Unattributed        {}", money(a.unattributed_usd));
     let _ = writeln!(out, "Tax                 {}", money(a.tax_usd));
     let _ = writeln!(out, "Kiro total          {}", money(a.kiro_total_usd));
-    let untagged = a.untagged_users();
-    let dups = a.duplicate_subscriptions();
+    let untagged = &view.untagged_users;
+    let dups = &view.duplicate_subscriptions;
     let _ = writeln!(out, "Untagged users      {}", untagged.len());
     let _ = writeln!(out, "Duplicate subs      {}", dups.len());
     let _ = writeln!(
@@ -243,7 +260,7 @@ pub fn to_table(a: &Allocation, savings: &Savings) -> String {
         savings.idle_seats
     );
     let _ = writeln!(out, "\nBy cost center:");
-    let ccs = a.cost_centers_by_cost();
+    let ccs = view.cost_centers_by_cost();
     let ccw = ccs
         .iter()
         .map(|(k, _)| width(if k.is_empty() { "(untagged)" } else { k }))

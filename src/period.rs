@@ -8,6 +8,10 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 
+/// The partition column of a CUR 2.0 export, as its folders spell it
+/// (`data/BILLING_PERIOD=YYYY-MM/`); Athena's table has it in lower case.
+pub const PARTITION_COLUMN: &str = "BILLING_PERIOD";
+
 /// One calendar month, as CUR 2.0 partitions it (`BILLING_PERIOD=YYYY-MM`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BillingPeriod {

@@ -5,9 +5,9 @@
 //! center) group; [`Allocation::assemble`] turns those rows into units, tax, the unattributed
 //! remainder and the independent total, the same way for every engine.
 
+pub mod forecast;
 pub mod plans;
 pub mod savings;
-pub mod snapshot;
 pub mod sql;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,9 +16,48 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
+use serde::{Deserialize, Serialize};
+
+use crate::config_error::ConfigError;
 use crate::period::BillingPeriod;
 pub use plans::{Plan, PlanTable};
-pub use snapshot::Snapshot;
+
+/// `[allocation]`: how lines are attributed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AllocationConfig {
+    /// Key in the CUR `tags` map that holds the cost center.
+    pub cost_center_tag: String,
+    /// `line_item_unblended_cost` or `line_item_net_unblended_cost`.
+    pub cost_column: sql::CostColumn,
+}
+
+impl Default for AllocationConfig {
+    fn default() -> Self {
+        let d = AllocationSettings::default();
+        Self {
+            cost_center_tag: d.cost_center_tag,
+            cost_column: d.cost_column,
+        }
+    }
+}
+
+impl AllocationConfig {
+    /// Checks values (no I/O); errors name the key under `allocation`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        sql::validate_tag_key(&self.cost_center_tag)
+            .map_err(|m| ConfigError::key("allocation.cost_center_tag", m))
+    }
+
+    /// The settings every engine allocates with: these and the plan table.
+    pub fn with_plans(&self, plans: &PlanTable) -> AllocationSettings {
+        AllocationSettings {
+            cost_center_tag: self.cost_center_tag.clone(),
+            cost_column: self.cost_column,
+            plans: plans.clone(),
+        }
+    }
+}
 
 /// Settings that change what the allocation computes (the same for every engine).
 #[derive(Debug, Clone, PartialEq)]
@@ -262,6 +301,21 @@ impl Allocation {
             .filter(|(_, n)| *n > 1)
             .map(|(u, _)| u)
             .collect()
+    }
+
+    /// Each seat's main cost center: of the (account, user)'s units, the one with most cost
+    /// (the first in unit order on a tie). Included credits and savings count there.
+    pub fn seat_cost_centers(&self) -> BTreeMap<(&str, &str), &str> {
+        let mut out: BTreeMap<(&str, &str), (&str, Decimal)> = BTreeMap::new();
+        for u in self.units.iter().filter(|u| !u.user_id.is_empty()) {
+            let e = out
+                .entry((&u.account_id, &u.user_id))
+                .or_insert((&u.cost_center, u.total_usd));
+            if u.total_usd > e.1 {
+                *e = (&u.cost_center, u.total_usd);
+            }
+        }
+        out.into_iter().map(|(k, (cc, _))| (k, cc)).collect()
     }
 
     /// Distinct users with a unit, per plan name ("" = no subscription line).

@@ -5,6 +5,7 @@
 //! 2,000, Power $200 / 10,000, overage $0.04 per credit). Other tiers have been reported but not
 //! confirmed, so the table is configuration, not code.
 
+use crate::config_error::ConfigError;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -86,8 +87,12 @@ impl PlanTable {
         self.plans.iter().find(|p| p.name == name)
     }
 
-    /// Problems that make the table unusable, each naming the plan.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Problems that make the table unusable, each naming the plan (key `plans`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check().map_err(|m| ConfigError::key("plans", m))
+    }
+
+    fn check(&self) -> Result<(), String> {
         for (i, p) in self.plans.iter().enumerate() {
             let at = format!("plans[{i}] ({:?})", p.name);
             if p.name.is_empty() || p.usage_type_suffix.is_empty() {
@@ -138,6 +143,7 @@ mod tests {
             PlanTable::new(plans)
                 .validate()
                 .unwrap_err()
+                .to_string()
                 .contains("twice")
         );
         let mut plans = PlanTable::default().plans().to_vec();
@@ -146,6 +152,7 @@ mod tests {
             PlanTable::new(plans)
                 .validate()
                 .unwrap_err()
+                .to_string()
                 .contains("plans[0]")
         );
     }

@@ -22,6 +22,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::{Allocation, Plan, PlanTable};
+use crate::config_error::{ConfigError, ensure};
 
 /// Thresholds of the savings rules.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +32,22 @@ pub struct SavingsSettings {
     pub idle_below_credits: Decimal,
     /// Days of the month the data must cover before a seat can be called idle.
     pub idle_grace_days: u32,
+}
+
+impl SavingsSettings {
+    /// Checks values (no I/O); errors name the key under `savings`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ensure(
+            !self.idle_below_credits.is_sign_negative(),
+            "savings.idle_below_credits",
+            "must not be negative",
+        )?;
+        ensure(
+            self.idle_grace_days <= 31,
+            "savings.idle_grace_days",
+            "must be a number of days from 0 to 31",
+        )
+    }
 }
 
 impl Default for SavingsSettings {
@@ -113,12 +130,11 @@ pub fn cheapest<'a>(plans: &'a PlanTable, credits: Decimal, current: &'a Plan) -
     best
 }
 
-/// A seat as billed: its plan (if in the table), credits, and the cost center with most cost.
+/// A seat as billed: its plan (if in the table), credits, and its main cost center.
 struct Billed<'a> {
     plan: Option<&'a Plan>,
     credits: Decimal,
     cost_center: &'a str,
-    cost_center_total: Decimal,
 }
 
 #[derive(Debug)]
@@ -144,6 +160,7 @@ pub fn recommend(
     };
     let grace_over = covered_days >= i64::from(settings.idle_grace_days);
     // Seats per user and account, summed over the seat's cost centers.
+    let main = a.seat_cost_centers();
     let mut seats: BTreeMap<&str, BTreeMap<&str, Billed>> = BTreeMap::new();
     for u in &a.units {
         let s = seats
@@ -153,14 +170,12 @@ pub fn recommend(
             .or_insert(Billed {
                 plan: plans.by_name(&u.plan),
                 credits: Decimal::ZERO,
-                cost_center: &u.cost_center,
-                cost_center_total: Decimal::MIN,
+                cost_center: main
+                    .get(&(u.account_id.as_str(), u.user_id.as_str()))
+                    .copied()
+                    .unwrap_or(&u.cost_center),
             });
         s.credits += u.credits_used;
-        if u.total_usd > s.cost_center_total {
-            s.cost_center = &u.cost_center;
-            s.cost_center_total = u.total_usd;
-        }
     }
     let mut out = Savings::default();
     for (user, accounts) in seats {

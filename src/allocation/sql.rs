@@ -12,7 +12,7 @@
 //! spliced into the text; identifiers (table, cost column) come from closed sets or are
 //! validated by [`validate_identifier`].
 
-use crate::period::BillingPeriod;
+use crate::period::{BillingPeriod, PARTITION_COLUMN};
 use serde::{Deserialize, Serialize};
 
 /// Which SQL engine the text is for.
@@ -149,8 +149,8 @@ pub fn render(dialect: Dialect, spec: &QuerySpec<'_>) -> Rendered {
         Dialect::Trino => format!("element_at(tags, {tag_param})"),
     };
     let period_column = match dialect {
-        Dialect::DataFusion => "\"BILLING_PERIOD\"",
-        Dialect::Trino => "billing_period",
+        Dialect::DataFusion => format!("\"{PARTITION_COLUMN}\""),
+        Dialect::Trino => PARTITION_COLUMN.to_ascii_lowercase(),
     };
     let period = param(spec.period.to_string());
     let table = spec.table;

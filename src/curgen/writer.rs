@@ -18,7 +18,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
 use super::{CurLine, LineSink};
-use crate::period::BillingPeriod;
+use crate::period::{BillingPeriod, PARTITION_COLUMN};
 
 const COLUMNS: &str = include_str!("cur2_columns.txt");
 const BATCH_ROWS: usize = 8_192;
@@ -323,7 +323,7 @@ impl<F: FnMut(&CurLine)> ExportWriter<F> {
     fn open(&mut self, period: BillingPeriod) -> Result<(), WriteError> {
         let entry = self.summary.periods.entry(period).or_default();
         entry.0 += 1;
-        let dir = self.data_dir.join(format!("BILLING_PERIOD={period}"));
+        let dir = self.data_dir.join(format!("{PARTITION_COLUMN}={period}"));
         std::fs::create_dir_all(&dir).map_err(|source| WriteError::Io {
             path: dir.clone(),
             source,

@@ -20,7 +20,14 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 
-use crate::allocation::{Allocation, Snapshot};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{Delivery, Sink, SinkError};
+use crate::allocation::Rollup;
+use crate::config_error::{ConfigError, ensure};
+use crate::snapshot::{PeriodView, Snapshot};
+use crate::telemetry::Outcome;
 
 /// The dimension value for units without a cost center.
 pub const UNTAGGED: &str = "untagged";
@@ -66,7 +73,8 @@ impl Default for CloudWatchSettings {
 }
 
 impl CloudWatchSettings {
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    /// Checks values (no I/O); errors name the key under `cloudwatch`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let key = |k: &str| format!("cloudwatch.{k}");
         let ns_ok = !self.namespace.is_empty()
             && self.namespace.len() <= 255
@@ -75,28 +83,31 @@ impl CloudWatchSettings {
                 .namespace
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || ".-_/#:".contains(c));
-        if !ns_ok {
-            return Err((
-                key("namespace"),
-                "must be 1-255 of letters, digits and . - _ / # :, not starting with AWS/".into(),
-            ));
-        }
-        if !(1..=MAX_DATUMS_PER_CALL).contains(&self.batch_size) {
-            return Err((key("batch_size"), "must be from 1 to 1000".into()));
-        }
-        if self.concurrency == 0 || self.concurrency > 32 {
-            return Err((key("concurrency"), "must be from 1 to 32".into()));
-        }
-        if self.max_attempts == 0 {
-            return Err((key("max_attempts"), "must be at least 1".into()));
-        }
-        if self.retry_max_backoff < self.retry_initial_backoff {
-            return Err((
-                key("retry_max_backoff"),
-                "must be at least retry_initial_backoff".into(),
-            ));
-        }
-        Ok(())
+        ensure(
+            ns_ok,
+            &key("namespace"),
+            "must be 1-255 of letters, digits and . - _ / # :, not starting with AWS/",
+        )?;
+        ensure(
+            (1..=MAX_DATUMS_PER_CALL).contains(&self.batch_size),
+            &key("batch_size"),
+            "must be from 1 to 1000",
+        )?;
+        ensure(
+            (1..=32).contains(&self.concurrency),
+            &key("concurrency"),
+            "must be from 1 to 32",
+        )?;
+        ensure(
+            self.max_attempts > 0,
+            &key("max_attempts"),
+            "must be at least 1",
+        )?;
+        ensure(
+            self.retry_max_backoff >= self.retry_initial_backoff,
+            &key("retry_max_backoff"),
+            "must be at least retry_initial_backoff",
+        )
     }
 
     /// What per-user metrics cost, for `check-config`'s warning.
@@ -139,26 +150,24 @@ fn cc_name(cc: &str) -> String {
 
 /// The datums of a snapshot.
 pub fn datums(snapshot: &Snapshot, per_user: bool) -> Vec<Datum> {
-    let now = snapshot.taken_at;
-    let newest = snapshot.current().map(|a| a.period);
+    let newest = snapshot.current().map(|v| v.allocation.period);
     let mut out = Vec::new();
-    for a in &snapshot.allocations {
+    for v in &snapshot.periods {
         // The current month: month to date, alarmable; an earlier one: by BillingPeriod.
-        let period_dim: Vec<(&'static str, String)> = if Some(a.period) == newest {
+        let period_dim: Vec<(&'static str, String)> = if Some(v.allocation.period) == newest {
             vec![]
         } else {
-            vec![("BillingPeriod", a.period.to_string())]
+            vec![("BillingPeriod", v.allocation.period.to_string())]
         };
-        push_allocation(&mut out, a, &period_dim, now, per_user);
+        push_period(&mut out, v, &period_dim, per_user);
     }
     out
 }
 
-fn push_allocation(
+fn push_period(
     out: &mut Vec<Datum>,
-    a: &Allocation,
+    v: &PeriodView,
     period_dim: &[(&'static str, String)],
-    now: chrono::DateTime<chrono::Utc>,
     per_user: bool,
 ) {
     let dims = |extra: &[(&'static str, String)]| -> Vec<(&'static str, String)> {
@@ -176,9 +185,7 @@ fn push_allocation(
             unit,
         });
     };
-    let forecast = a.forecast_cost_centers(now);
-    let rollups = |add: &mut dyn FnMut(&'static str, f64, StandardUnit),
-                   r: &crate::allocation::Rollup| {
+    let rollups = |add: &mut dyn FnMut(&'static str, f64, StandardUnit), r: &Rollup| {
         add("CostUsd", usd(r.total_usd), StandardUnit::None);
         add("OverageUsd", usd(r.overage_usd), StandardUnit::None);
         add(
@@ -189,54 +196,53 @@ fn push_allocation(
         add("CreditsUsed", usd(r.credits_used), StandardUnit::Count);
         add("Users", r.users as f64, StandardUnit::Count);
     };
-    // Total (the cost of lines with no user included, as in kiro_cost_usd).
-    let totals = a.totals();
+    // Total: the whole bill, tax and lines with no user included, as kiro_cost_usd.
     let total_dims = dims(&[]);
     rollups(
-        &mut |n, v, u| {
-            let v = if n == "CostUsd" {
-                usd(totals.total_usd + a.unattributed_usd)
+        &mut |n, value, u| {
+            let value = if n == "CostUsd" {
+                usd(v.total_cost_usd)
             } else {
-                v
+                value
             };
-            add(n, total_dims.clone(), v, u)
+            add(n, total_dims.clone(), value, u)
         },
-        &totals,
+        &v.totals,
     );
     add(
         "ForecastUsd",
         total_dims.clone(),
-        usd(forecast.values().copied().sum::<Decimal>() + a.unattributed_usd),
+        usd(v.forecast.total),
         StandardUnit::None,
     );
     add(
         "UntaggedUsers",
         total_dims.clone(),
-        a.untagged_users().len() as f64,
+        v.untagged_users.len() as f64,
         StandardUnit::Count,
     );
     add(
         "DuplicateSubscriptions",
         total_dims,
-        a.duplicate_subscriptions().len() as f64,
+        v.duplicate_subscriptions.len() as f64,
         StandardUnit::Count,
     );
-    for (cc, r) in a.cost_centers() {
+    for (cc, r) in &v.cost_centers {
         let d = dims(&[("CostCenter", cc_name(cc))]);
-        rollups(&mut |n, v, u| add(n, d.clone(), v, u), &r);
+        rollups(&mut |n, value, u| add(n, d.clone(), value, u), r);
         add(
             "ForecastUsd",
             d,
-            usd(forecast.get(cc).copied().unwrap_or_default()),
+            usd(v.forecast.cost_centers.get(cc).copied().unwrap_or_default()),
             StandardUnit::None,
         );
     }
-    for (account, r) in a.accounts() {
-        let d = dims(&[("AccountId", account.to_owned())]);
-        rollups(&mut |n, v, u| add(n, d.clone(), v, u), &r);
+    for (account, r) in &v.accounts {
+        let d = dims(&[("AccountId", account.clone())]);
+        rollups(&mut |n, value, u| add(n, d.clone(), value, u), r);
     }
     if per_user {
-        for u in a.units.iter().filter(|u| !u.user_id.is_empty()) {
+        for u in v.allocation.units.iter().filter(|u| !u.user_id.is_empty()) {
             let d = dims(&[
                 ("AccountId", u.account_id.clone()),
                 ("UserId", u.user_id.clone()),
@@ -293,15 +299,16 @@ impl CloudWatchSink {
         settings: CloudWatchSettings,
         counter: IntCounterVec,
     ) -> Self {
-        let retry = aws_config::retry::RetryConfig::standard()
-            .with_max_attempts(settings.max_attempts)
-            .with_initial_backoff(settings.retry_initial_backoff)
-            .with_max_backoff(settings.retry_max_backoff);
+        let retry = crate::aws::retry_config(
+            settings.max_attempts,
+            settings.retry_initial_backoff,
+            settings.retry_max_backoff,
+        );
         let conf = aws_sdk_cloudwatch::config::Builder::from(shared)
             .retry_config(retry)
             .build();
-        for result in ["success", "failure"] {
-            counter.with_label_values(&[result]).inc_by(0);
+        for o in [Outcome::Success, Outcome::Failure] {
+            counter.with_label_values(&[o.as_str()]).inc_by(0);
         }
         Self {
             client: aws_sdk_cloudwatch::Client::from_conf(conf),
@@ -347,11 +354,11 @@ impl CloudWatchSink {
             match r {
                 Ok(()) => self
                     .counter
-                    .with_label_values(&["success"])
+                    .with_label_values(&[Outcome::Success.as_str()])
                     .inc_by(n as u64),
                 Err(e) => {
                     self.counter
-                        .with_label_values(&["failure"])
+                        .with_label_values(&[Outcome::Failure.as_str()])
                         .inc_by(n as u64);
                     failed += n;
                     message = e;
@@ -369,6 +376,30 @@ impl CloudWatchSink {
             datums: total,
             calls,
         })
+    }
+}
+
+#[async_trait]
+impl Sink for CloudWatchSink {
+    fn name(&self) -> &'static str {
+        "cloudwatch"
+    }
+
+    async fn deliver(
+        &mut self,
+        snapshot: &Snapshot,
+        _now: DateTime<Utc>,
+    ) -> Result<Delivery, SinkError> {
+        let p = self
+            .push(snapshot)
+            .await
+            .map_err(|e| SinkError::new("aws", e))?;
+        tracing::info!(
+            distinct_metrics = p.datums,
+            calls = p.calls,
+            "pushed to CloudWatch"
+        );
+        Ok(Delivery::Done)
     }
 }
 

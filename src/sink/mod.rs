@@ -1,4 +1,64 @@
-//! Sinks read snapshots and hand them to the tools people already run.
+//! Sinks: every consumer of a snapshot. They read the snapshot's views and compute nothing of
+//! their own, so every figure means the same wherever it is shown.
+//!
+//! Two kinds:
+//! - what the HTTP server serves, rendered once per refresh: the Prometheus exposition
+//!   ([`prometheus`]) and the landing page ([`landing`]);
+//! - what is pushed or sent, behind the [`Sink`] seam the daemon loops over: CloudWatch
+//!   ([`cloudwatch`]), AWS Budgets ([`aws_budgets`]), alerts ([`alerts`]) and the monthly report
+//!   ([`report`]). Each decides when it is due; the daemon counts each one's failures by kind
+//!   and its last success the same way.
 
+pub mod alerts;
+pub mod aws_budgets;
 pub mod cloudwatch;
+pub mod landing;
 pub mod prometheus;
+pub mod report;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::snapshot::Snapshot;
+
+/// What a sink did with a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Delivered completely.
+    Done,
+    /// Nothing was due this time (an interval not yet over, a report day not yet reached).
+    NotDue,
+}
+
+/// Why a sink did not deliver: a fixed `kind` label and a message naming what failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct SinkError {
+    /// Fixed, low-cardinality label of `kiro_exporter_sink_errors_total`.
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl SinkError {
+    pub fn new(kind: &'static str, e: impl std::fmt::Display) -> Self {
+        Self {
+            kind,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// A consumer of snapshots that pushes or sends them somewhere.
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// Fixed name: the `sink` label of the exporter's metrics.
+    fn name(&self) -> &'static str;
+
+    /// Delivers what is due of `snapshot` at `now`. A failure is retried at a later snapshot;
+    /// nothing undelivered may be recorded as delivered.
+    async fn deliver(
+        &mut self,
+        snapshot: &Snapshot,
+        now: DateTime<Utc>,
+    ) -> Result<Delivery, SinkError>;
+}

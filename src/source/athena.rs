@@ -24,53 +24,147 @@ use aws_sdk_athena::types::{
 };
 use chrono::{DateTime, NaiveDateTime, Utc};
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 
 use super::{Source, SourceError};
 use crate::allocation::sql::{self, Dialect, QuerySpec};
 use crate::allocation::{Allocation, AllocationSettings, GroupRow, QueryStats};
-use crate::config::AthenaSettings;
-use crate::period::BillingPeriod;
+use crate::aws::{AwsSettings, S3Location};
+use crate::config_error::ConfigError;
+use crate::period::{BillingPeriod, PARTITION_COLUMN};
 
 /// Rows per GetQueryResults page (Athena's maximum).
 const PAGE_SIZE: i32 = 1000;
-/// The CUR export's partition folder name.
-const PARTITION_FOLDER: &str = "BILLING_PERIOD";
 
-/// `s3://bucket/prefix/`, split.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Location {
-    pub bucket: String,
-    /// Key prefix, empty or ending in `/`.
-    pub prefix: String,
+/// `[source.athena]`: the CUR 2.0 table in the Glue catalog and the workgroup that queries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AthenaSettings {
+    /// AWS region; empty = the default chain (`AWS_REGION`, the profile).
+    pub region: String,
+    /// Named profile of the shared AWS config; empty = the default chain.
+    pub profile: String,
+    /// Endpoint override for every AWS call of the source (emulators, VPC endpoints).
+    pub endpoint_url: String,
+    /// Glue data catalog.
+    pub catalog: String,
+    pub database: String,
+    pub table: String,
+    pub workgroup: String,
+    /// `s3://bucket/prefix/` for query results; empty = the workgroup's own setting.
+    pub output_location: String,
+    /// Reuse a result of the same query up to this old (0 = never; Athena allows up to 7 days).
+    #[serde(with = "humantime_serde")]
+    pub result_reuse_max_age: Duration,
+    /// A query still queued or running after this long is stopped.
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
+    /// First delay between GetQueryExecution polls; doubles up to `poll_interval_max`.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval_max: Duration,
+    /// Attempts per API call (throttling and 5xx are retried with capped, jittered backoff).
+    pub max_attempts: u32,
+    /// First retry delay of an API call; the SDK's backoff is capped at `retry_max_backoff`.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max_backoff: Duration,
+    /// `s3://bucket/prefix/data/` of the CUR export. When set, a period whose newest object
+    /// under `BILLING_PERIOD=YYYY-MM/` has not changed since the last query is not queried
+    /// again (one ListObjectsV2 instead of a scan).
+    pub skip_unchanged: String,
 }
 
-impl S3Location {
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let rest = url
-            .strip_prefix("s3://")
-            .ok_or_else(|| format!("{url:?} is not an s3:// location"))?;
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        let bucket_ok = (3..=63).contains(&bucket.len())
-            && bucket
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-        if !bucket_ok {
-            return Err(format!("{url:?}: {bucket:?} is not a valid bucket name"));
+impl Default for AthenaSettings {
+    fn default() -> Self {
+        Self {
+            region: String::new(),
+            profile: String::new(),
+            endpoint_url: String::new(),
+            catalog: "AwsDataCatalog".to_owned(),
+            database: "cur".to_owned(),
+            table: "kiro_data".to_owned(),
+            workgroup: "primary".to_owned(),
+            output_location: String::new(),
+            result_reuse_max_age: Duration::ZERO,
+            query_timeout: Duration::from_secs(240),
+            poll_interval: Duration::from_millis(500),
+            poll_interval_max: Duration::from_secs(5),
+            max_attempts: 5,
+            retry_initial_backoff: Duration::from_millis(500),
+            retry_max_backoff: Duration::from_secs(20),
+            skip_unchanged: String::new(),
         }
-        let mut prefix = prefix.to_owned();
-        if !prefix.is_empty() && !prefix.ends_with('/') {
-            prefix.push('/');
-        }
-        Ok(Self {
-            bucket: bucket.to_owned(),
-            prefix,
-        })
     }
 }
 
-impl std::fmt::Display for S3Location {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "s3://{}/{}", self.bucket, self.prefix)
+impl AthenaSettings {
+    /// Region, profile and endpoint as [`AwsSettings`].
+    pub fn aws(&self) -> AwsSettings {
+        AwsSettings {
+            region: self.region.clone(),
+            profile: self.profile.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+        }
+    }
+
+    /// Checks values (no I/O); errors name the key under `source.athena`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("source.athena.{k}");
+        for (k, v) in [("database", &self.database), ("table", &self.table)] {
+            if v.contains('.') {
+                return Err(ConfigError::key(
+                    &key(k),
+                    "must be a single name, without '.'",
+                ));
+            }
+            sql::validate_identifier(v).map_err(|m| ConfigError::key(&key(k), m))?;
+        }
+        if self.catalog.is_empty() {
+            return Err(ConfigError::key(&key("catalog"), "must not be empty"));
+        }
+        if self.workgroup.is_empty() {
+            return Err(ConfigError::key(&key("workgroup"), "must not be empty"));
+        }
+        for (k, v) in [
+            ("output_location", &self.output_location),
+            ("skip_unchanged", &self.skip_unchanged),
+        ] {
+            if !v.is_empty() {
+                S3Location::parse(v).map_err(|m| ConfigError::key(&key(k), m))?;
+            }
+        }
+        self.aws().validate("source.athena")?;
+        if self.result_reuse_max_age > Duration::from_secs(7 * 24 * 3600) {
+            return Err(ConfigError::key(
+                &key("result_reuse_max_age"),
+                "must be at most 7d (Athena's limit is 10080 minutes)",
+            ));
+        }
+        if self.query_timeout.is_zero() {
+            return Err(ConfigError::key(
+                &key("query_timeout"),
+                "must be greater than 0",
+            ));
+        }
+        if self.poll_interval.is_zero() || self.poll_interval_max < self.poll_interval {
+            return Err(ConfigError::key(
+                &key("poll_interval"),
+                "must be greater than 0 and at most poll_interval_max",
+            ));
+        }
+        if self.max_attempts == 0 {
+            return Err(ConfigError::key(&key("max_attempts"), "must be at least 1"));
+        }
+        if self.retry_max_backoff < self.retry_initial_backoff {
+            return Err(ConfigError::key(
+                &key("retry_max_backoff"),
+                "must be at least retry_initial_backoff",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -160,10 +254,11 @@ impl AthenaSource {
     /// attempts and backoff, connect and attempt timeouts.
     pub fn retry_and_timeouts(settings: &AthenaSettings) -> (RetryConfig, TimeoutConfig) {
         (
-            RetryConfig::standard()
-                .with_max_attempts(settings.max_attempts)
-                .with_initial_backoff(settings.retry_initial_backoff)
-                .with_max_backoff(settings.retry_max_backoff),
+            crate::aws::retry_config(
+                settings.max_attempts,
+                settings.retry_initial_backoff,
+                settings.retry_max_backoff,
+            ),
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(10))
                 .operation_attempt_timeout(Duration::from_secs(60))
@@ -182,7 +277,7 @@ impl AthenaSource {
         location: &S3Location,
         period: BillingPeriod,
     ) -> Result<Fingerprint, SourceError> {
-        let prefix = format!("{}{PARTITION_FOLDER}={period}/", location.prefix);
+        let prefix = format!("{}{PARTITION_COLUMN}={period}/", location.prefix);
         let mut fp = Fingerprint {
             objects: 0,
             bytes: 0,
@@ -438,7 +533,7 @@ impl Source for AthenaSource {
                 let fp = self.fingerprint(location, period).await?;
                 if fp.objects == 0 {
                     return Err(SourceError::NoObjects {
-                        location: format!("{location}{PARTITION_FOLDER}={period}/"),
+                        location: format!("{location}{PARTITION_COLUMN}={period}/"),
                     });
                 }
                 let last = self.last.lock().expect("cache lock");
@@ -601,17 +696,6 @@ pub fn parse_timestamp(v: &str) -> Option<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn s3_locations() {
-        let l = S3Location::parse("s3://my-cur/exports/kiro/data").unwrap();
-        assert_eq!(l.bucket, "my-cur");
-        assert_eq!(l.prefix, "exports/kiro/data/");
-        assert_eq!(l.to_string(), "s3://my-cur/exports/kiro/data/");
-        assert_eq!(S3Location::parse("s3://my-cur").unwrap().prefix, "");
-        assert!(S3Location::parse("https://my-cur/x").is_err());
-        assert!(S3Location::parse("s3://My_Bucket/x").is_err());
-    }
 
     #[test]
     fn literals_are_quoted() {

@@ -33,8 +33,7 @@ use crate::allocation::sql::{self, Dialect, QuerySpec};
 use crate::allocation::{Allocation, AllocationSettings, GroupRow, QueryStats};
 use crate::period::BillingPeriod;
 
-/// Name of the partition column, as the export's folders spell it.
-pub const PARTITION_COLUMN: &str = "BILLING_PERIOD";
+pub use crate::period::PARTITION_COLUMN;
 const TABLE: &str = "cur";
 const RESULT_SCALE: i8 = 10;
 
@@ -75,7 +74,7 @@ pub fn session_config(
             .options_mut()
             .set(&format!("datafusion.{key}"), value)
             .map_err(|e| {
-                let e = crate::config::one_line(&e.to_string());
+                let e = crate::config_error::one_line(&e.to_string());
                 format!("datafusion option {key:?} = {value:?}: {e}")
             })?;
     }
@@ -116,10 +115,6 @@ impl LocalSource {
         self
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// The folder that holds the `BILLING_PERIOD=` partitions.
     fn data_dir(&self) -> Result<PathBuf, SourceError> {
         if !self.root.is_dir() {
@@ -147,7 +142,10 @@ impl LocalSource {
             .filter(|e| e.path().is_dir())
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
-                name.strip_prefix("BILLING_PERIOD=")?.parse().ok()
+                name.strip_prefix(PARTITION_COLUMN)?
+                    .strip_prefix('=')?
+                    .parse()
+                    .ok()
             })
             .collect();
         out.sort();

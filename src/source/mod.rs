@@ -5,15 +5,98 @@
 pub mod athena;
 pub mod local;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
-use crate::allocation::{Allocation, ReconciliationError};
+use crate::allocation::{Allocation, AllocationSettings, ReconciliationError};
+use crate::config_error::{ConfigError, ensure};
 use crate::period::BillingPeriod;
 
-pub use athena::AthenaSource;
+pub use athena::{AthenaSettings, AthenaSource};
 pub use local::LocalSource;
+
+pub use crate::period::PARTITION_COLUMN;
+
+/// Which engine runs the allocation query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// Embedded Apache DataFusion over a CUR 2.0 export on disk.
+    #[default]
+    Local,
+    /// Amazon Athena over the CUR 2.0 table in S3 (`[source.athena]`).
+    Athena,
+}
+
+/// `[source]`: which engine allocates, and its settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceSettings {
+    pub engine: Engine,
+    /// Local engine: the export root (the folder that holds `data/BILLING_PERIOD=…`).
+    pub cur: PathBuf,
+    /// Local engine: partitions DataFusion plans with; 0 = one per core.
+    pub target_partitions: usize,
+    /// Local engine: DataFusion session options on top of the engine's defaults, keys as in
+    /// DataFusion's configuration reference without `datafusion.` (e.g.
+    /// `"execution.parquet.pushdown_filters" = "false"`).
+    pub datafusion: BTreeMap<String, String>,
+    /// Athena engine: where and how the allocation query runs.
+    pub athena: AthenaSettings,
+}
+
+impl Default for SourceSettings {
+    fn default() -> Self {
+        Self {
+            engine: Engine::Local,
+            cur: PathBuf::from("cur"),
+            target_partitions: 0,
+            datafusion: BTreeMap::new(),
+            athena: AthenaSettings::default(),
+        }
+    }
+}
+
+impl SourceSettings {
+    /// Checks values (no I/O); `[source.athena]` only when Athena is the engine.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        local::session_config(1, &self.datafusion)
+            .map_err(|m| ConfigError::key("source.datafusion", m))?;
+        match self.engine {
+            Engine::Athena => self.athena.validate(),
+            Engine::Local => ensure(
+                !self.cur.as_os_str().is_empty(),
+                "source.cur",
+                "must name the CUR export folder",
+            ),
+        }
+    }
+
+    /// The local engine over `self.cur`, with the configured DataFusion options.
+    pub fn local(&self, allocation: AllocationSettings) -> LocalSource {
+        let source = LocalSource::new(&self.cur, allocation).with_options(self.datafusion.clone());
+        match self.target_partitions {
+            0 => source,
+            n => source.with_target_partitions(n),
+        }
+    }
+
+    /// The source `engine` names (Athena resolves its AWS settings; no call is made yet).
+    pub async fn build(
+        &self,
+        allocation: AllocationSettings,
+    ) -> Result<std::sync::Arc<dyn Source>, SourceError> {
+        Ok(match self.engine {
+            Engine::Local => std::sync::Arc::new(self.local(allocation)),
+            Engine::Athena => {
+                std::sync::Arc::new(AthenaSource::new(self.athena.clone(), allocation).await?)
+            }
+        })
+    }
+}
 
 /// Something that can allocate a billing period.
 #[async_trait]

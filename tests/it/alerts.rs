@@ -8,13 +8,16 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kiro_cost_exporter::alert::notify::{ChannelConfig, ChannelKind};
-use kiro_cost_exporter::alert::rules::{self, BudgetLimits, Measure, Rule, Scope};
-use kiro_cost_exporter::alert::{AlertEngine, AlertSettings};
 use kiro_cost_exporter::allocation::savings::{self, SavingsSettings};
-use kiro_cost_exporter::allocation::{Allocation, PlanTable, Snapshot};
+use kiro_cost_exporter::allocation::{Allocation, PlanTable};
 use kiro_cost_exporter::curgen::{self, GenSpec};
+use kiro_cost_exporter::notify::{Channel, ChannelConfig, ChannelKind, NotifyError};
+use kiro_cost_exporter::sink::alerts::rules::{self, BudgetLimits, Measure, Rule, Scope};
+use kiro_cost_exporter::sink::alerts::{AlertSettings, AlertsSink};
+use kiro_cost_exporter::snapshot::{PeriodView, Snapshot};
 use kiro_cost_exporter::source::Source as _;
+use kiro_cost_exporter::state::StateFile;
+use kiro_cost_exporter::telemetry::Telemetry;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde_json::Value;
@@ -49,13 +52,40 @@ fn counter() -> prometheus::IntCounterVec {
     .unwrap()
 }
 
+/// The alerts sink as `serve` builds it: channels read their secrets through `env`, the state
+/// file is opened (moved aside when corrupt).
+fn alert_engine(
+    settings: AlertSettings,
+    plans: PlanTable,
+    _savings: SavingsSettings,
+    budgets: BudgetLimits,
+    env: &dyn Fn(&str) -> Option<String>,
+    counter: prometheus::IntCounterVec,
+) -> Result<AlertsSink, NotifyError> {
+    let channels = settings
+        .channels
+        .iter()
+        .map(|c| Channel::new(c.clone(), env, counter.clone()).map(std::sync::Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    let file = StateFile::open(&settings.state_file).unwrap().state;
+    let telemetry = Telemetry::new("local", Duration::from_secs(3600)).unwrap();
+    Ok(AlertsSink::new(
+        settings,
+        plans,
+        budgets,
+        channels,
+        file,
+        std::sync::Arc::new(telemetry),
+    ))
+}
+
 fn engine(
     state: &Path,
     rules: Vec<Rule>,
     url: &str,
     secret: &str,
     counter: &prometheus::IntCounterVec,
-) -> AlertEngine {
+) -> AlertsSink {
     engine_on(channel("feishu"), state, rules, url, secret, counter)
 }
 
@@ -67,7 +97,7 @@ fn engine_on(
     url: &str,
     secret: &str,
     counter: &prometheus::IntCounterVec,
-) -> AlertEngine {
+) -> AlertsSink {
     let settings = AlertSettings {
         state_file: state.to_owned(),
         repeat_interval: Duration::from_secs(3600),
@@ -81,7 +111,7 @@ fn engine_on(
         "TEST_FEISHU_SECRET" => Some(secret.clone()),
         _ => None,
     };
-    AlertEngine::new(
+    alert_engine(
         settings,
         PlanTable::default(),
         SavingsSettings::default(),
@@ -92,11 +122,23 @@ fn engine_on(
     .unwrap()
 }
 
+/// The period's views as a refresh at `now` derives them.
+fn view(a: &Allocation, now: DateTime<Utc>) -> PeriodView {
+    PeriodView::build(
+        a.clone(),
+        &PlanTable::default(),
+        &SavingsSettings::default(),
+        now,
+    )
+}
+
 fn snapshot(a: &Allocation, at: DateTime<Utc>) -> Snapshot {
-    Snapshot {
-        taken_at: at,
-        allocations: vec![a.clone()],
-    }
+    Snapshot::build(
+        at,
+        vec![a.clone()],
+        &PlanTable::default(),
+        &SavingsSettings::default(),
+    )
 }
 
 /// The markdown blocks of a card.
@@ -414,13 +456,19 @@ fn oracle(
             }
         }
         Scope::CostCenter => {
-            let forecast = a.forecast_cost_centers(now);
+            // Month-end forecast: overage scaled over the hours the data covers.
+            let factor = a.extrapolation_factor(now);
+            let mut forecast: BTreeMap<&str, Decimal> = BTreeMap::new();
+            for u in &a.units {
+                *forecast.entry(&u.cost_center).or_default() +=
+                    u.subscription_usd + u.other_usd + u.overage_usd * factor;
+            }
             for (cc, r) in a.cost_centers() {
                 let v = match measure {
                     Measure::CostUsd => r.total_usd,
                     Measure::OverageUsd => r.overage_usd,
                     Measure::CreditsUsed => r.credits_used,
-                    Measure::ForecastUsd => forecast[cc],
+                    Measure::ForecastUsd => forecast[cc].round_dp(6),
                     _ => continue,
                 };
                 out.insert(cc.to_owned(), f(v));
@@ -440,7 +488,8 @@ fn oracle(
         Scope::Total => {
             let t = a.totals();
             let v = match measure {
-                Measure::CostUsd => t.total_usd + a.unattributed_usd,
+                // The whole bill, tax included: the one meaning of total cost.
+                Measure::CostUsd => a.kiro_total_usd,
                 Measure::OverageUsd => t.overage_usd,
                 Measure::CreditsUsed => t.credits_used,
                 Measure::UntaggedUsers => Decimal::from(a.untagged_users().len()),
@@ -498,11 +547,9 @@ async fn every_scope_and_measure_fires_exactly_at_its_threshold() {
             let r = rule("r", scope, measure, threshold);
             let fired: BTreeSet<String> = rules::evaluate(
                 &[r],
-                &a,
+                &view(&a, now),
                 &PlanTable::default(),
-                &SavingsSettings::default(),
                 &BudgetLimits::default(),
-                now,
             )
             .into_iter()
             .map(|f| {
@@ -524,11 +571,9 @@ async fn every_scope_and_measure_fires_exactly_at_its_threshold() {
         assert!(
             rules::evaluate(
                 &[rule("r", scope, measure, at + 1e-6)],
-                &a,
+                &view(&a, now),
                 &PlanTable::default(),
-                &SavingsSettings::default(),
-                &BudgetLimits::default(),
-                now
+                &BudgetLimits::default()
             )
             .len()
                 < expected.len()
@@ -543,17 +588,10 @@ async fn filters_and_budget_relative_thresholds() {
     let a = over_budget().await;
     let now = utc(2026, 11, 3);
     let eval = |r: Rule, budgets: &BudgetLimits| {
-        rules::evaluate(
-            &[r],
-            &a,
-            &PlanTable::default(),
-            &SavingsSettings::default(),
-            budgets,
-            now,
-        )
-        .into_iter()
-        .map(|f| f.subject)
-        .collect::<Vec<_>>()
+        rules::evaluate(&[r], &view(&a, now), &PlanTable::default(), budgets)
+            .into_iter()
+            .map(|f| f.subject)
+            .collect::<Vec<_>>()
     };
     let mut r = rule("cc", Scope::User, Measure::CreditsUsedRatio, 1.0);
     assert_eq!(eval(r.clone(), &BudgetLimits::default()).len(), 2);
@@ -835,11 +873,11 @@ async fn report_writes_the_csv_uploads_it_and_sends_the_summary_card() {
     }
     assert_eq!(
         &rows[rows.len() - 2][2],
-        kiro_cost_exporter::report::UNATTRIBUTED_ROW
+        kiro_cost_exporter::sink::report::UNATTRIBUTED_ROW
     );
     assert_eq!(
         &rows[rows.len() - 1][2],
-        kiro_cost_exporter::report::TAX_ROW
+        kiro_cost_exporter::sink::report::TAX_ROW
     );
     assert!((total.to_f64().unwrap() - v["kiro_total_usd"].as_f64().unwrap()).abs() < 1e-6);
     let json_saving = v["savings"]["total_usd"].as_f64().unwrap();
@@ -939,7 +977,7 @@ async fn a_webhook_channel_gets_alertmanagers_payload() {
     };
     let url = rx.url();
     let env = move |k: &str| (k == "HOOK").then(|| url.clone());
-    let mut e = AlertEngine::new(
+    let mut e = alert_engine(
         settings,
         PlanTable::default(),
         SavingsSettings::default(),
@@ -1000,7 +1038,7 @@ async fn url_and_secret_can_come_from_files_and_a_missing_one_is_named() {
         ..channel("feishu")
     };
     let nothing = |_: &str| None;
-    let mut e = AlertEngine::new(
+    let mut e = alert_engine(
         with(files),
         PlanTable::default(),
         SavingsSettings::default(),
@@ -1017,7 +1055,7 @@ async fn url_and_secret_can_come_from_files_and_a_missing_one_is_named() {
     assert!(!format!("{:?}", e.channels()[0]).contains(crate::feishu::TOKEN));
 
     // Unset: the error names the variable, never a value.
-    let err = AlertEngine::new(
+    let err = alert_engine(
         with(channel("feishu")),
         PlanTable::default(),
         SavingsSettings::default(),
@@ -1036,7 +1074,7 @@ async fn url_and_secret_can_come_from_files_and_a_missing_one_is_named() {
         url_file: Some(dir.path().join("nope")),
         ..channel("feishu")
     };
-    let err = AlertEngine::new(
+    let err = alert_engine(
         with(missing),
         PlanTable::default(),
         SavingsSettings::default(),

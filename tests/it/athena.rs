@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kiro_cost_exporter::allocation::AllocationSettings;
-use kiro_cost_exporter::config::AthenaSettings;
 use kiro_cost_exporter::curgen::{self, GenSpec};
+use kiro_cost_exporter::source::AthenaSettings;
 use kiro_cost_exporter::source::{AthenaSource, Source, SourceError};
 use serde_json::json;
 

@@ -224,7 +224,7 @@ pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
 }
 
 pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
-    let aws = kiro_cost_exporter::config::AwsSettings {
+    let aws = kiro_cost_exporter::aws::AwsSettings {
         endpoint_url: endpoint.to_owned(),
         ..Default::default()
     };

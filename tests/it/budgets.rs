@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_budgets::types::{Budget, BudgetType, Spend, TimeUnit};
-use kiro_cost_exporter::alert::budgets::{BudgetSettings, Change, Reconciler, Subscribers};
 use kiro_cost_exporter::curgen::{self, GenSpec};
+use kiro_cost_exporter::sink::aws_budgets::{BudgetSettings, Change, Reconciler, Subscribers};
 use rust_decimal::Decimal;
 
 use crate::aws::{self, Emulator, Kind, Proxy};

@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use aws_sdk_cloudwatch::primitives::DateTime as AwsDateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
-use kiro_cost_exporter::allocation::{Allocation, Snapshot};
+use kiro_cost_exporter::allocation::savings::SavingsSettings;
+use kiro_cost_exporter::allocation::{Allocation, PlanTable};
 use kiro_cost_exporter::curgen::{self, GenSpec};
 use kiro_cost_exporter::sink::cloudwatch::{self, CloudWatchSettings, CloudWatchSink};
+use kiro_cost_exporter::snapshot::Snapshot;
 use kiro_cost_exporter::source::{LocalSource, Source as _};
 use rust_decimal::prelude::ToPrimitive;
 use serde_json::Value;
@@ -56,10 +58,12 @@ async fn two_months(users: usize) -> (tempfile::TempDir, Snapshot) {
     }
     (
         dir,
-        Snapshot {
-            taken_at: chrono::Utc::now(),
+        Snapshot::build(
+            chrono::Utc::now(),
             allocations,
-        },
+            &PlanTable::default(),
+            &SavingsSettings::default(),
+        ),
     )
 }
 
@@ -196,7 +200,10 @@ async fn pushed_metrics_are_the_snapshots_rollups() {
     // against every dimension set of the name (CloudWatch matches the empty set exactly), so
     // the current month's dimensionless totals are checked as pushed (ListMetrics above proves
     // they arrived as distinct metrics) and everything with dimensions is read back.
-    let (sep, oct) = (&snapshot.allocations[0], &snapshot.allocations[1]);
+    let (sep, oct) = (
+        &snapshot.periods[0].allocation,
+        &snapshot.periods[1].allocation,
+    );
     let f = |d: rust_decimal::Decimal| d.to_f64().unwrap();
     let centers = oct.cost_centers();
     let accounts = oct.accounts();
@@ -217,7 +224,8 @@ async fn pushed_metrics_are_the_snapshots_rollups() {
     }
     let got = values(sink.client(), snapshot.taken_at, &wanted).await;
     let sep_total = got[0].expect("last month's total");
-    assert!((sep_total - f(sep.totals().total_usd + sep.unattributed_usd)).abs() < 1e-6);
+    // The whole bill, tax included: the one meaning of total cost.
+    assert!((sep_total - f(sep.kiro_total_usd)).abs() < 1e-6);
     assert_eq!(got[1], Some(sep.untagged_users().len() as f64));
     assert!(centers.contains_key(""), "the generator has untagged users");
     let mut by_center = 0.0;

@@ -205,7 +205,7 @@ async fn metrics_equal_query_output() {
     assert!(value(&m, "kiro_exporter_last_success_timestamp_seconds", &[]).unwrap() > 0.0);
     assert!(value(&m, "kiro_exporter_query_scanned_bytes", &p).unwrap() > 0.0);
     assert_eq!(
-        value(&m, "kiro_exporter_refresh_total", &[("result", "error")]),
+        value(&m, "kiro_exporter_refresh_total", &[("result", "failure")]),
         Some(0.0)
     );
     // Every family has HELP and TYPE.
@@ -313,7 +313,7 @@ async fn failing_source_keeps_last_good_values() {
     // Corrupt the file: refreshes fail, the last good values stay.
     std::fs::write(&file, &saved[..saved.len() / 3]).unwrap();
     let bad = wait_for(&d, "refresh errors", |m| {
-        value(m, "kiro_exporter_refresh_total", &[("result", "error")]).unwrap_or(0.0) >= 2.0
+        value(m, "kiro_exporter_refresh_total", &[("result", "failure")]).unwrap_or(0.0) >= 2.0
     })
     .await;
     assert_eq!(value(&bad, "kiro_user_cost_usd", &labels), Some(24.0));
@@ -381,7 +381,7 @@ async fn not_ready_until_the_first_snapshot() {
         FAST,
     );
     let m = wait_for(&d, "a failed refresh", |m| {
-        value(m, "kiro_exporter_refresh_total", &[("result", "error")]).unwrap_or(0.0) >= 1.0
+        value(m, "kiro_exporter_refresh_total", &[("result", "failure")]).unwrap_or(0.0) >= 1.0
     })
     .await;
     assert_eq!(get(&d.url("/readyz"), false).await.unwrap().status, 503);

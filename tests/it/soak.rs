@@ -211,7 +211,7 @@ async fn the_daemon_stays_flat_under_load_over_a_changing_export() {
         seen.totals
     );
     assert_eq!(
-        value(&m, "kiro_exporter_refresh_total", &[("result", "error")]),
+        value(&m, "kiro_exporter_refresh_total", &[("result", "failure")]),
         Some(0.0),
         "{log}"
     );

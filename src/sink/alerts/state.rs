@@ -1,6 +1,6 @@
 //! Alert state: each (rule, subject, billing period) is firing or resolved, and each channel
-//! has been told so or not. Persisted as JSON, written atomically (temp file, fsync, rename,
-//! fsync of the folder), so a restart neither notifies again nor forgets.
+//! has been told so or not. Persisted in the state file's `alerts` section ([`crate::state`]),
+//! so a restart neither notifies again nor forgets.
 //!
 //! A notice is *due* for a channel when an alert starts firing, when `repeat_interval` has
 //! passed since that channel was last told, and once when it resolves (only to channels that
@@ -9,8 +9,6 @@
 //! the one evaluated (last month's, after the month turned) expire without a notice.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -18,18 +16,6 @@ use serde::{Deserialize, Serialize};
 
 use super::rules::Firing;
 use crate::period::BillingPeriod;
-
-const VERSION: u32 = 1;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    #[error("alert state file {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
 
 /// What a channel was last told about an alert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,100 +68,13 @@ pub struct Notice {
     pub alert: Alert,
 }
 
-/// The persisted state.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// The alerts, keyed by rule, subject and period.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AlertState {
-    pub version: u32,
     pub alerts: BTreeMap<String, Alert>,
-    /// Billing periods whose monthly report has been delivered.
-    #[serde(default)]
-    pub reports: BTreeSet<BillingPeriod>,
-    /// Channels that already have the report card of a period whose report is not yet
-    /// delivered everywhere, so that a retry sends it only to the others.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub report_channels: BTreeMap<BillingPeriod, BTreeSet<String>>,
-}
-
-/// What loading found.
-#[derive(Debug)]
-pub struct Loaded {
-    pub state: AlertState,
-    /// Set when the file was unreadable or corrupt and was moved aside: where to, and why.
-    pub moved_aside: Option<(PathBuf, String)>,
 }
 
 impl AlertState {
-    /// Reads the state file. Missing: an empty state. Unparsable: the file is renamed to
-    /// `<name>.corrupt-<timestamp>` (never overwritten) and an empty state is returned with the
-    /// reason; only a failure to move it aside is an error.
-    pub fn load(path: &Path) -> Result<Loaded, StateError> {
-        let io = |source| StateError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Loaded {
-                    state: Self::new(),
-                    moved_aside: None,
-                });
-            }
-            Err(e) => return Err(io(e)),
-        };
-        match serde_json::from_slice::<AlertState>(&bytes) {
-            Ok(state) if state.version == VERSION => Ok(Loaded {
-                state,
-                moved_aside: None,
-            }),
-            other => {
-                let reason = match other {
-                    Ok(s) => format!("unknown version {}", s.version),
-                    Err(e) => format!("not a valid alert state: {e}"),
-                };
-                let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
-                let mut aside = path.as_os_str().to_owned();
-                aside.push(format!(".corrupt-{stamp}"));
-                let aside = PathBuf::from(aside);
-                std::fs::rename(path, &aside).map_err(io)?;
-                Ok(Loaded {
-                    state: Self::new(),
-                    moved_aside: Some((aside, reason)),
-                })
-            }
-        }
-    }
-
-    pub fn new() -> Self {
-        Self {
-            version: VERSION,
-            ..Default::default()
-        }
-    }
-
-    /// Writes the state atomically: a temp file in the same folder, fsync, rename, fsync of
-    /// the folder.
-    pub fn save(&self, path: &Path) -> Result<(), StateError> {
-        let io = |source| StateError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-        let json = serde_json::to_vec_pretty(self).expect("alert state serializes");
-        tmp.write_all(&json).map_err(io)?;
-        tmp.as_file().sync_all().map_err(io)?;
-        tmp.persist(path).map_err(|e| io(e.error))?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    }
-
     /// Folds one evaluation of `period` into the state and returns the notices now due.
     /// `channels_of(rule)` lists a rule's channels (`None`: the rule is gone from the config);
     /// `repeat_of(rule)` its repeat interval.
@@ -263,17 +162,12 @@ impl AlertState {
             }
         }
     }
-
-    /// Alerts firing now.
-    pub fn firing(&self) -> impl Iterator<Item = &Alert> {
-        self.alerts.values().filter(|a| !a.is_resolved())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::rules::{Measure, Scope, Severity};
+    use crate::sink::alerts::rules::{Measure, Scope, Severity};
     use chrono::TimeZone;
 
     fn firing(subject: &str) -> Firing {
@@ -295,7 +189,7 @@ mod tests {
         let period = "2026-10".parse().unwrap();
         let t = Utc.with_ymd_and_hms(2026, 10, 20, 0, 0, 0).unwrap();
         let repeat = |_: &str| Duration::from_secs(3600);
-        let mut s = AlertState::new();
+        let mut s = AlertState::default();
         let both = |_: &str| Some(vec!["a".to_owned(), "b".to_owned()]);
         let due = s.evaluate(period, &[firing("x")], t, both, repeat);
         assert_eq!(due.len(), 2);
@@ -313,21 +207,18 @@ mod tests {
         s.delivered(&due[0], t);
         assert!(s.alerts.is_empty(), "nothing left owed");
         // The state file keeps the flat shape.
-        let json = serde_json::to_value(&AlertState {
-            alerts: [(
-                "k".into(),
-                Alert {
-                    firing: firing("y"),
-                    since: t,
-                    resolved_at: None,
-                    told: BTreeMap::new(),
-                },
-            )]
-            .into(),
-            ..AlertState::new()
-        })
-        .unwrap();
-        assert_eq!(json["alerts"]["k"]["rule"], "r");
-        assert_eq!(json["alerts"]["k"]["subject"], "y");
+        let alerts: BTreeMap<String, Alert> = [(
+            "k".into(),
+            Alert {
+                firing: firing("y"),
+                since: t,
+                resolved_at: None,
+                told: BTreeMap::new(),
+            },
+        )]
+        .into();
+        let json = serde_json::to_value(&alerts).unwrap();
+        assert_eq!(json["k"]["rule"], "r");
+        assert_eq!(json["k"]["subject"], "y");
     }
 }

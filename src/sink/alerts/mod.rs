@@ -1,23 +1,28 @@
 //! Threshold alerts: rules evaluated on each snapshot, a persisted firing/resolved state, and
 //! delivery to Feishu or a generic webhook, grouped into one message per channel.
 
-pub mod budgets;
-pub mod notify;
+pub mod cards;
 pub mod rules;
 pub mod state;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use prometheus::IntCounterVec;
 use serde::{Deserialize, Serialize};
 
-use crate::allocation::savings::SavingsSettings;
-use crate::allocation::{PlanTable, Snapshot};
-use notify::{Channel, ChannelConfig, ChannelKind, NotifyError};
+use super::{Delivery, Sink, SinkError};
+use crate::allocation::PlanTable;
+use crate::config_error::ConfigError;
+use crate::notify::{Channel, ChannelConfig, ChannelKind};
+use crate::snapshot::Snapshot;
+use crate::state::StateFile;
+use crate::telemetry::Telemetry;
 use rules::{BudgetLimits, Rule};
-use state::{AlertState, Notice, StateError};
+use state::{AlertState, Notice};
 
 /// `[alerts]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,26 +54,29 @@ impl Default for AlertSettings {
 }
 
 impl AlertSettings {
-    /// Checks values (no I/O); errors say which part is wrong.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    /// Checks values (no I/O); errors name the key under `alerts`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let key = |k: &str| format!("alerts.{k}");
         if self.repeat_interval < Duration::from_secs(60) {
-            return Err((key("repeat_interval"), "must be at least 1m".into()));
+            return Err(ConfigError::key(
+                &key("repeat_interval"),
+                "must be at least 1m",
+            ));
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, r) in self.rules.iter().enumerate() {
-            r.validate()
-                .map_err(|m| (format!("alerts.rules[{i}]"), m))?;
+            let at = format!("alerts.rules[{i}]");
+            r.validate().map_err(|m| ConfigError::key(&at, m))?;
             if !names.insert(&r.name) {
-                return Err((
-                    format!("alerts.rules[{i}]"),
+                return Err(ConfigError::key(
+                    &at,
                     format!("rule name {:?} is used twice", r.name),
                 ));
             }
             for ch in &r.channels {
                 if !self.channels.iter().any(|c| &c.name == ch) {
-                    return Err((
-                        format!("alerts.rules[{i}].channels"),
+                    return Err(ConfigError::key(
+                        &format!("{at}.channels"),
                         format!("no channel named {ch:?} in [[alerts.channels]]"),
                     ));
                 }
@@ -77,29 +85,20 @@ impl AlertSettings {
         let mut names = std::collections::BTreeSet::new();
         for (i, c) in self.channels.iter().enumerate() {
             c.validate()
-                .map_err(|m| (format!("alerts.channels[{i}]"), m))?;
+                .map_err(|m| ConfigError::key(&format!("alerts.channels[{i}]"), m))?;
             if !names.insert(&c.name) {
-                return Err((
-                    format!("alerts.channels[{i}].name"),
+                return Err(ConfigError::key(
+                    &format!("alerts.channels[{i}].name"),
                     format!("channel name {:?} is used twice", c.name),
                 ));
             }
         }
         if self.state_file.as_os_str().is_empty() {
-            return Err((key("state_file"), "must name a file".into()));
+            return Err(ConfigError::key(&key("state_file"), "must name a file"));
         }
         Ok(())
     }
 }
-
-#[derive(Debug, thiserror::Error)]
-pub enum AlertError {
-    #[error(transparent)]
-    State(#[from] StateError),
-    #[error(transparent)]
-    Notify(#[from] NotifyError),
-}
-
 /// What one evaluation did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Round {
@@ -110,94 +109,78 @@ pub struct Round {
     pub messages: usize,
 }
 
-/// Rules, state and channels, evaluated after each refresh.
-pub struct AlertEngine {
+/// The state file's section that holds the alerts.
+const SECTION: &str = "alerts";
+
+/// Rules, their state and the channels they notify, evaluated on each snapshot.
+pub struct AlertsSink {
     settings: AlertSettings,
-    channels: Vec<Channel>,
+    channels: Vec<Arc<Channel>>,
     state: AlertState,
+    file: Arc<StateFile>,
     plans: PlanTable,
-    savings: SavingsSettings,
     budgets: BudgetLimits,
+    telemetry: Arc<Telemetry>,
 }
 
-impl AlertEngine {
-    /// Sets up the channels (reading their secrets through `env`) and loads the state; a
-    /// corrupt state file is moved aside and reported in the log.
+impl AlertsSink {
+    /// The alerts of `file`'s `alerts` section; `channels` are shared with the report.
     pub fn new(
         settings: AlertSettings,
         plans: PlanTable,
-        savings: SavingsSettings,
         budgets: BudgetLimits,
-        env: &dyn Fn(&str) -> Option<String>,
-        counter: IntCounterVec,
-    ) -> Result<Self, AlertError> {
-        let channels = settings
-            .channels
-            .iter()
-            .map(|c| Channel::new(c.clone(), env, counter.clone()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let loaded = AlertState::load(&settings.state_file)?;
-        if let Some((aside, reason)) = &loaded.moved_aside {
-            tracing::error!(
-                file = %settings.state_file.display(),
-                moved_to = %aside.display(),
-                "alert state file unreadable ({reason}); moved aside, starting with no alerts"
-            );
+        channels: Vec<Arc<Channel>>,
+        file: Arc<StateFile>,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
+        let (alerts, problem) = file.section(SECTION);
+        if let Some(reason) = problem {
+            tracing::error!(file = %file.path().display(), "state file unusable ({reason}); starting with no alerts");
         }
-        Ok(Self {
+        Self {
             settings,
             channels,
-            state: loaded.state,
+            state: AlertState { alerts },
+            file,
             plans,
-            savings,
             budgets,
-        })
+            telemetry,
+        }
     }
 
     pub fn state(&self) -> &AlertState {
         &self.state
     }
 
-    pub fn channels(&self) -> &[Channel] {
+    pub fn channels(&self) -> &[Arc<Channel>] {
         &self.channels
     }
 
-    pub fn settings(&self) -> &AlertSettings {
-        &self.settings
+    /// Records the state in the file and writes it.
+    async fn save(&self) -> Result<(), SinkError> {
+        self.file.put(SECTION, &self.state.alerts);
+        self.file
+            .save()
+            .await
+            .map_err(|e| SinkError::new("state", e))
     }
 
-    /// Saves the state (atomically).
-    pub fn save(&self) -> Result<(), AlertError> {
-        Ok(self.state.save(&self.settings.state_file)?)
-    }
-
-    /// Mutable state, saved by the caller (the report records its deliveries here).
-    pub fn state_mut(&mut self) -> &mut AlertState {
-        &mut self.state
-    }
-
-    /// Evaluates the rules on the snapshot's current period, sends what is due, and saves.
+    /// Evaluates the rules on the snapshot's current period, sends what is due, and saves
+    /// after every message, so a crash never sends a delivered notice twice.
     pub async fn evaluate(
         &mut self,
         snapshot: &Snapshot,
         now: DateTime<Utc>,
-    ) -> Result<Round, AlertError> {
+    ) -> Result<Round, SinkError> {
         let Some(current) = snapshot.current() else {
             return Ok(Round::default());
         };
-        let firing = rules::evaluate(
-            &self.settings.rules,
-            current,
-            &self.plans,
-            &self.savings,
-            &self.budgets,
-            now,
-        );
+        let firing = rules::evaluate(&self.settings.rules, current, &self.plans, &self.budgets);
         let all: Vec<String> = self.channels.iter().map(|c| c.name().to_owned()).collect();
         let rules = &self.settings.rules;
         let default_repeat = self.settings.repeat_interval;
         let due = self.state.evaluate(
-            current.period,
+            current.allocation.period,
             &firing,
             now,
             |name| {
@@ -228,17 +211,13 @@ impl AlertEngine {
                 continue;
             }
             let batches: Vec<(serde_json::Value, Vec<&Notice>)> = match channel.config.kind {
-                ChannelKind::Feishu => {
-                    let cards = notify::feishu_cards(
-                        &mine,
-                        &self.settings.dashboard_url,
-                        channel.config.max_message_bytes,
-                    );
-                    // Cards keep the notices' order; hand each card its own notices.
-                    split_like(&mine, &cards)
-                }
+                ChannelKind::Feishu => cards::feishu_cards(
+                    &mine,
+                    &self.settings.dashboard_url,
+                    channel.config.max_message_bytes,
+                ),
                 ChannelKind::Webhook => vec![(
-                    notify::webhook_payload(channel.name(), &mine, &self.settings.dashboard_url),
+                    cards::webhook_payload(channel.name(), &mine, &self.settings.dashboard_url),
                     mine.clone(),
                 )],
             };
@@ -261,28 +240,60 @@ impl AlertEngine {
                     }
                 }
                 // Saved after each message, so a crash never sends a delivered notice twice.
-                self.state.save(&self.settings.state_file)?;
+                self.save().await?;
             }
         }
-        self.state.save(&self.settings.state_file)?;
+        self.save().await?;
         Ok(round)
     }
 }
 
-/// Pairs each card with the notices it shows (cards hold consecutive runs of notices).
-fn split_like<'a>(
-    notices: &[&'a Notice],
-    cards: &[serde_json::Value],
-) -> Vec<(serde_json::Value, Vec<&'a Notice>)> {
-    let mut out = Vec::new();
-    let mut rest = notices;
-    for card in cards {
-        let shown = card["card"]["body"]["elements"]
-            .as_array()
-            .map_or(0, |e| e.iter().filter(|e| e["tag"] == "markdown").count());
-        let (mine, tail) = rest.split_at(shown.min(rest.len()));
-        out.push((card.clone(), mine.to_vec()));
-        rest = tail;
+#[async_trait]
+impl Sink for AlertsSink {
+    fn name(&self) -> &'static str {
+        "alerts"
     }
-    out
+
+    async fn deliver(
+        &mut self,
+        snapshot: &Snapshot,
+        now: DateTime<Utc>,
+    ) -> Result<Delivery, SinkError> {
+        let evaluated = self.evaluate(snapshot, now).await;
+        // One save counted per evaluation, whatever else failed.
+        self.telemetry
+            .record_state_save(!matches!(&evaluated, Err(e) if e.kind == "state"));
+        match evaluated {
+            Ok(round) => {
+                if round.due > 0 || round.firing > 0 {
+                    tracing::info!(
+                        firing = round.firing,
+                        due = round.due,
+                        delivered = round.delivered,
+                        messages = round.messages,
+                        "alerts evaluated"
+                    );
+                }
+                if round.undelivered > 0 {
+                    return Err(SinkError {
+                        kind: "delivery",
+                        message: format!(
+                            "{} of {} notices not delivered; they stay due for the next evaluation",
+                            round.undelivered,
+                            round.undelivered + round.delivered
+                        ),
+                    });
+                }
+                Ok(Delivery::Done)
+            }
+            Err(e) if e.kind == "state" => Err(SinkError {
+                kind: e.kind,
+                message: format!(
+                    "{}; what was delivered stays recorded in memory and is saved at the next evaluation",
+                    e.message
+                ),
+            }),
+            Err(e) => Err(e),
+        }
+    }
 }

@@ -1,20 +1,23 @@
 //! The HTTP endpoints: `/metrics` (the cached exposition, gzip when asked), `/healthz`,
 //! `/readyz` (503 until the first snapshot) and a landing page at `/`.
 //!
-//! Requests only read what the last refresh published; nothing is computed or queried at
-//! scrape time. [`handle`] answers a request without a socket, [`serve`] runs the listener
-//! and drains open connections on shutdown.
+//! Requests only read the bytes the last refresh published; nothing is computed or queried at
+//! scrape time. Credentials are checked by [`auth`]; a bcrypt check (slow on purpose) runs on
+//! a blocking thread, so unauthenticated clients cannot stall the runtime that serves
+//! Prometheus. [`handle`] answers a request without a socket, [`serve`] runs the listener and
+//! drains open connections on shutdown.
+
+pub mod auth;
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -22,12 +25,112 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
-use crate::allocation::Snapshot;
-use crate::output::number;
-use crate::sink::prometheus::Exposition;
-use crate::web::{self, Access, WebSecurity};
+use crate::config_error::{ConfigError, ensure};
+use auth::{Access, WebConfigError, WebSecurity};
+
+/// Default port: outside the fully allocated 9100–9999 exporter range.
+pub const DEFAULT_PORT: u16 = 19877;
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address for /metrics, /healthz, /readyz and the landing page. Port 0 picks a free port
+    /// (the address is printed at start-up).
+    pub listen: SocketAddr,
+    /// On SIGTERM/SIGINT, open requests get this long to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Web configuration file in the Prometheus exporter-toolkit format (TLS, basic auth with
+    /// bcrypt hashes, extra headers); empty = plain HTTP without authentication.
+    pub web_config_file: PathBuf,
+    /// File holding a bearer token that is accepted as `Authorization: Bearer TOKEN`;
+    /// empty = none.
+    pub bearer_token_file: PathBuf,
+    /// Paths answered without credentials when authentication is on (e.g. `["/healthz",
+    /// "/readyz"]` for probes that cannot authenticate).
+    pub unauthenticated_paths: Vec<String>,
+    /// Connections served at once; more clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// Time a client has for the TLS handshake and for sending each request's headers.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
+            shutdown_grace: Duration::from_secs(10),
+            web_config_file: PathBuf::new(),
+            bearer_token_file: PathBuf::new(),
+            unauthenticated_paths: Vec::new(),
+            max_connections: 256,
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ServerSettings {
+    /// Checks values (no I/O); errors name the key under `server`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ensure(
+            self.max_connections > 0,
+            "server.max_connections",
+            "must be at least 1",
+        )?;
+        ensure(
+            self.header_read_timeout >= Duration::from_millis(100),
+            "server.header_read_timeout",
+            "must be at least 100ms",
+        )?;
+        if let Some(p) = self
+            .unauthenticated_paths
+            .iter()
+            .find(|p| !p.starts_with('/'))
+        {
+            return Err(ConfigError::key(
+                "server.unauthenticated_paths",
+                format!("{p:?} is not a path (it must start with '/')"),
+            ));
+        }
+        ensure(
+            !self.shutdown_grace.is_zero(),
+            "server.shutdown_grace",
+            "must be greater than 0",
+        )
+    }
+
+    /// Reads the web configuration and bearer token files into what the server enforces.
+    pub fn security(&self) -> Result<WebSecurity, WebConfigError> {
+        let path = |p: &Path| (!p.as_os_str().is_empty()).then(|| p.to_owned());
+        WebSecurity::load(
+            path(&self.web_config_file).as_deref(),
+            path(&self.bearer_token_file).as_deref(),
+            self.unauthenticated_paths.clone(),
+        )
+    }
+
+    /// What the listener runs with (reads the web configuration and token files).
+    pub fn serve_options(&self) -> Result<ServeOptions, WebConfigError> {
+        Ok(ServeOptions {
+            security: Arc::new(self.security()?),
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_read_timeout,
+            grace: self.shutdown_grace,
+        })
+    }
+}
+
+/// An encoded exposition, plain and gzip.
+#[derive(Debug, Clone)]
+pub struct Exposition {
+    pub plain: Bytes,
+    pub gzip: Bytes,
+}
 
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -35,10 +138,8 @@ const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 #[derive(Debug, Clone)]
 pub struct Published {
     pub exposition: Exposition,
-    /// The last good snapshot; `None` until the first refresh succeeds.
-    pub snapshot: Option<Arc<Snapshot>>,
-    /// The last refresh's error, if it failed.
-    pub last_error: Option<String>,
+    /// Whether a snapshot has been published (false until the first refresh succeeds).
+    pub ready: bool,
     pub landing: Bytes,
 }
 
@@ -101,14 +202,23 @@ fn response(
     r
 }
 
-/// Answers one request: checks its credentials, then answers from the published state, with
-/// the configured extra headers.
-pub fn handle_secured<B>(
+/// Answers one request: checks its credentials (a bcrypt check on a blocking thread), then
+/// answers from the published state, with the configured extra headers.
+pub async fn handle_secured<B>(
     req: &Request<B>,
     state: &State,
-    security: &WebSecurity,
+    security: &Arc<WebSecurity>,
 ) -> Response<Full<Bytes>> {
-    let mut r = match security.check(req.uri().path(), web::authorization(req)) {
+    let access = match security.check_fast(req.uri().path(), auth::authorization(req)) {
+        Ok(access) => access,
+        Err(pending) => {
+            let security = security.clone();
+            tokio::task::spawn_blocking(move || security.check_slow(pending))
+                .await
+                .unwrap_or(Access::Denied)
+        }
+    };
+    let mut r = match access {
         Access::Allowed => handle(req, state),
         Access::Denied => {
             let mut r = response(
@@ -118,7 +228,7 @@ pub fn handle_secured<B>(
                 req.method() == Method::HEAD,
             );
             r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, web::challenge(security));
+                .insert(header::WWW_AUTHENTICATE, auth::challenge(security));
             r
         }
     };
@@ -162,9 +272,9 @@ pub fn handle<B>(req: &Request<B>, state: &State) -> Response<Full<Bytes>> {
             r
         }
         "/healthz" => response(StatusCode::OK, text, Bytes::from_static(b"ok\n"), head),
-        "/readyz" => match &published.snapshot {
-            Some(_) => response(StatusCode::OK, text, Bytes::from_static(b"ready\n"), head),
-            None => response(
+        "/readyz" => match published.ready {
+            true => response(StatusCode::OK, text, Bytes::from_static(b"ready\n"), head),
+            false => response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 text,
                 Bytes::from_static(b"no snapshot yet\n"),
@@ -184,86 +294,6 @@ pub fn handle<B>(req: &Request<B>, state: &State) -> Response<Full<Bytes>> {
             head,
         ),
     }
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// The landing page: last refresh, periods, totals, top cost centers.
-pub fn landing_page(
-    snapshot: Option<&Snapshot>,
-    last_error: Option<&str>,
-    now: DateTime<Utc>,
-) -> Bytes {
-    let mut h = String::from(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>kiro-cost-exporter</title>\
-<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:60em}table{border-collapse:collapse}\
-td,th{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:left}td.n{text-align:right}.err{color:#b00}</style>\
-</head><body><h1>kiro-cost-exporter</h1><p><a href=\"/metrics\">Metrics</a> · <a href=\"/healthz\">Health</a> · <a href=\"/readyz\">Readiness</a></p>",
-    );
-    if let Some(e) = last_error {
-        let _ = write!(
-            h,
-            "<p class=\"err\">Last refresh failed: {}. Serving the last good data.</p>",
-            escape(e)
-        );
-    }
-    match snapshot {
-        None => h.push_str("<p>No data yet: the first refresh has not completed.</p>"),
-        Some(s) => {
-            let age = (now - s.taken_at).num_seconds().max(0);
-            let _ = write!(
-                h,
-                "<p>Last refresh: {} ({age} s ago)</p>",
-                s.taken_at.format("%Y-%m-%d %H:%M:%S UTC")
-            );
-            for a in s.allocations.iter().rev() {
-                let t = a.totals();
-                let _ = write!(
-                    h,
-                    "<h2>{}</h2><p>Data as of {}. {} users, {} credits, total ${} (tax ${}, unattributed ${}).</p>",
-                    a.period,
-                    a.data_as_of.map_or("-".to_owned(), |t| t
-                        .format("%Y-%m-%d %H:%M UTC")
-                        .to_string()),
-                    t.users,
-                    number(t.credits_used.round_dp(2)),
-                    number(a.kiro_total_usd.round_dp(2)),
-                    number(a.tax_usd.round_dp(2)),
-                    number(a.unattributed_usd.round_dp(2)),
-                );
-                let ccs = a.cost_centers_by_cost();
-                h.push_str("<table><tr><th>Cost center</th><th>Users</th><th>Cost (USD)</th></tr>");
-                for (cc, r) in ccs.iter().take(10) {
-                    let name = if cc.is_empty() {
-                        "(untagged)".to_owned()
-                    } else {
-                        escape(cc)
-                    };
-                    let _ = write!(
-                        h,
-                        "<tr><td>{name}</td><td class=\"n\">{}</td><td class=\"n\">{:.2}</td></tr>",
-                        r.users, r.total_usd
-                    );
-                }
-                h.push_str("</table>");
-            }
-        }
-    }
-    h.push_str("</body></html>\n");
-    Bytes::from(h)
 }
 
 /// Limits and protection of the listener.
@@ -322,8 +352,8 @@ pub async fn serve(
                 let state = state.clone();
                 let security = options.security.clone();
                 let svc = service_fn(move |req: Request<Incoming>| {
-                    let r = handle_secured(&req, &state, &security);
-                    async move { Ok::<_, Infallible>(r) }
+                    let (state, security) = (state.clone(), security.clone());
+                    async move { Ok::<_, Infallible>(handle_secured(&req, &state, &security).await) }
                 });
                 let mut http = http1::Builder::new();
                 http.timer(TokioTimer::new())
@@ -386,9 +416,8 @@ mod tests {
                 plain: Bytes::from_static(b"plain"),
                 gzip: Bytes::from_static(b"gzip"),
             },
-            snapshot: None,
-            last_error: None,
-            landing: landing_page(None, Some("<x>"), Utc::now()),
+            ready: false,
+            landing: Bytes::from_static(b"<!doctype html>"),
         })
     }
 
@@ -430,12 +459,5 @@ mod tests {
         let r = handle(&get("/", None), &s);
         assert_eq!(r.headers()["x-content-type-options"], "nosniff");
         assert!(r.headers().get(header::SERVER).is_none());
-    }
-
-    #[test]
-    fn landing_page_escapes() {
-        let body = landing_page(None, Some("<script>"), Utc::now());
-        let text = std::str::from_utf8(&body).unwrap();
-        assert!(text.contains("&lt;script&gt;") && !text.contains("<script>"));
     }
 }

@@ -1,5 +1,5 @@
-//! Delivery: Feishu custom-bot webhooks (signed, interactive cards) and a generic JSON webhook
-//! (Alertmanager's webhook payload).
+//! Delivery, shared by the alerts and the monthly report: Feishu custom-bot webhooks (signed,
+//! interactive cards, [`feishu`]) and a generic JSON webhook (Alertmanager's webhook payload).
 //!
 //! Each channel sends one message at a time, at most one per `min_interval` (Feishu allows 5 a
 //! second and 100 a minute per bot): messages queue and wait, none is dropped. A transport
@@ -12,17 +12,15 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
-use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use prometheus::IntCounterVec;
+pub mod feishu;
+
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::state::{Notice, NoticeKind};
-
-/// Feishu's answer code for "frequency limited".
-pub const FEISHU_RATE_LIMITED: i64 = 11232;
+use crate::telemetry::Outcome;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -307,12 +305,14 @@ impl Channel {
             .retry(backoff)
             .when(NotifyError::retryable)
             .notify(|e, after| {
-                self.counter.with_label_values(&[&name, "retry"]).inc();
+                self.counter
+                    .with_label_values(&[&name, Outcome::Retry.as_str()])
+                    .inc();
                 tracing::warn!(channel = %name, retry_in = ?after, "notification not delivered, retrying: {e}");
             })
             .await;
         *last = Some(Instant::now());
-        let label = if result.is_ok() { "success" } else { "failure" };
+        let label = Outcome::of(result.is_ok()).as_str();
         self.counter.with_label_values(&[&name, label]).inc();
         result
     }
@@ -322,7 +322,7 @@ impl Channel {
         if let Some(secret) = &self.secret {
             let timestamp = chrono::Utc::now().timestamp();
             body["timestamp"] = Value::String(timestamp.to_string());
-            body["sign"] = Value::String(feishu_sign(timestamp, secret.expose()));
+            body["sign"] = Value::String(feishu::sign(timestamp, secret.expose()));
         }
         let fail = |message: String, retryable: bool| NotifyError::Delivery {
             channel: self.config.name.clone(),
@@ -386,201 +386,14 @@ impl Channel {
             .unwrap_or("no message");
         Err(fail(
             format!("Feishu answered code {code}: {msg}"),
-            code == FEISHU_RATE_LIMITED,
+            code == feishu::RATE_LIMITED,
         ))
     }
-}
-
-/// Feishu's signature: base64(HMAC-SHA256(key = "{timestamp}\n{secret}", message = "")).
-pub fn feishu_sign(timestamp: i64, secret: &str) -> String {
-    let key_bytes = format!("{timestamp}\n{secret}");
-    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key_bytes.as_bytes());
-    let tag = aws_lc_rs::hmac::sign(&key, b"");
-    base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
-}
-
-fn template(notices: &[&Notice]) -> &'static str {
-    use super::rules::Severity;
-    if notices.iter().all(|n| n.kind == NoticeKind::Resolved) {
-        return "green";
-    }
-    match notices
-        .iter()
-        .filter(|n| n.kind != NoticeKind::Resolved)
-        .map(|n| n.alert.firing.severity)
-        .max()
-    {
-        Some(Severity::Critical) => "red",
-        Some(Severity::Warning) => "orange",
-        _ => "blue",
-    }
-}
-
-fn notice_markdown(n: &Notice) -> String {
-    let a = &n.alert.firing;
-    let m = a.measure;
-    let state = match n.kind {
-        NoticeKind::Firing => "🔥 firing",
-        NoticeKind::Repeat => "🔁 still firing",
-        NoticeKind::Resolved => "✅ resolved",
-    };
-    format!(
-        "**{rule}** · {sev} · {state}\n**Who**: {who}\n**What**: {measure} = **{value}**, threshold {threshold}\n**Since**: {since} · period {period}",
-        rule = a.rule,
-        sev = a.severity.as_str(),
-        who = a.subject_label,
-        measure = m.as_str(),
-        value = m.format(a.value),
-        threshold = m.format(a.threshold),
-        since = n.alert.since.format("%Y-%m-%d %H:%M UTC"),
-        period = a.period,
-    )
-}
-
-/// Feishu interactive cards (schema 2.0) for one channel's notices of one evaluation: one card,
-/// or several when one would exceed `max_bytes`.
-pub fn feishu_cards(notices: &[&Notice], dashboard_url: &str, max_bytes: usize) -> Vec<Value> {
-    let mut groups: Vec<Vec<&Notice>> = vec![Vec::new()];
-    // A card's fixed parts (header, button) stay well under 1 KB.
-    let budget = max_bytes.saturating_sub(1_000);
-    let mut size = 0;
-    for n in notices {
-        let len = serde_json::to_string(&notice_markdown(n)).map_or(0, |s| s.len()) + 64;
-        let current = groups.last_mut().expect("one group");
-        if !current.is_empty() && size + len > budget {
-            groups.push(Vec::new());
-            size = 0;
-        }
-        groups.last_mut().expect("one group").push(n);
-        size += len;
-    }
-    let parts = groups.len();
-    groups
-        .iter()
-        .enumerate()
-        .map(|(i, g)| {
-            let firing = g.iter().filter(|n| n.kind != NoticeKind::Resolved).count();
-            let resolved = g.len() - firing;
-            let period = g
-                .first()
-                .map(|n| n.alert.firing.period.to_string())
-                .unwrap_or_default();
-            let mut title = format!("Kiro cost alerts {period}: ");
-            match (firing, resolved) {
-                (f, 0) => title.push_str(&format!("{f} firing")),
-                (0, r) => title.push_str(&format!("{r} resolved")),
-                (f, r) => title.push_str(&format!("{f} firing, {r} resolved")),
-            }
-            if parts > 1 {
-                title.push_str(&format!(" ({}/{parts})", i + 1));
-            }
-            let mut elements: Vec<Value> = Vec::new();
-            for (j, n) in g.iter().enumerate() {
-                if j > 0 {
-                    elements.push(json!({"tag": "hr"}));
-                }
-                elements.push(json!({"tag": "markdown", "content": notice_markdown(n)}));
-            }
-            if !dashboard_url.is_empty() {
-                elements.push(link_button("Open the dashboard", dashboard_url));
-            }
-            card(&title, template(g), elements)
-        })
-        .collect()
-}
-
-/// A Feishu card 2.0 message.
-pub fn card(title: &str, template: &str, elements: Vec<Value>) -> Value {
-    json!({
-        "msg_type": "interactive",
-        "card": {
-            "schema": "2.0",
-            "header": {
-                "title": {"tag": "plain_text", "content": title},
-                "template": template,
-            },
-            "body": {"elements": elements},
-        }
-    })
-}
-
-pub fn link_button(text: &str, url: &str) -> Value {
-    json!({
-        "tag": "button",
-        "text": {"tag": "plain_text", "content": text},
-        "type": "primary",
-        "behaviors": [{"type": "open_url", "default_url": url}],
-    })
-}
-
-/// Alertmanager's webhook payload (version 4) for one channel's notices.
-pub fn webhook_payload(receiver: &str, notices: &[&Notice], dashboard_url: &str) -> Value {
-    let alerts: Vec<Value> = notices
-        .iter()
-        .map(|n| {
-            let a = &n.alert;
-            let f = &a.firing;
-            let resolved = n.kind == NoticeKind::Resolved;
-            let fingerprint = {
-                let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, a.key().as_bytes());
-                d.as_ref()[..8]
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>()
-            };
-            json!({
-                "status": if resolved { "resolved" } else { "firing" },
-                "labels": {
-                    "alertname": f.rule,
-                    "severity": f.severity.as_str(),
-                    "scope": f.scope,
-                    "subject": f.subject,
-                    "measure": f.measure.as_str(),
-                    "billing_period": f.period.to_string(),
-                },
-                "annotations": {
-                    "summary": format!("{}: {} = {} (threshold {})", f.subject_label, f.measure.as_str(), f.measure.format(f.value), f.measure.format(f.threshold)),
-                    "value": f.value.to_string(),
-                    "threshold": f.threshold.to_string(),
-                },
-                "startsAt": a.since.to_rfc3339(),
-                "endsAt": a.resolved_at.map_or_else(|| "0001-01-01T00:00:00Z".to_owned(), |t| t.to_rfc3339()),
-                "generatorURL": dashboard_url,
-                "fingerprint": fingerprint,
-            })
-        })
-        .collect();
-    let any_firing = notices.iter().any(|n| n.kind != NoticeKind::Resolved);
-    json!({
-        "version": "4",
-        "groupKey": "{}:{alertname=~\"kiro.*\"}",
-        "truncatedAlerts": 0,
-        "status": if any_firing { "firing" } else { "resolved" },
-        "receiver": receiver,
-        "groupLabels": {},
-        "commonLabels": {"source": "kiro-cost-exporter"},
-        "commonAnnotations": {},
-        "externalURL": dashboard_url,
-        "alerts": alerts,
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn signature_matches_an_independent_hmac() {
-        // Python: base64.b64encode(hmac.new(b"1599360473\ntest", b"", hashlib.sha256).digest())
-        assert_eq!(
-            feishu_sign(1_599_360_473, "test"),
-            "NVcdmaRhTlOqmXksontxmKEP4AYWAMD5VOczwSqarks="
-        );
-        assert_ne!(
-            feishu_sign(1_599_360_474, "test"),
-            feishu_sign(1_599_360_473, "test")
-        );
-    }
 
     #[test]
     fn secrets_do_not_print() {

@@ -2,18 +2,18 @@
 //!
 //! A rule names a scope (user, cost center, account, total), a measure, a threshold and
 //! optional filters; it fires for a subject whose measure is at or above the threshold. Only
-//! the newest period of the snapshot (the current month) is evaluated.
+//! the newest period of the snapshot (the current month) is evaluated. Total cost is the whole
+//! bill, tax included, as everywhere ([`crate::snapshot`]).
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 
-use crate::allocation::savings::{self, SavingsSettings};
-use crate::allocation::{Allocation, PlanTable};
+use crate::allocation::PlanTable;
 use crate::period::BillingPeriod;
+use crate::snapshot::PeriodView;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -228,85 +228,82 @@ struct Values {
     cost_center: String,
 }
 
-/// The firing (rule, subject) pairs of the newest period in `allocations`.
+/// The firing (rule, subject) pairs of one period, read from its view (nothing is computed
+/// here that the snapshot already holds: costs, forecasts, savings, main cost centers).
 pub fn evaluate(
     rules: &[Rule],
-    current: &Allocation,
+    view: &PeriodView,
     plans: &PlanTable,
-    savings_settings: &SavingsSettings,
     budgets: &BudgetLimits,
-    now: DateTime<Utc>,
 ) -> Vec<Firing> {
-    let factor = current.extrapolation_factor(now);
-    let rec = savings::recommend(current, plans, savings_settings, now);
+    let current = &view.allocation;
     let included = |plan: &str| {
         plans
             .by_name(plan)
             .map_or(Decimal::ZERO, |p| p.included_credits)
     };
-    let forecast_of =
-        |u: &crate::allocation::UserCost| u.subscription_usd + u.other_usd + u.overage_usd * factor;
 
     let mut users: BTreeMap<(String, String), Values> = BTreeMap::new();
     let mut centers: BTreeMap<String, Values> = BTreeMap::new();
     let mut accounts: BTreeMap<String, Values> = BTreeMap::new();
-    let mut total = Values::default();
-    // Included credits count once per seat, in the cost center where the seat has most cost.
-    let mut seat_center: BTreeMap<(&str, &str), (&str, Decimal)> = BTreeMap::new();
-    for u in current.units.iter().filter(|u| !u.user_id.is_empty()) {
-        let e = seat_center
-            .entry((&u.account_id, &u.user_id))
-            .or_insert((&u.cost_center, u.total_usd));
-        if u.total_usd > e.1 {
-            *e = (&u.cost_center, u.total_usd);
-        }
+    for (cc, r) in &view.cost_centers {
+        let v = centers.entry(cc.clone()).or_default();
+        (v.cost, v.overage, v.credits) = (r.total_usd, r.overage_usd, r.credits_used);
+        v.forecast = view
+            .forecast
+            .cost_centers
+            .get(cc)
+            .copied()
+            .unwrap_or_default();
     }
-    for u in &current.units {
-        let add = |v: &mut Values| {
-            v.cost += u.total_usd;
-            v.overage += u.overage_usd;
-            v.credits += u.credits_used;
-            v.forecast += forecast_of(u);
-        };
-        add(&mut total);
-        add(accounts.entry(u.account_id.clone()).or_default());
-        add(centers.entry(u.cost_center.clone()).or_default());
-        if u.user_id.is_empty() {
-            continue;
-        }
-        let v = users
-            .entry((u.account_id.clone(), u.user_id.clone()))
-            .or_default();
-        add(v);
+    for (acc, r) in &view.accounts {
+        let v = accounts.entry(acc.clone()).or_default();
+        (v.cost, v.overage, v.credits) = (r.total_usd, r.overage_usd, r.credits_used);
+        v.forecast = view.forecast.accounts.get(acc).copied().unwrap_or_default();
+    }
+    // The whole bill: the one meaning of total cost (tax included).
+    let mut total = Values {
+        cost: view.total_cost_usd,
+        overage: view.totals.overage_usd,
+        credits: view.totals.credits_used,
+        forecast: view.forecast.total,
+        savings: view.savings.total_usd,
+        ..Values::default()
+    };
+    for u in current.units.iter().filter(|u| !u.user_id.is_empty()) {
+        let key = (u.account_id.clone(), u.user_id.clone());
+        let v = users.entry(key).or_default();
+        v.cost += u.total_usd;
+        v.overage += u.overage_usd;
+        v.credits += u.credits_used;
         if !u.plan.is_empty() {
             v.plan = u.plan.clone();
         }
-        if seat_center.get(&(u.account_id.as_str(), u.user_id.as_str()))
-            == Some(&(u.cost_center.as_str(), u.total_usd))
-        {
-            v.cost_center = u.cost_center.clone();
-        }
     }
-    for ((account, _), v) in users.iter_mut() {
+    // Included credits count once per seat, in its main cost center.
+    for ((account, user), v) in users.iter_mut() {
+        v.cost_center = view.seat_cost_center(account, user).to_owned();
+        v.forecast = view
+            .forecast
+            .seats
+            .get(&(account.clone(), user.clone()))
+            .copied()
+            .unwrap_or_default();
         let inc = included(&v.plan);
         v.included = inc;
         accounts.entry(account.clone()).or_default().included += inc;
         centers.entry(v.cost_center.clone()).or_default().included += inc;
         total.included += inc;
     }
-    for r in &rec.recommendations {
+    for r in &view.savings.recommendations {
         if let Some(v) = users.get_mut(&(r.account_id.clone(), r.user_id.clone())) {
             v.savings += r.saving_usd;
         }
         centers.entry(r.cost_center.clone()).or_default().savings += r.saving_usd;
         accounts.entry(r.account_id.clone()).or_default().savings += r.saving_usd;
     }
-    total.savings = rec.total_usd;
-    // Unattributed cost (no user) belongs to the total and its account only.
-    total.cost += current.unattributed_usd;
-    total.forecast += current.unattributed_usd;
-    let untagged = current.untagged_users().len();
-    let duplicates = current.duplicate_subscriptions().len();
+    let untagged = view.untagged_users.len();
+    let duplicates = view.duplicate_subscriptions.len();
 
     let measure = |m: Measure, v: &Values| -> Option<f64> {
         let d = match m {

@@ -150,7 +150,7 @@ impl WebSecurity {
                 let parsed = config::Config::builder()
                     .add_source(config::File::from_str(&text, config::FileFormat::Yaml))
                     .build()
-                    .map_err(|e| invalid(crate::config::one_line(&e.to_string())))?;
+                    .map_err(|e| invalid(crate::config_error::one_line(&e.to_string())))?;
                 serde_path_to_error::deserialize(parsed).map_err(|e| {
                     let message = e.inner().to_string();
                     let message = message.split(" for key `").next().unwrap_or(&message);
@@ -210,13 +210,21 @@ impl WebSecurity {
         !self.users.is_empty() || self.bearer_token.is_some()
     }
 
-    /// Checks the request's `Authorization` header for `path`.
-    pub fn check(&self, path: &str, authorization: Option<&HeaderValue>) -> Access {
+    /// Checks the request's `Authorization` header for `path` as far as it can without
+    /// bcrypt: open paths, bearer tokens, malformed headers, unknown users and credentials
+    /// already verified are decided here; a basic-auth pair still to verify is returned as
+    /// [`PendingBasic`] for [`Self::check_slow`], which is slow on purpose and belongs on a
+    /// blocking thread.
+    pub fn check_fast(
+        &self,
+        path: &str,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<Access, PendingBasic> {
         if !self.requires_auth() || self.open_paths.iter().any(|p| p == path) {
-            return Access::Allowed;
+            return Ok(Access::Allowed);
         }
         let Some(value) = authorization.and_then(|v| v.to_str().ok()) else {
-            return Access::Denied;
+            return Ok(Access::Denied);
         };
         let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
         let rest = rest.trim();
@@ -225,45 +233,64 @@ impl WebSecurity {
                 .bearer_token
                 .as_ref()
                 .is_some_and(|t| constant_time_eq(t.as_bytes(), rest.as_bytes()));
-            return if ok { Access::Allowed } else { Access::Denied };
+            return Ok(if ok { Access::Allowed } else { Access::Denied });
         }
-        if scheme.eq_ignore_ascii_case("basic") && !self.users.is_empty() {
-            let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(rest) else {
-                return Access::Denied;
-            };
-            let Ok(decoded) = String::from_utf8(decoded) else {
-                return Access::Denied;
-            };
-            let Some((user, password)) = decoded.split_once(':') else {
-                return Access::Denied;
-            };
-            return self.check_basic(user, password);
+        if !scheme.eq_ignore_ascii_case("basic") || self.users.is_empty() {
+            return Ok(Access::Denied);
         }
-        Access::Denied
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(rest) else {
+            return Ok(Access::Denied);
+        };
+        let Ok(decoded) = String::from_utf8(decoded) else {
+            return Ok(Access::Denied);
+        };
+        let Some((user, password)) = decoded.split_once(':') else {
+            return Ok(Access::Denied);
+        };
+        if let Some(hash) = self.users.get(user) {
+            let key = credential_digest(user, password, hash);
+            if self.verified.lock().is_ok_and(|v| v.contains(&key)) {
+                return Ok(Access::Allowed);
+            }
+        }
+        Err(PendingBasic {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        })
     }
 
-    fn check_basic(&self, user: &str, password: &str) -> Access {
-        let Some(hash) = self.users.get(user) else {
-            // Spend the same time as for a known user, so timing does not tell users apart.
-            let _ = bcrypt::verify(password, DUMMY_HASH);
+    /// Verifies a basic-auth pair against its bcrypt hash (an unknown user costs the same
+    /// time, so timing does not tell users apart). Blocking.
+    pub fn check_slow(&self, pending: PendingBasic) -> Access {
+        let PendingBasic { user, password } = pending;
+        let Some(hash) = self.users.get(&user) else {
+            let _ = bcrypt::verify(&password, DUMMY_HASH);
             return Access::Denied;
         };
-        let key = credential_digest(user, password, hash);
-        if self.verified.lock().is_ok_and(|v| v.contains(&key)) {
-            return Access::Allowed;
-        }
-        if bcrypt::verify(password, hash).unwrap_or(false) {
+        if bcrypt::verify(&password, hash).unwrap_or(false) {
             if let Ok(mut v) = self.verified.lock() {
                 if v.len() > 1024 {
                     v.clear();
                 }
-                v.insert(key);
+                v.insert(credential_digest(&user, &password, hash));
             }
             Access::Allowed
         } else {
             Access::Denied
         }
     }
+
+    /// [`Self::check_fast`] then, when needed, [`Self::check_slow`] on this thread.
+    pub fn check(&self, path: &str, authorization: Option<&HeaderValue>) -> Access {
+        self.check_fast(path, authorization)
+            .unwrap_or_else(|pending| self.check_slow(pending))
+    }
+}
+
+/// A basic-auth pair that needs a bcrypt check.
+pub struct PendingBasic {
+    user: String,
+    password: String,
 }
 
 /// A valid bcrypt hash (cost 10) of a random string, verified against for unknown users.

@@ -8,14 +8,23 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use aws_sdk_budgets::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_budgets::types::{
     Budget, BudgetType, ComparisonOperator, Dimension, Expression, ExpressionDimensionValues,
     Notification, NotificationType, Spend, Subscriber, SubscriptionType, TagValues, ThresholdType,
     TimeUnit,
 };
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+
+use super::alerts::rules::BudgetLimits;
+use super::{Delivery, Sink, SinkError};
+use crate::config_error::ConfigError;
+use crate::snapshot::Snapshot;
+pub use crate::telemetry::BudgetReading;
+use crate::telemetry::Telemetry;
 
 /// The `cost_center` label of the budget for all of Kiro.
 pub const TOTAL_LABEL: &str = "(all)";
@@ -136,15 +145,15 @@ fn valid_sns_arn(a: &str) -> bool {
 }
 
 impl BudgetSettings {
-    /// Checks values (no I/O): the key and what is wrong.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    /// Checks values (no I/O); errors name the key under `budgets`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let key = |k: &str| format!("budgets.{k}");
         let positive = |d: &Decimal| !d.is_sign_negative() && !d.is_zero();
         for (cc, limit) in &self.cost_centers {
             if !positive(limit) {
-                return Err((
-                    key(&format!("cost_centers.{cc}")),
-                    "must be a positive amount in USD".into(),
+                return Err(ConfigError::key(
+                    &key(&format!("cost_centers.{cc}")),
+                    "must be a positive amount in USD",
                 ));
             }
         }
@@ -153,55 +162,67 @@ impl BudgetSettings {
             ("total_limit_usd", &self.total_limit_usd),
         ] {
             if v.as_ref().is_some_and(|d| !positive(d)) {
-                return Err((key(k), "must be a positive amount in USD".into()));
+                return Err(ConfigError::key(
+                    &key(k),
+                    "must be a positive amount in USD",
+                ));
             }
         }
         if self.enabled
             && !(self.account_id.len() == 12 && self.account_id.chars().all(|c| c.is_ascii_digit()))
         {
-            return Err((
-                key("account_id"),
-                "must be a 12-digit AWS account id".into(),
+            return Err(ConfigError::key(
+                &key("account_id"),
+                "must be a 12-digit AWS account id",
             ));
         }
         let prefix_ok = !self.name_prefix.is_empty()
             && self.name_prefix.len() <= 50
             && !self.name_prefix.contains([':', '\\']);
         if !prefix_ok {
-            return Err((
-                key("name_prefix"),
-                "must be 1-50 characters without ':' or '\\'".into(),
+            return Err(ConfigError::key(
+                &key("name_prefix"),
+                "must be 1-50 characters without ':' or '\\'",
             ));
         }
         if self.notifications.len() > 10 {
-            return Err((key("notifications"), "at most 10 per budget".into()));
+            return Err(ConfigError::key(
+                &key("notifications"),
+                "at most 10 per budget",
+            ));
         }
         for (i, n) in self.notifications.iter().enumerate() {
             if !(n.threshold_percent > 0.0 && n.threshold_percent <= 1000.0) {
-                return Err((
-                    key(&format!("notifications[{i}].threshold_percent")),
-                    "must be above 0 and at most 1000 (%)".into(),
+                return Err(ConfigError::key(
+                    &key(&format!("notifications[{i}].threshold_percent")),
+                    "must be above 0 and at most 1000 (%)",
                 ));
             }
         }
         if self.subscribers.sns.len() > 1 {
-            return Err((key("subscribers.sns"), "at most one SNS topic".into()));
+            return Err(ConfigError::key(
+                &key("subscribers.sns"),
+                "at most one SNS topic",
+            ));
         }
         if self.subscribers.emails.len() > 10 {
-            return Err((key("subscribers.emails"), "at most 10 addresses".into()));
+            return Err(ConfigError::key(
+                &key("subscribers.emails"),
+                "at most 10 addresses",
+            ));
         }
         for (i, a) in self.subscribers.sns.iter().enumerate() {
             if !valid_sns_arn(a) {
-                return Err((
-                    key(&format!("subscribers.sns[{i}]")),
+                return Err(ConfigError::key(
+                    &key(&format!("subscribers.sns[{i}]")),
                     format!("{a:?} is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:TOPIC)"),
                 ));
             }
         }
         for (i, e) in self.subscribers.emails.iter().enumerate() {
             if !valid_email(e) {
-                return Err((
-                    key(&format!("subscribers.emails[{i}]")),
+                return Err(ConfigError::key(
+                    &key(&format!("subscribers.emails[{i}]")),
                     format!("{e:?} is not an e-mail address"),
                 ));
             }
@@ -211,31 +232,26 @@ impl BudgetSettings {
             && self.subscribers.emails.is_empty()
             && self.enabled
         {
-            return Err((
-                key("subscribers"),
-                "notifications need at least one SNS topic or e-mail address".into(),
+            return Err(ConfigError::key(
+                &key("subscribers"),
+                "notifications need at least one SNS topic or e-mail address",
             ));
         }
         if self.sync_interval < Duration::from_secs(60) {
-            return Err((key("sync_interval"), "must be at least 1m".into()));
+            return Err(ConfigError::key(
+                &key("sync_interval"),
+                "must be at least 1m",
+            ));
         }
         Ok(())
     }
 
     /// The limits forecast rules compare with.
-    pub fn limits(&self) -> crate::alert::rules::BudgetLimits {
-        crate::alert::rules::BudgetLimits {
+    pub fn limits(&self) -> BudgetLimits {
+        BudgetLimits {
             default_limit_usd: self.default_limit_usd,
             cost_centers: self.cost_centers.clone(),
         }
-    }
-
-    /// The limit of a cost center's budget, if it has one.
-    pub fn limit(&self, cost_center: &str) -> Option<Decimal> {
-        self.cost_centers
-            .get(cost_center)
-            .copied()
-            .or(self.default_limit_usd)
     }
 
     /// The budgets the config declares, given the cost centers seen in the data.
@@ -466,16 +482,6 @@ fn amount(s: Option<&Spend>) -> Option<f64> {
     s.and_then(|s| s.amount().parse::<f64>().ok())
 }
 
-/// Spend AWS reports for an owned budget.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BudgetReading {
-    pub budget: String,
-    pub cost_center: String,
-    pub limit_usd: f64,
-    pub actual_usd: Option<f64>,
-    pub forecast_usd: Option<f64>,
-}
-
 /// Reconciles budgets with AWS Budgets.
 pub struct Reconciler {
     client: aws_sdk_budgets::Client,
@@ -488,10 +494,6 @@ impl Reconciler {
             client: aws_sdk_budgets::Client::new(shared),
             settings,
         }
-    }
-
-    pub fn client(&self) -> &aws_sdk_budgets::Client {
-        &self.client
     }
 
     pub fn settings(&self) -> &BudgetSettings {
@@ -782,6 +784,78 @@ impl Reconciler {
                 }
             })
             .collect())
+    }
+}
+
+/// Keeps AWS Budgets in line after a refresh, at most once per `budgets.sync_interval`, and
+/// exports what they report.
+pub struct BudgetsSink {
+    reconciler: Reconciler,
+    last_sync: Option<std::time::Instant>,
+    telemetry: std::sync::Arc<Telemetry>,
+}
+
+impl BudgetsSink {
+    pub fn new(reconciler: Reconciler, telemetry: std::sync::Arc<Telemetry>) -> Self {
+        Self {
+            reconciler,
+            last_sync: None,
+            telemetry,
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for BudgetsSink {
+    fn name(&self) -> &'static str {
+        "aws_budgets"
+    }
+
+    /// Plan and apply, then read back; a failure is retried after the next refresh.
+    async fn deliver(
+        &mut self,
+        snapshot: &Snapshot,
+        _now: DateTime<Utc>,
+    ) -> Result<Delivery, SinkError> {
+        let interval = self.reconciler.settings().sync_interval;
+        if self.last_sync.is_some_and(|t| t.elapsed() < interval) {
+            return Ok(Delivery::NotDue);
+        }
+        let seen: Vec<&str> = snapshot
+            .current()
+            .map(|v| v.cost_centers.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        match self.reconciler.sync(seen, false).await {
+            Ok(changes) => {
+                for c in &changes {
+                    tracing::info!("budgets: {c}");
+                }
+                self.last_sync = Some(std::time::Instant::now());
+            }
+            Err(e) => {
+                self.telemetry.record_budget_sync(false);
+                return Err(SinkError::new(
+                    "aws",
+                    format!("budgets sync failed; retried after the next refresh: {e}"),
+                ));
+            }
+        }
+        match self.reconciler.readings().await {
+            Ok(r) => {
+                self.telemetry.record_budget_sync(true);
+                self.telemetry.set_budgets(&r);
+                Ok(Delivery::Done)
+            }
+            Err(e) => {
+                self.telemetry.record_budget_sync(false);
+                // Read back at the next refresh, not after the next sync interval.
+                self.last_sync = None;
+                Err(SinkError::new(
+                    "aws",
+                    format!("cannot read the budgets back; retried after the next refresh: {e}"),
+                ))
+            }
+        }
     }
 }
 

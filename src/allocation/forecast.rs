@@ -1,20 +1,11 @@
-//! A snapshot: the allocations of every watched billing period from one refresh. Immutable once
-//! built; sinks only read it.
-
-use std::collections::BTreeMap;
+//! The month-end forecast: usage-driven cost extrapolated over the hours of the month the data
+//! covers; subscriptions, other charges, unattributed lines and tax counted as billed so far.
+//! One definition, read by every sink through the snapshot's views.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
-use super::Allocation;
-
-/// The result of one successful refresh.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Snapshot {
-    pub taken_at: DateTime<Utc>,
-    /// One allocation per watched period, oldest first.
-    pub allocations: Vec<Allocation>,
-}
+use super::{Allocation, UserCost};
 
 /// How the month-end forecast is made, for HELP texts and documentation.
 pub const FORECAST_METHOD: &str = "month-to-date subscriptions and other charges counted once, \
@@ -36,36 +27,20 @@ impl Allocation {
             _ => Decimal::ONE,
         }
     }
-
-    /// Month-end cost forecast per cost center at `now` ([`FORECAST_METHOD`]).
-    pub fn forecast_cost_centers(&self, now: DateTime<Utc>) -> BTreeMap<&str, Decimal> {
-        let f = self.extrapolation_factor(now);
-        let mut out: BTreeMap<&str, Decimal> = BTreeMap::new();
-        for u in &self.units {
-            let projected = u.subscription_usd + u.other_usd + u.overage_usd * f;
-            *out.entry(&u.cost_center).or_default() += projected;
-        }
-        for v in out.values_mut() {
-            *v = v.round_dp(6);
-        }
-        out
-    }
 }
 
-impl Snapshot {
-    /// The allocation of the newest period.
-    pub fn current(&self) -> Option<&Allocation> {
-        self.allocations.last()
-    }
+/// A unit's month-end cost when usage-driven cost is scaled by `factor`.
+pub fn unit_forecast(u: &UserCost, factor: Decimal) -> Decimal {
+    u.subscription_usd + u.other_usd + u.overage_usd * factor
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::allocation::{QueryStats, UserCost};
+    use crate::allocation::QueryStats;
     use chrono::Duration;
 
-    fn alloc(as_of_days: Option<i64>) -> Allocation {
+    pub(crate) fn alloc(as_of_days: Option<i64>) -> Allocation {
         let period = "2026-11".parse().unwrap(); // 30 days
         let unit = |cc: &str, sub: i64, over: i64| UserCost {
             account_id: "1".into(),
@@ -94,26 +69,19 @@ mod tests {
         let a = alloc(Some(10));
         a.reconcile().unwrap();
         let during = a.period.start() + Duration::days(11);
-        assert_eq!(a.extrapolation_factor(during), Decimal::from(3));
-        let f = a.forecast_cost_centers(during);
-        assert_eq!(f["a"], Decimal::from(20 - 1 + 30));
-        assert_eq!(f["b"], Decimal::from(39));
+        let f = a.extrapolation_factor(during);
+        assert_eq!(f, Decimal::from(3));
+        assert_eq!(unit_forecast(&a.units[0], f), Decimal::from(20 - 1 + 30));
+        assert_eq!(unit_forecast(&a.units[1], f), Decimal::from(39));
     }
 
     #[test]
     fn complete_month_is_its_own_forecast() {
         let later = alloc(Some(10)).period.end() + Duration::days(2);
-        for (a, now) in [
-            (alloc(Some(30)), later),
-            (alloc(None), later),
-            (alloc(Some(10)), later),
-        ] {
-            let f = a.forecast_cost_centers(now);
-            assert_eq!(f["a"], Decimal::from(29));
-            assert_eq!(
-                f.values().copied().sum::<Decimal>(),
-                a.units.iter().map(|u| u.total_usd).sum()
-            );
+        for a in [alloc(Some(30)), alloc(None), alloc(Some(10))] {
+            let f = a.extrapolation_factor(later);
+            assert_eq!(f, Decimal::ONE);
+            assert_eq!(unit_forecast(&a.units[0], f), Decimal::from(29));
         }
     }
 }

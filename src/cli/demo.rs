@@ -1,0 +1,80 @@
+//! `demo`: generate a realistic export once (cached), then serve it on loopback with a short
+//! refresh, on the built-in defaults (no configuration file, no environment).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use kiro_cost_exporter::config::Settings;
+use kiro_cost_exporter::curgen::{self, GenSpec};
+use kiro_cost_exporter::period::BillingPeriod;
+use kiro_cost_exporter::server::DEFAULT_PORT;
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Listen address.
+    #[arg(long, value_name = "ADDR", default_value_t = SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)))]
+    listen: SocketAddr,
+    /// Where the demo export is kept (default: the user's cache folder).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    #[arg(long, default_value_t = 300)]
+    users: usize,
+    /// Refresh interval.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let DemoArgs {
+        listen,
+        data,
+        users,
+        interval,
+    } = args;
+    let mut settings = Settings::default();
+    settings.log.init();
+    let now = chrono::Utc::now();
+    let current = BillingPeriod::containing(now);
+    let base = data.unwrap_or_else(demo_cache_dir);
+    let dir = base.join(format!("{current}-{users}users"));
+    if !dir.join("data").is_dir() {
+        println!(
+            "Generating a demo CUR export ({users} users, {} and {current} to date) in {} ...",
+            current.previous(),
+            dir.display()
+        );
+        let tmp = base.join(format!(".tmp-{current}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let mut spec = GenSpec::new(users, current.previous());
+        spec.months = 2;
+        // CUR lags real usage by a day or more; so does the demo.
+        spec.until = Some(now - chrono::Duration::hours(24));
+        curgen::write_export(&spec, &tmp, |_| {})
+            .with_context(|| format!("writing the demo export to {}", tmp.display()))?;
+        std::fs::rename(&tmp, &dir)
+            .with_context(|| format!("moving the demo export to {}", dir.display()))?;
+    }
+    settings.source.cur = dir;
+    settings.server.listen = listen;
+    settings.refresh.interval = interval;
+    settings.refresh.jitter = Duration::ZERO;
+    settings.refresh.retry_initial = Duration::from_secs(5).min(interval);
+    settings.validate()?;
+    super::serve::serve(settings).await
+}
+
+/// `$XDG_CACHE_HOME/kiro-cost-exporter/demo`, `~/.cache/kiro-cost-exporter/demo`, or
+/// `.kiro-cost-exporter-demo` in the working directory.
+fn demo_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map_or_else(
+            || PathBuf::from(".kiro-cost-exporter-demo"),
+            |c| c.join("kiro-cost-exporter").join("demo"),
+        )
+}

@@ -1,0 +1,94 @@
+//! The subcommands, one file each, behind this dispatcher, and the one way every command loads
+//! its settings: defaults < `--config FILE` < environment, then the command's own flags, then
+//! validation, then logging.
+
+mod budgets;
+mod check_config;
+mod demo;
+mod generate_cur;
+mod query;
+mod report;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use kiro_cost_exporter::config::{self, Settings};
+use kiro_cost_exporter::source::Engine;
+
+#[derive(Parser)]
+#[command(
+    name = "kiro-cost-exporter",
+    version,
+    about = "Kiro subscription costs per user and cost center, from the AWS CUR 2.0"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct ConfigArgs {
+    /// Settings file (TOML or YAML). Environment variables KIRO_EXPORTER__SECTION__KEY override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Allocate one billing period and print it.
+    Query(query::QueryArgs),
+    /// Write a synthetic CUR 2.0 export with realistic Kiro bills among other services' lines.
+    GenerateCur(generate_cur::GenerateArgs),
+    /// Run the exporter: refresh on a schedule and serve /metrics.
+    Serve(serve::ServeArgs),
+    /// Generate a realistic export (once, cached) and serve it on 127.0.0.1 with a short refresh.
+    Demo(demo::DemoArgs),
+    /// Write the monthly per-user report (CSV), upload it and send its summary card.
+    Report(report::ReportArgs),
+    /// Keep the AWS Budgets of [budgets] in line with the config.
+    Budgets {
+        #[command(subcommand)]
+        action: budgets::BudgetsAction,
+    },
+    /// Validate the settings and print them, secrets redacted.
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+/// Runs the command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Query(args) => query::run(args).await,
+        Command::GenerateCur(args) => generate_cur::run(args),
+        Command::Serve(args) => serve::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::Report(args) => report::run(args).await,
+        Command::Budgets { action } => budgets::run(action).await,
+        Command::CheckConfig { config } => check_config::run(&config),
+    }
+}
+
+/// Loads the settings of `args`, lets the command change them, validates them and starts
+/// logging: every command goes through here.
+pub fn load_settings(
+    args: &ConfigArgs,
+    overrides: impl FnOnce(&mut Settings),
+) -> anyhow::Result<Settings> {
+    let mut settings = config::load(args.config.as_deref())?;
+    overrides(&mut settings);
+    settings.validate()?;
+    settings.log.init();
+    Ok(settings)
+}
+
+/// Points the local engine at `cur` when given, whatever engine the settings name.
+pub fn use_cur(settings: &mut Settings, cur: Option<PathBuf>) {
+    if let Some(cur) = cur {
+        settings.source.engine = Engine::Local;
+        settings.source.cur = cur;
+    }
+}

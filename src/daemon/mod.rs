@@ -1,0 +1,256 @@
+//! The refresh loop: on a schedule (interval plus jitter), allocate every watched billing
+//! period, build a snapshot (its views computed once) and publish it with its encoded
+//! exposition and landing page, then hand it to every sink. A failed refresh keeps the last
+//! good snapshot, is counted by kind, and is retried with capped exponential backoff. Sources
+//! only allocate and sinks only deliver; scheduling, timeouts, retries and the counting of
+//! every sink's failures live here, once.
+
+pub mod schedule;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use tokio::sync::watch;
+
+use crate::allocation::PlanTable;
+use crate::allocation::savings::SavingsSettings;
+use crate::server::{Published, State};
+use crate::sink::prometheus::{self as prom, EncodeError};
+use crate::sink::{Delivery, Sink, landing};
+use crate::snapshot::Snapshot;
+use crate::source::{Source, SourceError};
+use crate::telemetry::Telemetry;
+pub use schedule::{RefreshSettings, backoff, watched_periods};
+
+/// Why a refresh failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("refresh timed out after {0:?} (refresh.timeout)")]
+    Timeout(Duration),
+    #[error("no CUR partition for any watched period ({0})")]
+    NoData(String),
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
+
+impl RefreshError {
+    /// Fixed label value for the exporter's failure counter.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Source(e) => e.kind(),
+            Self::Timeout(_) => "timeout",
+            Self::NoData(_) => "no_data",
+            Self::Encode(_) => "encode",
+        }
+    }
+}
+
+/// Owns the refresh loop and everything it publishes.
+pub struct Refresher {
+    source: Arc<dyn Source>,
+    settings: RefreshSettings,
+    plans: PlanTable,
+    savings: SavingsSettings,
+    state: Arc<State>,
+    telemetry: Arc<Telemetry>,
+    /// The last good snapshot and its encoded data families.
+    last_good: Option<(Arc<Snapshot>, Bytes)>,
+    sinks: Vec<Box<dyn Sink>>,
+    last_error: Option<String>,
+    after_refresh: Option<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl Refresher {
+    /// A refresher with nothing published yet but the exporter's own metrics.
+    pub fn new(
+        source: Arc<dyn Source>,
+        settings: RefreshSettings,
+        plans: PlanTable,
+        savings: SavingsSettings,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Self, RefreshError> {
+        let exposition = prom::encode(None, &telemetry)?;
+        let state = Arc::new(State::new(Published {
+            exposition,
+            ready: false,
+            landing: landing::render(None, None, Utc::now()),
+        }));
+        Ok(Self {
+            source,
+            settings,
+            plans,
+            savings,
+            state,
+            telemetry,
+            last_good: None,
+            sinks: Vec::new(),
+            last_error: None,
+            after_refresh: None,
+        })
+    }
+
+    /// Runs `hook` after every refresh, successful or not, once its result is published (the
+    /// binary returns the query's transient memory to the OS there).
+    pub fn after_refresh(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.after_refresh = Some(Box::new(hook));
+        self
+    }
+
+    /// Hands every successful refresh's snapshot to `sink`, in the order sinks are added.
+    pub fn with_sink(mut self, sink: Box<dyn Sink>) -> Self {
+        self.telemetry.register_sink(sink.name());
+        self.sinks.push(sink);
+        self
+    }
+
+    /// The state the HTTP server reads.
+    pub fn state(&self) -> Arc<State> {
+        self.state.clone()
+    }
+
+    async fn build(&self, now: DateTime<Utc>) -> Result<(Snapshot, Bytes), RefreshError> {
+        let periods = watched_periods(now, &self.settings);
+        let mut allocations = Vec::with_capacity(periods.len());
+        let mut missing = Vec::new();
+        for &p in &periods {
+            match self.source.allocate(p).await {
+                Ok(a) => allocations.push(a),
+                // Early in a month (or right after an export starts) a partition may not exist
+                // yet; that period is skipped unless it was asked for explicitly.
+                Err(e @ (SourceError::NoPartition { .. } | SourceError::NoObjects { .. }))
+                    if self.settings.period.is_none() =>
+                {
+                    tracing::info!(period = %p, "no data for this period yet: {e}");
+                    missing.push(e.to_string());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if allocations.is_empty() {
+            return Err(RefreshError::NoData(missing.join("; ")));
+        }
+        let snapshot = Snapshot::build(now, allocations, &self.plans, &self.savings);
+        let families = prom::encode_snapshot(&snapshot, &self.plans);
+        Ok((snapshot, Bytes::from(families)))
+    }
+
+    /// Runs one refresh and publishes its outcome.
+    pub async fn refresh(&mut self) -> Result<(), RefreshError> {
+        let started = Instant::now();
+        let outcome =
+            match tokio::time::timeout(self.settings.timeout, self.build(Utc::now())).await {
+                Ok(r) => r,
+                Err(_) => Err(RefreshError::Timeout(self.settings.timeout)),
+            };
+        let took = started.elapsed();
+        let error = match outcome {
+            Ok((snapshot, families)) => {
+                self.telemetry.record_success(
+                    snapshot.taken_at,
+                    took,
+                    snapshot.periods.iter().map(|v| {
+                        let a = &v.allocation;
+                        (a.period.to_string(), a.stats.scanned_bytes)
+                    }),
+                );
+                for v in &snapshot.periods {
+                    let a = &v.allocation;
+                    tracing::info!(
+                        period = %a.period,
+                        units = a.units.len(),
+                        total_usd = %v.total_cost_usd,
+                        scanned_bytes = a.stats.scanned_bytes,
+                        query_ms = a.stats.elapsed.as_millis() as u64,
+                        "allocated"
+                    );
+                }
+                self.last_good = Some((Arc::new(snapshot), families));
+                None
+            }
+            Err(e) => {
+                self.telemetry.record_failure(e.kind(), took);
+                tracing::warn!(
+                    kind = e.kind(),
+                    "refresh failed, keeping the last good snapshot: {e}"
+                );
+                Some(e)
+            }
+        };
+        self.last_error = error.as_ref().map(ToString::to_string);
+        self.publish()?;
+        if error.is_none() && !self.sinks.is_empty() {
+            self.deliver().await;
+            // The sinks' counters changed.
+            self.publish()?;
+        }
+        error.map_or(Ok(()), Err)
+    }
+
+    fn publish(&self) -> Result<(), RefreshError> {
+        let (snapshot, families) = match &self.last_good {
+            Some((s, f)) => (Some(s.as_ref()), Some(f.as_ref())),
+            None => (None, None),
+        };
+        let exposition = prom::encode(families, &self.telemetry)?;
+        self.state.publish(Published {
+            landing: landing::render(snapshot, self.last_error.as_deref(), Utc::now()),
+            exposition,
+            ready: snapshot.is_some(),
+        });
+        Ok(())
+    }
+
+    /// Hands the last good snapshot to every sink; a failure is logged and counted by sink and
+    /// kind, and the sink tries again at the next refresh.
+    async fn deliver(&mut self) {
+        let Some((snapshot, _)) = &self.last_good else {
+            return;
+        };
+        let now = Utc::now();
+        for sink in &mut self.sinks {
+            match sink.deliver(snapshot, now).await {
+                Ok(Delivery::Done) => self.telemetry.record_sink_success(sink.name(), now),
+                Ok(Delivery::NotDue) => {}
+                Err(e) => {
+                    self.telemetry.record_sink_error(sink.name(), e.kind);
+                    tracing::error!(sink = sink.name(), kind = e.kind, "{e}");
+                }
+            }
+        }
+    }
+
+    /// Refreshes now and then on schedule until `shutdown` turns true.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut failures = 0u32;
+        loop {
+            let delay = tokio::select! {
+                r = self.refresh() => match r {
+                    Ok(()) => {
+                        failures = 0;
+                        let jitter = self.settings.jitter.as_millis() as u64;
+                        let extra = if jitter == 0 { 0 } else { rand::rng().random_range(0..=jitter) };
+                        self.settings.interval + Duration::from_millis(extra)
+                    }
+                    Err(_) => {
+                        failures += 1;
+                        backoff(failures, &self.settings)
+                    }
+                },
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            if let Some(hook) = &self.after_refresh {
+                hook();
+            }
+            tracing::debug!(?delay, "next refresh");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}

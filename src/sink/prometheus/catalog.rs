@@ -1,0 +1,231 @@
+//! Every data family the exporter serves, in one place: name, HELP text and labels (in output
+//! order, sorted as the text format's writers sort them). The encoder loops over [`DATA`]; a
+//! family added here and sampled there is all a new metric takes. The exporter's own families
+//! are registered in [`crate::telemetry`].
+
+use crate::allocation::forecast::FORECAST_METHOD;
+
+/// A family's descriptor.
+#[derive(Debug, Clone, Copy)]
+pub struct Def {
+    pub name: &'static str,
+    help: &'static str,
+    /// Appended to `help` (the forecast method, shared with the documentation).
+    help_suffix: &'static str,
+    pub labels: &'static [&'static str],
+}
+
+impl Def {
+    const fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
+        Self {
+            name,
+            help,
+            help_suffix: "",
+            labels,
+        }
+    }
+
+    pub fn help(&self) -> String {
+        format!("{}{}", self.help, self.help_suffix)
+    }
+}
+
+/// Labels of the per-unit families.
+pub const UNIT_LABELS: &[&str] = &[
+    "account_id",
+    "billing_period",
+    "cost_center",
+    "plan",
+    "user_id",
+];
+const CC_LABELS: &[&str] = &["billing_period", "cost_center"];
+const PERIOD: &[&str] = &["billing_period"];
+
+/// The data families; [`F`] names each by its index.
+pub const DATA: &[Def] = &[
+    Def::new(
+        "kiro_user_credits_used",
+        "Kiro credits used in the billing period, per unit (account, user, cost center).",
+        UNIT_LABELS,
+    ),
+    Def::new(
+        "kiro_user_credits_included",
+        "Credits included in the unit's plan per month (from the plan table).",
+        UNIT_LABELS,
+    ),
+    Def::new(
+        "kiro_user_subscription_usd",
+        "Subscription (seat) cost in USD, per unit.",
+        UNIT_LABELS,
+    ),
+    Def::new(
+        "kiro_user_overage_usd",
+        "Overage cost of credits beyond the plan, in USD, per unit.",
+        UNIT_LABELS,
+    ),
+    Def::new(
+        "kiro_user_cost_usd",
+        "Total cost in USD per unit, tax excluded (subscription + overage + refunds, credits, discounts).",
+        UNIT_LABELS,
+    ),
+    Def::new(
+        "kiro_cost_center_cost_usd",
+        "Cost in USD per cost center (\"\" = untagged), tax and unattributed lines excluded.",
+        CC_LABELS,
+    ),
+    Def::new(
+        "kiro_cost_center_overage_usd",
+        "Overage cost in USD per cost center.",
+        CC_LABELS,
+    ),
+    Def::new(
+        "kiro_cost_center_credits_used",
+        "Credits used per cost center.",
+        CC_LABELS,
+    ),
+    Def::new(
+        "kiro_cost_center_users",
+        "Distinct users with cost in the cost center.",
+        CC_LABELS,
+    ),
+    Def {
+        name: "kiro_cost_center_forecast_usd",
+        help: "Month-end cost forecast in USD per cost center: ",
+        help_suffix: FORECAST_METHOD,
+        labels: CC_LABELS,
+    },
+    Def::new(
+        "kiro_cost_center_savings_usd",
+        "Monthly saving in USD per cost center if every recommendation is applied.",
+        CC_LABELS,
+    ),
+    Def::new(
+        "kiro_account_cost_usd",
+        "Cost in USD per usage account, tax and unattributed lines excluded.",
+        &["account_id", "billing_period"],
+    ),
+    Def::new(
+        "kiro_cost_usd",
+        "The whole Kiro bill in USD in the billing period, tax included: users + unattributed + tax.",
+        PERIOD,
+    ),
+    Def::new(
+        "kiro_tax_usd",
+        "Tax on Kiro in USD (not allocated to users).",
+        PERIOD,
+    ),
+    Def::new(
+        "kiro_unattributed_usd",
+        "Kiro cost in USD on lines that name no user (e.g. discounts).",
+        PERIOD,
+    ),
+    Def::new(
+        "kiro_untagged_users",
+        "Users with cost on lines without a cost-center tag.",
+        PERIOD,
+    ),
+    Def::new(
+        "kiro_duplicate_subscriptions",
+        "Users charged a subscription in more than one account.",
+        PERIOD,
+    ),
+    Def::new(
+        "kiro_data_as_of_timestamp_seconds",
+        "Unix time of the newest hourly usage in the data: CUR lags a day or more behind real usage.",
+        PERIOD,
+    ),
+    Def::new(
+        "kiro_idle_seats",
+        "Seats with (almost) no credits used after the grace days.",
+        PERIOD,
+    ),
+    Def::new(
+        "kiro_savings_usd",
+        "Monthly saving in USD if every recommendation is applied.",
+        PERIOD,
+    ),
+    Def::new(
+        "kiro_users",
+        "Distinct (account, user) pairs with cost, per plan (\"\" = no subscription line).",
+        &["billing_period", "plan"],
+    ),
+    Def::new(
+        "kiro_user_recommended_plan_info",
+        "A seat that should change: recommended_plan is the cheaper plan, or \"\" to cancel (reason idle or duplicate); always 1.",
+        &[
+            "account_id",
+            "billing_period",
+            "cost_center",
+            "plan",
+            "reason",
+            "recommended_plan",
+            "user_id",
+        ],
+    ),
+    Def::new(
+        "kiro_user_savings_usd",
+        "Monthly saving in USD if the seat's recommendation is applied (usage projected to month end).",
+        &[
+            "account_id",
+            "billing_period",
+            "cost_center",
+            "plan",
+            "reason",
+            "user_id",
+        ],
+    ),
+];
+
+/// The data families by name, in the order of [`DATA`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum F {
+    UserCreditsUsed,
+    UserCreditsIncluded,
+    UserSubscription,
+    UserOverage,
+    UserCost,
+    CostCenterCost,
+    CostCenterOverage,
+    CostCenterCreditsUsed,
+    CostCenterUsers,
+    CostCenterForecast,
+    CostCenterSavings,
+    AccountCost,
+    Cost,
+    Tax,
+    Unattributed,
+    UntaggedUsers,
+    DuplicateSubscriptions,
+    DataAsOf,
+    IdleSeats,
+    Savings,
+    Users,
+    RecommendedPlanInfo,
+    UserSavings,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_enum_names_each_family_in_order_and_names_are_unique() {
+        assert_eq!(DATA.len(), F::UserSavings as usize + 1);
+        assert_eq!(DATA[F::UserCost as usize].name, "kiro_user_cost_usd");
+        assert_eq!(DATA[F::Cost as usize].name, "kiro_cost_usd");
+        assert_eq!(
+            DATA[F::DataAsOf as usize].name,
+            "kiro_data_as_of_timestamp_seconds"
+        );
+        assert_eq!(DATA[F::UserSavings as usize].name, "kiro_user_savings_usd");
+        let mut names: Vec<&str> = DATA.iter().map(|d| d.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DATA.len());
+        for d in DATA {
+            let mut sorted = d.labels.to_vec();
+            sorted.sort_unstable();
+            assert_eq!(sorted, d.labels, "{} labels in output order", d.name);
+        }
+    }
+}

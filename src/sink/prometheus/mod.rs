@@ -1,0 +1,238 @@
+//! The Prometheus exposition: data families rendered from a snapshot's views, and the
+//! exporter's own health, encoded once per refresh (plain and gzip) so a scrape only copies
+//! bytes.
+//!
+//! Data families are written straight from the snapshot as text, once per refresh (no registry
+//! and no per-series objects, so 50,000 users cost one pass): a unit that disappears from the
+//! data disappears from /metrics at the next refresh, with no expiry bookkeeping. Their names,
+//! HELP texts and labels are in one [`catalog`]; the exporter's counters live in a registry
+//! that outlives refreshes ([`crate::telemetry`]).
+
+pub mod catalog;
+
+use std::io::Write as _;
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use prometheus::{Encoder, TextEncoder};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+
+use crate::allocation::PlanTable;
+use crate::server::Exposition;
+use crate::snapshot::Snapshot;
+use crate::telemetry::Telemetry;
+use catalog::{Def, F};
+
+/// An encoding problem; only possible through a programming error (conflicting descriptors).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode metrics: {0}")]
+pub struct EncodeError(#[from] prometheus::Error);
+
+fn f(d: Decimal) -> f64 {
+    d.to_f64().unwrap_or(f64::NAN)
+}
+
+/// One gauge family of the data, written straight to text: no registry, no per-series
+/// objects, so a snapshot of tens of thousands of users is encoded in one pass over it.
+struct Family {
+    name: &'static str,
+    help: String,
+    /// Label names in output order (sorted, as the text format's writers order them).
+    labels: &'static [&'static str],
+    body: Vec<u8>,
+}
+
+impl Family {
+    fn new(def: &Def) -> Self {
+        Self {
+            name: def.name,
+            help: def.help(),
+            labels: def.labels,
+            body: Vec::new(),
+        }
+    }
+
+    /// One sample; `values` in the order of `labels`.
+    fn sample(&mut self, values: &[&str], v: f64) {
+        debug_assert_eq!(values.len(), self.labels.len(), "{}", self.name);
+        let b = &mut self.body;
+        b.extend_from_slice(self.name.as_bytes());
+        if !self.labels.is_empty() {
+            let mut sep = b'{';
+            for (name, value) in self.labels.iter().zip(values) {
+                b.push(sep);
+                b.extend_from_slice(name.as_bytes());
+                b.extend_from_slice(b"=\"");
+                escape_label_value(b, value);
+                b.push(b'"');
+                sep = b',';
+            }
+            b.push(b'}');
+        }
+        b.push(b' ');
+        write_value(b, v);
+        b.push(b'\n');
+    }
+
+    /// HELP, TYPE and the samples; nothing for a family without samples.
+    fn write_to(&self, out: &mut Vec<u8>) {
+        if self.body.is_empty() {
+            return;
+        }
+        out.extend_from_slice(b"# HELP ");
+        out.extend_from_slice(self.name.as_bytes());
+        out.push(b' ');
+        for c in self.help.bytes() {
+            match c {
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                c => out.push(c),
+            }
+        }
+        out.extend_from_slice(b"\n# TYPE ");
+        out.extend_from_slice(self.name.as_bytes());
+        out.extend_from_slice(b" gauge\n");
+        out.extend_from_slice(&self.body);
+    }
+}
+
+fn escape_label_value(out: &mut Vec<u8>, v: &str) {
+    if !v.bytes().any(|c| matches!(c, b'\\' | b'"' | b'\n')) {
+        out.extend_from_slice(v.as_bytes());
+        return;
+    }
+    for c in v.bytes() {
+        match c {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn write_value(out: &mut Vec<u8>, v: f64) {
+    if v.is_nan() {
+        out.extend_from_slice(b"NaN");
+    } else if v.is_infinite() {
+        out.extend_from_slice(if v > 0.0 { b"+Inf" } else { b"-Inf" });
+    } else {
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "{v}");
+    }
+}
+
+/// Encodes the data families of a snapshot as Prometheus text, families in name order. Done
+/// once per refresh; a scrape only copies the result.
+pub fn encode_snapshot(s: &Snapshot, plans: &PlanTable) -> Vec<u8> {
+    let mut fam: Vec<Family> = catalog::DATA.iter().map(Family::new).collect();
+    let mut sample = |which: F, values: &[&str], v: f64| fam[which as usize].sample(values, v);
+    for view in &s.periods {
+        let a = &view.allocation;
+        let p = a.period.to_string();
+        let p = p.as_str();
+        let sv = &view.savings;
+        let mut by_cc: std::collections::BTreeMap<&str, Decimal> =
+            std::collections::BTreeMap::new();
+        for rec in &sv.recommendations {
+            let reason = rec.reason.as_str();
+            let (acc, user, cc, plan) = (
+                rec.account_id.as_str(),
+                rec.user_id.as_str(),
+                rec.cost_center.as_str(),
+                rec.plan.as_str(),
+            );
+            sample(
+                F::RecommendedPlanInfo,
+                &[acc, p, cc, plan, reason, &rec.recommended_plan, user],
+                1.0,
+            );
+            sample(
+                F::UserSavings,
+                &[acc, p, cc, plan, reason, user],
+                f(rec.saving_usd),
+            );
+            *by_cc.entry(cc).or_default() += rec.saving_usd;
+        }
+        for (cc, v) in by_cc {
+            sample(F::CostCenterSavings, &[p, cc], f(v));
+        }
+        sample(F::IdleSeats, &[p], sv.idle_seats as f64);
+        sample(F::Savings, &[p], f(sv.total_usd));
+        for u in &a.units {
+            let l = [
+                u.account_id.as_str(),
+                p,
+                u.cost_center.as_str(),
+                u.plan.as_str(),
+                u.user_id.as_str(),
+            ];
+            sample(F::UserCreditsUsed, &l, f(u.credits_used));
+            if let Some(plan) = plans.by_name(&u.plan) {
+                sample(F::UserCreditsIncluded, &l, f(plan.included_credits));
+            }
+            sample(F::UserSubscription, &l, f(u.subscription_usd));
+            sample(F::UserOverage, &l, f(u.overage_usd));
+            sample(F::UserCost, &l, f(u.total_usd));
+        }
+        for (cc, r) in &view.cost_centers {
+            let l = [p, cc.as_str()];
+            sample(F::CostCenterCost, &l, f(r.total_usd));
+            sample(F::CostCenterOverage, &l, f(r.overage_usd));
+            sample(F::CostCenterCreditsUsed, &l, f(r.credits_used));
+            sample(F::CostCenterUsers, &l, r.users as f64);
+        }
+        for (cc, v) in &view.forecast.cost_centers {
+            sample(F::CostCenterForecast, &[p, cc], f(*v));
+        }
+        for (acc, r) in &view.accounts {
+            sample(F::AccountCost, &[acc, p], f(r.total_usd));
+        }
+        sample(F::Cost, &[p], f(view.total_cost_usd));
+        sample(F::Tax, &[p], f(a.tax_usd));
+        sample(F::Unattributed, &[p], f(a.unattributed_usd));
+        for (plan, n) in &view.users_by_plan {
+            sample(F::Users, &[p, plan], *n as f64);
+        }
+        sample(F::UntaggedUsers, &[p], view.untagged_users.len() as f64);
+        sample(
+            F::DuplicateSubscriptions,
+            &[p],
+            view.duplicate_subscriptions.len() as f64,
+        );
+        if let Some(t) = a.data_as_of {
+            sample(F::DataAsOf, &[p], t.timestamp() as f64);
+        }
+    }
+    fam.sort_by_key(|family| family.name);
+    let mut out = Vec::with_capacity(fam.iter().map(|family| family.body.len() + 256).sum());
+    for family in &fam {
+        family.write_to(&mut out);
+    }
+    out
+}
+
+/// The exposition: the snapshot's pre-encoded families (if any) and the exporter's own
+/// metrics, plain and gzip-compressed, ready to be served as they are.
+pub fn encode(data: Option<&[u8]>, exporter: &Telemetry) -> Result<Exposition, EncodeError> {
+    let own = exporter.registry().gather();
+    let mut plain = Vec::with_capacity(data.map_or(0, <[u8]>::len) + 16 * 1024);
+    if let Some(d) = data {
+        plain.extend_from_slice(d);
+    }
+    TextEncoder::new().encode(&own, &mut plain)?;
+    let mut gz = GzEncoder::new(
+        Vec::with_capacity(plain.len() / 8 + 64),
+        Compression::fast(),
+    );
+    gz.write_all(&plain)
+        .map_err(|e| prometheus::Error::Msg(e.to_string()))?;
+    let gzip = gz
+        .finish()
+        .map_err(|e| prometheus::Error::Msg(e.to_string()))?;
+    Ok(Exposition {
+        plain: bytes::Bytes::from(plain),
+        gzip: bytes::Bytes::from(gzip),
+    })
+}

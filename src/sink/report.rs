@@ -1,0 +1,516 @@
+//! The monthly per-user report finance asks for: a CSV (UTF-8 with BOM), optionally uploaded
+//! to S3 with a presigned download link, and a Feishu summary card.
+//!
+//! The CSV has one row per unit (account, user, cost center) with the savings recommendation
+//! of the seat on the row of its main cost center, then one row for cost without a user and
+//! one for tax, so that its `total_usd` column sums to the period's Kiro total.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Datelike, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{Delivery, Sink, SinkError};
+use crate::allocation::PlanTable;
+use crate::allocation::savings::SavingsSettings;
+use crate::aws::S3Location;
+use crate::config_error::{ConfigError, ensure};
+use crate::notify::{Channel, NotifyError, feishu};
+use crate::period::BillingPeriod;
+use crate::snapshot::{PeriodView, Snapshot};
+use crate::source::Source;
+use crate::state::StateFile;
+
+/// `[report]`: the monthly per-user CSV and its summary card.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportSettings {
+    /// Folder the CSV is written to.
+    pub out_dir: PathBuf,
+    /// `s3://bucket/prefix/` to upload the CSV to, with a presigned download link on the card;
+    /// empty = no upload.
+    pub s3: String,
+    /// Lifetime of the presigned link (at most 7 days).
+    #[serde(with = "humantime_serde")]
+    pub link_ttl: Duration,
+    /// `serve` sends the previous month's report on this day of the month (0 = never).
+    pub schedule_day: u32,
+    /// Channels the summary card goes to (Feishu channels of `[[alerts.channels]]`); empty =
+    /// every Feishu channel.
+    pub channels: Vec<String>,
+    /// Cost centers and savings items listed on the card.
+    pub top: usize,
+}
+
+impl Default for ReportSettings {
+    fn default() -> Self {
+        Self {
+            out_dir: PathBuf::from("reports"),
+            s3: String::new(),
+            link_ttl: Duration::from_secs(7 * 86_400),
+            schedule_day: 5,
+            channels: Vec::new(),
+            top: 5,
+        }
+    }
+}
+
+impl ReportSettings {
+    /// Checks values (no I/O); errors name the key under `report`. Whether `report.channels`
+    /// name Feishu channels is checked where both sections are known ([`crate::config`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        S3Location::validate_setting("report.s3", &self.s3)?;
+        ensure(
+            !self.link_ttl.is_zero() && self.link_ttl <= Duration::from_secs(7 * 86_400),
+            "report.link_ttl",
+            "must be between 1s and 7d (the longest a presigned link lives)",
+        )?;
+        ensure(
+            self.schedule_day <= 28,
+            "report.schedule_day",
+            "must be a day from 1 to 28, or 0 for never",
+        )
+    }
+}
+
+/// Columns the report adds to the allocation's ([`crate::output::CSV_HEADER`]).
+pub const SAVINGS_COLUMNS: [&str; 3] = ["recommended_plan", "savings_usd", "savings_reason"];
+
+/// The CSV's columns.
+pub fn header() -> Vec<&'static str> {
+    crate::output::CSV_HEADER
+        .iter()
+        .chain(&SAVINGS_COLUMNS)
+        .copied()
+        .collect()
+}
+
+/// Label of the row for cost that names no user.
+pub const UNATTRIBUTED_ROW: &str = "(no user)";
+/// Label of the tax row.
+pub const TAX_ROW: &str = "(tax)";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot write the report CSV: {0}")]
+    Csv(#[from] csv::Error),
+    #[error("report file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("report upload to {location}: {message}")]
+    Upload { location: String, message: String },
+    /// The card reached `delivered` and then failed on one channel; the rest were not tried.
+    #[error("report card not delivered to channel {channel}: {source}")]
+    Undelivered {
+        delivered: Vec<String>,
+        channel: String,
+        #[source]
+        source: NotifyError,
+    },
+}
+
+impl ReportError {
+    /// Fixed label value for the exporter's sink errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Csv(_) | Self::Io { .. } => "io",
+            Self::Upload { .. } => "aws",
+            Self::Undelivered { .. } => "delivery",
+        }
+    }
+}
+
+/// The CSV of a period.
+pub fn csv(view: &PeriodView) -> Result<Vec<u8>, csv::Error> {
+    let (a, savings) = (&view.allocation, &view.savings);
+    let mut out = "\u{feff}".as_bytes().to_vec();
+    {
+        let mut w = csv::WriterBuilder::new().from_writer(&mut out);
+        w.write_record(header())?;
+        let period = a.period.to_string();
+        for u in &a.units {
+            let rec = savings.recommendations.iter().find(|r| {
+                r.account_id == u.account_id
+                    && r.user_id == u.user_id
+                    && r.cost_center == u.cost_center
+            });
+            let savings = [
+                rec.map_or_else(String::new, |r| r.recommended_plan.clone()),
+                rec.map_or_else(String::new, |r| r.saving_usd.to_string()),
+                rec.map_or_else(String::new, |r| r.reason.as_str().to_owned()),
+            ];
+            w.write_record(
+                crate::output::unit_fields(&period, u)
+                    .iter()
+                    .chain(&savings),
+            )?;
+        }
+        for (label, amount) in [(UNATTRIBUTED_ROW, a.unattributed_usd), (TAX_ROW, a.tax_usd)] {
+            let amount = amount.to_string();
+            w.write_record([
+                period.as_str(),
+                "",
+                label,
+                "",
+                "",
+                "0",
+                "0",
+                "0",
+                &amount,
+                &amount,
+                "",
+                "",
+                "",
+            ])?;
+        }
+        w.flush()?;
+    }
+    Ok(out)
+}
+
+/// The report file's name for a period.
+pub fn file_name(period: BillingPeriod) -> String {
+    format!("kiro-cost-report-{period}.csv")
+}
+
+/// Writes `bytes` to `dir/name` atomically, on a blocking thread; returns the path.
+pub async fn write(dir: &Path, name: &str, bytes: Vec<u8>) -> Result<PathBuf, ReportError> {
+    let path = dir.join(name);
+    let target = path.clone();
+    let written =
+        tokio::task::spawn_blocking(move || crate::state::atomic_write(&target, &bytes)).await;
+    let io = |source| ReportError::Io {
+        path: path.clone(),
+        source,
+    };
+    match written {
+        Ok(r) => r.map_err(io)?,
+        Err(e) => return Err(io(std::io::Error::other(e.to_string()))),
+    }
+    Ok(path)
+}
+
+/// Uploads the CSV and returns a presigned GET link valid for `ttl`.
+pub async fn upload(
+    s3: &aws_sdk_s3::Client,
+    location: &S3Location,
+    name: &str,
+    bytes: Vec<u8>,
+    ttl: Duration,
+) -> Result<String, ReportError> {
+    let key = format!("{}{name}", location.prefix);
+    let fail = |message: String| ReportError::Upload {
+        location: format!("s3://{}/{key}", location.bucket),
+        message,
+    };
+    s3.put_object()
+        .bucket(&location.bucket)
+        .key(&key)
+        .content_type("text/csv; charset=utf-8")
+        .content_disposition(format!("attachment; filename=\"{name}\""))
+        .body(bytes.into())
+        .send()
+        .await
+        .map_err(|e| fail(crate::aws::error_message(&e)))?;
+    let presigning = aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl)
+        .map_err(|e| fail(e.to_string()))?;
+    let request = s3
+        .get_object()
+        .bucket(&location.bucket)
+        .key(&key)
+        .presigned(presigning)
+        .await
+        .map_err(|e| fail(crate::aws::error_message(&e)))?;
+    Ok(request.uri().to_owned())
+}
+
+fn usd(d: Decimal) -> String {
+    format!("${:.2}", d.round_dp(2))
+}
+
+/// The summary card: period, users, credits, cost, top cost centers, overage and untagged
+/// users, possible savings with the top items, and the download link.
+pub fn summary_card(
+    view: &PeriodView,
+    link: Option<&str>,
+    settings: &ReportSettings,
+    dashboard_url: &str,
+) -> Value {
+    let (a, savings, totals) = (&view.allocation, &view.savings, &view.totals);
+    let overage_users = {
+        let mut seen = std::collections::BTreeSet::new();
+        for u in a.units.iter().filter(|u| u.overage_usd > Decimal::ZERO) {
+            seen.insert((&u.account_id, &u.user_id));
+        }
+        seen.len()
+    };
+    let untagged = view.untagged_users.len();
+    let mut centers = String::new();
+    for (cc, r) in view.cost_centers_by_cost().into_iter().take(settings.top) {
+        let name = if cc.is_empty() { "(untagged)" } else { cc };
+        centers.push_str(&format!(
+            "- {name}: {} ({} users)\n",
+            usd(r.total_usd),
+            r.users
+        ));
+    }
+    let mut items: Vec<_> = savings.recommendations.iter().collect();
+    items.sort_by_key(|r| std::cmp::Reverse(r.saving_usd));
+    let mut top_savings = String::new();
+    for r in items.into_iter().take(settings.top) {
+        let to = if r.recommended_plan.is_empty() {
+            "cancel".to_owned()
+        } else {
+            format!("→ {}", r.recommended_plan)
+        };
+        top_savings.push_str(&format!(
+            "- {} ({}): {} {to}, saves {}\n",
+            r.user_id,
+            r.reason.as_str(),
+            r.plan,
+            usd(r.saving_usd)
+        ));
+    }
+    let mut body = format!(
+        "**Period**: {period}\n**Users**: {users}\n**Credits used**: {credits}\n**Total cost**: {total} (tax {tax})\n**Users with overage**: {overage_users}\n**Untagged users**: {untagged}\n\n**Top cost centers**\n{centers}",
+        period = a.period,
+        users = totals.users,
+        credits = totals.credits_used.round_dp(0),
+        total = usd(view.total_cost_usd),
+        tax = usd(a.tax_usd),
+    );
+    body.push_str(&format!(
+        "\n**Possible savings**: {} a month ({} idle seats)\n{top_savings}",
+        usd(savings.total_usd),
+        savings.idle_seats
+    ));
+    let mut elements = vec![json!({"tag": "markdown", "content": body.trim_end()})];
+    if let Some(link) = link {
+        elements.push(feishu::link_button("Download the CSV", link));
+    }
+    if !dashboard_url.is_empty() {
+        elements.push(feishu::link_button("Open the dashboard", dashboard_url));
+    }
+    feishu::card(&format!("Kiro cost report {}", a.period), "blue", elements)
+}
+
+/// What a report run produced.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub path: PathBuf,
+    pub link: Option<String>,
+    pub cards_sent: usize,
+}
+
+/// Writes the CSV, uploads it when `s3` is given, and sends the card to `channels` in order,
+/// stopping at the first that fails ([`ReportError::Undelivered`] says which got it).
+pub async fn run(
+    view: &PeriodView,
+    settings: &ReportSettings,
+    s3: Option<&aws_sdk_s3::Client>,
+    channels: &[&Channel],
+    dashboard_url: &str,
+) -> Result<Written, ReportError> {
+    let bytes = csv(view)?;
+    let name = file_name(view.allocation.period);
+    let path = write(&settings.out_dir, &name, bytes.clone()).await?;
+    let link = match (s3, settings.s3.as_str()) {
+        (Some(client), loc) if !loc.is_empty() => {
+            let location = S3Location::parse(loc).map_err(|message| ReportError::Upload {
+                location: loc.to_owned(),
+                message,
+            })?;
+            Some(upload(client, &location, &name, bytes, settings.link_ttl).await?)
+        }
+        _ => None,
+    };
+    let card = summary_card(view, link.as_deref(), settings, dashboard_url);
+    let mut delivered = Vec::new();
+    for ch in channels {
+        if let Err(source) = ch.send(&card).await {
+            return Err(ReportError::Undelivered {
+                delivered,
+                channel: ch.name().to_owned(),
+                source,
+            });
+        }
+        delivered.push(ch.name().to_owned());
+    }
+    Ok(Written {
+        path,
+        link,
+        cards_sent: delivered.len(),
+    })
+}
+
+/// State file sections: periods whose report went out, and channels that already have the card
+/// of a period not yet delivered everywhere (so a retry sends it only to the others).
+const SENT: &str = "reports";
+const PARTLY_SENT: &str = "report_channels";
+/// Periods remembered as sent.
+const REMEMBERED: usize = 24;
+
+/// The monthly report as `serve` sends it: the previous month, on `report.schedule_day`.
+pub struct ReportSink {
+    settings: ReportSettings,
+    s3: Option<aws_sdk_s3::Client>,
+    channels: Vec<Arc<Channel>>,
+    dashboard_url: String,
+    /// Allocates a month that is no longer watched.
+    source: Arc<dyn Source>,
+    plans: PlanTable,
+    savings: SavingsSettings,
+    file: Arc<StateFile>,
+    sent: BTreeSet<BillingPeriod>,
+    partly_sent: BTreeMap<BillingPeriod, BTreeSet<String>>,
+    telemetry: Arc<crate::telemetry::Telemetry>,
+}
+
+/// What the report sink needs besides its settings.
+pub struct ReportContext {
+    pub s3: Option<aws_sdk_s3::Client>,
+    /// Feishu channels the card goes to.
+    pub channels: Vec<Arc<Channel>>,
+    pub dashboard_url: String,
+    pub source: Arc<dyn Source>,
+    pub plans: PlanTable,
+    pub savings: SavingsSettings,
+    pub file: Arc<StateFile>,
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
+}
+
+impl ReportSink {
+    pub fn new(settings: ReportSettings, ctx: ReportContext) -> Self {
+        let (sent, problem) = ctx.file.section(SENT);
+        let (partly_sent, problem2) = ctx.file.section(PARTLY_SENT);
+        for reason in problem.into_iter().chain(problem2) {
+            tracing::error!(file = %ctx.file.path().display(), "state file unusable ({reason}); starting with no reports recorded");
+        }
+        Self {
+            settings,
+            s3: ctx.s3,
+            channels: ctx.channels,
+            dashboard_url: ctx.dashboard_url,
+            source: ctx.source,
+            plans: ctx.plans,
+            savings: ctx.savings,
+            file: ctx.file,
+            sent,
+            partly_sent,
+            telemetry: ctx.telemetry,
+        }
+    }
+
+    /// Records what was sent in the state file; a failure is counted and logged, and what was
+    /// recorded stays in memory for the next save.
+    async fn save(&self, what: &str) {
+        self.file.put(SENT, &self.sent);
+        if self.partly_sent.is_empty() {
+            self.file.remove(PARTLY_SENT);
+        } else {
+            self.file.put(PARTLY_SENT, &self.partly_sent);
+        }
+        let saved = self.file.save().await;
+        self.telemetry.record_state_save(saved.is_ok());
+        if let Err(e) = saved {
+            tracing::error!(
+                "cannot record {what} in the state file; it stays recorded in memory: {e}"
+            );
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for ReportSink {
+    fn name(&self) -> &'static str {
+        "report"
+    }
+
+    async fn deliver(
+        &mut self,
+        snapshot: &Snapshot,
+        now: DateTime<Utc>,
+    ) -> Result<Delivery, SinkError> {
+        let day = self.settings.schedule_day;
+        if day == 0 || now.day() < day {
+            return Ok(Delivery::NotDue);
+        }
+        let period = BillingPeriod::containing(now).previous();
+        if self.sent.contains(&period) {
+            return Ok(Delivery::NotDue);
+        }
+        let built;
+        let view = match snapshot.period(period) {
+            Some(v) => v,
+            None => {
+                let allocation = self.source.allocate(period).await.map_err(|e| {
+                    SinkError::new(
+                        e.kind(),
+                        format!("monthly report for {period}: cannot allocate the month: {e}"),
+                    )
+                })?;
+                built = PeriodView::build(allocation, &self.plans, &self.savings, now);
+                &built
+            }
+        };
+        let wanted = &self.settings.channels;
+        let done = self.partly_sent.get(&period).cloned().unwrap_or_default();
+        let channels: Vec<&Channel> = self
+            .channels
+            .iter()
+            .map(Arc::as_ref)
+            .filter(|c| {
+                (wanted.is_empty() || wanted.iter().any(|w| w == c.name()))
+                    && !done.contains(c.name())
+            })
+            .collect();
+        match run(
+            view,
+            &self.settings,
+            self.s3.as_ref(),
+            &channels,
+            &self.dashboard_url,
+        )
+        .await
+        {
+            Ok(out) => {
+                self.sent.insert(period);
+                self.partly_sent.remove(&period);
+                while self.sent.len() > REMEMBERED {
+                    self.sent.pop_first();
+                }
+                self.save("the report").await;
+                // Logged once recorded, so whoever reads the line finds the state file saying so.
+                tracing::info!(%period, path = %out.path.display(), uploaded = out.link.is_some(), cards = out.cards_sent, "monthly report sent");
+                Ok(Delivery::Done)
+            }
+            Err(e) => {
+                if let ReportError::Undelivered { delivered, .. } = &e
+                    && !delivered.is_empty()
+                {
+                    // Recorded so that the retry does not send these channels the card again.
+                    self.partly_sent
+                        .entry(period)
+                        .or_default()
+                        .extend(delivered.iter().cloned());
+                    self.save("the report's deliveries").await;
+                }
+                Err(SinkError {
+                    kind: e.kind(),
+                    message: format!(
+                        "monthly report for {period} failed; retried at the next refresh for the channels that lack it: {e}"
+                    ),
+                })
+            }
+        }
+    }
+}

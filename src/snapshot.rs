@@ -1,0 +1,242 @@
+//! A snapshot: what one successful refresh found, per watched billing period, with every
+//! derived number computed once when it is built. Immutable once built; sinks only read it
+//! and compute nothing of their own, so /metrics, CloudWatch, alerts, the landing page and the
+//! report cannot disagree.
+//!
+//! One meaning of **total cost**: the whole Kiro bill of the period, tax included
+//! ([`PeriodView::total_cost_usd`] = Σ units + unattributed + tax = `kiro_total_usd`). Per user,
+//! per cost center and per account figures exclude tax and unattributed lines: AWS does not
+//! bill tax to a user, so it is not allocated.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+
+use crate::allocation::forecast::unit_forecast;
+use crate::allocation::savings::{self, Savings, SavingsSettings};
+use crate::allocation::{Allocation, PlanTable, Rollup};
+
+/// The result of one successful refresh.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub taken_at: DateTime<Utc>,
+    /// One view per watched period, oldest first.
+    pub periods: Vec<PeriodView>,
+}
+
+/// The month-end forecast of a period ([`crate::allocation::forecast::FORECAST_METHOD`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Forecast {
+    /// Factor usage-driven cost is scaled by.
+    pub factor: Decimal,
+    /// Per cost center ("" = untagged), tax and unattributed lines excluded.
+    pub cost_centers: BTreeMap<String, Decimal>,
+    /// Per seat (account, user), summed over its cost centers.
+    pub seats: BTreeMap<(String, String), Decimal>,
+    /// Per usage account.
+    pub accounts: BTreeMap<String, Decimal>,
+    /// The whole bill at month end: units forecast + unattributed + tax as billed so far.
+    pub total: Decimal,
+}
+
+/// One billing period and everything derived from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeriodView {
+    pub allocation: Allocation,
+    /// Sum over all units (users only: tax and unattributed excluded).
+    pub totals: Rollup,
+    /// The whole Kiro bill of the period, tax included: the one "total cost" of every sink.
+    pub total_cost_usd: Decimal,
+    /// Per cost center ("" = untagged), sorted by name.
+    pub cost_centers: BTreeMap<String, Rollup>,
+    /// Per usage account.
+    pub accounts: BTreeMap<String, Rollup>,
+    pub forecast: Forecast,
+    pub savings: Savings,
+    /// Per seat (account, user): its main cost center (see
+    /// [`Allocation::seat_cost_centers`]).
+    pub seat_cost_centers: BTreeMap<(String, String), String>,
+    /// Sorted user ids with at least one untagged unit.
+    pub untagged_users: Vec<String>,
+    /// Sorted user ids charged a subscription in more than one account.
+    pub duplicate_subscriptions: Vec<String>,
+    /// Distinct (account, user) per plan name ("" = no subscription line).
+    pub users_by_plan: BTreeMap<String, usize>,
+}
+
+fn owned<V: Clone>(m: BTreeMap<&str, V>) -> BTreeMap<String, V> {
+    m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+impl PeriodView {
+    /// Derives every view of `allocation` as of `now`.
+    pub fn build(
+        allocation: Allocation,
+        plans: &PlanTable,
+        savings_settings: &SavingsSettings,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let factor = allocation.extrapolation_factor(now);
+        let mut forecast = Forecast {
+            factor,
+            ..Forecast::default()
+        };
+        for u in &allocation.units {
+            let f = unit_forecast(u, factor);
+            *forecast
+                .cost_centers
+                .entry(u.cost_center.clone())
+                .or_default() += f;
+            *forecast
+                .seats
+                .entry((u.account_id.clone(), u.user_id.clone()))
+                .or_default() += f;
+            *forecast.accounts.entry(u.account_id.clone()).or_default() += f;
+        }
+        for v in forecast
+            .cost_centers
+            .values_mut()
+            .chain(forecast.seats.values_mut())
+            .chain(forecast.accounts.values_mut())
+        {
+            *v = v.round_dp(6);
+        }
+        forecast.total = forecast.cost_centers.values().copied().sum::<Decimal>()
+            + allocation.unattributed_usd
+            + allocation.tax_usd;
+        Self {
+            totals: allocation.totals(),
+            total_cost_usd: allocation.kiro_total_usd,
+            cost_centers: owned(allocation.cost_centers()),
+            accounts: owned(allocation.accounts()),
+            savings: savings::recommend(&allocation, plans, savings_settings, now),
+            seat_cost_centers: allocation
+                .seat_cost_centers()
+                .into_iter()
+                .map(|((a, u), cc)| ((a.to_owned(), u.to_owned()), cc.to_owned()))
+                .collect(),
+            untagged_users: owned_list(allocation.untagged_users()),
+            duplicate_subscriptions: owned_list(allocation.duplicate_subscriptions()),
+            users_by_plan: owned(allocation.users_by_plan()),
+            forecast,
+            allocation,
+        }
+    }
+
+    /// Cost centers, most expensive first.
+    pub fn cost_centers_by_cost(&self) -> Vec<(&str, &Rollup)> {
+        let mut ccs: Vec<(&str, &Rollup)> = self
+            .cost_centers
+            .iter()
+            .map(|(k, r)| (k.as_str(), r))
+            .collect();
+        ccs.sort_by_key(|(_, r)| std::cmp::Reverse(r.total_usd));
+        ccs
+    }
+
+    /// A seat's main cost center.
+    pub fn seat_cost_center(&self, account_id: &str, user_id: &str) -> &str {
+        self.seat_cost_centers
+            .get(&(account_id.to_owned(), user_id.to_owned()))
+            .map_or("", String::as_str)
+    }
+}
+
+fn owned_list(v: Vec<&str>) -> Vec<String> {
+    v.into_iter().map(str::to_owned).collect()
+}
+
+impl Snapshot {
+    /// Builds the views of every period's allocation (oldest first) as of `taken_at`.
+    pub fn build(
+        taken_at: DateTime<Utc>,
+        allocations: Vec<Allocation>,
+        plans: &PlanTable,
+        savings_settings: &SavingsSettings,
+    ) -> Self {
+        Self {
+            taken_at,
+            periods: allocations
+                .into_iter()
+                .map(|a| PeriodView::build(a, plans, savings_settings, taken_at))
+                .collect(),
+        }
+    }
+
+    /// The newest period.
+    pub fn current(&self) -> Option<&PeriodView> {
+        self.periods.last()
+    }
+
+    /// The view of `period`, if watched.
+    pub fn period(&self, period: crate::period::BillingPeriod) -> Option<&PeriodView> {
+        self.periods.iter().find(|v| v.allocation.period == period)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::allocation::{QueryStats, UserCost};
+    use chrono::Duration;
+
+    fn alloc() -> Allocation {
+        let period = "2026-11".parse().unwrap(); // 30 days
+        let unit = |cc: &str, sub: i64, over: i64| UserCost {
+            account_id: "1".into(),
+            user_id: "u".into(),
+            cost_center: cc.into(),
+            plan: "Pro".into(),
+            credits_used: Decimal::ZERO,
+            subscription_usd: Decimal::from(sub),
+            overage_usd: Decimal::from(over),
+            other_usd: Decimal::from(-1),
+            total_usd: Decimal::from(sub + over - 1),
+        };
+        Allocation {
+            period,
+            units: vec![unit("a", 20, 10), unit("b", 40, 0)],
+            tax_usd: Decimal::from(7),
+            unattributed_usd: Decimal::from(-2),
+            kiro_total_usd: Decimal::from(73),
+            data_as_of: Some(period.start() + Duration::days(10)),
+            stats: QueryStats::default(),
+        }
+    }
+
+    #[test]
+    fn views_are_derived_once_with_one_total() {
+        let a = alloc();
+        a.reconcile().unwrap();
+        let during = a.period.start() + Duration::days(11);
+        let v = PeriodView::build(
+            a.clone(),
+            &PlanTable::default(),
+            &SavingsSettings::default(),
+            during,
+        );
+        assert_eq!(
+            v.total_cost_usd,
+            Decimal::from(73),
+            "the bill, tax included"
+        );
+        assert_eq!(
+            v.totals.total_usd + a.unattributed_usd + a.tax_usd,
+            v.total_cost_usd
+        );
+        assert_eq!(v.forecast.factor, Decimal::from(3));
+        assert_eq!(v.forecast.cost_centers["a"], Decimal::from(49));
+        assert_eq!(v.forecast.cost_centers["b"], Decimal::from(39));
+        assert_eq!(v.forecast.total, Decimal::from(49 + 39 - 2 + 7));
+        assert_eq!(v.seat_cost_center("1", "u"), "b", "the unit with most cost");
+        // A month that is over is its own forecast.
+        let later = PeriodView::build(
+            a.clone(),
+            &PlanTable::default(),
+            &SavingsSettings::default(),
+            a.period.end() + Duration::days(2),
+        );
+        assert_eq!(later.forecast.total, later.total_cost_usd);
+    }
+}

@@ -1,0 +1,355 @@
+//! The exporter's own health (prefix `kiro_exporter_`) and its logs.
+//!
+//! Counters and gauges live in a registry that outlives refreshes; every counter exists from
+//! start for the label values it can take. One `result` vocabulary ([`Outcome`]) for every
+//! counter that has one. Each sink is counted the same way
+//! (`kiro_exporter_sink_errors_total{sink,kind}`,
+//! `kiro_exporter_sink_last_success_timestamp_seconds{sink}`, node_exporter's per-collector
+//! health), besides the sinks' own counters.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use prometheus::{Gauge, GaugeVec, IntCounterVec, Opts, Registry};
+use serde::{Deserialize, Serialize};
+
+use crate::config_error::ConfigError;
+
+/// The `result` label of every counter that has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Failure,
+    /// An attempt that failed and was tried again (notifications).
+    Retry,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Retry => "retry",
+        }
+    }
+
+    pub fn of(ok: bool) -> Self {
+        if ok { Self::Success } else { Self::Failure }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// A `tracing` filter, e.g. `info` or `kiro_cost_exporter=debug`. `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+        }
+    }
+}
+
+impl LogSettings {
+    /// Checks values (no I/O); errors name the key under `log`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        tracing_subscriber::EnvFilter::try_new(&self.level)
+            .map(|_| ())
+            .map_err(|e| ConfigError::key("log.level", e.to_string()))
+    }
+
+    /// Starts logging to standard error at this level (`RUST_LOG` wins when set).
+    pub fn init(&self) {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&self.level));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
+/// A descriptor the registry refused: only possible through a programming error.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot register the exporter's metrics: {0}")]
+pub struct TelemetryError(#[from] prometheus::Error);
+
+fn gauge_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<GaugeVec, prometheus::Error> {
+    let g = GaugeVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> Result<Gauge, prometheus::Error> {
+    let g = Gauge::new(name, help)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn counter_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, prometheus::Error> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+/// What AWS Budgets reported for one budget.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetReading {
+    pub budget: String,
+    /// The cost center it limits, or `(all)`.
+    pub cost_center: String,
+    pub limit_usd: f64,
+    pub actual_usd: Option<f64>,
+    pub forecast_usd: Option<f64>,
+}
+
+/// The exporter's own metrics.
+pub struct Telemetry {
+    registry: Registry,
+    refreshes: IntCounterVec,
+    failures: IntCounterVec,
+    last_success: Gauge,
+    duration: Gauge,
+    scanned_bytes: GaugeVec,
+    notifications: IntCounterVec,
+    cloudwatch_datums: IntCounterVec,
+    budget_syncs: IntCounterVec,
+    state_saves: IntCounterVec,
+    sink_errors: IntCounterVec,
+    sink_last_success: GaugeVec,
+    budget_limit: GaugeVec,
+    budget_actual: GaugeVec,
+    budget_forecast: GaugeVec,
+}
+
+/// Refresh failure kinds, each a fixed label value of `kiro_exporter_refresh_failures_total`.
+pub const REFRESH_FAILURE_KINDS: &str =
+    "no_data, io, bad_input, engine, decode, reconciliation, timeout, aws, config";
+
+impl Telemetry {
+    /// `interval` is the configured refresh interval, published so that staleness alerts can
+    /// compare the last success against it.
+    pub fn new(engine: &str, interval: Duration) -> Result<Self, TelemetryError> {
+        let r = Registry::new();
+        gauge(
+            &r,
+            "kiro_exporter_refresh_interval_seconds",
+            "Configured time between refreshes (refresh.interval).",
+        )?
+        .set(interval.as_secs_f64());
+        gauge_vec(
+            &r,
+            "kiro_exporter_build_info",
+            "Build information; always 1.",
+            &["version", "engine"],
+        )?
+        .with_label_values(&[env!("CARGO_PKG_VERSION"), engine])
+        .set(1.0);
+        let refreshes = counter_vec(
+            &r,
+            "kiro_exporter_refresh_total",
+            "Refreshes by result (success, failure).",
+            &["result"],
+        )?;
+        for o in [Outcome::Success, Outcome::Failure] {
+            refreshes.with_label_values(&[o.as_str()]).inc_by(0);
+        }
+        let failures = counter_vec(
+            &r,
+            "kiro_exporter_refresh_failures_total",
+            &format!("Failed refreshes by kind ({REFRESH_FAILURE_KINDS})."),
+            &["kind"],
+        )?;
+        let last_success = gauge(
+            &r,
+            "kiro_exporter_last_success_timestamp_seconds",
+            "Unix time of the last successful refresh; 0 before the first.",
+        )?;
+        let duration = gauge(
+            &r,
+            "kiro_exporter_refresh_duration_seconds",
+            "Wall time of the last refresh, successful or not.",
+        )?;
+        let scanned_bytes = gauge_vec(
+            &r,
+            "kiro_exporter_query_scanned_bytes",
+            "Bytes the query engine read for a billing period in the last successful refresh.",
+            &["billing_period"],
+        )?;
+        let notifications = counter_vec(
+            &r,
+            "kiro_exporter_notifications_total",
+            "Notification messages by channel and result (success, failure, retry).",
+            &["channel", "result"],
+        )?;
+        let cloudwatch_datums = counter_vec(
+            &r,
+            "kiro_exporter_cloudwatch_datums_total",
+            "Datums pushed to CloudWatch by result (success, failure).",
+            &["result"],
+        )?;
+        let budget_syncs = counter_vec(
+            &r,
+            "kiro_exporter_budget_syncs_total",
+            "AWS Budgets reconciliations by result (success, failure); a failure is retried after the next refresh.",
+            &["result"],
+        )?;
+        let state_saves = counter_vec(
+            &r,
+            "kiro_exporter_state_saves_total",
+            "State file saves by result (success, failure); after a failure the state is kept in memory and saved at the next evaluation.",
+            &["result"],
+        )?;
+        let sink_errors = counter_vec(
+            &r,
+            "kiro_exporter_sink_errors_total",
+            "Failed deliveries of a snapshot by sink (cloudwatch, aws_budgets, alerts, report) and kind.",
+            &["sink", "kind"],
+        )?;
+        let sink_last_success = gauge_vec(
+            &r,
+            "kiro_exporter_sink_last_success_timestamp_seconds",
+            "Unix time a sink last delivered a snapshot completely; 0 before its first.",
+            &["sink"],
+        )?;
+        let budget = |name: &str, help: &str| gauge_vec(&r, name, help, &["budget", "cost_center"]);
+        let budget_limit = budget(
+            "kiro_budget_limit_usd",
+            "Monthly limit of an AWS Budget the exporter owns (cost_center \"(all)\": all of Kiro).",
+        )?;
+        let budget_actual = budget(
+            "kiro_budget_actual_usd",
+            "Actual spend AWS Budgets reports for the budget this month.",
+        )?;
+        let budget_forecast = budget(
+            "kiro_budget_forecast_usd",
+            "Forecasted spend AWS Budgets reports for the budget this month.",
+        )?;
+        Ok(Self {
+            registry: r,
+            refreshes,
+            failures,
+            last_success,
+            duration,
+            scanned_bytes,
+            notifications,
+            cloudwatch_datums,
+            budget_syncs,
+            state_saves,
+            sink_errors,
+            sink_last_success,
+            budget_limit,
+            budget_actual,
+            budget_forecast,
+        })
+    }
+
+    /// The registry the exposition encodes.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Replaces the budget gauges with what AWS Budgets reported.
+    pub fn set_budgets(&self, readings: &[BudgetReading]) {
+        self.budget_limit.reset();
+        self.budget_actual.reset();
+        self.budget_forecast.reset();
+        for b in readings {
+            let l = [b.budget.as_str(), b.cost_center.as_str()];
+            self.budget_limit.with_label_values(&l).set(b.limit_usd);
+            if let Some(v) = b.actual_usd {
+                self.budget_actual.with_label_values(&l).set(v);
+            }
+            if let Some(v) = b.forecast_usd {
+                self.budget_forecast.with_label_values(&l).set(v);
+            }
+        }
+    }
+
+    /// The CloudWatch datums counter, for the sink to count into.
+    pub fn cloudwatch_datums(&self) -> IntCounterVec {
+        self.cloudwatch_datums.clone()
+    }
+
+    /// The notifications counter, for the channels to count into.
+    pub fn notifications(&self) -> IntCounterVec {
+        self.notifications.clone()
+    }
+
+    /// Counts one AWS Budgets reconciliation.
+    pub fn record_budget_sync(&self, ok: bool) {
+        self.budget_syncs
+            .with_label_values(&[Outcome::of(ok).as_str()])
+            .inc();
+    }
+
+    /// Counts one save of the state file.
+    pub fn record_state_save(&self, ok: bool) {
+        self.state_saves
+            .with_label_values(&[Outcome::of(ok).as_str()])
+            .inc();
+    }
+
+    /// A sink exists: its last success reads 0 until its first.
+    pub fn register_sink(&self, sink: &str) {
+        self.sink_last_success.with_label_values(&[sink]).set(0.0);
+    }
+
+    /// A sink delivered a snapshot completely at `at`.
+    pub fn record_sink_success(&self, sink: &str, at: DateTime<Utc>) {
+        self.sink_last_success
+            .with_label_values(&[sink])
+            .set(at.timestamp_millis() as f64 / 1000.0);
+    }
+
+    /// A sink failed with an error of `kind`.
+    pub fn record_sink_error(&self, sink: &str, kind: &str) {
+        self.sink_errors.with_label_values(&[sink, kind]).inc();
+    }
+
+    /// A refresh succeeded at `taken_at` after `took`; `scanned` are the bytes per period.
+    pub fn record_success(
+        &self,
+        taken_at: DateTime<Utc>,
+        took: Duration,
+        scanned: impl IntoIterator<Item = (String, Option<u64>)>,
+    ) {
+        self.refreshes
+            .with_label_values(&[Outcome::Success.as_str()])
+            .inc();
+        self.last_success
+            .set(taken_at.timestamp_millis() as f64 / 1000.0);
+        self.duration.set(took.as_secs_f64());
+        self.scanned_bytes.reset();
+        for (period, bytes) in scanned {
+            if let Some(b) = bytes {
+                self.scanned_bytes
+                    .with_label_values(&[&period])
+                    .set(b as f64);
+            }
+        }
+    }
+
+    /// A refresh failed with an error of `kind` after `took`.
+    pub fn record_failure(&self, kind: &str, took: Duration) {
+        self.refreshes
+            .with_label_values(&[Outcome::Failure.as_str()])
+            .inc();
+        self.failures.with_label_values(&[kind]).inc();
+        self.duration.set(took.as_secs_f64());
+    }
+}
