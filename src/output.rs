@@ -39,8 +39,9 @@ fn rollup_json(key_name: &str, key: &str, r: &Rollup) -> Value {
     })
 }
 
-/// The period, its roll-ups, forecast and savings recommendations as one JSON object.
-/// `total_cost_usd` is the whole bill, tax included (the same as `kiro_total_usd`).
+/// The period, its roll-ups (with each cost center's month-end forecast) and savings
+/// recommendations as one JSON object. `kiro_total_usd` is the whole bill, tax included: the
+/// total cost every sink shows.
 pub fn to_json(view: &PeriodView) -> Value {
     let a = &view.allocation;
     let users: Vec<Value> = a
@@ -81,8 +82,6 @@ pub fn to_json(view: &PeriodView) -> Value {
         "tax_usd": number(a.tax_usd),
         "unattributed_usd": number(a.unattributed_usd),
         "kiro_total_usd": number(a.kiro_total_usd),
-        "total_cost_usd": number(view.total_cost_usd),
-        "forecast_usd": number(view.forecast.total),
         "untagged_users": view.untagged_users,
         "duplicate_subscriptions": view.duplicate_subscriptions,
         "cost_centers": cost_centers,

@@ -34,6 +34,7 @@ pub enum StateError {
 
 /// Writes `bytes` to `path` atomically: a temp file in the same folder, fsync, rename, fsync
 /// of the folder. A reader sees the old file or the new one, never a part. Blocking.
+#[allow(clippy::disallowed_methods)] // callers run it on a blocking thread
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()

@@ -7,6 +7,7 @@
 
 pub mod forecast;
 pub mod plans;
+pub mod row;
 pub mod savings;
 pub mod sql;
 
@@ -79,7 +80,7 @@ impl Default for AllocationSettings {
 
 /// One result row of the allocation query: a (usage account, user, cost center) group.
 /// `user_id` is empty for lines that name no user.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct GroupRow {
     pub account_id: String,
     pub user_id: String,

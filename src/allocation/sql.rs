@@ -12,6 +12,7 @@
 //! spliced into the text; identifiers (table, cost column) come from closed sets or are
 //! validated by [`validate_identifier`].
 
+use super::row::Col;
 use crate::period::{BillingPeriod, PARTITION_COLUMN};
 use serde::{Deserialize, Serialize};
 
@@ -62,22 +63,8 @@ pub const NEEDED_COLUMNS: &[&str] = &[
     "tags",
 ];
 
-/// The result columns, in order. Engines decode rows by these names.
-pub const RESULT_COLUMNS: &[&str] = &[
-    "account_id",
-    "user_id",
-    "cost_center",
-    "plan_usage_type",
-    "credits_used",
-    "subscription_usd",
-    "overage_usd",
-    "other_usd",
-    "total_usd",
-    "tax_usd",
-    "all_cost_usd",
-    "billed_lines",
-    "usage_end_max",
-];
+/// The result columns, in order ([`super::row::Col`]).
+pub use super::row::RESULT_COLUMNS;
 
 /// What the query is about.
 #[derive(Debug, Clone)]
@@ -155,6 +142,11 @@ pub fn render(dialect: Dialect, spec: &QuerySpec<'_>) -> Rendered {
     let period = param(spec.period.to_string());
     let table = spec.table;
     let cost = spec.cost_column.column();
+    let select = Col::ALL
+        .iter()
+        .map(|c| format!("    {}", c.select()))
+        .collect::<Vec<_>>()
+        .join(",\n");
     let sql = format!(
         r#"WITH lines AS (
     SELECT
@@ -235,19 +227,7 @@ planned AS (
     FROM grouped
 )
 SELECT
-    account_id,
-    user_id,
-    cost_center,
-    MAX(plan_usage_type) AS plan_usage_type,
-    SUM(credits_used) AS credits_used,
-    SUM(subscription_usd) AS subscription_usd,
-    SUM(overage_usd) AS overage_usd,
-    SUM(other_usd) AS other_usd,
-    SUM(total_usd) AS total_usd,
-    SUM(tax_usd) AS tax_usd,
-    SUM(all_cost_usd) AS all_cost_usd,
-    SUM(billed_lines) AS billed_lines,
-    MAX(usage_end_max) AS usage_end_max
+{select}
 FROM planned
 GROUP BY account_id, user_id, cost_center
 ORDER BY account_id, user_id, cost_center"#

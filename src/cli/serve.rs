@@ -243,6 +243,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 /// Returns the allocator's free memory to the OS. A refresh's query holds several hundred MB at
 /// 50,000 users for a few seconds; glibc keeps such memory mapped after it is freed, so without
 /// this the daemon's resident size would stay at the query's peak between refreshes.
+#[allow(unsafe_code)]
 fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists; it takes no pointers.

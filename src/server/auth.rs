@@ -261,6 +261,7 @@ impl WebSecurity {
 
     /// Verifies a basic-auth pair against its bcrypt hash (an unknown user costs the same
     /// time, so timing does not tell users apart). Blocking.
+    #[allow(clippy::disallowed_methods)] // called on a blocking thread (server::handle_secured)
     pub fn check_slow(&self, pending: PendingBasic) -> Access {
         let PendingBasic { user, password } = pending;
         let Some(hash) = self.users.get(&user) else {

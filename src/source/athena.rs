@@ -27,6 +27,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::{Source, SourceError};
+use crate::allocation::row::{COLUMNS, Cell, Col, Kind, RowBuilder};
 use crate::allocation::sql::{self, Dialect, QuerySpec};
 use crate::allocation::{Allocation, AllocationSettings, GroupRow, QueryStats};
 use crate::aws::{AwsSettings, S3Location};
@@ -604,67 +605,54 @@ fn is_header(values: &[Option<&str>], names: &[String]) -> bool {
 
 /// Positions of the result columns, by name.
 struct ColumnIndex {
-    at: [usize; 13],
+    at: [usize; COLUMNS],
 }
 
 impl ColumnIndex {
     fn new(names: &[String]) -> Result<Self, SourceError> {
-        let mut at = [0usize; 13];
-        for (slot, wanted) in at.iter_mut().zip(sql::RESULT_COLUMNS) {
+        let mut at = [0usize; COLUMNS];
+        for (slot, col) in at.iter_mut().zip(Col::ALL) {
             *slot = names
                 .iter()
-                .position(|n| n.eq_ignore_ascii_case(wanted))
+                .position(|n| n.eq_ignore_ascii_case(col.name()))
                 .ok_or_else(|| SourceError::Decode {
-                    column: (*wanted).to_owned(),
+                    column: col.name().to_owned(),
                     message: format!("missing from the result (columns: {})", names.join(", ")),
                 })?;
         }
         Ok(Self { at })
     }
 
+    /// One row of Athena's text values (NULL has no value).
     fn decode(&self, values: &[Option<&str>]) -> Result<GroupRow, SourceError> {
-        let get = |i: usize| values.get(self.at[i]).copied().flatten();
-        let text = |i: usize| get(i).unwrap_or_default().to_owned();
-        let money = |i: usize| -> Result<Decimal, SourceError> {
-            get(i).map_or(Ok(Decimal::ZERO), |v| {
-                parse_decimal(v).ok_or_else(|| SourceError::Decode {
-                    column: sql::RESULT_COLUMNS[i].to_owned(),
-                    message: format!("{v:?} is not a decimal number"),
-                })
-            })
-        };
-        let lines = get(11)
-            .map(|v| {
-                v.parse::<i64>().map_err(|_| SourceError::Decode {
-                    column: "billed_lines".into(),
-                    message: format!("{v:?} is not a count"),
-                })
-            })
-            .transpose()?
-            .unwrap_or(0);
-        let end = get(12)
-            .map(|v| {
-                parse_timestamp(v).ok_or_else(|| SourceError::Decode {
-                    column: "usage_end_max".into(),
-                    message: format!("{v:?} is not a timestamp"),
-                })
-            })
-            .transpose()?;
-        Ok(GroupRow {
-            account_id: text(0),
-            user_id: text(1),
-            cost_center: text(2),
-            plan_usage_type: get(3).map(str::to_owned),
-            credits_used: money(4)?,
-            subscription_usd: money(5)?,
-            overage_usd: money(6)?,
-            other_usd: money(7)?,
-            total_usd: money(8)?,
-            tax_usd: money(9)?,
-            all_cost_usd: money(10)?,
-            billed_lines: lines,
-            usage_end_max: end,
-        })
+        let mut row = RowBuilder::new();
+        for (col, &i) in Col::ALL.into_iter().zip(&self.at) {
+            let v = values.get(i).copied().flatten();
+            let bad = |what: &str, v: &str| SourceError::Decode {
+                column: col.name().to_owned(),
+                message: format!("{v:?} is not {what}"),
+            };
+            let cell = match col.kind() {
+                Kind::Text => Cell::Text(v.map(str::to_owned)),
+                Kind::Money => Cell::Money(
+                    v.map(|v| parse_decimal(v).ok_or_else(|| bad("a decimal number", v)))
+                        .transpose()?,
+                ),
+                Kind::Count => Cell::Count(
+                    v.map(|v| v.parse::<i64>().map_err(|_| bad("a count", v)))
+                        .transpose()?,
+                ),
+                Kind::Time => Cell::Time(
+                    v.map(|v| parse_timestamp(v).ok_or_else(|| bad("a timestamp", v)))
+                        .transpose()?,
+                ),
+            };
+            row.set(col, cell).map_err(|e| SourceError::Decode {
+                column: col.name().to_owned(),
+                message: e.to_string(),
+            })?;
+        }
+        Ok(row.finish())
     }
 }
 

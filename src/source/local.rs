@@ -29,6 +29,7 @@ use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use rust_decimal::Decimal;
 
 use super::{Source, SourceError};
+use crate::allocation::row::{Cell, Col, Kind, RowBuilder};
 use crate::allocation::sql::{self, Dialect, QuerySpec};
 use crate::allocation::{Allocation, AllocationSettings, GroupRow, QueryStats};
 use crate::period::BillingPeriod;
@@ -152,6 +153,7 @@ impl LocalSource {
         Ok(out)
     }
 
+    #[allow(clippy::disallowed_methods)] // runs on a blocking thread (Source::allocate)
     fn check_files(&self, period: BillingPeriod) -> Result<PeriodFiles, SourceError> {
         let data = self.data_dir()?;
         let dir = data.join(format!("{PARTITION_COLUMN}={period}"));
@@ -349,7 +351,15 @@ fn check_type(file: &Path, field: &Field) -> Result<(), SourceError> {
 impl Source for LocalSource {
     async fn allocate(&self, period: BillingPeriod) -> Result<Allocation, SourceError> {
         let started = Instant::now();
-        let files = self.check_files(period)?;
+        // Listing the partition and reading every file's footer is blocking I/O: it runs on a
+        // blocking thread, not on the runtime's workers.
+        let this = self.clone();
+        let files = tokio::task::spawn_blocking(move || this.check_files(period))
+            .await
+            .map_err(|e| SourceError::Engine {
+                period,
+                message: format!("reading the Parquet footers did not finish: {e}"),
+            })??;
         let batches = self
             .run(period, &files)
             .await
@@ -379,81 +389,61 @@ impl Source for LocalSource {
 
 /// Turns the query's record batches into group rows.
 pub fn decode(batches: &[RecordBatch]) -> Result<Vec<GroupRow>, SourceError> {
+    let decode_err = |column: &str, message: String| SourceError::Decode {
+        column: column.to_owned(),
+        message,
+    };
     let mut out = Vec::new();
     for batch in batches {
-        let col = |name: &str, to: &DataType| {
-            let c = batch
-                .column_by_name(name)
-                .ok_or_else(|| SourceError::Decode {
-                    column: name.to_owned(),
-                    message: "missing from the result".into(),
-                })?;
-            cast(c, to).map_err(|e| SourceError::Decode {
-                column: name.to_owned(),
-                message: e.to_string(),
-            })
-        };
-        let dec = DataType::Decimal128(38, RESULT_SCALE);
-        let strings = ["account_id", "user_id", "cost_center", "plan_usage_type"]
-            .map(|n| col(n, &DataType::Utf8));
-        let [account, user, cc, plan] = strings;
-        let (account, user, cc, plan) = (account?, user?, cc?, plan?);
-        let (account, user, cc, plan) = (
-            account.as_string::<i32>(),
-            user.as_string::<i32>(),
-            cc.as_string::<i32>(),
-            plan.as_string::<i32>(),
-        );
-        // credits_used … all_cost_usd: the decimal columns, in result order.
-        let money = sql::RESULT_COLUMNS[4..=10].iter().map(|n| col(n, &dec));
-        let money = money.collect::<Result<Vec<_>, _>>()?;
-        let money: Vec<_> = money
+        // Each result column cast to the type its kind is read as.
+        let columns = Col::ALL
             .iter()
-            .map(|a| a.as_primitive::<Decimal128Type>().clone())
-            .collect();
-        let lines = col("billed_lines", &DataType::Int64)?;
-        let lines = lines.as_primitive::<Int64Type>();
-        let end = col(
-            "usage_end_max",
-            &DataType::Timestamp(TimeUnit::Microsecond, None),
-        )?;
-        let end = end.as_primitive::<TimestampMicrosecondType>();
-        let d = |i: usize, r: usize| -> Result<Decimal, SourceError> {
-            if money[i].is_null(r) {
-                return Ok(Decimal::ZERO);
-            }
-            Decimal::try_from_i128_with_scale(money[i].value(r), RESULT_SCALE as u32).map_err(|e| {
-                SourceError::Decode {
-                    column: "amount".into(),
-                    message: e.to_string(),
-                }
+            .map(|&col| {
+                let to = match col.kind() {
+                    Kind::Text => DataType::Utf8,
+                    Kind::Money => DataType::Decimal128(38, RESULT_SCALE),
+                    Kind::Count => DataType::Int64,
+                    Kind::Time => DataType::Timestamp(TimeUnit::Microsecond, None),
+                };
+                let c = batch
+                    .column_by_name(col.name())
+                    .ok_or_else(|| decode_err(col.name(), "missing from the result".into()))?;
+                let c = cast(c, &to).map_err(|e| decode_err(col.name(), e.to_string()))?;
+                Ok((col, c))
             })
-        };
-        let s = |a: &datafusion::arrow::array::StringArray, r: usize| {
-            if a.is_null(r) {
-                String::new()
-            } else {
-                a.value(r).to_owned()
-            }
-        };
+            .collect::<Result<Vec<_>, SourceError>>()?;
+        let mut row = RowBuilder::new();
         for r in 0..batch.num_rows() {
-            out.push(GroupRow {
-                account_id: s(account, r),
-                user_id: s(user, r),
-                cost_center: s(cc, r),
-                plan_usage_type: (!plan.is_null(r)).then(|| plan.value(r).to_owned()),
-                credits_used: d(0, r)?,
-                subscription_usd: d(1, r)?,
-                overage_usd: d(2, r)?,
-                other_usd: d(3, r)?,
-                total_usd: d(4, r)?,
-                tax_usd: d(5, r)?,
-                all_cost_usd: d(6, r)?,
-                billed_lines: if lines.is_null(r) { 0 } else { lines.value(r) },
-                usage_end_max: (!end.is_null(r))
-                    .then(|| DateTime::<Utc>::from_timestamp_micros(end.value(r)))
-                    .flatten(),
-            });
+            for (col, a) in &columns {
+                let null = a.is_null(r);
+                let cell = match col.kind() {
+                    Kind::Text => {
+                        Cell::Text((!null).then(|| a.as_string::<i32>().value(r).to_owned()))
+                    }
+                    Kind::Money => Cell::Money(if null {
+                        None
+                    } else {
+                        let v = a.as_primitive::<Decimal128Type>().value(r);
+                        Some(
+                            Decimal::try_from_i128_with_scale(v, RESULT_SCALE as u32)
+                                .map_err(|e| decode_err(col.name(), e.to_string()))?,
+                        )
+                    }),
+                    Kind::Count => {
+                        Cell::Count((!null).then(|| a.as_primitive::<Int64Type>().value(r)))
+                    }
+                    Kind::Time => Cell::Time(if null {
+                        None
+                    } else {
+                        DateTime::<Utc>::from_timestamp_micros(
+                            a.as_primitive::<TimestampMicrosecondType>().value(r),
+                        )
+                    }),
+                };
+                row.set(*col, cell)
+                    .map_err(|e| decode_err(col.name(), e.to_string()))?;
+            }
+            out.push(row.finish());
         }
     }
     Ok(out)

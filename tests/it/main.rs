@@ -1,4 +1,6 @@
 //! Integration tests: one binary, shared fixtures in `util`.
+// Tests may unwrap, and their helper threads may sleep.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 mod alerts;
 mod allocation;
@@ -15,5 +17,6 @@ mod ledger;
 mod monitoring;
 mod savings;
 mod soak;
+mod totals;
 mod util;
 mod web;
