@@ -158,8 +158,6 @@ pub enum NotifyError {
         message: String,
         retryable: bool,
     },
-    #[error("unknown channel {0}")]
-    UnknownChannel(String),
 }
 
 impl NotifyError {

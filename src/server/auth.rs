@@ -102,6 +102,30 @@ pub struct WebSecurity {
     /// Credentials already checked against their bcrypt hash (a digest of user and password),
     /// so a scrape does not pay bcrypt's deliberate cost every time.
     verified: Arc<Mutex<HashSet<[u8; 32]>>>,
+    gate: LoginGate,
+}
+
+/// Bounds the bcrypt work unauthenticated clients can cause: at most [`LOGINS_PENDING`]
+/// checks wait or run (more are answered 429 at once, so a storm of bad logins cannot hold
+/// every connection slot), and at most half the cores verify at once (so the rest stay free
+/// for the scrapes that matter).
+#[derive(Clone)]
+struct LoginGate {
+    pending: Arc<tokio::sync::Semaphore>,
+    running: Arc<tokio::sync::Semaphore>,
+}
+
+/// Basic-auth checks that may wait for bcrypt at once.
+pub const LOGINS_PENDING: usize = 16;
+
+impl Default for LoginGate {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            pending: Arc::new(tokio::sync::Semaphore::new(LOGINS_PENDING)),
+            running: Arc::new(tokio::sync::Semaphore::new((cores / 2).max(1))),
+        }
+    }
 }
 
 impl std::fmt::Debug for WebSecurity {
@@ -122,6 +146,8 @@ pub enum Access {
     Allowed,
     /// No or wrong credentials: 401 with a `WWW-Authenticate` challenge.
     Denied,
+    /// Too many logins waiting for a bcrypt check: 429, try again later.
+    Busy,
 }
 
 impl WebSecurity {
@@ -213,8 +239,7 @@ impl WebSecurity {
     /// Checks the request's `Authorization` header for `path` as far as it can without
     /// bcrypt: open paths, bearer tokens, malformed headers, unknown users and credentials
     /// already verified are decided here; a basic-auth pair still to verify is returned as
-    /// [`PendingBasic`] for [`Self::check_slow`], which is slow on purpose and belongs on a
-    /// blocking thread.
+    /// [`PendingBasic`] for [`Self::verify`].
     pub fn check_fast(
         &self,
         path: &str,
@@ -259,10 +284,25 @@ impl WebSecurity {
         })
     }
 
+    /// Verifies a basic-auth pair on a blocking thread, through the login gate: `Busy` when
+    /// too many are already waiting.
+    pub async fn verify(self: &Arc<Self>, pending: PendingBasic) -> Access {
+        let Ok(_waiting) = self.gate.pending.clone().try_acquire_owned() else {
+            return Access::Busy;
+        };
+        let Ok(_running) = self.gate.running.clone().acquire_owned().await else {
+            return Access::Denied;
+        };
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.check_slow(pending))
+            .await
+            .unwrap_or(Access::Denied)
+    }
+
     /// Verifies a basic-auth pair against its bcrypt hash (an unknown user costs the same
     /// time, so timing does not tell users apart). Blocking.
-    #[allow(clippy::disallowed_methods)] // called on a blocking thread (server::handle_secured)
-    pub fn check_slow(&self, pending: PendingBasic) -> Access {
+    #[allow(clippy::disallowed_methods)] // runs on a blocking thread (Self::verify)
+    fn check_slow(&self, pending: PendingBasic) -> Access {
         let PendingBasic { user, password } = pending;
         let Some(hash) = self.users.get(&user) else {
             let _ = bcrypt::verify(&password, DUMMY_HASH);
@@ -279,12 +319,6 @@ impl WebSecurity {
         } else {
             Access::Denied
         }
-    }
-
-    /// [`Self::check_fast`] then, when needed, [`Self::check_slow`] on this thread.
-    pub fn check(&self, path: &str, authorization: Option<&HeaderValue>) -> Access {
-        self.check_fast(path, authorization)
-            .unwrap_or_else(|pending| self.check_slow(pending))
     }
 }
 

@@ -202,8 +202,8 @@ fn response(
     r
 }
 
-/// Answers one request: checks its credentials (a bcrypt check on a blocking thread), then
-/// answers from the published state, with the configured extra headers.
+/// Answers one request: checks its credentials (a bcrypt check on a blocking thread, through
+/// the login gate), then answers from the published state, with the configured extra headers.
 pub async fn handle_secured<B>(
     req: &Request<B>,
     state: &State,
@@ -211,12 +211,7 @@ pub async fn handle_secured<B>(
 ) -> Response<Full<Bytes>> {
     let access = match security.check_fast(req.uri().path(), auth::authorization(req)) {
         Ok(access) => access,
-        Err(pending) => {
-            let security = security.clone();
-            tokio::task::spawn_blocking(move || security.check_slow(pending))
-                .await
-                .unwrap_or(Access::Denied)
-        }
+        Err(pending) => security.verify(pending).await,
     };
     let mut r = match access {
         Access::Allowed => handle(req, state),
@@ -229,6 +224,17 @@ pub async fn handle_secured<B>(
             );
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, auth::challenge(security));
+            r
+        }
+        Access::Busy => {
+            let mut r = response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "text/plain; charset=utf-8",
+                Bytes::from_static(b"too many login attempts at once; try again\n"),
+                req.method() == Method::HEAD,
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             r
         }
     };
