@@ -28,12 +28,17 @@
 // with wait4 and stops them with kill.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods, unsafe_code)]
 
+/// The daemon harness the integration tests use.
+#[path = "../tests/it/support/process.rs"]
+#[allow(dead_code)]
+mod process;
+
 use std::convert::Infallible;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -393,12 +398,13 @@ fn measure_scale(
     let exposition = exposition.expect("at least one run");
 
     eprintln!("daemon: scrape load");
-    let daemon = DaemonProcess::start(&root, &work)?;
+    let daemon = start_daemon(&root, &work)?;
     let served_plain = scrape_once(daemon.addr, false)?;
     let served_gzip = scrape_once(daemon.addr, true)?;
     let daemon_plain = load(daemon.addr, false, args, served_plain.len())?;
     let daemon_gzip = load(daemon.addr, true, args, served_gzip.len())?;
-    let (daemon_rss, daemon_hwm, daemon_fds) = daemon.memory()?;
+    let usage = process::usage(daemon.child.id())?;
+    let (daemon_rss, daemon_hwm, daemon_fds) = (usage.rss_bytes, usage.peak_rss_bytes, usage.fds);
     let refresh_seconds = scrape_value(&served_plain, "kiro_exporter_refresh_duration_seconds");
     drop(daemon);
 
@@ -550,90 +556,27 @@ fn parquet_floor(root: &Path, cost_column: &str) -> anyhow::Result<(Duration, u6
     Ok((started.elapsed(), rows.into_inner() as u64))
 }
 
-/// A `serve` child on a free loopback port; stopped (SIGTERM, then SIGKILL) when dropped.
-struct DaemonProcess {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl DaemonProcess {
-    fn start(root: &Path, work: &Path) -> anyhow::Result<Self> {
-        let config = work.join("serve.toml");
-        fs::write(
-            &config,
-            format!(
-                "[source]\ncur = {root:?}\n[server]\nlisten = \"127.0.0.1:0\"\n\
-                 [refresh]\ninterval = \"1h\"\nperiod = \"{PERIOD}\"\n[log]\nlevel = \"warn\"\n"
-            ),
-        )?;
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(File::create(work.join("serve.log"))?)
-            .spawn()?;
-        let stdout = child.stdout.take().expect("piped");
-        let mut d = Self {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|s| s.split('/').next())
-            .with_context(|| format!("serve printed {line:?}, not its address"))?;
-        d.addr = addr.parse()?;
-        let deadline = Instant::now() + Duration::from_secs(600);
-        loop {
-            if get(d.addr, "/readyz", false).is_ok_and(|(status, _)| status == 200) {
-                return Ok(d);
-            }
-            if let Some(status) = d.child.try_wait()? {
-                bail!(
-                    "serve exited with {status}; see {}",
-                    work.join("serve.log").display()
-                );
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "serve not ready after 10 minutes"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+/// `serve` on the export with an hourly refresh, started by the tests' harness, and ready.
+fn start_daemon(root: &Path, work: &Path) -> anyhow::Result<process::Daemon> {
+    let config = work.join("serve.toml");
+    fs::write(
+        &config,
+        format!("[source]\ncur = {root:?}\n[refresh]\ninterval = \"1h\"\nperiod = \"{PERIOD}\"\n"),
+    )?;
+    let mut d = process::Daemon::start(&["--config", config.to_str().context("path")?], &[]);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if get(d.addr, "/readyz", false).is_ok_and(|(status, _)| status == 200) {
+            return Ok(d);
         }
-    }
-
-    /// Resident and peak resident bytes, and open file descriptors.
-    fn memory(&self) -> anyhow::Result<(u64, u64, usize)> {
-        let pid = self.child.id();
-        let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let kib = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-                .map_or(0, |k| k * 1024)
-        };
-        let fds = fs::read_dir(format!("/proc/{pid}/fd"))?.count();
-        Ok((kib("VmRSS:"), kib("VmHWM:"), fds))
-    }
-}
-
-impl Drop for DaemonProcess {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(status) = d.child.try_wait()? {
+            bail!("serve exited with {status}: {}", d.log());
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        ensure!(
+            Instant::now() < deadline,
+            "serve not ready after 10 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

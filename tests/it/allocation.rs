@@ -6,7 +6,7 @@ use kiro_cost_exporter::allocation::{Allocation, AllocationSettings, UserCost};
 use kiro_cost_exporter::curgen::CurLine;
 use rust_decimal::Decimal;
 
-use crate::util::*;
+use crate::support::*;
 
 #[allow(clippy::too_many_arguments)]
 fn unit(

@@ -1,6 +1,6 @@
 //! The Athena source with the real AWS SDK against local emulators:
 //! - ministack runs the production SQL for real (through DuckDB, bridged on the wire by
-//!   [`crate::aws::duckdb_bridge`]) over a generated export uploaded to its S3, with the table
+//!   [`crate::support::aws::duckdb_bridge`]) over a generated export uploaded to its S3, with the table
 //!   made by the shipped DDL: parity with the local engine, several result pages, bytes scanned
 //!   in /metrics, a FAILED query's reason;
 //! - moto scripts the slow path (QUEUED/RUNNING past the timeout) and serves canned results
@@ -19,8 +19,8 @@ use kiro_cost_exporter::source::AthenaSettings;
 use kiro_cost_exporter::source::{AthenaSource, Source, SourceError};
 use serde_json::json;
 
-use crate::aws::{self, Emulator, Kind, Proxy, REGION, SECRET_KEY, aws_env};
-use crate::util::*;
+use crate::support::aws::{self, Emulator, Kind, Proxy, REGION, SECRET_KEY, aws_env};
+use crate::support::*;
 
 const CUR_BUCKET: &str = "kiro-cur";
 const CUR_PREFIX: &str = "exports/kiro-cur/data/";

@@ -9,8 +9,8 @@ use kiro_cost_exporter::curgen::{self, GenSpec};
 use kiro_cost_exporter::sink::aws_budgets::{BudgetSettings, Change, Reconciler, Subscribers};
 use rust_decimal::Decimal;
 
-use crate::aws::{self, Emulator, Kind, Proxy};
-use crate::util::*;
+use crate::support::aws::{self, Emulator, Kind, Proxy};
+use crate::support::*;
 
 const ACCOUNT_ID: &str = "123456789012";
 const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:kiro-budgets";

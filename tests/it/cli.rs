@@ -7,7 +7,7 @@ use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use std::sync::Arc;
 
-use crate::util::*;
+use crate::support::*;
 
 fn sample() -> Export {
     let mut tax = seat("u1", Some("CC, \"A\""), "Pro", 1, 2.0);

@@ -18,8 +18,8 @@ use kiro_cost_exporter::source::{LocalSource, Source as _};
 use rust_decimal::prelude::ToPrimitive;
 use serde_json::Value;
 
-use crate::aws::{self, Emulator, Kind, Proxy};
-use crate::util::*;
+use crate::support::aws::{self, Emulator, Kind, Proxy};
+use crate::support::*;
 
 const NS: &str = "Kiro/Cost";
 
@@ -308,7 +308,7 @@ async fn serve_keeps_serving_when_cloudwatch_is_down() {
     .unwrap();
     let d = Daemon::start(
         &["--config", config.to_str().unwrap(), "--period", "2026-10"],
-        &crate::aws::aws_env(),
+        &crate::support::aws::aws_env(),
     );
     wait_status(&d.url("/readyz"), 200, 60).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -335,7 +335,7 @@ async fn serve_keeps_serving_when_cloudwatch_is_down() {
         Some(0.0)
     );
     assert!(d.log().contains("not delivered"), "{}", d.log());
-    assert!(!d.log().contains(crate::aws::SECRET_KEY));
+    assert!(!d.log().contains(crate::support::aws::SECRET_KEY));
     assert_eq!(get(&d.url("/healthz"), false).await.unwrap().status, 200);
 }
 

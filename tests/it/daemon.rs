@@ -7,7 +7,7 @@ use std::io::Read as _;
 use kiro_cost_exporter::allocation::PlanTable;
 use kiro_cost_exporter::curgen::{self, GenSpec};
 
-use crate::util::*;
+use crate::support::*;
 
 fn generated(users: usize, seed: u64) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

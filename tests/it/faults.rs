@@ -24,8 +24,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use kiro_cost_exporter::curgen::{self, GenSpec};
 use serde_json::Value;
 
-use crate::feishu::Receiver;
-use crate::util::*;
+use crate::support::feishu::Receiver;
+use crate::support::*;
 
 /// The data families of a scrape (everything but the exporter's own health and the budgets
 /// AWS reports), which a failed refresh must leave exactly as they were.
@@ -482,7 +482,7 @@ async fn a_clock_jumping_across_the_month_boundary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_for_two_channels_reaches_each_once_when_one_is_down() {
-    use crate::feishu::Fault;
+    use crate::support::feishu::Fault;
     let dir = tempfile::tempdir().unwrap();
     // The report is for last month: the export has it, whatever today is.
     let last = kiro_cost_exporter::period::BillingPeriod::containing(chrono::Utc::now()).previous();

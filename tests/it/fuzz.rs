@@ -10,7 +10,7 @@ use std::path::Path;
 use kiro_cost_exporter::config;
 use proptest::prelude::*;
 
-use crate::util::*;
+use crate::support::*;
 
 const SHIPPED: &[&str] = &[
     "local.toml",
@@ -347,7 +347,7 @@ fn malformed_http_never_breaks_the_server() {
     let m = rt.block_on(scrape(&d));
     assert_scrape_reconciles(&m, "2026-10");
     assert_eq!(
-        crate::util::value(
+        crate::support::value(
             &m,
             "kiro_user_cost_usd",
             &[

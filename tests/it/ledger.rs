@@ -9,7 +9,7 @@ use kiro_cost_exporter::source::{LocalSource, Source};
 use proptest::prelude::*;
 use rust_decimal::prelude::ToPrimitive;
 
-use crate::util::*;
+use crate::support::*;
 
 #[derive(Debug, Default, Clone)]
 struct Unit {

@@ -1,22 +1,21 @@
-//! Integration tests: one binary, shared fixtures in `util`.
+//! Integration tests: one binary, one module per area, the shared harness in `support`.
 // Tests may unwrap, and their helper threads may sleep.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 mod alerts;
 mod allocation;
 mod athena;
-mod aws;
 mod budgets;
 mod cli;
 mod cloudwatch;
 mod daemon;
 mod faults;
-mod feishu;
 mod fuzz;
 mod ledger;
 mod monitoring;
+mod report;
 mod savings;
 mod soak;
+mod support;
 mod totals;
-mod util;
 mod web;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use kiro_cost_exporter::curgen::{self, GenSpec};
 
-use crate::util::*;
+use crate::support::*;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -289,7 +289,8 @@ async fn prometheus_scrapes_the_daemon_evaluates_dashboards_and_alerts() {
     curgen::write_export(&spec, cur.path(), |_| {}).unwrap();
     // AWS Budgets on ministack, so that the budget panels and the forecast-over-budget alert
     // have the daemon's real budget gauges.
-    let Some(budgets) = crate::aws::Emulator::start(crate::aws::Kind::Ministack) else {
+    let Some(budgets) = crate::support::aws::Emulator::start(crate::support::aws::Kind::Ministack)
+    else {
         return;
     };
     let config = cur.path().join("monitoring.toml");
@@ -312,7 +313,7 @@ async fn prometheus_scrapes_the_daemon_evaluates_dashboards_and_alerts() {
             "--period",
             "2026-10",
         ],
-        &crate::aws::aws_env(),
+        &crate::support::aws::aws_env(),
     );
     wait_status(&daemon.url("/readyz"), 200, 60).await;
 

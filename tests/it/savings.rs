@@ -9,7 +9,7 @@ use kiro_cost_exporter::curgen::{self, GenSpec};
 use kiro_cost_exporter::source::{LocalSource, Source};
 use rust_decimal::Decimal;
 
-use crate::util::*;
+use crate::support::*;
 
 #[tokio::test]
 async fn applying_every_recommendation_saves_exactly_the_total() {

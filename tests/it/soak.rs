@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use http_body_util::BodyExt as _;
 use kiro_cost_exporter::curgen::{self, GenSpec};
 
-use crate::util::*;
+use crate::support::*;
 
 fn soak_secs() -> u64 {
     std::env::var("KIRO_EXPORTER_SOAK_SECS")
@@ -28,16 +28,8 @@ fn soak_secs() -> u64 {
 
 /// Resident set size (KiB) and open file descriptors of process `pid`.
 fn sample(pid: u32) -> (u64, usize) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count();
-    (rss, fds)
+    let u = usage(pid).unwrap();
+    (u.rss_bytes / 1024, u.fds)
 }
 
 /// Generates another month's worth of lines for the same users and moves its files into

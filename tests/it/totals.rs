@@ -14,7 +14,7 @@ use kiro_cost_exporter::snapshot::Snapshot;
 use kiro_cost_exporter::source::{LocalSource, Source as _};
 use rust_decimal::prelude::ToPrimitive;
 
-use crate::util::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_cloudwatch_and_alerts_agree_with_query_json() {

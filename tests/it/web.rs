@@ -11,7 +11,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use kiro_cost_exporter::curgen::{self, GenSpec};
 
-use crate::util::*;
+use crate::support::*;
 
 /// Standard bcrypt test vector (OpenBSD's suite): the password `U*U` at cost 5.
 const U_STAR_U: &str = "$2a$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW";

@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 
-use crate::util::{LoopbackServer, external, free_port};
+use crate::support::{LoopbackServer, external, free_port};
 
 pub const REGION: &str = "us-east-1";
 /// The secret access key the binary gets; it must never show in its output.

@@ -41,7 +41,7 @@ struct Inner {
 pub struct Receiver {
     pub port: u16,
     inner: Arc<Mutex<Inner>>,
-    _server: crate::util::LoopbackServer,
+    _server: crate::support::LoopbackServer,
 }
 
 impl Receiver {
@@ -52,7 +52,7 @@ impl Receiver {
             ..Default::default()
         }));
         let shared = inner.clone();
-        let server = crate::util::LoopbackServer::start(move |req| handle(req, shared.clone()));
+        let server = crate::support::LoopbackServer::start(move |req| handle(req, shared.clone()));
         Self {
             port: server.port,
             inner,
@@ -211,4 +211,22 @@ fn respond(
         200,
         json!({"StatusCode": 0, "StatusMessage": "success", "code": 0, "data": {}, "msg": "success"}),
     ))
+}
+
+/// The markdown blocks of a card.
+pub fn blocks(card: &Value) -> Vec<String> {
+    card["card"]["body"]["elements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["tag"] == "markdown")
+        .map(|e| e["content"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+pub fn title(card: &Value) -> String {
+    card["card"]["header"]["title"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }

@@ -1,0 +1,210 @@
+//! The monthly report as `report` writes it: the CSV (every unit, the savings of each seat on
+//! its main cost center's row, rows for cost without a user and for tax, summing to the bill),
+//! its upload to S3 (moto) with a presigned link that works, and the summary card, signed, on a
+//! loopback Feishu receiver.
+
+use std::collections::BTreeSet;
+
+use kiro_cost_exporter::curgen::{self, GenSpec};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use serde_json::Value;
+
+use crate::support::feishu::{Receiver, blocks, title};
+use crate::support::*;
+
+const SECRET: &str = "kiro-test-signing-secret";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_writes_the_csv_uploads_it_and_sends_the_summary_card() {
+    let Some(moto) = crate::support::aws::Emulator::start(crate::support::aws::Kind::Moto) else {
+        return;
+    };
+    let s3 = crate::support::aws::s3_client(&moto.url()).await;
+    s3.create_bucket()
+        .bucket("finance-reports")
+        .send()
+        .await
+        .unwrap();
+    let rx = Receiver::start(Some(SECRET));
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = GenSpec::new(60, period("2026-10"));
+    spec.seed = 21;
+    let export = dir.path().join("cur");
+    curgen::write_export(&spec, &export, |_| {}).unwrap();
+    let out = dir.path().join("out");
+    let config = dir.path().join("report.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[alerts]\nstate_file = {:?}\n[[alerts.channels]]\nname = \"finance\"\nurl_env = \"TEST_FEISHU_URL\"\nsecret_env = \"TEST_FEISHU_SECRET\"\n\
+             [report]\ns3 = \"s3://finance-reports/kiro/\"\nlink_ttl = \"1h\"\ntop = 3\n\
+             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
+            dir.path().join("state.json"),
+            moto.url()
+        ),
+    )
+    .unwrap();
+    let cur = export.to_str().unwrap();
+    let o = std::process::Command::new(bin())
+        .args(["report", "--config", config.to_str().unwrap(), "--cur", cur])
+        .args(["--period", "2026-10", "--out", out.to_str().unwrap()])
+        .env("TEST_FEISHU_URL", rx.url())
+        .env("TEST_FEISHU_SECRET", SECRET)
+        .envs(crate::support::aws::aws_env())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = stdout(&o);
+    let path = out.join("kiro-cost-report-2026-10.csv");
+    assert!(
+        printed.contains(&format!("report: {}", path.display())),
+        "{printed}"
+    );
+    let link = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("download link: "))
+        .expect("a download link")
+        .to_owned();
+    assert!(printed.contains("summary cards sent: 1"));
+
+    // The CSV is the allocation: same units and amounts, reconciled to the Kiro total.
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.starts_with("\u{feff}".as_bytes()), "UTF-8 with BOM");
+    let json = run(&[
+        "query", "--cur", cur, "--period", "2026-10", "--format", "json",
+    ]);
+    let v: Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_json_reconciles(&v);
+    let mut r = csv::Reader::from_reader(&bytes[3..]);
+    assert_eq!(
+        r.headers().unwrap().iter().collect::<Vec<_>>(),
+        [
+            "billing_period",
+            "account_id",
+            "user_id",
+            "cost_center",
+            "plan",
+            "credits_used",
+            "subscription_usd",
+            "overage_usd",
+            "other_usd",
+            "total_usd",
+            "recommended_plan",
+            "savings_usd",
+            "savings_reason"
+        ]
+    );
+    let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+    let users = v["users"].as_array().unwrap();
+    assert_eq!(
+        rows.len(),
+        users.len() + 2,
+        "units, then no-user and tax rows"
+    );
+    let num = |s: &str| s.parse::<Decimal>().unwrap_or_default();
+    let mut total = Decimal::ZERO;
+    let mut saving = Decimal::ZERO;
+    for (row, u) in rows.iter().zip(users) {
+        assert_eq!(&row[2], u["user_id"].as_str().unwrap());
+        assert_eq!(&row[3], u["cost_center"].as_str().unwrap());
+        assert_eq!(&row[4], u["plan"].as_str().unwrap());
+        assert!((num(&row[9]).to_f64().unwrap() - u["total_usd"].as_f64().unwrap()).abs() < 1e-6);
+        assert_eq!(
+            num(&row[9]),
+            num(&row[6]) + num(&row[7]) + num(&row[8]),
+            "subscription + overage + other = total"
+        );
+    }
+    for row in &rows {
+        total += num(&row[9]);
+        saving += num(&row[11]);
+    }
+    assert_eq!(
+        &rows[rows.len() - 2][2],
+        kiro_cost_exporter::sink::report::UNATTRIBUTED_ROW
+    );
+    assert_eq!(
+        &rows[rows.len() - 1][2],
+        kiro_cost_exporter::sink::report::TAX_ROW
+    );
+    assert!((total.to_f64().unwrap() - v["kiro_total_usd"].as_f64().unwrap()).abs() < 1e-6);
+    let json_saving = v["savings"]["total_usd"].as_f64().unwrap();
+    assert!(
+        (saving.to_f64().unwrap() - json_saving).abs() < 1e-6,
+        "{saving} vs {json_saving}"
+    );
+    assert!(json_saving > 0.0);
+
+    // Uploaded, and the presigned link downloads the same bytes.
+    let object = s3
+        .get_object()
+        .bucket("finance-reports")
+        .key("kiro/kiro-cost-report-2026-10.csv")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(object.body.collect().await.unwrap().into_bytes(), bytes);
+    assert!(
+        link.contains("X-Amz-Signature=") && link.contains("X-Amz-Expires=3600"),
+        "{link}"
+    );
+    let got = get(&link, false).await.unwrap();
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, bytes);
+
+    // The card: period, users, credits, cost, top cost centers, overage and untagged users,
+    // savings, and the link.
+    let cards = rx.accepted();
+    assert_eq!(cards.len(), 1);
+    let card = &cards[0];
+    assert_eq!(title(card), "Kiro cost report 2026-10");
+    let text = blocks(card).join("\n");
+    // People, not seats: a user subscribed in two accounts counts once.
+    let distinct_users: BTreeSet<&str> = users
+        .iter()
+        .map(|u| u["user_id"].as_str().unwrap())
+        .collect();
+    for needle in [
+        "**Period**: 2026-10".to_owned(),
+        format!("**Users**: {}", distinct_users.len()),
+        format!(
+            "**Total cost**: ${:.2}",
+            v["kiro_total_usd"].as_f64().unwrap()
+        ),
+        format!(
+            "**Untagged users**: {}",
+            v["untagged_users"].as_array().unwrap().len()
+        ),
+        format!("**Possible savings**: ${json_saving:.2}"),
+        "**Top cost centers**".to_owned(),
+        "**Users with overage**: ".to_owned(),
+    ] {
+        assert!(text.contains(&needle), "{needle} in\n{text}");
+    }
+    let top = v["cost_centers"].as_array().unwrap();
+    let mut by_cost: Vec<&Value> = top.iter().collect();
+    by_cost.sort_by(|a, b| {
+        b["total_usd"]
+            .as_f64()
+            .unwrap()
+            .total_cmp(&a["total_usd"].as_f64().unwrap())
+    });
+    let biggest = by_cost[0]["cost_center"].as_str().unwrap();
+    let biggest = if biggest.is_empty() {
+        "(untagged)"
+    } else {
+        biggest
+    };
+    assert!(
+        text.contains(&format!("- {biggest}: ")),
+        "{biggest} first in\n{text}"
+    );
+    let buttons: Vec<&Value> = card["card"]["body"]["elements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["tag"] == "button")
+        .collect();
+    assert_eq!(buttons[0]["behaviors"][0]["default_url"], link.as_str());
+}

@@ -1,0 +1,50 @@
+//! Parquet files written by hand: one record batch, or a copy of a CUR file with a column retyped.
+
+use std::path::Path;
+
+/// Writes one record batch as a Parquet file.
+pub fn write_batch(path: &Path, batch: &datafusion::arrow::array::RecordBatch) {
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(path).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
+    w.write(batch).unwrap();
+    w.close().unwrap();
+}
+
+/// A copy of a CUR file with `column` as text.
+pub fn retyped(good: &Path, column: &str, out: &Path) {
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(good).unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    let batch = reader.map(Result::unwrap).next().unwrap();
+    let i = batch.schema().index_of(column).unwrap();
+    let mut fields: Vec<datafusion::arrow::datatypes::Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields[i] = datafusion::arrow::datatypes::Field::new(
+        column,
+        datafusion::arrow::datatypes::DataType::Utf8,
+        true,
+    );
+    let mut cols = batch.columns().to_vec();
+    cols[i] =
+        datafusion::arrow::compute::cast(&cols[i], &datafusion::arrow::datatypes::DataType::Utf8)
+            .unwrap();
+    write_batch(
+        out,
+        &datafusion::arrow::array::RecordBatch::try_new(
+            std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
+            cols,
+        )
+        .unwrap(),
+    );
+}

@@ -1,0 +1,18 @@
+//! The harness every test module shares, one concern per file: CUR fixtures ([`cur`]), the
+//! binary and its daemon as child processes ([`process`], also used by the benchmark), HTTP
+//! helpers and a loopback server ([`http`]), hand-written Parquet files ([`files`]), AWS emulators
+//! and the fault proxy ([`aws`]), and a Feishu receiver that checks signatures ([`feishu`]).
+
+#![allow(dead_code)]
+
+pub mod aws;
+pub mod cur;
+pub mod feishu;
+pub mod files;
+pub mod http;
+pub mod process;
+
+pub use cur::*;
+pub use files::*;
+pub use http::*;
+pub use process::*;
