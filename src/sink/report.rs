@@ -63,7 +63,7 @@ impl Default for ReportSettings {
 
 impl ReportSettings {
     /// Checks values (no I/O); errors name the key under `report`. Whether `report.channels`
-    /// name Feishu channels is checked where both sections are known ([`crate::config`]).
+    /// name Feishu channels is checked where both sections are known (`Settings::validate`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         S3Location::validate_setting("report.s3", &self.s3)?;
         ensure(

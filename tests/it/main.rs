@@ -11,6 +11,7 @@ mod cloudwatch;
 mod daemon;
 mod faults;
 mod fuzz;
+mod layout;
 mod ledger;
 mod monitoring;
 mod report;
