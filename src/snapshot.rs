@@ -178,30 +178,15 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::allocation::{QueryStats, UserCost};
     use chrono::Duration;
 
+    /// Two units of one seat (costs 29 and 39), with tax and a discount line.
     fn alloc() -> Allocation {
-        let period = "2026-11".parse().unwrap(); // 30 days
-        let unit = |cc: &str, sub: i64, over: i64| UserCost {
-            account_id: "1".into(),
-            user_id: "u".into(),
-            cost_center: cc.into(),
-            plan: "Pro".into(),
-            credits_used: Decimal::ZERO,
-            subscription_usd: Decimal::from(sub),
-            overage_usd: Decimal::from(over),
-            other_usd: Decimal::from(-1),
-            total_usd: Decimal::from(sub + over - 1),
-        };
         Allocation {
-            period,
-            units: vec![unit("a", 20, 10), unit("b", 40, 0)],
             tax_usd: Decimal::from(7),
             unattributed_usd: Decimal::from(-2),
             kiro_total_usd: Decimal::from(73),
-            data_as_of: Some(period.start() + Duration::days(10)),
-            stats: QueryStats::default(),
+            ..crate::allocation::forecast::tests::alloc(Some(10))
         }
     }
 

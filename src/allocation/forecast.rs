@@ -35,7 +35,7 @@ pub fn unit_forecast(u: &UserCost, factor: Decimal) -> Decimal {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::allocation::QueryStats;
     use chrono::Duration;
