@@ -1,8 +1,8 @@
 """The allocation query in DuckDB, for the performance harness (benches/perf.rs).
 
-Usage: duckdb_allocation.py EXPORT_ROOT SQL_FILE TAG_KEY PERIOD RUNS
+Usage: duckdb_allocation.py EXPORT_ROOT SQL_FILE RUNS PARAM...
 
-Runs the SQL the local engine runs (DataFusion dialect: `$1` and `$2` parameters, `element_at`
+Runs the SQL the local engine runs (DataFusion dialect: `$1`, `$2`, … parameters, `element_at`
 returning a list, the quoted `BILLING_PERIOD` partition column, all of which DuckDB reads the
 same way) over a view of the export's Parquet files, once to warm up and RUNS times measured.
 Each run is timed by DuckDB's own profiler (the query's total time: planning and execution, without the
@@ -19,7 +19,8 @@ import duckdb
 
 
 def main() -> None:
-    root, sql_file, tag, period, runs = sys.argv[1:6]
+    root, sql_file, runs = sys.argv[1:4]
+    params = sys.argv[4:]
     runs = int(runs)
     with open(sql_file, encoding="utf-8") as f:
         sql = f.read()
@@ -35,7 +36,7 @@ def main() -> None:
     times, walls, rows, total = [], [], 0, None
     for i in range(runs + 1):
         started = time.perf_counter()
-        result = con.execute(sql, [tag, period]).fetchall()
+        result = con.execute(sql, params).fetchall()
         wall = time.perf_counter() - started
         with open(profile, encoding="utf-8") as f:
             prof = json.load(f)

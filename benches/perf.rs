@@ -52,7 +52,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use kiro_cost_exporter::allocation::sql::{self, Dialect, QuerySpec};
+use kiro_cost_exporter::allocation::sql::{self, Columns, Dialect, QuerySpec};
 use kiro_cost_exporter::config::Settings;
 use kiro_cost_exporter::period::BillingPeriod;
 use kiro_cost_exporter::sink::prometheus as prom;
@@ -341,6 +341,9 @@ fn measure_scale(
         cost_center_tag: &settings.allocation.cost_center_tag,
         cost_column: settings.allocation.cost_column,
         period,
+        columns: Columns::default(),
+        ignored_operations: &settings.allocation.ignored_operations,
+        period_filter: true,
     };
     let rendered = sql::render(Dialect::DataFusion, &spec);
     let sql_file = work.join("allocation.sql");
@@ -351,8 +354,8 @@ fn measure_scale(
             .arg(script)
             .arg(&root)
             .arg(&sql_file)
-            .args(&rendered.params)
-            .arg(args.runs.to_string()),
+            .arg(args.runs.to_string())
+            .args(&rendered.params),
     )?)?;
     let duck_times: Vec<f64> = duck["seconds"]
         .as_array()
@@ -386,7 +389,7 @@ fn measure_scale(
             &settings.plans,
             &settings.savings,
         );
-        let families = prom::encode_snapshot(&snap, &settings.plans);
+        let families = prom::encode_snapshot(&snap);
         build.push(t.elapsed().as_secs_f64());
         snapshot = Some(snap);
         let t = Instant::now();
@@ -504,9 +507,9 @@ fn parquet_floor(root: &Path, cost_column: &str) -> anyhow::Result<(Duration, u6
         .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
         .collect();
     files.sort();
-    let needed: Vec<&str> = sql::NEEDED_COLUMNS
-        .iter()
-        .copied()
+    let needed: Vec<&str> = Columns::default()
+        .read()
+        .into_iter()
         .chain([cost_column])
         .collect();
     let started = Instant::now();
@@ -609,8 +612,8 @@ impl NaiveServer {
                         .headers()
                         .get(header::ACCEPT_ENCODING)
                         .is_some_and(|v| v.as_bytes().windows(4).any(|w| w == b"gzip"));
-                    let (snapshot, settings, metrics) = &*shared;
-                    let families = prom::encode_snapshot(snapshot, &settings.plans);
+                    let (snapshot, _settings, metrics) = &*shared;
+                    let families = prom::encode_snapshot(snapshot);
                     let e = prom::encode(Some(&families), metrics).expect("encodes");
                     let mut r = Response::new(Full::new(if gzip { e.gzip } else { e.plain }));
                     if gzip {

@@ -50,6 +50,7 @@ pub fn to_json(view: &PeriodView) -> Value {
         .map(|u| {
             json!({
                 "account_id": u.account_id,
+                "region": u.region,
                 "user_id": u.user_id,
                 "cost_center": u.cost_center,
                 "plan": u.plan,
@@ -96,6 +97,7 @@ fn savings_json(s: &Savings) -> Value {
         .map(|r| {
             json!({
                 "account_id": r.account_id,
+                "region": r.region,
                 "user_id": r.user_id,
                 "cost_center": r.cost_center,
                 "plan": r.plan,
@@ -110,9 +112,10 @@ fn savings_json(s: &Savings) -> Value {
 }
 
 /// Header of the per-unit CSV.
-pub const CSV_HEADER: [&str; 10] = [
+pub const CSV_HEADER: [&str; 11] = [
     "billing_period",
     "account_id",
+    "region",
     "user_id",
     "cost_center",
     "plan",
@@ -139,10 +142,11 @@ pub fn to_csv(a: &Allocation) -> Result<Vec<u8>, csv::Error> {
 }
 
 /// A unit's fields in [`CSV_HEADER`] order.
-pub fn unit_fields(period: &str, u: &crate::allocation::UserCost) -> [String; 10] {
+pub fn unit_fields(period: &str, u: &crate::allocation::UserCost) -> [String; 11] {
     [
         period.to_owned(),
         u.account_id.clone(),
+        u.region.clone(),
         u.user_id.clone(),
         u.cost_center.clone(),
         u.plan.clone(),
@@ -167,6 +171,7 @@ pub fn to_table(view: &PeriodView) -> String {
     let (a, savings) = (&view.allocation, &view.savings);
     let header = [
         "ACCOUNT",
+        "REGION",
         "USER",
         "COST CENTER",
         "PLAN",
@@ -182,6 +187,11 @@ pub fn to_table(view: &PeriodView) -> String {
         .map(|u| {
             vec![
                 u.account_id.clone(),
+                if u.region.is_empty() {
+                    "-".into()
+                } else {
+                    u.region.clone()
+                },
                 u.user_id.clone(),
                 if u.cost_center.is_empty() {
                     "(untagged)".into()
@@ -204,6 +214,7 @@ pub fn to_table(view: &PeriodView) -> String {
     let t = &view.totals;
     rows.push(vec![
         "TOTAL".into(),
+        String::new(),
         format!("{} users", t.users),
         String::new(),
         String::new(),
@@ -224,7 +235,7 @@ pub fn to_table(view: &PeriodView) -> String {
         let mut l = String::new();
         for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
             let pad = " ".repeat(w - width(c));
-            if i >= 4 {
+            if i >= 5 {
                 let _ = write!(l, "{pad}{c}  ");
             } else {
                 let _ = write!(l, "{c}{pad}  ");

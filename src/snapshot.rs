@@ -13,9 +13,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
-use crate::allocation::forecast::unit_forecast;
 use crate::allocation::savings::{self, Savings, SavingsSettings};
-use crate::allocation::{Allocation, PlanTable, Rollup};
+use crate::allocation::{Allocation, PlanTable, Rollup, SeatKey};
 
 /// The result of one successful refresh.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,8 +31,8 @@ pub struct Forecast {
     pub factor: Decimal,
     /// Per cost center ("" = untagged), tax and unattributed lines excluded.
     pub cost_centers: BTreeMap<String, Decimal>,
-    /// Per seat (account, user), summed over its cost centers.
-    pub seats: BTreeMap<(String, String), Decimal>,
+    /// Per seat (account, region, user), summed over its cost centers.
+    pub seats: BTreeMap<SeatKey, Decimal>,
     /// Per usage account.
     pub accounts: BTreeMap<String, Decimal>,
     /// The whole bill at month end: units forecast + unattributed + tax as billed so far.
@@ -54,9 +53,12 @@ pub struct PeriodView {
     pub accounts: BTreeMap<String, Rollup>,
     pub forecast: Forecast,
     pub savings: Savings,
-    /// Per seat (account, user): its main cost center (see
+    /// The plan table the period is priced with: the configured one, with the monthly fees
+    /// learned from the bill where it shows them.
+    pub plans: PlanTable,
+    /// Per seat (account, region, user): its main cost center (see
     /// [`Allocation::seat_cost_centers`]).
-    pub seat_cost_centers: BTreeMap<(String, String), String>,
+    pub seat_cost_centers: BTreeMap<SeatKey, String>,
     /// Sorted user ids with at least one untagged unit.
     pub untagged_users: Vec<String>,
     /// Sorted user ids charged a subscription in more than one account.
@@ -77,22 +79,34 @@ impl PeriodView {
         savings_settings: &SavingsSettings,
         now: DateTime<Utc>,
     ) -> Self {
-        let factor = allocation.extrapolation_factor(now);
+        let plans = plans.with_fees(&allocation.learned_fees);
+        let seat_cost_centers: BTreeMap<SeatKey, String> = allocation
+            .seat_cost_centers()
+            .into_iter()
+            .map(|((a, r, u), cc)| ((a.to_owned(), r.to_owned(), u.to_owned()), cc.to_owned()))
+            .collect();
+        let extra = allocation.forecast_extra(&plans, now);
         let mut forecast = Forecast {
-            factor,
+            factor: allocation.extrapolation_factor(now),
             ..Forecast::default()
         };
         for u in &allocation.units {
-            let f = unit_forecast(u, factor);
             *forecast
                 .cost_centers
                 .entry(u.cost_center.clone())
-                .or_default() += f;
+                .or_default() += u.total_usd;
             *forecast
                 .seats
-                .entry((u.account_id.clone(), u.user_id.clone()))
-                .or_default() += f;
-            *forecast.accounts.entry(u.account_id.clone()).or_default() += f;
+                .entry((u.account_id.clone(), u.region.clone(), u.user_id.clone()))
+                .or_default() += u.total_usd;
+            *forecast.accounts.entry(u.account_id.clone()).or_default() += u.total_usd;
+        }
+        // What a seat adds by month end accrues where the seat has most cost.
+        for (seat, more) in &extra {
+            let cc = seat_cost_centers.get(seat).cloned().unwrap_or_default();
+            *forecast.cost_centers.entry(cc).or_default() += *more;
+            *forecast.seats.entry(seat.clone()).or_default() += *more;
+            *forecast.accounts.entry(seat.0.clone()).or_default() += *more;
         }
         for v in forecast
             .cost_centers
@@ -110,16 +124,13 @@ impl PeriodView {
             total_cost_usd: allocation.kiro_total_usd,
             cost_centers: owned(allocation.cost_centers()),
             accounts: owned(allocation.accounts()),
-            savings: savings::recommend(&allocation, plans, savings_settings, now),
-            seat_cost_centers: allocation
-                .seat_cost_centers()
-                .into_iter()
-                .map(|((a, u), cc)| ((a.to_owned(), u.to_owned()), cc.to_owned()))
-                .collect(),
+            savings: savings::recommend(&allocation, &plans, savings_settings, now),
+            seat_cost_centers,
             untagged_users: owned_list(allocation.untagged_users()),
             duplicate_subscriptions: owned_list(allocation.duplicate_subscriptions()),
             users_by_plan: owned(allocation.users_by_plan()),
             forecast,
+            plans,
             allocation,
         }
     }
@@ -136,10 +147,8 @@ impl PeriodView {
     }
 
     /// A seat's main cost center.
-    pub fn seat_cost_center(&self, account_id: &str, user_id: &str) -> &str {
-        self.seat_cost_centers
-            .get(&(account_id.to_owned(), user_id.to_owned()))
-            .map_or("", String::as_str)
+    pub fn seat_cost_center(&self, seat: &SeatKey) -> &str {
+        self.seat_cost_centers.get(seat).map_or("", String::as_str)
     }
 }
 
@@ -211,10 +220,14 @@ mod tests {
             v.total_cost_usd
         );
         assert_eq!(v.forecast.factor, Decimal::from(3));
-        assert_eq!(v.forecast.cost_centers["a"], Decimal::from(49));
-        assert_eq!(v.forecast.cost_centers["b"], Decimal::from(39));
-        assert_eq!(v.forecast.total, Decimal::from(49 + 39 - 2 + 7));
-        assert_eq!(v.seat_cost_center("1", "u"), "b", "the unit with most cost");
+        // No seat information: credits and fees as billed, overage dollars extrapolated
+        // (10 → 30) into the seat's main cost center.
+        let seat = ("1".to_owned(), String::new(), "u".to_owned());
+        assert_eq!(v.seat_cost_center(&seat), "b", "the unit with most cost");
+        assert_eq!(v.forecast.cost_centers["a"], Decimal::from(29));
+        assert_eq!(v.forecast.cost_centers["b"], Decimal::from(39 + 20));
+        assert_eq!(v.forecast.seats[&seat], Decimal::from(29 + 39 + 20));
+        assert_eq!(v.forecast.total, Decimal::from(29 + 59 - 2 + 7));
         // A month that is over is its own forecast.
         let later = PeriodView::build(
             a.clone(),

@@ -131,6 +131,7 @@ pub struct Telemetry {
     state_saves: IntCounterVec,
     sink_errors: IntCounterVec,
     sink_last_success: GaugeVec,
+    closed_revisions: prometheus::IntCounter,
     budget_limit: GaugeVec,
     budget_actual: GaugeVec,
     budget_forecast: GaugeVec,
@@ -226,6 +227,11 @@ impl Telemetry {
             "Unix time a sink last delivered a snapshot completely; 0 before its first.",
             &["sink"],
         )?;
+        let closed_revisions = prometheus::IntCounter::new(
+            "kiro_exporter_closed_period_revisions_total",
+            "Times a month's total changed after its monthly report was sent (AWS may update a month for two weeks after it ends).",
+        )?;
+        r.register(Box::new(closed_revisions.clone()))?;
         let budget = |name: &str, help: &str| gauge_vec(&r, name, help, &["budget", "cost_center"]);
         let budget_limit = budget(
             "kiro_budget_limit_usd",
@@ -252,6 +258,7 @@ impl Telemetry {
             state_saves,
             sink_errors,
             sink_last_success,
+            closed_revisions,
             budget_limit,
             budget_actual,
             budget_forecast,
@@ -302,6 +309,11 @@ impl Telemetry {
         self.state_saves
             .with_label_values(&[Outcome::of(ok).as_str()])
             .inc();
+    }
+
+    /// A month whose report was sent changed afterwards.
+    pub fn record_closed_revision(&self) {
+        self.closed_revisions.inc();
     }
 
     /// A sink exists: its last success reads 0 until its first.

@@ -7,6 +7,7 @@
 
 pub mod forecast;
 pub mod plans;
+pub mod region;
 pub mod row;
 pub mod savings;
 pub mod sql;
@@ -29,8 +30,12 @@ pub use plans::{Plan, PlanTable};
 pub struct AllocationConfig {
     /// Key in the CUR `tags` map that holds the cost center.
     pub cost_center_tag: String,
-    /// `line_item_unblended_cost` or `line_item_net_unblended_cost`.
+    /// `line_item_unblended_cost` or `line_item_net_unblended_cost` (a null net cost falls
+    /// back to the unblended cost, line by line).
     pub cost_column: sql::CostColumn,
+    /// Operations whose lines are never credits or seats; their cost stays in `other_usd` (or
+    /// unattributed), so the total still equals the bill.
+    pub ignored_operations: Vec<String>,
 }
 
 impl Default for AllocationConfig {
@@ -39,6 +44,7 @@ impl Default for AllocationConfig {
         Self {
             cost_center_tag: d.cost_center_tag,
             cost_column: d.cost_column,
+            ignored_operations: d.ignored_operations,
         }
     }
 }
@@ -47,7 +53,18 @@ impl AllocationConfig {
     /// Checks values (no I/O); errors name the key under `allocation`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         sql::validate_tag_key(&self.cost_center_tag)
-            .map_err(|m| ConfigError::key("allocation.cost_center_tag", m))
+            .map_err(|m| ConfigError::key("allocation.cost_center_tag", m))?;
+        if let Some(op) = self
+            .ignored_operations
+            .iter()
+            .find(|o| o.trim().is_empty() || o.len() > 200)
+        {
+            return Err(ConfigError::key(
+                "allocation.ignored_operations",
+                format!("{op:?} is not an operation name"),
+            ));
+        }
+        Ok(())
     }
 
     /// The settings every engine allocates with: these and the plan table.
@@ -55,6 +72,7 @@ impl AllocationConfig {
         AllocationSettings {
             cost_center_tag: self.cost_center_tag.clone(),
             cost_column: self.cost_column,
+            ignored_operations: self.ignored_operations.clone(),
             plans: plans.clone(),
         }
     }
@@ -65,6 +83,7 @@ impl AllocationConfig {
 pub struct AllocationSettings {
     pub cost_center_tag: String,
     pub cost_column: sql::CostColumn,
+    pub ignored_operations: Vec<String>,
     pub plans: PlanTable,
 }
 
@@ -73,16 +92,19 @@ impl Default for AllocationSettings {
         Self {
             cost_center_tag: "userAttribute/costCenter".to_owned(),
             cost_column: sql::CostColumn::default(),
+            ignored_operations: sql::default_ignored_operations(),
             plans: PlanTable::default(),
         }
     }
 }
 
-/// One result row of the allocation query: a (usage account, user, cost center) group.
-/// `user_id` is empty for lines that name no user.
+/// One result row of the allocation query: a (usage account, region key, user, cost center)
+/// group. `user_id` is empty for lines that name no user; `region` is the raw region key
+/// (`product['region']` or the usage type's prefix, see [`region::region_name`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GroupRow {
     pub account_id: String,
+    pub region: String,
     pub user_id: String,
     pub cost_center: String,
     /// Usage type of the user's latest subscription line in this account, if any.
@@ -99,16 +121,42 @@ pub struct GroupRow {
     /// Number of non-tax lines.
     pub billed_lines: i64,
     pub usage_end_max: Option<DateTime<Utc>>,
+    /// The seat's monthly fee as a full-month seat line of its plan billed it.
+    pub plan_fee_usd: Option<Decimal>,
+    /// Start of the seat's latest seat-fee line in the group.
+    pub last_seat_fee: Option<DateTime<Utc>>,
+    /// Seat-fee lines of the group (counted by start).
+    pub seat_fee_lines: i64,
 }
 
-/// What one unit (usage account, user, cost center) cost in the period.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// A seat: (usage account, region, user).
+pub type SeatKey = (String, String, String);
+
+/// What is known of a seat beyond its costs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seat {
+    /// Plan name (the table's, or the tier as billed when the table does not know it); empty
+    /// when the seat has no seat-fee line.
+    pub plan: String,
+    /// Start of its latest seat-fee line: the month's first day when the fee is billed at
+    /// once, the latest day billed when it is spread daily.
+    pub last_seat_fee: Option<DateTime<Utc>>,
+    /// Its seat-fee lines: one when the fee is billed at once (two after an upgrade), one a
+    /// day when it is spread daily.
+    pub seat_fee_lines: i64,
+}
+
+/// What one unit (usage account, region, user, cost center) cost in the period.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct UserCost {
     pub account_id: String,
+    /// The region of the seat's Kiro profile (`""` when the lines say none).
+    pub region: String,
     pub user_id: String,
     /// Empty when the lines carried no cost-center tag (or an empty one).
     pub cost_center: String,
-    /// Plan name from the plan table; empty when the user has no subscription line.
+    /// Plan name from the plan table (an unknown tier as billed); empty when the seat has no
+    /// seat-fee line.
     pub plan: String,
     pub credits_used: Decimal,
     pub subscription_usd: Decimal,
@@ -134,8 +182,15 @@ pub struct QueryStats {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Allocation {
     pub period: BillingPeriod,
-    /// Sorted by (account, user, cost center).
+    /// Sorted by (account, region, user, cost center).
     pub units: Vec<UserCost>,
+    /// Every seat with a unit.
+    pub seats: BTreeMap<SeatKey, Seat>,
+    /// Monthly fees per plan name as full-month seat lines billed them (the most frequent
+    /// amount); the plan table's price stands where a plan has none.
+    pub learned_fees: BTreeMap<String, Decimal>,
+    /// Tiers billed that the plan table does not know: no included credits are assumed.
+    pub unknown_plans: BTreeSet<String>,
     pub tax_usd: Decimal,
     /// Non-tax cost of lines that name no user (e.g. an enterprise discount line).
     pub unattributed_usd: Decimal,
@@ -174,44 +229,139 @@ pub struct ReconciliationError {
 }
 
 impl Allocation {
-    /// Builds the allocation from the query's group rows (in any order).
+    /// Builds the allocation from the query's group rows (in any order): maps region keys to
+    /// regions (merging the groups that name one region two ways), picks each seat's plan
+    /// from its latest seat-fee line, learns the plans' fees, and checks the books.
     pub fn assemble(
         period: BillingPeriod,
         rows: Vec<GroupRow>,
         plans: &PlanTable,
         stats: QueryStats,
     ) -> Result<Self, ReconciliationError> {
-        let mut units = Vec::with_capacity(rows.len());
         let (mut tax, mut unattributed, mut total) = (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO);
         let mut data_as_of = None;
+        let mut merged: BTreeMap<(String, String, String, String), (UserCost, i64)> =
+            BTreeMap::new();
+        // Per seat: (latest seat fee, plan usage type, full-month fee of that plan).
+        type PlanSeen = (Option<DateTime<Utc>>, Option<String>, Option<Decimal>);
+        let mut seat_plan: BTreeMap<SeatKey, PlanSeen> = BTreeMap::new();
+        let mut fee_lines: BTreeMap<SeatKey, i64> = BTreeMap::new();
         for row in rows {
             tax += row.tax_usd;
             total += row.all_cost_usd;
             data_as_of = data_as_of.max(row.usage_end_max);
             if row.user_id.is_empty() {
                 unattributed += row.total_usd;
-            } else if row.billed_lines > 0 {
-                units.push(UserCost {
-                    plan: row
-                        .plan_usage_type
-                        .as_deref()
-                        .map(|u| plans.name_for_usage_type(u))
-                        .unwrap_or_default(),
-                    account_id: row.account_id,
-                    user_id: row.user_id,
-                    cost_center: row.cost_center,
-                    credits_used: row.credits_used.normalize(),
-                    subscription_usd: row.subscription_usd.normalize(),
-                    overage_usd: row.overage_usd.normalize(),
-                    other_usd: row.other_usd.normalize(),
-                    total_usd: row.total_usd.normalize(),
-                });
+                continue;
             }
+            let region = region::region_name(&row.region);
+            let seat = (row.account_id.clone(), region.clone(), row.user_id.clone());
+            *fee_lines.entry(seat.clone()).or_default() += row.seat_fee_lines;
+            let e = seat_plan.entry(seat).or_default();
+            if row.plan_usage_type.is_some() && (e.1.is_none() || row.last_seat_fee > e.0) {
+                *e = (
+                    row.last_seat_fee,
+                    row.plan_usage_type.clone(),
+                    row.plan_fee_usd,
+                );
+            }
+            e.0 = e.0.max(row.last_seat_fee);
+            let key = (
+                row.account_id.clone(),
+                region.clone(),
+                row.user_id.clone(),
+                row.cost_center.clone(),
+            );
+            let (u, lines) = merged.entry(key).or_insert_with(|| {
+                (
+                    UserCost {
+                        account_id: row.account_id,
+                        region,
+                        user_id: row.user_id,
+                        cost_center: row.cost_center,
+                        ..UserCost::default()
+                    },
+                    0,
+                )
+            });
+            u.credits_used += row.credits_used;
+            u.subscription_usd += row.subscription_usd;
+            u.overage_usd += row.overage_usd;
+            u.other_usd += row.other_usd;
+            u.total_usd += row.total_usd;
+            *lines += row.billed_lines;
         }
+        let mut seats: BTreeMap<SeatKey, Seat> = BTreeMap::new();
+        let mut fees: BTreeMap<String, BTreeMap<Decimal, usize>> = BTreeMap::new();
+        let mut unknown_plans = BTreeSet::new();
+        for (key, (last, usage_type, fee)) in seat_plan {
+            let plan = usage_type
+                .as_deref()
+                .map(|u| plans.name_for_usage_type(u))
+                .unwrap_or_default();
+            if !plan.is_empty() && plans.by_name(&plan).is_none() {
+                unknown_plans.insert(plan.clone());
+            }
+            if let Some(fee) = fee.filter(|f| *f > Decimal::ZERO)
+                && !plan.is_empty()
+            {
+                *fees
+                    .entry(plan.clone())
+                    .or_default()
+                    .entry(fee.normalize())
+                    .or_default() += 1;
+            }
+            let seat_fee_lines = fee_lines.get(&key).copied().unwrap_or(0);
+            seats.insert(
+                key,
+                Seat {
+                    plan,
+                    last_seat_fee: last,
+                    seat_fee_lines,
+                },
+            );
+        }
+        let learned_fees = fees
+            .into_iter()
+            .filter_map(|(plan, counts)| {
+                let (fee, _) = counts.into_iter().max_by_key(|(fee, n)| (*n, *fee))?;
+                Some((plan, fee))
+            })
+            .collect();
+        let mut units: Vec<UserCost> = merged
+            .into_values()
+            .filter(|(_, lines)| *lines > 0)
+            .map(|(mut u, _)| {
+                if let Some(s) =
+                    seats.get(&(u.account_id.clone(), u.region.clone(), u.user_id.clone()))
+                {
+                    u.plan = s.plan.clone();
+                }
+                for d in [
+                    &mut u.credits_used,
+                    &mut u.subscription_usd,
+                    &mut u.overage_usd,
+                    &mut u.other_usd,
+                    &mut u.total_usd,
+                ] {
+                    *d = d.normalize();
+                }
+                u
+            })
+            .collect();
         units.sort();
+        // Seats of users with tax lines only have no unit, and no seat here.
+        let with_units: BTreeSet<(&str, &str, &str)> = units
+            .iter()
+            .map(|u| (u.account_id.as_str(), u.region.as_str(), u.user_id.as_str()))
+            .collect();
+        seats.retain(|(a, r, u), _| with_units.contains(&(a.as_str(), r.as_str(), u.as_str())));
         let allocation = Self {
             period,
             units,
+            seats,
+            learned_fees,
+            unknown_plans,
             tax_usd: tax.normalize(),
             unattributed_usd: unattributed.normalize(),
             kiro_total_usd: total.normalize(),
@@ -285,14 +435,17 @@ impl Allocation {
         set.into_iter().collect()
     }
 
-    /// Sorted user ids charged a subscription in more than one account.
+    /// Sorted user ids charged a seat fee in more than one (account, region): a Kiro profile
+    /// is per account and region, so each such seat is billed.
     pub fn duplicate_subscriptions(&self) -> Vec<&str> {
-        let mut per_account: BTreeMap<(&str, &str), Decimal> = BTreeMap::new();
+        let mut per_seat: BTreeMap<(&str, &str, &str), Decimal> = BTreeMap::new();
         for u in &self.units {
-            *per_account.entry((&u.user_id, &u.account_id)).or_default() += u.subscription_usd;
+            *per_seat
+                .entry((&u.user_id, &u.account_id, &u.region))
+                .or_default() += u.subscription_usd;
         }
         let mut accounts: BTreeMap<&str, usize> = BTreeMap::new();
-        for ((user, _), paid) in per_account {
+        for ((user, _, _), paid) in per_seat {
             if paid > Decimal::ZERO {
                 *accounts.entry(user).or_default() += 1;
             }
@@ -304,13 +457,13 @@ impl Allocation {
             .collect()
     }
 
-    /// Each seat's main cost center: of the (account, user)'s units, the one with most cost
+    /// Each seat's main cost center: of the (account, region, user)'s units, the one with most cost
     /// (the first in unit order on a tie). Included credits and savings count there.
-    pub fn seat_cost_centers(&self) -> BTreeMap<(&str, &str), &str> {
-        let mut out: BTreeMap<(&str, &str), (&str, Decimal)> = BTreeMap::new();
+    pub fn seat_cost_centers(&self) -> BTreeMap<(&str, &str, &str), &str> {
+        let mut out: BTreeMap<(&str, &str, &str), (&str, Decimal)> = BTreeMap::new();
         for u in self.units.iter().filter(|u| !u.user_id.is_empty()) {
             let e = out
-                .entry((&u.account_id, &u.user_id))
+                .entry((&u.account_id, &u.region, &u.user_id))
                 .or_insert((&u.cost_center, u.total_usd));
             if u.total_usd > e.1 {
                 *e = (&u.cost_center, u.total_usd);
@@ -319,13 +472,13 @@ impl Allocation {
         out.into_iter().map(|(k, (cc, _))| (k, cc)).collect()
     }
 
-    /// Distinct users with a unit, per plan name ("" = no subscription line).
+    /// Distinct seats (account, region, user) with a unit, per plan name ("" = no subscription line).
     pub fn users_by_plan(&self) -> BTreeMap<&str, usize> {
-        let mut sets: BTreeMap<&str, BTreeSet<(&str, &str)>> = BTreeMap::new();
+        let mut sets: BTreeMap<&str, BTreeSet<(&str, &str, &str)>> = BTreeMap::new();
         for u in &self.units {
             sets.entry(&u.plan)
                 .or_default()
-                .insert((&u.account_id, &u.user_id));
+                .insert((&u.account_id, &u.region, &u.user_id));
         }
         sets.into_iter().map(|(p, s)| (p, s.len())).collect()
     }
@@ -363,7 +516,7 @@ mod tests {
             tax_usd: tax,
             all_cost_usd: sub + over + tax,
             billed_lines: i64::from(sub + over != Decimal::ZERO),
-            usage_end_max: None,
+            ..GroupRow::default()
         }
     }
 

@@ -2,8 +2,15 @@
 //! many credits it includes.
 //!
 //! Defaults come from Kiro's published enterprise pricing (Pro $20 / 1,000 credits, Pro+ $40 /
-//! 2,000, Power $200 / 10,000, overage $0.04 per credit). Other tiers have been reported but not
-//! confirmed, so the table is configuration, not code.
+//! 2,000, Power $200 / 10,000, overage $0.04 per credit) and AWS's own Kiro dashboard (Pro Max,
+//! 5,000 credits; its price, $100 here, is not in the official table: check it against your
+//! bill, which the allocation learns it from when a full-month seat line shows it). The table
+//! is configuration, not code.
+//!
+//! Tiers are spelled differently by source (`ProPlus` and `ProMax` in usage types, `PRO_PLUS`
+//! and `PRO_MAX` in the activity report, `Pro+` and `Pro Max` in the console); every lookup
+//! goes through one normalised key ([`tier_key`]). A tier the table does not know keeps its
+//! label and is never read as 0 included credits.
 
 use crate::config_error::ConfigError;
 use rust_decimal::Decimal;
@@ -46,6 +53,7 @@ impl Default for PlanTable {
             plans: vec![
                 plan("Pro", "Pro", 20, 1_000),
                 plan("Pro+", "ProPlus", 40, 2_000),
+                plan("Pro Max", "ProMax", 100, 5_000),
                 plan("Power", "Power", 200, 10_000),
             ],
         }
@@ -64,6 +72,20 @@ pub fn usage_type_suffix(usage_type: &str) -> &str {
         .map_or(usage_type, |(_, rest)| rest)
 }
 
+/// One key for every spelling of a tier: lower case, without `_`, `-` or spaces, `+` as
+/// `plus` (`ProMax`, `PRO_MAX` and `Pro Max` are `promax`; `Pro+` and `PRO_PLUS` are `proplus`).
+pub fn tier_key(tier: &str) -> String {
+    let mut out = String::with_capacity(tier.len() + 3);
+    for c in tier.trim().chars() {
+        match c {
+            '_' | '-' | ' ' => {}
+            '+' => out.push_str("plus"),
+            c => out.extend(c.to_lowercase()),
+        }
+    }
+    out
+}
+
 impl PlanTable {
     pub fn new(plans: Vec<Plan>) -> Self {
         Self { plans }
@@ -73,18 +95,40 @@ impl PlanTable {
         &self.plans
     }
 
-    /// The plan name for a `FlatRateSubscription` usage type. An unknown suffix passes through
-    /// unchanged, so a new tier shows up under its own name instead of disappearing.
-    pub fn name_for_usage_type(&self, usage_type: &str) -> String {
-        let suffix = usage_type_suffix(usage_type);
+    /// The plan a tier stands for, whatever its spelling: the plan's name or its usage type
+    /// suffix (`Pro Max`, `ProMax`, `PRO_MAX`).
+    pub fn resolve(&self, tier: &str) -> Option<&Plan> {
+        let key = tier_key(tier);
+        if key.is_empty() {
+            return None;
+        }
         self.plans
             .iter()
-            .find(|p| p.usage_type_suffix == suffix)
+            .find(|p| tier_key(&p.name) == key || tier_key(&p.usage_type_suffix) == key)
+    }
+
+    /// The plan name for a seat-fee usage type. An unknown tier passes through as written, so
+    /// a new tier shows up under its own name instead of disappearing.
+    pub fn name_for_usage_type(&self, usage_type: &str) -> String {
+        let suffix = usage_type_suffix(usage_type);
+        self.resolve(suffix)
             .map_or_else(|| suffix.to_owned(), |p| p.name.clone())
     }
 
+    /// The plan of a name (any spelling).
     pub fn by_name(&self, name: &str) -> Option<&Plan> {
-        self.plans.iter().find(|p| p.name == name)
+        self.resolve(name)
+    }
+
+    /// The table with monthly fees learned from the bill in place of the configured ones.
+    pub fn with_fees(&self, fees: &std::collections::BTreeMap<String, Decimal>) -> Self {
+        let mut t = self.clone();
+        for p in &mut t.plans {
+            if let Some(fee) = fees.get(&p.name) {
+                p.monthly_usd = *fee;
+            }
+        }
+        t
     }
 
     /// Problems that make the table unusable, each naming the plan (key `plans`).
@@ -106,11 +150,14 @@ impl PlanTable {
             {
                 return Err(format!("{at}: prices and credits must not be negative"));
             }
-            if self.plans[..i]
-                .iter()
-                .any(|q| q.name == p.name || q.usage_type_suffix == p.usage_type_suffix)
-            {
-                return Err(format!("{at}: name or usage_type_suffix appears twice"));
+            let keys = [tier_key(&p.name), tier_key(&p.usage_type_suffix)];
+            if self.plans[..i].iter().any(|q| {
+                keys.contains(&tier_key(&q.name)) || keys.contains(&tier_key(&q.usage_type_suffix))
+            }) {
+                return Err(format!(
+                    "{at}: name or usage_type_suffix appears twice (spellings are compared \
+                     without case, '_', '-' or spaces)"
+                ));
             }
         }
         Ok(())
@@ -130,9 +177,39 @@ mod tests {
         assert_eq!(t.name_for_usage_type("KiroEnterprise-Power"), "Power");
         assert_eq!(
             t.name_for_usage_type("USE1-KiroEnterprise-ProMax"),
-            "ProMax"
+            "Pro Max"
         );
         assert_eq!(t.name_for_usage_type("USE1-SomethingElse"), "SomethingElse");
+        assert_eq!(
+            t.name_for_usage_type("USE1-KiroEnterprise-Ultra"),
+            "Ultra",
+            "an unknown tier keeps its label"
+        );
+        assert!(t.by_name("Ultra").is_none());
+    }
+
+    #[test]
+    fn every_spelling_of_a_tier_is_one_plan() {
+        let t = PlanTable::default();
+        for (spelling, name, credits) in [
+            ("ProMax", "Pro Max", 5_000),
+            ("PRO_MAX", "Pro Max", 5_000),
+            ("Pro Max", "Pro Max", 5_000),
+            ("pro-max", "Pro Max", 5_000),
+            ("ProPlus", "Pro+", 2_000),
+            ("PRO_PLUS", "Pro+", 2_000),
+            ("Pro+", "Pro+", 2_000),
+            ("PRO", "Pro", 1_000),
+            ("POWER", "Power", 10_000),
+        ] {
+            let p = t.resolve(spelling).unwrap_or_else(|| panic!("{spelling}"));
+            assert_eq!(
+                (p.name.as_str(), p.included_credits),
+                (name, Decimal::from(credits))
+            );
+        }
+        assert!(t.resolve("").is_none());
+        assert!(t.resolve("FREE").is_none());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use super::GroupRow;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Col {
     AccountId,
+    Region,
     UserId,
     CostCenter,
     PlanUsageType,
@@ -25,6 +26,12 @@ pub enum Col {
     AllCostUsd,
     BilledLines,
     UsageEndMax,
+    /// The seat's monthly fee as billed on a full-month seat line of its plan, if any.
+    PlanFeeUsd,
+    /// Start of the seat's latest seat-fee line (fees dated on the 1st, or spread daily).
+    LastSeatFee,
+    /// How many seat-fee lines (by start) the group has: one a month, or one a day.
+    SeatFeeLines,
 }
 
 /// What a column holds.
@@ -40,12 +47,13 @@ pub enum Kind {
 }
 
 /// How many result columns there are.
-pub const COLUMNS: usize = 13;
+pub const COLUMNS: usize = 17;
 
 impl Col {
     /// Every column, in SELECT order.
     pub const ALL: [Col; COLUMNS] = [
         Col::AccountId,
+        Col::Region,
         Col::UserId,
         Col::CostCenter,
         Col::PlanUsageType,
@@ -58,12 +66,16 @@ impl Col {
         Col::AllCostUsd,
         Col::BilledLines,
         Col::UsageEndMax,
+        Col::PlanFeeUsd,
+        Col::LastSeatFee,
+        Col::SeatFeeLines,
     ];
 
     /// The column's name in the result.
     pub const fn name(self) -> &'static str {
         match self {
             Col::AccountId => "account_id",
+            Col::Region => "region",
             Col::UserId => "user_id",
             Col::CostCenter => "cost_center",
             Col::PlanUsageType => "plan_usage_type",
@@ -76,29 +88,42 @@ impl Col {
             Col::AllCostUsd => "all_cost_usd",
             Col::BilledLines => "billed_lines",
             Col::UsageEndMax => "usage_end_max",
+            Col::PlanFeeUsd => "plan_fee_usd",
+            Col::LastSeatFee => "last_seat_fee",
+            Col::SeatFeeLines => "seat_fee_lines",
         }
     }
 
     pub const fn kind(self) -> Kind {
         match self {
-            Col::AccountId | Col::UserId | Col::CostCenter | Col::PlanUsageType => Kind::Text,
+            Col::AccountId | Col::Region | Col::UserId | Col::CostCenter | Col::PlanUsageType => {
+                Kind::Text
+            }
             Col::CreditsUsed
             | Col::SubscriptionUsd
             | Col::OverageUsd
             | Col::OtherUsd
             | Col::TotalUsd
             | Col::TaxUsd
-            | Col::AllCostUsd => Kind::Money,
-            Col::BilledLines => Kind::Count,
-            Col::UsageEndMax => Kind::Time,
+            | Col::AllCostUsd
+            | Col::PlanFeeUsd => Kind::Money,
+            Col::BilledLines | Col::SeatFeeLines => Kind::Count,
+            Col::UsageEndMax | Col::LastSeatFee => Kind::Time,
         }
     }
 
     /// The expression the final SELECT computes the column with, over the per-plan groups.
     pub fn select(self) -> String {
         match self {
-            Col::AccountId | Col::UserId | Col::CostCenter => self.name().to_owned(),
-            Col::PlanUsageType | Col::UsageEndMax => format!("MAX({0}) AS {0}", self.name()),
+            Col::AccountId | Col::Region | Col::UserId | Col::CostCenter => self.name().to_owned(),
+            Col::PlanUsageType | Col::UsageEndMax | Col::LastSeatFee => {
+                format!("MAX({0}) AS {0}", self.name())
+            }
+            Col::SeatFeeLines => "COUNT(sub_start) AS seat_fee_lines".to_owned(),
+            Col::PlanFeeUsd => {
+                "MAX(CASE WHEN sub_type = plan_usage_type THEN full_fee END) AS plan_fee_usd"
+                    .to_owned()
+            }
             _ => format!("SUM({0}) AS {0}", self.name()),
         }
     }
@@ -151,9 +176,13 @@ impl RowBuilder {
         match (col, cell) {
             (Col::PlanUsageType, Cell::Text(v)) => r.plan_usage_type = v,
             (Col::AccountId, Cell::Text(v)) => r.account_id = v.unwrap_or_default(),
+            (Col::Region, Cell::Text(v)) => r.region = v.unwrap_or_default(),
+            (Col::PlanFeeUsd, Cell::Money(v)) => r.plan_fee_usd = v,
+            (Col::LastSeatFee, Cell::Time(v)) => r.last_seat_fee = v,
             (Col::UserId, Cell::Text(v)) => r.user_id = v.unwrap_or_default(),
             (Col::CostCenter, Cell::Text(v)) => r.cost_center = v.unwrap_or_default(),
             (Col::BilledLines, Cell::Count(v)) => r.billed_lines = v.unwrap_or(0),
+            (Col::SeatFeeLines, Cell::Count(v)) => r.seat_fee_lines = v.unwrap_or(0),
             (Col::UsageEndMax, Cell::Time(v)) => r.usage_end_max = v,
             (col, Cell::Money(v)) if col.kind() == Kind::Money => {
                 let v = v.unwrap_or(Decimal::ZERO);
@@ -204,10 +233,11 @@ mod tests {
         assert_eq!(
             (
                 r.account_id.as_str(),
+                r.region.as_str(),
                 r.user_id.as_str(),
                 r.cost_center.as_str()
             ),
-            ("account_id", "user_id", "cost_center")
+            ("account_id", "region", "user_id", "cost_center")
         );
         assert_eq!(r.plan_usage_type.as_deref(), Some("plan_usage_type"));
         let money = [
@@ -219,8 +249,10 @@ mod tests {
             r.tax_usd,
             r.all_cost_usd,
         ];
-        assert_eq!(money, [4, 5, 6, 7, 8, 9, 10].map(Decimal::from));
-        assert_eq!(r.billed_lines, 7);
+        assert_eq!(money, [5, 6, 7, 8, 9, 10, 11].map(Decimal::from));
+        assert_eq!(r.plan_fee_usd, Some(Decimal::from(14)));
+        assert!(r.last_seat_fee.is_some());
+        assert_eq!((r.billed_lines, r.seat_fee_lines), (7, 7));
         assert!(r.usage_end_max.is_some());
         let e = RowBuilder::new()
             .set(Col::TaxUsd, Cell::Text(Some("x".into())))

@@ -1,11 +1,11 @@
 //! Savings: what to change, per seat, and what it would save in a month.
 //!
-//! For every (account, user) with a seat on a plan of the plan table, usage is projected to the
+//! For every seat (account, region, user) on a plan of the plan table, usage is projected to the
 //! month's end the way the forecast is (credits × [`Allocation::extrapolation_factor`]) and each
 //! seat is priced as `monthly + max(0, credits − included) × overage per credit`. Then:
 //! 1. **idle**: a seat with fewer than `idle_below_credits` credits, once `idle_grace_days` of
 //!    the month are covered by the data, is better cancelled: it saves its whole cost;
-//! 2. **duplicate**: of a user's remaining seats in several accounts, the one with most credits
+//! 2. **duplicate**: of a user's remaining seats in several accounts or regions, the one with most credits
 //!    is kept; each other one is cancelled and its credits move to the kept seat (the saving is
 //!    the seat's cost minus what the kept seat pays extra for those credits; a seat whose
 //!    credits would cost more on the kept seat than the seat itself stays);
@@ -84,6 +84,8 @@ impl Reason {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recommendation {
     pub account_id: String,
+    /// The region of the seat's Kiro profile.
+    pub region: String,
     pub user_id: String,
     /// The cost center where the seat has most cost.
     pub cost_center: String,
@@ -99,7 +101,7 @@ pub struct Recommendation {
 /// All recommendations of a period.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Savings {
-    /// Sorted by (account, user).
+    /// Sorted by (account, region, user).
     pub recommendations: Vec<Recommendation>,
     pub total_usd: Decimal,
     pub idle_seats: usize,
@@ -140,6 +142,7 @@ struct Billed<'a> {
 #[derive(Debug)]
 struct Seat<'a> {
     account_id: &'a str,
+    region: &'a str,
     plan: &'a Plan,
     credits: Decimal,
     cost_center: &'a str,
@@ -161,17 +164,17 @@ pub fn recommend(
     let grace_over = covered_days >= i64::from(settings.idle_grace_days);
     // Seats per user and account, summed over the seat's cost centers.
     let main = a.seat_cost_centers();
-    let mut seats: BTreeMap<&str, BTreeMap<&str, Billed>> = BTreeMap::new();
+    let mut seats: BTreeMap<&str, BTreeMap<(&str, &str), Billed>> = BTreeMap::new();
     for u in &a.units {
         let s = seats
             .entry(&u.user_id)
             .or_default()
-            .entry(&u.account_id)
+            .entry((&u.account_id, &u.region))
             .or_insert(Billed {
                 plan: plans.by_name(&u.plan),
                 credits: Decimal::ZERO,
                 cost_center: main
-                    .get(&(u.account_id.as_str(), u.user_id.as_str()))
+                    .get(&(u.account_id.as_str(), u.region.as_str(), u.user_id.as_str()))
                     .copied()
                     .unwrap_or(&u.cost_center),
             });
@@ -181,7 +184,7 @@ pub fn recommend(
     for (user, accounts) in seats {
         let mut active: Vec<Seat> = Vec::new();
         for (
-            account,
+            (account, region),
             Billed {
                 plan,
                 credits,
@@ -193,6 +196,7 @@ pub fn recommend(
             let Some(plan) = plan else { continue };
             let seat = Seat {
                 account_id: account,
+                region,
                 plan,
                 credits: credits * factor,
                 cost_center: cc,
@@ -220,6 +224,7 @@ pub fn recommend(
                 .cmp(&x.credits)
                 .then(y.plan.monthly_usd.cmp(&x.plan.monthly_usd))
                 .then(x.account_id.cmp(y.account_id))
+                .then(x.region.cmp(y.region))
         });
         let Some((kept, others)) = active.split_first() else {
             continue;
@@ -247,8 +252,9 @@ pub fn recommend(
                 .push(rec(user, kept, &best.name, reason, merged, saving));
         }
     }
-    out.recommendations
-        .sort_by(|x, y| (&x.account_id, &x.user_id).cmp(&(&y.account_id, &y.user_id)));
+    out.recommendations.sort_by(|x, y| {
+        (&x.account_id, &x.region, &x.user_id).cmp(&(&y.account_id, &y.region, &y.user_id))
+    });
     out.total_usd = out.recommendations.iter().map(|r| r.saving_usd).sum();
     out
 }
@@ -263,6 +269,7 @@ fn rec(
 ) -> Recommendation {
     Recommendation {
         account_id: s.account_id.to_owned(),
+        region: s.region.to_owned(),
         user_id: user.to_owned(),
         cost_center: s.cost_center.to_owned(),
         plan: s.plan.name.clone(),
@@ -294,6 +301,7 @@ mod tests {
             overage_usd: Decimal::ZERO,
             other_usd: Decimal::ZERO,
             total_usd: d(20),
+            ..UserCost::default()
         }
     }
 
@@ -305,6 +313,9 @@ mod tests {
         let a = Allocation {
             period,
             units,
+            seats: Default::default(),
+            learned_fees: Default::default(),
+            unknown_plans: Default::default(),
             tax_usd: Decimal::ZERO,
             unattributed_usd: Decimal::ZERO,
             kiro_total_usd,
@@ -451,7 +462,7 @@ mod tests {
     #[test]
     fn unknown_plans_and_users_without_seats_are_left_alone() {
         assert!(
-            one(vec![unit("1", "u", "", 0), unit("1", "v", "ProMax", 0)], 30)
+            one(vec![unit("1", "u", "", 0), unit("1", "v", "Ultra", 0)], 30)
                 .recommendations
                 .is_empty()
         );

@@ -2,8 +2,9 @@
 //! for Amazon Athena (Trino).
 //!
 //! The template does all the money: it scopes to Kiro lines of one billing period, attributes
-//! each line to a user and a cost center, classifies it (tax, subscription, credits, other) and
-//! sums per (usage account, user, cost center) as DECIMAL(38, 10). The files are scanned once:
+//! each line to a user, a region and a cost center, classifies it (tax, seat fee, credits,
+//! other; [`render`] says how) and sums per (usage account, region, user, cost center) as
+//! DECIMAL(38, 10). Optional columns the export lacks are left out of the text. The files are scanned once:
 //! the plan (the usage type of a user's latest subscription line) is picked by a window over the
 //! grouped rows, not by a second pass over the lines, since neither engine materialises a CTE
 //! that is read twice. The dialects differ only in
@@ -48,23 +49,115 @@ impl CostColumn {
     }
 }
 
-/// The CUR columns the query reads, besides the cost column and the partition column.
-pub const NEEDED_COLUMNS: &[&str] = &[
+/// The CUR columns the query needs in every export, besides the cost column and the partition
+/// column.
+pub const REQUIRED_COLUMNS: &[&str] = &[
     "line_item_product_code",
     "line_item_usage_account_id",
-    "line_item_user_identifier",
-    "line_item_resource_id",
     "line_item_line_item_type",
     "line_item_usage_type",
     "line_item_usage_start_date",
     "line_item_usage_end_date",
     "line_item_usage_amount",
+    "line_item_unblended_cost",
     "pricing_unit",
     "tags",
 ];
 
+/// Columns the query reads when the export has them: AWS's own CID table has no
+/// `line_item_user_identifier`, a narrow export may lack `line_item_operation` or `product`,
+/// and `line_item_net_unblended_cost` exists only where an account has a discount.
+pub const OPTIONAL_COLUMNS: &[&str] = &[
+    "line_item_user_identifier",
+    "line_item_resource_id",
+    "line_item_operation",
+    "product",
+    "line_item_net_unblended_cost",
+];
+
+/// Which optional columns an export has (learned from its files or its table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Columns {
+    pub user_identifier: bool,
+    pub resource_id: bool,
+    pub operation: bool,
+    pub product: bool,
+    pub net_unblended_cost: bool,
+}
+
+impl Default for Columns {
+    /// Every optional column present.
+    fn default() -> Self {
+        Self {
+            user_identifier: true,
+            resource_id: true,
+            operation: true,
+            product: true,
+            net_unblended_cost: true,
+        }
+    }
+}
+
+impl Columns {
+    /// The optional columns among `names` (compared case-insensitively); an error naming both
+    /// user columns when neither is there.
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let names: Vec<String> = names.into_iter().map(str::to_ascii_lowercase).collect();
+        let has = |c: &str| names.iter().any(|n| n == c);
+        let c = Self {
+            user_identifier: has("line_item_user_identifier"),
+            resource_id: has("line_item_resource_id"),
+            operation: has("line_item_operation"),
+            product: has("product"),
+            net_unblended_cost: has("line_item_net_unblended_cost"),
+        };
+        if !c.user_identifier && !c.resource_id {
+            return Err(
+                "neither line_item_user_identifier nor line_item_resource_id is in the export: \
+                 one of them is needed to tell users apart (export with \"Include resource IDs\")"
+                    .to_owned(),
+            );
+        }
+        Ok(c)
+    }
+
+    /// The optional columns that are missing, by name.
+    pub fn missing(&self) -> Vec<&'static str> {
+        let present = [
+            self.user_identifier,
+            self.resource_id,
+            self.operation,
+            self.product,
+            self.net_unblended_cost,
+        ];
+        OPTIONAL_COLUMNS
+            .iter()
+            .zip(present)
+            .filter(|(_, p)| !p)
+            .map(|(c, _)| *c)
+            .collect()
+    }
+
+    /// The columns the query reads: the required ones and the optional ones present.
+    pub fn read(&self) -> Vec<&'static str> {
+        let missing = self.missing();
+        REQUIRED_COLUMNS
+            .iter()
+            .chain(OPTIONAL_COLUMNS)
+            .filter(|c| !missing.contains(c))
+            .copied()
+            .collect()
+    }
+}
+
 /// The result columns, in order ([`super::row::Col`]).
 pub use super::row::RESULT_COLUMNS;
+
+/// Operations whose lines are never credits or seats by default: AWS's own Kiro dashboard
+/// drops `q-developer-snapshot` lines.
+pub fn default_ignored_operations() -> Vec<String> {
+    vec!["q-developer-snapshot".to_owned()]
+}
 
 /// What the query is about.
 #[derive(Debug, Clone)]
@@ -75,6 +168,12 @@ pub struct QuerySpec<'a> {
     pub cost_center_tag: &'a str,
     pub cost_column: CostColumn,
     pub period: BillingPeriod,
+    /// The optional columns the export has.
+    pub columns: Columns,
+    /// Operations that are never credits or seats (compared case-insensitively).
+    pub ignored_operations: &'a [String],
+    /// Filter on the partition column; off when the files read were chosen for the period.
+    pub period_filter: bool,
 }
 
 /// SQL text with its parameters, in placeholder order.
@@ -121,6 +220,12 @@ pub fn validate_tag_key(key: &str) -> Result<(), String> {
 }
 
 /// Renders the allocation query.
+///
+/// A line's category, in this order: `Tax` lines are tax; lines of an ignored operation are
+/// other; `Usage` or `FlatRateSubscription` lines with operation `Credits`, a usage type ending
+/// in `-Credits` or pricing unit `Credits` (case-insensitive) are credits consumption; other
+/// `FlatRateSubscription` lines are seat fees; the rest is other. The region of a line is
+/// `product['region']`, else the usage type's prefix (mapped to a region name afterwards).
 pub fn render(dialect: Dialect, spec: &QuerySpec<'_>) -> Rendered {
     let mut params = Vec::new();
     let mut param = |value: String| {
@@ -130,18 +235,70 @@ pub fn render(dialect: Dialect, spec: &QuerySpec<'_>) -> Rendered {
             Dialect::Trino => "?".to_owned(),
         }
     };
-    let tag_param = param(spec.cost_center_tag.to_owned());
-    let tag = match dialect {
-        Dialect::DataFusion => format!("element_at(tags, {tag_param})[1]"),
-        Dialect::Trino => format!("element_at(tags, {tag_param})"),
+    let map_get = |map: &str, key: &str| match dialect {
+        Dialect::DataFusion => format!("element_at({map}, {key})[1]"),
+        Dialect::Trino => format!("element_at({map}, {key})"),
     };
-    let period_column = match dialect {
-        Dialect::DataFusion => format!("\"{PARTITION_COLUMN}\""),
-        Dialect::Trino => PARTITION_COLUMN.to_ascii_lowercase(),
+    let tag = map_get("tags", &param(spec.cost_center_tag.to_owned()));
+    let period_filter = if spec.period_filter {
+        let column = match dialect {
+            Dialect::DataFusion => format!("\"{PARTITION_COLUMN}\""),
+            Dialect::Trino => PARTITION_COLUMN.to_ascii_lowercase(),
+        };
+        format!("{column} = {} AND ", param(spec.period.to_string()))
+    } else {
+        String::new()
     };
-    let period = param(spec.period.to_string());
+    let c = &spec.columns;
+    let user_column = |col: &str| format!("COALESCE({col}, '')");
+    let from_resource = "CASE WHEN strpos(COALESCE(line_item_resource_id, ''), 'user/') > 0 \
+                         THEN line_item_resource_id ELSE '' END";
+    let principal = match (c.user_identifier, c.resource_id) {
+        (true, true) => format!(
+            "CASE WHEN {uid} <> '' THEN line_item_user_identifier ELSE {from_resource} END",
+            uid = user_column("line_item_user_identifier")
+        ),
+        (true, false) => user_column("line_item_user_identifier"),
+        (false, _) => from_resource.to_owned(),
+    };
+    let usage_type = "COALESCE(line_item_usage_type, '')";
+    let prefix = format!(
+        "CASE WHEN strpos({usage_type}, '-') > 0 \
+         THEN substr({usage_type}, 1, strpos({usage_type}, '-') - 1) ELSE '' END"
+    );
+    let region = if c.product {
+        format!(
+            "COALESCE(NULLIF({}, ''), {prefix})",
+            map_get("product", "'region'")
+        )
+    } else {
+        prefix
+    };
+    let operation = if c.operation {
+        "lower(COALESCE(line_item_operation, ''))"
+    } else {
+        "''"
+    };
+    let cost = match spec.cost_column {
+        CostColumn::NetUnblended if c.net_unblended_cost => {
+            "COALESCE(line_item_net_unblended_cost, line_item_unblended_cost, 0)"
+        }
+        _ => "COALESCE(line_item_unblended_cost, 0)",
+    };
+    let ignored: Vec<String> = spec
+        .ignored_operations
+        .iter()
+        .map(|o| param(o.to_ascii_lowercase()))
+        .collect();
+    let ignored = if ignored.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\n            WHEN operation IN ({}) THEN 'other'",
+            ignored.join(", ")
+        )
+    };
     let table = spec.table;
-    let cost = spec.cost_column.column();
     let select = Col::ALL
         .iter()
         .map(|c| format!("    {}", c.select()))
@@ -151,26 +308,24 @@ pub fn render(dialect: Dialect, spec: &QuerySpec<'_>) -> Rendered {
         r#"WITH lines AS (
     SELECT
         COALESCE(line_item_usage_account_id, '') AS account_id,
-        CASE
-            WHEN COALESCE(line_item_user_identifier, '') <> '' THEN line_item_user_identifier
-            WHEN strpos(COALESCE(line_item_resource_id, ''), 'user/') > 0 THEN line_item_resource_id
-            ELSE ''
-        END AS principal,
+        {principal} AS principal,
         COALESCE({tag}, '') AS cost_center,
+        {region} AS region,
         COALESCE(line_item_line_item_type, '') AS line_type,
-        COALESCE(line_item_usage_type, '') AS usage_type,
+        {usage_type} AS usage_type,
+        {operation} AS operation,
         line_item_usage_start_date AS usage_start,
         line_item_usage_end_date AS usage_end,
         CAST(COALESCE(line_item_usage_amount, 0) AS DECIMAL(38, 10)) AS usage_amount,
-        CAST(COALESCE({cost}, 0) AS DECIMAL(38, 10)) AS cost,
-        (COALESCE(pricing_unit, '') = 'Credits'
-            OR (COALESCE(pricing_unit, '') = '' AND COALESCE(line_item_usage_type, '') LIKE '%-Credits')) AS is_credits
+        CAST({cost} AS DECIMAL(38, 10)) AS cost,
+        lower(COALESCE(pricing_unit, '')) AS unit
     FROM {table}
-    WHERE {period_column} = {period} AND line_item_product_code = 'Kiro'
+    WHERE {period_filter}line_item_product_code = 'Kiro'
 ),
 attributed AS (
     SELECT
         account_id,
+        region,
         CASE
             WHEN strpos(principal, 'user/') > 0 THEN substr(principal, strpos(principal, 'user/') + 5)
             ELSE principal
@@ -182,9 +337,11 @@ attributed AS (
         usage_amount,
         cost,
         CASE
-            WHEN line_type = 'Tax' THEN 'tax'
+            WHEN line_type = 'Tax' THEN 'tax'{ignored}
+            WHEN line_type IN ('Usage', 'FlatRateSubscription')
+                AND (operation = 'credits' OR lower(usage_type) LIKE '%-credits' OR unit = 'credits')
+                THEN 'credits'
             WHEN line_type = 'FlatRateSubscription' THEN 'subscription'
-            WHEN line_type = 'Usage' AND is_credits THEN 'credits'
             ELSE 'other'
         END AS category
     FROM lines
@@ -199,11 +356,14 @@ keyed AS (
 grouped AS (
     SELECT
         account_id,
+        region,
         user_id,
         cost_center,
         sub_type,
         sub_start,
         MAX(CASE WHEN category = 'subscription' THEN cost END) AS sub_cost,
+        MAX(CASE WHEN category = 'subscription' AND usage_amount = 1 THEN cost END) AS full_fee,
+        MAX(CASE WHEN category = 'subscription' THEN usage_start END) AS last_seat_fee,
         SUM(CASE WHEN category = 'credits' THEN usage_amount ELSE 0 END) AS credits_used,
         SUM(CASE WHEN category = 'subscription' THEN cost ELSE 0 END) AS subscription_usd,
         SUM(CASE WHEN category = 'credits' THEN cost ELSE 0 END) AS overage_usd,
@@ -214,13 +374,13 @@ grouped AS (
         SUM(CASE WHEN category <> 'tax' THEN 1 ELSE 0 END) AS billed_lines,
         MAX(CASE WHEN category = 'credits' THEN usage_end END) AS usage_end_max
     FROM keyed
-    GROUP BY account_id, user_id, cost_center, sub_type, sub_start
+    GROUP BY account_id, region, user_id, cost_center, sub_type, sub_start
 ),
 planned AS (
     SELECT
         grouped.*,
         FIRST_VALUE(sub_type) OVER (
-            PARTITION BY account_id, user_id
+            PARTITION BY account_id, region, user_id
             ORDER BY CASE WHEN sub_type IS NULL THEN 1 ELSE 0 END,
                 sub_start DESC NULLS LAST, sub_cost DESC NULLS LAST, sub_type DESC
         ) AS plan_usage_type
@@ -229,8 +389,8 @@ planned AS (
 SELECT
 {select}
 FROM planned
-GROUP BY account_id, user_id, cost_center
-ORDER BY account_id, user_id, cost_center"#
+GROUP BY account_id, region, user_id, cost_center
+ORDER BY account_id, region, user_id, cost_center"#
     );
     Rendered { sql, params }
 }
@@ -245,6 +405,9 @@ mod tests {
             cost_center_tag: "userAttribute/costCenter",
             cost_column: CostColumn::Unblended,
             period: "2026-10".parse().unwrap(),
+            columns: Columns::default(),
+            ignored_operations: &[],
+            period_filter: true,
         }
     }
 
@@ -265,10 +428,71 @@ mod tests {
         let normalise = |s: &str| {
             s.replace("element_at(tags, $1)[1]", "TAG")
                 .replace("element_at(tags, ?)", "TAG")
+                .replace("element_at(product, 'region')[1]", "REGION")
+                .replace("element_at(product, 'region')", "REGION")
                 .replace("\"BILLING_PERIOD\" = $2", "PERIOD")
                 .replace("billing_period = ?", "PERIOD")
         };
         assert_eq!(normalise(&df.sql), normalise(&trino.sql));
+    }
+
+    #[test]
+    fn optional_columns_are_left_out_and_ignored_operations_are_parameters() {
+        let ignored = ["q-developer-snapshot".to_owned(), "Other-OP".to_owned()];
+        let mut s = spec();
+        s.ignored_operations = &ignored;
+        s.period_filter = false;
+        s.cost_column = CostColumn::NetUnblended;
+        let all = render(Dialect::DataFusion, &s);
+        assert!(
+            all.sql
+                .contains("COALESCE(line_item_net_unblended_cost, line_item_unblended_cost, 0)")
+        );
+        assert_eq!(
+            all.params,
+            [
+                "userAttribute/costCenter",
+                "q-developer-snapshot",
+                "other-op"
+            ]
+        );
+        assert!(all.sql.contains("WHEN operation IN ($2, $3) THEN 'other'"));
+        assert!(!all.sql.contains("BILLING_PERIOD"));
+        for c in OPTIONAL_COLUMNS {
+            assert!(all.sql.contains(c), "{c}");
+        }
+        // A CID-shaped export: no user identifier, no operation, no product, no net cost.
+        s.columns = Columns::from_names(
+            REQUIRED_COLUMNS
+                .iter()
+                .copied()
+                .chain(["line_item_resource_id"]),
+        )
+        .unwrap();
+        let cid = render(Dialect::DataFusion, &s);
+        for c in [
+            "line_item_user_identifier",
+            "line_item_operation",
+            "element_at(product",
+            "line_item_net_unblended_cost",
+        ] {
+            assert!(!cid.sql.contains(c), "{c} is not in the export");
+        }
+        assert!(cid.sql.contains("line_item_resource_id"));
+        assert_eq!(
+            s.columns.missing(),
+            [
+                "line_item_user_identifier",
+                "line_item_operation",
+                "product",
+                "line_item_net_unblended_cost"
+            ]
+        );
+        let e = Columns::from_names(REQUIRED_COLUMNS.iter().copied()).unwrap_err();
+        assert!(
+            e.contains("line_item_user_identifier") && e.contains("line_item_resource_id"),
+            "{e}"
+        );
     }
 
     #[test]

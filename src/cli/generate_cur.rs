@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Args;
 
-use kiro_cost_exporter::curgen::{self, GenSpec};
+use kiro_cost_exporter::curgen::{self, GenSpec, Shape};
 use kiro_cost_exporter::period::BillingPeriod;
 
 #[derive(Args)]
@@ -32,6 +32,10 @@ pub struct GenerateArgs {
     /// Leave out lines that start at or after this instant (RFC 3339), as a month-to-date export would.
     #[arg(long, value_name = "RFC3339")]
     until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Column set: `full` (every CUR 2.0 column) or `cid` (as AWS's Cloud Intelligence
+    /// Dashboards export: no line_item_user_identifier, users in line_item_resource_id).
+    #[arg(long, value_enum, default_value_t = Shape::Full)]
+    shape: Shape,
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
@@ -44,6 +48,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         seed,
         rows_per_file,
         until,
+        shape,
     } = args;
     anyhow::ensure!(months >= 1, "--months must be at least 1");
     anyhow::ensure!(
@@ -66,6 +71,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         export_name: "kiro-cur".to_owned(),
         rows_per_file,
         until,
+        shape,
     };
     let summary = curgen::write_export(&spec, &out, |_| {})
         .with_context(|| format!("writing the export to {}", out.display()))?;

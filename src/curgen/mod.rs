@@ -2,17 +2,26 @@
 //! for the demo, the tests and the benchmarks.
 //!
 //! What is taken from the published facts (shared facts, kiro-billing): plan prices and included
-//! credits (Pro $20 / 1,000, Pro+ $40 / 2,000, Power $200 / 10,000), overage at $0.04 per credit
-//! metered in 0.01 steps, line shapes (`FlatRateSubscription` seat lines with usage type
-//! `<REGION>-KiroEnterprise-<Plan>` and prorated seat-months as usage amount; hourly `Usage` lines
-//! in `Credits`), upgrades refunding the lower tier and charging the higher in full, duplicate
-//! subscriptions across accounts billed twice, overage switched per account, an enterprise
-//! discount line without a user, and the tag map key `userAttribute/costCenter`.
+//! credits (Pro $20 / 1,000, Pro+ $40 / 2,000, Pro Max 5,000, Power $200 / 10,000), overage at
+//! $0.04 per credit metered in 0.01 steps, line shapes (`FlatRateSubscription` seat lines with
+//! operation `monthly-subscription`, usage type `<REGION>-KiroEnterprise-<Plan>` and prorated
+//! seat-months as usage amount; hourly `Usage` lines with operation `Credits` in `Credits`),
+//! upgrades refunding the lower tier and charging the higher in full, duplicate subscriptions
+//! across accounts billed twice, overage switched per account, an enterprise discount line
+//! without a user, and the tag map key `userAttribute/costCenter`. From what AWS's own Kiro
+//! dashboard learned from real bills: seat fees dated on the 1st in most accounts and spread
+//! daily in one; a user's first credits line of a month written under a second pricing unit;
+//! `q-developer-snapshot` lines among Kiro's; a user subscribed in two regions of one account
+//! (billed twice); `line_item_net_unblended_cost` null where an account has no discount; and,
+//! with [`Shape::Cid`], an export without `line_item_user_identifier`, users named in
+//! `line_item_resource_id` only, as AWS's CID export carries them.
 //!
 //! What is an assumption, chosen to be plausible and kept in one place ([`Assumptions`]): the plan
 //! mix, the usage distribution, how often users move, upgrade, join, get refunds; the tax rate and
 //! which accounts pay it; the discount rate; which accounts fill `line_item_resource_id` instead
-//! of `line_item_user_identifier`; and the shapes of the refund, credit and tax lines.
+//! of `line_item_user_identifier`; the shapes of the refund, credit, tax and snapshot lines; the
+//! Pro Max price ($100); and the name of the second pricing unit (`Units`), which the allocation
+//! does not depend on.
 //!
 //! Generation is deterministic for a seed. Lines are streamed to a [`LineSink`] so an export of
 //! any size is written with bounded memory.
@@ -44,6 +53,30 @@ pub struct GenSpec {
     pub rows_per_file: usize,
     /// Lines that start at or after this instant are not written (a month to date).
     pub until: Option<DateTime<Utc>>,
+    /// Which columns the export has.
+    pub shape: Shape,
+}
+
+/// The column set of the export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Shape {
+    /// Every CUR 2.0 column, users named in `line_item_user_identifier` (and in
+    /// `line_item_resource_id` in one account).
+    #[default]
+    Full,
+    /// As AWS's Cloud Intelligence Dashboards export: no `line_item_user_identifier`; every
+    /// user named in `line_item_resource_id`.
+    Cid,
+}
+
+impl Shape {
+    /// Columns this shape leaves out of the export.
+    pub fn omitted(self) -> &'static [&'static str] {
+        match self {
+            Self::Full => &[],
+            Self::Cid => &["line_item_user_identifier"],
+        }
+    }
 }
 
 impl GenSpec {
@@ -57,6 +90,7 @@ impl GenSpec {
             export_name: "kiro-cur".to_owned(),
             rows_per_file: 500_000,
             until: None,
+            shape: Shape::Full,
         }
     }
 }
@@ -64,8 +98,8 @@ impl GenSpec {
 /// The numbers no public source gives; see the module documentation.
 #[derive(Debug, Clone)]
 pub struct Assumptions {
-    /// Share of users on Pro, Pro+ (the rest on Power).
-    pub plan_mix: [f64; 2],
+    /// Share of users on Pro, Pro+, Pro Max (the rest on Power).
+    pub plan_mix: [f64; 3],
     /// Share of users who use no credits in a month.
     pub idle_share: f64,
     /// Log-normal parameters of a user's monthly credits as a share of the plan's included
@@ -82,12 +116,18 @@ pub struct Assumptions {
     pub credit_share: f64,
     pub tax_rate: f64,
     pub discount_rate: f64,
+    /// Share of users whose first credits line of a month comes under the second pricing unit.
+    pub second_unit_share: f64,
+    /// Share of users with a `q-developer-snapshot` line in a month.
+    pub snapshot_share: f64,
+    /// Share of users with a second seat in the other region of their account.
+    pub second_region_share: f64,
 }
 
 impl Default for Assumptions {
     fn default() -> Self {
         Self {
-            plan_mix: [0.60, 0.25],
+            plan_mix: [0.55, 0.22, 0.08],
             idle_share: 0.10,
             usage_mu: -0.9,
             usage_sigma: 0.9,
@@ -101,6 +141,9 @@ impl Default for Assumptions {
             credit_share: 0.01,
             tax_rate: 0.19,
             discount_rate: 0.03,
+            second_unit_share: 0.15,
+            snapshot_share: 0.05,
+            second_region_share: 0.02,
         }
     }
 }
@@ -110,6 +153,7 @@ impl Default for Assumptions {
 pub enum PlanKind {
     Pro,
     ProPlus,
+    ProMax,
     Power,
 }
 
@@ -118,6 +162,7 @@ impl PlanKind {
         match self {
             Self::Pro => "Pro",
             Self::ProPlus => "ProPlus",
+            Self::ProMax => "ProMax",
             Self::Power => "Power",
         }
     }
@@ -125,6 +170,7 @@ impl PlanKind {
         match self {
             Self::Pro => 20.0,
             Self::ProPlus => 40.0,
+            Self::ProMax => 100.0,
             Self::Power => 200.0,
         }
     }
@@ -132,13 +178,15 @@ impl PlanKind {
         match self {
             Self::Pro => 1_000.0,
             Self::ProPlus => 2_000.0,
+            Self::ProMax => 5_000.0,
             Self::Power => 10_000.0,
         }
     }
     fn upgraded(self) -> Self {
         match self {
             Self::Pro => Self::ProPlus,
-            Self::ProPlus | Self::Power => Self::Power,
+            Self::ProPlus => Self::ProMax,
+            Self::ProMax | Self::Power => Self::Power,
         }
     }
 }
@@ -163,7 +211,8 @@ pub struct CurLine {
     pub usage_end: DateTime<Utc>,
     pub usage_amount: f64,
     pub unblended_cost: f64,
-    pub net_unblended_cost: f64,
+    /// NULL where the account has no discount.
+    pub net_unblended_cost: Option<f64>,
     pub rate: f64,
     pub description: String,
     /// `tags` map entries.
@@ -226,6 +275,8 @@ struct Account {
     discounted: bool,
     /// Lines name the user in `line_item_resource_id` only.
     resource_id_only: bool,
+    /// Seat fees come as one line a day instead of one on the 1st.
+    daily_fees: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -246,6 +297,8 @@ struct User {
     activity: f64,
     /// Day of the first month the seat starts (1 = the whole month).
     join_day: u32,
+    /// A second seat in the other region of the home account.
+    second_region: bool,
 }
 
 /// Per (account, user) charges emitted so far in the current period, for tax.
@@ -398,7 +451,7 @@ impl<S: LineSink> Gen<'_, S> {
             usage_end: start + Duration::hours(1),
             usage_amount: round_to(self.rng.random_range(0.01..10.0), 4),
             unblended_cost: cost,
-            net_unblended_cost: cost,
+            net_unblended_cost: None,
             rate: 0.0,
             description: format!("{product} usage"),
             tags,
@@ -442,16 +495,20 @@ pub fn generate_with<S: LineSink>(
             taxed: i == 1,
             discounted: i == 0,
             resource_id_only: i == 2,
+            daily_fees: i == 1,
         });
     }
     g.store_account = g.accounts[0].id.clone();
     let mut users = Vec::with_capacity(spec.users);
     for i in 0..spec.users {
         let x: f64 = g.rng.random();
-        let plan = if x < g.a.plan_mix[0] {
+        let mix = g.a.plan_mix;
+        let plan = if x < mix[0] {
             PlanKind::Pro
-        } else if x < g.a.plan_mix[0] + g.a.plan_mix[1] {
+        } else if x < mix[0] + mix[1] {
             PlanKind::ProPlus
+        } else if x < mix[0] + mix[1] + mix[2] {
+            PlanKind::ProMax
         } else {
             PlanKind::Power
         };
@@ -461,6 +518,7 @@ pub fn generate_with<S: LineSink>(
         let account = if i < n_accounts { i } else { drawn };
         let second_account =
             (g.rng.random::<f64>() < g.a.duplicate_share).then(|| (account + 1) % n_accounts);
+        let second_region = g.rng.random::<f64>() < g.a.second_region_share;
         let join_day = if g.rng.random::<f64>() < g.a.joiner_share {
             g.rng.random_range(2..=25)
         } else {
@@ -487,6 +545,7 @@ pub fn generate_with<S: LineSink>(
                 1.0
             },
             join_day,
+            second_region,
         });
     }
     let mut period = spec.start;
@@ -516,6 +575,7 @@ impl<S: LineSink> Gen<'_, S> {
     fn kiro_line(
         &self,
         account: usize,
+        region: Region,
         user: &User,
         tag: &Tag,
         line_type: &'static str,
@@ -531,19 +591,20 @@ impl<S: LineSink> Gen<'_, S> {
     ) -> CurLine {
         let acc = &self.accounts[account];
         let arn = self.arn(user);
-        let (user_identifier, resource_id) = if acc.resource_id_only {
-            (
-                String::new(),
-                format!("arn:aws:identitystore:::user/{}", user.id),
-            )
-        } else {
-            (arn, String::new())
-        };
+        let (user_identifier, resource_id) =
+            if acc.resource_id_only || self.spec.shape == Shape::Cid {
+                (
+                    String::new(),
+                    format!("arn:aws:identitystore:::user/{}", user.id),
+                )
+            } else {
+                (arn, String::new())
+            };
         CurLine {
             period: self.current_period,
             product_code: "Kiro",
             account_id: acc.id.clone(),
-            region: acc.region.code,
+            region: region.code,
             user_identifier,
             resource_id,
             line_type,
@@ -554,47 +615,65 @@ impl<S: LineSink> Gen<'_, S> {
             usage_end: end,
             usage_amount,
             unblended_cost: cost,
-            net_unblended_cost: cost,
+            // Net of the account's discount where it has one; NULL elsewhere.
+            net_unblended_cost: acc
+                .discounted
+                .then(|| round_to(cost * (1.0 - self.a.discount_rate), 8)),
             rate,
             description,
             tags: tags_for(tag),
         }
     }
 
-    fn subscription(
+    /// The seat fee of `plan` in `account` and `region` from `from_day` on: one line dated that
+    /// day (prorated when `prorate`), or, in an account billed daily, one line a day up to
+    /// `to_day`.
+    #[allow(clippy::too_many_arguments)]
+    fn seat_lines(
         &self,
         account: usize,
+        region: Region,
         user: &User,
-        tag: &Tag,
+        tag_on: &dyn Fn(u32) -> Tag,
         plan: PlanKind,
         from_day: u32,
+        to_day: u32,
         prorate: bool,
-    ) -> CurLine {
+    ) -> Vec<CurLine> {
         let p = self.current_period;
         let days = p.days();
-        let start = p.start() + Duration::days(i64::from(from_day - 1));
+        let line = |day: u32, end: DateTime<Utc>, amount: f64, cost: f64| {
+            self.kiro_line(
+                account,
+                region,
+                user,
+                &tag_on(day),
+                "FlatRateSubscription",
+                format!("{}-KiroEnterprise-{}", region.prefix, plan.suffix()),
+                "monthly-subscription",
+                "Users",
+                p.start() + Duration::days(i64::from(day - 1)),
+                end,
+                amount,
+                cost,
+                plan.monthly_usd(),
+                format!("Kiro {} subscription", plan.suffix()),
+            )
+        };
+        if self.accounts[account].daily_fees {
+            let amount = round_to(1.0 / f64::from(days), 6);
+            let cost = round_to(plan.monthly_usd() / f64::from(days), 8);
+            return (from_day..=to_day.min(days))
+                .map(|d| line(d, p.start() + Duration::days(i64::from(d)), amount, cost))
+                .collect();
+        }
         let amount = if prorate {
             round_to(f64::from(days - from_day + 1) / f64::from(days), 6)
         } else {
             1.0
         };
         let cost = round_to(plan.monthly_usd() * amount, 2);
-        let prefix = self.accounts[account].region.prefix;
-        self.kiro_line(
-            account,
-            user,
-            tag,
-            "FlatRateSubscription",
-            format!("{prefix}-KiroEnterprise-{}", plan.suffix()),
-            "monthly-subscription",
-            "Users",
-            start,
-            p.end(),
-            amount,
-            cost,
-            plan.monthly_usd(),
-            format!("Kiro {} subscription", plan.suffix()),
-        )
+        vec![line(from_day, p.end(), amount, cost)]
     }
 
     /// A refund or credit line of `cost` on `day`, on the credits usage type.
@@ -611,12 +690,11 @@ impl<S: LineSink> Gen<'_, S> {
         description: &str,
     ) -> CurLine {
         let start = self.current_period.start() + Duration::days(i64::from(day - 1));
-        let usage_type = format!(
-            "{}-KiroEnterprise-Credits",
-            self.accounts[account].region.prefix
-        );
+        let region = self.accounts[account].region;
+        let usage_type = format!("{}-KiroEnterprise-Credits", region.prefix);
         self.kiro_line(
             account,
+            region,
             user,
             tag,
             line_type,
@@ -692,28 +770,76 @@ impl<S: LineSink> Gen<'_, S> {
         let home = user.account;
         let accounts: Vec<usize> = std::iter::once(home).chain(user.second_account).collect();
         let old_plan = user.plan;
+        let home_daily = self.accounts[home].daily_fees;
         for &acc in &accounts {
-            let line = self.subscription(acc, user, &tag_on(first), old_plan, first, first > 1);
-            self.charge(charges, (acc, ui), line)?;
+            // Billed daily, the lower tier's fee stops the day before an upgrade.
+            let to_day = match upgrade_day {
+                Some(d) if acc == home && home_daily => d - 1,
+                _ => days,
+            };
+            let region = self.accounts[acc].region;
+            for line in self.seat_lines(
+                acc,
+                region,
+                user,
+                &tag_on,
+                old_plan,
+                first,
+                to_day,
+                first > 1,
+            ) {
+                self.charge(charges, (acc, ui), line)?;
+            }
+        }
+        if user.second_region {
+            // The same person subscribed in the account's other region: a second profile,
+            // billed again.
+            let region = REGIONS[usize::from(self.accounts[home].region.code == REGIONS[0].code)];
+            for line in self.seat_lines(
+                home,
+                region,
+                user,
+                &tag_on,
+                old_plan,
+                first,
+                days,
+                first > 1,
+            ) {
+                self.charge(charges, (home, ui), line)?;
+            }
         }
         if let Some(d) = upgrade_day {
             let new_plan = old_plan.upgraded();
-            // The lower tier's seat line, refunded on the day of the upgrade.
-            let mut refund_line =
-                self.subscription(home, user, &tag_on(first), old_plan, first, first > 1);
-            refund_line.line_type = "Refund";
-            refund_line.usage_amount = -refund_line.usage_amount;
-            refund_line.unblended_cost = -refund_line.unblended_cost;
-            refund_line.net_unblended_cost = -refund_line.net_unblended_cost;
-            refund_line.usage_start = p.start() + Duration::days(i64::from(d - 1));
-            refund_line.tags = tags_for(&tag_on(d));
-            refund_line.description = format!(
-                "Refund of Kiro {} subscription (upgrade)",
-                old_plan.suffix()
-            );
-            self.charge(charges, (home, ui), refund_line)?;
-            let line = self.subscription(home, user, &tag_on(d), new_plan, d, false);
-            self.charge(charges, (home, ui), line)?;
+            if !home_daily {
+                // The lower tier's seat line, refunded on the day of the upgrade.
+                let region = self.accounts[home].region;
+                for mut refund_line in self.seat_lines(
+                    home,
+                    region,
+                    user,
+                    &tag_on,
+                    old_plan,
+                    first,
+                    days,
+                    first > 1,
+                ) {
+                    refund_line.line_type = "Refund";
+                    refund_line.usage_amount = -refund_line.usage_amount;
+                    refund_line.unblended_cost = -refund_line.unblended_cost;
+                    refund_line.net_unblended_cost = refund_line.net_unblended_cost.map(|c| -c);
+                    refund_line.usage_start = p.start() + Duration::days(i64::from(d - 1));
+                    refund_line.tags = tags_for(&tag_on(d));
+                    refund_line.description = format!(
+                        "Refund of Kiro {} subscription (upgrade)",
+                        old_plan.suffix()
+                    );
+                    self.charge(charges, (home, ui), refund_line)?;
+                }
+            }
+            let region = self.accounts[home].region;
+            for line in self.seat_lines(home, region, user, &tag_on, new_plan, d, days, false) {
+                self.charge(charges, (home, ui), line)?;
+            }
             user.plan = new_plan;
         }
         // Credits: hourly lines on working days, free up to the plan's credits, then overage.
@@ -730,6 +856,8 @@ impl<S: LineSink> Gen<'_, S> {
         let per_line = target / expected_lines;
         let mut used = [0.0f64; 2];
         let mut overage_usd = 0.0;
+        // Some users' first credits line of the month comes under a second pricing unit.
+        let mut second_unit = self.rng.random::<f64>() < self.a.second_unit_share;
         if target > 0.0 {
             for &day in &work_days {
                 if self.rng.random::<f64>() > 0.85 {
@@ -765,15 +893,21 @@ impl<S: LineSink> Gen<'_, S> {
                     let start = p.start()
                         + Duration::days(i64::from(day - 1))
                         + Duration::hours(i64::from(h));
-                    let prefix = self.accounts[acc].region.prefix;
+                    let region = self.accounts[acc].region;
+                    let unit = if std::mem::take(&mut second_unit) {
+                        "Units"
+                    } else {
+                        "Credits"
+                    };
                     let line = self.kiro_line(
                         acc,
+                        region,
                         user,
                         &tag_on(day),
                         "Usage",
-                        format!("{prefix}-KiroEnterprise-Credits"),
+                        format!("{}-KiroEnterprise-Credits", region.prefix),
                         "Credits",
-                        "Credits",
+                        unit,
                         start,
                         start + Duration::hours(1),
                         amount,
@@ -789,6 +923,29 @@ impl<S: LineSink> Gen<'_, S> {
                     }
                 }
             }
+        }
+        if self.rng.random::<f64>() < self.a.snapshot_share {
+            // A `q-developer-snapshot` line: neither consumption nor a seat, whatever its unit.
+            let day = first.max(days.min(20));
+            let region = self.accounts[home].region;
+            let start = p.start() + Duration::days(i64::from(day - 1)) + Duration::hours(3);
+            let line = self.kiro_line(
+                home,
+                region,
+                user,
+                &tag_on(day),
+                "Usage",
+                format!("{}-KiroEnterprise-Credits", region.prefix),
+                "q-developer-snapshot",
+                "Credits",
+                start,
+                start + Duration::hours(1),
+                12.5,
+                0.0,
+                0.0,
+                "Kiro snapshot".to_owned(),
+            );
+            self.charge(charges, (home, ui), line)?;
         }
         if refund && overage_usd > 0.0 {
             let amount = round_to(overage_usd * 0.5, 2);
@@ -841,6 +998,7 @@ impl<S: LineSink> Gen<'_, S> {
             let user = &users[ui];
             let line = self.kiro_line(
                 acc,
+                self.accounts[acc].region,
                 user,
                 &user.tag,
                 "Tax",
@@ -877,7 +1035,7 @@ impl<S: LineSink> Gen<'_, S> {
                 usage_end: p.end(),
                 usage_amount: 0.0,
                 unblended_cost: cost,
-                net_unblended_cost: 0.0,
+                net_unblended_cost: Some(0.0),
                 rate: 0.0,
                 description: "Enterprise Discount Program discount".to_owned(),
                 tags: Vec::new(),
@@ -896,7 +1054,8 @@ pub fn write_export(
     dir: &Path,
     observe: impl FnMut(&CurLine),
 ) -> Result<writer::WriteSummary, WriteError> {
-    let mut w = ExportWriter::new(dir, &spec.export_name, spec.rows_per_file, observe)?;
+    let mut w = ExportWriter::new(dir, &spec.export_name, spec.rows_per_file, observe)?
+        .omitting(spec.shape.omitted());
     generate(spec, &mut w)?;
     w.finish()
 }

@@ -173,7 +173,7 @@ fn string_value(name: &str, l: &CurLine, row_id: u64, payer: &str) -> Option<Str
 fn double_value(name: &str, l: &CurLine) -> Option<f64> {
     match name {
         "line_item_unblended_cost" | "line_item_blended_cost" => Some(l.unblended_cost),
-        "line_item_net_unblended_cost" => Some(l.net_unblended_cost),
+        "line_item_net_unblended_cost" => l.net_unblended_cost,
         "line_item_usage_amount" | "line_item_normalized_usage_amount" => Some(l.usage_amount),
         "pricing_public_on_demand_cost" => Some(if l.line_type == "Usage" {
             l.unblended_cost
@@ -202,10 +202,26 @@ fn names() -> MapFieldNames {
     }
 }
 
-/// Builds one record batch of `lines` in the CUR 2.0 schema.
-pub fn batch(lines: &[CurLine], first_row_id: u64, payer: &str) -> RecordBatch {
+/// The CUR 2.0 schema without the columns in `omit`.
+pub fn schema_without(omit: &[&str]) -> SchemaRef {
+    if omit.is_empty() {
+        return cur_schema();
+    }
+    let full = cur_schema();
+    Arc::new(Schema::new(
+        full.fields()
+            .iter()
+            .filter(|f| !omit.contains(&f.name().as_str()))
+            .cloned()
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Builds one record batch of `lines` in the CUR 2.0 schema, without the columns in `omit`.
+pub fn batch(lines: &[CurLine], first_row_id: u64, payer: &str, omit: &[&str]) -> RecordBatch {
     let columns: Vec<ArrayRef> = COLUMN_KINDS
         .iter()
+        .filter(|(name, _)| !omit.contains(&name.as_str()))
         .map(|(name, kind)| -> ArrayRef {
             match kind {
                 Kind::Str => {
@@ -271,7 +287,7 @@ pub fn batch(lines: &[CurLine], first_row_id: u64, payer: &str) -> RecordBatch {
             }
         })
         .collect();
-    RecordBatch::try_new(cur_schema(), columns).expect("columns follow the schema")
+    RecordBatch::try_new(schema_without(omit), columns).expect("columns follow the schema")
 }
 
 /// What was written.
@@ -294,6 +310,8 @@ pub struct ExportWriter<F: FnMut(&CurLine)> {
     current: Option<(BillingPeriod, PathBuf, ArrowWriter<File>, usize)>,
     summary: WriteSummary,
     payer: String,
+    /// Columns left out of the files.
+    omit: &'static [&'static str],
 }
 
 impl<F: FnMut(&CurLine)> ExportWriter<F> {
@@ -317,7 +335,14 @@ impl<F: FnMut(&CurLine)> ExportWriter<F> {
             current: None,
             summary: WriteSummary::default(),
             payer: String::new(),
+            omit: &[],
         })
+    }
+
+    /// Leaves `columns` out of the files (an export of another shape).
+    pub fn omitting(mut self, columns: &'static [&'static str]) -> Self {
+        self.omit = columns;
+        self
     }
 
     fn open(&mut self, period: BillingPeriod) -> Result<(), WriteError> {
@@ -340,12 +365,13 @@ impl<F: FnMut(&CurLine)> ExportWriter<F> {
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .build();
-        let writer = ArrowWriter::try_new(file, cur_schema(), Some(props)).map_err(|e| {
-            WriteError::Parquet {
-                path: path.clone(),
-                message: e.to_string(),
-            }
-        })?;
+        let writer =
+            ArrowWriter::try_new(file, schema_without(self.omit), Some(props)).map_err(|e| {
+                WriteError::Parquet {
+                    path: path.clone(),
+                    message: e.to_string(),
+                }
+            })?;
         self.current = Some((period, path, writer, 0));
         Ok(())
     }
@@ -368,6 +394,7 @@ impl<F: FnMut(&CurLine)> ExportWriter<F> {
             &lines,
             self.summary.total_lines - lines.len() as u64,
             &self.payer,
+            self.omit,
         );
         let (_, path, writer, rows) = self.current.as_mut().expect("opened above");
         writer.write(&b).map_err(|e| WriteError::Parquet {

@@ -135,7 +135,7 @@ impl Refresher {
             return Err(RefreshError::NoData(missing.join("; ")));
         }
         let snapshot = Snapshot::build(now, allocations, &self.plans, &self.savings);
-        let families = prom::encode_snapshot(&snapshot, &self.plans);
+        let families = prom::encode_snapshot(&snapshot);
         Ok((snapshot, Bytes::from(families)))
     }
 

@@ -19,7 +19,8 @@ pub struct RefreshSettings {
     /// Random delay up to this much added to each interval, so many daemons do not query at once.
     #[serde(with = "humantime_serde")]
     pub jitter: Duration,
-    /// The previous month is refreshed until this day of the month, when its bill is final.
+    /// The previous month is refreshed until this day of the month. AWS may update a month's
+    /// export for up to two weeks after it ends (Data Exports delivery docs), hence 15.
     pub previous_month_final_day: u32,
     /// First retry delay after a failed refresh; doubles up to `retry_max`.
     #[serde(with = "humantime_serde")]
@@ -38,7 +39,7 @@ impl Default for RefreshSettings {
         Self {
             interval: Duration::from_secs(3600),
             jitter: Duration::from_secs(120),
-            previous_month_final_day: 5,
+            previous_month_final_day: 15,
             retry_initial: Duration::from_secs(30),
             retry_max: Duration::from_secs(900),
             timeout: Duration::from_secs(600),
@@ -116,14 +117,14 @@ mod tests {
         let s = RefreshSettings::default();
         let d = |day| Utc.with_ymd_and_hms(2026, 1, day, 12, 0, 0).unwrap();
         assert_eq!(
-            watched_periods(d(5), &s)
+            watched_periods(d(15), &s)
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>(),
             ["2025-12", "2026-01"]
         );
         assert_eq!(
-            watched_periods(d(6), &s)
+            watched_periods(d(16), &s)
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>(),

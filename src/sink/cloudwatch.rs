@@ -243,11 +243,16 @@ fn push_period(
     }
     if per_user {
         for u in v.allocation.units.iter().filter(|u| !u.user_id.is_empty()) {
-            let d = dims(&[
+            let mut seat = vec![
                 ("AccountId", u.account_id.clone()),
                 ("UserId", u.user_id.clone()),
                 ("CostCenter", cc_name(&u.cost_center)),
-            ]);
+            ];
+            // A seat is per account and region; the region where the bill names one.
+            if !u.region.is_empty() {
+                seat.push(("Region", u.region.clone()));
+            }
+            let d = dims(&seat);
             add(
                 "UserCostUsd",
                 d.clone(),

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::{Delivery, Sink, SinkError};
 use crate::allocation::PlanTable;
-use crate::allocation::savings::SavingsSettings;
+use crate::allocation::savings::{Recommendation, SavingsSettings};
 use crate::aws::S3Location;
 use crate::config_error::{ConfigError, ensure};
 use crate::notify::{Channel, NotifyError, feishu};
@@ -137,12 +137,31 @@ pub fn csv(view: &PeriodView) -> Result<Vec<u8>, csv::Error> {
         let mut w = csv::WriterBuilder::new().from_writer(&mut out);
         w.write_record(header())?;
         let period = a.period.to_string();
+        // A seat's recommendation goes on the row of its main cost center.
+        let recs: BTreeMap<(&str, &str, &str, &str), &Recommendation> = savings
+            .recommendations
+            .iter()
+            .map(|r| {
+                (
+                    (
+                        r.account_id.as_str(),
+                        r.region.as_str(),
+                        r.user_id.as_str(),
+                        r.cost_center.as_str(),
+                    ),
+                    r,
+                )
+            })
+            .collect();
         for u in &a.units {
-            let rec = savings.recommendations.iter().find(|r| {
-                r.account_id == u.account_id
-                    && r.user_id == u.user_id
-                    && r.cost_center == u.cost_center
-            });
+            let rec = recs
+                .get(&(
+                    u.account_id.as_str(),
+                    u.region.as_str(),
+                    u.user_id.as_str(),
+                    u.cost_center.as_str(),
+                ))
+                .copied();
             let savings = [
                 rec.map_or_else(String::new, |r| r.recommended_plan.clone()),
                 rec.map_or_else(String::new, |r| r.saving_usd.to_string()),
@@ -158,6 +177,7 @@ pub fn csv(view: &PeriodView) -> Result<Vec<u8>, csv::Error> {
             let amount = amount.to_string();
             w.write_record([
                 period.as_str(),
+                "",
                 "",
                 label,
                 "",
@@ -356,6 +376,8 @@ pub async fn run(
 /// of a period not yet delivered everywhere (so a retry sends it only to the others).
 const SENT: &str = "reports";
 const PARTLY_SENT: &str = "report_channels";
+/// The total each sent report showed, to notice a month that changes afterwards.
+const SENT_TOTALS: &str = "report_totals";
 /// Periods remembered as sent.
 const REMEMBERED: usize = 24;
 
@@ -372,6 +394,7 @@ pub struct ReportSink {
     file: Arc<StateFile>,
     sent: BTreeSet<BillingPeriod>,
     partly_sent: BTreeMap<BillingPeriod, BTreeSet<String>>,
+    sent_totals: BTreeMap<BillingPeriod, Decimal>,
     telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
@@ -392,7 +415,8 @@ impl ReportSink {
     pub fn new(settings: ReportSettings, ctx: ReportContext) -> Self {
         let (sent, problem) = ctx.file.section(SENT);
         let (partly_sent, problem2) = ctx.file.section(PARTLY_SENT);
-        for reason in problem.into_iter().chain(problem2) {
+        let (sent_totals, problem3) = ctx.file.section(SENT_TOTALS);
+        for reason in problem.into_iter().chain(problem2).chain(problem3) {
             tracing::error!(file = %ctx.file.path().display(), "state file unusable ({reason}); starting with no reports recorded");
         }
         Self {
@@ -406,7 +430,34 @@ impl ReportSink {
             file: ctx.file,
             sent,
             partly_sent,
+            sent_totals,
             telemetry: ctx.telemetry,
+        }
+    }
+
+    /// A month still watched after its report went out (AWS may update it for two weeks) whose
+    /// total changed since: logged, counted, and remembered so it is counted once per change.
+    async fn notice_revisions(&mut self, snapshot: &Snapshot) {
+        let mut changed = false;
+        for v in &snapshot.periods {
+            let period = v.allocation.period;
+            let Some(sent) = self.sent_totals.get(&period).copied() else {
+                continue;
+            };
+            if sent != v.total_cost_usd {
+                tracing::warn!(
+                    %period,
+                    reported_usd = %sent,
+                    now_usd = %v.total_cost_usd,
+                    "the bill of a month changed after its monthly report was sent; `report --period {period}` writes a corrected CSV"
+                );
+                self.telemetry.record_closed_revision();
+                self.sent_totals.insert(period, v.total_cost_usd);
+                changed = true;
+            }
+        }
+        if changed {
+            self.save("a revised month's total").await;
         }
     }
 
@@ -414,6 +465,7 @@ impl ReportSink {
     /// recorded stays in memory for the next save.
     async fn save(&self, what: &str) {
         self.file.put(SENT, &self.sent);
+        self.file.put(SENT_TOTALS, &self.sent_totals);
         if self.partly_sent.is_empty() {
             self.file.remove(PARTLY_SENT);
         } else {
@@ -440,6 +492,7 @@ impl Sink for ReportSink {
         snapshot: &Snapshot,
         now: DateTime<Utc>,
     ) -> Result<Delivery, SinkError> {
+        self.notice_revisions(snapshot).await;
         let day = self.settings.schedule_day;
         if day == 0 || now.day() < day {
             return Ok(Delivery::NotDue);
@@ -484,9 +537,13 @@ impl Sink for ReportSink {
         {
             Ok(out) => {
                 self.sent.insert(period);
+                self.sent_totals.insert(period, view.total_cost_usd);
                 self.partly_sent.remove(&period);
                 while self.sent.len() > REMEMBERED {
                     self.sent.pop_first();
+                }
+                while self.sent_totals.len() > REMEMBERED {
+                    self.sent_totals.pop_first();
                 }
                 self.save("the report").await;
                 // Logged once recorded, so whoever reads the line finds the state file saying so.

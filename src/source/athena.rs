@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Source, SourceError};
 use crate::allocation::row::{COLUMNS, Cell, Col, Kind, RowBuilder};
-use crate::allocation::sql::{self, Dialect, QuerySpec};
+use crate::allocation::sql::{self, Columns, Dialect, QuerySpec};
 use crate::allocation::{Allocation, AllocationSettings, GroupRow, QueryStats};
 use crate::aws::{AwsSettings, S3Location};
 use crate::config_error::ConfigError;
@@ -186,6 +186,10 @@ pub struct AthenaSource {
     allocation: AllocationSettings,
     skip_unchanged: Option<S3Location>,
     last: Mutex<HashMap<BillingPeriod, (Fingerprint, Allocation)>>,
+    /// The optional columns of the table, once `GetTableMetadata` has said.
+    columns: tokio::sync::OnceCell<Columns>,
+    /// Whether the fallback to every optional column was logged already.
+    columns_warned: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for AthenaSource {
@@ -248,6 +252,8 @@ impl AthenaSource {
             allocation,
             skip_unchanged,
             last: Mutex::new(HashMap::new()),
+            columns: tokio::sync::OnceCell::new(),
+            columns_warned: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -316,14 +322,75 @@ impl AthenaSource {
         Ok(fp)
     }
 
+    /// The optional columns the table has, from `athena:GetTableMetadata`. A table without
+    /// either user column is an error naming both; when the call fails (or the catalog does
+    /// not describe the table), every optional column is assumed, as the shipped DDL creates
+    /// them, and that is logged once.
+    async fn columns(&self) -> Result<Columns, SourceError> {
+        if let Some(c) = self.columns.get() {
+            return Ok(*c);
+        }
+        let answer = self
+            .athena
+            .get_table_metadata()
+            .catalog_name(&self.settings.catalog)
+            .database_name(&self.settings.database)
+            .table_name(&self.settings.table)
+            .send()
+            .await;
+        let fallback = |why: String| {
+            if !self
+                .columns_warned
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::warn!(
+                    "cannot learn the columns of {}.{} ({why}); assuming every optional column ({})",
+                    self.settings.database,
+                    self.settings.table,
+                    sql::OPTIONAL_COLUMNS.join(", ")
+                );
+            }
+            Ok(Columns::default())
+        };
+        let meta = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                return fallback(format!(
+                    "GetTableMetadata: {}",
+                    crate::aws::error_message(&e)
+                ));
+            }
+        };
+        let names: Vec<&str> = meta
+            .table_metadata()
+            .map(|t| t.columns().iter().map(|c| c.name()).collect())
+            .unwrap_or_default();
+        if names.is_empty() {
+            return fallback("GetTableMetadata listed no columns".to_owned());
+        }
+        let columns = Columns::from_names(names).map_err(|_| SourceError::MissingColumn {
+            file: std::path::PathBuf::from(format!(
+                "{}.{}",
+                self.settings.database, self.settings.table
+            )),
+            column: "line_item_user_identifier or line_item_resource_id".to_owned(),
+        })?;
+        let _ = self.columns.set(columns);
+        Ok(columns)
+    }
+
     /// Starts the query and returns its execution id.
     async fn start(&self, period: BillingPeriod) -> Result<String, SourceError> {
         let table = format!("{}.{}", self.settings.database, self.settings.table);
+        let columns = self.columns().await?;
         let spec = QuerySpec {
             table: &table,
             cost_center_tag: &self.allocation.cost_center_tag,
             cost_column: self.allocation.cost_column,
             period,
+            columns,
+            ignored_operations: &self.allocation.ignored_operations,
+            period_filter: true,
         };
         let rendered = sql::render(Dialect::Trino, &spec);
         let mut request = self

@@ -1,10 +1,11 @@
 //! The embedded engine: Apache DataFusion over a CUR 2.0 export on the local file system.
 //!
-//! The export root holds `data/BILLING_PERIOD=YYYY-MM/*.parquet`. Before a query, the footers
-//! of the period's files are read and checked (a file that is not Parquet, or lacks a needed
-//! column, is named); the table is then registered with only the needed columns and the
-//! `BILLING_PERIOD` partition column, so DataFusion prunes other months and reads only those
-//! columns.
+//! The export root holds `data/BILLING_PERIOD=YYYY-MM/…`. The period's files are the ones its
+//! manifest lists, or the newest delivery ([`super::delivery`]): never two versions. Before a
+//! query, their footers are read and checked (a file that is not Parquet, or lacks a required
+//! column, is named) and the optional columns present are learned; the table is then
+//! registered over exactly those files with only the columns the query reads, and the SQL is
+//! rendered for the columns the export has.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -30,7 +31,7 @@ use rust_decimal::Decimal;
 
 use super::{Source, SourceError};
 use crate::allocation::row::{Cell, Col, Kind, RowBuilder};
-use crate::allocation::sql::{self, Dialect, QuerySpec};
+use crate::allocation::sql::{self, Columns, Dialect, QuerySpec};
 use crate::allocation::{Allocation, AllocationSettings, GroupRow, QueryStats};
 use crate::period::BillingPeriod;
 
@@ -85,8 +86,11 @@ pub fn session_config(
 /// What the footer check found for one period.
 #[derive(Debug)]
 struct PeriodFiles {
-    dir: PathBuf,
-    /// Needed columns with the types the files use.
+    /// The files to read.
+    paths: Vec<PathBuf>,
+    /// The optional columns present in at least one file (the others read them as NULL).
+    columns: Columns,
+    /// The columns read, with the types the files use.
     schema: Schema,
     rows: u64,
     scanned_bytes: u64,
@@ -173,23 +177,17 @@ impl LocalSource {
                 },
             });
         }
-        let io = |source| SourceError::Io {
-            path: dir.clone(),
-            source,
-        };
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map_err(io)?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "parquet"))
-            .collect();
-        paths.sort();
-        if paths.is_empty() {
-            return Err(SourceError::NoFiles { dir });
-        }
+        let root = data.parent().unwrap_or(&data).to_owned();
+        let (paths, chosen) = super::delivery::choose(&root, &dir, period)?;
+        tracing::debug!(%period, files = paths.len(), ?chosen, "files of the period");
         let cost = self.settings.cost_column.column();
-        let needed: Vec<&str> = sql::NEEDED_COLUMNS.iter().copied().chain([cost]).collect();
-        let mut fields: Vec<Option<(Field, PathBuf)>> = vec![None; needed.len()];
+        // Every column the query may read: the required ones must be in every file.
+        let wanted: Vec<&str> = sql::REQUIRED_COLUMNS
+            .iter()
+            .chain(sql::OPTIONAL_COLUMNS)
+            .copied()
+            .collect();
+        let mut fields: Vec<Option<(Field, PathBuf)>> = vec![None; wanted.len()];
         let (mut rows, mut bytes) = (0u64, 0u64);
         for path in &paths {
             let file = File::open(path).map_err(|source| SourceError::Io {
@@ -203,14 +201,18 @@ impl LocalSource {
                 }
             })?;
             let schema = meta.schema();
-            for (slot, name) in fields.iter_mut().zip(&needed) {
-                let field =
-                    schema
-                        .field_with_name(name)
-                        .map_err(|_| SourceError::MissingColumn {
+            for (slot, name) in fields.iter_mut().zip(&wanted) {
+                let Ok(field) = schema.field_with_name(name) else {
+                    let required = sql::REQUIRED_COLUMNS.contains(name)
+                        || (*name == cost && cost != "line_item_net_unblended_cost");
+                    if required {
+                        return Err(SourceError::MissingColumn {
                             file: path.clone(),
                             column: (*name).to_owned(),
-                        })?;
+                        });
+                    }
+                    continue;
+                };
                 check_type(path, field)?;
                 match slot {
                     None => *slot = Some((field.clone().with_nullable(true), path.clone())),
@@ -239,20 +241,29 @@ impl LocalSource {
                         .first()
                         .map(String::as_str)
                         .unwrap_or("");
-                    if needed.contains(&top) {
+                    if wanted.contains(&top) {
                         bytes += col.compressed_size().max(0) as u64;
                     }
                 }
             }
         }
+        let present = wanted
+            .iter()
+            .zip(&fields)
+            .filter(|(_, f)| f.is_some())
+            .map(|(n, _)| *n);
+        let columns = Columns::from_names(present).map_err(|_| SourceError::MissingColumn {
+            file: paths[0].clone(),
+            column: "line_item_user_identifier or line_item_resource_id".to_owned(),
+        })?;
         // Strings are read as views into the Parquet pages (DataFusion's default for files,
         // `schema_force_view_types`): declaring them so spares a copy of every string value
         // into a plain string array.
         let schema = Schema::new(
             fields
                 .into_iter()
-                .map(|f| {
-                    let f = f.expect("every file checked").0;
+                .flatten()
+                .map(|(f, _)| {
                     if matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8) {
                         f.with_data_type(DataType::Utf8View)
                     } else {
@@ -261,12 +272,14 @@ impl LocalSource {
                 })
                 .collect::<Vec<_>>(),
         );
+        let files = paths.len() as u64;
         Ok(PeriodFiles {
-            dir,
+            paths,
+            columns,
             schema,
             rows,
             scanned_bytes: bytes,
-            files: paths.len() as u64,
+            files,
         })
     }
 
@@ -278,12 +291,16 @@ impl LocalSource {
         let config = session_config(self.target_partitions, &self.options)
             .map_err(datafusion::error::DataFusionError::Configuration)?;
         let ctx = SessionContext::new_with_config(config);
-        let data_dir = files.dir.parent().expect("partition folder has a parent");
-        let url = ListingTableUrl::parse(format!("{}/", data_dir.display()))?;
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-            .with_file_extension(".parquet")
-            .with_table_partition_cols(vec![(PARTITION_COLUMN.to_owned(), DataType::Utf8)]);
-        let config = ListingTableConfig::new(url)
+        // Exactly the chosen files: the period's partition is already chosen, so the query
+        // needs no partition column.
+        let urls = files
+            .paths
+            .iter()
+            .map(|p| ListingTableUrl::parse(p.display().to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
             .with_listing_options(options)
             .with_schema(Arc::new(files.schema.clone()));
         ctx.register_table(TABLE, Arc::new(ListingTable::try_new(config)?))?;
@@ -292,6 +309,9 @@ impl LocalSource {
             cost_center_tag: &self.settings.cost_center_tag,
             cost_column: self.settings.cost_column,
             period,
+            columns: files.columns,
+            ignored_operations: &self.settings.ignored_operations,
+            period_filter: false,
         };
         let rendered = sql::render(Dialect::DataFusion, &spec);
         let params: Vec<ScalarValue> = rendered

@@ -3,6 +3,7 @@
 //! The daemon owns scheduling, retries and timeouts; a source only knows how to ask its engine.
 
 pub mod athena;
+pub mod delivery;
 pub mod local;
 
 use std::collections::BTreeMap;
@@ -149,6 +150,8 @@ pub enum SourceError {
     Decode { column: String, message: String },
     #[error(transparent)]
     Reconciliation(#[from] ReconciliationError),
+    #[error(transparent)]
+    Delivery(#[from] delivery::DeliveryError),
     #[error("AWS setup: {message}")]
     AwsSetup { message: String },
     #[error("{operation} failed: {message}")]
@@ -193,6 +196,12 @@ impl SourceError {
             Self::Engine { .. } => "engine",
             Self::Decode { .. } => "decode",
             Self::Reconciliation(_) => "reconciliation",
+            Self::Delivery(e) => match e {
+                delivery::DeliveryError::Io { .. } => "io",
+                delivery::DeliveryError::NoFiles { .. } => "no_data",
+                delivery::DeliveryError::BadManifest { .. }
+                | delivery::DeliveryError::Missing { .. } => "bad_input",
+            },
             Self::AwsSetup { .. } => "config",
             Self::Aws { .. } => "aws",
             Self::NoObjects { .. } => "no_data",

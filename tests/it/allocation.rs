@@ -22,6 +22,8 @@ fn unit(
     let (sub, over, other) = (dec(sub), dec(over), dec(other));
     UserCost {
         account_id: account.into(),
+        // Every line of the fixtures carries product['region'] = us-east-1.
+        region: "us-east-1".into(),
         user_id: user.into(),
         cost_center: cc.into(),
         plan: plan.into(),
@@ -342,7 +344,7 @@ async fn configured_tag_key_and_net_cost_column() {
         ("userAttribute/Department".into(), "Eng".into()),
         (TAG.into(), "CC-A".into()),
     ];
-    l.net_unblended_cost = 18.0;
+    l.net_unblended_cost = Some(18.0);
     let e = Export::write([l]);
     let settings = AllocationSettings {
         cost_center_tag: "userAttribute/Department".into(),

@@ -434,7 +434,7 @@ fn cur_line() -> impl Strategy<Value = kiro_cost_exporter::curgen::CurLine> {
                     line_type,
                     usage_amount: amount,
                     unblended_cost: money,
-                    net_unblended_cost: money,
+                    net_unblended_cost: Some(money),
                     usage_start: at(period("2026-10"), day, 3),
                     ..line(&user, cc.as_deref())
                 }
@@ -445,9 +445,13 @@ fn cur_line() -> impl Strategy<Value = kiro_cost_exporter::curgen::CurLine> {
 /// Whether every number in the lines is one a bill can hold.
 fn sane(lines: &[kiro_cost_exporter::curgen::CurLine]) -> bool {
     lines.iter().all(|l| {
-        [l.usage_amount, l.unblended_cost, l.net_unblended_cost]
-            .iter()
-            .all(|v| v.is_finite() && v.abs() < 1e12)
+        [
+            l.usage_amount,
+            l.unblended_cost,
+            l.net_unblended_cost.unwrap_or(0.0),
+        ]
+        .iter()
+        .all(|v| v.is_finite() && v.abs() < 1e12)
     })
 }
 
@@ -475,7 +479,7 @@ fn arbitrary_cur_rows_allocate_and_reconcile_or_fail_cleanly() {
                 match field {
                     0 => l.usage_amount = v,
                     1 => l.unblended_cost = v,
-                    _ => l.net_unblended_cost = v,
+                    _ => l.net_unblended_cost = Some(v),
                 }
             }
             lines

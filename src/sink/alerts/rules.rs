@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 
-use crate::allocation::PlanTable;
+use crate::allocation::{PlanTable, SeatKey};
 use crate::period::BillingPeriod;
 use crate::snapshot::PeriodView;
 
@@ -228,6 +228,16 @@ struct Values {
     cost_center: String,
 }
 
+/// The subject of a user-scope alert: `account/user`, or `account/region/user` for a seat whose
+/// lines name a region.
+pub fn seat_subject(account: &str, region: &str, user: &str) -> String {
+    if region.is_empty() {
+        format!("{account}/{user}")
+    } else {
+        format!("{account}/{region}/{user}")
+    }
+}
+
 /// The firing (rule, subject) pairs of one period, read from its view (nothing is computed
 /// here that the snapshot already holds: costs, forecasts, savings, main cost centers).
 pub fn evaluate(
@@ -243,7 +253,8 @@ pub fn evaluate(
             .map_or(Decimal::ZERO, |p| p.included_credits)
     };
 
-    let mut users: BTreeMap<(String, String), Values> = BTreeMap::new();
+    // Per seat (account, region, user): each seat has its own plan and included credits.
+    let mut users: BTreeMap<SeatKey, Values> = BTreeMap::new();
     let mut centers: BTreeMap<String, Values> = BTreeMap::new();
     let mut accounts: BTreeMap<String, Values> = BTreeMap::new();
     for (cc, r) in &view.cost_centers {
@@ -271,7 +282,7 @@ pub fn evaluate(
         ..Values::default()
     };
     for u in current.units.iter().filter(|u| !u.user_id.is_empty()) {
-        let key = (u.account_id.clone(), u.user_id.clone());
+        let key = (u.account_id.clone(), u.region.clone(), u.user_id.clone());
         let v = users.entry(key).or_default();
         v.cost += u.total_usd;
         v.overage += u.overage_usd;
@@ -281,14 +292,10 @@ pub fn evaluate(
         }
     }
     // Included credits count once per seat, in its main cost center.
-    for ((account, user), v) in users.iter_mut() {
-        v.cost_center = view.seat_cost_center(account, user).to_owned();
-        v.forecast = view
-            .forecast
-            .seats
-            .get(&(account.clone(), user.clone()))
-            .copied()
-            .unwrap_or_default();
+    for (seat, v) in users.iter_mut() {
+        let account = &seat.0;
+        v.cost_center = view.seat_cost_center(seat).to_owned();
+        v.forecast = view.forecast.seats.get(seat).copied().unwrap_or_default();
         let inc = included(&v.plan);
         v.included = inc;
         accounts.entry(account.clone()).or_default().included += inc;
@@ -296,7 +303,8 @@ pub fn evaluate(
         total.included += inc;
     }
     for r in &view.savings.recommendations {
-        if let Some(v) = users.get_mut(&(r.account_id.clone(), r.user_id.clone())) {
+        let seat = (r.account_id.clone(), r.region.clone(), r.user_id.clone());
+        if let Some(v) = users.get_mut(&seat) {
             v.savings += r.saving_usd;
         }
         centers.entry(r.cost_center.clone()).or_default().savings += r.saving_usd;
@@ -347,14 +355,19 @@ pub fn evaluate(
             |cc: &str| rule.cost_centers.is_empty() || rule.cost_centers.iter().any(|c| c == cc);
         match rule.scope {
             Scope::User => {
-                for ((account, user), v) in &users {
+                for ((account, region, user), v) in &users {
                     if !cc_ok(&v.cost_center)
                         || !(rule.plans.is_empty() || rule.plans.contains(&v.plan))
                     {
                         continue;
                     }
+                    let at = if region.is_empty() {
+                        format!("account {account}")
+                    } else {
+                        format!("account {account}, {region}")
+                    };
                     let label = format!(
-                        "{user} ({}, {}, account {account})",
+                        "{user} ({}, {}, {at})",
                         if v.cost_center.is_empty() {
                             "untagged"
                         } else {
@@ -367,7 +380,7 @@ pub fn evaluate(
                         },
                     );
                     fire(
-                        format!("{account}/{user}"),
+                        seat_subject(account, region, user),
                         label,
                         measure(rule.measure, v),
                         rule.threshold,

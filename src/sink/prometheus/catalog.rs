@@ -36,6 +36,7 @@ pub const UNIT_LABELS: &[&str] = &[
     "billing_period",
     "cost_center",
     "plan",
+    "region",
     "user_id",
 ];
 const CC_LABELS: &[&str] = &["billing_period", "cost_center"];
@@ -45,12 +46,12 @@ const PERIOD: &[&str] = &["billing_period"];
 pub const DATA: &[Def] = &[
     Def::new(
         "kiro_user_credits_used",
-        "Kiro credits used in the billing period, per unit (account, user, cost center).",
+        "Kiro credits used in the billing period, per unit (account, region, user, cost center).",
         UNIT_LABELS,
     ),
     Def::new(
         "kiro_user_credits_included",
-        "Credits included in the unit's plan per month (from the plan table).",
+        "Credits included in the unit's plan per month (from the plan table; absent for a tier the table does not know).",
         UNIT_LABELS,
     ),
     Def::new(
@@ -126,7 +127,7 @@ pub const DATA: &[Def] = &[
     ),
     Def::new(
         "kiro_duplicate_subscriptions",
-        "Users charged a subscription in more than one account.",
+        "Users charged a seat fee in more than one (account, region).",
         PERIOD,
     ),
     Def::new(
@@ -146,7 +147,7 @@ pub const DATA: &[Def] = &[
     ),
     Def::new(
         "kiro_users",
-        "Distinct (account, user) pairs with cost, per plan (\"\" = no subscription line).",
+        "Distinct seats (account, region, user) with cost, per plan (\"\" = no seat-fee line).",
         &["billing_period", "plan"],
     ),
     Def::new(
@@ -159,6 +160,7 @@ pub const DATA: &[Def] = &[
             "plan",
             "reason",
             "recommended_plan",
+            "region",
             "user_id",
         ],
     ),
@@ -171,6 +173,7 @@ pub const DATA: &[Def] = &[
             "cost_center",
             "plan",
             "reason",
+            "region",
             "user_id",
         ],
     ),

@@ -18,7 +18,6 @@ use prometheus::{Encoder, TextEncoder};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
-use crate::allocation::PlanTable;
 use crate::server::Exposition;
 use crate::snapshot::Snapshot;
 use crate::telemetry::Telemetry;
@@ -125,7 +124,7 @@ fn write_value(out: &mut Vec<u8>, v: f64) {
 
 /// Encodes the data families of a snapshot as Prometheus text, families in name order. Done
 /// once per refresh; a scrape only copies the result.
-pub fn encode_snapshot(s: &Snapshot, plans: &PlanTable) -> Vec<u8> {
+pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
     let mut fam: Vec<Family> = catalog::DATA.iter().map(Family::new).collect();
     let mut sample = |which: F, values: &[&str], v: f64| fam[which as usize].sample(values, v);
     for view in &s.periods {
@@ -137,20 +136,30 @@ pub fn encode_snapshot(s: &Snapshot, plans: &PlanTable) -> Vec<u8> {
             std::collections::BTreeMap::new();
         for rec in &sv.recommendations {
             let reason = rec.reason.as_str();
-            let (acc, user, cc, plan) = (
+            let (acc, region, user, cc, plan) = (
                 rec.account_id.as_str(),
+                rec.region.as_str(),
                 rec.user_id.as_str(),
                 rec.cost_center.as_str(),
                 rec.plan.as_str(),
             );
             sample(
                 F::RecommendedPlanInfo,
-                &[acc, p, cc, plan, reason, &rec.recommended_plan, user],
+                &[
+                    acc,
+                    p,
+                    cc,
+                    plan,
+                    reason,
+                    &rec.recommended_plan,
+                    region,
+                    user,
+                ],
                 1.0,
             );
             sample(
                 F::UserSavings,
-                &[acc, p, cc, plan, reason, user],
+                &[acc, p, cc, plan, reason, region, user],
                 f(rec.saving_usd),
             );
             *by_cc.entry(cc).or_default() += rec.saving_usd;
@@ -166,10 +175,11 @@ pub fn encode_snapshot(s: &Snapshot, plans: &PlanTable) -> Vec<u8> {
                 p,
                 u.cost_center.as_str(),
                 u.plan.as_str(),
+                u.region.as_str(),
                 u.user_id.as_str(),
             ];
             sample(F::UserCreditsUsed, &l, f(u.credits_used));
-            if let Some(plan) = plans.by_name(&u.plan) {
+            if let Some(plan) = view.plans.by_name(&u.plan) {
                 sample(F::UserCreditsIncluded, &l, f(plan.included_credits));
             }
             sample(F::UserSubscription, &l, f(u.subscription_usd));

@@ -54,7 +54,7 @@ pub fn line(user: &str, cc: Option<&str>) -> CurLine {
         usage_end: at(p, 2, 11),
         usage_amount: 0.0,
         unblended_cost: 0.0,
-        net_unblended_cost: 0.0,
+        net_unblended_cost: None,
         rate: 0.04,
         description: "Kiro credits".to_owned(),
         tags: cc
@@ -75,7 +75,7 @@ pub fn seat(user: &str, cc: Option<&str>, plan: &str, day: u32, cost: f64) -> Cu
         usage_end: p.end(),
         usage_amount: 1.0,
         unblended_cost: cost,
-        net_unblended_cost: cost,
+        net_unblended_cost: None,
         description: format!("Kiro {plan} subscription"),
         ..line(user, cc)
     }
@@ -90,7 +90,7 @@ pub fn credits(user: &str, cc: Option<&str>, day: u32, amount: f64, overage: f64
         usage_end: at(p, day, 11),
         usage_amount: amount,
         unblended_cost: cost,
-        net_unblended_cost: cost,
+        net_unblended_cost: None,
         ..line(user, cc)
     }
 }
