@@ -108,14 +108,8 @@ impl PeriodView {
             *forecast.seats.entry(seat.clone()).or_default() += *more;
             *forecast.accounts.entry(seat.0.clone()).or_default() += *more;
         }
-        for v in forecast
-            .cost_centers
-            .values_mut()
-            .chain(forecast.seats.values_mut())
-            .chain(forecast.accounts.values_mut())
-        {
-            *v = v.round_dp(6);
-        }
+        // Sums of exact amounts and of extras rounded to 6 decimals: a month that is its own
+        // forecast forecasts exactly what it cost.
         forecast.total = forecast.cost_centers.values().copied().sum::<Decimal>()
             + allocation.unattributed_usd
             + allocation.tax_usd;

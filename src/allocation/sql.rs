@@ -219,22 +219,14 @@ pub fn validate_tag_key(key: &str) -> Result<(), String> {
     }
 }
 
-/// Renders the allocation query.
-///
-/// A line's category, in this order: `Tax` lines are tax; lines of an ignored operation are
-/// other; `Usage` or `FlatRateSubscription` lines with operation `Credits`, a usage type ending
-/// in `-Credits` or pricing unit `Credits` (case-insensitive) are credits consumption; other
-/// `FlatRateSubscription` lines are seat fees; the rest is other. The region of a line is
-/// `product['region']`, else the usage type's prefix (mapped to a region name afterwards).
-pub fn render(dialect: Dialect, spec: &QuerySpec<'_>) -> Rendered {
-    let mut params = Vec::new();
-    let mut param = |value: String| {
-        params.push(value);
-        match dialect {
-            Dialect::DataFusion => format!("${}", params.len()),
-            Dialect::Trino => "?".to_owned(),
-        }
-    };
+/// The first two CTEs every query over the lines shares: `lines` (Kiro lines of the period,
+/// with what the allocation reads of them) and `attributed` (each line's user, region and
+/// category). Parameters go through `param`.
+fn line_ctes(
+    dialect: Dialect,
+    spec: &QuerySpec<'_>,
+    param: &mut dyn FnMut(String) -> String,
+) -> String {
     let map_get = |map: &str, key: &str| match dialect {
         Dialect::DataFusion => format!("element_at({map}, {key})[1]"),
         Dialect::Trino => format!("element_at({map}, {key})"),
@@ -299,12 +291,7 @@ pub fn render(dialect: Dialect, spec: &QuerySpec<'_>) -> Rendered {
         )
     };
     let table = spec.table;
-    let select = Col::ALL
-        .iter()
-        .map(|c| format!("    {}", c.select()))
-        .collect::<Vec<_>>()
-        .join(",\n");
-    let sql = format!(
+    format!(
         r#"WITH lines AS (
     SELECT
         COALESCE(line_item_usage_account_id, '') AS account_id,
@@ -343,9 +330,43 @@ attributed AS (
                 THEN 'credits'
             WHEN line_type = 'FlatRateSubscription' THEN 'subscription'
             ELSE 'other'
-        END AS category
+        END AS category,
+        line_type,
+        operation,
+        unit
     FROM lines
-),
+)"#
+    )
+}
+
+/// A parameter writer for `dialect` that collects the values in placeholder order.
+fn params_for(dialect: Dialect, params: &mut Vec<String>) -> impl FnMut(String) -> String + '_ {
+    move |value: String| {
+        params.push(value);
+        match dialect {
+            Dialect::DataFusion => format!("${}", params.len()),
+            Dialect::Trino => "?".to_owned(),
+        }
+    }
+}
+
+/// Renders the allocation query.
+///
+/// A line's category, in this order: `Tax` lines are tax; lines of an ignored operation are
+/// other; `Usage` or `FlatRateSubscription` lines with operation `Credits`, a usage type ending
+/// in `-Credits` or pricing unit `Credits` (case-insensitive) are credits consumption; other
+/// `FlatRateSubscription` lines are seat fees; the rest is other. The region of a line is
+/// `product['region']`, else the usage type's prefix (mapped to a region name afterwards).
+pub fn render(dialect: Dialect, spec: &QuerySpec<'_>) -> Rendered {
+    let mut params = Vec::new();
+    let lines = line_ctes(dialect, spec, &mut params_for(dialect, &mut params));
+    let select = Col::ALL
+        .iter()
+        .map(|c| format!("    {}", c.select()))
+        .collect::<Vec<_>>()
+        .join(",\n");
+    let sql = format!(
+        r#"{lines},
 keyed AS (
     SELECT
         attributed.*,
@@ -393,6 +414,64 @@ GROUP BY account_id, region, user_id, cost_center
 ORDER BY account_id, region, user_id, cost_center"#
     );
     Rendered { sql, params }
+}
+
+/// What `inspect` asks of a period's Kiro lines: per facet (`line_type`, `operation`,
+/// `pricing_unit`, `usage_type`, `seat_usage_type`, `tag_key`, and `other`, the lines the
+/// classification put in other), each value with its lines and cost.
+pub fn render_inspect(dialect: Dialect, spec: &QuerySpec<'_>) -> Rendered {
+    let mut params = Vec::new();
+    let mut param = params_for(dialect, &mut params);
+    let lines = line_ctes(dialect, spec, &mut param);
+    // The tag keys present, read from the table itself (the lines CTE keeps only the one key).
+    let filter = if spec.period_filter {
+        let column = match dialect {
+            Dialect::DataFusion => format!("\"{PARTITION_COLUMN}\""),
+            Dialect::Trino => PARTITION_COLUMN.to_ascii_lowercase(),
+        };
+        format!("{column} = {} AND ", param(spec.period.to_string()))
+    } else {
+        String::new()
+    };
+    let table = spec.table;
+    let keys = match dialect {
+        Dialect::DataFusion => format!(
+            "SELECT 'tag_key' AS facet, k AS value, COUNT(*) AS lines, CAST(0 AS DECIMAL(38, 10)) AS cost \
+             FROM (SELECT unnest(map_keys(tags)) AS k FROM {table} \
+             WHERE {filter}line_item_product_code = 'Kiro') GROUP BY k"
+        ),
+        Dialect::Trino => format!(
+            "SELECT 'tag_key' AS facet, k AS value, COUNT(*) AS lines, CAST(0 AS DECIMAL(38, 10)) AS cost \
+             FROM {table} CROSS JOIN UNNEST(map_keys(tags)) AS t (k) \
+             WHERE {filter}line_item_product_code = 'Kiro' GROUP BY k"
+        ),
+    };
+    let facet = |name: &str, expr: &str, filter: &str| {
+        format!(
+            "SELECT '{name}' AS facet, {expr} AS value, COUNT(*) AS lines, SUM(cost) AS cost \
+             FROM attributed{filter} GROUP BY {expr}"
+        )
+    };
+    let other = "line_type || ' | ' || operation || ' | ' || unit || ' | ' || usage_type";
+    let sql = [
+        facet("line_type", "line_type", ""),
+        facet("operation", "operation", ""),
+        facet("pricing_unit", "unit", ""),
+        facet("usage_type", "usage_type", ""),
+        facet(
+            "seat_usage_type",
+            "usage_type",
+            " WHERE category = 'subscription'",
+        ),
+        facet("other", other, " WHERE category = 'other'"),
+        keys,
+    ]
+    .join("\nUNION ALL\n");
+    drop(param);
+    Rendered {
+        sql: format!("{lines}\n{sql}\nORDER BY facet, lines DESC, value"),
+        params,
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ mod budgets;
 mod check_config;
 mod demo;
 mod generate_cur;
+mod inspect;
 mod query;
 mod report;
 mod serve;
@@ -39,6 +40,9 @@ pub struct ConfigArgs {
 enum Command {
     /// Allocate one billing period and print it.
     Query(query::QueryArgs),
+    /// Show what a period's Kiro lines carry: line types, operations, pricing units, usage
+    /// types, tag keys, tiers, missing optional columns and lines classified as other.
+    Inspect(inspect::InspectArgs),
     /// Write a synthetic CUR 2.0 export with realistic Kiro bills among other services' lines.
     GenerateCur(generate_cur::GenerateArgs),
     /// Run the exporter: refresh on a schedule and serve /metrics.
@@ -63,6 +67,7 @@ enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Query(args) => query::run(args).await,
+        Command::Inspect(args) => inspect::run(args).await,
         Command::GenerateCur(args) => generate_cur::run(args),
         Command::Serve(args) => serve::run(args).await,
         Command::Demo(args) => demo::run(args).await,

@@ -160,6 +160,14 @@ impl Refresher {
                 );
                 for v in &snapshot.periods {
                     let a = &v.allocation;
+                    if !a.unknown_plans.is_empty() {
+                        let tiers: Vec<&str> = a.unknown_plans.iter().map(String::as_str).collect();
+                        tracing::warn!(
+                            period = %a.period,
+                            "tiers the plan table does not know: {}; no included credits are assumed for them and their seats are not right-sized (add them under [[plans]])",
+                            tiers.join(", ")
+                        );
+                    }
                     tracing::info!(
                         period = %a.period,
                         units = a.units.len(),

@@ -26,7 +26,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::{Source, SourceError};
+use super::{Inspection, Source, SourceError};
 use crate::allocation::row::{COLUMNS, Cell, Col, Kind, RowBuilder};
 use crate::allocation::sql::{self, Columns, Dialect, QuerySpec};
 use crate::allocation::{Allocation, AllocationSettings, GroupRow, QueryStats};
@@ -380,7 +380,11 @@ impl AthenaSource {
     }
 
     /// Starts the query and returns its execution id.
-    async fn start(&self, period: BillingPeriod) -> Result<String, SourceError> {
+    async fn start(
+        &self,
+        period: BillingPeriod,
+        render: fn(Dialect, &QuerySpec<'_>) -> sql::Rendered,
+    ) -> Result<String, SourceError> {
         let table = format!("{}.{}", self.settings.database, self.settings.table);
         let columns = self.columns().await?;
         let spec = QuerySpec {
@@ -392,7 +396,7 @@ impl AthenaSource {
             ignored_operations: &self.allocation.ignored_operations,
             period_filter: true,
         };
-        let rendered = sql::render(Dialect::Trino, &spec);
+        let rendered = render(Dialect::Trino, &spec);
         let mut request = self
             .athena
             .start_query_execution()
@@ -528,8 +532,25 @@ impl AthenaSource {
         }
     }
 
-    /// Reads every result page and decodes the rows.
+    /// Reads every result page and decodes the rows as group rows.
     async fn results(&self, id: &str) -> Result<(Vec<GroupRow>, u32), SourceError> {
+        let (names, raw, pages) = self.raw_results(id).await?;
+        let index = ColumnIndex::new(&names)?;
+        let rows = raw
+            .iter()
+            .map(|values| {
+                let values: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
+                index.decode(&values)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((rows, pages))
+    }
+
+    /// Reads every result page: the column names and the rows' text values (NULL as `None`).
+    async fn raw_results(
+        &self,
+        id: &str,
+    ) -> Result<(Vec<String>, Vec<Vec<Option<String>>>, u32), SourceError> {
         let mut rows = Vec::new();
         let mut columns: Option<Vec<String>> = None;
         let mut token: Option<String> = None;
@@ -566,7 +587,6 @@ impl AthenaSource {
                     columns.insert(from_metadata)
                 }
             };
-            let index = ColumnIndex::new(names)?;
             for (i, row) in set.rows().iter().enumerate() {
                 let values: Vec<Option<&str>> =
                     row.data().iter().map(|d| d.var_char_value()).collect();
@@ -574,14 +594,14 @@ impl AthenaSource {
                 if pages == 1 && i == 0 && is_header(&values, names) {
                     continue;
                 }
-                rows.push(index.decode(&values)?);
+                rows.push(values.into_iter().map(|v| v.map(str::to_owned)).collect());
             }
             match out.next_token() {
                 Some(t) if !t.is_empty() => token = Some(t.to_owned()),
                 _ => break,
             }
         }
-        Ok((rows, pages))
+        Ok((columns.unwrap_or_default(), rows, pages))
     }
 }
 
@@ -622,7 +642,7 @@ impl Source for AthenaSource {
             }
             None => None,
         };
-        let id = self.start(period).await?;
+        let id = self.start(period, sql::render).await?;
         tracing::debug!(%period, query_id = %id, "Athena query started");
         let execution = self.wait(period, &id, started).await?;
         let (rows, pages) = self.results(&id).await?;
@@ -650,6 +670,32 @@ impl Source for AthenaSource {
                 .insert(period, (fp, allocation.clone()));
         }
         Ok(allocation)
+    }
+
+    async fn inspect(&self, period: BillingPeriod) -> Result<Inspection, SourceError> {
+        let started = Instant::now();
+        let columns = self.columns().await?;
+        let id = self.start(period, sql::render_inspect).await?;
+        self.wait(period, &id, started).await?;
+        let (names, raw, _) = self.raw_results(&id).await?;
+        let at = |wanted: &str| {
+            names
+                .iter()
+                .position(|n| n.eq_ignore_ascii_case(wanted))
+                .ok_or_else(|| SourceError::Decode {
+                    column: wanted.to_owned(),
+                    message: "missing from the inspection result".into(),
+                })
+        };
+        let (f, v, l, c) = (at("facet")?, at("value")?, at("lines")?, at("cost")?);
+        let mut out = Inspection::new(period, columns);
+        for row in raw {
+            let get = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+            let lines = get(l).parse::<i64>().unwrap_or(0);
+            let cost = parse_decimal(&get(c)).unwrap_or_default();
+            out.add(&get(f), get(v), lines, cost);
+        }
+        Ok(out)
     }
 
     fn engine(&self) -> &'static str {

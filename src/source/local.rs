@@ -29,7 +29,7 @@ use datafusion::scalar::ScalarValue;
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use rust_decimal::Decimal;
 
-use super::{Source, SourceError};
+use super::{Inspection, Source, SourceError};
 use crate::allocation::row::{Cell, Col, Kind, RowBuilder};
 use crate::allocation::sql::{self, Columns, Dialect, QuerySpec};
 use crate::allocation::{Allocation, AllocationSettings, GroupRow, QueryStats};
@@ -287,6 +287,7 @@ impl LocalSource {
         &self,
         period: BillingPeriod,
         files: &PeriodFiles,
+        render: fn(Dialect, &QuerySpec<'_>) -> sql::Rendered,
     ) -> Result<Vec<RecordBatch>, datafusion::error::DataFusionError> {
         let config = session_config(self.target_partitions, &self.options)
             .map_err(datafusion::error::DataFusionError::Configuration)?;
@@ -313,7 +314,7 @@ impl LocalSource {
             ignored_operations: &self.settings.ignored_operations,
             period_filter: false,
         };
-        let rendered = sql::render(Dialect::DataFusion, &spec);
+        let rendered = render(Dialect::DataFusion, &spec);
         let params: Vec<ScalarValue> = rendered
             .params
             .into_iter()
@@ -332,7 +333,7 @@ fn check_type(file: &Path, field: &Field) -> Result<(), SourceError> {
     let is_str =
         |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
     let (ok, expected) = match field.name().as_str() {
-        "tags" => (
+        "tags" | "product" => (
             match t {
                 DataType::Map(entries, _) => match entries.data_type() {
                     DataType::Struct(kv) => {
@@ -380,13 +381,13 @@ impl Source for LocalSource {
                 period,
                 message: format!("reading the Parquet footers did not finish: {e}"),
             })??;
-        let batches = self
-            .run(period, &files)
-            .await
-            .map_err(|e| SourceError::Engine {
-                period,
-                message: e.to_string(),
-            })?;
+        let batches =
+            self.run(period, &files, sql::render)
+                .await
+                .map_err(|e| SourceError::Engine {
+                    period,
+                    message: e.to_string(),
+                })?;
         let rows = decode(&batches)?;
         let stats = QueryStats {
             elapsed: started.elapsed(),
@@ -400,6 +401,65 @@ impl Source for LocalSource {
             &self.settings.plans,
             stats,
         )?)
+    }
+
+    async fn inspect(&self, period: BillingPeriod) -> Result<Inspection, SourceError> {
+        let this = self.clone();
+        let files = tokio::task::spawn_blocking(move || this.check_files(period))
+            .await
+            .map_err(|e| SourceError::Engine {
+                period,
+                message: format!("reading the Parquet footers did not finish: {e}"),
+            })??;
+        let engine = |e: datafusion::error::DataFusionError| SourceError::Engine {
+            period,
+            message: e.to_string(),
+        };
+        let batches = self
+            .run(period, &files, sql::render_inspect)
+            .await
+            .map_err(engine)?;
+        let mut out = Inspection::new(period, files.columns);
+        for b in &batches {
+            let col = |name: &str, to: &DataType| {
+                let c = b.column_by_name(name).ok_or_else(|| SourceError::Decode {
+                    column: name.to_owned(),
+                    message: "missing from the inspection result".into(),
+                })?;
+                cast(c, to).map_err(|e| SourceError::Decode {
+                    column: name.to_owned(),
+                    message: e.to_string(),
+                })
+            };
+            let facet = col("facet", &DataType::Utf8)?;
+            let value = col("value", &DataType::Utf8)?;
+            let lines = col("lines", &DataType::Int64)?;
+            let cost = col("cost", &DataType::Decimal128(38, RESULT_SCALE))?;
+            let (facet, value) = (facet.as_string::<i32>(), value.as_string::<i32>());
+            let (lines, cost) = (
+                lines.as_primitive::<Int64Type>(),
+                cost.as_primitive::<Decimal128Type>(),
+            );
+            for r in 0..b.num_rows() {
+                let c = if cost.is_null(r) {
+                    Decimal::ZERO
+                } else {
+                    Decimal::try_from_i128_with_scale(cost.value(r), RESULT_SCALE as u32)
+                        .unwrap_or_default()
+                };
+                out.add(
+                    facet.value(r),
+                    if value.is_null(r) {
+                        String::new()
+                    } else {
+                        value.value(r).to_owned()
+                    },
+                    lines.value(r),
+                    c,
+                );
+            }
+        }
+        Ok(out)
     }
 
     fn engine(&self) -> &'static str {

@@ -105,8 +105,44 @@ pub trait Source: Send + Sync {
     /// Runs the allocation for `period`.
     async fn allocate(&self, period: BillingPeriod) -> Result<Allocation, SourceError>;
 
+    /// What the period's Kiro lines carry (`inspect`).
+    async fn inspect(&self, period: BillingPeriod) -> Result<Inspection, SourceError>;
+
     /// The engine's name, for logs and metric labels.
     fn engine(&self) -> &'static str;
+}
+
+/// What a period's Kiro lines carry, per facet: each value seen with its lines and cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inspection {
+    pub period: BillingPeriod,
+    /// `line_type`, `operation`, `pricing_unit`, `usage_type`, `seat_usage_type`, `tag_key`,
+    /// `other` (`line type | operation | unit | usage type` of lines classified as other).
+    pub facets: BTreeMap<String, Vec<(String, i64, rust_decimal::Decimal)>>,
+    /// Optional columns the export lacks.
+    pub missing_columns: Vec<&'static str>,
+}
+
+impl Inspection {
+    pub fn new(period: BillingPeriod, columns: crate::allocation::sql::Columns) -> Self {
+        Self {
+            period,
+            facets: BTreeMap::new(),
+            missing_columns: columns.missing(),
+        }
+    }
+
+    pub fn add(&mut self, facet: &str, value: String, lines: i64, cost: rust_decimal::Decimal) {
+        self.facets
+            .entry(facet.to_owned())
+            .or_default()
+            .push((value, lines, cost.normalize()));
+    }
+
+    /// The values of a facet, most lines first.
+    pub fn facet(&self, name: &str) -> &[(String, i64, rust_decimal::Decimal)] {
+        self.facets.get(name).map_or(&[], Vec::as_slice)
+    }
 }
 
 /// Why an allocation failed. Every variant names what was wrong and where.

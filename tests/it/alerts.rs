@@ -403,10 +403,26 @@ fn oracle(
     let mut out = BTreeMap::new();
     match scope {
         Scope::User => {
+            // Per seat (account, region, user); the region is in the subject only for a user
+            // with seats in two regions of one account.
+            let mut regions: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
+            for u in &a.units {
+                regions
+                    .entry((&u.account_id, &u.user_id))
+                    .or_default()
+                    .insert(&u.region);
+            }
+            let subject = |account: &str, region: &str, user: &str| {
+                if regions[&(account, user)].len() > 1 {
+                    format!("{account}/{region}/{user}")
+                } else {
+                    format!("{account}/{user}")
+                }
+            };
             let mut per: BTreeMap<String, (Decimal, Decimal, Decimal, String)> = BTreeMap::new();
             for u in a.units.iter().filter(|u| !u.user_id.is_empty()) {
                 let e = per
-                    .entry(format!("{}/{}", u.account_id, u.user_id))
+                    .entry(subject(&u.account_id, &u.region, &u.user_id))
                     .or_default();
                 e.0 += u.total_usd;
                 e.1 += u.overage_usd;
@@ -426,7 +442,7 @@ fn oracle(
                     Measure::SavingsUsd => Some(
                         rec.recommendations
                             .iter()
-                            .filter(|r| format!("{}/{}", r.account_id, r.user_id) == k)
+                            .filter(|r| subject(&r.account_id, &r.region, &r.user_id) == k)
                             .map(|r| r.saving_usd)
                             .sum(),
                     ),
@@ -438,7 +454,7 @@ fn oracle(
             }
         }
         Scope::CostCenter => {
-            // Month-end forecast: overage scaled over the hours the data covers.
+            // Month-end forecast of a month that is over: what it cost.
             let factor = a.extrapolation_factor(now);
             let mut forecast: BTreeMap<&str, Decimal> = BTreeMap::new();
             for u in &a.units {

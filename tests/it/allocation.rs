@@ -321,14 +321,19 @@ async fn cost_center_with_comma_quotes_and_non_ascii() {
 #[tokio::test]
 async fn unknown_plan_suffix_passes_through_and_no_seat_means_no_plan() {
     let e = Export::write([
-        seat("u1", Some("CC-A"), "ProMax", 1, 100.0),
+        seat("u1", Some("CC-A"), "Ultra", 1, 100.0),
         credits("u2", Some("CC-A"), 3, 5.0, 0.0),
     ]);
     let a = e.allocate("2026-10").await.unwrap();
+    assert_eq!(
+        a.unknown_plans.iter().collect::<Vec<_>>(),
+        ["Ultra"],
+        "a tier the plan table does not know is reported"
+    );
     check(
         &a,
         vec![
-            unit(ACCOUNT, "u1", "CC-A", "ProMax", "0", "100", "0", "0"),
+            unit(ACCOUNT, "u1", "CC-A", "Ultra", "0", "100", "0", "0"),
             unit(ACCOUNT, "u2", "CC-A", "", "5", "0", "0", "0"),
         ],
         "0",

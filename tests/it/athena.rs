@@ -280,23 +280,28 @@ fn canned(rows: &[Vec<Option<String>>]) -> serde_json::Value {
 /// One group row: alice on Pro in `ACCOUNT`, with `credits` used and `overage` charged.
 fn alice(credits: &str, overage: &str) -> Vec<Option<String>> {
     let total = (dec("20") + dec(overage)).to_string();
+    // In the order of the result columns (`RESULT_COLUMNS`); a full-month seat line of Pro.
     [
-        ACCOUNT,
-        "alice",
-        "platform",
-        "USE1-KiroEnterprise-Pro",
-        credits,
-        "20.0000000000",
-        overage,
-        "0E-10",
-        &total,
-        "0E-10",
-        &total,
-        "3",
-        "2026-10-20 00:00:00.000",
+        Some(ACCOUNT),
+        Some("us-east-1"),
+        Some("alice"),
+        Some("platform"),
+        Some("USE1-KiroEnterprise-Pro"),
+        Some(credits),
+        Some("20.0000000000"),
+        Some(overage),
+        Some("0E-10"),
+        Some(&total),
+        Some("0E-10"),
+        Some(&total),
+        Some("3"),
+        Some("2026-10-20 00:00:00.000"),
+        Some("20.0000000000"),
+        Some("2026-10-01 00:00:00.000"),
+        Some("1"),
     ]
     .iter()
-    .map(|v| Some((*v).to_owned()))
+    .map(|v| v.map(str::to_owned))
     .collect()
 }
 
@@ -575,8 +580,9 @@ async fn throttling_and_server_errors_are_retried() {
         .send()
         .await
         .unwrap();
-    // Throttled, 500, throttled: the fourth attempt goes through.
-    proxy.fail_next(Some(3));
+    // Throttled, 500, throttled: the fourth attempt goes through. (The table's columns are
+    // learned first, by GetTableMetadata, which goes through.)
+    proxy.fail_matching("StartQueryExecution", Some(3));
     let a = src.allocate(period("2026-10")).await.unwrap();
     assert_eq!(proxy.injected(), 3);
     assert_eq!(proxy.count("StartQueryExecution"), 4);
@@ -600,9 +606,14 @@ async fn throttling_and_server_errors_are_retried() {
         start["ResultReuseConfiguration"]["ResultReuseByAgeConfiguration"],
         json!({"Enabled": true, "MaxAgeInMinutes": 90})
     );
+    // The tag key, the period, and the ignored operations (allocation.ignored_operations).
     assert_eq!(
         start["ExecutionParameters"],
-        json!(["'userAttribute/costCenter'", "'2026-10'"])
+        json!([
+            "'userAttribute/costCenter'",
+            "'2026-10'",
+            "'q-developer-snapshot'"
+        ])
     );
     let sql = start["QueryString"].as_str().unwrap();
     assert!(sql.contains("FROM cur.kiro_data"), "{sql}");

@@ -60,6 +60,7 @@ fn json_has_the_documented_shape() {
     let ukeys: BTreeSet<&str> = u0.keys().map(String::as_str).collect();
     let uwant: BTreeSet<&str> = [
         "account_id",
+        "region",
         "user_id",
         "cost_center",
         "plan",
@@ -103,6 +104,7 @@ fn csv_has_bom_header_and_quoting() {
         [
             "billing_period",
             "account_id",
+            "region",
             "user_id",
             "cost_center",
             "plan",
@@ -115,10 +117,10 @@ fn csv_has_bom_header_and_quoting() {
     );
     let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), 2);
-    assert_eq!(&rows[0][3], "CC, \"A\"");
-    assert_eq!(&rows[0][9], "24");
-    assert_eq!(&rows[1][3], "");
-    let sum: f64 = rows.iter().map(|r| r[9].parse::<f64>().unwrap()).sum();
+    assert_eq!(&rows[0][4], "CC, \"A\"");
+    assert_eq!(&rows[0][10], "24");
+    assert_eq!(&rows[1][4], "");
+    let sum: f64 = rows.iter().map(|r| r[10].parse::<f64>().unwrap()).sum();
     assert!(
         (sum + -1.0 + 2.0 - 225.0).abs() < 1e-6,
         "reconciliation over the CSV"

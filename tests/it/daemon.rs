@@ -75,6 +75,7 @@ async fn metrics_equal_query_output() {
         let s = |k: &str| u[k].as_str().unwrap();
         let labels = [
             ("account_id", s("account_id")),
+            ("region", s("region")),
             ("user_id", s("user_id")),
             ("cost_center", s("cost_center")),
             ("plan", s("plan")),
@@ -188,16 +189,18 @@ async fn metrics_equal_query_output() {
         .filter(|((n, _), _)| n == "kiro_users")
         .map(|(_, v)| v)
         .sum();
-    let pairs: BTreeSet<(&str, &str)> = users
+    // kiro_users counts seats: (account, region, user).
+    let seats: BTreeSet<(&str, &str, &str)> = users
         .iter()
         .map(|u| {
             (
                 u["account_id"].as_str().unwrap(),
+                u["region"].as_str().unwrap(),
                 u["user_id"].as_str().unwrap(),
             )
         })
         .collect();
-    close(plan_users, pairs.len() as f64, "kiro_users");
+    close(plan_users, seats.len() as f64, "kiro_users");
     assert!(
         value(&m, "kiro_data_as_of_timestamp_seconds", &p).unwrap()
             > utc(2026, 10, 20).timestamp() as f64
@@ -299,6 +302,7 @@ async fn failing_source_keeps_last_good_values() {
     let good = wait_for(&d, "first snapshot", |m| !user_series(m).is_empty()).await;
     let labels = [
         ("account_id", ACCOUNT),
+        ("region", "us-east-1"),
         ("user_id", "alice"),
         ("cost_center", "CC-A"),
         ("plan", "Pro"),

@@ -352,6 +352,7 @@ fn malformed_http_never_breaks_the_server() {
             "kiro_user_cost_usd",
             &[
                 ("account_id", ACCOUNT),
+                ("region", "us-east-1"),
                 ("user_id", "alice"),
                 ("cost_center", "CC-A"),
                 ("plan", "Pro"),

@@ -1,5 +1,7 @@
 //! Property: for generated exports of any seed, the engine's allocation equals a ledger kept in
-//! plain Rust from the generator's own rows, to 1e-6, field by field.
+//! plain Rust from the generator's own rows, to 1e-6, field by field. The ledger applies the
+//! allocation rules on its own (README, "How costs are allocated"): category by operation,
+//! ignored operations, seats per (account, region, user), the plan from seat-fee lines only.
 
 use std::collections::BTreeMap;
 
@@ -22,9 +24,9 @@ struct Unit {
 
 #[derive(Debug, Default)]
 struct Ledger {
-    units: BTreeMap<(String, String, String), Unit>,
-    /// (account, user) → (usage start, cost, usage type) of the latest seat line.
-    seats: BTreeMap<(String, String), (i64, f64, String)>,
+    units: BTreeMap<(String, String, String, String), Unit>,
+    /// (account, region, user) → (usage start, cost, usage type) of the latest seat-fee line.
+    seats: BTreeMap<(String, String, String), (i64, f64, String)>,
     tax: f64,
     unattributed: f64,
     total: f64,
@@ -67,16 +69,26 @@ fn ledger(lines: &[CurLine], period: &str) -> Ledger {
             .find(|(k, _)| k == TAG)
             .map(|(_, v)| v.clone())
             .unwrap_or_default();
+        // Every generated line names its region in product['region'].
+        let region = l.region.to_owned();
         let u = g
             .units
-            .entry((l.account_id.clone(), user.clone(), cc))
+            .entry((l.account_id.clone(), region.clone(), user.clone(), cc))
             .or_default();
         u.total += cost;
-        let credits_line = l.pricing_unit == "Credits"
-            || (l.pricing_unit.is_empty() && l.usage_type.ends_with("-Credits"));
-        if l.line_type == "FlatRateSubscription" {
+        let ignored = l.operation.eq_ignore_ascii_case("q-developer-snapshot");
+        let consumption = (l.line_type == "Usage" || l.line_type == "FlatRateSubscription")
+            && (l.operation.eq_ignore_ascii_case("credits")
+                || l.usage_type.to_ascii_lowercase().ends_with("-credits")
+                || l.pricing_unit.eq_ignore_ascii_case("credits"));
+        if ignored {
+            u.other += cost;
+        } else if consumption {
+            u.credits += l.usage_amount;
+            u.overage += cost;
+        } else if l.line_type == "FlatRateSubscription" {
             u.subscription += cost;
-            let key = (l.account_id.clone(), user);
+            let key = (l.account_id.clone(), region, user);
             let cand = (l.usage_start.timestamp(), cost, l.usage_type.clone());
             let newer = g.seats.get(&key).is_none_or(|cur| {
                 (cand.0, cand.1, &cand.2).partial_cmp(&(cur.0, cur.1, &cur.2))
@@ -85,9 +97,6 @@ fn ledger(lines: &[CurLine], period: &str) -> Ledger {
             if newer {
                 g.seats.insert(key, cand);
             }
-        } else if l.line_type == "Usage" && credits_line {
-            u.credits += l.usage_amount;
-            u.overage += cost;
         } else {
             u.other += cost;
         }
@@ -130,6 +139,7 @@ async fn check_seed(seed: u64, users: usize, months: u32, noise: f64) {
         for u in &a.units {
             let key = (
                 u.account_id.clone(),
+                u.region.clone(),
                 u.user_id.clone(),
                 u.cost_center.clone(),
             );
@@ -142,7 +152,7 @@ async fn check_seed(seed: u64, users: usize, months: u32, noise: f64) {
             close(f(u.total_usd), want.total, "unit total");
             let plan = g
                 .seats
-                .get(&(u.account_id.clone(), u.user_id.clone()))
+                .get(&(u.account_id.clone(), u.region.clone(), u.user_id.clone()))
                 .map(|(_, _, t)| plans.name_for_usage_type(t))
                 .unwrap_or_default();
             assert_eq!(u.plan, plan, "plan of {key:?}");
@@ -202,6 +212,35 @@ async fn generated_month_exercises_every_rule() {
         has(&|l| l.unblended_cost > 0.0 && l.pricing_unit == "Credits" && l.line_type == "Usage"),
         "overage"
     );
+    // The shapes AWS's own Kiro dashboard learned from real bills.
+    assert!(
+        has(&|l| l.operation == "Credits" && l.pricing_unit != "Credits"),
+        "credits under a second pricing unit"
+    );
+    assert!(
+        has(&|l| l.operation == "q-developer-snapshot"),
+        "snapshot lines"
+    );
+    assert!(
+        has(&|l| l.line_type == "FlatRateSubscription" && l.usage_type.ends_with("-ProMax")),
+        "Pro Max seats"
+    );
+    assert!(
+        has(&|l| l.line_type == "FlatRateSubscription"
+            && l.usage_end - l.usage_start == chrono::Duration::days(1)),
+        "seat fees spread daily"
+    );
+    assert!(
+        has(&|l| l.line_type == "FlatRateSubscription"
+            && l.usage_start == l.period.start()
+            && l.usage_amount == 1.0),
+        "seat fees on the 1st"
+    );
+    assert!(has(&|l| l.net_unblended_cost.is_none()), "null net cost");
+    assert!(
+        has(&|l| l.net_unblended_cost.is_some()),
+        "net cost where discounted"
+    );
     let noise = lines.len() - kiro.len();
     assert!(
         noise as f64 > 2.5 * kiro.len() as f64,
@@ -229,8 +268,17 @@ async fn generated_month_exercises_every_rule() {
         })
         .count();
     assert!(movers > 0, "users who moved cost center");
+    let two_regions = a.units.iter().any(|u| {
+        a.units
+            .iter()
+            .any(|v| v.user_id == u.user_id && v.account_id == u.account_id && v.region != u.region)
+    });
+    assert!(
+        two_regions,
+        "a user with seats in two regions of one account"
+    );
     let plans = a.users_by_plan();
-    for p in ["Pro", "Pro+", "Power"] {
+    for p in ["Pro", "Pro+", "Pro Max", "Power"] {
         assert!(plans.get(p).copied().unwrap_or(0) > 0, "plan {p}");
     }
     // Same seed, same bytes.

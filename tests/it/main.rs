@@ -5,6 +5,7 @@
 mod alerts;
 mod allocation;
 mod athena;
+mod bills;
 mod budgets;
 mod cli;
 mod cloudwatch;

@@ -82,6 +82,7 @@ async fn report_writes_the_csv_uploads_it_and_sends_the_summary_card() {
         [
             "billing_period",
             "account_id",
+            "region",
             "user_id",
             "cost_center",
             "plan",
@@ -106,26 +107,27 @@ async fn report_writes_the_csv_uploads_it_and_sends_the_summary_card() {
     let mut total = Decimal::ZERO;
     let mut saving = Decimal::ZERO;
     for (row, u) in rows.iter().zip(users) {
-        assert_eq!(&row[2], u["user_id"].as_str().unwrap());
-        assert_eq!(&row[3], u["cost_center"].as_str().unwrap());
-        assert_eq!(&row[4], u["plan"].as_str().unwrap());
-        assert!((num(&row[9]).to_f64().unwrap() - u["total_usd"].as_f64().unwrap()).abs() < 1e-6);
+        assert_eq!(&row[2], u["region"].as_str().unwrap());
+        assert_eq!(&row[3], u["user_id"].as_str().unwrap());
+        assert_eq!(&row[4], u["cost_center"].as_str().unwrap());
+        assert_eq!(&row[5], u["plan"].as_str().unwrap());
+        assert!((num(&row[10]).to_f64().unwrap() - u["total_usd"].as_f64().unwrap()).abs() < 1e-6);
         assert_eq!(
-            num(&row[9]),
-            num(&row[6]) + num(&row[7]) + num(&row[8]),
+            num(&row[10]),
+            num(&row[7]) + num(&row[8]) + num(&row[9]),
             "subscription + overage + other = total"
         );
     }
     for row in &rows {
-        total += num(&row[9]);
-        saving += num(&row[11]);
+        total += num(&row[10]);
+        saving += num(&row[12]);
     }
     assert_eq!(
-        &rows[rows.len() - 2][2],
+        &rows[rows.len() - 2][3],
         kiro_cost_exporter::sink::report::UNATTRIBUTED_ROW
     );
     assert_eq!(
-        &rows[rows.len() - 1][2],
+        &rows[rows.len() - 1][3],
         kiro_cost_exporter::sink::report::TAX_ROW
     );
     assert!((total.to_f64().unwrap() - v["kiro_total_usd"].as_f64().unwrap()).abs() < 1e-6);

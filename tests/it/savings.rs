@@ -50,12 +50,13 @@ async fn applying_every_recommendation_saves_exactly_the_total() {
                 .count()
         );
 
-        // Seats as billed: (user, account) → (plan, credits).
-        let mut seats: BTreeMap<(String, String), (&Plan, Decimal)> = BTreeMap::new();
+        // Seats as billed: (user, account, region) → (plan, credits).
+        type Seat = (String, String, String);
+        let mut seats: BTreeMap<Seat, (&Plan, Decimal)> = BTreeMap::new();
         for u in &a.units {
             if let Some(p) = plans.by_name(&u.plan) {
                 seats
-                    .entry((u.user_id.clone(), u.account_id.clone()))
+                    .entry((u.user_id.clone(), u.account_id.clone(), u.region.clone()))
                     .or_insert((p, Decimal::ZERO))
                     .1 += u.credits_used;
             }
@@ -63,39 +64,40 @@ async fn applying_every_recommendation_saves_exactly_the_total() {
         let before: Decimal = seats.values().map(|(p, c)| plan_cost(p, *c)).sum();
         // Apply: cancel idle and duplicate seats (a duplicate's credits go to the user's seat
         // that is kept and has the most credits), move right-sized seats to their new plan.
-        let rec = |user: &str, account: &str| {
+        let rec = |user: &str, account: &str, region: &str| {
             s.recommendations
                 .iter()
-                .find(|r| r.user_id == user && r.account_id == account)
+                .find(|r| r.user_id == user && r.account_id == account && r.region == region)
         };
-        let mut after_seats: BTreeMap<(String, String), (&Plan, Decimal)> = BTreeMap::new();
+        let mut after_seats: BTreeMap<Seat, (&Plan, Decimal)> = BTreeMap::new();
         let mut moved: BTreeMap<String, Decimal> = BTreeMap::new();
-        for ((user, account), (plan, credits)) in &seats {
-            match rec(user, account) {
+        for ((user, account, region), (plan, credits)) in &seats {
+            let seat = (user.clone(), account.clone(), region.clone());
+            match rec(user, account, region) {
                 Some(r) if r.reason == Reason::Idle => {}
                 Some(r) if r.reason == Reason::Duplicate => {
                     *moved.entry(user.clone()).or_default() += credits
                 }
                 Some(r) => {
                     after_seats.insert(
-                        (user.clone(), account.clone()),
+                        seat,
                         (plans.by_name(&r.recommended_plan).unwrap(), *credits),
                     );
                 }
                 None => {
-                    after_seats.insert((user.clone(), account.clone()), (plan, *credits));
+                    after_seats.insert(seat, (plan, *credits));
                 }
             }
         }
         for (user, credits) in moved {
             let target = after_seats
                 .iter_mut()
-                .filter(|((u, _), _)| *u == user)
+                .filter(|((u, _, _), _)| *u == user)
                 .max_by(|x, y| {
                     x.1.1
                         .cmp(&y.1.1)
                         .then(x.1.0.monthly_usd.cmp(&y.1.0.monthly_usd))
-                        .then(y.0.1.cmp(&x.0.1))
+                        .then((&y.0.1, &y.0.2).cmp(&(&x.0.1, &x.0.2)))
                 })
                 .expect("a duplicate leaves one seat");
             target.1.1 += credits;

@@ -228,13 +228,13 @@ struct Values {
     cost_center: String,
 }
 
-/// The subject of a user-scope alert: `account/user`, or `account/region/user` for a seat whose
-/// lines name a region.
-pub fn seat_subject(account: &str, region: &str, user: &str) -> String {
-    if region.is_empty() {
-        format!("{account}/{user}")
-    } else {
+/// The subject of a user-scope alert: `account/user`, or `account/region/user` when the user
+/// holds seats in more than one region of the account (so each seat's alert is its own).
+pub fn seat_subject(account: &str, region: &str, user: &str, regions_of_user: usize) -> String {
+    if regions_of_user > 1 {
         format!("{account}/{region}/{user}")
+    } else {
+        format!("{account}/{user}")
     }
 }
 
@@ -312,6 +312,10 @@ pub fn evaluate(
     }
     let untagged = view.untagged_users.len();
     let duplicates = view.duplicate_subscriptions.len();
+    let mut regions: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for (account, _, user) in users.keys() {
+        *regions.entry((account, user)).or_default() += 1;
+    }
 
     let measure = |m: Measure, v: &Values| -> Option<f64> {
         let d = match m {
@@ -361,10 +365,14 @@ pub fn evaluate(
                     {
                         continue;
                     }
-                    let at = if region.is_empty() {
-                        format!("account {account}")
-                    } else {
+                    let seats = regions
+                        .get(&(account.as_str(), user.as_str()))
+                        .copied()
+                        .unwrap_or(1);
+                    let at = if seats > 1 {
                         format!("account {account}, {region}")
+                    } else {
+                        format!("account {account}")
                     };
                     let label = format!(
                         "{user} ({}, {}, {at})",
@@ -380,7 +388,7 @@ pub fn evaluate(
                         },
                     );
                     fire(
-                        seat_subject(account, region, user),
+                        seat_subject(account, region, user, seats),
                         label,
                         measure(rule.measure, v),
                         rule.threshold,

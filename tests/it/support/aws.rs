@@ -482,8 +482,8 @@ fn fault(throttle: bool, cbor: bool) -> Response<Full<Bytes>> {
 /// daemon sends production SQL, unchanged:
 /// 1. ministack ignores `ExecutionParameters`: each `?` outside string literals is replaced by
 ///    its parameter (already a quoted SQL literal, as Athena takes them);
-/// 2. on a map, Trino's `element_at(m, k)` is the value, DuckDB's is a list of it: `[1]` is
-///    appended (an empty list gives NULL, as Trino does for a missing key);
+/// 2. on a map (`tags`, `product`), Trino's `element_at(m, k)` is the value, DuckDB's is a list
+///    of it: `[1]` is appended (an empty list gives NULL, as Trino does for a missing key);
 /// 3. ministack ignores partition projection's `storage.location.template` and matches
 ///    partition folders by name, case-sensitively, while Hive lower-cases bare identifiers: the
 ///    DDL's partition column is quoted as the export's folders spell it (`BILLING_PERIOD`);
@@ -511,17 +511,21 @@ pub fn duckdb_bridge(request: &mut serde_json::Value) {
             _ => out.push(c),
         }
     }
-    let mut query = String::new();
-    let mut rest = out.as_str();
-    while let Some(i) = rest.find("element_at(tags,") {
-        let (head, tail) = rest.split_at(i);
-        query.push_str(head);
-        let close = tail.find(')').unwrap();
-        query.push_str(&tail[..=close]);
-        query.push_str("[1]");
-        rest = &tail[close + 1..];
+    let mut query = out;
+    for map in ["element_at(tags,", "element_at(product,"] {
+        let mut bridged = String::with_capacity(query.len());
+        let mut rest = query.as_str();
+        while let Some(i) = rest.find(map) {
+            let (head, tail) = rest.split_at(i);
+            bridged.push_str(head);
+            let close = tail.find(')').unwrap();
+            bridged.push_str(&tail[..=close]);
+            bridged.push_str("[1]");
+            rest = &tail[close + 1..];
+        }
+        bridged.push_str(rest);
+        query = bridged;
     }
-    query.push_str(rest);
     let query = query.replace(
         "PARTITIONED BY (billing_period string)",
         "PARTITIONED BY (`BILLING_PERIOD` string)",

@@ -102,8 +102,18 @@ pub struct Export {
 
 impl Export {
     pub fn write(lines: impl IntoIterator<Item = CurLine>) -> Self {
+        Self::write_omitting(lines, &[])
+    }
+
+    /// [`Export::write`] for an export without `omit`'s columns (a narrower export).
+    pub fn write_omitting(
+        lines: impl IntoIterator<Item = CurLine>,
+        omit: &'static [&'static str],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = ExportWriter::new(dir.path(), "test-export", 100_000, |_| {}).unwrap();
+        let mut w = ExportWriter::new(dir.path(), "test-export", 100_000, |_| {})
+            .unwrap()
+            .omitting(omit);
         for l in lines {
             w.line(l).unwrap();
         }
