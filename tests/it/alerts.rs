@@ -466,7 +466,7 @@ fn oracle(
                     Measure::CostUsd => r.total_usd,
                     Measure::OverageUsd => r.overage_usd,
                     Measure::CreditsUsed => r.credits_used,
-                    Measure::ForecastUsd => forecast[cc].round_dp(6),
+                    Measure::ForecastUsd => forecast[cc],
                     _ => continue,
                 };
                 out.insert(cc.to_owned(), f(v));

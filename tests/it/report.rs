@@ -210,3 +210,101 @@ async fn report_writes_the_csv_uploads_it_and_sends_the_summary_card() {
         .collect();
     assert_eq!(buttons[0]["behaviors"][0]["default_url"], link.as_str());
 }
+
+/// AWS may update a month for two weeks after it ends: a month whose total changes after its
+/// report went out is logged and counted once per change, and its new total remembered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_month_that_changes_after_its_report_is_counted() {
+    let rx = Receiver::start(Some(SECRET));
+    let dir = tempfile::tempdir().unwrap();
+    let last = kiro_cost_exporter::period::BillingPeriod::containing(chrono::Utc::now()).previous();
+    let mut spec = GenSpec::new(20, last);
+    spec.seed = 9;
+    let export = dir.path().join("cur");
+    curgen::write_export(&spec, &export, |_| {}).unwrap();
+    let state = dir.path().join("state.json");
+    let config = dir.path().join("report.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[alerts]\nstate_file = {state:?}\nrules = []\n[[alerts.channels]]\nname = \"feishu\"\nurl_env = \"TEST_FEISHU_URL\"\nsecret_env = \"TEST_FEISHU_SECRET\"\nmin_interval = \"10ms\"\n\
+             [report]\nout_dir = {:?}\nschedule_day = 1\n",
+            dir.path().join("reports")
+        ),
+    )
+    .unwrap();
+    let url = rx.url();
+    let mut env: Vec<(&str, &str)> =
+        vec![("TEST_FEISHU_URL", &url), ("TEST_FEISHU_SECRET", SECRET)];
+    env.extend_from_slice(FAST);
+    let last_s = last.to_string();
+    let d = Daemon::start(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--cur",
+            export.to_str().unwrap(),
+            "--period",
+            &last_s,
+        ],
+        &env,
+    );
+    wait_log(&d, "monthly report sent", 60);
+    let before = scrape(&d).await;
+    assert_eq!(
+        value(&before, "kiro_exporter_closed_period_revisions_total", &[]),
+        Some(0.0)
+    );
+    // AWS adds a late line to the month (written aside, then renamed in).
+    let late = dir.path().join("late");
+    let mut w =
+        kiro_cost_exporter::curgen::ExportWriter::new(&late, "late", 1_000, |_| {}).unwrap();
+    kiro_cost_exporter::curgen::LineSink::line(
+        &mut w,
+        kiro_cost_exporter::curgen::CurLine {
+            period: last,
+            usage_start: last.start() + chrono::Duration::days(2),
+            usage_end: last.start() + chrono::Duration::days(2) + chrono::Duration::hours(1),
+            unblended_cost: 7.5,
+            ..line("late-user", Some("CC-LATE"))
+        },
+    )
+    .unwrap();
+    w.finish().unwrap();
+    let partition = export.join("data").join(format!("BILLING_PERIOD={last}"));
+    let from = late
+        .join("data")
+        .join(format!("BILLING_PERIOD={last}"))
+        .join("late-00001.snappy.parquet");
+    std::fs::rename(from, partition.join("late-00001.snappy.parquet")).unwrap();
+    let m = wait_for(&d, "the revision counted", |m| {
+        value(m, "kiro_exporter_closed_period_revisions_total", &[]) == Some(1.0)
+    })
+    .await;
+    assert_scrape_reconciles(&m, &last_s);
+    let log = wait_log(&d, "changed after its monthly report was sent", 10);
+    assert!(log.contains("report --period"), "{log}");
+    // Counted once per change: later refreshes of the same bill add nothing.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let again = scrape(&d).await;
+    assert_eq!(
+        value(&again, "kiro_exporter_closed_period_revisions_total", &[]),
+        Some(1.0)
+    );
+    let saved: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let total = value(&again, "kiro_cost_usd", &[("billing_period", &last_s)]).unwrap();
+    let remembered: f64 = saved["report_totals"][&last_s]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((remembered - total).abs() < 1e-6, "{saved}");
+    // The report card went out once.
+    assert_eq!(
+        rx.accepted()
+            .iter()
+            .filter(|c| title(c).starts_with("Kiro cost report"))
+            .count(),
+        1
+    );
+}
