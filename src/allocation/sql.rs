@@ -232,15 +232,7 @@ fn line_ctes(
         Dialect::Trino => format!("element_at({map}, {key})"),
     };
     let tag = map_get("tags", &param(spec.cost_center_tag.to_owned()));
-    let period_filter = if spec.period_filter {
-        let column = match dialect {
-            Dialect::DataFusion => format!("\"{PARTITION_COLUMN}\""),
-            Dialect::Trino => PARTITION_COLUMN.to_ascii_lowercase(),
-        };
-        format!("{column} = {} AND ", param(spec.period.to_string()))
-    } else {
-        String::new()
-    };
+    let period_filter = period_predicate(dialect, spec, param);
     let c = &spec.columns;
     let user_column = |col: &str| format!("COALESCE({col}, '')");
     let from_resource = "CASE WHEN strpos(COALESCE(line_item_resource_id, ''), 'user/') > 0 \
@@ -339,6 +331,23 @@ attributed AS (
     )
 }
 
+/// `<partition column> = <period> AND `, or nothing when the files read were chosen for the
+/// period already.
+fn period_predicate(
+    dialect: Dialect,
+    spec: &QuerySpec<'_>,
+    param: &mut dyn FnMut(String) -> String,
+) -> String {
+    if !spec.period_filter {
+        return String::new();
+    }
+    let column = match dialect {
+        Dialect::DataFusion => format!("\"{PARTITION_COLUMN}\""),
+        Dialect::Trino => PARTITION_COLUMN.to_ascii_lowercase(),
+    };
+    format!("{column} = {} AND ", param(spec.period.to_string()))
+}
+
 /// A parameter writer for `dialect` that collects the values in placeholder order.
 fn params_for(dialect: Dialect, params: &mut Vec<String>) -> impl FnMut(String) -> String + '_ {
     move |value: String| {
@@ -424,15 +433,7 @@ pub fn render_inspect(dialect: Dialect, spec: &QuerySpec<'_>) -> Rendered {
     let mut param = params_for(dialect, &mut params);
     let lines = line_ctes(dialect, spec, &mut param);
     // The tag keys present, read from the table itself (the lines CTE keeps only the one key).
-    let filter = if spec.period_filter {
-        let column = match dialect {
-            Dialect::DataFusion => format!("\"{PARTITION_COLUMN}\""),
-            Dialect::Trino => PARTITION_COLUMN.to_ascii_lowercase(),
-        };
-        format!("{column} = {} AND ", param(spec.period.to_string()))
-    } else {
-        String::new()
-    };
+    let filter = period_predicate(dialect, spec, &mut param);
     let table = spec.table;
     let keys = match dialect {
         Dialect::DataFusion => format!(

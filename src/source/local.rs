@@ -157,7 +157,19 @@ impl LocalSource {
         Ok(out)
     }
 
-    #[allow(clippy::disallowed_methods)] // runs on a blocking thread (Source::allocate)
+    /// The period's files, checked. Listing the partition and reading every file's footer is
+    /// blocking I/O: it runs on a blocking thread, not on the runtime's workers.
+    async fn files(&self, period: BillingPeriod) -> Result<PeriodFiles, SourceError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.check_files(period))
+            .await
+            .map_err(|e| SourceError::Engine {
+                period,
+                message: format!("reading the Parquet footers did not finish: {e}"),
+            })?
+    }
+
+    #[allow(clippy::disallowed_methods)] // runs on a blocking thread (Self::files)
     fn check_files(&self, period: BillingPeriod) -> Result<PeriodFiles, SourceError> {
         let data = self.data_dir()?;
         let dir = data.join(format!("{PARTITION_COLUMN}={period}"));
@@ -372,15 +384,7 @@ fn check_type(file: &Path, field: &Field) -> Result<(), SourceError> {
 impl Source for LocalSource {
     async fn allocate(&self, period: BillingPeriod) -> Result<Allocation, SourceError> {
         let started = Instant::now();
-        // Listing the partition and reading every file's footer is blocking I/O: it runs on a
-        // blocking thread, not on the runtime's workers.
-        let this = self.clone();
-        let files = tokio::task::spawn_blocking(move || this.check_files(period))
-            .await
-            .map_err(|e| SourceError::Engine {
-                period,
-                message: format!("reading the Parquet footers did not finish: {e}"),
-            })??;
+        let files = self.files(period).await?;
         let batches =
             self.run(period, &files, sql::render)
                 .await
@@ -404,13 +408,7 @@ impl Source for LocalSource {
     }
 
     async fn inspect(&self, period: BillingPeriod) -> Result<Inspection, SourceError> {
-        let this = self.clone();
-        let files = tokio::task::spawn_blocking(move || this.check_files(period))
-            .await
-            .map_err(|e| SourceError::Engine {
-                period,
-                message: format!("reading the Parquet footers did not finish: {e}"),
-            })??;
+        let files = self.files(period).await?;
         let engine = |e: datafusion::error::DataFusionError| SourceError::Engine {
             period,
             message: e.to_string(),

@@ -2,12 +2,13 @@
 //! allocated by DataFusion, checking every field of the result and the reconciliation invariant.
 
 use kiro_cost_exporter::allocation::sql::CostColumn;
-use kiro_cost_exporter::allocation::{Allocation, AllocationSettings, UserCost};
+use kiro_cost_exporter::allocation::{AllocationSettings, UserCost};
 use kiro_cost_exporter::curgen::CurLine;
 use rust_decimal::Decimal;
 
 use crate::support::*;
 
+/// A unit of `ACCOUNT` in us-east-1, where every line of the fixtures is.
 #[allow(clippy::too_many_arguments)]
 fn unit(
     account: &str,
@@ -19,33 +20,20 @@ fn unit(
     over: &str,
     other: &str,
 ) -> UserCost {
-    let (sub, over, other) = (dec(sub), dec(over), dec(other));
-    UserCost {
-        account_id: account.into(),
-        // Every line of the fixtures carries product['region'] = us-east-1.
-        region: "us-east-1".into(),
-        user_id: user.into(),
-        cost_center: cc.into(),
-        plan: plan.into(),
-        credits_used: dec(credits).normalize(),
-        subscription_usd: sub.normalize(),
-        overage_usd: over.normalize(),
-        other_usd: other.normalize(),
-        total_usd: (sub + over + other).normalize(),
-    }
+    expected_unit(
+        account,
+        "us-east-1",
+        user,
+        cc,
+        plan,
+        credits,
+        sub,
+        over,
+        other,
+    )
 }
 
-fn check(a: &Allocation, units: Vec<UserCost>, tax: &str, unattributed: &str, total: &str) {
-    assert_eq!(a.units, units);
-    assert_eq!(a.tax_usd, dec(tax).normalize(), "tax");
-    assert_eq!(
-        a.unattributed_usd,
-        dec(unattributed).normalize(),
-        "unattributed"
-    );
-    assert_eq!(a.kiro_total_usd, dec(total).normalize(), "kiro total");
-    assert_reconciles(a);
-}
+use check_allocation as check;
 
 #[tokio::test]
 async fn untagged_user_has_empty_cost_center() {

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use kiro_cost_exporter::allocation::savings::SavingsSettings;
-use kiro_cost_exporter::allocation::{Allocation, AllocationSettings, PlanTable, UserCost};
+use kiro_cost_exporter::allocation::{AllocationSettings, PlanTable, UserCost};
 use kiro_cost_exporter::curgen::CurLine;
 use kiro_cost_exporter::snapshot::PeriodView;
 use kiro_cost_exporter::source::{LocalSource, Source as _};
@@ -13,6 +13,7 @@ use rust_decimal::Decimal;
 
 use crate::support::*;
 
+/// A unit of `ACCOUNT` in `region`.
 #[allow(clippy::too_many_arguments)]
 fn unit(
     region: &str,
@@ -24,32 +25,10 @@ fn unit(
     over: &str,
     other: &str,
 ) -> UserCost {
-    let (sub, over, other) = (dec(sub), dec(over), dec(other));
-    UserCost {
-        account_id: ACCOUNT.into(),
-        region: region.into(),
-        user_id: user.into(),
-        cost_center: cc.into(),
-        plan: plan.into(),
-        credits_used: dec(credits).normalize(),
-        subscription_usd: sub.normalize(),
-        overage_usd: over.normalize(),
-        other_usd: other.normalize(),
-        total_usd: (sub + over + other).normalize(),
-    }
+    expected_unit(ACCOUNT, region, user, cc, plan, credits, sub, over, other)
 }
 
-fn check(a: &Allocation, units: Vec<UserCost>, tax: &str, unattributed: &str, total: &str) {
-    assert_eq!(a.units, units);
-    assert_eq!(a.tax_usd, dec(tax).normalize(), "tax");
-    assert_eq!(
-        a.unattributed_usd,
-        dec(unattributed).normalize(),
-        "unattributed"
-    );
-    assert_eq!(a.kiro_total_usd, dec(total).normalize(), "kiro total");
-    assert_reconciles(a);
-}
+use check_allocation as check;
 
 const E1: &str = "us-east-1";
 

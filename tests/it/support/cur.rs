@@ -144,6 +144,53 @@ impl Export {
     }
 }
 
+/// An expected unit: amounts as decimal text, the total their sum.
+#[allow(clippy::too_many_arguments)]
+pub fn expected_unit(
+    account: &str,
+    region: &str,
+    user: &str,
+    cc: &str,
+    plan: &str,
+    credits: &str,
+    sub: &str,
+    over: &str,
+    other: &str,
+) -> kiro_cost_exporter::allocation::UserCost {
+    let (sub, over, other) = (dec(sub), dec(over), dec(other));
+    kiro_cost_exporter::allocation::UserCost {
+        account_id: account.into(),
+        region: region.into(),
+        user_id: user.into(),
+        cost_center: cc.into(),
+        plan: plan.into(),
+        credits_used: dec(credits).normalize(),
+        subscription_usd: sub.normalize(),
+        overage_usd: over.normalize(),
+        other_usd: other.normalize(),
+        total_usd: (sub + over + other).normalize(),
+    }
+}
+
+/// Every field of every unit, tax, unattributed and the total, then the reconciliation.
+pub fn check_allocation(
+    a: &Allocation,
+    units: Vec<kiro_cost_exporter::allocation::UserCost>,
+    tax: &str,
+    unattributed: &str,
+    total: &str,
+) {
+    assert_eq!(a.units, units);
+    assert_eq!(a.tax_usd, dec(tax).normalize(), "tax");
+    assert_eq!(
+        a.unattributed_usd,
+        dec(unattributed).normalize(),
+        "unattributed"
+    );
+    assert_eq!(a.kiro_total_usd, dec(total).normalize(), "kiro total");
+    assert_reconciles(a);
+}
+
 /// The reconciliation invariant (DESIGN.md): Σ units.total + unattributed + tax = Kiro total,
 /// to 1e-6, checked in floating point independently of the allocation's own exact check.
 pub fn assert_reconciles(a: &Allocation) {
