@@ -356,6 +356,35 @@ async fn cloudwatch_and_budgets_outages_are_counted_and_recovered_from() {
     let mut names: Vec<&str> = all.budgets().iter().map(|b| b.budget_name()).collect();
     names.sort_unstable();
     assert_eq!(names, ["kiro-cc-platform", "kiro-total"]);
+    // Each sink's health, counted the same way: errors by kind while down, then a success.
+    for sink in ["cloudwatch", "aws_budgets"] {
+        assert!(
+            count(
+                &down,
+                "kiro_exporter_sink_errors_total",
+                &[("sink", sink), ("kind", "aws")]
+            ) >= 1.0,
+            "{sink}"
+        );
+        assert_eq!(
+            value(
+                &down,
+                "kiro_exporter_sink_last_success_timestamp_seconds",
+                &[("sink", sink)]
+            ),
+            Some(0.0),
+            "{sink}"
+        );
+        assert!(
+            value(
+                &later,
+                "kiro_exporter_sink_last_success_timestamp_seconds",
+                &[("sink", sink)]
+            )
+            .is_some_and(|t| t > 0.0),
+            "{sink}"
+        );
+    }
     assert_eq!(
         value(
             &later,

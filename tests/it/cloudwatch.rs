@@ -335,6 +335,23 @@ async fn serve_keeps_serving_when_cloudwatch_is_down() {
         Some(0.0)
     );
     assert!(d.log().contains("not delivered"), "{}", d.log());
+    // Counted as every sink is: by sink and kind, and no success yet.
+    assert!(
+        value(
+            &m,
+            "kiro_exporter_sink_errors_total",
+            &[("sink", "cloudwatch"), ("kind", "aws")]
+        )
+        .is_some_and(|n| n >= 1.0)
+    );
+    assert_eq!(
+        value(
+            &m,
+            "kiro_exporter_sink_last_success_timestamp_seconds",
+            &[("sink", "cloudwatch")]
+        ),
+        Some(0.0)
+    );
     assert!(!d.log().contains(crate::support::aws::SECRET_KEY));
     assert_eq!(get(&d.url("/healthz"), false).await.unwrap().status, 200);
 }
