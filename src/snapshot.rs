@@ -15,6 +15,7 @@ use rust_decimal::Decimal;
 
 use crate::allocation::savings::{self, Savings, SavingsSettings};
 use crate::allocation::{Allocation, PlanTable, Rollup, SeatKey};
+use crate::source::activity::Activity;
 
 /// The result of one successful refresh.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +66,11 @@ pub struct PeriodView {
     pub duplicate_subscriptions: Vec<String>,
     /// Distinct (account, user) per plan name ("" = no subscription line).
     pub users_by_plan: BTreeMap<String, usize>,
+    /// What the activity report says people used, when it is read.
+    pub activity: Option<Activity>,
+    /// Per cost center: credits the activity report counts beyond what the bill shows yet
+    /// (the bill lags; in-plan use is not always billed). Only with the activity report.
+    pub unbilled_credits: BTreeMap<String, Decimal>,
 }
 
 fn owned<V: Clone>(m: BTreeMap<&str, V>) -> BTreeMap<String, V> {
@@ -72,9 +78,20 @@ fn owned<V: Clone>(m: BTreeMap<&str, V>) -> BTreeMap<String, V> {
 }
 
 impl PeriodView {
-    /// Derives every view of `allocation` as of `now`.
+    /// Derives every view of `allocation` as of `now`, from the bill alone.
     pub fn build(
         allocation: Allocation,
+        plans: &PlanTable,
+        savings_settings: &SavingsSettings,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self::build_with_activity(allocation, None, plans, savings_settings, now)
+    }
+
+    /// Derives every view of `allocation` and what `activity` says people used, as of `now`.
+    pub fn build_with_activity(
+        allocation: Allocation,
+        activity: Option<Activity>,
         plans: &PlanTable,
         savings_settings: &SavingsSettings,
         now: DateTime<Utc>,
@@ -113,12 +130,36 @@ impl PeriodView {
         forecast.total = forecast.cost_centers.values().copied().sum::<Decimal>()
             + allocation.unattributed_usd
             + allocation.tax_usd;
+        let used: BTreeMap<SeatKey, Decimal> = activity
+            .as_ref()
+            .map(|a| {
+                a.users
+                    .iter()
+                    .map(|(k, u)| (k.clone(), u.credits_used))
+                    .collect()
+            })
+            .unwrap_or_default();
+        // The bill's credits per seat, against the report's, in the seat's main cost center.
+        let mut unbilled: BTreeMap<String, Decimal> = BTreeMap::new();
+        if activity.is_some() {
+            let mut billed: BTreeMap<SeatKey, Decimal> = BTreeMap::new();
+            for u in &allocation.units {
+                *billed
+                    .entry((u.account_id.clone(), u.region.clone(), u.user_id.clone()))
+                    .or_default() += u.credits_used;
+            }
+            for (seat, seen) in &used {
+                let gap = *seen - billed.get(seat).copied().unwrap_or_default();
+                let cc = seat_cost_centers.get(seat).cloned().unwrap_or_default();
+                *unbilled.entry(cc).or_default() += gap.max(Decimal::ZERO);
+            }
+        }
         Self {
             totals: allocation.totals(),
             total_cost_usd: allocation.kiro_total_usd,
             cost_centers: owned(allocation.cost_centers()),
             accounts: owned(allocation.accounts()),
-            savings: savings::recommend(&allocation, &plans, savings_settings, now),
+            savings: savings::recommend_with_use(&allocation, &plans, savings_settings, now, &used),
             seat_cost_centers,
             untagged_users: owned_list(allocation.untagged_users()),
             duplicate_subscriptions: owned_list(allocation.duplicate_subscriptions()),
@@ -126,6 +167,8 @@ impl PeriodView {
             forecast,
             plans,
             allocation,
+            activity,
+            unbilled_credits: unbilled,
         }
     }
 
@@ -151,6 +194,25 @@ fn owned_list(v: Vec<&str>) -> Vec<String> {
 }
 
 impl Snapshot {
+    /// Builds the views of every period's allocation and activity (oldest first) as of
+    /// `taken_at`.
+    pub fn build_with_activity(
+        taken_at: DateTime<Utc>,
+        periods: Vec<(Allocation, Option<Activity>)>,
+        plans: &PlanTable,
+        savings_settings: &SavingsSettings,
+    ) -> Self {
+        Self {
+            taken_at,
+            periods: periods
+                .into_iter()
+                .map(|(a, act)| {
+                    PeriodView::build_with_activity(a, act, plans, savings_settings, taken_at)
+                })
+                .collect(),
+        }
+    }
+
     /// Builds the views of every period's allocation (oldest first) as of `taken_at`.
     pub fn build(
         taken_at: DateTime<Utc>,

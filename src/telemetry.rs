@@ -132,6 +132,7 @@ pub struct Telemetry {
     sink_errors: IntCounterVec,
     sink_last_success: GaugeVec,
     closed_revisions: prometheus::IntCounter,
+    activity_malformed: Gauge,
     budget_limit: GaugeVec,
     budget_actual: GaugeVec,
     budget_forecast: GaugeVec,
@@ -232,6 +233,11 @@ impl Telemetry {
             "Times a month's total changed after its monthly report was sent (AWS may update a month for two weeks after it ends).",
         )?;
         r.register(Box::new(closed_revisions.clone()))?;
+        let activity_malformed = gauge(
+            &r,
+            "kiro_exporter_activity_malformed_files",
+            "Activity report files of the watched periods skipped at the last refresh because they could not be read (named in the log).",
+        )?;
         let budget = |name: &str, help: &str| gauge_vec(&r, name, help, &["budget", "cost_center"]);
         let budget_limit = budget(
             "kiro_budget_limit_usd",
@@ -259,6 +265,7 @@ impl Telemetry {
             sink_errors,
             sink_last_success,
             closed_revisions,
+            activity_malformed,
             budget_limit,
             budget_actual,
             budget_forecast,
@@ -309,6 +316,11 @@ impl Telemetry {
         self.state_saves
             .with_label_values(&[Outcome::of(ok).as_str()])
             .inc();
+    }
+
+    /// Activity report files skipped at the last read.
+    pub fn set_activity_malformed(&self, files: usize) {
+        self.activity_malformed.set(files as f64);
     }
 
     /// A month whose report was sent changed afterwards.

@@ -148,12 +148,26 @@ struct Seat<'a> {
     cost_center: &'a str,
 }
 
-/// Recommendations for an allocation at `now`.
+/// Recommendations for an allocation at `now`, from the bill alone.
 pub fn recommend(
     a: &Allocation,
     plans: &PlanTable,
     settings: &SavingsSettings,
     now: DateTime<Utc>,
+) -> Savings {
+    recommend_with_use(a, plans, settings, now, &BTreeMap::new())
+}
+
+/// Recommendations at `now` with the credits each seat (account, region, user) used as another
+/// source saw them (the activity report): a seat is idle only when neither source shows use,
+/// and seats are sized by the larger of the two counts, since in-plan use does not always
+/// produce a billing record.
+pub fn recommend_with_use(
+    a: &Allocation,
+    plans: &PlanTable,
+    settings: &SavingsSettings,
+    now: DateTime<Utc>,
+    used: &BTreeMap<(String, String, String), Decimal>,
 ) -> Savings {
     let factor = a.extrapolation_factor(now);
     let covered_days = match a.data_as_of {
@@ -179,6 +193,18 @@ pub fn recommend(
                     .unwrap_or(&u.cost_center),
             });
         s.credits += u.credits_used;
+    }
+    for (user, accounts) in seats.iter_mut() {
+        for ((account, region), billed) in accounts.iter_mut() {
+            let key = (
+                (*account).to_owned(),
+                (*region).to_owned(),
+                (*user).to_owned(),
+            );
+            if let Some(seen) = used.get(&key) {
+                billed.credits = billed.credits.max(*seen);
+            }
+        }
     }
     let mut out = Savings::default();
     for (user, accounts) in seats {

@@ -40,7 +40,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let now = chrono::Utc::now();
     let current = BillingPeriod::containing(now);
     let base = data.unwrap_or_else(demo_cache_dir);
-    let dir = base.join(format!("{current}-{users}users"));
+    // v2: with the activity report.
+    let dir = base.join(format!("{current}-{users}users-v2"));
     if !dir.join("data").is_dir() {
         println!(
             "Generating a demo CUR export ({users} users, {} and {current} to date) in {} ...",
@@ -53,11 +54,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         spec.months = 2;
         // CUR lags real usage by a day or more; so does the demo.
         spec.until = Some(now - chrono::Duration::hours(24));
+        spec.activity = true;
         curgen::write_export(&spec, &tmp, |_| {})
             .with_context(|| format!("writing the demo export to {}", tmp.display()))?;
         std::fs::rename(&tmp, &dir)
             .with_context(|| format!("moving the demo export to {}", dir.display()))?;
     }
+    settings.activity.path = dir.join("activity").display().to_string();
     settings.source.cur = dir;
     settings.server.listen = listen;
     settings.refresh.interval = interval;

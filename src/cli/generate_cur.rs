@@ -36,6 +36,10 @@ pub struct GenerateArgs {
     /// Dashboards export: no line_item_user_identifier, users in line_item_resource_id).
     #[arg(long, value_enum, default_value_t = Shape::Full)]
     shape: Shape,
+    /// Also write a Kiro user activity report for the users under OUT/activity/ (the folder to
+    /// give `--activity`).
+    #[arg(long)]
+    activity: bool,
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
@@ -49,6 +53,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         rows_per_file,
         until,
         shape,
+        activity,
     } = args;
     anyhow::ensure!(months >= 1, "--months must be at least 1");
     anyhow::ensure!(
@@ -72,6 +77,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         rows_per_file,
         until,
         shape,
+        activity,
     };
     let summary = curgen::write_export(&spec, &out, |_| {})
         .with_context(|| format!("writing the export to {}", out.display()))?;

@@ -19,6 +19,7 @@ use kiro_cost_exporter::sink::aws_budgets::{BudgetsSink, Reconciler};
 use kiro_cost_exporter::sink::cloudwatch::CloudWatchSink;
 use kiro_cost_exporter::sink::report::{ReportContext, ReportSink};
 use kiro_cost_exporter::source::Engine;
+use kiro_cost_exporter::source::activity::ActivityReader;
 use kiro_cost_exporter::state::StateFile;
 use kiro_cost_exporter::telemetry::Telemetry;
 
@@ -41,6 +42,9 @@ pub struct ServeArgs {
     /// (overrides server.web_config_file).
     #[arg(long = "web.config.file", value_name = "FILE")]
     web_config_file: Option<PathBuf>,
+    /// Folder holding the Kiro user activity report's `AWSLogs/` (overrides activity.path).
+    #[arg(long, value_name = "DIR")]
+    activity: Option<String>,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -50,6 +54,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         cur,
         period,
         web_config_file,
+        activity,
     } = args;
     let settings = load_settings(&config, |s| {
         if let Some(l) = listen {
@@ -61,6 +66,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         use_cur(s, cur);
         if period.is_some() {
             s.refresh.period = period;
+        }
+        if let Some(a) = activity {
+            s.activity.path = a;
         }
     })?;
     serve(settings).await
@@ -102,6 +110,10 @@ async fn refresher(settings: &Settings) -> anyhow::Result<Refresher> {
         telemetry.clone(),
     )?
     .after_refresh(release_free_memory);
+    if !settings.activity.path.is_empty() {
+        tracing::info!(path = %settings.activity.path, "reading the Kiro user activity report");
+        refresher = refresher.with_activity(ActivityReader::new(&settings.activity.path));
+    }
     if settings.cloudwatch.enabled {
         let shared = settings.aws.sdk_config().await;
         anyhow::ensure!(

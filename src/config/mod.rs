@@ -24,6 +24,7 @@ use crate::sink::alerts::AlertSettings;
 use crate::sink::aws_budgets::BudgetSettings;
 use crate::sink::cloudwatch::CloudWatchSettings;
 use crate::sink::report::ReportSettings;
+use crate::source::activity::ActivitySettings;
 use crate::source::{Engine, SourceSettings};
 use crate::telemetry::LogSettings;
 
@@ -55,6 +56,8 @@ pub struct Settings {
     /// `[source.athena]`).
     pub aws: AwsSettings,
     pub log: LogSettings,
+    /// The Kiro user activity report (what people use), next to the bill.
+    pub activity: ActivitySettings,
 }
 
 /// Reads settings from the defaults, an optional file and the process environment.
@@ -162,6 +165,7 @@ impl Settings {
             }
         }
         self.aws.validate("aws")?;
+        self.activity.validate()?;
         self.log.validate()
     }
 

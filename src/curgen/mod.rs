@@ -26,6 +26,7 @@
 //! Generation is deterministic for a seed. Lines are streamed to a [`LineSink`] so an export of
 //! any size is written with bounded memory.
 
+pub mod activity;
 mod writer;
 
 use std::path::Path;
@@ -55,6 +56,8 @@ pub struct GenSpec {
     pub until: Option<DateTime<Utc>>,
     /// Which columns the export has.
     pub shape: Shape,
+    /// Also write a Kiro user activity report under `<dir>/activity/` ([`activity`]).
+    pub activity: bool,
 }
 
 /// The column set of the export.
@@ -91,6 +94,7 @@ impl GenSpec {
             rows_per_file: 500_000,
             until: None,
             shape: Shape::Full,
+            activity: false,
         }
     }
 }
@@ -1054,8 +1058,23 @@ pub fn write_export(
     dir: &Path,
     observe: impl FnMut(&CurLine),
 ) -> Result<writer::WriteSummary, WriteError> {
-    let mut w = ExportWriter::new(dir, &spec.export_name, spec.rows_per_file, observe)?
-        .omitting(spec.shape.omitted());
+    let mut observe = observe;
+    let mut log = activity::ActivityLog::default();
+    let mut w = ExportWriter::new(dir, &spec.export_name, spec.rows_per_file, |l: &CurLine| {
+        if spec.activity {
+            log.observe(l);
+        }
+        observe(l);
+    })?
+    .omitting(spec.shape.omitted());
     generate(spec, &mut w)?;
-    w.finish()
+    let summary = w.finish()?;
+    if spec.activity {
+        let folder = dir.join("activity");
+        log.write(&folder).map_err(|source| WriteError::Io {
+            path: folder,
+            source,
+        })?;
+    }
+    Ok(summary)
 }

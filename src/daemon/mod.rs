@@ -21,6 +21,7 @@ use crate::server::{Published, State};
 use crate::sink::prometheus::{self as prom, EncodeError};
 use crate::sink::{Delivery, Sink, landing};
 use crate::snapshot::Snapshot;
+use crate::source::activity::ActivityReader;
 use crate::source::{Source, SourceError};
 use crate::telemetry::Telemetry;
 pub use schedule::{RefreshSettings, backoff, watched_periods};
@@ -61,6 +62,8 @@ pub struct Refresher {
     /// The last good snapshot and its encoded data families.
     last_good: Option<(Arc<Snapshot>, Bytes)>,
     sinks: Vec<Box<dyn Sink>>,
+    /// The activity report, read next to the bill when configured.
+    activity: Option<Arc<ActivityReader>>,
     last_error: Option<String>,
     after_refresh: Option<Box<dyn Fn() + Send + Sync>>,
 }
@@ -89,6 +92,7 @@ impl Refresher {
             telemetry,
             last_good: None,
             sinks: Vec::new(),
+            activity: None,
             last_error: None,
             after_refresh: None,
         })
@@ -105,6 +109,12 @@ impl Refresher {
     pub fn with_sink(mut self, sink: Box<dyn Sink>) -> Self {
         self.telemetry.register_sink(sink.name());
         self.sinks.push(sink);
+        self
+    }
+
+    /// Reads the activity report for every watched period, next to the bill.
+    pub fn with_activity(mut self, reader: ActivityReader) -> Self {
+        self.activity = Some(Arc::new(reader));
         self
     }
 
@@ -134,7 +144,26 @@ impl Refresher {
         if allocations.is_empty() {
             return Err(RefreshError::NoData(missing.join("; ")));
         }
-        let snapshot = Snapshot::build(now, allocations, &self.plans, &self.savings);
+        let mut periods = Vec::with_capacity(allocations.len());
+        let mut malformed = 0;
+        for a in allocations {
+            let activity = match &self.activity {
+                Some(reader) => {
+                    let (reader, period) = (reader.clone(), a.period);
+                    let read = tokio::task::spawn_blocking(move || reader.read(period))
+                        .await
+                        .unwrap_or_default();
+                    malformed += read.malformed.len();
+                    Some(read)
+                }
+                None => None,
+            };
+            periods.push((a, activity));
+        }
+        if self.activity.is_some() {
+            self.telemetry.set_activity_malformed(malformed);
+        }
+        let snapshot = Snapshot::build_with_activity(now, periods, &self.plans, &self.savings);
         let families = prom::encode_snapshot(&snapshot);
         Ok((snapshot, Bytes::from(families)))
     }

@@ -2,6 +2,7 @@
 //!
 //! The daemon owns scheduling, retries and timeouts; a source only knows how to ask its engine.
 
+pub mod activity;
 pub mod athena;
 pub mod delivery;
 pub mod local;

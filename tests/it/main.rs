@@ -2,6 +2,7 @@
 // Tests may unwrap, and their helper threads may sleep.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
+mod activity;
 mod alerts;
 mod allocation;
 mod athena;

@@ -40,6 +40,8 @@ pub const UNIT_LABELS: &[&str] = &[
     "user_id",
 ];
 const CC_LABELS: &[&str] = &["billing_period", "cost_center"];
+/// Labels of the activity report's per-seat families.
+const SEAT_LABELS: &[&str] = &["account_id", "billing_period", "region", "user_id"];
 const PERIOD: &[&str] = &["billing_period"];
 
 /// The data families; [`F`] names each by its index.
@@ -177,6 +179,47 @@ pub const DATA: &[Def] = &[
             "user_id",
         ],
     ),
+    Def::new(
+        "kiro_user_activity_credits_used",
+        "Credits the Kiro user activity report counts for the seat this billing period (in-plan use included, which the bill does not always show).",
+        SEAT_LABELS,
+    ),
+    Def::new(
+        "kiro_user_activity_overage_credits_used",
+        "Overage credits the activity report counts for the seat this billing period.",
+        SEAT_LABELS,
+    ),
+    Def::new(
+        "kiro_user_messages",
+        "Messages sent this billing period, per client type (IDE, CLI), from the activity report.",
+        &[
+            "account_id",
+            "billing_period",
+            "client_type",
+            "region",
+            "user_id",
+        ],
+    ),
+    Def::new(
+        "kiro_user_last_active_timestamp_seconds",
+        "Start (UTC) of the last day the activity report shows use by the seat.",
+        SEAT_LABELS,
+    ),
+    Def::new(
+        "kiro_user_overage_cap_credits",
+        "The seat's overage cap as the activity report last gave it.",
+        SEAT_LABELS,
+    ),
+    Def::new(
+        "kiro_activity_data_as_of_timestamp_seconds",
+        "Unix time of the end of the newest day in the activity report (written daily for the day before).",
+        PERIOD,
+    ),
+    Def::new(
+        "kiro_cost_center_unbilled_credits",
+        "Credits the activity report counts beyond what the bill shows, per cost center: how far the bill lags.",
+        CC_LABELS,
+    ),
 ];
 
 /// The data families by name, in the order of [`DATA`].
@@ -205,6 +248,13 @@ pub enum F {
     Users,
     RecommendedPlanInfo,
     UserSavings,
+    ActivityCredits,
+    ActivityOverageCredits,
+    Messages,
+    LastActive,
+    OverageCap,
+    ActivityAsOf,
+    UnbilledCredits,
 }
 
 #[cfg(test)]
@@ -213,7 +263,11 @@ mod tests {
 
     #[test]
     fn the_enum_names_each_family_in_order_and_names_are_unique() {
-        assert_eq!(DATA.len(), F::UserSavings as usize + 1);
+        assert_eq!(DATA.len(), F::UnbilledCredits as usize + 1);
+        assert_eq!(
+            DATA[F::UnbilledCredits as usize].name,
+            "kiro_cost_center_unbilled_credits"
+        );
         assert_eq!(DATA[F::UserCost as usize].name, "kiro_user_cost_usd");
         assert_eq!(DATA[F::Cost as usize].name, "kiro_cost_usd");
         assert_eq!(

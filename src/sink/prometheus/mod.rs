@@ -214,6 +214,38 @@ pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
         if let Some(t) = a.data_as_of {
             sample(F::DataAsOf, &[p], t.timestamp() as f64);
         }
+        if let Some(act) = &view.activity {
+            for ((acc, region, user), u) in &act.users {
+                let l = [acc.as_str(), p, region.as_str(), user.as_str()];
+                sample(F::ActivityCredits, &l, f(u.credits_used));
+                sample(F::ActivityOverageCredits, &l, f(u.overage_credits_used));
+                if let Some(t) = u.last_active {
+                    sample(F::LastActive, &l, t.timestamp() as f64);
+                }
+                if let Some(cap) = u.overage_cap {
+                    sample(F::OverageCap, &l, f(cap));
+                }
+                for (client, n) in &u.messages {
+                    sample(
+                        F::Messages,
+                        &[
+                            acc.as_str(),
+                            p,
+                            client.as_str(),
+                            region.as_str(),
+                            user.as_str(),
+                        ],
+                        *n as f64,
+                    );
+                }
+            }
+            if let Some(t) = act.as_of {
+                sample(F::ActivityAsOf, &[p], t.timestamp() as f64);
+            }
+            for (cc, n) in &view.unbilled_credits {
+                sample(F::UnbilledCredits, &[p, cc.as_str()], f(*n));
+            }
+        }
     }
     fam.sort_by_key(|family| family.name);
     let mut out = Vec::with_capacity(fam.iter().map(|family| family.body.len() + 256).sum());

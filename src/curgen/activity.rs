@@ -1,0 +1,163 @@
+//! A Kiro user activity report to go with a generated export, for the demo and the tests.
+//!
+//! It follows the layout and columns Kiro writes (see [`crate::source::activity`]): one file a
+//! day per account and region, split into parts above 1,000 users, ids quoted in one account's
+//! files, e-mails missing for some users. Each seat's daily credits are those of its credits
+//! lines in the bill; some seats the bill shows no credits for used Kiro inside their plan all
+//! the same (AWS's own Kiro dashboard: in-plan use does not always produce a billing record).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::{Datelike, NaiveDate};
+
+use super::CurLine;
+use crate::period::BillingPeriod;
+
+/// Rows per file before a new part is started.
+pub const ROWS_PER_PART: usize = 1_000;
+
+/// What the report needs of the bill, gathered line by line.
+#[derive(Debug, Default)]
+pub struct ActivityLog {
+    /// (period, account, region, user) → day → credits.
+    seats: BTreeMap<(BillingPeriod, String, String, String), BTreeMap<NaiveDate, f64>>,
+}
+
+fn user_of(l: &CurLine) -> Option<&str> {
+    let id = if l.user_identifier.is_empty() {
+        &l.resource_id
+    } else {
+        &l.user_identifier
+    };
+    id.rsplit_once("user/").map(|(_, u)| u)
+}
+
+/// A stable pseudo-random number in [0, 1) for a user id (seat choices that do not depend on
+/// the order lines arrive in).
+fn draw(user: &str, salt: u64) -> f64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ salt;
+    for b in user.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+impl ActivityLog {
+    /// Notes a generated line: seats and their credits.
+    pub fn observe(&mut self, l: &CurLine) {
+        if l.product_code != "Kiro" || l.region.is_empty() {
+            return;
+        }
+        let Some(user) = user_of(l) else { return };
+        let key = (
+            l.period,
+            l.account_id.clone(),
+            l.region.to_owned(),
+            user.to_owned(),
+        );
+        let days = self.seats.entry(key).or_default();
+        if l.line_type == "Usage" && l.operation == "Credits" {
+            *days.entry(l.usage_start.date_naive()).or_default() += l.usage_amount;
+        }
+    }
+
+    /// Writes the report under `dir` (the folder that then holds `AWSLogs/`).
+    pub fn write(&self, dir: &Path) -> std::io::Result<usize> {
+        // (account, region, day) → rows.
+        let mut files: BTreeMap<(String, String, NaiveDate), Vec<[String; 13]>> = BTreeMap::new();
+        for ((period, account, region, user), days) in &self.seats {
+            let mut days = days.clone();
+            // In-plan use the bill did not show: a third of the seats without credits lines.
+            if days.is_empty() && draw(user, 1) < 1.0 / 3.0 {
+                for d in [3, 4] {
+                    if let Some(day) =
+                        NaiveDate::from_ymd_opt(period.start().year(), period.start().month(), d)
+                    {
+                        days.insert(day, 20.0);
+                    }
+                }
+            }
+            let email = if draw(user, 2) < 0.15 {
+                String::new()
+            } else {
+                format!("{}@example.com", &user[..user.len().min(8)])
+            };
+            for (day, credits) in days {
+                let credits = (credits * 100.0).round() / 100.0;
+                files
+                    .entry((account.clone(), region.clone(), day))
+                    .or_default()
+                    .push([
+                        day.format("%Y-%m-%d").to_string(),
+                        user.clone(),
+                        "IDE".to_owned(),
+                        "1".to_owned(),
+                        format!("{credits}"),
+                        "".to_owned(),
+                        "0".to_owned(),
+                        "true".to_owned(),
+                        format!("profile-{region}"),
+                        "PRO".to_owned(),
+                        format!("{}", (credits / 2.0).ceil() as i64),
+                        "false".to_owned(),
+                        email.clone(),
+                    ]);
+            }
+        }
+        let first_account = files.keys().next().map(|k| k.0.clone());
+        let mut written = 0;
+        for ((account, region, day), rows) in files {
+            let folder = dir
+                .join("AWSLogs")
+                .join(&account)
+                .join("KiroLogs/user_report")
+                .join(&region)
+                .join(day.format("%Y/%m/%d").to_string())
+                .join("00");
+            std::fs::create_dir_all(&folder)?;
+            for (part, chunk) in rows.chunks(ROWS_PER_PART).enumerate() {
+                let suffix = if part == 0 {
+                    String::new()
+                } else {
+                    format!("_part{}", part + 1)
+                };
+                let name = format!(
+                    "KIRO_IDE_{account}_user_report_{}0000{suffix}.csv",
+                    day.format("%Y%m%d")
+                );
+                let quote = if first_account.as_deref() == Some(account.as_str()) {
+                    csv::QuoteStyle::Always
+                } else {
+                    csv::QuoteStyle::Necessary
+                };
+                let mut w = csv::WriterBuilder::new()
+                    .quote_style(quote)
+                    .from_path(folder.join(name))?;
+                w.write_record([
+                    "Date",
+                    "UserId",
+                    "Client_Type",
+                    "Chat_Conversations",
+                    "Credits_Used",
+                    "Overage_Cap",
+                    "Overage_Credits_Used",
+                    "Overage_Enabled",
+                    "ProfileId",
+                    "Subscription_Tier",
+                    "Total_Messages",
+                    "New_User",
+                    "User_Email",
+                    "claude_sonnet_4_messages",
+                ])?;
+                for r in chunk {
+                    w.write_record(r.iter().map(String::as_str).chain([r[10].as_str()]))?;
+                }
+                w.flush()?;
+                written += 1;
+            }
+        }
+        Ok(written)
+    }
+}

@@ -1,0 +1,240 @@
+//! The Kiro user activity report next to the bill: read as Kiro writes it (quoted ids, parts,
+//! missing e-mails, extra columns; a truncated file skipped, named and counted; a changed file
+//! read again), exported, and used where the bill cannot tell: a seat whose use the bill does
+//! not show is not idle.
+
+use std::path::Path;
+
+use kiro_cost_exporter::allocation::PlanTable;
+use kiro_cost_exporter::allocation::savings::{Reason, SavingsSettings};
+use kiro_cost_exporter::snapshot::PeriodView;
+use kiro_cost_exporter::source::activity::ActivityReader;
+
+use crate::support::*;
+
+const HEADER: &str = "Date,UserId,Client_Type,Chat_Conversations,Credits_Used,Overage_Cap,Overage_Credits_Used,Overage_Enabled,ProfileId,Subscription_Tier,Total_Messages,New_User,User_Email";
+
+/// Writes one activity file of `day` (2026-10-DD) for `ACCOUNT` in us-east-1.
+fn write_day(root: &Path, day: u32, name: &str, body: &str) -> std::path::PathBuf {
+    let dir = root.join(format!(
+        "AWSLogs/{ACCOUNT}/KiroLogs/user_report/us-east-1/2026/10/{day:02}/00"
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(name);
+    std::fs::write(&file, body).unwrap();
+    file
+}
+
+#[tokio::test]
+async fn activity_is_read_as_kiro_writes_it_and_a_seat_in_use_is_never_idle() {
+    let e = Export::write([
+        // Both seats show no credits in the bill.
+        seat("u1", Some("A"), "Pro", 1, 20.0),
+        seat("u2", Some("A"), "Pro", 1, 20.0),
+        seat("u3", Some("B"), "Pro", 1, 20.0),
+        credits("u3", Some("B"), 3, 100.0, 0.0),
+    ]);
+    let act = tempfile::tempdir().unwrap();
+    // Quoted ids, a missing e-mail, an extra column Kiro may add.
+    write_day(
+        act.path(),
+        3,
+        "KIRO_IDE_111122223333_user_report_202610030000.csv",
+        &format!(
+            "{HEADER},claude_messages,Future_Column\n\
+             2026-10-03,\"u1\",IDE,2,30.5,1000,0,true,p1,PRO,9,false,,9,x\n\
+             2026-10-03,\"u3\",IDE,1,150,,0,true,p1,PRO,4,false,u3@example.com,4,x\n"
+        ),
+    );
+    // A split day: two parts, and the CLI client.
+    write_day(
+        act.path(),
+        4,
+        "KIRO_IDE_111122223333_user_report_202610040000.csv",
+        &format!("{HEADER}\n2026-10-04,u1,IDE,1,10,,0,true,p1,PRO,3,false,u1@example.com\n"),
+    );
+    write_day(
+        act.path(),
+        4,
+        "KIRO_IDE_111122223333_user_report_202610040000_part2.csv",
+        &format!("{HEADER}\n2026-10-04,u3,IDE,1,5,,0,true,p1,PRO,1,false,\n"),
+    );
+    write_day(
+        act.path(),
+        4,
+        "KIRO_CLI_111122223333_user_report_202610040000.csv",
+        &format!("{HEADER}\n2026-10-04,u1,CLI,1,2,,0,true,p1,PRO,2,false,\n"),
+    );
+    // A truncated file: skipped, named, counted.
+    let broken = write_day(
+        act.path(),
+        5,
+        "KIRO_IDE_111122223333_user_report_202610050000.csv",
+        &format!("{HEADER}\n2026-10-05,u2,IDE,1,9"),
+    );
+
+    let reader = ActivityReader::new(act.path());
+    let activity = reader.read(period("2026-10"));
+    assert_eq!(activity.malformed, vec![broken.clone()]);
+    let seat = |u: &str| (ACCOUNT.to_owned(), "us-east-1".to_owned(), u.to_owned());
+    let u1 = &activity.users[&seat("u1")];
+    assert_eq!(u1.credits_used, dec("42.5"));
+    assert_eq!(u1.messages["IDE"], 12);
+    assert_eq!(u1.messages["CLI"], 2);
+    assert_eq!(
+        u1.email, "u1@example.com",
+        "the e-mail from the day that has one"
+    );
+    assert_eq!(u1.last_active, Some(utc(2026, 10, 4)));
+    assert_eq!(activity.users[&seat("u3")].credits_used, dec("155"));
+    assert!(
+        !activity.users.contains_key(&seat("u2")),
+        "u2's only row was in the broken file"
+    );
+    assert_eq!(activity.as_of, Some(utc(2026, 10, 5)));
+
+    // Decisions: u1 uses Kiro inside the plan though the bill shows no credits: not idle.
+    let a = e.allocate("2026-10").await.unwrap();
+    assert_reconciles(&a);
+    let now = utc(2026, 11, 3);
+    let view = PeriodView::build_with_activity(
+        a.clone(),
+        Some(activity.clone()),
+        &PlanTable::default(),
+        &SavingsSettings::default(),
+        now,
+    );
+    let idle: Vec<&str> = view
+        .savings
+        .recommendations
+        .iter()
+        .filter(|r| r.reason == Reason::Idle)
+        .map(|r| r.user_id.as_str())
+        .collect();
+    assert_eq!(idle, ["u2"]);
+    let bill_only = PeriodView::build(a, &PlanTable::default(), &SavingsSettings::default(), now);
+    let idle_by_bill: Vec<&str> = bill_only
+        .savings
+        .recommendations
+        .iter()
+        .filter(|r| r.reason == Reason::Idle)
+        .map(|r| r.user_id.as_str())
+        .collect();
+    assert_eq!(
+        idle_by_bill,
+        ["u1", "u2"],
+        "the bill alone would cancel a seat in use"
+    );
+    // How far the bill lags: A has 42.5 credits unbilled, B 155 - 100.
+    assert_eq!(view.unbilled_credits["A"], dec("42.5"));
+    assert_eq!(view.unbilled_credits["B"], dec("55"));
+
+    // Read again: unchanged files come from memory; a repaired file is read again.
+    std::fs::write(
+        &broken,
+        format!("{HEADER}\n2026-10-05,u2,IDE,1,9,,0,true,p1,PRO,1,false,\n"),
+    )
+    .unwrap();
+    let again = reader.read(period("2026-10"));
+    assert!(again.malformed.is_empty());
+    assert_eq!(again.users[&seat("u2")].credits_used, dec("9"));
+
+    // The daemon exports it, names the broken file, counts it, and does not call u1 idle.
+    write_day(
+        act.path(),
+        6,
+        "KIRO_IDE_111122223333_user_report_202610060000.csv",
+        "Date,UserId\nnot,enough",
+    );
+    let d = Daemon::start(
+        &[
+            "--cur",
+            e.path().to_str().unwrap(),
+            "--period",
+            "2026-10",
+            "--activity",
+            act.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    wait_status(&d.url("/readyz"), 200, 60).await;
+    let m = scrape(&d).await;
+    assert_scrape_reconciles(&m, "2026-10");
+    fn l(u: &str) -> [(&str, &str); 4] {
+        [
+            ("account_id", ACCOUNT),
+            ("billing_period", "2026-10"),
+            ("region", "us-east-1"),
+            ("user_id", u),
+        ]
+    }
+    assert_eq!(
+        value(&m, "kiro_user_activity_credits_used", &l("u1")),
+        Some(42.5)
+    );
+    assert_eq!(
+        value(&m, "kiro_user_last_active_timestamp_seconds", &l("u1")),
+        Some(utc(2026, 10, 4).timestamp() as f64)
+    );
+    assert_eq!(
+        value(
+            &m,
+            "kiro_user_messages",
+            &[
+                ("account_id", ACCOUNT),
+                ("billing_period", "2026-10"),
+                ("client_type", "CLI"),
+                ("region", "us-east-1"),
+                ("user_id", "u1"),
+            ]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&m, "kiro_user_overage_cap_credits", &l("u1")),
+        Some(1000.0)
+    );
+    assert_eq!(
+        value(&m, "kiro_exporter_activity_malformed_files", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &m,
+            "kiro_cost_center_unbilled_credits",
+            &[("billing_period", "2026-10"), ("cost_center", "A")]
+        ),
+        Some(42.5 + 9.0)
+    );
+    let idle: Vec<&str> = m
+        .iter()
+        .filter(|((n, labels), _)| {
+            n == "kiro_user_recommended_plan_info" && labels["reason"] == "idle"
+        })
+        .map(|((_, labels), _)| labels["user_id"].as_str())
+        .collect();
+    assert!(
+        idle.is_empty(),
+        "u2 used 9 credits on the 5th now: {idle:?}"
+    );
+    let log = wait_log(&d, "activity report file skipped", 10);
+    assert!(log.contains("202610060000.csv"), "{log}");
+}
+
+#[test]
+fn the_generator_writes_an_activity_report_the_reader_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = kiro_cost_exporter::curgen::GenSpec::new(60, period("2026-10"));
+    spec.activity = true;
+    spec.seed = 3;
+    kiro_cost_exporter::curgen::write_export(&spec, dir.path(), |_| {}).unwrap();
+    let a = ActivityReader::new(dir.path().join("activity")).read(period("2026-10"));
+    assert!(a.malformed.is_empty(), "{:?}", a.malformed);
+    assert!(a.users.len() > 20, "{}", a.users.len());
+    assert!(
+        a.users.values().any(|u| u.email.is_empty()),
+        "some e-mails missing"
+    );
+    assert!(a.users.values().any(|u| !u.email.is_empty()));
+    assert!(a.as_of.is_some());
+}
