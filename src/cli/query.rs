@@ -8,6 +8,7 @@ use clap::Args;
 use kiro_cost_exporter::output::{self, Format};
 use kiro_cost_exporter::period::BillingPeriod;
 use kiro_cost_exporter::snapshot::PeriodView;
+use kiro_cost_exporter::source::activity::ActivityReader;
 
 use super::{ConfigArgs, load_settings, use_cur};
 
@@ -27,6 +28,10 @@ pub struct QueryArgs {
     /// line on standard error.
     #[arg(long)]
     stats: bool,
+    /// Folder holding the Kiro user activity report's `AWSLogs/` (overrides activity.path):
+    /// savings then count use the bill does not show.
+    #[arg(long, value_name = "DIR")]
+    activity: Option<String>,
 }
 
 pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
@@ -36,8 +41,14 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         period,
         format,
         stats,
+        activity,
     } = args;
-    let settings = load_settings(&config, |s| use_cur(s, cur))?;
+    let settings = load_settings(&config, |s| {
+        use_cur(s, cur);
+        if let Some(a) = activity {
+            s.activity.path = a;
+        }
+    })?;
     let source = settings
         .source
         .build(settings.allocation_settings())
@@ -58,8 +69,16 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
             })
         );
     }
-    let view = PeriodView::build(
+    let activity = match settings.activity.path.as_str() {
+        "" => None,
+        path => {
+            let reader = ActivityReader::new(path);
+            Some(tokio::task::spawn_blocking(move || reader.read(period)).await?)
+        }
+    };
+    let view = PeriodView::build_with_activity(
         allocation,
+        activity,
         &settings.plans,
         &settings.savings,
         chrono::Utc::now(),

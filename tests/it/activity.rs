@@ -7,6 +7,7 @@ use std::path::Path;
 
 use kiro_cost_exporter::allocation::PlanTable;
 use kiro_cost_exporter::allocation::savings::{Reason, SavingsSettings};
+use kiro_cost_exporter::sink::alerts::rules::{self, BudgetLimits, Measure, Rule, Scope};
 use kiro_cost_exporter::snapshot::PeriodView;
 use kiro_cost_exporter::source::activity::ActivityReader;
 
@@ -125,6 +126,23 @@ async fn activity_is_read_as_kiro_writes_it_and_a_seat_in_use_is_never_idle() {
         ["u1", "u2"],
         "the bill alone would cancel a seat in use"
     );
+    // Credit-ratio alerts count the larger of the two: u1 is at 4.25% of Pro by the report.
+    let ratio = |v: &PeriodView| {
+        rules::evaluate(
+            &[Rule::new("r", Scope::User, Measure::CreditsUsedRatio, 0.04)],
+            v,
+            &PlanTable::default(),
+            &BudgetLimits::default(),
+        )
+        .into_iter()
+        .map(|f| f.subject)
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ratio(&view),
+        [format!("{ACCOUNT}/u1"), format!("{ACCOUNT}/u3")]
+    );
+    assert_eq!(ratio(&bill_only), [format!("{ACCOUNT}/u3")]);
     // How far the bill lags: A has 42.5 credits unbilled, B 155 - 100.
     assert_eq!(view.unbilled_credits["A"], dec("42.5"));
     assert_eq!(view.unbilled_credits["B"], dec("55"));

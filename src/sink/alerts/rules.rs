@@ -294,6 +294,16 @@ pub fn evaluate(
     // Included credits count once per seat, in its main cost center.
     for (seat, v) in users.iter_mut() {
         let account = &seat.0;
+        // The activity report sees use the bill shows a day or more later (or not at all
+        // inside the plan): a seat's credits are the larger count.
+        if let Some(seen) = view
+            .activity
+            .as_ref()
+            .and_then(|a| a.users.get(seat))
+            .map(|u| u.credits_used)
+        {
+            v.credits = v.credits.max(seen);
+        }
         v.cost_center = view.seat_cost_center(seat).to_owned();
         v.forecast = view.forecast.seats.get(seat).copied().unwrap_or_default();
         let inc = included(&v.plan);
