@@ -23,6 +23,9 @@ pub struct Snapshot {
     pub taken_at: DateTime<Utc>,
     /// One view per watched period, oldest first.
     pub periods: Vec<PeriodView>,
+    /// Names of the user ids, where known (Identity Store, else the activity report's
+    /// e-mail), with only the fields configured for export filled.
+    pub people: BTreeMap<String, crate::source::identity::Person>,
 }
 
 /// The month-end forecast of a period ([`crate::allocation::forecast::FORECAST_METHOD`]).
@@ -210,6 +213,7 @@ impl Snapshot {
                     PeriodView::build_with_activity(a, act, plans, savings_settings, taken_at)
                 })
                 .collect(),
+            people: BTreeMap::new(),
         }
     }
 
@@ -226,6 +230,7 @@ impl Snapshot {
                 .into_iter()
                 .map(|a| PeriodView::build(a, plans, savings_settings, taken_at))
                 .collect(),
+            people: BTreeMap::new(),
         }
     }
 

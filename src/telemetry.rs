@@ -133,6 +133,7 @@ pub struct Telemetry {
     sink_last_success: GaugeVec,
     closed_revisions: prometheus::IntCounter,
     activity_malformed: Gauge,
+    identity_lookups: IntCounterVec,
     budget_limit: GaugeVec,
     budget_actual: GaugeVec,
     budget_forecast: GaugeVec,
@@ -238,6 +239,15 @@ impl Telemetry {
             "kiro_exporter_activity_malformed_files",
             "Activity report files of the watched periods skipped at the last refresh because they could not be read (named in the log).",
         )?;
+        let identity_lookups = counter_vec(
+            &r,
+            "kiro_exporter_identity_lookups_total",
+            "Identity Store DescribeUser lookups by result (success, not_found, failure); a failure is retried at the next refresh.",
+            &["result"],
+        )?;
+        for result in ["success", "not_found", "failure"] {
+            identity_lookups.with_label_values(&[result]).inc_by(0);
+        }
         let budget = |name: &str, help: &str| gauge_vec(&r, name, help, &["budget", "cost_center"]);
         let budget_limit = budget(
             "kiro_budget_limit_usd",
@@ -266,6 +276,7 @@ impl Telemetry {
             sink_last_success,
             closed_revisions,
             activity_malformed,
+            identity_lookups,
             budget_limit,
             budget_actual,
             budget_forecast,
@@ -316,6 +327,19 @@ impl Telemetry {
         self.state_saves
             .with_label_values(&[Outcome::of(ok).as_str()])
             .inc();
+    }
+
+    /// Counts a refresh's Identity Store lookups.
+    pub fn record_identity_lookups(&self, l: crate::source::identity::Lookups) {
+        for (result, n) in [
+            (Outcome::Success.as_str(), l.found),
+            ("not_found", l.not_found),
+            (Outcome::Failure.as_str(), l.failed),
+        ] {
+            self.identity_lookups
+                .with_label_values(&[result])
+                .inc_by(n as u64);
+        }
     }
 
     /// Activity report files skipped at the last read.

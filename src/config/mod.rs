@@ -25,6 +25,7 @@ use crate::sink::aws_budgets::BudgetSettings;
 use crate::sink::cloudwatch::CloudWatchSettings;
 use crate::sink::report::ReportSettings;
 use crate::source::activity::ActivitySettings;
+use crate::source::identity::IdentitySettings;
 use crate::source::{Engine, SourceSettings};
 use crate::telemetry::LogSettings;
 
@@ -58,6 +59,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// The Kiro user activity report (what people use), next to the bill.
     pub activity: ActivitySettings,
+    /// Names for user ids, from Identity Store.
+    pub identity: IdentitySettings,
 }
 
 /// Reads settings from the defaults, an optional file and the process environment.
@@ -166,6 +169,7 @@ impl Settings {
         }
         self.aws.validate("aws")?;
         self.activity.validate()?;
+        self.identity.validate()?;
         self.log.validate()
     }
 

@@ -22,9 +22,11 @@ use crate::sink::prometheus::{self as prom, EncodeError};
 use crate::sink::{Delivery, Sink, landing};
 use crate::snapshot::Snapshot;
 use crate::source::activity::ActivityReader;
+use crate::source::identity::{IdentityResolver, IdentitySettings, Person};
 use crate::source::{Source, SourceError};
 use crate::telemetry::Telemetry;
 pub use schedule::{RefreshSettings, backoff, watched_periods};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Why a refresh failed.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +66,8 @@ pub struct Refresher {
     sinks: Vec<Box<dyn Sink>>,
     /// The activity report, read next to the bill when configured.
     activity: Option<Arc<ActivityReader>>,
+    /// Names for user ids, when Identity Store is configured, and which fields are exported.
+    identity: Option<(IdentityResolver, IdentitySettings)>,
     last_error: Option<String>,
     after_refresh: Option<Box<dyn Fn() + Send + Sync>>,
 }
@@ -93,6 +97,7 @@ impl Refresher {
             last_good: None,
             sinks: Vec::new(),
             activity: None,
+            identity: None,
             last_error: None,
             after_refresh: None,
         })
@@ -115,6 +120,12 @@ impl Refresher {
     /// Reads the activity report for every watched period, next to the bill.
     pub fn with_activity(mut self, reader: ActivityReader) -> Self {
         self.activity = Some(Arc::new(reader));
+        self
+    }
+
+    /// Names user ids through Identity Store.
+    pub fn with_identity(mut self, resolver: IdentityResolver, settings: IdentitySettings) -> Self {
+        self.identity = Some((resolver, settings));
         self
     }
 
@@ -163,9 +174,58 @@ impl Refresher {
         if self.activity.is_some() {
             self.telemetry.set_activity_malformed(malformed);
         }
-        let snapshot = Snapshot::build_with_activity(now, periods, &self.plans, &self.savings);
+        let mut snapshot = Snapshot::build_with_activity(now, periods, &self.plans, &self.savings);
+        snapshot.people = self.people(&snapshot).await;
         let families = prom::encode_snapshot(&snapshot);
         Ok((snapshot, Bytes::from(families)))
+    }
+
+    /// Who the snapshot's users are: Identity Store's names, else the activity report's
+    /// e-mail; only the fields `identity.labels` exports (the e-mail only when asked).
+    async fn people(&self, snapshot: &Snapshot) -> BTreeMap<String, Person> {
+        let mut out: BTreeMap<String, Person> = BTreeMap::new();
+        for v in &snapshot.periods {
+            for ((_, _, user), u) in v.activity.iter().flat_map(|a| &a.users) {
+                if !u.email.is_empty() {
+                    out.entry(user.clone()).or_default().email = u.email.clone();
+                }
+            }
+        }
+        let defaults = IdentitySettings::default();
+        let settings = match &self.identity {
+            Some((resolver, settings)) => {
+                let ids: BTreeSet<&str> = snapshot
+                    .periods
+                    .iter()
+                    .flat_map(|v| v.allocation.units.iter().map(|u| u.user_id.as_str()))
+                    .collect();
+                let (known, lookups) = resolver.resolve(ids).await;
+                self.telemetry.record_identity_lookups(lookups);
+                for (id, p) in known {
+                    let e = out.entry(id).or_default();
+                    e.user_name = p.user_name;
+                    e.display_name = p.display_name;
+                    if !p.email.is_empty() {
+                        e.email = p.email;
+                    }
+                }
+                settings
+            }
+            None => &defaults,
+        };
+        for p in out.values_mut() {
+            if !settings.exports("user_name") {
+                p.user_name.clear();
+            }
+            if !settings.exports("display_name") {
+                p.display_name.clear();
+            }
+            if !settings.exports("email") {
+                p.email.clear();
+            }
+        }
+        out.retain(|_, p| *p != Person::default());
+        out
     }
 
     /// Runs one refresh and publishes its outcome.

@@ -5,6 +5,7 @@
 pub mod activity;
 pub mod athena;
 pub mod delivery;
+pub mod identity;
 pub mod local;
 
 use std::collections::BTreeMap;

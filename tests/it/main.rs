@@ -13,6 +13,7 @@ mod cloudwatch;
 mod daemon;
 mod faults;
 mod fuzz;
+mod identity;
 mod layout;
 mod ledger;
 mod monitoring;

@@ -216,6 +216,11 @@ pub const DATA: &[Def] = &[
         PERIOD,
     ),
     Def::new(
+        "kiro_user_info",
+        "Who a user id is (Identity Store, else the activity report's e-mail); always 1. Join with group_left on user_id. Labels not configured (identity.labels) are absent.",
+        &["display_name", "email", "user_id", "user_name"],
+    ),
+    Def::new(
         "kiro_cost_center_unbilled_credits",
         "Credits the activity report counts beyond what the bill shows, per cost center: how far the bill lags.",
         CC_LABELS,
@@ -254,6 +259,7 @@ pub enum F {
     LastActive,
     OverageCap,
     ActivityAsOf,
+    UserInfo,
     UnbilledCredits,
 }
 

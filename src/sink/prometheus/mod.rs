@@ -247,6 +247,13 @@ pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
             }
         }
     }
+    for (id, p) in &s.people {
+        sample(
+            F::UserInfo,
+            &[&p.display_name, &p.email, id, &p.user_name],
+            1.0,
+        );
+    }
     fam.sort_by_key(|family| family.name);
     let mut out = Vec::with_capacity(fam.iter().map(|family| family.body.len() + 256).sum());
     for family in &fam {

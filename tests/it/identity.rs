@@ -1,0 +1,180 @@
+//! Names for user ids from Identity Store (moto, with the real SDK client through the fault
+//! proxy): looked up, paced and retried through throttling and 5xx, unknown ids shown as they
+//! are and counted, `kiro_user_info` for joins, and the e-mail only when switched on.
+
+use aws_sdk_identitystore::types::Email;
+
+use crate::support::aws::{self, Emulator, Kind, Proxy};
+use crate::support::*;
+
+const STORE: &str = "d-1234567890";
+
+async fn create(client: &aws_sdk_identitystore::Client, name: &str, display: &str) -> String {
+    client
+        .create_user()
+        .identity_store_id(STORE)
+        .user_name(name)
+        .display_name(display)
+        .name(
+            aws_sdk_identitystore::types::Name::builder()
+                .given_name(display)
+                .family_name("Example")
+                .build(),
+        )
+        .emails(
+            Email::builder()
+                .value(format!("{name}@example.com"))
+                .primary(true)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .user_id()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_are_named_from_identity_store_through_throttling() {
+    let Some(moto) = Emulator::start(Kind::Moto) else {
+        return;
+    };
+    let client = aws_sdk_identitystore::Client::new(&aws::sdk_config(&moto.url()).await);
+    let alice = create(&client, "alice", "Alice Liddell").await;
+    let bob = create(&client, "bob", "Bob Builder").await;
+    let unknown = "00000000-0000-4000-8000-000000000000";
+    // Bob's id as some bills carry it: with the identity store's prefix.
+    let bob_prefixed = format!("1234567890-{bob}");
+    let e = Export::write([
+        seat(&alice, Some("A"), "Pro", 1, 20.0),
+        seat(&bob_prefixed, Some("A"), "Pro", 1, 20.0),
+        seat(unknown, Some("B"), "Pro", 1, 20.0),
+    ]);
+    let proxy = Proxy::start(&moto.url(), false);
+    let dir = tempfile::tempdir().unwrap();
+    let config = |labels: &str| {
+        let path = dir.path().join(format!("identity-{}.toml", labels.len()));
+        std::fs::write(
+            &path,
+            format!(
+                "[identity]\nidentity_store_id = \"{STORE}\"\nmin_interval = \"1ms\"\nlabels = [{labels}]\n\
+                 [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
+                proxy.url()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    // Throttled, then a 500, then through: the SDK retries.
+    proxy.fail_next(Some(2));
+    let plain = config("\"user_name\", \"display_name\"");
+    let cur = e.path().to_str().unwrap();
+    let d = Daemon::start(
+        &[
+            "--config",
+            plain.to_str().unwrap(),
+            "--cur",
+            cur,
+            "--period",
+            "2026-10",
+        ],
+        &aws::aws_env(),
+    );
+    let m = wait_for(&d, "names", |m| {
+        m.keys()
+            .any(|(n, l)| n == "kiro_user_info" && l.get("user_name").is_some_and(|u| u == "bob"))
+    })
+    .await;
+    assert_scrape_reconciles(&m, "2026-10");
+    assert_eq!(proxy.injected(), 2);
+    let info = |m: &std::collections::BTreeMap<Series, f64>, id: &str| {
+        m.iter()
+            .find(|((n, l), _)| n == "kiro_user_info" && l["user_id"] == id)
+            .map(|((_, l), v)| (l.clone(), *v))
+    };
+    let (a, v) = info(&m, &alice).unwrap();
+    assert_eq!(v, 1.0);
+    assert_eq!(a["user_name"], "alice");
+    assert_eq!(a["display_name"], "Alice Liddell");
+    assert!(
+        a.get("email").is_none_or(String::is_empty),
+        "no e-mail unless asked: {a:?}"
+    );
+    assert_eq!(info(&m, &bob_prefixed).unwrap().0["user_name"], "bob");
+    // The unknown id: no info, shown by id, counted.
+    assert!(info(&m, unknown).is_none());
+    assert!(
+        m.keys()
+            .any(|(n, l)| n == "kiro_user_cost_usd" && l["user_id"] == unknown)
+    );
+    assert_eq!(
+        value(
+            &m,
+            "kiro_exporter_identity_lookups_total",
+            &[("result", "not_found")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &m,
+            "kiro_exporter_identity_lookups_total",
+            &[("result", "success")]
+        ),
+        Some(2.0)
+    );
+    // Cached: the next refreshes look nothing up again.
+    let calls = proxy.count("DescribeUser");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let again = scrape(&d).await;
+    assert_eq!(
+        value(
+            &again,
+            "kiro_exporter_identity_lookups_total",
+            &[("result", "success")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(proxy.count("DescribeUser"), calls);
+    drop(d);
+
+    // With the e-mail switched on.
+    let with_email = config("\"user_name\", \"email\"");
+    let d = Daemon::start(
+        &[
+            "--config",
+            with_email.to_str().unwrap(),
+            "--cur",
+            cur,
+            "--period",
+            "2026-10",
+        ],
+        &aws::aws_env(),
+    );
+    let m = wait_for(&d, "e-mails", |m| {
+        m.keys().any(|(n, l)| {
+            n == "kiro_user_info" && l.get("email").is_some_and(|e| e == "alice@example.com")
+        })
+    })
+    .await;
+    let (a, _) = info(&m, &alice).unwrap();
+    assert!(a.get("display_name").is_none_or(String::is_empty), "{a:?}");
+    assert!(!d.log().contains("testing"), "no credentials in the log");
+}
+
+#[test]
+fn a_bad_identity_store_id_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "[identity]\nidentity_store_id = \"1234\"\n").unwrap();
+    let o = run(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("identity.identity_store_id"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(&path, "[identity]\nlabels = [\"phone\"]\n").unwrap();
+    let o = run(&["check-config", "--config", path.to_str().unwrap()]);
+    assert!(stderr(&o).contains("identity.labels"), "{}", stderr(&o));
+}
