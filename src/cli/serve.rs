@@ -111,17 +111,17 @@ async fn refresher(settings: &Settings) -> anyhow::Result<Refresher> {
         telemetry.clone(),
     )?
     .after_refresh(release_free_memory);
-    if !settings.identity.identity_store_id.is_empty() {
+    let resolver = if settings.identity.identity_store_id.is_empty() {
+        None
+    } else {
         let shared = settings.aws.sdk_config().await;
         anyhow::ensure!(
             shared.region().is_some(),
             "identity.identity_store_id needs an AWS region: set aws.region, AWS_REGION or a profile's region"
         );
-        refresher = refresher.with_identity(
-            IdentityResolver::new(&shared, settings.identity.clone()),
-            settings.identity.clone(),
-        );
-    }
+        Some(IdentityResolver::new(&shared, settings.identity.clone()))
+    };
+    refresher = refresher.with_identity(resolver, settings.identity.clone());
     if !settings.activity.path.is_empty() {
         tracing::info!(path = %settings.activity.path, "reading the Kiro user activity report");
         refresher = refresher.with_activity(ActivityReader::new(&settings.activity.path));

@@ -66,8 +66,10 @@ pub struct Refresher {
     sinks: Vec<Box<dyn Sink>>,
     /// The activity report, read next to the bill when configured.
     activity: Option<Arc<ActivityReader>>,
-    /// Names for user ids, when Identity Store is configured, and which fields are exported.
-    identity: Option<(IdentityResolver, IdentitySettings)>,
+    /// Names for user ids, when Identity Store is configured.
+    identity: Option<IdentityResolver>,
+    /// Which of a person's fields `kiro_user_info` carries.
+    identity_settings: IdentitySettings,
     last_error: Option<String>,
     after_refresh: Option<Box<dyn Fn() + Send + Sync>>,
 }
@@ -98,6 +100,7 @@ impl Refresher {
             sinks: Vec::new(),
             activity: None,
             identity: None,
+            identity_settings: IdentitySettings::default(),
             last_error: None,
             after_refresh: None,
         })
@@ -123,9 +126,15 @@ impl Refresher {
         self
     }
 
-    /// Names user ids through Identity Store.
-    pub fn with_identity(mut self, resolver: IdentityResolver, settings: IdentitySettings) -> Self {
-        self.identity = Some((resolver, settings));
+    /// Names user ids through Identity Store (when `resolver` is given), exporting the fields
+    /// `settings.labels` lists.
+    pub fn with_identity(
+        mut self,
+        resolver: Option<IdentityResolver>,
+        settings: IdentitySettings,
+    ) -> Self {
+        self.identity = resolver;
+        self.identity_settings = settings;
         self
     }
 
@@ -191,9 +200,9 @@ impl Refresher {
                 }
             }
         }
-        let defaults = IdentitySettings::default();
-        let settings = match &self.identity {
-            Some((resolver, settings)) => {
+        let settings = &self.identity_settings;
+        if let Some(resolver) = &self.identity {
+            {
                 let ids: BTreeSet<&str> = snapshot
                     .periods
                     .iter()
@@ -209,10 +218,8 @@ impl Refresher {
                         e.email = p.email;
                     }
                 }
-                settings
             }
-            None => &defaults,
-        };
+        }
         for p in out.values_mut() {
             if !settings.exports("user_name") {
                 p.user_name.clear();

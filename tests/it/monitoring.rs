@@ -286,6 +286,8 @@ async fn prometheus_scrapes_the_daemon_evaluates_dashboards_and_alerts() {
     let mut spec = GenSpec::new(60, period("2026-10"));
     spec.seed = 21;
     spec.noise_ratio = 0.5;
+    // With the activity report, whose e-mails name users in kiro_user_info.
+    spec.activity = true;
     curgen::write_export(&spec, cur.path(), |_| {}).unwrap();
     // AWS Budgets on ministack, so that the budget panels and the forecast-over-budget alert
     // have the daemon's real budget gauges.
@@ -299,8 +301,10 @@ async fn prometheus_scrapes_the_daemon_evaluates_dashboards_and_alerts() {
         format!(
             "[budgets]\nenabled = true\naccount_id = \"123456789012\"\nnotifications = []\n\
              [budgets.cost_centers]\n\"CC-1001 Platform\" = 500\n\
-             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
-            budgets.url()
+             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
+             [activity]\npath = {:?}\n[identity]\nlabels = [\"email\"]\n",
+            budgets.url(),
+            cur.path().join("activity")
         ),
     )
     .unwrap();
@@ -437,6 +441,20 @@ async fn prometheus_scrapes_the_daemon_evaluates_dashboards_and_alerts() {
         }
     }
     assert!(checked.len() >= 20, "only {} expressions", checked.len());
+
+    // The user table names users: its join with kiro_user_info carries their e-mails.
+    let named = prom_query(
+        &base,
+        r#"topk(20, kiro_user_cost_usd{billing_period="2026-10"}) * on (user_id) group_left (user_name, display_name, email) kiro_user_info"#,
+    )
+    .await;
+    let rows = named["data"]["result"].as_array().unwrap();
+    assert!(
+        rows.iter().any(|r| r["metric"]["email"]
+            .as_str()
+            .is_some_and(|e| e.ends_with("@example.com"))),
+        "{named}"
+    );
 
     // The exporter's figures survive the trip: Prometheus's sum equals the daemon's roll-up.
     let total = prom_query(&base, r#"sum(kiro_user_cost_usd{billing_period="2026-10"}) + sum(kiro_unattributed_usd) + sum(kiro_tax_usd)"#).await;
