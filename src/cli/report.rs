@@ -9,6 +9,8 @@ use kiro_cost_exporter::notify::{Channel, ChannelKind};
 use kiro_cost_exporter::period::BillingPeriod;
 use kiro_cost_exporter::sink::report;
 use kiro_cost_exporter::snapshot::PeriodView;
+use kiro_cost_exporter::source::activity::ActivityReader;
+use kiro_cost_exporter::source::identity::{IdentityResolver, people};
 use kiro_cost_exporter::telemetry::Telemetry;
 
 use super::{ConfigArgs, load_settings, use_cur};
@@ -60,7 +62,29 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
         .await?
         .allocate(period)
         .await?;
-    let view = PeriodView::build(allocation, &settings.plans, &settings.savings, now);
+    let activity = match settings.activity.path.as_str() {
+        "" => None,
+        path => {
+            let reader = ActivityReader::new(path);
+            Some(tokio::task::spawn_blocking(move || reader.read(period)).await?)
+        }
+    };
+    let view = PeriodView::build_with_activity(
+        allocation,
+        activity,
+        &settings.plans,
+        &settings.savings,
+        now,
+    );
+    let resolver = if settings.identity.identity_store_id.is_empty() {
+        None
+    } else {
+        let shared = settings.aws.sdk_config().await;
+        Some(IdentityResolver::new(&shared, settings.identity.clone()))
+    };
+    let ids = view.allocation.units.iter().map(|u| u.user_id.as_str());
+    let activity: Vec<_> = view.activity.iter().collect();
+    let (people, _) = people(resolver.as_ref(), &settings.identity, ids, &activity).await;
     let s3 = super::serve::report_s3(&settings).await;
     let channels = if no_notify {
         Vec::new()
@@ -72,6 +96,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
     let refs: Vec<&Channel> = channels.iter().map(Arc::as_ref).collect();
     let out = report::run(
         &view,
+        &people,
         &settings.report,
         s3.as_ref(),
         &refs,

@@ -22,7 +22,7 @@ use crate::sink::prometheus::{self as prom, EncodeError};
 use crate::sink::{Delivery, Sink, landing};
 use crate::snapshot::Snapshot;
 use crate::source::activity::ActivityReader;
-use crate::source::identity::{IdentityResolver, IdentitySettings, Person};
+use crate::source::identity::{IdentityResolver, IdentitySettings, Person, people};
 use crate::source::{Source, SourceError};
 use crate::telemetry::Telemetry;
 pub use schedule::{RefreshSettings, backoff, watched_periods};
@@ -189,49 +189,28 @@ impl Refresher {
         Ok((snapshot, Bytes::from(families)))
     }
 
-    /// Who the snapshot's users are: Identity Store's names, else the activity report's
-    /// e-mail; only the fields `identity.labels` exports (the e-mail only when asked).
+    /// Who the snapshot's users are ([`people`]).
     async fn people(&self, snapshot: &Snapshot) -> BTreeMap<String, Person> {
-        let mut out: BTreeMap<String, Person> = BTreeMap::new();
-        for v in &snapshot.periods {
-            for ((_, _, user), u) in v.activity.iter().flat_map(|a| &a.users) {
-                if !u.email.is_empty() {
-                    out.entry(user.clone()).or_default().email = u.email.clone();
-                }
-            }
+        let ids: BTreeSet<&str> = snapshot
+            .periods
+            .iter()
+            .flat_map(|v| v.allocation.units.iter().map(|u| u.user_id.as_str()))
+            .collect();
+        let activity: Vec<&crate::source::activity::Activity> = snapshot
+            .periods
+            .iter()
+            .filter_map(|v| v.activity.as_ref())
+            .collect();
+        let (out, lookups) = people(
+            self.identity.as_ref(),
+            &self.identity_settings,
+            ids,
+            &activity,
+        )
+        .await;
+        if self.identity.is_some() {
+            self.telemetry.record_identity_lookups(lookups);
         }
-        let settings = &self.identity_settings;
-        if let Some(resolver) = &self.identity {
-            {
-                let ids: BTreeSet<&str> = snapshot
-                    .periods
-                    .iter()
-                    .flat_map(|v| v.allocation.units.iter().map(|u| u.user_id.as_str()))
-                    .collect();
-                let (known, lookups) = resolver.resolve(ids).await;
-                self.telemetry.record_identity_lookups(lookups);
-                for (id, p) in known {
-                    let e = out.entry(id).or_default();
-                    e.user_name = p.user_name;
-                    e.display_name = p.display_name;
-                    if !p.email.is_empty() {
-                        e.email = p.email;
-                    }
-                }
-            }
-        }
-        for p in out.values_mut() {
-            if !settings.exports("user_name") {
-                p.user_name.clear();
-            }
-            if !settings.exports("display_name") {
-                p.display_name.clear();
-            }
-            if !settings.exports("email") {
-                p.email.clear();
-            }
-        }
-        out.retain(|_, p| *p != Person::default());
         out
     }
 

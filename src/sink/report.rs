@@ -25,6 +25,7 @@ use crate::notify::{Channel, NotifyError, feishu};
 use crate::period::BillingPeriod;
 use crate::snapshot::{PeriodView, Snapshot};
 use crate::source::Source;
+use crate::source::identity::Person;
 use crate::state::StateFile;
 
 /// `[report]`: the monthly per-user CSV and its summary card.
@@ -81,12 +82,16 @@ impl ReportSettings {
 
 /// Columns the report adds to the allocation's ([`crate::output::CSV_HEADER`]).
 pub const SAVINGS_COLUMNS: [&str; 3] = ["recommended_plan", "savings_usd", "savings_reason"];
+/// Who the user is, where known (Identity Store, or the activity report's e-mail when
+/// `identity.labels` exports it).
+pub const NAME_COLUMNS: [&str; 3] = ["user_name", "display_name", "email"];
 
 /// The CSV's columns.
 pub fn header() -> Vec<&'static str> {
     crate::output::CSV_HEADER
         .iter()
         .chain(&SAVINGS_COLUMNS)
+        .chain(&NAME_COLUMNS)
         .copied()
         .collect()
 }
@@ -130,7 +135,7 @@ impl ReportError {
 }
 
 /// The CSV of a period.
-pub fn csv(view: &PeriodView) -> Result<Vec<u8>, csv::Error> {
+pub fn csv(view: &PeriodView, people: &BTreeMap<String, Person>) -> Result<Vec<u8>, csv::Error> {
     let (a, savings) = (&view.allocation, &view.savings);
     let mut out = "\u{feff}".as_bytes().to_vec();
     {
@@ -167,10 +172,13 @@ pub fn csv(view: &PeriodView) -> Result<Vec<u8>, csv::Error> {
                 rec.map_or_else(String::new, |r| r.saving_usd.to_string()),
                 rec.map_or_else(String::new, |r| r.reason.as_str().to_owned()),
             ];
+            let who = people.get(&u.user_id).cloned().unwrap_or_default();
+            let names = [who.user_name, who.display_name, who.email];
             w.write_record(
                 crate::output::unit_fields(&period, u)
                     .iter()
-                    .chain(&savings),
+                    .chain(&savings)
+                    .chain(&names),
             )?;
         }
         for (label, amount) in [(UNATTRIBUTED_ROW, a.unattributed_usd), (TAX_ROW, a.tax_usd)] {
@@ -187,6 +195,9 @@ pub fn csv(view: &PeriodView) -> Result<Vec<u8>, csv::Error> {
                 "0",
                 &amount,
                 &amount,
+                "",
+                "",
+                "",
                 "",
                 "",
                 "",
@@ -335,12 +346,13 @@ pub struct Written {
 /// stopping at the first that fails ([`ReportError::Undelivered`] says which got it).
 pub async fn run(
     view: &PeriodView,
+    people: &BTreeMap<String, Person>,
     settings: &ReportSettings,
     s3: Option<&aws_sdk_s3::Client>,
     channels: &[&Channel],
     dashboard_url: &str,
 ) -> Result<Written, ReportError> {
-    let bytes = csv(view)?;
+    let bytes = csv(view, people)?;
     let name = file_name(view.allocation.period);
     let path = write(&settings.out_dir, &name, bytes.clone()).await?;
     let link = match (s3, settings.s3.as_str()) {
@@ -528,6 +540,7 @@ impl Sink for ReportSink {
             .collect();
         match run(
             view,
+            &snapshot.people,
             &self.settings,
             self.s3.as_ref(),
             &channels,

@@ -102,6 +102,50 @@ pub struct Lookups {
     pub failed: usize,
 }
 
+/// Who `ids` are: Identity Store's names (when `resolver` is given), else the activity report's
+/// e-mail; only the fields `settings.labels` exports (the e-mail only when asked).
+pub async fn people<'a>(
+    resolver: Option<&IdentityResolver>,
+    settings: &IdentitySettings,
+    ids: impl IntoIterator<Item = &'a str>,
+    activity: &[&crate::source::activity::Activity],
+) -> (BTreeMap<String, Person>, Lookups) {
+    let mut out: BTreeMap<String, Person> = BTreeMap::new();
+    for a in activity {
+        for ((_, _, user), u) in &a.users {
+            if !u.email.is_empty() {
+                out.entry(user.clone()).or_default().email = u.email.clone();
+            }
+        }
+    }
+    let mut lookups = Lookups::default();
+    if let Some(resolver) = resolver {
+        let (known, l) = resolver.resolve(ids).await;
+        lookups = l;
+        for (id, p) in known {
+            let e = out.entry(id).or_default();
+            e.user_name = p.user_name;
+            e.display_name = p.display_name;
+            if !p.email.is_empty() {
+                e.email = p.email;
+            }
+        }
+    }
+    for p in out.values_mut() {
+        if !settings.exports("user_name") {
+            p.user_name.clear();
+        }
+        if !settings.exports("display_name") {
+            p.display_name.clear();
+        }
+        if !settings.exports("email") {
+            p.email.clear();
+        }
+    }
+    out.retain(|_, p| *p != Person::default());
+    (out, lookups)
+}
+
 /// Looks user ids up in Identity Store, with a cache.
 pub struct IdentityResolver {
     client: aws_sdk_identitystore::Client,

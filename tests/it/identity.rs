@@ -138,8 +138,20 @@ async fn users_are_named_from_identity_store_through_throttling() {
     assert_eq!(proxy.count("DescribeUser"), calls);
     drop(d);
 
-    // With the e-mail switched on.
+    // With the e-mail switched on, and a Feishu channel: cards name the user.
     let with_email = config("\"user_name\", \"email\"");
+    let rx = crate::support::feishu::Receiver::start(None);
+    let mut text = std::fs::read_to_string(&with_email).unwrap();
+    text.push_str(&format!(
+        "[alerts]\nstate_file = {:?}\n[[alerts.channels]]\nname = \"feishu\"\nurl_env = \"TEST_FEISHU_URL\"\nsecret_env = \"\"\nmin_interval = \"10ms\"\n\
+         [[alerts.rules]]\nname = \"user-cost\"\nscope = \"user\"\nmeasure = \"cost_usd\"\nthreshold = 1\n\
+         [report]\nschedule_day = 0\n",
+        dir.path().join("state.json")
+    ));
+    std::fs::write(&with_email, text).unwrap();
+    let url = rx.url();
+    let mut env = aws::aws_env();
+    env.push(("TEST_FEISHU_URL", &url));
     let d = Daemon::start(
         &[
             "--config",
@@ -149,7 +161,7 @@ async fn users_are_named_from_identity_store_through_throttling() {
             "--period",
             "2026-10",
         ],
-        &aws::aws_env(),
+        &env,
     );
     let m = wait_for(&d, "e-mails", |m| {
         m.keys().any(|(n, l)| {
@@ -159,6 +171,41 @@ async fn users_are_named_from_identity_store_through_throttling() {
     .await;
     let (a, _) = info(&m, &alice).unwrap();
     assert!(a.get("display_name").is_none_or(String::is_empty), "{a:?}");
+    wait_log(&d, "alerts evaluated", 30);
+    let cards: String = rx.accepted().iter().map(|c| c.to_string()).collect();
+    assert!(cards.contains(&format!("alice · {alice}")), "{cards}");
+    assert!(
+        cards.contains(unknown),
+        "the unknown id is shown as it is: {cards}"
+    );
+    // The report CSV names them too.
+    let out = dir.path().join("reports");
+    let o = std::process::Command::new(bin())
+        .args([
+            "report",
+            "--config",
+            with_email.to_str().unwrap(),
+            "--cur",
+            cur,
+            "--period",
+            "2026-10",
+            "--out",
+            out.to_str().unwrap(),
+            "--no-notify",
+        ])
+        .envs(aws::aws_env())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = std::fs::read_to_string(out.join("kiro-cost-report-2026-10.csv")).unwrap();
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .ends_with("user_name,display_name,email"),
+        "{csv}"
+    );
+    assert!(csv.contains("alice,,alice@example.com"), "{csv}");
     assert!(!d.log().contains("testing"), "no credentials in the log");
 }
 

@@ -93,7 +93,10 @@ async fn report_writes_the_csv_uploads_it_and_sends_the_summary_card() {
             "total_usd",
             "recommended_plan",
             "savings_usd",
-            "savings_reason"
+            "savings_reason",
+            "user_name",
+            "display_name",
+            "email"
         ]
     );
     let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();

@@ -175,7 +175,8 @@ impl AlertsSink {
         let Some(current) = snapshot.current() else {
             return Ok(Round::default());
         };
-        let firing = rules::evaluate(&self.settings.rules, current, &self.plans, &self.budgets);
+        let mut firing = rules::evaluate(&self.settings.rules, current, &self.plans, &self.budgets);
+        rules::name_users(&mut firing, &snapshot.people);
         let all: Vec<String> = self.channels.iter().map(|c| c.name().to_owned()).collect();
         let rules = &self.settings.rules;
         let default_repeat = self.settings.repeat_interval;

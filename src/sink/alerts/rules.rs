@@ -228,6 +228,25 @@ struct Values {
     cost_center: String,
 }
 
+/// Puts each user-scope firing's person in front of its label (`Alice Liddell · 9067…
+/// (platform, Pro, account …)`), where the exporter knows them. The subject (the alert's
+/// identity) stays the id.
+pub fn name_users(
+    firing: &mut [Firing],
+    people: &BTreeMap<String, crate::source::identity::Person>,
+) {
+    for f in firing.iter_mut().filter(|f| f.scope == Scope::User) {
+        let user = f.subject.rsplit('/').next().unwrap_or_default();
+        let Some(p) = people.get(user) else { continue };
+        let name = [&p.display_name, &p.user_name, &p.email]
+            .into_iter()
+            .find(|n| !n.is_empty());
+        if let Some(name) = name {
+            f.subject_label = format!("{name} · {}", f.subject_label);
+        }
+    }
+}
+
 /// The subject of a user-scope alert: `account/user`, or `account/region/user` when the user
 /// holds seats in more than one region of the account (so each seat's alert is its own).
 pub fn seat_subject(account: &str, region: &str, user: &str, regions_of_user: usize) -> String {
