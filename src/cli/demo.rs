@@ -61,6 +61,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .with_context(|| format!("moving the demo export to {}", dir.display()))?;
     }
     settings.activity.path = dir.join("activity").display().to_string();
+    // Synthetic people: their generated e-mails may name them.
+    settings.identity.labels = vec!["user_name".into(), "display_name".into(), "email".into()];
     settings.source.cur = dir;
     settings.server.listen = listen;
     settings.refresh.interval = interval;
