@@ -8,7 +8,6 @@ use clap::Args;
 use kiro_cost_exporter::output::{self, Format};
 use kiro_cost_exporter::period::BillingPeriod;
 use kiro_cost_exporter::snapshot::PeriodView;
-use kiro_cost_exporter::source::activity::ActivityReader;
 
 use super::{ConfigArgs, load_settings, use_cur};
 
@@ -69,13 +68,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
             })
         );
     }
-    let activity = match settings.activity.path.as_str() {
-        "" => None,
-        path => {
-            let reader = ActivityReader::new(path);
-            Some(tokio::task::spawn_blocking(move || reader.read(period)).await?)
-        }
-    };
+    let activity = settings.activity.read_once(period).await;
     let view = PeriodView::build_with_activity(
         allocation,
         activity,

@@ -9,7 +9,6 @@ use kiro_cost_exporter::notify::{Channel, ChannelKind};
 use kiro_cost_exporter::period::BillingPeriod;
 use kiro_cost_exporter::sink::report;
 use kiro_cost_exporter::snapshot::PeriodView;
-use kiro_cost_exporter::source::activity::ActivityReader;
 use kiro_cost_exporter::source::identity::{IdentityResolver, people};
 use kiro_cost_exporter::telemetry::Telemetry;
 
@@ -62,13 +61,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
         .await?
         .allocate(period)
         .await?;
-    let activity = match settings.activity.path.as_str() {
-        "" => None,
-        path => {
-            let reader = ActivityReader::new(path);
-            Some(tokio::task::spawn_blocking(move || reader.read(period)).await?)
-        }
-    };
+    let activity = settings.activity.read_once(period).await;
     let view = PeriodView::build_with_activity(
         allocation,
         activity,

@@ -34,6 +34,18 @@ pub struct ActivitySettings {
 }
 
 impl ActivitySettings {
+    /// The activity of `period` when the report is configured, read on a blocking thread (for
+    /// one-shot commands; the daemon keeps an [`ActivityReader`] across refreshes).
+    pub async fn read_once(&self, period: BillingPeriod) -> Option<Activity> {
+        if self.path.is_empty() {
+            return None;
+        }
+        let reader = ActivityReader::new(&self.path);
+        tokio::task::spawn_blocking(move || reader.read(period))
+            .await
+            .ok()
+    }
+
     /// Checks values (no I/O); errors name the key under `activity`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.path.starts_with("s3://") {
