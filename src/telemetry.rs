@@ -330,7 +330,7 @@ impl Telemetry {
     }
 
     /// Counts a refresh's Identity Store lookups.
-    pub fn record_identity_lookups(&self, l: crate::source::identity::Lookups) {
+    pub fn record_identity_lookups(&self, l: &crate::source::identity::Lookups) {
         for (result, n) in [
             (Outcome::Success.as_str(), l.found),
             ("not_found", l.not_found),

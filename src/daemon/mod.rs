@@ -184,13 +184,34 @@ impl Refresher {
             self.telemetry.set_activity_malformed(malformed);
         }
         let mut snapshot = Snapshot::build_with_activity(now, periods, &self.plans, &self.savings);
-        snapshot.people = self.people(&snapshot).await;
+        let (people, same_person) = self.people(&snapshot).await;
+        snapshot.people = people;
+        // One person with ids from two Identity Center instances holds two seats.
+        for v in &mut snapshot.periods {
+            let ids: BTreeSet<&str> = v
+                .allocation
+                .units
+                .iter()
+                .map(|u| u.user_id.as_str())
+                .collect();
+            let mut dups: BTreeSet<String> = v.duplicate_subscriptions.iter().cloned().collect();
+            for group in &same_person {
+                let present: Vec<&String> = group
+                    .iter()
+                    .filter(|id| ids.contains(id.as_str()))
+                    .collect();
+                if present.len() > 1 {
+                    dups.extend(present.into_iter().cloned());
+                }
+            }
+            v.duplicate_subscriptions = dups.into_iter().collect();
+        }
         let families = prom::encode_snapshot(&snapshot);
         Ok((snapshot, Bytes::from(families)))
     }
 
-    /// Who the snapshot's users are ([`people`]).
-    async fn people(&self, snapshot: &Snapshot) -> BTreeMap<String, Person> {
+    /// Who the snapshot's users are ([`people`]), and the ids that are one person.
+    async fn people(&self, snapshot: &Snapshot) -> (BTreeMap<String, Person>, Vec<Vec<String>>) {
         let ids: BTreeSet<&str> = snapshot
             .periods
             .iter()
@@ -209,9 +230,9 @@ impl Refresher {
         )
         .await;
         if self.identity.is_some() {
-            self.telemetry.record_identity_lookups(lookups);
+            self.telemetry.record_identity_lookups(&lookups);
         }
-        out
+        (out, lookups.same_person)
     }
 
     /// Runs one refresh and publishes its outcome.

@@ -94,12 +94,15 @@ pub struct Person {
     pub email: String,
 }
 
-/// How lookups went, for the exporter's own metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How lookups went, for the exporter's own metrics, and what they found beyond names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Lookups {
     pub found: usize,
     pub not_found: usize,
     pub failed: usize,
+    /// Groups of user ids that share one e-mail: one person with ids in two Identity Center
+    /// instances (left behind when users are migrated between accounts), holding two seats.
+    pub same_person: Vec<Vec<String>>,
 }
 
 /// Who `ids` are: Identity Store's names (when `resolver` is given), else the activity report's
@@ -131,6 +134,17 @@ pub async fn people<'a>(
             }
         }
     }
+    // One person, two ids: the same e-mail, whether it is exported or not.
+    let mut by_email: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (id, p) in &out {
+        if !p.email.is_empty() {
+            by_email
+                .entry(p.email.to_ascii_lowercase())
+                .or_default()
+                .push(id.clone());
+        }
+    }
+    lookups.same_person = by_email.into_values().filter(|ids| ids.len() > 1).collect();
     for p in out.values_mut() {
         if !settings.exports("user_name") {
             p.user_name.clear();

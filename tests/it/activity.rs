@@ -157,6 +157,13 @@ async fn activity_is_read_as_kiro_writes_it_and_a_seat_in_use_is_never_idle() {
     assert!(again.malformed.is_empty());
     assert_eq!(again.users[&seat("u2")].credits_used, dec("9"));
 
+    // u2 turns out to be u1 under an id of another Identity Center instance: one e-mail.
+    write_day(
+        act.path(),
+        7,
+        "KIRO_IDE_111122223333_user_report_202610070000.csv",
+        &format!("{HEADER}\n2026-10-07,u2,IDE,0,0,,0,true,p1,PRO,0,false,U1@example.com\n"),
+    );
     // The daemon exports it, names the broken file, counts it, and does not call u1 idle.
     write_day(
         act.path(),
@@ -215,6 +222,15 @@ async fn activity_is_read_as_kiro_writes_it_and_a_seat_in_use_is_never_idle() {
     assert_eq!(
         value(&m, "kiro_exporter_activity_malformed_files", &[]),
         Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &m,
+            "kiro_duplicate_subscriptions",
+            &[("billing_period", "2026-10")]
+        ),
+        Some(2.0),
+        "one person behind two ids holds two seats"
     );
     assert_eq!(
         value(
