@@ -27,7 +27,7 @@ pub struct QueryArgs {
     /// line on standard error.
     #[arg(long)]
     stats: bool,
-    /// Folder holding the Kiro user activity report's `AWSLogs/` (overrides activity.path):
+    /// Folder or s3:// prefix holding the Kiro user activity report's `AWSLogs/` (overrides activity.path):
     /// savings then count use the bill does not show.
     #[arg(long, value_name = "DIR")]
     activity: Option<String>,
@@ -68,7 +68,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
             })
         );
     }
-    let activity = settings.activity.read_once(period).await;
+    let activity = settings.activity.read_once(&settings.aws, period).await;
     let view = PeriodView::build_with_activity(
         allocation,
         activity,

@@ -61,7 +61,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
         .await?
         .allocate(period)
         .await?;
-    let activity = settings.activity.read_once(period).await;
+    let activity = settings.activity.read_once(&settings.aws, period).await;
     let view = PeriodView::build_with_activity(
         allocation,
         activity,

@@ -19,7 +19,6 @@ use kiro_cost_exporter::sink::aws_budgets::{BudgetsSink, Reconciler};
 use kiro_cost_exporter::sink::cloudwatch::CloudWatchSink;
 use kiro_cost_exporter::sink::report::{ReportContext, ReportSink};
 use kiro_cost_exporter::source::Engine;
-use kiro_cost_exporter::source::activity::ActivityReader;
 use kiro_cost_exporter::source::identity::IdentityResolver;
 use kiro_cost_exporter::state::StateFile;
 use kiro_cost_exporter::telemetry::Telemetry;
@@ -43,7 +42,7 @@ pub struct ServeArgs {
     /// (overrides server.web_config_file).
     #[arg(long = "web.config.file", value_name = "FILE")]
     web_config_file: Option<PathBuf>,
-    /// Folder holding the Kiro user activity report's `AWSLogs/` (overrides activity.path).
+    /// Folder or s3:// prefix holding the Kiro user activity report's `AWSLogs/` (overrides activity.path).
     #[arg(long, value_name = "DIR")]
     activity: Option<String>,
 }
@@ -122,9 +121,9 @@ async fn refresher(settings: &Settings) -> anyhow::Result<Refresher> {
         Some(IdentityResolver::new(&shared, settings.identity.clone()))
     };
     refresher = refresher.with_identity(resolver, settings.identity.clone());
-    if !settings.activity.path.is_empty() {
+    if let Some(reader) = settings.activity.reader(&settings.aws).await {
         tracing::info!(path = %settings.activity.path, "reading the Kiro user activity report");
-        refresher = refresher.with_activity(ActivityReader::new(&settings.activity.path));
+        refresher = refresher.with_activity(reader);
     }
     if settings.cloudwatch.enabled {
         let shared = settings.aws.sdk_config().await;

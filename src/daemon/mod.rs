@@ -169,10 +169,7 @@ impl Refresher {
         for a in allocations {
             let activity = match &self.activity {
                 Some(reader) => {
-                    let (reader, period) = (reader.clone(), a.period);
-                    let read = tokio::task::spawn_blocking(move || reader.read(period))
-                        .await
-                        .unwrap_or_default();
+                    let read = reader.read(a.period).await;
                     malformed += read.malformed.len();
                     Some(read)
                 }

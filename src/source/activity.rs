@@ -15,7 +15,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::SystemTime;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -29,30 +28,40 @@ use crate::period::BillingPeriod;
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ActivitySettings {
-    /// The folder that holds `AWSLogs/` (a local copy of the report's S3 prefix); empty = off.
+    /// The folder or `s3://bucket/prefix/` that holds `AWSLogs/`; empty = off.
     pub path: String,
 }
 
 impl ActivitySettings {
-    /// The activity of `period` when the report is configured, read on a blocking thread (for
-    /// one-shot commands; the daemon keeps an [`ActivityReader`] across refreshes).
-    pub async fn read_once(&self, period: BillingPeriod) -> Option<Activity> {
+    /// A reader of the configured report, or `None` when it is off. An `s3://` path is read
+    /// with the S3 client of `aws`.
+    pub async fn reader(&self, aws: &crate::aws::AwsSettings) -> Option<ActivityReader> {
         if self.path.is_empty() {
             return None;
         }
-        let reader = ActivityReader::new(&self.path);
-        tokio::task::spawn_blocking(move || reader.read(period))
-            .await
-            .ok()
+        match crate::aws::S3Location::parse(&self.path) {
+            Ok(location) if self.path.starts_with("s3://") => {
+                let shared = aws.sdk_config().await;
+                Some(ActivityReader::s3(aws.s3_client(&shared), location))
+            }
+            _ => Some(ActivityReader::new(&self.path)),
+        }
+    }
+
+    /// The activity of `period` when the report is configured (for one-shot commands; the
+    /// daemon keeps an [`ActivityReader`] across refreshes).
+    pub async fn read_once(
+        &self,
+        aws: &crate::aws::AwsSettings,
+        period: BillingPeriod,
+    ) -> Option<Activity> {
+        Some(self.reader(aws).await?.read(period).await)
     }
 
     /// Checks values (no I/O); errors name the key under `activity`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.path.starts_with("s3://") {
-            return Err(ConfigError::key(
-                "activity.path",
-                "reading the activity report from S3 is not supported yet: sync the prefix to a folder and name the folder",
-            ));
+            crate::aws::S3Location::validate_setting("activity.path", &self.path)?;
         }
         Ok(())
     }
@@ -181,141 +190,293 @@ fn parse(bytes: &[u8]) -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
-/// A file's (size, modification time) when it was parsed, and its rows.
-type Parsed = ((u64, SystemTime), std::sync::Arc<Vec<Row>>);
+/// A file's (size, version: modification time or ETag) when it was parsed, and its rows.
+type Parsed = ((u64, String), std::sync::Arc<Vec<Row>>);
 
-/// Reads the activity report of a folder, remembering what it parsed.
-#[derive(Debug)]
-pub struct ActivityReader {
-    root: PathBuf,
-    /// Per file: (size, modified) when parsed, and its rows.
-    cache: Mutex<HashMap<PathBuf, Parsed>>,
+/// One report file: where it is, whose, and its version.
+#[derive(Debug, Clone)]
+struct Entry {
+    /// Path or S3 key.
+    key: String,
+    account: String,
+    region: String,
+    stamp: (u64, String),
 }
 
-/// `<root>/AWSLogs/<account>/KiroLogs/user_report/<region>/<yyyy>/<mm>/<dd>/00/*.csv` of one
-/// month: (account, region, file).
-fn month_files(root: &Path, period: BillingPeriod) -> Vec<(String, String, PathBuf)> {
-    let mut out = Vec::new();
-    let list = |p: &Path| -> Vec<PathBuf> {
-        std::fs::read_dir(p)
-            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
-            .unwrap_or_default()
+/// Where the report is.
+enum Store {
+    Local(PathBuf),
+    S3 {
+        client: aws_sdk_s3::Client,
+        location: crate::aws::S3Location,
+    },
+}
+
+/// Reads the activity report of a folder or an S3 prefix, remembering what it parsed.
+pub struct ActivityReader {
+    store: Store,
+    cache: tokio::sync::Mutex<HashMap<String, Parsed>>,
+}
+
+impl std::fmt::Debug for ActivityReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.store {
+            Store::Local(p) => write!(f, "ActivityReader({})", p.display()),
+            Store::S3 { location, .. } => write!(f, "ActivityReader({location})"),
+        }
+    }
+}
+
+/// `AWSLogs/<account>/KiroLogs/user_report/<region>/<yyyy>/<mm>/<dd>/00/<file>.csv` of
+/// `period`, relative to the report's root: (account, region).
+fn parse_key(rel: &str, period: BillingPeriod) -> Option<(String, String)> {
+    let parts: Vec<&str> = rel.split('/').collect();
+    let [
+        logs,
+        account,
+        kiro,
+        report,
+        region,
+        year,
+        month,
+        _day,
+        hour,
+        file,
+    ] = parts[..]
+    else {
+        return None;
     };
     let ym = period.to_string();
-    let (year, month) = ym.split_once('-').unwrap_or((&ym, ""));
-    for account in list(&root.join("AWSLogs")) {
-        let Some(id) = account
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(str::to_owned)
-        else {
+    let ok = logs == "AWSLogs"
+        && kiro == "KiroLogs"
+        && report == "user_report"
+        && hour == "00"
+        && ym == format!("{year}-{month}")
+        && file.to_ascii_lowercase().ends_with(".csv");
+    ok.then(|| (account.to_owned(), region.to_owned()))
+}
+
+/// The local files of `period` (blocking).
+#[allow(clippy::disallowed_methods)]
+fn local_entries(root: &Path, period: BillingPeriod) -> Vec<Entry> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.join("AWSLogs")];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
-        for region in list(&account.join("KiroLogs").join("user_report")) {
-            let Some(name) = region
-                .file_name()
-                .and_then(|n| n.to_str())
-                .map(str::to_owned)
+        for e in entries.filter_map(Result::ok) {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let Some(rel) = path
+                .strip_prefix(root)
+                .ok()
+                .map(|r| r.to_string_lossy().replace('\\', "/"))
             else {
                 continue;
             };
-            for day in list(&region.join(year).join(month)) {
-                for f in list(&day.join("00")) {
-                    if f.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
-                        out.push((id.clone(), name.clone(), f));
-                    }
-                }
-            }
+            let Some((account, region)) = parse_key(&rel, period) else {
+                continue;
+            };
+            let Ok(meta) = e.metadata() else { continue };
+            let modified = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            out.push(Entry {
+                key: path.display().to_string(),
+                account,
+                region,
+                stamp: (meta.len(), modified.to_string()),
+            });
         }
     }
-    out.sort();
+    out.sort_by(|a, b| a.key.cmp(&b.key));
     out
 }
 
 impl ActivityReader {
+    /// The report in a local folder (the one that holds `AWSLogs/`).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
-            root: root.into(),
-            cache: Mutex::new(HashMap::new()),
+            store: Store::Local(root.into()),
+            cache: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
-    /// The activity of `period`. Blocking: call it off the async runtime.
-    #[allow(clippy::disallowed_methods)]
-    pub fn read(&self, period: BillingPeriod) -> Activity {
-        let mut out = Activity::default();
-        let mut cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (account, region, file) in month_files(&self.root, period) {
-            let Ok(meta) = std::fs::metadata(&file) else {
-                continue;
-            };
-            let stamp = (
-                meta.len(),
-                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            );
-            let rows = match cache.get(&file) {
-                Some((s, rows)) if *s == stamp => rows.clone(),
-                _ => {
-                    let parsed = std::fs::read(&file)
-                        .map_err(|e| e.to_string())
-                        .and_then(|b| parse(&b));
-                    match parsed {
-                        Ok(rows) => {
-                            let rows = std::sync::Arc::new(rows);
-                            cache.insert(file.clone(), (stamp, rows.clone()));
-                            rows
+    /// The report under an S3 prefix (the one that holds `AWSLogs/`).
+    pub fn s3(client: aws_sdk_s3::Client, location: crate::aws::S3Location) -> Self {
+        Self {
+            store: Store::S3 { client, location },
+            cache: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn entries(&self, period: BillingPeriod) -> Result<Vec<Entry>, String> {
+        match &self.store {
+            Store::Local(root) => {
+                let root = root.clone();
+                tokio::task::spawn_blocking(move || local_entries(&root, period))
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Store::S3 { client, location } => {
+                let mut out = Vec::new();
+                let mut pages = client
+                    .list_objects_v2()
+                    .bucket(&location.bucket)
+                    .prefix(format!("{}AWSLogs/", location.prefix))
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(|e| {
+                        format!(
+                            "s3:ListObjectsV2 on {location}AWSLogs/: {}",
+                            crate::aws::error_message(&e)
+                        )
+                    })?;
+                    for o in page.contents() {
+                        let key = o.key().unwrap_or_default();
+                        let rel = &key[location.prefix.len().min(key.len())..];
+                        if let Some((account, region)) = parse_key(rel, period) {
+                            out.push(Entry {
+                                key: key.to_owned(),
+                                account,
+                                region,
+                                stamp: (
+                                    o.size().unwrap_or(0).max(0) as u64,
+                                    o.e_tag().unwrap_or_default().to_owned(),
+                                ),
+                            });
                         }
-                        Err(reason) => {
-                            tracing::warn!(file = %file.display(), "activity report file skipped: {reason}");
-                            cache.remove(&file);
-                            out.malformed.push(file);
-                            continue;
-                        }
                     }
                 }
-            };
-            for r in rows.iter() {
-                if BillingPeriod::containing(r.date.and_time(chrono::NaiveTime::MIN).and_utc())
-                    != period
-                    || r.user.is_empty()
-                {
-                    continue;
-                }
-                let day = r.date.and_time(chrono::NaiveTime::MIN).and_utc();
-                out.as_of = out.as_of.max(Some(day + chrono::Duration::days(1)));
-                let u = out
-                    .users
-                    .entry((account.clone(), region.clone(), r.user.clone()))
-                    .or_default();
-                u.credits_used += r.credits;
-                u.overage_credits_used += r.overage_credits;
-                *u.messages.entry(r.client.clone()).or_default() += r.messages;
-                let used = r.credits > Decimal::ZERO || r.messages > 0;
-                if used {
-                    u.last_active = u.last_active.max(Some(day));
-                }
-                if u.last_active.is_none_or(|t| day >= t) || u.tier.is_empty() {
-                    if r.overage_cap.is_some() {
-                        u.overage_cap = r.overage_cap;
-                    }
-                    if r.overage_enabled.is_some() {
-                        u.overage_enabled = r.overage_enabled;
-                    }
-                    if !r.tier.is_empty() {
-                        u.tier = r.tier.clone();
-                    }
-                }
-                if !r.email.is_empty() {
-                    u.email = r.email.clone();
-                }
+                Ok(out)
             }
         }
-        // Files gone from disk are forgotten.
-        cache.retain(|p, _| p.exists());
+    }
+
+    async fn fetch(&self, key: &str) -> Result<Vec<u8>, String> {
+        match &self.store {
+            Store::Local(_) => {
+                let path = PathBuf::from(key);
+                tokio::task::spawn_blocking(move || std::fs::read(path))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())
+            }
+            Store::S3 { client, location } => {
+                let o = client
+                    .get_object()
+                    .bucket(&location.bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| format!("s3:GetObject: {}", crate::aws::error_message(&e)))?;
+                o.body
+                    .collect()
+                    .await
+                    .map(|b| b.into_bytes().to_vec())
+                    .map_err(|e| format!("s3:GetObject: {e}"))
+            }
+        }
+    }
+
+    /// The activity of `period`. When the report cannot be listed, what was read before is
+    /// used, and the listing error logged.
+    pub async fn read(&self, period: BillingPeriod) -> Activity {
+        let mut out = Activity::default();
+        let mut cache = self.cache.lock().await;
+        let entries = match self.entries(period).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!("cannot list the activity report ({e}); using what was read before");
+                let mut cached: Vec<(String, Parsed)> =
+                    cache.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                cached.sort_by(|a, b| a.0.cmp(&b.0));
+                for (key, (_, rows)) in cached {
+                    let rel = match &self.store {
+                        Store::Local(root) => PathBuf::from(&key)
+                            .strip_prefix(root)
+                            .map(|p| p.to_string_lossy().replace('\\', "/"))
+                            .unwrap_or_default(),
+                        Store::S3 { location, .. } => key
+                            .get(location.prefix.len()..)
+                            .unwrap_or_default()
+                            .to_owned(),
+                    };
+                    if let Some((account, region)) = parse_key(&rel, period) {
+                        fold(&mut out, &account, &region, &rows, period);
+                    }
+                }
+                return out;
+            }
+        };
+        for entry in &entries {
+            let rows = match cache.get(&entry.key) {
+                Some((s, rows)) if *s == entry.stamp => rows.clone(),
+                _ => match self.fetch(&entry.key).await.and_then(|b| parse(&b)) {
+                    Ok(rows) => {
+                        let rows = std::sync::Arc::new(rows);
+                        cache.insert(entry.key.clone(), (entry.stamp.clone(), rows.clone()));
+                        rows
+                    }
+                    Err(reason) => {
+                        tracing::warn!(file = %entry.key, "activity report file skipped: {reason}");
+                        cache.remove(&entry.key);
+                        out.malformed.push(PathBuf::from(&entry.key));
+                        continue;
+                    }
+                },
+            };
+            fold(&mut out, &entry.account, &entry.region, &rows, period);
+        }
+        // Files gone are forgotten (those of other months stay for their own reads).
+        let listed: std::collections::HashSet<&str> =
+            entries.iter().map(|e| e.key.as_str()).collect();
+        cache.retain(|k, _| {
+            listed.contains(k.as_str()) || !k.contains(&period.to_string().replace('-', "/"))
+        });
         out
+    }
+}
+
+/// Adds a file's rows of `period` to `out`.
+fn fold(out: &mut Activity, account: &str, region: &str, rows: &[Row], period: BillingPeriod) {
+    for r in rows {
+        let day = r.date.and_time(chrono::NaiveTime::MIN).and_utc();
+        if BillingPeriod::containing(day) != period || r.user.is_empty() {
+            continue;
+        }
+        out.as_of = out.as_of.max(Some(day + chrono::Duration::days(1)));
+        let u = out
+            .users
+            .entry((account.to_owned(), region.to_owned(), r.user.clone()))
+            .or_default();
+        u.credits_used += r.credits;
+        u.overage_credits_used += r.overage_credits;
+        *u.messages.entry(r.client.clone()).or_default() += r.messages;
+        if r.credits > Decimal::ZERO || r.messages > 0 {
+            u.last_active = u.last_active.max(Some(day));
+        }
+        if u.last_active.is_none_or(|t| day >= t) || u.tier.is_empty() {
+            if r.overage_cap.is_some() {
+                u.overage_cap = r.overage_cap;
+            }
+            if r.overage_enabled.is_some() {
+                u.overage_enabled = r.overage_enabled;
+            }
+            if !r.tier.is_empty() {
+                u.tier = r.tier.clone();
+            }
+        }
+        if !r.email.is_empty() {
+            u.email = r.email.clone();
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use kiro_cost_exporter::sink::alerts::rules::{self, BudgetLimits, Measure, Rule,
 use kiro_cost_exporter::snapshot::PeriodView;
 use kiro_cost_exporter::source::activity::ActivityReader;
 
+use crate::support::aws::{self, Emulator, Kind};
 use crate::support::*;
 
 const HEADER: &str = "Date,UserId,Client_Type,Chat_Conversations,Credits_Used,Overage_Cap,Overage_Credits_Used,Overage_Enabled,ProfileId,Subscription_Tier,Total_Messages,New_User,User_Email";
@@ -75,7 +76,7 @@ async fn activity_is_read_as_kiro_writes_it_and_a_seat_in_use_is_never_idle() {
     );
 
     let reader = ActivityReader::new(act.path());
-    let activity = reader.read(period("2026-10"));
+    let activity = reader.read(period("2026-10")).await;
     assert_eq!(activity.malformed, vec![broken.clone()]);
     let seat = |u: &str| (ACCOUNT.to_owned(), "us-east-1".to_owned(), u.to_owned());
     let u1 = &activity.users[&seat("u1")];
@@ -153,7 +154,7 @@ async fn activity_is_read_as_kiro_writes_it_and_a_seat_in_use_is_never_idle() {
         format!("{HEADER}\n2026-10-05,u2,IDE,1,9,,0,true,p1,PRO,1,false,\n"),
     )
     .unwrap();
-    let again = reader.read(period("2026-10"));
+    let again = reader.read(period("2026-10")).await;
     assert!(again.malformed.is_empty());
     assert_eq!(again.users[&seat("u2")].credits_used, dec("9"));
 
@@ -255,14 +256,16 @@ async fn activity_is_read_as_kiro_writes_it_and_a_seat_in_use_is_never_idle() {
     assert!(log.contains("202610060000.csv"), "{log}");
 }
 
-#[test]
-fn the_generator_writes_an_activity_report_the_reader_reads() {
+#[tokio::test]
+async fn the_generator_writes_an_activity_report_the_reader_reads() {
     let dir = tempfile::tempdir().unwrap();
     let mut spec = kiro_cost_exporter::curgen::GenSpec::new(60, period("2026-10"));
     spec.activity = true;
     spec.seed = 3;
     kiro_cost_exporter::curgen::write_export(&spec, dir.path(), |_| {}).unwrap();
-    let a = ActivityReader::new(dir.path().join("activity")).read(period("2026-10"));
+    let a = ActivityReader::new(dir.path().join("activity"))
+        .read(period("2026-10"))
+        .await;
     assert!(a.malformed.is_empty(), "{:?}", a.malformed);
     assert!(a.users.len() > 20, "{}", a.users.len());
     assert!(
@@ -271,4 +274,124 @@ fn the_generator_writes_an_activity_report_the_reader_reads() {
     );
     assert!(a.users.values().any(|u| !u.email.is_empty()));
     assert!(a.as_of.is_some());
+}
+
+/// The report read straight from S3 (moto) is the report read from a copy on disk: same users,
+/// same savings; a file replaced by a broken one is named by its key and skipped, and a fixed
+/// one is read again.
+#[tokio::test]
+async fn activity_is_read_straight_from_s3() {
+    let Some(moto) = Emulator::start(Kind::Moto) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = kiro_cost_exporter::curgen::GenSpec::new(60, period("2026-10"));
+    spec.activity = true;
+    spec.seed = 5;
+    kiro_cost_exporter::curgen::write_export(&spec, dir.path(), |_| {}).unwrap();
+    let s3 = aws::s3_client(&moto.url()).await;
+    s3.create_bucket()
+        .bucket("kiro-activity")
+        .send()
+        .await
+        .unwrap();
+    let uploaded = aws::upload_dir(
+        &s3,
+        &dir.path().join("activity"),
+        "kiro-activity",
+        "reports/",
+    )
+    .await;
+    assert!(uploaded >= 2, "{uploaded}");
+
+    let location =
+        kiro_cost_exporter::aws::S3Location::parse("s3://kiro-activity/reports").unwrap();
+    let remote = ActivityReader::s3(s3.clone(), location);
+    let from_s3 = remote.read(period("2026-10")).await;
+    let local = ActivityReader::new(dir.path().join("activity"))
+        .read(period("2026-10"))
+        .await;
+    assert!(!from_s3.users.is_empty());
+    assert_eq!(from_s3.users, local.users);
+    assert_eq!(from_s3.as_of, local.as_of);
+
+    // One day's file replaced by a truncated one: named by its key, skipped, the rest kept.
+    let listed = s3
+        .list_objects_v2()
+        .bucket("kiro-activity")
+        .prefix("reports/AWSLogs/")
+        .send()
+        .await
+        .unwrap();
+    let key = listed.contents()[0].key().unwrap().to_owned();
+    s3.put_object()
+        .bucket("kiro-activity")
+        .key(&key)
+        .body(
+            format!("{HEADER}\n2026-10-05,u2,IDE,1,9")
+                .into_bytes()
+                .into(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let broken = remote.read(period("2026-10")).await;
+    assert_eq!(broken.malformed, vec![std::path::PathBuf::from(&key)]);
+    assert!(!broken.users.is_empty());
+    assert_ne!(broken.users, local.users);
+
+    // The same thing through the command line: `query --activity s3://...` gives the answer
+    // of `query --activity <folder>`, savings included.
+    s3.put_object()
+        .bucket("kiro-activity")
+        .key(&key)
+        .body(
+            std::fs::read(
+                dir.path()
+                    .join("activity")
+                    .join(key.trim_start_matches("reports/")),
+            )
+            .unwrap()
+            .into(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(remote.read(period("2026-10")).await.users, local.users);
+    let config = dir.path().join("aws.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
+            moto.url()
+        ),
+    )
+    .unwrap();
+    let cur = dir.path();
+    let query = |activity: &str| {
+        let out = std::process::Command::new(bin())
+            .args([
+                "query",
+                "--config",
+                config.to_str().unwrap(),
+                "--cur",
+                cur.to_str().unwrap(),
+                "--period",
+                "2026-10",
+                "--format",
+                "json",
+                "--activity",
+                activity,
+            ])
+            .envs(aws::aws_env())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let via_s3 = query("s3://kiro-activity/reports/");
+    let via_disk = query(dir.path().join("activity").to_str().unwrap());
+    assert_eq!(via_s3, via_disk);
+    let json: serde_json::Value = serde_json::from_str(&via_s3).unwrap();
+    assert!(json["savings"].is_object(), "{json}");
 }
