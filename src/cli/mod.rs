@@ -97,3 +97,43 @@ pub fn use_cur(settings: &mut Settings, cur: Option<PathBuf>) {
         settings.source.cur = cur;
     }
 }
+
+/// The Identity Store resolver when `identity.identity_store_id` is set; it needs a region.
+pub async fn identity_resolver(
+    settings: &Settings,
+) -> anyhow::Result<Option<kiro_cost_exporter::source::identity::IdentityResolver>> {
+    if settings.identity.identity_store_id.is_empty() {
+        return Ok(None);
+    }
+    let shared = settings.aws.sdk_config().await;
+    anyhow::ensure!(
+        shared.region().is_some(),
+        "identity.identity_store_id needs an AWS region: set aws.region, AWS_REGION or a profile's region"
+    );
+    Ok(Some(
+        kiro_cost_exporter::source::identity::IdentityResolver::new(
+            &shared,
+            settings.identity.clone(),
+        ),
+    ))
+}
+
+/// Names of the users of `view` (Identity Store when configured, the activity report's
+/// e-mails), with the labels `identity.labels` exports.
+pub async fn people_of(
+    settings: &Settings,
+    view: &kiro_cost_exporter::snapshot::PeriodView,
+) -> anyhow::Result<std::collections::BTreeMap<String, kiro_cost_exporter::source::identity::Person>>
+{
+    let resolver = identity_resolver(settings).await?;
+    let ids = view.allocation.units.iter().map(|u| u.user_id.as_str());
+    let activity: Vec<_> = view.activity.iter().collect();
+    let (people, _) = kiro_cost_exporter::source::identity::people(
+        resolver.as_ref(),
+        &settings.identity,
+        ids,
+        &activity,
+    )
+    .await;
+    Ok(people)
+}

@@ -29,7 +29,7 @@ pub struct QueryArgs {
     stats: bool,
     /// Folder or s3:// prefix holding the Kiro user activity report's `AWSLogs/` (overrides activity.path):
     /// savings then count use the bill does not show.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "PATH")]
     activity: Option<String>,
 }
 
@@ -78,11 +78,14 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     );
     let mut stdout = std::io::stdout().lock();
     match format {
-        Format::Json => writeln!(
-            stdout,
-            "{}",
-            serde_json::to_string_pretty(&output::to_json(&view))?
-        )?,
+        Format::Json => {
+            let mut json = output::to_json(&view);
+            let people = super::people_of(&settings, &view).await?;
+            if !people.is_empty() {
+                json["people"] = serde_json::to_value(&people)?;
+            }
+            writeln!(stdout, "{}", serde_json::to_string_pretty(&json)?)?
+        }
         Format::Csv => stdout.write_all(&output::to_csv(&view.allocation)?)?,
         Format::Table => stdout.write_all(output::to_table(&view).as_bytes())?,
     }

@@ -9,7 +9,6 @@ use kiro_cost_exporter::notify::{Channel, ChannelKind};
 use kiro_cost_exporter::period::BillingPeriod;
 use kiro_cost_exporter::sink::report;
 use kiro_cost_exporter::snapshot::PeriodView;
-use kiro_cost_exporter::source::identity::{IdentityResolver, people};
 use kiro_cost_exporter::telemetry::Telemetry;
 
 use super::{ConfigArgs, load_settings, use_cur};
@@ -33,6 +32,10 @@ pub struct ReportArgs {
     /// Do not send the summary card.
     #[arg(long)]
     no_notify: bool,
+    /// Folder or s3:// prefix holding the Kiro user activity report's `AWSLogs/` (overrides
+    /// activity.path).
+    #[arg(long, value_name = "PATH")]
+    activity: Option<String>,
 }
 
 pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
@@ -43,6 +46,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
         out,
         no_upload,
         no_notify,
+        activity,
     } = args;
     let settings = load_settings(&config, |s| {
         use_cur(s, cur);
@@ -51,6 +55,9 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
         }
         if no_upload {
             s.report.s3.clear();
+        }
+        if let Some(a) = activity {
+            s.activity.path = a;
         }
     })?;
     let now = chrono::Utc::now();
@@ -69,15 +76,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
         &settings.savings,
         now,
     );
-    let resolver = if settings.identity.identity_store_id.is_empty() {
-        None
-    } else {
-        let shared = settings.aws.sdk_config().await;
-        Some(IdentityResolver::new(&shared, settings.identity.clone()))
-    };
-    let ids = view.allocation.units.iter().map(|u| u.user_id.as_str());
-    let activity: Vec<_> = view.activity.iter().collect();
-    let (people, _) = people(resolver.as_ref(), &settings.identity, ids, &activity).await;
+    let people = super::people_of(&settings, &view).await?;
     let s3 = super::serve::report_s3(&settings).await;
     let channels = if no_notify {
         Vec::new()

@@ -19,7 +19,6 @@ use kiro_cost_exporter::sink::aws_budgets::{BudgetsSink, Reconciler};
 use kiro_cost_exporter::sink::cloudwatch::CloudWatchSink;
 use kiro_cost_exporter::sink::report::{ReportContext, ReportSink};
 use kiro_cost_exporter::source::Engine;
-use kiro_cost_exporter::source::identity::IdentityResolver;
 use kiro_cost_exporter::state::StateFile;
 use kiro_cost_exporter::telemetry::Telemetry;
 
@@ -43,7 +42,7 @@ pub struct ServeArgs {
     #[arg(long = "web.config.file", value_name = "FILE")]
     web_config_file: Option<PathBuf>,
     /// Folder or s3:// prefix holding the Kiro user activity report's `AWSLogs/` (overrides activity.path).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "PATH")]
     activity: Option<String>,
 }
 
@@ -110,16 +109,7 @@ async fn refresher(settings: &Settings) -> anyhow::Result<Refresher> {
         telemetry.clone(),
     )?
     .after_refresh(release_free_memory);
-    let resolver = if settings.identity.identity_store_id.is_empty() {
-        None
-    } else {
-        let shared = settings.aws.sdk_config().await;
-        anyhow::ensure!(
-            shared.region().is_some(),
-            "identity.identity_store_id needs an AWS region: set aws.region, AWS_REGION or a profile's region"
-        );
-        Some(IdentityResolver::new(&shared, settings.identity.clone()))
-    };
+    let resolver = super::identity_resolver(settings).await?;
     refresher = refresher.with_identity(resolver, settings.identity.clone());
     if let Some(reader) = settings.activity.reader(&settings.aws).await {
         tracing::info!(path = %settings.activity.path, "reading the Kiro user activity report");

@@ -87,10 +87,13 @@ impl IdentitySettings {
 }
 
 /// A person as Identity Store (or the activity report's e-mail) knows them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Person {
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub user_name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub display_name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub email: String,
 }
 

@@ -206,6 +206,30 @@ async fn users_are_named_from_identity_store_through_throttling() {
         "{csv}"
     );
     assert!(csv.contains("alice,,alice@example.com"), "{csv}");
+    // And `query`'s JSON, by user id, with the exported labels only.
+    let o = std::process::Command::new(bin())
+        .args([
+            "query",
+            "--config",
+            with_email.to_str().unwrap(),
+            "--cur",
+            cur,
+            "--period",
+            "2026-10",
+            "--format",
+            "json",
+        ])
+        .envs(aws::aws_env())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        json["people"][&alice],
+        serde_json::json!({"user_name": "alice", "email": "alice@example.com"})
+    );
+    assert_eq!(json["people"][&bob_prefixed]["user_name"], "bob");
+    assert!(json["people"].get(unknown).is_none(), "{json}");
     assert!(!d.log().contains("testing"), "no credentials in the log");
 }
 
