@@ -65,12 +65,15 @@ pub const REQUIRED_COLUMNS: &[&str] = &[
 ];
 
 /// Columns the query reads when the export has them: AWS's own CID table has no
-/// `line_item_user_identifier`, a narrow export may lack `line_item_operation` or `product`,
-/// and `line_item_net_unblended_cost` exists only where an account has a discount.
+/// `line_item_user_identifier`, a narrow export may lack `line_item_operation`,
+/// `product_region_code` or `product`, and `line_item_net_unblended_cost` exists only where an
+/// account has a discount. `product` (a map holding every product attribute, by far the
+/// widest column) is read only when `product_region_code` is not there.
 pub const OPTIONAL_COLUMNS: &[&str] = &[
     "line_item_user_identifier",
     "line_item_resource_id",
     "line_item_operation",
+    "product_region_code",
     "product",
     "line_item_net_unblended_cost",
 ];
@@ -81,6 +84,7 @@ pub struct Columns {
     pub user_identifier: bool,
     pub resource_id: bool,
     pub operation: bool,
+    pub region_code: bool,
     pub product: bool,
     pub net_unblended_cost: bool,
 }
@@ -92,6 +96,7 @@ impl Default for Columns {
             user_identifier: true,
             resource_id: true,
             operation: true,
+            region_code: true,
             product: true,
             net_unblended_cost: true,
         }
@@ -108,6 +113,7 @@ impl Columns {
             user_identifier: has("line_item_user_identifier"),
             resource_id: has("line_item_resource_id"),
             operation: has("line_item_operation"),
+            region_code: has("product_region_code"),
             product: has("product"),
             net_unblended_cost: has("line_item_net_unblended_cost"),
         };
@@ -127,6 +133,7 @@ impl Columns {
             self.user_identifier,
             self.resource_id,
             self.operation,
+            self.region_code,
             self.product,
             self.net_unblended_cost,
         ];
@@ -145,6 +152,7 @@ impl Columns {
             .iter()
             .chain(OPTIONAL_COLUMNS)
             .filter(|c| !missing.contains(c))
+            .filter(|c| !(self.region_code && **c == "product"))
             .copied()
             .collect()
     }
@@ -250,7 +258,9 @@ fn line_ctes(
         "CASE WHEN strpos({usage_type}, '-') > 0 \
          THEN substr({usage_type}, 1, strpos({usage_type}, '-') - 1) ELSE '' END"
     );
-    let region = if c.product {
+    let region = if c.region_code {
+        format!("COALESCE(NULLIF(product_region_code, ''), {prefix})")
+    } else if c.product {
         format!(
             "COALESCE(NULLIF({}, ''), {prefix})",
             map_get("product", "'region'")
@@ -365,7 +375,8 @@ fn params_for(dialect: Dialect, params: &mut Vec<String>) -> impl FnMut(String) 
 /// other; `Usage` or `FlatRateSubscription` lines with operation `Credits`, a usage type ending
 /// in `-Credits` or pricing unit `Credits` (case-insensitive) are credits consumption; other
 /// `FlatRateSubscription` lines are seat fees; the rest is other. The region of a line is
-/// `product['region']`, else the usage type's prefix (mapped to a region name afterwards).
+/// `product_region_code` (or `product['region']` in an export without that column), else the
+/// usage type's prefix (mapped to a region name afterwards).
 pub fn render(dialect: Dialect, spec: &QuerySpec<'_>) -> Rendered {
     let mut params = Vec::new();
     let lines = line_ctes(dialect, spec, &mut params_for(dialect, &mut params));
@@ -538,9 +549,17 @@ mod tests {
         );
         assert!(all.sql.contains("WHEN operation IN ($2, $3) THEN 'other'"));
         assert!(!all.sql.contains("BILLING_PERIOD"));
-        for c in OPTIONAL_COLUMNS {
+        for c in OPTIONAL_COLUMNS.iter().filter(|c| **c != "product") {
             assert!(all.sql.contains(c), "{c}");
         }
+        // The product map, the widest column, only when the region code is not there.
+        assert!(!all.sql.contains("element_at(product"));
+        assert!(!s.columns.read().contains(&"product"));
+        let mut no_code = s.clone();
+        no_code.columns.region_code = false;
+        let by_map = render(Dialect::DataFusion, &no_code);
+        assert!(by_map.sql.contains("element_at(product, 'region')[1]"));
+        assert!(!by_map.sql.contains("product_region_code"));
         // A CID-shaped export: no user identifier, no operation, no product, no net cost.
         s.columns = Columns::from_names(
             REQUIRED_COLUMNS
@@ -553,6 +572,7 @@ mod tests {
         for c in [
             "line_item_user_identifier",
             "line_item_operation",
+            "product_region_code",
             "element_at(product",
             "line_item_net_unblended_cost",
         ] {
@@ -564,6 +584,7 @@ mod tests {
             [
                 "line_item_user_identifier",
                 "line_item_operation",
+                "product_region_code",
                 "product",
                 "line_item_net_unblended_cost"
             ]

@@ -23,12 +23,13 @@ How the allocation reads the lines it prints:
      spellings are compared without case, '_', '-' or spaces (ProMax = PRO_MAX = Pro Max). A
      tier the plan table does not know is reported, never read as 0 included credits; fees
      are learned from full-month seat lines.
-  3. Seat: (account, region, user); region from product['region'], else the usage type's
-     prefix (USE1 = us-east-1, EUC1 = eu-central-1). Seats in two (account, region) pairs
-     are two bills: a duplicate subscription.
-  4. Columns: line_item_user_identifier, line_item_resource_id, line_item_operation, product
-     and line_item_net_unblended_cost are optional; one of the two user columns is needed. A
-     null net cost falls back to the unblended cost.
+  3. Seat: (account, region, user); region from product_region_code (product['region']
+     without that column), else the usage type's prefix (USE1 = us-east-1, EUC1 =
+     eu-central-1). Seats in two (account, region) pairs are two bills: a duplicate
+     subscription.
+  4. Columns: line_item_user_identifier, line_item_resource_id, line_item_operation,
+     product_region_code, product and line_item_net_unblended_cost are optional; one of
+     the two user columns is needed. A null net cost falls back to the unblended cost.
   5. Files: those the period's manifest lists, else the newest delivery; never two versions.
   6. Forecast: each seat's credits extrapolated to month end and the overage beyond its
      plan priced; fees spread daily carried to month end for active seats.";

@@ -167,11 +167,11 @@ async fn a_user_with_seats_in_two_regions_of_one_account_is_billed_twice() {
         usage_type: l.usage_type.replace("USE1-", "EUC1-"),
         ..l
     };
-    let e = Export::write([
+    let lines = vec![
         seat("u1", Some("A"), "Pro", 1, 20.0),
         credits("u1", Some("A"), 3, 100.0, 0.0),
         frankfurt(seat("u1", Some("A"), "Pro", 1, 20.0)),
-        // No region in product: the usage type's prefix names it.
+        // No region on the line: the usage type's prefix names it.
         CurLine {
             region: "",
             ..frankfurt(credits("u1", Some("A"), 4, 30.0, 0.0))
@@ -182,19 +182,26 @@ async fn a_user_with_seats_in_two_regions_of_one_account_is_billed_twice() {
             usage_type: "XYZ9-KiroEnterprise-Pro".into(),
             ..seat("u2", Some("B"), "Pro", 1, 20.0)
         },
-    ]);
-    let a = e.allocate("2026-10").await.unwrap();
-    check(
-        &a,
+    ];
+    let want = || {
         vec![
             unit("XYZ9", "u2", "B", "Pro", "0", "20", "0", "0"),
             unit("eu-central-1", "u1", "A", "Pro", "30", "20", "0", "0"),
             unit(E1, "u1", "A", "Pro", "100", "20", "0", "0"),
-        ],
+        ]
+    };
+    // Without product_region_code the region comes from product['region']: the same seats.
+    let by_map = Export::write_omitting(lines.clone(), &["product_region_code"]);
+    check(
+        &by_map.allocate("2026-10").await.unwrap(),
+        want(),
         "0",
         "0",
         "60",
     );
+    let e = Export::write(lines);
+    let a = e.allocate("2026-10").await.unwrap();
+    check(&a, want(), "0", "0", "60");
     assert_eq!(a.duplicate_subscriptions(), vec!["u1"]);
     assert_eq!(a.seats.len(), 3);
     // Savings: one of the two seats is a duplicate to cancel.
@@ -230,6 +237,7 @@ async fn optional_columns_may_be_missing_and_a_null_net_cost_falls_back() {
         &[
             "line_item_user_identifier",
             "line_item_operation",
+            "product_region_code",
             "product",
             "line_item_net_unblended_cost",
         ],

@@ -69,7 +69,7 @@ fn ledger(lines: &[CurLine], period: &str) -> Ledger {
             .find(|(k, _)| k == TAG)
             .map(|(_, v)| v.clone())
             .unwrap_or_default();
-        // Every generated line names its region in product['region'].
+        // Every generated line names its region in product_region_code and product['region'].
         let region = l.region.to_owned();
         let u = g
             .units
