@@ -100,7 +100,8 @@ impl Default for AllocationSettings {
 
 /// One result row of the allocation query: a (usage account, region key, user, cost center)
 /// group. `user_id` is empty for lines that name no user; `region` is the raw region key
-/// (`product_region_code`, `product['region']` or the usage type's prefix, see [`region::region_name`]).
+/// (`product_region_code`, `product['region']` or the usage type's prefix, see
+/// [`region::region_name`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GroupRow {
     pub account_id: String,

@@ -1,7 +1,7 @@
-//! A line's region: `product_region_code` (or `product['region']`) when the export has it, else
-//! the region prefix of its usage type (`USE1-KiroEnterprise-Pro` → `us-east-1`). A Kiro profile is per account and
-//! region, so a user subscribed in two regions of one account holds two seats and is billed
-//! twice (Kiro's billing docs give Frankfurt and N. Virginia as the example).
+//! A line's region: `product_region_code` (or `product['region']`) when the export has it,
+//! else the region prefix of its usage type (`USE1-KiroEnterprise-Pro` → `us-east-1`). A Kiro
+//! profile is per account and region, so a user subscribed in two regions of one account holds
+//! two seats and is billed twice (Kiro's billing docs give Frankfurt and N. Virginia as the example).
 
 /// Usage-type region prefixes, as AWS's price list writes them, and the region each stands for.
 const PREFIXES: &[(&str, &str)] = &[

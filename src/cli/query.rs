@@ -27,8 +27,8 @@ pub struct QueryArgs {
     /// line on standard error.
     #[arg(long)]
     stats: bool,
-    /// Folder or s3:// prefix holding the Kiro user activity report's `AWSLogs/` (overrides activity.path):
-    /// savings then count use the bill does not show.
+    /// Folder or s3:// prefix holding the Kiro user activity report's `AWSLogs/` (overrides
+    /// activity.path): savings then count use the bill does not show.
     #[arg(long, value_name = "PATH")]
     activity: Option<String>,
 }

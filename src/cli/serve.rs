@@ -41,7 +41,8 @@ pub struct ServeArgs {
     /// (overrides server.web_config_file).
     #[arg(long = "web.config.file", value_name = "FILE")]
     web_config_file: Option<PathBuf>,
-    /// Folder or s3:// prefix holding the Kiro user activity report's `AWSLogs/` (overrides activity.path).
+    /// Folder or s3:// prefix holding the Kiro user activity report's `AWSLogs/` (overrides
+    /// activity.path).
     #[arg(long, value_name = "PATH")]
     activity: Option<String>,
 }
