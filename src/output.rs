@@ -74,6 +74,9 @@ pub fn to_json(view: &PeriodView) -> Value {
                     .copied()
                     .unwrap_or_default(),
             );
+            if let Some(assigned) = a.assigned_cost_centers.get(k.as_str()) {
+                v["assigned_usd"] = number(*assigned);
+            }
             v
         })
         .collect();

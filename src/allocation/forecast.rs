@@ -130,6 +130,7 @@ pub(crate) mod tests {
             kiro_total_usd: Decimal::from(68),
             data_as_of: as_of_days.map(|d| period.start() + Duration::days(d)),
             stats: QueryStats::default(),
+            assigned_cost_centers: Default::default(),
         }
     }
 

@@ -201,6 +201,10 @@ pub struct Allocation {
     /// discount lines span the whole month and say nothing about freshness.
     pub data_as_of: Option<DateTime<Utc>>,
     pub stats: QueryStats,
+    /// Cost of lines without a cost-center tag that a user attribute assigned to a cost center
+    /// (`identity.cost_center_from`), per cost center; counted apart so the tags' coverage
+    /// stays visible.
+    pub assigned_cost_centers: BTreeMap<String, Decimal>,
 }
 
 /// Roll-up of the units that share a key (a cost center or an account).
@@ -368,9 +372,52 @@ impl Allocation {
             kiro_total_usd: total.normalize(),
             data_as_of,
             stats,
+            assigned_cost_centers: BTreeMap::new(),
         };
         allocation.reconcile()?;
         Ok(allocation)
+    }
+
+    /// Gives the units without a cost-center tag the cost center `of_user` names for their
+    /// user (merging with a unit already under that cost center), and counts what moved in
+    /// [`Self::assigned_cost_centers`]. Totals are unchanged.
+    pub fn assign_untagged(&mut self, of_user: impl Fn(&str) -> Option<String>) {
+        if !self.units.iter().any(|u| u.cost_center.is_empty()) {
+            return;
+        }
+        let mut merged: BTreeMap<(String, String, String, String), UserCost> = BTreeMap::new();
+        for mut u in std::mem::take(&mut self.units) {
+            if u.cost_center.is_empty()
+                && let Some(cc) = of_user(&u.user_id).filter(|cc| !cc.is_empty())
+            {
+                *self.assigned_cost_centers.entry(cc.clone()).or_default() += u.total_usd;
+                u.cost_center = cc;
+            }
+            let key = (
+                u.account_id.clone(),
+                u.region.clone(),
+                u.user_id.clone(),
+                u.cost_center.clone(),
+            );
+            match merged.entry(key) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(u);
+                }
+                std::collections::btree_map::Entry::Occupied(mut o) => {
+                    let m = o.get_mut();
+                    m.credits_used = (m.credits_used + u.credits_used).normalize();
+                    m.subscription_usd = (m.subscription_usd + u.subscription_usd).normalize();
+                    m.overage_usd = (m.overage_usd + u.overage_usd).normalize();
+                    m.other_usd = (m.other_usd + u.other_usd).normalize();
+                    m.total_usd = (m.total_usd + u.total_usd).normalize();
+                }
+            }
+        }
+        self.units = merged.into_values().collect();
+        self.units.sort();
+        for v in self.assigned_cost_centers.values_mut() {
+            *v = v.normalize();
+        }
     }
 
     /// Checks Σ units.total + unattributed + tax = Kiro total, exactly.
@@ -519,6 +566,50 @@ mod tests {
             billed_lines: i64::from(sub + over != Decimal::ZERO),
             ..GroupRow::default()
         }
+    }
+
+    #[test]
+    fn assigning_untagged_units_merges_them_and_keeps_the_books() {
+        let p: BillingPeriod = "2026-10".parse().unwrap();
+        let rows = vec![
+            row("1", "a", "", Some("USE1-KiroEnterprise-Pro"), 20, 3, 1),
+            row("1", "a", "cc", None, 0, 4, 0),
+            row("1", "b", "", Some("USE1-KiroEnterprise-Pro"), 20, 0, 0),
+            row("1", "c", "", Some("USE1-KiroEnterprise-Pro"), 20, 0, 0),
+        ];
+        let mut a =
+            Allocation::assemble(p, rows, &PlanTable::default(), QueryStats::default()).unwrap();
+        let total = a.kiro_total_usd;
+        a.assign_untagged(|u| match u {
+            "a" => Some("cc".into()),
+            "b" => Some("other".into()),
+            _ => None,
+        });
+        a.reconcile().unwrap();
+        assert_eq!(a.kiro_total_usd, total);
+        let of = |u: &str| -> Vec<(&str, Decimal)> {
+            a.units
+                .iter()
+                .filter(|x| x.user_id == u)
+                .map(|x| (x.cost_center.as_str(), x.total_usd))
+                .collect()
+        };
+        assert_eq!(of("a"), vec![("cc", Decimal::from(27))]);
+        assert_eq!(
+            of("a")[0].1,
+            a.units[0].subscription_usd + a.units[0].overage_usd
+        );
+        assert_eq!(of("b"), vec![("other", Decimal::from(20))]);
+        assert_eq!(of("c"), vec![("", Decimal::from(20))]);
+        assert_eq!(a.units[0].plan, "Pro");
+        assert_eq!(
+            a.assigned_cost_centers,
+            BTreeMap::from([
+                ("cc".to_owned(), Decimal::from(23)),
+                ("other".to_owned(), Decimal::from(20))
+            ])
+        );
+        assert_eq!(a.untagged_users(), vec!["c"]);
     }
 
     #[test]

@@ -347,6 +347,7 @@ mod tests {
             kiro_total_usd,
             data_as_of: Some(as_of),
             stats: QueryStats::default(),
+            assigned_cost_centers: Default::default(),
         };
         a.reconcile().unwrap();
         (a, as_of)

@@ -40,8 +40,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let now = chrono::Utc::now();
     let current = BillingPeriod::containing(now);
     let base = data.unwrap_or_else(demo_cache_dir);
-    // v2: with the activity report.
-    let dir = base.join(format!("{current}-{users}users-v2"));
+    // v3: with the activity report and a directory of synthetic people.
+    let dir = base.join(format!("{current}-{users}users-v3"));
     if !dir.join("data").is_dir() {
         println!(
             "Generating a demo CUR export ({users} users, {} and {current} to date) in {} ...",
@@ -61,7 +61,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .with_context(|| format!("moving the demo export to {}", dir.display()))?;
     }
     settings.activity.path = dir.join("activity").display().to_string();
-    // Synthetic people: their generated e-mails may name them.
+    // Synthetic people, named from the generated directory file (Identity Store stays off):
+    // their e-mails may be shown.
+    settings.identity.directory = dir.join("activity/people.csv").display().to_string();
     settings.identity.labels = vec!["user_name".into(), "display_name".into(), "email".into()];
     settings.source.cur = dir;
     settings.server.listen = listen;

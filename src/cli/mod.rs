@@ -118,22 +118,39 @@ pub async fn identity_resolver(
     ))
 }
 
-/// Names of the users of `view` (Identity Store when configured, the activity report's
-/// e-mails), with the labels `identity.labels` exports.
-pub async fn people_of(
+/// The view of one allocated period as every command shows it: the activity report next to
+/// the bill, the users named (Identity Store when configured, the directory file, the activity
+/// report's e-mails; the labels `identity.labels` exports), and lines without a cost-center
+/// tag assigned by `identity.cost_center_from` when it is on.
+pub async fn period_view(
     settings: &Settings,
-    view: &kiro_cost_exporter::snapshot::PeriodView,
-) -> anyhow::Result<std::collections::BTreeMap<String, kiro_cost_exporter::source::identity::Person>>
-{
+    mut allocation: kiro_cost_exporter::allocation::Allocation,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<(
+    kiro_cost_exporter::snapshot::PeriodView,
+    std::collections::BTreeMap<String, kiro_cost_exporter::source::identity::Person>,
+)> {
+    use kiro_cost_exporter::source::identity;
+    let activity = settings
+        .activity
+        .read_once(&settings.aws, allocation.period)
+        .await;
     let resolver = identity_resolver(settings).await?;
-    let ids = view.allocation.units.iter().map(|u| u.user_id.as_str());
-    let activity: Vec<_> = view.activity.iter().collect();
-    let (people, _) = kiro_cost_exporter::source::identity::people(
+    let ids: Vec<String> = allocation.units.iter().map(|u| u.user_id.clone()).collect();
+    let (people, _) = identity::people(
         resolver.as_ref(),
         &settings.identity,
-        ids,
-        &activity,
+        ids.iter().map(String::as_str),
+        &activity.iter().collect::<Vec<_>>(),
     )
     .await;
-    Ok(people)
+    identity::assign_cost_centers(&mut allocation, &people);
+    let view = kiro_cost_exporter::snapshot::PeriodView::build_with_activity(
+        allocation,
+        activity,
+        &settings.plans,
+        &settings.savings,
+        now,
+    );
+    Ok((view, people))
 }

@@ -7,7 +7,6 @@ use clap::Args;
 
 use kiro_cost_exporter::output::{self, Format};
 use kiro_cost_exporter::period::BillingPeriod;
-use kiro_cost_exporter::snapshot::PeriodView;
 
 use super::{ConfigArgs, load_settings, use_cur};
 
@@ -68,19 +67,11 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
             })
         );
     }
-    let activity = settings.activity.read_once(&settings.aws, period).await;
-    let view = PeriodView::build_with_activity(
-        allocation,
-        activity,
-        &settings.plans,
-        &settings.savings,
-        chrono::Utc::now(),
-    );
+    let (view, people) = super::period_view(&settings, allocation, chrono::Utc::now()).await?;
     let mut stdout = std::io::stdout().lock();
     match format {
         Format::Json => {
             let mut json = output::to_json(&view);
-            let people = super::people_of(&settings, &view).await?;
             if !people.is_empty() {
                 json["people"] = serde_json::to_value(&people)?;
             }

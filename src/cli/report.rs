@@ -8,7 +8,6 @@ use clap::Args;
 use kiro_cost_exporter::notify::{Channel, ChannelKind};
 use kiro_cost_exporter::period::BillingPeriod;
 use kiro_cost_exporter::sink::report;
-use kiro_cost_exporter::snapshot::PeriodView;
 use kiro_cost_exporter::telemetry::Telemetry;
 
 use super::{ConfigArgs, load_settings, use_cur};
@@ -68,15 +67,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
         .await?
         .allocate(period)
         .await?;
-    let activity = settings.activity.read_once(&settings.aws, period).await;
-    let view = PeriodView::build_with_activity(
-        allocation,
-        activity,
-        &settings.plans,
-        &settings.savings,
-        now,
-    );
-    let people = super::people_of(&settings, &view).await?;
+    let (view, people) = super::period_view(&settings, allocation, now).await?;
     let s3 = super::serve::report_s3(&settings).await;
     let channels = if no_notify {
         Vec::new()

@@ -44,7 +44,68 @@ fn draw(user: &str, salt: u64) -> f64 {
     (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// Given names and family names the synthetic people are made of.
+const GIVEN: &[&str] = &[
+    "Ada", "Bo", "Chen", "Dana", "Emil", "Fatima", "Goro", "Hana", "Ivan", "Jia", "Kofi", "Lena",
+    "Mateo", "Nadia", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tariq", "Uma", "Viktor", "Wei",
+    "Ximena", "Yusuf", "Zoe",
+];
+const FAMILY: &[&str] = &[
+    "Andersen", "Baker", "Costa", "Dubois", "Eriksson", "Fischer", "Garcia", "Hoffmann", "Ito",
+    "Jensen", "Kowalski", "Li", "Moreau", "Nakamura", "Okafor", "Petrov", "Rossi", "Silva",
+    "Tanaka", "Ueda", "Varga", "Wang", "Yilmaz", "Zhang",
+];
+
+/// A synthetic person: user name, display name and e-mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Synthetic {
+    pub user_name: String,
+    pub display_name: String,
+    pub email: String,
+}
+
 impl ActivityLog {
+    /// A synthetic name for every user, stable for a user id and unique: the first user (by id)
+    /// to draw a name gets it plain, later ones get a number.
+    pub fn people(&self) -> BTreeMap<String, Synthetic> {
+        let mut used: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        let mut out = BTreeMap::new();
+        for (_, _, _, user) in self.seats.keys() {
+            if out.contains_key(user) {
+                continue;
+            }
+            let pick = |list: &[&'static str], salt| {
+                list[((draw(user, salt) * list.len() as f64) as usize).min(list.len() - 1)]
+            };
+            let (given, family) = (pick(GIVEN, 3), pick(FAMILY, 4));
+            let base = format!("{}.{}", given, family).to_ascii_lowercase();
+            let n = used.entry(base.clone()).or_default();
+            *n += 1;
+            let user_name = if *n == 1 { base } else { format!("{base}{n}") };
+            out.insert(
+                user.clone(),
+                Synthetic {
+                    email: format!("{user_name}@example.com"),
+                    user_name,
+                    display_name: format!("{given} {family}"),
+                },
+            );
+        }
+        out
+    }
+
+    /// Writes the people as a directory file (`identity.directory`): `user_id`, `user_name`,
+    /// `display_name`, `email`.
+    pub fn write_directory(&self, path: &Path) -> Result<(), csv::Error> {
+        let mut w = csv::Writer::from_path(path)?;
+        w.write_record(["user_id", "user_name", "display_name", "email"])?;
+        for (id, p) in self.people() {
+            w.write_record([&id, &p.user_name, &p.display_name, &p.email])?;
+        }
+        w.flush()?;
+        Ok(())
+    }
+
     /// Notes a generated line: seats and their credits.
     pub fn observe(&mut self, l: &CurLine) {
         if l.product_code != "Kiro" || l.region.is_empty() {
@@ -67,6 +128,7 @@ impl ActivityLog {
     pub fn write(&self, dir: &Path) -> std::io::Result<usize> {
         // (account, region, day) → rows.
         let mut files: BTreeMap<(String, String, NaiveDate), Vec<[String; 13]>> = BTreeMap::new();
+        let people = self.people();
         for ((period, account, region, user), days) in &self.seats {
             let mut days = days.clone();
             // In-plan use the bill did not show: a third of the seats without credits lines.
@@ -79,10 +141,9 @@ impl ActivityLog {
                     }
                 }
             }
-            let email = if draw(user, 2) < 0.15 {
-                String::new()
-            } else {
-                format!("{}@example.com", &user[..user.len().min(8)])
+            let email = match people.get(user) {
+                Some(p) if draw(user, 2) >= 0.15 => p.email.clone(),
+                _ => String::new(),
             };
             for (day, credits) in days {
                 let credits = (credits * 100.0).round() / 100.0;

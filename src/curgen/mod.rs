@@ -56,7 +56,8 @@ pub struct GenSpec {
     pub until: Option<DateTime<Utc>>,
     /// Which columns the export has.
     pub shape: Shape,
-    /// Also write a Kiro user activity report under `<dir>/activity/` ([`activity`]).
+    /// Also write a Kiro user activity report under `<dir>/activity/` ([`activity`]), and a
+    /// directory file of synthetic people, `<dir>/activity/people.csv` (`identity.directory`).
     pub activity: bool,
 }
 
@@ -1072,8 +1073,13 @@ pub fn write_export(
     if spec.activity {
         let folder = dir.join("activity");
         log.write(&folder).map_err(|source| WriteError::Io {
-            path: folder,
+            path: folder.clone(),
             source,
+        })?;
+        let people = folder.join("people.csv");
+        log.write_directory(&people).map_err(|e| WriteError::Io {
+            path: people,
+            source: e.into(),
         })?;
     }
     Ok(summary)

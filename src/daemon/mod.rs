@@ -15,14 +15,16 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use tokio::sync::watch;
 
-use crate::allocation::PlanTable;
 use crate::allocation::savings::SavingsSettings;
+use crate::allocation::{Allocation, PlanTable};
 use crate::server::{Published, State};
 use crate::sink::prometheus::{self as prom, EncodeError};
 use crate::sink::{Delivery, Sink, landing};
 use crate::snapshot::Snapshot;
-use crate::source::activity::ActivityReader;
-use crate::source::identity::{IdentityResolver, IdentitySettings, Person, people};
+use crate::source::activity::{Activity, ActivityReader};
+use crate::source::identity::{
+    IdentityResolver, IdentitySettings, Person, assign_cost_centers, people,
+};
 use crate::source::{Source, SourceError};
 use crate::telemetry::Telemetry;
 pub use schedule::{RefreshSettings, backoff, watched_periods};
@@ -180,8 +182,11 @@ impl Refresher {
         if self.activity.is_some() {
             self.telemetry.set_activity_malformed(malformed);
         }
+        let (people, same_person) = self.people(&periods).await;
+        for (a, _) in &mut periods {
+            assign_cost_centers(a, &people);
+        }
         let mut snapshot = Snapshot::build_with_activity(now, periods, &self.plans, &self.savings);
-        let (people, same_person) = self.people(&snapshot).await;
         snapshot.people = people;
         // One person with ids from two Identity Center instances holds two seats.
         for v in &mut snapshot.periods {
@@ -207,18 +212,16 @@ impl Refresher {
         Ok((snapshot, Bytes::from(families)))
     }
 
-    /// Who the snapshot's users are ([`people`]), and the ids that are one person.
-    async fn people(&self, snapshot: &Snapshot) -> (BTreeMap<String, Person>, Vec<Vec<String>>) {
-        let ids: BTreeSet<&str> = snapshot
-            .periods
+    /// Who the users of `periods` are ([`people`]), and the ids that are one person.
+    async fn people(
+        &self,
+        periods: &[(Allocation, Option<Activity>)],
+    ) -> (BTreeMap<String, Person>, Vec<Vec<String>>) {
+        let ids: BTreeSet<&str> = periods
             .iter()
-            .flat_map(|v| v.allocation.units.iter().map(|u| u.user_id.as_str()))
+            .flat_map(|(a, _)| a.units.iter().map(|u| u.user_id.as_str()))
             .collect();
-        let activity: Vec<&crate::source::activity::Activity> = snapshot
-            .periods
-            .iter()
-            .filter_map(|v| v.activity.as_ref())
-            .collect();
+        let activity: Vec<&Activity> = periods.iter().filter_map(|(_, a)| a.as_ref()).collect();
         let (out, lookups) = people(
             self.identity.as_ref(),
             &self.identity_settings,

@@ -249,3 +249,235 @@ fn a_bad_identity_store_id_is_named() {
     let o = run(&["check-config", "--config", path.to_str().unwrap()]);
     assert!(stderr(&o).contains("identity.labels"), "{}", stderr(&o));
 }
+
+/// `query --format json` over `cur` with `config`, in the emulator's AWS environment.
+fn query_json(config: &std::path::Path, cur: &std::path::Path) -> serde_json::Value {
+    let o = run_env(
+        &[
+            "query",
+            "--config",
+            config.to_str().unwrap(),
+            "--cur",
+            cur.to_str().unwrap(),
+            "--period",
+            "2026-10",
+            "--format",
+            "json",
+        ],
+        &aws::aws_env(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).unwrap()
+}
+
+/// The cost center of `user`'s units in `json`, with their summed cost.
+fn units_of(json: &serde_json::Value, user: &str) -> Vec<(String, f64)> {
+    json["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["user_id"] == user)
+        .map(|u| {
+            (
+                u["cost_center"].as_str().unwrap().to_owned(),
+                u["total_usd"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_store_attribute_assigns_untagged_lines_behind_a_switch() {
+    let Some(moto) = Emulator::start(Kind::Moto) else {
+        return;
+    };
+    let client = aws_sdk_identitystore::Client::new(&aws::sdk_config(&moto.url()).await);
+    let with_title = |name: &'static str, title: &'static str| {
+        let client = client.clone();
+        async move {
+            client
+                .create_user()
+                .identity_store_id(STORE)
+                .user_name(name)
+                .display_name(name)
+                .name(
+                    aws_sdk_identitystore::types::Name::builder()
+                        .given_name(name)
+                        .family_name("Example")
+                        .build(),
+                )
+                .title(title)
+                .send()
+                .await
+                .unwrap()
+                .user_id()
+                .to_owned()
+        }
+    };
+    // Carol's lines carry no tag; her title names a cost center. Dan has a tagged seat and
+    // untagged credits; his title names the same cost center as his tag, so the two merge.
+    // Erin is untagged and has no title: she stays untagged.
+    let carol = with_title("carol", "Research").await;
+    let dan = with_title("dan", "Platform").await;
+    let erin = create(&client, "erin", "Erin").await;
+    let e = Export::write([
+        seat(&carol, None, "Pro", 1, 20.0),
+        credits(&carol, None, 3, 1200.0, 200.0),
+        seat(&dan, Some("Platform"), "Pro", 1, 20.0),
+        credits(&dan, None, 4, 1100.0, 100.0),
+        seat(&erin, None, "Pro", 1, 20.0),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = |from: &str| {
+        let path = dir.path().join(format!("assign-{from}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[identity]\nidentity_store_id = \"{STORE}\"\nmin_interval = \"1ms\"\ncost_center_from = \"{from}\"\n\
+                 [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
+                moto.url()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    // Off: the untagged lines stay untagged.
+    let off = query_json(&config(""), e.path());
+    assert_json_reconciles(&off);
+    assert_eq!(units_of(&off, &carol), vec![("".to_owned(), 28.0)]);
+    assert_eq!(units_of(&off, &dan).len(), 2, "{off}");
+
+    let on = query_json(&config("title"), e.path());
+    assert_json_reconciles(&on);
+    assert_eq!(on["kiro_total_usd"], off["kiro_total_usd"]);
+    assert_eq!(units_of(&on, &carol), vec![("Research".to_owned(), 28.0)]);
+    assert_eq!(units_of(&on, &dan), vec![("Platform".to_owned(), 24.0)]);
+    assert_eq!(units_of(&on, &erin), vec![("".to_owned(), 20.0)]);
+    // Counted apart: what each cost center got from the attribute.
+    let cc = |name: &str| {
+        on["cost_centers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["cost_center"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no cost center {name} in {on}"))
+    };
+    assert_eq!(cc("Research")["assigned_usd"], 28.0);
+    assert_eq!(cc("Research")["total_usd"], 28.0);
+    assert_eq!(cc("Platform")["assigned_usd"], 4.0);
+    assert_eq!(cc("Platform")["total_usd"], 24.0);
+    assert!(cc("")["assigned_usd"].is_null());
+    assert_eq!(on["untagged_users"], serde_json::json!([erin]));
+
+    // The daemon exports the assigned part next to the cost center's cost.
+    let path = config("title");
+    let d = Daemon::start(
+        &[
+            "--config",
+            path.to_str().unwrap(),
+            "--cur",
+            e.path().to_str().unwrap(),
+            "--period",
+            "2026-10",
+        ],
+        &aws::aws_env(),
+    );
+    let m = wait_for(&d, "assigned cost", |m| {
+        m.keys()
+            .any(|(n, _)| n == "kiro_cost_center_assigned_cost_usd")
+    })
+    .await;
+    assert_scrape_reconciles(&m, "2026-10");
+    let assigned = |cc: &str| {
+        m.iter()
+            .find(|((n, l), _)| n == "kiro_cost_center_assigned_cost_usd" && l["cost_center"] == cc)
+            .map(|(_, v)| *v)
+    };
+    assert_eq!(assigned("Research"), Some(28.0));
+    assert_eq!(assigned("Platform"), Some(4.0));
+    assert_eq!(assigned(""), None);
+}
+
+#[test]
+fn a_directory_file_names_people_and_can_assign_cost_centers() {
+    let e = Export::write([
+        seat("u-1", None, "Pro", 1, 20.0),
+        seat("u-2", Some("Platform"), "Pro", 1, 20.0),
+        seat("u-3", None, "Pro", 1, 20.0),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let people = dir.path().join("people.csv");
+    std::fs::write(
+        &people,
+        "user_id,user_name,display_name,email,department\n\
+         u-1,ana,Ana Lima,ana@example.com,Research\n\
+         u-2,ben,Ben Ode,ben@example.com,Sales\n",
+    )
+    .unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[identity]\ndirectory = \"{}\"\ncost_center_from = \"department\"\n",
+            people.display()
+        ),
+    )
+    .unwrap();
+    let json = query_json(&config, e.path());
+    assert_json_reconciles(&json);
+    assert_eq!(
+        json["people"]["u-1"],
+        serde_json::json!({"user_name": "ana", "display_name": "Ana Lima", "cost_center": "Research"})
+    );
+    // The tag wins over the attribute; only untagged lines are assigned.
+    assert_eq!(units_of(&json, "u-1"), vec![("Research".to_owned(), 20.0)]);
+    assert_eq!(units_of(&json, "u-2"), vec![("Platform".to_owned(), 20.0)]);
+    assert_eq!(units_of(&json, "u-3"), vec![("".to_owned(), 20.0)]);
+
+    // A directory file without a user_id column is named, and nobody is named from it.
+    std::fs::write(&people, "id,user_name\nu-1,ana\n").unwrap();
+    let o = run(&[
+        "query",
+        "--config",
+        config.to_str().unwrap(),
+        "--cur",
+        e.path().to_str().unwrap(),
+        "--period",
+        "2026-10",
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("people.csv") && stderr(&o).contains("no user_id column"),
+        "{}",
+        stderr(&o)
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_json_reconciles(&json);
+    assert!(json.get("people").is_none(), "{json}");
+    assert_eq!(units_of(&json, "u-1"), vec![("".to_owned(), 20.0)]);
+
+    // The switch needs somewhere to read the attribute from, and a known attribute.
+    std::fs::write(&config, "[identity]\ncost_center_from = \"department\"\n").unwrap();
+    let o = run(&["check-config", "--config", config.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("identity.cost_center_from"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(
+        &config,
+        "[identity]\ndirectory = \"x.csv\"\ncost_center_from = \"shoe_size\"\n",
+    )
+    .unwrap();
+    let o = run(&["check-config", "--config", config.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("identity.cost_center_from"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -225,6 +225,11 @@ pub const DATA: &[Def] = &[
         "Credits the activity report counts beyond what the bill shows, per cost center: how far the bill lags.",
         CC_LABELS,
     ),
+    Def::new(
+        "kiro_cost_center_assigned_cost_usd",
+        "Part of the cost center's cost from lines without a cost-center tag, assigned by a user attribute (identity.cost_center_from).",
+        CC_LABELS,
+    ),
 ];
 
 /// The data families by name, in the order of [`DATA`].
@@ -261,6 +266,7 @@ pub enum F {
     ActivityAsOf,
     UserInfo,
     UnbilledCredits,
+    AssignedCost,
 }
 
 #[cfg(test)]
@@ -269,7 +275,7 @@ mod tests {
 
     #[test]
     fn the_enum_names_each_family_in_order_and_names_are_unique() {
-        assert_eq!(DATA.len(), F::UnbilledCredits as usize + 1);
+        assert_eq!(DATA.len(), F::AssignedCost as usize + 1);
         assert_eq!(
             DATA[F::UnbilledCredits as usize].name,
             "kiro_cost_center_unbilled_credits"

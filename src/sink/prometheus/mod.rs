@@ -196,6 +196,9 @@ pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
         for (cc, v) in &view.forecast.cost_centers {
             sample(F::CostCenterForecast, &[p, cc], f(*v));
         }
+        for (cc, v) in &view.allocation.assigned_cost_centers {
+            sample(F::AssignedCost, &[p, cc], f(*v));
+        }
         for (acc, r) in &view.accounts {
             sample(F::AccountCost, &[acc, p], f(r.total_usd));
         }

@@ -18,6 +18,11 @@ pub fn bin() -> &'static str {
 
 /// Runs the binary with arguments and an environment free of KIRO_EXPORTER__ overrides.
 pub fn run(args: &[&str]) -> Output {
+    run_env(args, &[])
+}
+
+/// [`run`] with variables added to the environment (e.g. the AWS emulator's credentials).
+pub fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = std::process::Command::new(bin());
     cmd.args(args);
     for (k, _) in std::env::vars() {
@@ -25,6 +30,7 @@ pub fn run(args: &[&str]) -> Output {
             cmd.env_remove(k);
         }
     }
+    cmd.envs(env.iter().copied());
     cmd.output().unwrap()
 }
 
