@@ -191,7 +191,8 @@ fn parse(bytes: &[u8]) -> Result<Vec<Row>, String> {
 }
 
 /// A file's (size, version: modification time or ETag) when it was parsed, and its rows.
-type Parsed = ((u64, String), std::sync::Arc<Vec<Row>>);
+/// A file read before: where it was and its version when read, and its rows.
+type Parsed = (Entry, std::sync::Arc<Vec<Row>>);
 
 /// One report file: where it is, whose, and its version.
 #[derive(Debug, Clone)]
@@ -200,6 +201,8 @@ struct Entry {
     key: String,
     account: String,
     region: String,
+    /// The month of the folder the file is in.
+    period: BillingPeriod,
     stamp: (u64, String),
 }
 
@@ -228,8 +231,8 @@ impl std::fmt::Debug for ActivityReader {
 }
 
 /// `AWSLogs/<account>/KiroLogs/user_report/<region>/<yyyy>/<mm>/<dd>/00/<file>.csv` of
-/// `period`, relative to the report's root: (account, region).
-fn parse_key(rel: &str, period: BillingPeriod) -> Option<(String, String)> {
+/// `period`, relative to the report's root, as an entry without its version.
+fn parse_key(key: String, rel: &str, period: BillingPeriod) -> Option<Entry> {
     let parts: Vec<&str> = rel.split('/').collect();
     let [
         logs,
@@ -246,14 +249,19 @@ fn parse_key(rel: &str, period: BillingPeriod) -> Option<(String, String)> {
     else {
         return None;
     };
-    let ym = period.to_string();
     let ok = logs == "AWSLogs"
         && kiro == "KiroLogs"
         && report == "user_report"
         && hour == "00"
-        && ym == format!("{year}-{month}")
+        && format!("{year}-{month}").parse() == Ok(period)
         && file.to_ascii_lowercase().ends_with(".csv");
-    ok.then(|| (account.to_owned(), region.to_owned()))
+    ok.then(|| Entry {
+        key,
+        account: account.to_owned(),
+        region: region.to_owned(),
+        period,
+        stamp: (0, String::new()),
+    })
 }
 
 /// The local files of `period` (blocking).
@@ -278,7 +286,7 @@ fn local_entries(root: &Path, period: BillingPeriod) -> Vec<Entry> {
             else {
                 continue;
             };
-            let Some((account, region)) = parse_key(&rel, period) else {
+            let Some(entry) = parse_key(path.display().to_string(), &rel, period) else {
                 continue;
             };
             let Ok(meta) = e.metadata() else { continue };
@@ -288,10 +296,8 @@ fn local_entries(root: &Path, period: BillingPeriod) -> Vec<Entry> {
                 .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_nanos());
             out.push(Entry {
-                key: path.display().to_string(),
-                account,
-                region,
                 stamp: (meta.len(), modified.to_string()),
+                ..entry
             });
         }
     }
@@ -342,15 +348,13 @@ impl ActivityReader {
                     for o in page.contents() {
                         let key = o.key().unwrap_or_default();
                         let rel = &key[location.prefix.len().min(key.len())..];
-                        if let Some((account, region)) = parse_key(rel, period) {
+                        if let Some(entry) = parse_key(key.to_owned(), rel, period) {
                             out.push(Entry {
-                                key: key.to_owned(),
-                                account,
-                                region,
                                 stamp: (
                                     o.size().unwrap_or(0).max(0) as u64,
                                     o.e_tag().unwrap_or_default().to_owned(),
                                 ),
+                                ..entry
                             });
                         }
                     }
@@ -395,34 +399,22 @@ impl ActivityReader {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!("cannot list the activity report ({e}); using what was read before");
-                let mut cached: Vec<(String, Parsed)> =
-                    cache.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                cached.sort_by(|a, b| a.0.cmp(&b.0));
-                for (key, (_, rows)) in cached {
-                    let rel = match &self.store {
-                        Store::Local(root) => PathBuf::from(&key)
-                            .strip_prefix(root)
-                            .map(|p| p.to_string_lossy().replace('\\', "/"))
-                            .unwrap_or_default(),
-                        Store::S3 { location, .. } => key
-                            .get(location.prefix.len()..)
-                            .unwrap_or_default()
-                            .to_owned(),
-                    };
-                    if let Some((account, region)) = parse_key(&rel, period) {
-                        fold(&mut out, &account, &region, &rows, period);
-                    }
+                let mut cached: Vec<&Parsed> =
+                    cache.values().filter(|(e, _)| e.period == period).collect();
+                cached.sort_by(|a, b| a.0.key.cmp(&b.0.key));
+                for (entry, rows) in cached {
+                    fold(&mut out, &entry.account, &entry.region, rows, period);
                 }
                 return out;
             }
         };
         for entry in &entries {
             let rows = match cache.get(&entry.key) {
-                Some((s, rows)) if *s == entry.stamp => rows.clone(),
+                Some((seen, rows)) if seen.stamp == entry.stamp => rows.clone(),
                 _ => match self.fetch(&entry.key).await.and_then(|b| parse(&b)) {
                     Ok(rows) => {
                         let rows = std::sync::Arc::new(rows);
-                        cache.insert(entry.key.clone(), (entry.stamp.clone(), rows.clone()));
+                        cache.insert(entry.key.clone(), (entry.clone(), rows.clone()));
                         rows
                     }
                     Err(reason) => {
@@ -438,9 +430,7 @@ impl ActivityReader {
         // Files gone are forgotten (those of other months stay for their own reads).
         let listed: std::collections::HashSet<&str> =
             entries.iter().map(|e| e.key.as_str()).collect();
-        cache.retain(|k, _| {
-            listed.contains(k.as_str()) || !k.contains(&period.to_string().replace('-', "/"))
-        });
+        cache.retain(|k, (e, _)| listed.contains(k.as_str()) || e.period != period);
         out
     }
 }

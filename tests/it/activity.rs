@@ -369,8 +369,8 @@ async fn activity_is_read_straight_from_s3() {
     .unwrap();
     let cur = dir.path();
     let query = |activity: &str| {
-        let out = std::process::Command::new(bin())
-            .args([
+        let out = run_env(
+            &[
                 "query",
                 "--config",
                 config.to_str().unwrap(),
@@ -382,10 +382,9 @@ async fn activity_is_read_straight_from_s3() {
                 "json",
                 "--activity",
                 activity,
-            ])
-            .envs(aws::aws_env())
-            .output()
-            .unwrap();
+            ],
+            &aws::aws_env(),
+        );
         assert!(out.status.success(), "{}", stderr(&out));
         stdout(&out)
     };

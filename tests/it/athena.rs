@@ -173,8 +173,8 @@ async fn athena_on_ministack_matches_the_local_engine_end_to_end() {
         "json",
     ]);
     assert!(local.status.success(), "{}", stderr(&local));
-    let athena = std::process::Command::new(bin())
-        .args([
+    let athena = run_env(
+        &[
             "query",
             "--config",
             config,
@@ -182,10 +182,9 @@ async fn athena_on_ministack_matches_the_local_engine_end_to_end() {
             lake.period,
             "--format",
             "json",
-        ])
-        .envs(aws_env())
-        .output()
-        .unwrap();
+        ],
+        &aws_env(),
+    );
     assert!(
         athena.status.success(),
         "{}\n{}",

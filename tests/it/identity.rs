@@ -180,8 +180,8 @@ async fn users_are_named_from_identity_store_through_throttling() {
     );
     // The report CSV names them too.
     let out = dir.path().join("reports");
-    let o = std::process::Command::new(bin())
-        .args([
+    let o = run_env(
+        &[
             "report",
             "--config",
             with_email.to_str().unwrap(),
@@ -192,10 +192,9 @@ async fn users_are_named_from_identity_store_through_throttling() {
             "--out",
             out.to_str().unwrap(),
             "--no-notify",
-        ])
-        .envs(aws::aws_env())
-        .output()
-        .unwrap();
+        ],
+        &aws::aws_env(),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let csv = std::fs::read_to_string(out.join("kiro-cost-report-2026-10.csv")).unwrap();
     assert!(
@@ -207,8 +206,8 @@ async fn users_are_named_from_identity_store_through_throttling() {
     );
     assert!(csv.contains("alice,,alice@example.com"), "{csv}");
     // And `query`'s JSON, by user id, with the exported labels only.
-    let o = std::process::Command::new(bin())
-        .args([
+    let o = run_env(
+        &[
             "query",
             "--config",
             with_email.to_str().unwrap(),
@@ -218,10 +217,9 @@ async fn users_are_named_from_identity_store_through_throttling() {
             "2026-10",
             "--format",
             "json",
-        ])
-        .envs(aws::aws_env())
-        .output()
-        .unwrap();
+        ],
+        &aws::aws_env(),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let json: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(
