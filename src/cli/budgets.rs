@@ -31,7 +31,7 @@ pub async fn run(action: BudgetsAction) -> anyhow::Result<()> {
         let now = chrono::Utc::now();
         let a = settings
             .source
-            .build(settings.allocation_settings())
+            .build(settings.allocation_settings(), &settings.aws)
             .await?
             .allocate(BillingPeriod::containing(now))
             .await?;

@@ -60,7 +60,7 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<()> {
     let settings = load_settings(&config, |s| use_cur(s, cur))?;
     let source = settings
         .source
-        .build(settings.allocation_settings())
+        .build(settings.allocation_settings(), &settings.aws)
         .await?;
     let ins = source.inspect(period).await?;
     let mut out = std::io::stdout().lock();

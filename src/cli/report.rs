@@ -63,7 +63,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
     let period = period.unwrap_or_else(|| BillingPeriod::containing(now).previous());
     let allocation = settings
         .source
-        .build(settings.allocation_settings())
+        .build(settings.allocation_settings(), &settings.aws)
         .await?
         .allocate(period)
         .await?;

@@ -95,7 +95,7 @@ async fn shutdown_signal() -> std::io::Result<&'static str> {
 async fn refresher(settings: &Settings) -> anyhow::Result<Refresher> {
     let source = settings
         .source
-        .build(settings.allocation_settings())
+        .build(settings.allocation_settings(), &settings.aws)
         .await?;
     let engine = match settings.source.engine {
         Engine::Local => "local",

@@ -6,11 +6,13 @@
 //! "create new" mode every refresh keeps its files, in a folder named after its `executionId`;
 //! summing two of them would count the month twice, so exactly one delivery is ever read.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use object_store::path::Path as Key;
 use serde::Deserialize;
 
-use crate::period::{BillingPeriod, PARTITION_COLUMN};
+use super::export::Object;
+use crate::period::PARTITION_COLUMN;
 
 /// How the files of a period were chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,15 +28,9 @@ pub enum Chosen {
 /// Why no file set could be chosen.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("manifest {path} cannot be read: {reason}")]
     BadManifest { path: PathBuf, reason: String },
-    #[error("manifest {manifest} lists {file}, which is not in the local copy of the export")]
+    #[error("manifest {manifest} lists {file}, which is not in the export")]
     Missing { manifest: PathBuf, file: PathBuf },
     #[error("no .parquet files in {dir}")]
     NoFiles { dir: PathBuf },
@@ -46,127 +42,116 @@ struct Manifest {
     data_files: Vec<String>,
 }
 
-/// The newest `*-Manifest.json` of the period under `root/metadata/`, if any.
-fn manifest(root: &Path, period: BillingPeriod) -> Result<Option<PathBuf>, DeliveryError> {
-    let dir = root
-        .join("metadata")
-        .join(format!("{PARTITION_COLUMN}={period}"));
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Ok(None);
-    };
-    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
-    for e in entries.filter_map(Result::ok) {
-        let path = e.path();
-        let is_manifest = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.ends_with("Manifest.json"));
-        if !is_manifest || !path.is_file() {
-            continue;
-        }
-        let modified =
-            e.metadata()
-                .and_then(|m| m.modified())
-                .map_err(|source| DeliveryError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
-        if newest.as_ref().is_none_or(|(t, _)| modified > *t) {
-            newest = Some((modified, path));
-        }
-    }
-    Ok(newest.map(|(_, p)| p))
+/// The newest `*-Manifest.json` among the objects of the period's `metadata/` folder.
+pub fn newest_manifest(objects: &[Object]) -> Option<&Object> {
+    objects
+        .iter()
+        .filter(|o| {
+            o.key
+                .filename()
+                .is_some_and(|n| n.ends_with("Manifest.json"))
+        })
+        .max_by(|a, b| a.modified.cmp(&b.modified).then(a.key.cmp(&b.key)))
 }
 
-/// The local path of a manifest's data file URI: what follows `/data/` under `root/data/`.
-fn local_path(root: &Path, uri: &str) -> Option<PathBuf> {
+/// The key of a manifest's data file URI in this export: what follows `/data/` under
+/// `root/data/` (the export may be a copy, or under another prefix than the manifest says).
+fn key_in_export(root: &Key, uri: &str) -> Option<Key> {
     let marker = format!("/data/{PARTITION_COLUMN}=");
     let i = uri.find(&marker)?;
-    Some(root.join(&uri[i + 1..]))
-}
-
-fn parquet_files(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), DeliveryError> {
-    let io = |source| DeliveryError::Io {
-        path: dir.to_owned(),
-        source,
-    };
-    let (mut files, mut dirs) = (Vec::new(), Vec::new());
-    for e in std::fs::read_dir(dir).map_err(io)?.filter_map(Result::ok) {
-        let p = e.path();
-        if p.is_dir() {
-            dirs.push(p);
-        } else if p.is_file() && p.extension().is_some_and(|x| x == "parquet") {
-            files.push(p);
-        }
+    let mut key = root.clone();
+    for part in uri[i + 1..].split('/').filter(|p| !p.is_empty()) {
+        key = key.join(part);
     }
-    files.sort();
-    dirs.sort();
-    Ok((files, dirs))
+    Some(key)
 }
 
-/// The files of `period` to read, for an export whose root (the folder holding `data/`) is
-/// `root` and whose period folder is `partition`. Blocking.
+fn is_parquet(o: &Object) -> bool {
+    o.key.extension() == Some("parquet")
+}
+
+/// The files of a period to read. `root` is the export root (the key holding `data/` and
+/// `metadata/`), `partition` the objects under the period's `data/BILLING_PERIOD=…/` (sorted
+/// by key), `manifest` the newest manifest with its bytes; `name` names a key in messages.
 pub fn choose(
-    root: &Path,
-    partition: &Path,
-    period: BillingPeriod,
-) -> Result<(Vec<PathBuf>, Chosen), DeliveryError> {
-    if let Some(m) = manifest(root, period)? {
-        let text = std::fs::read(&m).map_err(|source| DeliveryError::Io {
-            path: m.clone(),
-            source,
-        })?;
+    root: &Key,
+    partition: &[Object],
+    manifest: Option<(&Object, &[u8])>,
+    name: impl Fn(&Key) -> PathBuf,
+) -> Result<(Vec<Object>, Chosen), DeliveryError> {
+    let dir = || {
+        partition
+            .first()
+            .and_then(|o| {
+                let parts: Vec<_> = o.key.parts().collect();
+                let i = parts
+                    .iter()
+                    .position(|p| p.as_ref().starts_with(PARTITION_COLUMN))?;
+                Some(name(&Key::from_iter(parts[..=i].iter().cloned())))
+            })
+            .unwrap_or_else(|| name(root))
+    };
+    if let Some((m, text)) = manifest {
+        let path = name(&m.key);
         let parsed: Manifest =
-            serde_json::from_slice(&text).map_err(|e| DeliveryError::BadManifest {
-                path: m.clone(),
+            serde_json::from_slice(text).map_err(|e| DeliveryError::BadManifest {
+                path: path.clone(),
                 reason: e.to_string(),
             })?;
         let mut files = Vec::with_capacity(parsed.data_files.len());
         for uri in &parsed.data_files {
-            let file = local_path(root, uri).ok_or_else(|| DeliveryError::BadManifest {
-                path: m.clone(),
+            let key = key_in_export(root, uri).ok_or_else(|| DeliveryError::BadManifest {
+                path: path.clone(),
                 reason: format!("{uri:?} is not under data/{PARTITION_COLUMN}=…"),
             })?;
-            if !file.is_file() {
-                return Err(DeliveryError::Missing { manifest: m, file });
-            }
-            files.push(file);
+            let Some(o) = partition.iter().find(|o| o.key == key) else {
+                return Err(DeliveryError::Missing {
+                    manifest: path,
+                    file: name(&key),
+                });
+            };
+            files.push(o.clone());
         }
         if files.is_empty() {
-            return Err(DeliveryError::NoFiles {
-                dir: partition.to_owned(),
-            });
+            return Err(DeliveryError::NoFiles { dir: dir() });
         }
-        return Ok((files, Chosen::Manifest(m)));
+        return Ok((files, Chosen::Manifest(path)));
     }
-    let (files, dirs) = parquet_files(partition)?;
-    // "Create new" mode: one folder per delivery; the newest (by its files' modification
-    // time) is the current one.
-    let mut newest: Option<(std::time::SystemTime, PathBuf, Vec<PathBuf>)> = None;
-    for d in dirs {
-        let (inner, _) = parquet_files(&d)?;
-        let mut latest = None;
-        for f in &inner {
-            let t = std::fs::metadata(f)
-                .and_then(|m| m.modified())
-                .map_err(|source| DeliveryError::Io {
-                    path: f.clone(),
-                    source,
-                })?;
-            latest = latest.max(Some(t));
-        }
-        if let Some(t) = latest
-            && newest.as_ref().is_none_or(|(n, _, _)| t > *n)
-        {
-            newest = Some((t, d, inner));
+    // Files directly in the partition folder (overwrite mode), or one folder per delivery
+    // ("create new" mode), the newest by its files' modification time being the current one.
+    // Depth below the partition folder: 1 = in it, 2 = in a delivery folder.
+    let below = |o: &Object| {
+        let parts: Vec<_> = o.key.parts().collect();
+        let i = parts
+            .iter()
+            .rposition(|p| p.as_ref().starts_with(&format!("{PARTITION_COLUMN}=")))?;
+        Some((
+            parts.len() - i - 1,
+            Key::from_iter(parts[..parts.len() - 1].iter().cloned()),
+        ))
+    };
+    let mut direct = Vec::new();
+    let mut folders: std::collections::BTreeMap<Key, Vec<Object>> = Default::default();
+    for o in partition.iter().filter(|o| is_parquet(o)) {
+        match below(o) {
+            Some((1, _)) => direct.push(o.clone()),
+            Some((2, folder)) => folders.entry(folder).or_default().push(o.clone()),
+            _ => {}
         }
     }
+    if !direct.is_empty() {
+        return Ok((direct, Chosen::Partition));
+    }
+    let newest = folders
+        .into_iter()
+        .filter_map(|(folder, files)| {
+            let latest = files.iter().map(|f| f.modified).max()?;
+            Some((latest, folder, files))
+        })
+        .max_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
     match newest {
-        Some((_, d, inner)) if files.is_empty() => Ok((inner, Chosen::NewestDelivery(d))),
-        _ if !files.is_empty() => Ok((files, Chosen::Partition)),
-        _ => Err(DeliveryError::NoFiles {
-            dir: partition.to_owned(),
-        }),
+        Some((_, folder, files)) => Ok((files, Chosen::NewestDelivery(name(&folder)))),
+        None => Err(DeliveryError::NoFiles { dir: dir() }),
     }
 }
 
@@ -174,16 +159,57 @@ pub fn choose(
 mod tests {
     use super::*;
 
+    fn object(key: &str, minute: i64) -> Object {
+        Object {
+            key: Key::from(key),
+            size: 1,
+            modified: chrono::DateTime::UNIX_EPOCH + chrono::Duration::minutes(minute),
+            e_tag: None,
+        }
+    }
+
     #[test]
-    fn manifest_uris_map_to_the_local_copy() {
-        let root = Path::new("/exports/kiro");
+    fn manifest_uris_map_to_the_export() {
+        let root = Key::from("exports/kiro");
         assert_eq!(
-            local_path(
-                root,
+            key_in_export(
+                &root,
                 "s3://bucket/prefix/kiro/data/BILLING_PERIOD=2026-10/exec-1/kiro-00001.snappy.parquet"
             ),
-            Some(root.join("data/BILLING_PERIOD=2026-10/exec-1/kiro-00001.snappy.parquet"))
+            Some(Key::from(
+                "exports/kiro/data/BILLING_PERIOD=2026-10/exec-1/kiro-00001.snappy.parquet"
+            ))
         );
-        assert_eq!(local_path(root, "s3://bucket/elsewhere/x.parquet"), None);
+        assert_eq!(
+            key_in_export(&root, "s3://bucket/elsewhere/x.parquet"),
+            None
+        );
+    }
+
+    #[test]
+    fn the_newest_delivery_folder_is_read_alone() {
+        let root = Key::from("e");
+        let p = "e/data/BILLING_PERIOD=2026-10";
+        let listed = [
+            object(&format!("{p}/exec-a/f-1.parquet"), 1),
+            object(&format!("{p}/exec-a/f-2.parquet"), 2),
+            object(&format!("{p}/exec-b/f-1.parquet"), 3),
+        ];
+        let name = |k: &Key| PathBuf::from(k.to_string());
+        let (files, chosen) = choose(&root, &listed, None, name).unwrap();
+        assert_eq!(files, vec![listed[2].clone()]);
+        assert_eq!(
+            chosen,
+            Chosen::NewestDelivery(PathBuf::from(format!("{p}/exec-b")))
+        );
+        let manifest = object("e/metadata/BILLING_PERIOD=2026-10/k-Manifest.json", 4);
+        let text = format!(
+            r#"{{"dataFiles":["s3://b/x/k/data/BILLING_PERIOD=2026-10/exec-a/f-1.parquet"]}}"#
+        );
+        let (files, _) = choose(&root, &listed, Some((&manifest, text.as_bytes())), name).unwrap();
+        assert_eq!(files, vec![listed[0].clone()]);
+        let text = r#"{"dataFiles":["s3://b/x/k/data/BILLING_PERIOD=2026-10/exec-c/f-1.parquet"]}"#;
+        let e = choose(&root, &listed, Some((&manifest, text.as_bytes())), name).unwrap_err();
+        assert!(e.to_string().contains("exec-c/f-1.parquet"), "{e}");
     }
 }

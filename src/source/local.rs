@@ -1,4 +1,5 @@
-//! The embedded engine: Apache DataFusion over a CUR 2.0 export on the local file system.
+//! The embedded engine: Apache DataFusion over a CUR 2.0 export on local disk or in S3
+//! ([`super::export`]).
 //!
 //! The export root holds `data/BILLING_PERIOD=YYYY-MM/…`. The period's files are the ones its
 //! manifest lists, or the newest delivery ([`super::delivery`]): never two versions. Before a
@@ -8,7 +9,6 @@
 //! rendered for the columns the export has.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,9 +26,12 @@ use datafusion::datasource::listing::{
 };
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
+use futures::StreamExt;
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
+use parquet::file::metadata::ParquetMetaDataReader;
 use rust_decimal::Decimal;
 
+use super::export::{Export, Object};
 use super::{Inspection, Source, SourceError};
 use crate::allocation::row::{Cell, Col, Kind, RowBuilder};
 use crate::allocation::sql::{self, Columns, Dialect, QuerySpec};
@@ -39,10 +42,10 @@ pub use crate::period::PARTITION_COLUMN;
 const TABLE: &str = "cur";
 const RESULT_SCALE: i8 = 10;
 
-/// Allocation over a local CUR 2.0 export with DataFusion.
+/// Allocation over a CUR 2.0 export (local disk or S3) with DataFusion.
 #[derive(Debug, Clone)]
 pub struct LocalSource {
-    root: PathBuf,
+    export: Export,
     settings: AllocationSettings,
     target_partitions: usize,
     /// DataFusion options set on top of [`DEFAULT_OPTIONS`] (keys without `datafusion.`).
@@ -87,7 +90,7 @@ pub fn session_config(
 #[derive(Debug)]
 struct PeriodFiles {
     /// The files to read.
-    paths: Vec<PathBuf>,
+    objects: Vec<Object>,
     /// The optional columns present in at least one file (the others read them as NULL).
     columns: Columns,
     /// The columns read, with the types the files use.
@@ -100,8 +103,13 @@ struct PeriodFiles {
 impl LocalSource {
     /// `root` is the export root (the folder holding `data/`), or the `data/` folder itself.
     pub fn new(root: impl Into<PathBuf>, settings: AllocationSettings) -> Self {
+        Self::over(Export::local(root), settings)
+    }
+
+    /// The engine over `export` (local or S3).
+    pub fn over(export: Export, settings: AllocationSettings) -> Self {
         Self {
-            root: root.into(),
+            export,
             settings,
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
             options: BTreeMap::new(),
@@ -120,78 +128,48 @@ impl LocalSource {
         self
     }
 
-    /// The folder that holds the `BILLING_PERIOD=` partitions.
-    fn data_dir(&self) -> Result<PathBuf, SourceError> {
-        if !self.root.is_dir() {
-            return Err(SourceError::MissingExport {
-                path: self.root.clone(),
-            });
-        }
-        let data = self.root.join("data");
-        Ok(if data.is_dir() {
-            data
-        } else {
-            self.root.clone()
-        })
+    /// Billing periods present in the export, sorted.
+    pub async fn periods(&self) -> Result<Vec<BillingPeriod>, SourceError> {
+        self.export.periods().await
     }
 
-    /// Billing periods present in the export, sorted.
-    pub fn periods(&self) -> Result<Vec<BillingPeriod>, SourceError> {
-        let data = self.data_dir()?;
-        let entries = std::fs::read_dir(&data).map_err(|source| SourceError::Io {
-            path: data.clone(),
-            source,
-        })?;
-        let mut out: Vec<BillingPeriod> = entries
-            .filter_map(Result::ok)
-            .filter(|e| e.path().is_dir())
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                name.strip_prefix(PARTITION_COLUMN)?
-                    .strip_prefix('=')?
-                    .parse()
-                    .ok()
+    /// Bytes fetched from the export's store so far.
+    pub fn read_bytes(&self) -> u64 {
+        self.export.read_bytes()
+    }
+
+    /// The period's files, chosen and checked: every footer is read (concurrently; on S3 a
+    /// ranged GET of the file's tail) and the columns the query reads are checked.
+    async fn files(&self, period: BillingPeriod) -> Result<PeriodFiles, SourceError> {
+        let (objects, chosen) = self.export.period_files(period).await?;
+        tracing::debug!(%period, files = objects.len(), ?chosen, "files of the period");
+        let store = self.export.store();
+        let jobs: Vec<(super::export::Ranges, PathBuf, u64)> = objects
+            .iter()
+            .map(|o| {
+                (
+                    super::export::Ranges::new(store.clone(), o.key.clone()),
+                    self.export.name_of(&o.key),
+                    o.size,
+                )
             })
             .collect();
-        out.sort();
-        Ok(out)
-    }
-
-    /// The period's files, checked. Listing the partition and reading every file's footer is
-    /// blocking I/O: it runs on a blocking thread, not on the runtime's workers.
-    async fn files(&self, period: BillingPeriod) -> Result<PeriodFiles, SourceError> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.check_files(period))
-            .await
-            .map_err(|e| SourceError::Engine {
-                period,
-                message: format!("reading the Parquet footers did not finish: {e}"),
-            })?
-    }
-
-    #[allow(clippy::disallowed_methods)] // runs on a blocking thread (Self::files)
-    fn check_files(&self, period: BillingPeriod) -> Result<PeriodFiles, SourceError> {
-        let data = self.data_dir()?;
-        let dir = data.join(format!("{PARTITION_COLUMN}={period}"));
-        if !dir.is_dir() {
-            let available = self
-                .periods()?
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>();
-            return Err(SourceError::NoPartition {
-                period,
-                data_dir: data,
-                available: if available.is_empty() {
-                    "none".into()
-                } else {
-                    available.join(", ")
-                },
-            });
-        }
-        let root = data.parent().unwrap_or(&data).to_owned();
-        let (paths, chosen) = super::delivery::choose(&root, &dir, period)?;
-        tracing::debug!(%period, files = paths.len(), ?chosen, "files of the period");
+        let footers: Vec<Result<ArrowReaderMetadata, SourceError>> =
+            futures::stream::iter(jobs.into_iter().map(|(fetch, name, size)| async move {
+                let not_parquet = |e: parquet::errors::ParquetError| SourceError::NotParquet {
+                    file: name.clone(),
+                    reason: crate::config_error::one_line(&e.to_string()),
+                };
+                let md = ParquetMetaDataReader::new()
+                    .with_prefetch_hint(Some(64 * 1024))
+                    .load_and_finish(fetch, size)
+                    .await
+                    .map_err(not_parquet)?;
+                ArrowReaderMetadata::try_new(Arc::new(md), Default::default()).map_err(not_parquet)
+            }))
+            .buffered(16)
+            .collect()
+            .await;
         let cost = self.settings.cost_column.column();
         // Every column the query may read: the required ones must be in every file.
         let wanted: Vec<&str> = sql::REQUIRED_COLUMNS
@@ -201,17 +179,9 @@ impl LocalSource {
             .collect();
         let mut fields: Vec<Option<(Field, PathBuf)>> = vec![None; wanted.len()];
         let (mut rows, mut bytes) = (0u64, 0u64);
-        for path in &paths {
-            let file = File::open(path).map_err(|source| SourceError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            let meta = ArrowReaderMetadata::load(&file, Default::default()).map_err(|e| {
-                SourceError::NotParquet {
-                    file: path.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
+        for (o, meta) in objects.iter().zip(footers) {
+            let meta = meta?;
+            let path = self.export.name_of(&o.key);
             let schema = meta.schema();
             for (slot, name) in fields.iter_mut().zip(&wanted) {
                 let Ok(field) = schema.field_with_name(name) else {
@@ -225,7 +195,7 @@ impl LocalSource {
                     }
                     continue;
                 };
-                check_type(path, field)?;
+                check_type(&path, field)?;
                 match slot {
                     None => *slot = Some((field.clone().with_nullable(true), path.clone())),
                     Some((first, first_path)) if first.data_type() != field.data_type() => {
@@ -265,7 +235,7 @@ impl LocalSource {
             .filter(|(_, f)| f.is_some())
             .map(|(n, _)| *n);
         let columns = Columns::from_names(present).map_err(|_| SourceError::MissingColumn {
-            file: paths[0].clone(),
+            file: self.export.name_of(&objects[0].key),
             column: "line_item_user_identifier or line_item_resource_id".to_owned(),
         })?;
         // Strings are read as views into the Parquet pages (DataFusion's default for files,
@@ -284,9 +254,9 @@ impl LocalSource {
                 })
                 .collect::<Vec<_>>(),
         );
-        let files = paths.len() as u64;
+        let files = objects.len() as u64;
         Ok(PeriodFiles {
-            paths,
+            objects,
             columns,
             schema,
             rows,
@@ -304,12 +274,18 @@ impl LocalSource {
         let config = session_config(self.target_partitions, &self.options)
             .map_err(datafusion::error::DataFusionError::Configuration)?;
         let ctx = SessionContext::new_with_config(config);
+        if let Some(url) = self.export.store_url() {
+            ctx.register_object_store(url.as_ref(), self.export.store());
+        }
         // Exactly the chosen files: the period's partition is already chosen, so the query
         // needs no partition column.
         let urls = files
-            .paths
+            .objects
             .iter()
-            .map(|p| ListingTableUrl::parse(p.display().to_string()))
+            .map(|o| match self.export.store_url() {
+                Some(_) => ListingTableUrl::parse(self.export.url_of(&o.key)),
+                None => ListingTableUrl::parse(self.export.name_of(&o.key).display().to_string()),
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let options =
             ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");

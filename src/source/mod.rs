@@ -5,6 +5,7 @@
 pub mod activity;
 pub mod athena;
 pub mod delivery;
+pub mod export;
 pub mod identity;
 pub mod local;
 
@@ -39,7 +40,8 @@ pub enum Engine {
 #[serde(deny_unknown_fields, default)]
 pub struct SourceSettings {
     pub engine: Engine,
-    /// Local engine: the export root (the folder that holds `data/BILLING_PERIOD=…`).
+    /// Local engine: the export root (the folder that holds `data/BILLING_PERIOD=…`), on local
+    /// disk or in S3 (`s3://bucket/prefix/export-name`, read with the `[aws]` settings).
     pub cur: PathBuf,
     /// Local engine: partitions DataFusion plans with; 0 = one per core.
     pub target_partitions: usize,
@@ -70,30 +72,56 @@ impl SourceSettings {
             .map_err(|m| ConfigError::key("source.datafusion", m))?;
         match self.engine {
             Engine::Athena => self.athena.validate(),
-            Engine::Local => ensure(
-                !self.cur.as_os_str().is_empty(),
-                "source.cur",
-                "must name the CUR export folder",
-            ),
+            Engine::Local => {
+                ensure(
+                    !self.cur.as_os_str().is_empty(),
+                    "source.cur",
+                    "must name the CUR export folder or s3:// prefix",
+                )?;
+                match self.s3_cur() {
+                    Some(url) => crate::aws::S3Location::validate_setting("source.cur", url),
+                    None => Ok(()),
+                }
+            }
         }
     }
 
-    /// The local engine over `self.cur`, with the configured DataFusion options.
-    pub fn local(&self, allocation: AllocationSettings) -> LocalSource {
-        let source = LocalSource::new(&self.cur, allocation).with_options(self.datafusion.clone());
-        match self.target_partitions {
+    /// `source.cur` when it is an `s3://` location.
+    pub fn s3_cur(&self) -> Option<&str> {
+        self.cur.to_str().filter(|c| c.starts_with("s3://"))
+    }
+
+    /// The local engine over `self.cur` (a folder, or an S3 prefix read with `aws`'s region,
+    /// endpoint and the default credential chain), with the configured DataFusion options.
+    pub async fn local(
+        &self,
+        allocation: AllocationSettings,
+        aws: &crate::aws::AwsSettings,
+    ) -> Result<LocalSource, SourceError> {
+        let export = match self.s3_cur() {
+            Some(url) => {
+                let location = crate::aws::S3Location::parse(url)
+                    .map_err(|message| SourceError::AwsSetup { message })?;
+                export::Export::s3(&location, &aws.sdk_config().await)?
+            }
+            None => export::Export::local(&self.cur),
+        };
+        let source = LocalSource::over(export, allocation).with_options(self.datafusion.clone());
+        Ok(match self.target_partitions {
             0 => source,
             n => source.with_target_partitions(n),
-        }
+        })
     }
 
-    /// The source `engine` names (Athena resolves its AWS settings; no call is made yet).
+    /// The source `engine` names (Athena resolves its AWS settings, the local engine on S3
+    /// `[aws]`'s; no call is made yet).
     pub async fn build(
         &self,
         allocation: AllocationSettings,
+        aws: &crate::aws::AwsSettings,
     ) -> Result<std::sync::Arc<dyn Source>, SourceError> {
         Ok(match self.engine {
-            Engine::Local => std::sync::Arc::new(self.local(allocation)),
+            Engine::Local => std::sync::Arc::new(self.local(allocation, aws).await?),
             Engine::Athena => {
                 std::sync::Arc::new(AthenaSource::new(self.athena.clone(), allocation).await?)
             }
@@ -197,6 +225,12 @@ pub enum SourceError {
         operation: &'static str,
         message: String,
     },
+    #[error("{operation} {location}: {message}")]
+    Store {
+        operation: String,
+        location: String,
+        message: String,
+    },
     #[error("no CUR objects under {location}")]
     NoObjects { location: String },
     #[error("Athena query {query_id} for {period} ended {state}: {reason}")]
@@ -234,8 +268,8 @@ impl SourceError {
             Self::Engine { .. } => "engine",
             Self::Decode { .. } => "decode",
             Self::Reconciliation(_) => "reconciliation",
+            Self::Store { .. } => "io",
             Self::Delivery(e) => match e {
-                delivery::DeliveryError::Io { .. } => "io",
                 delivery::DeliveryError::NoFiles { .. } => "no_data",
                 delivery::DeliveryError::BadManifest { .. }
                 | delivery::DeliveryError::Missing { .. } => "bad_input",
