@@ -100,6 +100,10 @@ struct Args {
     /// use with pip.
     #[arg(long, env = "KIRO_BENCH_PYTHON")]
     python: Option<PathBuf>,
+    /// moto's server, for the S3 path (the export uploaded to moto's S3 on loopback); the
+    /// measurement is skipped when it is missing.
+    #[arg(long, env = "KIRO_BENCH_MOTO", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/target/test-venvs/moto/bin/moto_server"))]
+    moto: PathBuf,
     /// Smoke test: the smallest scale, one measured run, a short scrape load.
     #[arg(long)]
     smoke: bool,
@@ -377,6 +381,24 @@ fn measure_scale(
         .with_options(settings.source.datafusion.clone());
     let allocation = rt.block_on(source.allocate(period))?;
     check_allocation(&allocation, &duck, &query)?;
+    // A refresh of an unchanged export: a listing, no scan.
+    let mut unchanged = Vec::new();
+    for _ in 0..args.runs {
+        let t = Instant::now();
+        let again = rt.block_on(source.allocate(period))?;
+        unchanged.push(t.elapsed().as_secs_f64());
+        ensure!(
+            again.units == allocation.units && again.stats.scanned_rows == Some(0),
+            "an unchanged refresh scanned again or changed the answer"
+        );
+    }
+    let s3 = if args.moto.exists() {
+        eprintln!("S3 path: the export in moto's S3 on loopback");
+        measure_s3(args, rt, &root, &work, &query)?
+    } else {
+        eprintln!("S3 path: skipped ({} not found)", args.moto.display());
+        Value::Null
+    };
     let metrics = Telemetry::new("local", Duration::from_secs(3600))?;
     let (mut build, mut encode, mut exposition) = (Vec::new(), Vec::new(), None);
     let mut snapshot = None;
@@ -440,6 +462,9 @@ fn measure_scale(
             "parquet_floor_runs": floor,
             "parquet_floor_rows": floor_rows,
             "ratio_local_to_floor": local_median / floor_median,
+            "unchanged_refresh_seconds": median(&unchanged),
+            "unchanged_refresh_runs": unchanged,
+            "s3": s3,
         },
         "refresh": {
             "families_seconds": median(&build),
@@ -461,6 +486,144 @@ fn measure_scale(
             "daemon_open_fds": daemon_fds,
         },
     }))
+}
+
+/// The export in moto's S3 on loopback: `query --cur s3://…` (engine time and bytes fetched,
+/// median of `--runs` after a warm-up; its answer must equal the local run's), and the cost of
+/// an unchanged refresh over S3 in process.
+fn measure_s3(
+    args: &Args,
+    rt: &tokio::runtime::Runtime,
+    root: &Path,
+    work: &Path,
+    local: &Value,
+) -> anyhow::Result<Value> {
+    let port = process::free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let log = File::create(work.join("moto.log"))?;
+    let mut moto = Command::new(&args.moto)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", args.moto.display()))?;
+    let result = (|| -> anyhow::Result<Value> {
+        let env = [
+            ("AWS_ACCESS_KEY_ID", "AKIABENCHKIRO"),
+            ("AWS_SECRET_ACCESS_KEY", "bench-secret"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ];
+        let aws = kiro_cost_exporter::aws::AwsSettings {
+            region: "us-east-1".into(),
+            endpoint_url: endpoint.clone(),
+            ..Default::default()
+        };
+        let shared = rt.block_on(async {
+            aws.loader()
+                .credentials_provider(aws_credential_types::Credentials::new(
+                    "AKIABENCHKIRO",
+                    "bench-secret",
+                    None,
+                    None,
+                    "bench",
+                ))
+                .load()
+                .await
+        });
+        let client = aws.s3_client(&shared);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while rt
+            .block_on(client.create_bucket().bucket("kiro-bench").send())
+            .is_err()
+        {
+            ensure!(Instant::now() < deadline, "moto did not start");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let started = Instant::now();
+        let mut uploaded = 0u64;
+        let mut stack = vec![root.to_owned()];
+        while let Some(dir) = stack.pop() {
+            for e in fs::read_dir(&dir)? {
+                let path = e?.path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let key = format!(
+                    "exp/{}",
+                    path.strip_prefix(root)?
+                        .to_string_lossy()
+                        .replace('\\', "/")
+                );
+                let body = aws_sdk_s3::primitives::ByteStream::from(fs::read(&path)?);
+                rt.block_on(
+                    client
+                        .put_object()
+                        .bucket("kiro-bench")
+                        .key(key)
+                        .body(body)
+                        .send(),
+                )?;
+                uploaded += fs::metadata(&path)?.len();
+            }
+        }
+        let upload_seconds = started.elapsed().as_secs_f64();
+        let (mut engine, mut fetched) = (Vec::new(), 0u64);
+        for i in 0..=args.runs {
+            let out = Command::new(BIN)
+                .args(["query", "--cur", "s3://kiro-bench/exp", "--period", PERIOD])
+                .args(["--format", "json", "--stats"])
+                .envs(env)
+                .output()?;
+            ensure!(
+                out.status.success(),
+                "query over S3 failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let stats: Value = String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .rev()
+                .find_map(|l| serde_json::from_str(l).ok())
+                .context("query --stats printed no statistics")?;
+            let answer: Value = serde_json::from_slice(&out.stdout)?;
+            ensure!(answer == *local, "the S3 answer differs from the local one");
+            if i > 0 {
+                engine.push(stats["elapsed_seconds"].as_f64().unwrap_or(f64::NAN));
+                fetched = stats["fetched_bytes"].as_u64().unwrap_or(0);
+            }
+        }
+        let settings = Settings::default();
+        let location = kiro_cost_exporter::aws::S3Location::parse("s3://kiro-bench/exp")
+            .map_err(anyhow::Error::msg)?;
+        let export = kiro_cost_exporter::source::export::Export::s3(&location, &shared)?;
+        let source = LocalSource::over(export, settings.allocation_settings());
+        let period: BillingPeriod = PERIOD.parse()?;
+        rt.block_on(source.allocate(period))?;
+        let mut unchanged = Vec::new();
+        for _ in 0..args.runs {
+            let t = Instant::now();
+            let a = rt.block_on(source.allocate(period))?;
+            unchanged.push(t.elapsed().as_secs_f64());
+            ensure!(
+                a.stats.scanned_rows == Some(0),
+                "an unchanged S3 refresh scanned"
+            );
+        }
+        Ok(json!({
+            "export_bytes": uploaded,
+            "upload_seconds": upload_seconds,
+            "engine_seconds": median(&engine),
+            "engine_runs": engine,
+            "fetched_bytes": fetched,
+            "unchanged_refresh_seconds": median(&unchanged),
+            "unchanged_refresh_runs": unchanged,
+        }))
+    })();
+    let _ = moto.kill();
+    let _ = moto.wait();
+    result
 }
 
 /// DuckDB's total equals ours, and ours reconciles (units + unattributed + tax = Kiro total).
@@ -789,6 +952,10 @@ fn print_tables(report: &Value) {
             "ours/DuckDB",
             "Parquet floor",
             "ours/floor",
+            "unchanged refresh",
+            "S3 engine",
+            "S3 fetched MB",
+            "S3 unchanged",
         ]
         .into_iter()
         .map(String::from)
@@ -808,6 +975,10 @@ fn print_tables(report: &Value) {
             x(&a["ratio_local_to_duckdb"]),
             ms(&a["parquet_floor_seconds"]),
             x(&a["ratio_local_to_floor"]),
+            ms(&a["unchanged_refresh_seconds"]),
+            ms(&a["s3"]["engine_seconds"]),
+            mb(&a["s3"]["fetched_bytes"]),
+            ms(&a["s3"]["unchanged_refresh_seconds"]),
         ]);
     }
     print_table(&t);

@@ -125,6 +125,8 @@ pub struct Telemetry {
     last_success: Gauge,
     duration: Gauge,
     scanned_bytes: GaugeVec,
+    read_bytes: prometheus::IntCounter,
+    cache_bytes: Gauge,
     notifications: IntCounterVec,
     cloudwatch_datums: IntCounterVec,
     budget_syncs: IntCounterVec,
@@ -229,6 +231,16 @@ impl Telemetry {
             "Unix time a sink last delivered a snapshot completely; 0 before its first.",
             &["sink"],
         )?;
+        let read_bytes = prometheus::IntCounter::new(
+            "kiro_exporter_source_read_bytes_total",
+            "Bytes the embedded engine fetched from the export (local disk or S3: footers and the column ranges scanned).",
+        )?;
+        r.register(Box::new(read_bytes.clone()))?;
+        let cache_bytes = gauge(
+            &r,
+            "kiro_exporter_source_cache_bytes",
+            "Approximate bytes the embedded engine keeps between refreshes (file footers and the allocations of unchanged periods).",
+        )?;
         let closed_revisions = prometheus::IntCounter::new(
             "kiro_exporter_closed_period_revisions_total",
             "Times a month's total changed after its monthly report was sent (AWS may update a month for two weeks after it ends).",
@@ -268,6 +280,8 @@ impl Telemetry {
             last_success,
             duration,
             scanned_bytes,
+            read_bytes,
+            cache_bytes,
             notifications,
             cloudwatch_datums,
             budget_syncs,
@@ -390,6 +404,16 @@ impl Telemetry {
                     .set(b as f64);
             }
         }
+    }
+
+    /// What the source keeps between refreshes.
+    pub fn set_cache_bytes(&self, bytes: u64) {
+        self.cache_bytes.set(bytes as f64);
+    }
+
+    /// The embedded engine fetched `bytes` from the export.
+    pub fn add_read_bytes(&self, bytes: u64) {
+        self.read_bytes.inc_by(bytes);
     }
 
     /// A refresh failed with an error of `kind` after `took`.

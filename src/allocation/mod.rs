@@ -177,6 +177,9 @@ pub struct QueryStats {
     pub scanned_rows: Option<u64>,
     /// Number of files read, where the engine reports it.
     pub files: Option<u64>,
+    /// Bytes fetched from the export's store (the embedded engine: footers and the column
+    /// ranges scanned).
+    pub fetched_bytes: Option<u64>,
 }
 
 /// The allocation of one billing period.

@@ -39,7 +39,8 @@ How the allocation reads the lines it prints:
 pub struct InspectArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// CUR 2.0 export root for the local engine (overrides source.cur and the engine).
+    /// CUR 2.0 export for the embedded engine, a folder or s3://BUCKET/PREFIX/EXPORT (overrides
+    /// source.cur and the engine).
     #[arg(long, value_name = "DIR")]
     cur: Option<PathBuf>,
     /// Billing period, YYYY-MM.

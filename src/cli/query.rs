@@ -14,7 +14,8 @@ use super::{ConfigArgs, load_settings, use_cur};
 pub struct QueryArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// CUR 2.0 export root (the folder holding data/BILLING_PERIOD=…); overrides source.cur.
+    /// CUR 2.0 export: the folder or s3://BUCKET/PREFIX/EXPORT holding data/BILLING_PERIOD=…
+    /// (overrides source.cur and the engine).
     #[arg(long, value_name = "DIR")]
     cur: Option<PathBuf>,
     /// Billing period, YYYY-MM.
@@ -62,6 +63,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
                 "elapsed_seconds": s.elapsed.as_secs_f64(),
                 "scanned_rows": s.scanned_rows,
                 "scanned_bytes": s.scanned_bytes,
+                "fetched_bytes": s.fetched_bytes,
                 "files": s.files,
                 "result_rows": allocation.units.len(),
             })

@@ -31,7 +31,8 @@ pub struct ServeArgs {
     /// Listen address (overrides server.listen); port 0 picks a free port.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
-    /// CUR 2.0 export root for the local engine (overrides source.cur).
+    /// CUR 2.0 export for the embedded engine, a folder or s3://BUCKET/PREFIX/EXPORT (overrides
+    /// source.cur).
     #[arg(long, value_name = "DIR")]
     cur: Option<PathBuf>,
     /// Watch this billing period only (overrides refresh.period).

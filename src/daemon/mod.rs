@@ -166,6 +166,15 @@ impl Refresher {
         if allocations.is_empty() {
             return Err(RefreshError::NoData(missing.join("; ")));
         }
+        if let Some(bytes) = self.source.cache_bytes() {
+            self.telemetry.set_cache_bytes(bytes);
+        }
+        self.telemetry.add_read_bytes(
+            allocations
+                .iter()
+                .filter_map(|a| a.stats.fetched_bytes)
+                .sum(),
+        );
         let mut periods = Vec::with_capacity(allocations.len());
         let mut malformed = 0;
         for a in allocations {

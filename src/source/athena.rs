@@ -635,6 +635,7 @@ impl Source for AthenaSource {
                         scanned_bytes: Some(0),
                         scanned_rows: None,
                         files: Some(fp.objects),
+                        fetched_bytes: None,
                     };
                     return Ok(allocation);
                 }
@@ -661,6 +662,7 @@ impl Source for AthenaSource {
             scanned_bytes: execution.scanned_bytes,
             scanned_rows: None,
             files: fingerprint.as_ref().map(|f| f.objects),
+            fetched_bytes: None,
         };
         let allocation = Allocation::assemble(period, rows, &self.allocation.plans, stats)?;
         if let Some(fp) = fingerprint {

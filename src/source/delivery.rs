@@ -203,9 +203,7 @@ mod tests {
             Chosen::NewestDelivery(PathBuf::from(format!("{p}/exec-b")))
         );
         let manifest = object("e/metadata/BILLING_PERIOD=2026-10/k-Manifest.json", 4);
-        let text = format!(
-            r#"{{"dataFiles":["s3://b/x/k/data/BILLING_PERIOD=2026-10/exec-a/f-1.parquet"]}}"#
-        );
+        let text = r#"{"dataFiles":["s3://b/x/k/data/BILLING_PERIOD=2026-10/exec-a/f-1.parquet"]}"#;
         let (files, _) = choose(&root, &listed, Some((&manifest, text.as_bytes())), name).unwrap();
         assert_eq!(files, vec![listed[0].clone()]);
         let text = r#"{"dataFiles":["s3://b/x/k/data/BILLING_PERIOD=2026-10/exec-c/f-1.parquet"]}"#;

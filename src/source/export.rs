@@ -177,7 +177,14 @@ impl Export {
         SourceError::Store {
             operation: what.to_owned(),
             location: self.name_of(key).display().to_string(),
-            message: one_line(&e),
+            message: describe(
+                &e,
+                if what == "list" {
+                    "s3:ListBucket"
+                } else {
+                    "s3:GetObject"
+                },
+            ),
         }
     }
 
@@ -347,6 +354,26 @@ impl parquet::arrow::async_reader::MetadataFetch for Ranges {
     }
 }
 
+/// What went wrong with a store call, in one line; for a denial, the permission it needs.
+pub fn describe(e: &object_store::Error, permission: &str) -> String {
+    match e {
+        object_store::Error::PermissionDenied { .. } => format!(
+            "access denied (403): the exporter's role needs {permission} on it ({})",
+            one_line(e)
+        ),
+        object_store::Error::Unauthenticated { .. } => {
+            format!(
+                "not authenticated: check the AWS credentials ({})",
+                one_line(e)
+            )
+        }
+        object_store::Error::NotFound { .. } => {
+            format!("not found (removed while being read?): {}", one_line(e))
+        }
+        e => one_line(e),
+    }
+}
+
 fn one_line(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
@@ -446,7 +473,13 @@ impl ObjectStore for Counting {
         location: &Key,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
+        // A HEAD transfers no body; its range is the whole object's.
+        let head = options.head;
         let r = self.inner.get_opts(location, options).await?;
+        if head {
+            return Ok(r);
+        }
+        tracing::debug!(%location, range = ?r.range, "get");
         self.read
             .fetch_add(r.range.end.saturating_sub(r.range.start), Ordering::Relaxed);
         Ok(r)
@@ -458,6 +491,7 @@ impl ObjectStore for Counting {
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<Bytes>> {
         let r = self.inner.get_ranges(location, ranges).await?;
+        tracing::debug!(%location, ?ranges, "get ranges");
         self.read.fetch_add(
             r.iter().map(|b| b.len() as u64).sum::<u64>(),
             Ordering::Relaxed,

@@ -24,6 +24,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
@@ -50,6 +51,50 @@ pub struct LocalSource {
     target_partitions: usize,
     /// DataFusion options set on top of [`DEFAULT_OPTIONS`] (keys without `datafusion.`).
     options: BTreeMap<String, String>,
+    /// Shared by every query: the export's store, and DataFusion's cache of file footers.
+    runtime: Arc<RuntimeEnv>,
+    cache: Arc<std::sync::Mutex<Cache>>,
+}
+
+/// What earlier refreshes learned, so an unchanged export costs a listing and no scan.
+#[derive(Debug, Default)]
+struct Cache {
+    /// Per file: its version when read, and its footer.
+    footers: std::collections::HashMap<String, (Version, ArrowReaderMetadata)>,
+    /// Per period: the versions of the files it was allocated from, and the allocation.
+    results: BTreeMap<BillingPeriod, (Vec<(String, Version)>, Allocation)>,
+}
+
+/// A file's version as listed: size, ETag (or the file system's equivalent), modification
+/// time.
+type Version = (u64, Option<String>, chrono::DateTime<chrono::Utc>);
+
+/// Periods whose allocation is kept (the watched ones are at most two).
+const CACHED_PERIODS: usize = 4;
+
+fn version(o: &Object) -> Version {
+    (o.size, o.e_tag.clone(), o.modified)
+}
+
+impl Cache {
+    /// Approximate bytes held.
+    fn bytes(&self) -> u64 {
+        let footers: usize = self
+            .footers
+            .iter()
+            .map(|(k, (_, m))| k.len() + m.metadata().memory_size())
+            .sum();
+        let results: usize = self
+            .results
+            .values()
+            .map(|(files, a)| {
+                files.iter().map(|(k, _)| k.len() + 64).sum::<usize>()
+                    + a.units.len() * (std::mem::size_of::<crate::allocation::UserCost>() + 96)
+                    + a.seats.len() * 160
+            })
+            .sum();
+        (footers + results) as u64
+    }
 }
 
 /// DataFusion options the local engine sets unless the configuration says otherwise
@@ -108,12 +153,29 @@ impl LocalSource {
 
     /// The engine over `export` (local or S3).
     pub fn over(export: Export, settings: AllocationSettings) -> Self {
+        let runtime = Arc::new(RuntimeEnv::default());
+        if let Some(url) = export.store_url() {
+            runtime.register_object_store(url.as_ref(), export.store());
+        }
         Self {
             export,
             settings,
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
             options: BTreeMap::new(),
+            runtime,
+            cache: Arc::new(std::sync::Mutex::new(Cache::default())),
         }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Approximate bytes the engine keeps between refreshes (footers and allocations).
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache().bytes()
     }
 
     /// DataFusion options on top of [`DEFAULT_OPTIONS`] (checked by [`session_config`]).
@@ -143,33 +205,70 @@ impl LocalSource {
     async fn files(&self, period: BillingPeriod) -> Result<PeriodFiles, SourceError> {
         let (objects, chosen) = self.export.period_files(period).await?;
         tracing::debug!(%period, files = objects.len(), ?chosen, "files of the period");
+        self.check(period, objects).await
+    }
+
+    /// Checks the footers of `objects` (read concurrently, or known from an earlier refresh
+    /// when the file has not changed).
+    async fn check(
+        &self,
+        period: BillingPeriod,
+        objects: Vec<Object>,
+    ) -> Result<PeriodFiles, SourceError> {
         let store = self.export.store();
-        let jobs: Vec<(super::export::Ranges, PathBuf, u64)> = objects
-            .iter()
-            .map(|o| {
-                (
-                    super::export::Ranges::new(store.clone(), o.key.clone()),
-                    self.export.name_of(&o.key),
-                    o.size,
-                )
-            })
-            .collect();
-        let footers: Vec<Result<ArrowReaderMetadata, SourceError>> =
-            futures::stream::iter(jobs.into_iter().map(|(fetch, name, size)| async move {
-                let not_parquet = |e: parquet::errors::ParquetError| SourceError::NotParquet {
-                    file: name.clone(),
-                    reason: crate::config_error::one_line(&e.to_string()),
-                };
-                let md = ParquetMetaDataReader::new()
-                    .with_prefetch_hint(Some(64 * 1024))
-                    .load_and_finish(fetch, size)
-                    .await
-                    .map_err(not_parquet)?;
-                ArrowReaderMetadata::try_new(Arc::new(md), Default::default()).map_err(not_parquet)
-            }))
-            .buffered(16)
-            .collect()
-            .await;
+        let jobs: Vec<_> = {
+            let cache = self.cache();
+            objects
+                .iter()
+                .map(|o| {
+                    let known = cache
+                        .footers
+                        .get(o.key.as_ref())
+                        .filter(|(v, _)| *v == version(o))
+                        .map(|(_, m)| m.clone());
+                    (
+                        super::export::Ranges::new(store.clone(), o.key.clone()),
+                        self.export.name_of(&o.key),
+                        o.size,
+                        known,
+                    )
+                })
+                .collect()
+        };
+        let footers: Vec<Result<ArrowReaderMetadata, SourceError>> = futures::stream::iter(
+            jobs.into_iter()
+                .map(|(fetch, name, size, known)| async move {
+                    if let Some(m) = known {
+                        return Ok(m);
+                    }
+                    let not_parquet = |e: parquet::errors::ParquetError| match e {
+                        // The store could not give the bytes (permissions, network): not the
+                        // file's fault.
+                        parquet::errors::ParquetError::External(inner) => SourceError::Store {
+                            operation: "reading the footer of".to_owned(),
+                            location: name.display().to_string(),
+                            message: match inner.downcast_ref::<object_store::Error>() {
+                                Some(e) => super::export::describe(e, "s3:GetObject"),
+                                None => crate::config_error::one_line(&inner.to_string()),
+                            },
+                        },
+                        e => SourceError::NotParquet {
+                            file: name.clone(),
+                            reason: crate::config_error::one_line(&e.to_string()),
+                        },
+                    };
+                    let md = ParquetMetaDataReader::new()
+                        .with_prefetch_hint(Some(64 * 1024))
+                        .load_and_finish(fetch, size)
+                        .await
+                        .map_err(not_parquet)?;
+                    ArrowReaderMetadata::try_new(Arc::new(md), Default::default())
+                        .map_err(not_parquet)
+                }),
+        )
+        .buffered(16)
+        .collect()
+        .await;
         let cost = self.settings.cost_column.column();
         // Every column the query may read: the required ones must be in every file.
         let wanted: Vec<&str> = sql::REQUIRED_COLUMNS
@@ -179,8 +278,23 @@ impl LocalSource {
             .collect();
         let mut fields: Vec<Option<(Field, PathBuf)>> = vec![None; wanted.len()];
         let (mut rows, mut bytes) = (0u64, 0u64);
+        let footers = footers.into_iter().collect::<Result<Vec<_>, _>>()?;
+        {
+            // Footers of files no longer among the period's are forgotten.
+            let mut cache = self.cache();
+            let partition = format!("{PARTITION_COLUMN}={period}/");
+            let current: std::collections::HashSet<&str> =
+                objects.iter().map(|o| o.key.as_ref()).collect();
+            cache
+                .footers
+                .retain(|k, _| !k.contains(&partition) || current.contains(k.as_str()));
+            for (o, m) in objects.iter().zip(&footers) {
+                cache
+                    .footers
+                    .insert(o.key.to_string(), (version(o), m.clone()));
+            }
+        }
         for (o, meta) in objects.iter().zip(footers) {
-            let meta = meta?;
             let path = self.export.name_of(&o.key);
             let schema = meta.schema();
             for (slot, name) in fields.iter_mut().zip(&wanted) {
@@ -273,10 +387,7 @@ impl LocalSource {
     ) -> Result<Vec<RecordBatch>, datafusion::error::DataFusionError> {
         let config = session_config(self.target_partitions, &self.options)
             .map_err(datafusion::error::DataFusionError::Configuration)?;
-        let ctx = SessionContext::new_with_config(config);
-        if let Some(url) = self.export.store_url() {
-            ctx.register_object_store(url.as_ref(), self.export.store());
-        }
+        let ctx = SessionContext::new_with_config_rt(config, self.runtime.clone());
         // Exactly the chosen files: the period's partition is already chosen, so the query
         // needs no partition column.
         let urls = files
@@ -360,7 +471,32 @@ fn check_type(file: &Path, field: &Field) -> Result<(), SourceError> {
 impl Source for LocalSource {
     async fn allocate(&self, period: BillingPeriod) -> Result<Allocation, SourceError> {
         let started = Instant::now();
-        let files = self.files(period).await?;
+        let read_before = self.export.read_bytes();
+        let (objects, chosen) = self.export.period_files(period).await?;
+        tracing::debug!(%period, files = objects.len(), ?chosen, "files of the period");
+        let versions: Vec<(String, Version)> = objects
+            .iter()
+            .map(|o| (o.key.to_string(), version(o)))
+            .collect();
+        let unchanged = self
+            .cache()
+            .results
+            .get(&period)
+            .filter(|(v, _)| *v == versions)
+            .map(|(_, a)| a.clone());
+        if let Some(mut a) = unchanged {
+            // No file of the period changed: the same answer, without a scan.
+            tracing::debug!(%period, "export unchanged; not scanned again");
+            a.stats = QueryStats {
+                elapsed: started.elapsed(),
+                scanned_bytes: Some(0),
+                scanned_rows: Some(0),
+                files: Some(objects.len() as u64),
+                fetched_bytes: Some(self.export.read_bytes().saturating_sub(read_before)),
+            };
+            return Ok(a);
+        }
+        let files = self.check(period, objects).await?;
         let batches =
             self.run(period, &files, sql::render)
                 .await
@@ -374,13 +510,19 @@ impl Source for LocalSource {
             scanned_bytes: Some(files.scanned_bytes),
             scanned_rows: Some(files.rows),
             files: Some(files.files),
+            fetched_bytes: Some(self.export.read_bytes().saturating_sub(read_before)),
         };
-        Ok(Allocation::assemble(
-            period,
-            rows,
-            &self.settings.plans,
-            stats,
-        )?)
+        let allocation = Allocation::assemble(period, rows, &self.settings.plans, stats)?;
+        let mut cache = self.cache();
+        cache.results.insert(period, (versions, allocation.clone()));
+        while cache.results.len() > CACHED_PERIODS {
+            cache.results.pop_first();
+        }
+        Ok(allocation)
+    }
+
+    fn cache_bytes(&self) -> Option<u64> {
+        Some(LocalSource::cache_bytes(self))
     }
 
     async fn inspect(&self, period: BillingPeriod) -> Result<Inspection, SourceError> {

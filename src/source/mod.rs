@@ -140,6 +140,11 @@ pub trait Source: Send + Sync {
 
     /// The engine's name, for logs and metric labels.
     fn engine(&self) -> &'static str;
+
+    /// Approximate bytes the source keeps between refreshes, where it keeps any.
+    fn cache_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// What a period's Kiro lines carry, per facet: each value seen with its lines and cost.

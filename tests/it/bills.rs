@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use kiro_cost_exporter::allocation::savings::SavingsSettings;
-use kiro_cost_exporter::allocation::{AllocationSettings, PlanTable, UserCost};
+use kiro_cost_exporter::allocation::{Allocation, AllocationSettings, PlanTable, UserCost};
 use kiro_cost_exporter::curgen::CurLine;
 use kiro_cost_exporter::snapshot::PeriodView;
 use kiro_cost_exporter::source::{LocalSource, Source as _};
@@ -527,4 +527,95 @@ async fn a_tiny_export_of_the_cid_shape_allocates_like_the_full_one() {
     assert_reconciles(&b);
     assert_eq!(a.units, b.units);
     assert_eq!(a.kiro_total_usd, b.kiro_total_usd);
+}
+
+/// The allocation without its run's statistics.
+fn books(a: &Allocation) -> Allocation {
+    Allocation {
+        stats: Default::default(),
+        ..a.clone()
+    }
+}
+
+#[tokio::test]
+async fn an_unchanged_export_is_not_scanned_again_and_changes_are_seen_exactly() {
+    let e = Export::write([
+        seat("u1", Some("A"), "Pro", 1, 20.0),
+        credits("u1", Some("A"), 3, 1_100.0, 100.0),
+    ]);
+    let source = LocalSource::new(e.path(), Default::default());
+    let fresh = || async {
+        LocalSource::new(e.path(), Default::default())
+            .allocate(period("2026-10"))
+            .await
+            .unwrap()
+    };
+    let first = source.allocate(period("2026-10")).await.unwrap();
+    assert!(first.stats.scanned_rows.unwrap() > 0);
+    let again = source.allocate(period("2026-10")).await.unwrap();
+    assert_eq!(again.stats.scanned_rows, Some(0), "not scanned");
+    assert_eq!(again.stats.fetched_bytes, Some(0), "nothing read");
+    assert_eq!(books(&again), books(&first));
+
+    // A file replaced: read again, equal to a fresh full scan.
+    let newer = Export::write([
+        seat("u1", Some("A"), "Pro", 1, 20.0),
+        credits("u1", Some("A"), 3, 1_200.0, 200.0),
+    ]);
+    let file = e
+        .partition("2026-10")
+        .join("test-export-00001.snappy.parquet");
+    std::fs::copy(
+        newer
+            .partition("2026-10")
+            .join("test-export-00001.snappy.parquet"),
+        &file,
+    )
+    .unwrap();
+    let replaced = source.allocate(period("2026-10")).await.unwrap();
+    assert!(replaced.stats.scanned_rows.unwrap() > 0);
+    assert_eq!(books(&replaced), books(&fresh().await));
+    assert_reconciles(&replaced);
+    assert_eq!(replaced.kiro_total_usd, dec("28"));
+
+    // A file added, then removed.
+    let more = Export::write([seat("u2", Some("B"), "Power", 2, 200.0)]);
+    let added = e
+        .partition("2026-10")
+        .join("test-export-00002.snappy.parquet");
+    std::fs::copy(
+        more.partition("2026-10")
+            .join("test-export-00001.snappy.parquet"),
+        &added,
+    )
+    .unwrap();
+    let with = source.allocate(period("2026-10")).await.unwrap();
+    assert_eq!(books(&with), books(&fresh().await));
+    assert_eq!(with.kiro_total_usd, dec("228"));
+    std::fs::remove_file(&added).unwrap();
+    let without = source.allocate(period("2026-10")).await.unwrap();
+    assert_eq!(books(&without), books(&replaced));
+
+    // A manifest switching versions: "create new" deliveries, the manifest naming one, then
+    // the other.
+    let older = into_delivery(&e, "exec-1");
+    let old_file = older.join("test-export-00001.snappy.parquet");
+    let newest = e.partition("2026-10").join("exec-2");
+    std::fs::create_dir_all(&newest).unwrap();
+    let new_file = newest.join("test-export-00001.snappy.parquet");
+    std::fs::copy(
+        more.partition("2026-10")
+            .join("test-export-00001.snappy.parquet"),
+        &new_file,
+    )
+    .unwrap();
+    manifest(e.path(), &[&old_file]);
+    let v1 = source.allocate(period("2026-10")).await.unwrap();
+    assert_eq!(books(&v1), books(&fresh().await));
+    assert_eq!(v1.kiro_total_usd, dec("28"));
+    manifest(e.path(), &[&new_file]);
+    let v2 = source.allocate(period("2026-10")).await.unwrap();
+    assert_eq!(books(&v2), books(&fresh().await));
+    assert_eq!(v2.kiro_total_usd, dec("200"));
+    assert_reconciles(&v2);
 }

@@ -18,6 +18,7 @@ mod layout;
 mod ledger;
 mod monitoring;
 mod report;
+mod s3;
 mod savings;
 mod soak;
 mod support;

@@ -272,6 +272,8 @@ pub struct ProxyState {
     injected: AtomicUsize,
     /// Rewrite Athena's StartQueryExecution for a DuckDB-backed emulator.
     bridge: bool,
+    /// Calls whose path contains this are answered 403 AccessDenied (S3's XML).
+    deny: Mutex<Option<String>>,
     /// `X-Amz-Target` (or method and path) of every call received, faults included.
     calls: Mutex<Vec<String>>,
     /// JSON bodies of the calls forwarded, by target.
@@ -328,6 +330,11 @@ impl Proxy {
             .store(n.map_or(-1, i64::from), Ordering::SeqCst);
     }
 
+    /// Answers the calls whose path contains `path` with S3's 403 AccessDenied (`None`: none).
+    pub fn deny(&self, path: Option<&str>) {
+        *self.state.deny.lock().unwrap() = path.map(str::to_owned);
+    }
+
     pub fn injected(&self) -> usize {
         self.state.injected.load(Ordering::SeqCst)
     }
@@ -378,6 +385,17 @@ async fn forward(
             str::to_owned,
         );
     state.calls.lock().unwrap().push(target.clone());
+    let rest = !req.headers().contains_key("x-amz-target")
+        && !req.headers().contains_key("smithy-protocol");
+    let denied = state
+        .deny
+        .lock()
+        .unwrap()
+        .as_ref()
+        .is_some_and(|d| req.uri().path().contains(d.as_str()));
+    if denied {
+        return Ok(s3_error(403, "AccessDenied", "Access Denied"));
+    }
     let left = state.faults.load(Ordering::SeqCst);
     let applies = state
         .only
@@ -390,12 +408,21 @@ async fn forward(
             state.faults.fetch_sub(1, Ordering::SeqCst);
         }
         let n = state.injected.fetch_add(1, Ordering::SeqCst);
+        if rest {
+            // S3's REST API: throttling is 503 SlowDown.
+            return Ok(if n.is_multiple_of(2) {
+                s3_error(503, "SlowDown", "Please reduce your request rate.")
+            } else {
+                s3_error(500, "InternalError", "injected fault")
+            });
+        }
         let cbor = req
             .headers()
             .get("smithy-protocol")
             .is_some_and(|v| v == "rpc-v2-cbor");
         return Ok(fault(n.is_multiple_of(2), cbor));
     }
+    let head = req.method() == hyper::Method::HEAD;
     let (parts, body) = req.into_parts();
     let mut body = body
         .collect()
@@ -437,11 +464,25 @@ async fn forward(
         .unwrap_or_default();
     let mut resp = Response::builder().status(parts.status);
     for (k, v) in &parts.headers {
-        if k != "content-length" && k != "transfer-encoding" {
+        // A HEAD answer's length is the object's, not its (empty) body's.
+        let length = k == "content-length" && !head;
+        if !length && k != "transfer-encoding" {
             resp = resp.header(k, v);
         }
     }
     Ok(resp.body(Full::new(body)).unwrap())
+}
+
+/// An S3 error response (REST XML).
+fn s3_error(status: u16, code: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message><RequestId>proxy</RequestId></Error>"
+    );
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/xml")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
 }
 
 /// A throttling error (400) or a 500, in the protocol the caller speaks: AWS JSON, or Smithy
