@@ -143,7 +143,7 @@ pub struct Telemetry {
 
 /// Refresh failure kinds, each a fixed label value of `kiro_exporter_refresh_failures_total`.
 pub const REFRESH_FAILURE_KINDS: &str =
-    "no_data, io, bad_input, engine, decode, reconciliation, timeout, aws, config";
+    "no_data, io, bad_input, engine, decode, reconciliation, timeout, aws, config, encode";
 
 impl Telemetry {
     /// `interval` is the configured refresh interval, published so that staleness alerts can
@@ -179,6 +179,11 @@ impl Telemetry {
             &format!("Failed refreshes by kind ({REFRESH_FAILURE_KINDS})."),
             &["kind"],
         )?;
+        // Counters exist at 0 for their known label values from the start: a first failure
+        // after a start is an increase that alerts can see.
+        for kind in REFRESH_FAILURE_KINDS.split(", ") {
+            failures.with_label_values(&[kind]).inc_by(0);
+        }
         let last_success = gauge(
             &r,
             "kiro_exporter_last_success_timestamp_seconds",
@@ -219,6 +224,11 @@ impl Telemetry {
             "State file saves by result (success, failure); after a failure the state is kept in memory and saved at the next evaluation.",
             &["result"],
         )?;
+        for c in [&cloudwatch_datums, &budget_syncs, &state_saves] {
+            for o in [Outcome::Success, Outcome::Failure] {
+                c.with_label_values(&[o.as_str()]).inc_by(0);
+            }
+        }
         let sink_errors = counter_vec(
             &r,
             "kiro_exporter_sink_errors_total",

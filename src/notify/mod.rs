@@ -270,6 +270,12 @@ impl Channel {
         let client =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build(https);
+        // The channel's series exist at 0 from the start, so the first failure is an increase.
+        for result in [Outcome::Success, Outcome::Failure, Outcome::Retry] {
+            counter
+                .with_label_values(&[name.as_str(), result.as_str()])
+                .inc_by(0);
+        }
         Ok(Self {
             config,
             url,

@@ -519,3 +519,60 @@ fn shipped_configs_parse() {
     }
     assert!(n >= 2, "example configs in config/");
 }
+
+#[tokio::test]
+async fn counters_exist_at_zero_from_the_start_and_the_period_is_marked() {
+    let e = Export::write([seat("alice", Some("CC-A"), "Pro", 1, 20.0)]);
+    let d = Daemon::start(
+        &["--cur", e.path().to_str().unwrap(), "--period", "2026-10"],
+        FAST,
+    );
+    let p = [("billing_period", "2026-10")];
+    let m = wait_for(&d, "first snapshot", |m| {
+        value(m, "kiro_cost_usd", &p).is_some()
+    })
+    .await;
+    // Every failure kind reads 0 before its first failure, so that increase() sees the first.
+    for kind in kiro_cost_exporter::telemetry::REFRESH_FAILURE_KINDS.split(", ") {
+        assert_eq!(
+            value(
+                &m,
+                "kiro_exporter_refresh_failures_total",
+                &[("kind", kind)]
+            ),
+            Some(0.0),
+            "{kind}"
+        );
+    }
+    for name in [
+        "kiro_exporter_state_saves_total",
+        "kiro_exporter_budget_syncs_total",
+        "kiro_exporter_cloudwatch_datums_total",
+    ] {
+        assert_eq!(
+            value(&m, name, &[("result", "failure")]),
+            Some(0.0),
+            "{name}"
+        );
+        assert!(
+            value(&m, name, &[("result", "success")]).is_some(),
+            "{name}"
+        );
+    }
+    // The period served is marked current or closing, for the rules to join on.
+    let now = kiro_cost_exporter::period::BillingPeriod::containing(chrono::Utc::now());
+    let state = if now == period("2026-10") {
+        "current"
+    } else {
+        "closing"
+    };
+    assert_eq!(
+        value(
+            &m,
+            "kiro_billing_period_info",
+            &[("billing_period", "2026-10"), ("state", state)]
+        ),
+        Some(1.0)
+    );
+    assert_scrape_reconciles(&m, "2026-10");
+}

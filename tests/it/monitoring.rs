@@ -308,6 +308,22 @@ async fn prometheus_scrapes_the_daemon_evaluates_dashboards_and_alerts() {
         ),
     )
     .unwrap();
+    // The daemon's clock in October 2026, so that October is the current month: the rules
+    // alert on the current month only (kiro_billing_period_info{state="current"}).
+    let Some(faketime) = external(
+        "libfaketime (Debian package faketime)",
+        Path::new("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"),
+    ) else {
+        return;
+    };
+    let faketime = faketime.to_str().unwrap().to_owned();
+    let mut env = crate::support::aws::aws_env();
+    env.extend([
+        ("LD_PRELOAD", faketime.as_str()),
+        ("FAKETIME", "@2026-10-20 12:00:00"),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ("TZ", "UTC"),
+    ]);
     let daemon = Daemon::start(
         &[
             "--config",
@@ -317,7 +333,7 @@ async fn prometheus_scrapes_the_daemon_evaluates_dashboards_and_alerts() {
             "--period",
             "2026-10",
         ],
-        &crate::support::aws::aws_env(),
+        &env,
     );
     wait_status(&daemon.url("/readyz"), 200, 60).await;
 
@@ -494,7 +510,7 @@ async fn prometheus_scrapes_the_daemon_evaluates_dashboards_and_alerts() {
     let v: serde_json::Value = serde_json::from_str(&payload).unwrap();
     assert_eq!(v["status"], "firing");
     let alert = &v["alerts"][0];
-    assert_eq!(alert["labels"]["severity"], "info");
+    assert_eq!(alert["labels"]["severity"], "warning");
     assert_eq!(alert["labels"]["billing_period"], "2026-10");
     assert!(
         alert["annotations"]["summary"]

@@ -226,6 +226,11 @@ pub const DATA: &[Def] = &[
         CC_LABELS,
     ),
     Def::new(
+        "kiro_billing_period_info",
+        "A billing period the exporter serves; always 1. state is current (the month now running) or closing (last month, still refreshed until its bill is final). Join on it to alert on the current month only.",
+        &["billing_period", "state"],
+    ),
+    Def::new(
         "kiro_cost_center_assigned_cost_usd",
         "Part of the cost center's cost from lines without a cost-center tag, assigned by a user attribute (identity.cost_center_from).",
         CC_LABELS,
@@ -266,6 +271,7 @@ pub enum F {
     ActivityAsOf,
     UserInfo,
     UnbilledCredits,
+    PeriodInfo,
     AssignedCost,
 }
 

@@ -131,6 +131,13 @@ pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
         let a = &view.allocation;
         let p = a.period.to_string();
         let p = p.as_str();
+        // Rules join on this to alert on the current month only.
+        let state = if a.period == crate::period::BillingPeriod::containing(s.taken_at) {
+            "current"
+        } else {
+            "closing"
+        };
+        sample(F::PeriodInfo, &[p, state], 1.0);
         let sv = &view.savings;
         let mut by_cc: std::collections::BTreeMap<&str, Decimal> =
             std::collections::BTreeMap::new();
