@@ -112,7 +112,9 @@ async fn refresher(settings: &Settings) -> anyhow::Result<Refresher> {
     )?
     .after_refresh(release_free_memory);
     let resolver = super::identity_resolver(settings).await?;
-    refresher = refresher.with_identity(resolver, settings.identity.clone());
+    refresher = refresher
+        .with_identity(resolver, settings.identity.clone())
+        .with_prometheus(settings.prometheus.clone());
     if let Some(reader) = settings.activity.reader(&settings.aws).await {
         tracing::info!(path = %settings.activity.path, "reading the Kiro user activity report");
         refresher = refresher.with_activity(reader);

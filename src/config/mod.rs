@@ -23,6 +23,7 @@ use crate::server::ServerSettings;
 use crate::sink::alerts::AlertSettings;
 use crate::sink::aws_budgets::BudgetSettings;
 use crate::sink::cloudwatch::CloudWatchSettings;
+use crate::sink::prometheus::PrometheusSettings;
 use crate::sink::report::ReportSettings;
 use crate::source::activity::ActivitySettings;
 use crate::source::identity::IdentitySettings;
@@ -61,6 +62,8 @@ pub struct Settings {
     pub activity: ActivitySettings,
     /// Names for user ids, from Identity Store.
     pub identity: IdentitySettings,
+    /// What `/metrics` carries.
+    pub prometheus: PrometheusSettings,
 }
 
 /// Reads settings from the defaults, an optional file and the process environment.

@@ -72,6 +72,7 @@ pub struct Refresher {
     identity: Option<IdentityResolver>,
     /// Which of a person's fields `kiro_user_info` carries.
     identity_settings: IdentitySettings,
+    prometheus: prom::PrometheusSettings,
     last_error: Option<String>,
     after_refresh: Option<Box<dyn Fn() + Send + Sync>>,
 }
@@ -103,6 +104,7 @@ impl Refresher {
             activity: None,
             identity: None,
             identity_settings: IdentitySettings::default(),
+            prometheus: prom::PrometheusSettings::default(),
             last_error: None,
             after_refresh: None,
         })
@@ -137,6 +139,12 @@ impl Refresher {
     ) -> Self {
         self.identity = resolver;
         self.identity_settings = settings;
+        self
+    }
+
+    /// What `/metrics` carries (`[prometheus]`).
+    pub fn with_prometheus(mut self, settings: prom::PrometheusSettings) -> Self {
+        self.prometheus = settings;
         self
     }
 
@@ -217,7 +225,7 @@ impl Refresher {
             }
             v.duplicate_subscriptions = dups.into_iter().collect();
         }
-        let families = prom::encode_snapshot(&snapshot);
+        let families = prom::encode_snapshot_with(&snapshot, &self.prometheus);
         Ok((snapshot, Bytes::from(families)))
     }
 

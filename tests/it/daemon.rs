@@ -576,3 +576,52 @@ async fn counters_exist_at_zero_from_the_start_and_the_period_is_marked() {
     );
     assert_scrape_reconciles(&m, "2026-10");
 }
+
+#[tokio::test]
+async fn per_user_series_can_be_switched_off_leaving_the_roll_ups() {
+    let e = Export::write([
+        seat("alice", Some("CC-A"), "Pro", 1, 20.0),
+        credits("alice", Some("CC-A"), 3, 1_100.0, 100.0),
+        seat("bob", None, "Power", 1, 200.0),
+    ]);
+    let env: Vec<(&str, &str)> = FAST
+        .iter()
+        .copied()
+        .chain([("KIRO_EXPORTER__PROMETHEUS__PER_USER", "false")])
+        .collect();
+    let d = Daemon::start(
+        &["--cur", e.path().to_str().unwrap(), "--period", "2026-10"],
+        &env,
+    );
+    let p = [("billing_period", "2026-10")];
+    let m = wait_for(&d, "first snapshot", |m| {
+        value(m, "kiro_cost_usd", &p).is_some()
+    })
+    .await;
+    let per_user: Vec<&String> = m
+        .keys()
+        .map(|(n, _)| n)
+        .filter(|n| n.starts_with("kiro_user_"))
+        .collect();
+    assert!(per_user.is_empty(), "{per_user:?}");
+    // The roll-ups are all there, and they reconcile: Σ cost centers + unattributed + tax.
+    let cc: f64 = m
+        .iter()
+        .filter(|((n, l), _)| n == "kiro_cost_center_cost_usd" && l["billing_period"] == "2026-10")
+        .map(|(_, v)| v)
+        .sum();
+    let total = value(&m, "kiro_cost_usd", &p).unwrap();
+    let rest =
+        value(&m, "kiro_unattributed_usd", &p).unwrap() + value(&m, "kiro_tax_usd", &p).unwrap();
+    assert!((cc + rest - total).abs() < 1e-9, "{cc} + {rest} != {total}");
+    assert_eq!(total, 224.0);
+    assert_eq!(
+        value(
+            &m,
+            "kiro_cost_center_cost_usd",
+            &[("billing_period", "2026-10"), ("cost_center", "CC-A")]
+        ),
+        Some(24.0)
+    );
+    assert_eq!(value(&m, "kiro_untagged_users", &p), Some(1.0));
+}

@@ -122,9 +122,47 @@ fn write_value(out: &mut Vec<u8>, v: f64) {
     }
 }
 
-/// Encodes the data families of a snapshot as Prometheus text, families in name order. Done
-/// once per refresh; a scrape only copies the result.
+/// `[prometheus]`: what `/metrics` carries.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrometheusSettings {
+    /// Per-user series (cost, credits, activity, savings and `kiro_user_info`); false: the
+    /// roll-ups only (per cost center, account, plan and period), for Prometheus tenants with a
+    /// series limit. The series count per setting is in the README.
+    pub per_user: bool,
+}
+
+impl Default for PrometheusSettings {
+    fn default() -> Self {
+        Self { per_user: true }
+    }
+}
+
+/// The families that carry one series per user (or seat).
+const PER_USER: &[F] = &[
+    F::UserCreditsUsed,
+    F::UserCreditsIncluded,
+    F::UserSubscription,
+    F::UserOverage,
+    F::UserCost,
+    F::RecommendedPlanInfo,
+    F::UserSavings,
+    F::ActivityCredits,
+    F::ActivityOverageCredits,
+    F::Messages,
+    F::LastActive,
+    F::OverageCap,
+    F::UserInfo,
+];
+
+/// Encodes the data families of a snapshot as Prometheus text, families in name order, with
+/// the per-user families. Done once per refresh; a scrape only copies the result.
 pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
+    encode_snapshot_with(s, &PrometheusSettings::default())
+}
+
+/// [`encode_snapshot`] as `settings` say (`per_user = false`: the roll-ups only).
+pub fn encode_snapshot_with(s: &Snapshot, settings: &PrometheusSettings) -> Vec<u8> {
     let mut fam: Vec<Family> = catalog::DATA.iter().map(Family::new).collect();
     let mut sample = |which: F, values: &[&str], v: f64| fam[which as usize].sample(values, v);
     for view in &s.periods {
@@ -263,6 +301,11 @@ pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
             &[&p.display_name, &p.email, id, &p.user_name],
             1.0,
         );
+    }
+    if !settings.per_user {
+        for &which in PER_USER {
+            fam[which as usize].body.clear();
+        }
     }
     fam.sort_by_key(|family| family.name);
     let mut out = Vec::with_capacity(fam.iter().map(|family| family.body.len() + 256).sum());
