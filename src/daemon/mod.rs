@@ -90,7 +90,7 @@ impl Refresher {
         let state = Arc::new(State::new(Published {
             exposition,
             ready: false,
-            landing: landing::render(None, None, Utc::now()),
+            landing: landing::render(None, None),
         }));
         Ok(Self {
             source,
@@ -319,7 +319,7 @@ impl Refresher {
         };
         let exposition = prom::encode(families, &self.telemetry)?;
         self.state.publish(Published {
-            landing: landing::render(snapshot, self.last_error.as_deref(), Utc::now()),
+            landing: landing::render(snapshot, self.last_error.as_deref()),
             exposition,
             ready: snapshot.is_some(),
         });

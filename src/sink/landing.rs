@@ -4,7 +4,6 @@
 use std::fmt::Write as _;
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 
 use crate::output::number;
 use crate::snapshot::Snapshot;
@@ -25,7 +24,7 @@ fn escape(s: &str) -> String {
 }
 
 /// The landing page: last refresh, periods, totals, top cost centers.
-pub fn render(snapshot: Option<&Snapshot>, last_error: Option<&str>, now: DateTime<Utc>) -> Bytes {
+pub fn render(snapshot: Option<&Snapshot>, last_error: Option<&str>) -> Bytes {
     let mut h = String::from(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>kiro-cost-exporter</title>\
 <style>body{font-family:system-ui,sans-serif;margin:2em;max-width:60em}table{border-collapse:collapse}\
@@ -42,10 +41,13 @@ td,th{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:left}td.n{text-a
     match snapshot {
         None => h.push_str("<p>No data yet: the first refresh has not completed.</p>"),
         Some(s) => {
-            let age = (now - s.taken_at).num_seconds().max(0);
+            // An absolute time: the page is rendered once per refresh, so an age computed
+            // here would always read the refresh's own duration.
             let _ = write!(
                 h,
-                "<p>Last refresh: {} ({age} s ago)</p>",
+                "<p>Last refresh: <time datetime=\"{}\">{}</time></p>",
+                s.taken_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 s.taken_at.format("%Y-%m-%d %H:%M:%S UTC")
             );
             for v in s.periods.iter().rev() {
@@ -91,8 +93,22 @@ mod tests {
 
     #[test]
     fn landing_page_escapes() {
-        let body = render(None, Some("<script>"), Utc::now());
+        let body = render(None, Some("<script>"));
         let text = std::str::from_utf8(&body).unwrap();
         assert!(text.contains("&lt;script&gt;") && !text.contains("<script>"));
+    }
+
+    #[test]
+    fn the_last_refresh_is_an_absolute_time() {
+        let a = crate::allocation::forecast::tests::alloc(Some(10));
+        let taken = a.period.start() + chrono::Duration::days(12);
+        let s = Snapshot::build(taken, vec![a], &Default::default(), &Default::default());
+        let body = render(Some(&s), None);
+        let text = std::str::from_utf8(&body).unwrap();
+        assert!(
+            text.contains(&taken.format("%Y-%m-%d %H:%M:%S UTC").to_string()),
+            "{text}"
+        );
+        assert!(!text.contains(" ago"), "{text}");
     }
 }
