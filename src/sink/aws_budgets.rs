@@ -678,13 +678,28 @@ impl Reconciler {
         for c in changes {
             match c {
                 Change::Create(d) => {
-                    self.client
+                    let created = self
+                        .client
                         .create_budget()
                         .account_id(account)
                         .budget(self.budget(d))
                         .send()
-                        .await
-                        .map_err(sdk("CreateBudget"))?;
+                        .await;
+                    match created {
+                        Ok(_) => {}
+                        // Another exporter of the same bill (an HA pair) created it since the
+                        // listing: make it what this configuration says.
+                        Err(e) if e.code() == Some("DuplicateRecordException") => {
+                            self.client
+                                .update_budget()
+                                .account_id(account)
+                                .new_budget(self.budget(d))
+                                .send()
+                                .await
+                                .map_err(sdk("UpdateBudget"))?;
+                        }
+                        Err(e) => return Err(sdk("CreateBudget")(e)),
+                    }
                 }
                 Change::Update { desired, .. } => {
                     self.client
@@ -699,15 +714,21 @@ impl Reconciler {
                     budget,
                     notification,
                 } => {
-                    self.client
+                    let added = self
+                        .client
                         .create_notification()
                         .account_id(account)
                         .budget_name(budget)
                         .notification(notification.clone())
                         .set_subscribers(Some(self.settings.subscriber_list()))
                         .send()
-                        .await
-                        .map_err(sdk("CreateNotification"))?;
+                        .await;
+                    match added {
+                        // Already there (added by another exporter of the same bill).
+                        Ok(_) => {}
+                        Err(e) if e.code() == Some("DuplicateRecordException") => {}
+                        Err(e) => return Err(sdk("CreateNotification")(e)),
+                    }
                 }
                 Change::RemoveNotification {
                     budget,

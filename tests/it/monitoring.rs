@@ -324,17 +324,23 @@ async fn prometheus_scrapes_the_daemon_evaluates_dashboards_and_alerts() {
         ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
         ("TZ", "UTC"),
     ]);
-    let daemon = Daemon::start(
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--cur",
-            cur.path().to_str().unwrap(),
-            "--period",
-            "2026-10",
-        ],
-        &env,
-    );
+    let start = || {
+        Daemon::start(
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "--cur",
+                cur.path().to_str().unwrap(),
+                "--period",
+                "2026-10",
+            ],
+            &env,
+        )
+    };
+    // Two targets of one bill, as an HA pair runs them: dashboards must not count twice and
+    // alerts must fire once.
+    let daemon = start();
+    let twin = start();
     wait_status(&daemon.url("/readyz"), 200, 60).await;
 
     // promtool's linter on a real scrape.
@@ -391,9 +397,10 @@ async fn prometheus_scrapes_the_daemon_evaluates_dashboards_and_alerts() {
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              rule_files: ['{}']\n\
              alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{am_port}']\n\
-             scrape_configs:\n  - job_name: kiro-cost-exporter\n    static_configs:\n      - targets: ['{}']\n",
+             scrape_configs:\n  - job_name: kiro-cost-exporter\n    static_configs:\n      - targets: ['{}', '{}']\n",
             rules.display(),
-            daemon.addr
+            daemon.addr,
+            twin.addr
         ),
     )
     .unwrap();
@@ -419,49 +426,87 @@ async fn prometheus_scrapes_the_daemon_evaluates_dashboards_and_alerts() {
     // Wait until the scrape and the recording rules have produced data.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let v = prom_query(&base, "kiro:user_credits_used:ratio").await;
-        let b = prom_query(&base, "kiro_budget_limit_usd").await;
+        let v = prom_query(
+            &base,
+            "count(count by (instance) (kiro:user_credits_used:ratio)) == 2",
+        )
+        .await;
+        let b = prom_query(
+            &base,
+            "count(count by (instance) (kiro_budget_limit_usd)) == 2",
+        )
+        .await;
         if v["data"]["result"].as_array().is_some_and(|r| !r.is_empty())
-            && b["data"]["result"].as_array().is_some_and(|r| !r.is_empty()) && !prom_query(&base, "increase(kiro_exporter_refresh_total[1m])").await["data"]["result"].as_array().unwrap().is_empty() {
+            && b["data"]["result"].as_array().is_some_and(|r| !r.is_empty()) && !prom_query(&base, "count(count by (instance) (increase(kiro_exporter_refresh_failures_total[1m]))) == 2").await["data"]["result"].as_array().unwrap().is_empty() {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "Prometheus never got the daemon's data"
+            "Prometheus never got the daemons' data; logs:\n{}\n{}",
+            daemon.log(),
+            twin.log()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    // Every PromQL expression of every dashboard returns data.
+    // Every PromQL expression of every dashboard returns data, for either target.
     let mut checked = BTreeSet::new();
-    for d in files("dashboards", ".json") {
-        let dash: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&d).unwrap()).unwrap();
-        for q in dashboard_queries(&dash) {
-            let expr = q
-                .replace("$billing_period", "2026-10")
-                // Single-value variables (exact matchers) get a real value, multi-value ones "All".
-                .replace("=\"$cost_center\"", "=\"CC-1001 Platform\"")
-                .replace("$cost_center", ".*")
-                .replace("$account_id", ".*")
-                .replace("$__rate_interval", "1m");
-            assert!(!expr.contains('$'), "unsubstituted variable in {q}");
-            let v = prom_query(&base, &expr).await;
-            let result = &v["data"]["result"];
-            assert!(
-                result.as_array().is_some_and(|r| !r.is_empty()),
-                "{}: no data for {expr}",
-                d.display()
-            );
-            checked.insert(q);
+    for instance in [daemon.addr.to_string(), twin.addr.to_string()] {
+        for d in files("dashboards", ".json") {
+            let dash: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&d).unwrap()).unwrap();
+            for q in dashboard_queries(&dash) {
+                let expr = q
+                    .replace("$billing_period", "2026-10")
+                    .replace("$job", "kiro-cost-exporter")
+                    .replace("$instance", &instance)
+                    .replace("$topk", "20")
+                    // Single-value variables (exact matchers) get a real value, multi-value ones "All".
+                    .replace("=\"$cost_center\"", "=\"CC-1001 Platform\"")
+                    .replace("$cost_center", ".*")
+                    .replace("$account_id", ".*")
+                    .replace("$__rate_interval", "1m");
+                assert!(!expr.contains('$'), "unsubstituted variable in {q}");
+                let v = prom_query(&base, &expr).await;
+                let result = &v["data"]["result"];
+                assert!(
+                    result.as_array().is_some_and(|r| !r.is_empty()),
+                    "{}: no data for {expr}",
+                    d.display()
+                );
+                checked.insert(q);
+            }
         }
+        // The overview's total counts this target once: it equals the daemon's own figure.
+        let total = prom_query(
+            &base,
+            &format!(
+                r#"sum(kiro_cost_usd{{job="kiro-cost-exporter", instance="{instance}", billing_period="2026-10"}})"#
+            ),
+        )
+        .await;
+        let served = value(
+            &scrape(&daemon).await,
+            "kiro_cost_usd",
+            &[("billing_period", "2026-10")],
+        )
+        .unwrap();
+        let got: f64 = total["data"]["result"][0]["value"][1]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((got - served).abs() < 1e-6, "{got} != {served}");
     }
     assert!(checked.len() >= 20, "only {} expressions", checked.len());
 
     // The user table names users: its join with kiro_user_info carries their e-mails.
     let named = prom_query(
         &base,
-        r#"topk(20, kiro_user_cost_usd{billing_period="2026-10"}) * on (user_id) group_left (user_name, display_name, email) kiro_user_info"#,
+        &format!(
+            r#"topk(20, kiro_user_cost_usd{{instance="{i}", billing_period="2026-10"}}) * on (user_id) group_left (user_name, display_name, email) kiro_user_info{{instance="{i}"}}"#,
+            i = daemon.addr
+        ),
     )
     .await;
     let rows = named["data"]["result"].as_array().unwrap();
@@ -473,8 +518,13 @@ async fn prometheus_scrapes_the_daemon_evaluates_dashboards_and_alerts() {
     );
 
     // The exporter's figures survive the trip: Prometheus's sum equals the daemon's roll-up.
-    let total = prom_query(&base, r#"sum(kiro_user_cost_usd{billing_period="2026-10"}) + sum(kiro_unattributed_usd) + sum(kiro_tax_usd)"#).await;
-    let cost = prom_query(&base, r#"sum(kiro_cost_usd{billing_period="2026-10"})"#).await;
+    let i = daemon.addr;
+    let total = prom_query(&base, &format!(r#"sum(kiro_user_cost_usd{{instance="{i}", billing_period="2026-10"}}) + sum(kiro_unattributed_usd{{instance="{i}"}}) + sum(kiro_tax_usd{{instance="{i}"}})"#)).await;
+    let cost = prom_query(
+        &base,
+        &format!(r#"sum(kiro_cost_usd{{instance="{i}", billing_period="2026-10"}})"#),
+    )
+    .await;
     let num = |v: &serde_json::Value| {
         v["data"]["result"][0]["value"][1]
             .as_str()
@@ -512,6 +562,17 @@ async fn prometheus_scrapes_the_daemon_evaluates_dashboards_and_alerts() {
     let alert = &v["alerts"][0];
     assert_eq!(alert["labels"]["severity"], "warning");
     assert_eq!(alert["labels"]["billing_period"], "2026-10");
+    // Two targets, one alert per user.
+    let alerts = v["alerts"].as_array().unwrap();
+    let users: BTreeSet<&str> = alerts
+        .iter()
+        .map(|a| a["labels"]["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(users.len(), alerts.len(), "{v}");
+    assert!(
+        alerts.iter().all(|a| a["labels"].get("instance").is_none()),
+        "{v}"
+    );
     assert!(
         alert["annotations"]["summary"]
             .as_str()
