@@ -575,3 +575,104 @@ fn check_config_warns_what_per_user_metrics_cost() {
         stderr(&bad)
     );
 }
+
+/// CloudWatch's evaluation of one alarm over a series of periods, as its documentation
+/// describes it: the last `EvaluationPeriods` periods, a period without a datapoint treated as
+/// `TreatMissingData` says (`ignore` keeps the state when every period is missing and leaves
+/// the missing ones out otherwise), ALARM when `DatapointsToAlarm` of them breach.
+fn alarm_states(
+    breaching: &[Option<bool>],
+    periods: usize,
+    to_alarm: usize,
+    treat_missing: &str,
+) -> Vec<&'static str> {
+    let mut state = "INSUFFICIENT_DATA";
+    let mut out = Vec::new();
+    for end in 1..=breaching.len() {
+        let window = &breaching[end.saturating_sub(periods)..end];
+        let present: Vec<bool> = window.iter().filter_map(|b| *b).collect();
+        state = if present.is_empty() {
+            match treat_missing {
+                "breaching" => "ALARM",
+                "notBreaching" => "OK",
+                "ignore" => state,
+                _ => "INSUFFICIENT_DATA",
+            }
+        } else {
+            let missing = window.len() - present.len();
+            let extra = if treat_missing == "breaching" {
+                missing
+            } else {
+                0
+            };
+            let hits = present.iter().filter(|b| **b).count() + extra;
+            if hits >= to_alarm.min(window.len()) {
+                "ALARM"
+            } else {
+                "OK"
+            }
+        };
+        out.push(state);
+    }
+    out
+}
+
+#[test]
+fn the_cost_alarms_do_not_flap_on_the_push_schedule() {
+    use rand::{Rng, SeedableRng};
+    let (_, template) = shipped();
+    let cfn: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&template).unwrap()).unwrap();
+    // A month of pushes as the daemon makes them: a refresh takes up to 10 minutes, the next
+    // one starts an interval (1 h) plus up to 2 minutes of jitter after it ends, and now and
+    // then a refresh fails and is retried 30 s later.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let mut pushes = Vec::new();
+    let mut t = 0.0f64;
+    while t < 31.0 * 86_400.0 {
+        let took = rng.random_range(5.0..600.0);
+        if rng.random_bool(0.03) {
+            t += took + 30.0;
+            continue;
+        }
+        pushes.push(t + took);
+        t += took + 3_600.0 + rng.random_range(0.0..120.0);
+    }
+    let mut checked = 0;
+    for (name, alarm) in cfn["Resources"].as_object().unwrap() {
+        let p = &alarm["Properties"];
+        let treat = p["TreatMissingData"].as_str().unwrap();
+        if treat == "breaching" {
+            continue; // the silence alarm: missing data is what it is for
+        }
+        let period = p["Period"].as_f64().unwrap();
+        let n = p["EvaluationPeriods"].as_u64().unwrap() as usize;
+        let m = p["DatapointsToAlarm"].as_u64().map_or(n, |m| m as usize);
+        // The data stays over the threshold all month: the alarm must fire once and stay.
+        let windows = (31.0 * 86_400.0 / period) as usize;
+        let breaching: Vec<Option<bool>> = (0..windows)
+            .map(|i| {
+                let (from, to) = (i as f64 * period, (i + 1) as f64 * period);
+                pushes.iter().any(|&t| t >= from && t < to).then_some(true)
+            })
+            .collect();
+        let gaps = breaching.iter().filter(|b| b.is_none()).count();
+        assert!(gaps > 0, "the schedule leaves some periods without a push");
+        let states = alarm_states(&breaching, n, m, treat);
+        let first = states.iter().position(|s| *s == "ALARM").unwrap();
+        let flips = states[first..].windows(2).filter(|w| w[0] != w[1]).count();
+        assert_eq!(
+            flips, 0,
+            "{name} flaps {flips} times over a month ({gaps} empty periods)"
+        );
+        // What notBreaching would have done: an OK and an ALARM notice per empty period.
+        let naive = alarm_states(&breaching, n, m, "notBreaching");
+        let naive_flips = naive[first..].windows(2).filter(|w| w[0] != w[1]).count();
+        assert!(
+            naive_flips > 0,
+            "{name}: the simulation finds the flapping it guards against"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 4, "{checked} data alarms");
+}
