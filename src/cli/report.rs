@@ -89,6 +89,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
     .await?;
     println!("report: {}", out.path.display());
     if let Some(link) = &out.link {
+        let link = &link.url;
         println!("download link: {link}");
     }
     println!("summary cards sent: {}", out.cards_sent);

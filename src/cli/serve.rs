@@ -76,12 +76,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// The S3 client for the report's upload, when `report.s3` is set.
-pub async fn report_s3(settings: &Settings) -> Option<aws_sdk_s3::Client> {
+pub async fn report_s3(settings: &Settings) -> Option<kiro_cost_exporter::sink::report::ReportS3> {
     if settings.report.s3.is_empty() {
         return None;
     }
     let shared = settings.aws.sdk_config().await;
-    Some(settings.aws.s3_client(&shared))
+    Some(kiro_cost_exporter::sink::report::ReportS3::new(
+        &settings.aws,
+        &shared,
+    ))
 }
 
 async fn shutdown_signal() -> std::io::Result<&'static str> {

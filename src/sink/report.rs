@@ -230,14 +230,56 @@ pub async fn write(dir: &Path, name: &str, bytes: Vec<u8>) -> Result<PathBuf, Re
     Ok(path)
 }
 
-/// Uploads the CSV and returns a presigned GET link valid for `ttl`.
+/// Where the report is uploaded: the S3 client and the credentials it signs with (their expiry
+/// bounds the download link's life).
+#[derive(Debug, Clone)]
+pub struct ReportS3 {
+    pub client: aws_sdk_s3::Client,
+    pub credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+}
+
+impl ReportS3 {
+    /// The client and credentials of `shared`.
+    pub fn new(aws: &crate::aws::AwsSettings, shared: &aws_config::SdkConfig) -> Self {
+        Self {
+            client: aws.s3_client(shared),
+            credentials: shared.credentials_provider(),
+        }
+    }
+}
+
+/// A presigned download link and when it stops working.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub url: String,
+    /// `link_ttl` from now, or sooner: a link signed with temporary credentials (an ECS task
+    /// role, an instance profile, web identity) dies with them.
+    pub expires: chrono::DateTime<chrono::Utc>,
+}
+
+/// When a link signed now for `ttl` with credentials expiring at `credentials` stops working.
+pub fn link_expiry(
+    now: chrono::DateTime<chrono::Utc>,
+    ttl: Duration,
+    credentials: Option<std::time::SystemTime>,
+) -> chrono::DateTime<chrono::Utc> {
+    let by_ttl = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::zero());
+    match credentials.map(chrono::DateTime::<chrono::Utc>::from) {
+        Some(c) if c < by_ttl => c,
+        _ => by_ttl,
+    }
+}
+
+/// Uploads the CSV and returns a presigned GET link valid for `ttl` (or until the signing
+/// credentials expire, when that is sooner).
 pub async fn upload(
-    s3: &aws_sdk_s3::Client,
+    store: &ReportS3,
     location: &S3Location,
     name: &str,
     bytes: Vec<u8>,
     ttl: Duration,
-) -> Result<String, ReportError> {
+) -> Result<Link, ReportError> {
+    let s3 = &store.client;
     let key = format!("{}{name}", location.prefix);
     let fail = |message: String| ReportError::Upload {
         location: format!("s3://{}/{key}", location.bucket),
@@ -261,7 +303,17 @@ pub async fn upload(
         .presigned(presigning)
         .await
         .map_err(|e| fail(crate::aws::error_message(&e)))?;
-    Ok(request.uri().to_owned())
+    let credentials = match &store.credentials {
+        Some(p) => {
+            use aws_credential_types::provider::ProvideCredentials;
+            p.provide_credentials().await.ok().and_then(|c| c.expiry())
+        }
+        None => None,
+    };
+    Ok(Link {
+        url: request.uri().to_owned(),
+        expires: link_expiry(chrono::Utc::now(), ttl, credentials),
+    })
 }
 
 fn usd(d: Decimal) -> String {
@@ -272,7 +324,7 @@ fn usd(d: Decimal) -> String {
 /// users, possible savings with the top items, and the download link.
 pub fn summary_card(
     view: &PeriodView,
-    link: Option<&str>,
+    link: Option<&Link>,
     settings: &ReportSettings,
     dashboard_url: &str,
 ) -> Value {
@@ -324,9 +376,15 @@ pub fn summary_card(
         usd(savings.total_usd),
         savings.idle_seats
     ));
+    if let Some(link) = link {
+        body.push_str(&format!(
+            "\nThe download link works until {}.\n",
+            link.expires.format("%Y-%m-%d %H:%M UTC")
+        ));
+    }
     let mut elements = vec![json!({"tag": "markdown", "content": body.trim_end()})];
     if let Some(link) = link {
-        elements.push(feishu::link_button("Download the CSV", link));
+        elements.push(feishu::link_button("Download the CSV", &link.url));
     }
     if !dashboard_url.is_empty() {
         elements.push(feishu::link_button("Open the dashboard", dashboard_url));
@@ -338,7 +396,7 @@ pub fn summary_card(
 #[derive(Debug, Clone)]
 pub struct Written {
     pub path: PathBuf,
-    pub link: Option<String>,
+    pub link: Option<Link>,
     pub cards_sent: usize,
 }
 
@@ -348,7 +406,7 @@ pub async fn run(
     view: &PeriodView,
     people: &BTreeMap<String, Person>,
     settings: &ReportSettings,
-    s3: Option<&aws_sdk_s3::Client>,
+    s3: Option<&ReportS3>,
     channels: &[&Channel],
     dashboard_url: &str,
 ) -> Result<Written, ReportError> {
@@ -365,7 +423,7 @@ pub async fn run(
         }
         _ => None,
     };
-    let card = summary_card(view, link.as_deref(), settings, dashboard_url);
+    let card = summary_card(view, link.as_ref(), settings, dashboard_url);
     let mut delivered = Vec::new();
     for ch in channels {
         if let Err(source) = ch.send(&card).await {
@@ -396,7 +454,7 @@ const REMEMBERED: usize = 24;
 /// The monthly report as `serve` sends it: the previous month, on `report.schedule_day`.
 pub struct ReportSink {
     settings: ReportSettings,
-    s3: Option<aws_sdk_s3::Client>,
+    s3: Option<ReportS3>,
     channels: Vec<Arc<Channel>>,
     dashboard_url: String,
     /// Allocates a month that is no longer watched.
@@ -412,7 +470,7 @@ pub struct ReportSink {
 
 /// What the report sink needs besides its settings.
 pub struct ReportContext {
-    pub s3: Option<aws_sdk_s3::Client>,
+    pub s3: Option<ReportS3>,
     /// Feishu channels the card goes to.
     pub channels: Vec<Arc<Channel>>,
     pub dashboard_url: String,
@@ -582,5 +640,35 @@ impl Sink for ReportSink {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_dies_with_the_credentials_that_signed_it() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-05T06:00:00Z")
+            .unwrap()
+            .to_utc();
+        let week = Duration::from_secs(7 * 86_400);
+        // Static credentials: the link lives its whole ttl.
+        assert_eq!(
+            link_expiry(now, week, None),
+            now + chrono::Duration::days(7)
+        );
+        // A role session ending in 6 hours ends the link with it.
+        let session = std::time::SystemTime::from(now + chrono::Duration::hours(6));
+        assert_eq!(
+            link_expiry(now, week, Some(session)),
+            now + chrono::Duration::hours(6)
+        );
+        // A session outliving the ttl does not lengthen it.
+        let long = std::time::SystemTime::from(now + chrono::Duration::days(30));
+        assert_eq!(
+            link_expiry(now, week, Some(long)),
+            now + chrono::Duration::days(7)
+        );
     }
 }

@@ -184,6 +184,8 @@ async fn report_writes_the_csv_uploads_it_and_sends_the_summary_card() {
         format!("**Possible savings**: ${json_saving:.2}"),
         "**Top cost centers**".to_owned(),
         "**Users with overage**: ".to_owned(),
+        // Static credentials do not expire: the link lives link_ttl (1 h).
+        "The download link works until ".to_owned(),
     ] {
         assert!(text.contains(&needle), "{needle} in\n{text}");
     }
