@@ -392,6 +392,19 @@ pub fn summary_card(
     feishu::card(&format!("Kiro cost report {}", a.period), "blue", elements)
 }
 
+/// The card of a month the export has no data for.
+pub fn no_data_card(period: BillingPeriod, reason: &str) -> Value {
+    let body = format!(
+        "No Kiro data for **{period}**: the export has no lines for this month, so there is no report.\n\n{}",
+        crate::config_error::one_line(reason)
+    );
+    feishu::card(
+        &format!("Kiro cost report {period}: no data"),
+        "grey",
+        vec![json!({"tag": "markdown", "content": body})],
+    )
+}
+
 /// What a report run produced.
 #[derive(Debug, Clone)]
 pub struct Written {
@@ -571,20 +584,6 @@ impl Sink for ReportSink {
         if self.sent.contains(&period) {
             return Ok(Delivery::NotDue);
         }
-        let built;
-        let view = match snapshot.period(period) {
-            Some(v) => v,
-            None => {
-                let allocation = self.source.allocate(period).await.map_err(|e| {
-                    SinkError::new(
-                        e.kind(),
-                        format!("monthly report for {period}: cannot allocate the month: {e}"),
-                    )
-                })?;
-                built = PeriodView::build(allocation, &self.plans, &self.savings, now);
-                &built
-            }
-        };
         let wanted = &self.settings.channels;
         let done = self.partly_sent.get(&period).cloned().unwrap_or_default();
         let channels: Vec<&Channel> = self
@@ -596,6 +595,45 @@ impl Sink for ReportSink {
                     && !done.contains(c.name())
             })
             .collect();
+        let built;
+        let view = match snapshot.period(period) {
+            Some(v) => v,
+            None => match self.source.allocate(period).await {
+                Ok(allocation) => {
+                    built = PeriodView::build(allocation, &self.plans, &self.savings, now);
+                    &built
+                }
+                // The export has no such month: say so rather than stay silent.
+                Err(e) if e.kind() == "no_data" => {
+                    let card = no_data_card(period, &e.to_string());
+                    for ch in &channels {
+                        if let Err(e) = ch.send(&card).await {
+                            // The channels that have it are not sent it again.
+                            self.save("the report's deliveries").await;
+                            return Err(SinkError::new(
+                                "delivery",
+                                format!("monthly report for {period}: the no-data card: {e}"),
+                            ));
+                        }
+                        self.partly_sent
+                            .entry(period)
+                            .or_default()
+                            .insert(ch.name().to_owned());
+                    }
+                    self.partly_sent.remove(&period);
+                    self.sent.insert(period);
+                    self.save("the report").await;
+                    tracing::info!(%period, "no Kiro data for the month; a no-data card was sent");
+                    return Ok(Delivery::Done);
+                }
+                Err(e) => {
+                    return Err(SinkError::new(
+                        e.kind(),
+                        format!("monthly report for {period}: cannot allocate the month: {e}"),
+                    ));
+                }
+            },
+        };
         match run(
             view,
             &snapshot.people,

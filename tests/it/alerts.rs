@@ -897,3 +897,59 @@ async fn url_and_secret_can_come_from_files_and_a_missing_one_is_named() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_month_without_kiro_data_gets_a_no_data_card_once() {
+    let rx = Receiver::start(Some(SECRET));
+    let dir = tempfile::tempdir().unwrap();
+    let now = Utc::now();
+    let current = kiro_cost_exporter::period::BillingPeriod::containing(now);
+    // The export starts this month: last month has no data at all.
+    let mut spec = GenSpec::new(10, current);
+    spec.seed = 9;
+    spec.until = Some(now);
+    let export = dir.path().join("cur");
+    curgen::write_export(&spec, &export, |_| {}).unwrap();
+    let state = dir.path().join("state.json");
+    let config = dir.path().join("alerts.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\ncur = {export:?}\n[alerts]\nstate_file = {state:?}\nrules = []\n\
+             [[alerts.channels]]\nname = \"feishu\"\nurl_env = \"TEST_FEISHU_URL\"\nsecret_env = \"TEST_FEISHU_SECRET\"\nmin_interval = \"10ms\"\n\
+             [report]\nout_dir = {:?}\nschedule_day = 1\n",
+            dir.path().join("reports")
+        ),
+    )
+    .unwrap();
+    let url = rx.url();
+    let mut env = vec![
+        ("TEST_FEISHU_URL", url.as_str()),
+        ("TEST_FEISHU_SECRET", SECRET),
+    ];
+    env.extend_from_slice(FAST);
+    let d = Daemon::start(&["--config", config.to_str().unwrap()], &env);
+    wait_log(&d, "a no-data card was sent", 60);
+    // Later refreshes do not send it again.
+    let m = scrape(&d).await;
+    let before = value(&m, "kiro_exporter_refresh_total", &[("result", "success")]).unwrap();
+    wait_for(&d, "two more refreshes", |m| {
+        value(m, "kiro_exporter_refresh_total", &[("result", "success")]).unwrap() >= before + 2.0
+    })
+    .await;
+    let cards = rx.accepted();
+    let previous = current.previous();
+    let no_data: Vec<_> = cards
+        .iter()
+        .filter(|c| title(c) == format!("Kiro cost report {previous}: no data"))
+        .collect();
+    assert_eq!(no_data.len(), 1, "{cards:?}");
+    let text = blocks(no_data[0]).join("\n");
+    assert!(
+        text.contains(&format!("No Kiro data for **{previous}**"))
+            && text.contains("BILLING_PERIOD"),
+        "{text}"
+    );
+    let saved: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(saved["reports"][0], previous.to_string());
+}
