@@ -47,6 +47,142 @@ pub struct ReportSettings {
     pub channels: Vec<String>,
     /// Cost centers and savings items listed on the card.
     pub top: usize,
+    /// Language of the card and the CSV's header: `en` (default) or `zh-CN`.
+    pub locale: Locale,
+}
+
+/// Language of the report's card and CSV header.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Locale {
+    #[default]
+    #[serde(rename = "en")]
+    En,
+    #[serde(rename = "zh-CN")]
+    ZhCn,
+}
+
+/// The report's words in one language.
+struct Texts {
+    header: [&'static str; 17],
+    untagged: &'static str,
+    no_user: &'static str,
+    tax: &'static str,
+    title: &'static str,
+    period: &'static str,
+    users: &'static str,
+    credits: &'static str,
+    total: &'static str,
+    tax_word: &'static str,
+    overage_users: &'static str,
+    untagged_users: &'static str,
+    top_centers: &'static str,
+    savings: &'static str,
+    a_month: &'static str,
+    idle_seats: &'static str,
+    saves: &'static str,
+    cancel: &'static str,
+    link_until: &'static str,
+    download: &'static str,
+    dashboard: &'static str,
+    no_data_title: &'static str,
+    no_data: &'static str,
+}
+
+const EN: Texts = Texts {
+    header: [
+        "billing_period",
+        "account_id",
+        "region",
+        "user_id",
+        "cost_center",
+        "plan",
+        "credits_used",
+        "subscription_usd",
+        "overage_usd",
+        "other_usd",
+        "total_usd",
+        "recommended_plan",
+        "savings_usd",
+        "savings_reason",
+        "user_name",
+        "display_name",
+        "email",
+    ],
+    untagged: "",
+    no_user: "(no user)",
+    tax: "(tax)",
+    title: "Kiro cost report",
+    period: "Period",
+    users: "Users",
+    credits: "Credits used",
+    total: "Total cost",
+    tax_word: "tax",
+    overage_users: "Users with overage",
+    untagged_users: "Untagged users",
+    top_centers: "Top cost centers",
+    savings: "Possible savings",
+    a_month: "a month",
+    idle_seats: "idle seats",
+    saves: "saves",
+    cancel: "cancel",
+    link_until: "The download link works until",
+    download: "Download the CSV",
+    dashboard: "Open the dashboard",
+    no_data_title: "no data",
+    no_data: "the export has no lines for this month, so there is no report.",
+};
+
+const ZH_CN: Texts = Texts {
+    header: [
+        "计费周期",
+        "账户ID",
+        "区域",
+        "用户ID",
+        "成本中心",
+        "套餐",
+        "已用积分",
+        "订阅费用(USD)",
+        "超额费用(USD)",
+        "其他费用(USD)",
+        "总费用(USD)",
+        "建议套餐",
+        "可节省(USD)",
+        "节省原因",
+        "用户名",
+        "显示名称",
+        "邮箱",
+    ],
+    untagged: "未设置",
+    no_user: "（无用户）",
+    tax: "（税费）",
+    title: "Kiro 费用报告",
+    period: "周期",
+    users: "用户数",
+    credits: "已用积分",
+    total: "总费用",
+    tax_word: "税费",
+    overage_users: "产生超额费用的用户",
+    untagged_users: "未设置成本中心的用户",
+    top_centers: "费用最高的成本中心",
+    savings: "可节省",
+    a_month: "每月",
+    idle_seats: "个闲置席位",
+    saves: "可节省",
+    cancel: "取消",
+    link_until: "下载链接有效期至",
+    download: "下载 CSV",
+    dashboard: "打开仪表盘",
+    no_data_title: "无数据",
+    no_data: "导出中没有该月的 Kiro 费用记录，因此没有报告。",
+};
+
+impl Locale {
+    fn texts(self) -> &'static Texts {
+        match self {
+            Self::En => &EN,
+            Self::ZhCn => &ZH_CN,
+        }
+    }
 }
 
 impl Default for ReportSettings {
@@ -58,6 +194,7 @@ impl Default for ReportSettings {
             schedule_day: 5,
             channels: Vec::new(),
             top: 5,
+            locale: Locale::En,
         }
     }
 }
@@ -86,7 +223,7 @@ pub const SAVINGS_COLUMNS: [&str; 3] = ["recommended_plan", "savings_usd", "savi
 /// `identity.labels` exports it).
 pub const NAME_COLUMNS: [&str; 3] = ["user_name", "display_name", "email"];
 
-/// The CSV's columns.
+/// The CSV's columns (English).
 pub fn header() -> Vec<&'static str> {
     crate::output::CSV_HEADER
         .iter()
@@ -94,6 +231,11 @@ pub fn header() -> Vec<&'static str> {
         .chain(&NAME_COLUMNS)
         .copied()
         .collect()
+}
+
+/// The CSV's columns in `locale`.
+pub fn header_in(locale: Locale) -> Vec<&'static str> {
+    locale.texts().header.to_vec()
 }
 
 /// Label of the row for cost that names no user.
@@ -136,11 +278,22 @@ impl ReportError {
 
 /// The CSV of a period.
 pub fn csv(view: &PeriodView, people: &BTreeMap<String, Person>) -> Result<Vec<u8>, csv::Error> {
+    csv_in(view, people, Locale::En)
+}
+
+/// The CSV of a period with the header and row labels of `locale` (`zh-CN`: untagged cost
+/// centers read 未设置).
+pub fn csv_in(
+    view: &PeriodView,
+    people: &BTreeMap<String, Person>,
+    locale: Locale,
+) -> Result<Vec<u8>, csv::Error> {
+    let t = locale.texts();
     let (a, savings) = (&view.allocation, &view.savings);
     let mut out = "\u{feff}".as_bytes().to_vec();
     {
         let mut w = csv::WriterBuilder::new().from_writer(&mut out);
-        w.write_record(header())?;
+        w.write_record(t.header)?;
         let period = a.period.to_string();
         // A seat's recommendation goes on the row of its main cost center.
         let recs: BTreeMap<(&str, &str, &str, &str), &Recommendation> = savings
@@ -174,14 +327,13 @@ pub fn csv(view: &PeriodView, people: &BTreeMap<String, Person>) -> Result<Vec<u
             ];
             let who = people.get(&u.user_id).cloned().unwrap_or_default();
             let names = [who.user_name, who.display_name, who.email];
-            w.write_record(
-                crate::output::unit_fields(&period, u)
-                    .iter()
-                    .chain(&savings)
-                    .chain(&names),
-            )?;
+            let mut fields = crate::output::unit_fields(&period, u);
+            if fields[4].is_empty() {
+                fields[4] = t.untagged.to_owned();
+            }
+            w.write_record(fields.iter().chain(&savings).chain(&names))?;
         }
-        for (label, amount) in [(UNATTRIBUTED_ROW, a.unattributed_usd), (TAX_ROW, a.tax_usd)] {
+        for (label, amount) in [(t.no_user, a.unattributed_usd), (t.tax, a.tax_usd)] {
             let amount = amount.to_string();
             w.write_record([
                 period.as_str(),
@@ -337,13 +489,22 @@ pub fn summary_card(
         seen.len()
     };
     let untagged = view.untagged_users.len();
+    let t = settings.locale.texts();
     let mut centers = String::new();
     for (cc, r) in view.cost_centers_by_cost().into_iter().take(settings.top) {
-        let name = if cc.is_empty() { "(untagged)" } else { cc };
+        let name = match (cc.is_empty(), settings.locale) {
+            (false, _) => cc,
+            (true, Locale::En) => "(untagged)",
+            (true, Locale::ZhCn) => t.untagged,
+        };
         centers.push_str(&format!(
-            "- {name}: {} ({} users)\n",
+            "- {name}: {} ({} {})\n",
             usd(r.total_usd),
-            r.users
+            r.users,
+            match settings.locale {
+                Locale::En => "users",
+                Locale::ZhCn => "位用户",
+            }
         ));
     }
     let mut items: Vec<_> = savings.recommendations.iter().collect();
@@ -351,55 +512,70 @@ pub fn summary_card(
     let mut top_savings = String::new();
     for r in items.into_iter().take(settings.top) {
         let to = if r.recommended_plan.is_empty() {
-            "cancel".to_owned()
+            t.cancel.to_owned()
         } else {
             format!("→ {}", r.recommended_plan)
         };
         top_savings.push_str(&format!(
-            "- {} ({}): {} {to}, saves {}\n",
+            "- {} ({}): {} {to}, {} {}\n",
             r.user_id,
             r.reason.as_str(),
             r.plan,
+            t.saves,
             usd(r.saving_usd)
         ));
     }
     let mut body = format!(
-        "**Period**: {period}\n**Users**: {users}\n**Credits used**: {credits}\n**Total cost**: {total} (tax {tax})\n**Users with overage**: {overage_users}\n**Untagged users**: {untagged}\n\n**Top cost centers**\n{centers}",
+        "**{}**: {period}\n**{}**: {users}\n**{}**: {credits}\n**{}**: {total} ({} {tax})\n**{}**: {overage_users}\n**{}**: {untagged}\n\n**{}**\n{centers}",
+        t.period,
+        t.users,
+        t.credits,
+        t.total,
+        t.tax_word,
+        t.overage_users,
+        t.untagged_users,
+        t.top_centers,
         period = a.period,
         users = totals.users,
         credits = totals.credits_used.round_dp(0),
         total = usd(view.total_cost_usd),
         tax = usd(a.tax_usd),
     );
+    let per_month = match settings.locale {
+        Locale::En => format!("{} {}", usd(savings.total_usd), t.a_month),
+        Locale::ZhCn => format!("{} {}", t.a_month, usd(savings.total_usd)),
+    };
     body.push_str(&format!(
-        "\n**Possible savings**: {} a month ({} idle seats)\n{top_savings}",
-        usd(savings.total_usd),
-        savings.idle_seats
+        "\n**{}**: {per_month} ({} {})\n{top_savings}",
+        t.savings, savings.idle_seats, t.idle_seats
     ));
     if let Some(link) = link {
         body.push_str(&format!(
-            "\nThe download link works until {}.\n",
+            "\n{} {}.\n",
+            t.link_until,
             link.expires.format("%Y-%m-%d %H:%M UTC")
         ));
     }
     let mut elements = vec![json!({"tag": "markdown", "content": body.trim_end()})];
     if let Some(link) = link {
-        elements.push(feishu::link_button("Download the CSV", &link.url));
+        elements.push(feishu::link_button(t.download, &link.url));
     }
     if !dashboard_url.is_empty() {
-        elements.push(feishu::link_button("Open the dashboard", dashboard_url));
+        elements.push(feishu::link_button(t.dashboard, dashboard_url));
     }
-    feishu::card(&format!("Kiro cost report {}", a.period), "blue", elements)
+    feishu::card(&format!("{} {}", t.title, a.period), "blue", elements)
 }
 
 /// The card of a month the export has no data for.
-pub fn no_data_card(period: BillingPeriod, reason: &str) -> Value {
-    let body = format!(
-        "No Kiro data for **{period}**: the export has no lines for this month, so there is no report.\n\n{}",
-        crate::config_error::one_line(reason)
-    );
+pub fn no_data_card(period: BillingPeriod, reason: &str, locale: Locale) -> Value {
+    let t = locale.texts();
+    let lead = match locale {
+        Locale::En => format!("No Kiro data for **{period}**: {}", t.no_data),
+        Locale::ZhCn => format!("**{period}** {}", t.no_data),
+    };
+    let body = format!("{lead}\n\n{}", crate::config_error::one_line(reason));
     feishu::card(
-        &format!("Kiro cost report {period}: no data"),
+        &format!("{} {period}: {}", t.title, t.no_data_title),
         "grey",
         vec![json!({"tag": "markdown", "content": body})],
     )
@@ -423,7 +599,7 @@ pub async fn run(
     channels: &[&Channel],
     dashboard_url: &str,
 ) -> Result<Written, ReportError> {
-    let bytes = csv(view, people)?;
+    let bytes = csv_in(view, people, settings.locale)?;
     let name = file_name(view.allocation.period);
     let path = write(&settings.out_dir, &name, bytes.clone()).await?;
     let link = match (s3, settings.s3.as_str()) {
@@ -605,7 +781,7 @@ impl Sink for ReportSink {
                 }
                 // The export has no such month: say so rather than stay silent.
                 Err(e) if e.kind() == "no_data" => {
-                    let card = no_data_card(period, &e.to_string());
+                    let card = no_data_card(period, &e.to_string(), self.settings.locale);
                     for ch in &channels {
                         if let Err(e) = ch.send(&card).await {
                             // The channels that have it are not sent it again.
@@ -684,6 +860,67 @@ impl Sink for ReportSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn view() -> PeriodView {
+        let mut a = crate::allocation::forecast::tests::alloc(Some(10));
+        a.units[0].cost_center = String::new();
+        a.reconcile().unwrap();
+        let now = a.period.start() + chrono::Duration::days(12);
+        PeriodView::build(a, &PlanTable::default(), &SavingsSettings::default(), now)
+    }
+
+    #[test]
+    fn the_english_header_is_the_pinned_one() {
+        assert_eq!(header_in(Locale::En), header());
+    }
+
+    #[test]
+    fn zh_cn_translates_the_header_the_rows_and_the_card() {
+        let v = view();
+        let text = String::from_utf8(csv_in(&v, &BTreeMap::new(), Locale::ZhCn).unwrap()).unwrap();
+        let mut lines = text.trim_start_matches('\u{feff}').lines();
+        assert!(
+            lines
+                .next()
+                .unwrap()
+                .starts_with("计费周期,账户ID,区域,用户ID,成本中心")
+        );
+        assert!(text.contains(",未设置,"), "{text}");
+        assert!(
+            text.contains("（税费）") && text.contains("（无用户）"),
+            "{text}"
+        );
+        // The amounts are the English file's, row for row: the books still balance.
+        let en = String::from_utf8(csv(&v, &BTreeMap::new()).unwrap()).unwrap();
+        let total = |t: &str| -> Decimal {
+            t.lines()
+                .skip(1)
+                .map(|l| l.split(',').nth(10).unwrap().parse::<Decimal>().unwrap())
+                .sum()
+        };
+        assert_eq!(total(&text), total(&en));
+        assert_eq!(total(&en), v.allocation.kiro_total_usd);
+        let settings = ReportSettings {
+            locale: Locale::ZhCn,
+            ..ReportSettings::default()
+        };
+        let card = summary_card(&v, None, &settings, "https://grafana.example.com");
+        let card_text = card.to_string();
+        assert!(
+            card_text.contains(&format!("Kiro 费用报告 {}", v.allocation.period)),
+            "{card_text}"
+        );
+        assert!(
+            card_text.contains("**总费用**") && card_text.contains("- 未设置: "),
+            "{card_text}"
+        );
+        assert!(card_text.contains("打开仪表盘"), "{card_text}");
+        let none = no_data_card(v.allocation.period, "no partition", Locale::ZhCn).to_string();
+        assert!(
+            none.contains("无数据") && none.contains("没有报告"),
+            "{none}"
+        );
+    }
 
     #[test]
     fn a_link_dies_with_the_credentials_that_signed_it() {

@@ -313,3 +313,49 @@ async fn a_month_that_changes_after_its_report_is_counted() {
         1
     );
 }
+
+#[test]
+fn the_report_speaks_chinese_when_asked() {
+    let e = Export::write([
+        seat("u1", Some("A"), "Pro", 1, 20.0),
+        credits("u1", Some("A"), 3, 1_100.0, 100.0),
+        seat("u2", None, "Pro", 1, 20.0),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("zh.toml");
+    std::fs::write(&config, "[report]\nlocale = \"zh-CN\"\n").unwrap();
+    let out = dir.path().join("reports");
+    let o = run(&[
+        "report",
+        "--config",
+        config.to_str().unwrap(),
+        "--cur",
+        e.path().to_str().unwrap(),
+        "--period",
+        "2026-10",
+        "--out",
+        out.to_str().unwrap(),
+        "--no-upload",
+        "--no-notify",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = std::fs::read_to_string(out.join("kiro-cost-report-2026-10.csv")).unwrap();
+    let header = csv.trim_start_matches('\u{feff}').lines().next().unwrap();
+    assert!(
+        header.starts_with("计费周期,账户ID,区域,用户ID,成本中心,套餐"),
+        "{header}"
+    );
+    assert!(csv.contains(",u2,未设置,"), "{csv}");
+    // The rows still sum to the month's total (24 + 20).
+    let total: f64 = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(10).unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert!((total - 44.0).abs() < 1e-9, "{total}");
+    // An unknown locale is named.
+    std::fs::write(&config, "[report]\nlocale = \"fr\"\n").unwrap();
+    let o = run(&["check-config", "--config", config.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("report.locale"), "{}", stderr(&o));
+}
