@@ -179,6 +179,13 @@ async fn refresher(settings: &Settings) -> anyhow::Result<Refresher> {
             )));
         }
         if report_on {
+            // Reports written before this start are served too.
+            let served = refresher.state();
+            for (name, bytes) in
+                kiro_cost_exporter::sink::report::load_written(&settings.report.out_dir).await
+            {
+                served.put_report(&name, bytes);
+            }
             let wanted = &settings.report.channels;
             let feishu = channels
                 .iter()
@@ -195,6 +202,7 @@ async fn refresher(settings: &Settings) -> anyhow::Result<Refresher> {
             refresher = refresher.with_sink(Box::new(ReportSink::new(
                 settings.report.clone(),
                 ReportContext {
+                    served: Some(served.clone()),
                     s3: report_s3(settings).await,
                     channels: feishu,
                     dashboard_url: settings.alerts.dashboard_url.clone(),

@@ -147,13 +147,35 @@ pub struct Published {
 #[derive(Debug)]
 pub struct State {
     published: ArcSwap<Published>,
+    /// The newest monthly report files by name, served at `/reports/NAME`.
+    reports: ArcSwap<std::collections::BTreeMap<String, Bytes>>,
 }
+
+/// Report files kept for `/reports/` (the newest by name: the file name carries the month).
+pub const REPORTS_SERVED: usize = 6;
 
 impl State {
     pub fn new(initial: Published) -> Self {
         Self {
             published: ArcSwap::from_pointee(initial),
+            reports: ArcSwap::from_pointee(std::collections::BTreeMap::new()),
         }
+    }
+
+    /// Serves a report file at `/reports/NAME` (the oldest beyond [`REPORTS_SERVED`] are
+    /// dropped).
+    pub fn put_report(&self, name: &str, bytes: Bytes) {
+        let mut next = (*self.reports.load_full()).clone();
+        next.insert(name.to_owned(), bytes);
+        while next.len() > REPORTS_SERVED {
+            next.pop_first();
+        }
+        self.reports.store(Arc::new(next));
+    }
+
+    /// A served report file.
+    pub fn report(&self, name: &str) -> Option<Bytes> {
+        self.reports.load().get(name).cloned()
     }
 
     pub fn publish(&self, p: Published) {
@@ -293,6 +315,26 @@ pub fn handle<B>(req: &Request<B>, state: &State) -> Response<Full<Bytes>> {
             published.landing.clone(),
             head,
         ),
+        path if path.starts_with("/reports/") => {
+            let name = &path["/reports/".len()..];
+            match state.report(name) {
+                Some(bytes) => {
+                    let mut r = response(StatusCode::OK, "text/csv; charset=utf-8", bytes, head);
+                    if let Ok(v) =
+                        HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+                    {
+                        r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+                    }
+                    r
+                }
+                None => response(
+                    StatusCode::NOT_FOUND,
+                    text,
+                    Bytes::from_static(b"no such report\n"),
+                    head,
+                ),
+            }
+        }
         _ => response(
             StatusCode::NOT_FOUND,
             text,

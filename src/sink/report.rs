@@ -49,6 +49,10 @@ pub struct ReportSettings {
     pub top: usize,
     /// Language of the card and the CSV's header: `en` (default) or `zh-CN`.
     pub locale: Locale,
+    /// The exporter's own address as readers reach it (e.g. `https://kiro-exporter.internal:19877`):
+    /// the card then also links `/reports/FILE`, served by the exporter behind the same
+    /// authentication as `/metrics`, a link that does not expire. Empty = none.
+    pub exporter_url: String,
 }
 
 /// Language of the report's card and CSV header.
@@ -195,6 +199,7 @@ impl Default for ReportSettings {
             channels: Vec::new(),
             top: 5,
             locale: Locale::En,
+            exporter_url: String::new(),
         }
     }
 }
@@ -208,6 +213,13 @@ impl ReportSettings {
             !self.link_ttl.is_zero() && self.link_ttl <= Duration::from_secs(7 * 86_400),
             "report.link_ttl",
             "must be between 1s and 7d (the longest a presigned link lives)",
+        )?;
+        ensure(
+            self.exporter_url.is_empty()
+                || self.exporter_url.starts_with("http://")
+                || self.exporter_url.starts_with("https://"),
+            "report.exporter_url",
+            "must be an http:// or https:// address, or empty",
         )?;
         ensure(
             self.schedule_day <= 28,
@@ -358,6 +370,34 @@ pub fn csv_in(
         w.flush()?;
     }
     Ok(out)
+}
+
+/// The newest report files in `dir` (at most [`crate::server::REPORTS_SERVED`]), by name;
+/// unreadable ones are skipped with a warning.
+pub async fn load_written(dir: &Path) -> Vec<(String, bytes::Bytes)> {
+    let mut names = Vec::new();
+    if let Ok(mut entries) = tokio::fs::read_dir(dir).await {
+        while let Ok(Some(e)) = entries.next_entry().await {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let period = name
+                .strip_prefix("kiro-cost-report-")
+                .and_then(|r| r.strip_suffix(".csv"))
+                .and_then(|p| p.parse::<BillingPeriod>().ok());
+            if period.is_some() {
+                names.push(name);
+            }
+        }
+    }
+    names.sort();
+    let skip = names.len().saturating_sub(crate::server::REPORTS_SERVED);
+    let mut out = Vec::new();
+    for name in names.into_iter().skip(skip) {
+        match tokio::fs::read(dir.join(&name)).await {
+            Ok(b) => out.push((name, bytes::Bytes::from(b))),
+            Err(e) => tracing::warn!(file = %dir.join(&name).display(), "report not served: {e}"),
+        }
+    }
+    out
 }
 
 /// The report file's name for a period.
@@ -560,6 +600,18 @@ pub fn summary_card(
     if let Some(link) = link {
         elements.push(feishu::link_button(t.download, &link.url));
     }
+    if !settings.exporter_url.is_empty() {
+        let url = format!(
+            "{}/reports/{}",
+            settings.exporter_url.trim_end_matches('/'),
+            file_name(a.period)
+        );
+        let text = match settings.locale {
+            Locale::En => "Download from the exporter",
+            Locale::ZhCn => "从导出器下载",
+        };
+        elements.push(feishu::link_button(text, &url));
+    }
     if !dashboard_url.is_empty() {
         elements.push(feishu::link_button(t.dashboard, dashboard_url));
     }
@@ -587,6 +639,8 @@ pub struct Written {
     pub path: PathBuf,
     pub link: Option<Link>,
     pub cards_sent: usize,
+    /// The CSV written.
+    pub csv: bytes::Bytes,
 }
 
 /// Writes the CSV, uploads it when `s3` is given, and sends the card to `channels` in order,
@@ -600,6 +654,7 @@ pub async fn run(
     dashboard_url: &str,
 ) -> Result<Written, ReportError> {
     let bytes = csv_in(view, people, settings.locale)?;
+    let csv = bytes::Bytes::from(bytes.clone());
     let name = file_name(view.allocation.period);
     let path = write(&settings.out_dir, &name, bytes.clone()).await?;
     let link = match (s3, settings.s3.as_str()) {
@@ -628,6 +683,7 @@ pub async fn run(
         path,
         link,
         cards_sent: delivered.len(),
+        csv,
     })
 }
 
@@ -655,10 +711,13 @@ pub struct ReportSink {
     partly_sent: BTreeMap<BillingPeriod, BTreeSet<String>>,
     sent_totals: BTreeMap<BillingPeriod, Decimal>,
     telemetry: Arc<crate::telemetry::Telemetry>,
+    served: Option<Arc<crate::server::State>>,
 }
 
 /// What the report sink needs besides its settings.
 pub struct ReportContext {
+    /// Where written reports are served (`/reports/`), if anywhere.
+    pub served: Option<Arc<crate::server::State>>,
     pub s3: Option<ReportS3>,
     /// Feishu channels the card goes to.
     pub channels: Vec<Arc<Channel>>,
@@ -691,6 +750,7 @@ impl ReportSink {
             partly_sent,
             sent_totals,
             telemetry: ctx.telemetry,
+            served: ctx.served,
         }
     }
 
@@ -821,6 +881,9 @@ impl Sink for ReportSink {
         .await
         {
             Ok(out) => {
+                if let Some(state) = &self.served {
+                    state.put_report(&file_name(period), out.csv.clone());
+                }
                 self.sent.insert(period);
                 self.sent_totals.insert(period, view.total_cost_usd);
                 self.partly_sent.remove(&period);

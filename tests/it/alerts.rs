@@ -953,3 +953,105 @@ async fn a_month_without_kiro_data_gets_a_no_data_card_once() {
     let saved: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
     assert_eq!(saved["reports"][0], previous.to_string());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_is_served_behind_the_same_authentication_as_metrics() {
+    let rx = Receiver::start(Some(SECRET));
+    let dir = tempfile::tempdir().unwrap();
+    let now = Utc::now();
+    let current = kiro_cost_exporter::period::BillingPeriod::containing(now);
+    let mut spec = GenSpec::new(20, current.previous());
+    spec.months = 2;
+    spec.seed = 11;
+    spec.until = Some(now - chrono::Duration::hours(24));
+    let export = dir.path().join("cur");
+    curgen::write_export(&spec, &export, |_| {}).unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cr3t-token\n").unwrap();
+    let reports = dir.path().join("reports");
+    let config = dir.path().join("report.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\ncur = {export:?}\n[server]\nbearer_token_file = {token:?}\nunauthenticated_paths = [\"/readyz\"]\n\
+             [alerts]\nstate_file = {:?}\nrules = []\n\
+             [[alerts.channels]]\nname = \"feishu\"\nurl_env = \"TEST_FEISHU_URL\"\nsecret_env = \"TEST_FEISHU_SECRET\"\nmin_interval = \"10ms\"\n\
+             [report]\nout_dir = {reports:?}\nschedule_day = 1\nexporter_url = \"https://kiro-exporter.example.com:19877\"\n",
+            dir.path().join("state.json")
+        ),
+    )
+    .unwrap();
+    let url = rx.url();
+    let env = [
+        ("TEST_FEISHU_URL", url.as_str()),
+        ("TEST_FEISHU_SECRET", SECRET),
+    ];
+    let d = Daemon::start(&["--config", config.to_str().unwrap()], &env);
+    wait_log(&d, "monthly report sent", 60);
+    let name = format!("kiro-cost-report-{}.csv", current.previous());
+    let on_disk = std::fs::read(reports.join(&name)).unwrap();
+    let fetch = |auth: Option<&'static str>, path: String| {
+        let url = d.url(&path);
+        async move {
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http::<http_body_util::Empty<bytes::Bytes>>();
+            let mut req = hyper::Request::get(url);
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            let resp = client
+                .request(req.body(http_body_util::Empty::new()).unwrap())
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            (status, body)
+        }
+    };
+    // Without credentials: refused, like /metrics.
+    let (status, _) = fetch(None, format!("/reports/{name}")).await;
+    assert_eq!(status, 401);
+    // With them: the file's bytes.
+    let (status, body) = fetch(Some("Bearer s3cr3t-token"), format!("/reports/{name}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body.as_ref(), on_disk.as_slice());
+    let (status, _) = fetch(
+        Some("Bearer s3cr3t-token"),
+        "/reports/kiro-cost-report-1999-01.csv".into(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    // The card links it.
+    let cards = rx.accepted();
+    let card = cards
+        .iter()
+        .find(|c| title(c).starts_with("Kiro cost report"))
+        .expect("a report card");
+    assert!(
+        card.to_string().contains(&format!(
+            "https://kiro-exporter.example.com:19877/reports/{name}"
+        )),
+        "{card}"
+    );
+    drop(d);
+    // A restart serves the reports already written.
+    let d = Daemon::start(&["--config", config.to_str().unwrap()], &env);
+    wait_status(&d.url("/readyz"), 200, 60).await;
+    let url = d.url(&format!("/reports/{name}"));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let resp = client
+        .request(
+            hyper::Request::get(url)
+                .header("authorization", "Bearer s3cr3t-token")
+                .body(http_body_util::Empty::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+}
