@@ -67,7 +67,6 @@ pub enum Locale {
 
 /// The report's words in one language.
 struct Texts {
-    header: [&'static str; 17],
     untagged: &'static str,
     no_user: &'static str,
     tax: &'static str,
@@ -93,25 +92,6 @@ struct Texts {
 }
 
 const EN: Texts = Texts {
-    header: [
-        "billing_period",
-        "account_id",
-        "region",
-        "user_id",
-        "cost_center",
-        "plan",
-        "credits_used",
-        "subscription_usd",
-        "overage_usd",
-        "other_usd",
-        "total_usd",
-        "recommended_plan",
-        "savings_usd",
-        "savings_reason",
-        "user_name",
-        "display_name",
-        "email",
-    ],
     untagged: "",
     no_user: "(no user)",
     tax: "(tax)",
@@ -136,26 +116,28 @@ const EN: Texts = Texts {
     no_data: "the export has no lines for this month, so there is no report.",
 };
 
+/// The CSV's columns in Chinese, in the order of [`header`].
+const ZH_CN_HEADER: [&str; 17] = [
+    "计费周期",
+    "账户ID",
+    "区域",
+    "用户ID",
+    "成本中心",
+    "套餐",
+    "已用积分",
+    "订阅费用(USD)",
+    "超额费用(USD)",
+    "其他费用(USD)",
+    "总费用(USD)",
+    "建议套餐",
+    "可节省(USD)",
+    "节省原因",
+    "用户名",
+    "显示名称",
+    "邮箱",
+];
+
 const ZH_CN: Texts = Texts {
-    header: [
-        "计费周期",
-        "账户ID",
-        "区域",
-        "用户ID",
-        "成本中心",
-        "套餐",
-        "已用积分",
-        "订阅费用(USD)",
-        "超额费用(USD)",
-        "其他费用(USD)",
-        "总费用(USD)",
-        "建议套餐",
-        "可节省(USD)",
-        "节省原因",
-        "用户名",
-        "显示名称",
-        "邮箱",
-    ],
     untagged: "未设置",
     no_user: "（无用户）",
     tax: "（税费）",
@@ -247,7 +229,10 @@ pub fn header() -> Vec<&'static str> {
 
 /// The CSV's columns in `locale`.
 pub fn header_in(locale: Locale) -> Vec<&'static str> {
-    locale.texts().header.to_vec()
+    match locale {
+        Locale::En => header(),
+        Locale::ZhCn => ZH_CN_HEADER.to_vec(),
+    }
 }
 
 /// Label of the row for cost that names no user.
@@ -305,7 +290,7 @@ pub fn csv_in(
     let mut out = "\u{feff}".as_bytes().to_vec();
     {
         let mut w = csv::WriterBuilder::new().from_writer(&mut out);
-        w.write_record(t.header)?;
+        w.write_record(header_in(locale))?;
         let period = a.period.to_string();
         // A seat's recommendation goes on the row of its main cost center.
         let recs: BTreeMap<(&str, &str, &str, &str), &Recommendation> = savings
@@ -933,8 +918,9 @@ mod tests {
     }
 
     #[test]
-    fn the_english_header_is_the_pinned_one() {
+    fn both_headers_name_every_column() {
         assert_eq!(header_in(Locale::En), header());
+        assert_eq!(header_in(Locale::ZhCn).len(), header().len());
     }
 
     #[test]

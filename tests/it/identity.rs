@@ -10,6 +10,16 @@ use crate::support::*;
 const STORE: &str = "d-1234567890";
 
 async fn create(client: &aws_sdk_identitystore::Client, name: &str, display: &str) -> String {
+    create_with_title(client, name, display, None).await
+}
+
+/// A user with a primary e-mail, and a title when given.
+async fn create_with_title(
+    client: &aws_sdk_identitystore::Client,
+    name: &str,
+    display: &str,
+    title: Option<&str>,
+) -> String {
     client
         .create_user()
         .identity_store_id(STORE)
@@ -27,6 +37,7 @@ async fn create(client: &aws_sdk_identitystore::Client, name: &str, display: &st
                 .primary(true)
                 .build(),
         )
+        .set_title(title.map(str::to_owned))
         .send()
         .await
         .unwrap()
@@ -290,33 +301,11 @@ async fn an_identity_store_attribute_assigns_untagged_lines_behind_a_switch() {
         return;
     };
     let client = aws_sdk_identitystore::Client::new(&aws::sdk_config(&moto.url()).await);
-    let with_title = |name: &'static str, title: &'static str| {
-        let client = client.clone();
-        async move {
-            client
-                .create_user()
-                .identity_store_id(STORE)
-                .user_name(name)
-                .display_name(name)
-                .name(
-                    aws_sdk_identitystore::types::Name::builder()
-                        .given_name(name)
-                        .family_name("Example")
-                        .build(),
-                )
-                .title(title)
-                .send()
-                .await
-                .unwrap()
-                .user_id()
-                .to_owned()
-        }
-    };
     // Carol's lines carry no tag; her title names a cost center. Dan has a tagged seat and
     // untagged credits; his title names the same cost center as his tag, so the two merge.
     // Erin is untagged and has no title: she stays untagged.
-    let carol = with_title("carol", "Research").await;
-    let dan = with_title("dan", "Platform").await;
+    let carol = create_with_title(&client, "carol", "carol", Some("Research")).await;
+    let dan = create_with_title(&client, "dan", "dan", Some("Platform")).await;
     let erin = create(&client, "erin", "Erin").await;
     let e = Export::write([
         seat(&carol, None, "Pro", 1, 20.0),
