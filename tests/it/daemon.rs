@@ -19,17 +19,7 @@ fn generated(users: usize, seed: u64) -> tempfile::TempDir {
 }
 
 fn query_json(cur: &std::path::Path) -> serde_json::Value {
-    let o = run(&[
-        "query",
-        "--cur",
-        cur.to_str().unwrap(),
-        "--period",
-        "2026-10",
-        "--format",
-        "json",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    serde_json::from_slice(&o.stdout).unwrap()
+    query_json_with(&["--cur", cur.to_str().unwrap()], &[])
 }
 
 fn close(a: f64, b: f64, what: &str) {

@@ -261,22 +261,15 @@ fn a_bad_identity_store_id_is_named() {
 
 /// `query --format json` over `cur` with `config`, in the emulator's AWS environment.
 fn query_json(config: &std::path::Path, cur: &std::path::Path) -> serde_json::Value {
-    let o = run_env(
+    query_json_with(
         &[
-            "query",
             "--config",
             config.to_str().unwrap(),
             "--cur",
             cur.to_str().unwrap(),
-            "--period",
-            "2026-10",
-            "--format",
-            "json",
         ],
         &aws::aws_env(),
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    serde_json::from_str(&stdout(&o)).unwrap()
+    )
 }
 
 /// The cost center of `user`'s units in `json`, with their summed cost.

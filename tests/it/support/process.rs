@@ -34,6 +34,16 @@ pub fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().unwrap()
 }
 
+/// `query --period 2026-10 --format json` with `args` (the export, a config) and `env` added:
+/// its JSON, once it succeeded.
+pub fn query_json_with(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
+    let mut all = vec!["query", "--period", "2026-10", "--format", "json"];
+    all.extend_from_slice(args);
+    let o = run_env(&all, env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
