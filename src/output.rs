@@ -196,11 +196,7 @@ pub fn to_table(view: &PeriodView) -> String {
                     u.region.clone()
                 },
                 u.user_id.clone(),
-                if u.cost_center.is_empty() {
-                    "(untagged)".into()
-                } else {
-                    u.cost_center.clone()
-                },
+                crate::allocation::cost_center_label(&u.cost_center).to_owned(),
                 if u.plan.is_empty() {
                     "-".into()
                 } else {
@@ -276,11 +272,11 @@ pub fn to_table(view: &PeriodView) -> String {
     let ccs = view.cost_centers_by_cost();
     let ccw = ccs
         .iter()
-        .map(|(k, _)| width(if k.is_empty() { "(untagged)" } else { k }))
+        .map(|(k, _)| width(crate::allocation::cost_center_label(k)))
         .max()
         .unwrap_or(0);
     for (k, r) in ccs {
-        let name = if k.is_empty() { "(untagged)" } else { k };
+        let name = crate::allocation::cost_center_label(k);
         let _ = writeln!(
             out,
             "  {name}{}  {:>5} users  {:>12}",

@@ -24,6 +24,20 @@ use crate::config_error::ConfigError;
 use crate::period::BillingPeriod;
 pub use plans::{Plan, PlanTable};
 
+/// The one name every sink gives cost without a cost-center tag: the `cost_center` label in
+/// Prometheus, the `CostCenter` dimension in CloudWatch, cards, the report CSV and the landing
+/// page (the report's `zh-CN` locale says 未设置). Inside the allocation untagged is `""`.
+pub const UNTAGGED: &str = "untagged";
+
+/// `cost_center` as sinks show it: [`UNTAGGED`] for `""`.
+pub fn cost_center_label(cost_center: &str) -> &str {
+    if cost_center.is_empty() {
+        UNTAGGED
+    } else {
+        cost_center
+    }
+}
+
 /// `[allocation]`: how lines are attributed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -9,6 +9,7 @@ mod generate_cur;
 mod inspect;
 mod query;
 mod report;
+mod rules;
 mod serve;
 
 use std::path::PathBuf;
@@ -56,6 +57,9 @@ enum Command {
         #[command(subcommand)]
         action: budgets::BudgetsAction,
     },
+    /// Print the Prometheus alert rules for a job name, Grafana and runbook address, or as a
+    /// Prometheus Operator PrometheusRule.
+    Rules(rules::RulesArgs),
     /// Validate the settings and print them, secrets redacted.
     CheckConfig {
         #[command(flatten)]
@@ -73,6 +77,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args).await,
         Command::Report(args) => report::run(args).await,
         Command::Budgets { action } => budgets::run(action).await,
+        Command::Rules(args) => rules::run(args),
         Command::CheckConfig { config } => check_config::run(&config),
     }
 }

@@ -30,7 +30,7 @@ use crate::snapshot::{PeriodView, Snapshot};
 use crate::telemetry::Outcome;
 
 /// The dimension value for units without a cost center.
-pub const UNTAGGED: &str = "untagged";
+pub use crate::allocation::UNTAGGED;
 /// Most datums PutMetricData takes in one call.
 pub const MAX_DATUMS_PER_CALL: usize = 1000;
 /// Price of a custom metric per month, for the first 10,000 (USD).
@@ -141,11 +141,7 @@ fn usd(d: Decimal) -> f64 {
 }
 
 fn cc_name(cc: &str) -> String {
-    if cc.is_empty() {
-        UNTAGGED.to_owned()
-    } else {
-        cc.to_owned()
-    }
+    crate::allocation::cost_center_label(cc).to_owned()
 }
 
 /// The datums of a snapshot.

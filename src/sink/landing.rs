@@ -68,11 +68,7 @@ td,th{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:left}td.n{text-a
                 );
                 h.push_str("<table><tr><th>Cost center</th><th>Users</th><th>Cost (USD)</th></tr>");
                 for (cc, r) in v.cost_centers_by_cost().iter().take(10) {
-                    let name = if cc.is_empty() {
-                        "(untagged)".to_owned()
-                    } else {
-                        escape(cc)
-                    };
+                    let name = escape(crate::allocation::cost_center_label(cc));
                     let _ = write!(
                         h,
                         "<tr><td>{name}</td><td class=\"n\">{}</td><td class=\"n\">{:.2}</td></tr>",

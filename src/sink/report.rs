@@ -92,7 +92,7 @@ struct Texts {
 }
 
 const EN: Texts = Texts {
-    untagged: "",
+    untagged: crate::allocation::UNTAGGED,
     no_user: "(no user)",
     tax: "(tax)",
     title: "Kiro cost report",
@@ -519,8 +519,7 @@ pub fn summary_card(
     for (cc, r) in view.cost_centers_by_cost().into_iter().take(settings.top) {
         let name = match (cc.is_empty(), settings.locale) {
             (false, _) => cc,
-            (true, Locale::En) => "(untagged)",
-            (true, Locale::ZhCn) => t.untagged,
+            (true, _) => t.untagged,
         };
         centers.push_str(&format!(
             "- {name}: {} ({} {})\n",

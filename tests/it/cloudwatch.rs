@@ -617,27 +617,103 @@ fn alarm_states(
     out
 }
 
+/// When the daemon pushes over `until` seconds: each refresh takes up to `took_max`, the next
+/// starts `interval` plus up to `jitter_max` after it ends, and 3% of refreshes fail (no push)
+/// and are retried 30 s later.
+fn push_schedule(seed: u64, interval: f64, jitter_max: f64, took_max: f64, until: f64) -> Vec<f64> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut pushes = Vec::new();
+    let mut t = 0.0f64;
+    while t < until {
+        let took = rng.random_range(5.0..took_max);
+        if rng.random_bool(0.03) {
+            t += took + 30.0;
+            continue;
+        }
+        pushes.push(t + took);
+        t += took + interval + rng.random_range(0.0..jitter_max);
+    }
+    pushes
+}
+
+/// One value per period: whether a push landed in it (`Some(true)`) or not (`None`).
+fn per_period(pushes: &[f64], period: f64, until: f64) -> Vec<Option<bool>> {
+    (0..(until / period) as usize)
+        .map(|i| {
+            let (from, to) = (i as f64 * period, (i + 1) as f64 * period);
+            pushes.iter().any(|&t| t >= from && t < to).then_some(true)
+        })
+        .collect()
+}
+
+/// The silence alarm, with its window set from the refresh interval (the template's
+/// parameters): quiet for a month of a healthy daemon's pushes at a short and the default
+/// interval, and in ALARM soon after the pushes stop.
+#[test]
+fn the_silence_alarm_follows_the_refresh_interval() {
+    let (_, template) = shipped();
+    let cfn: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&template).unwrap()).unwrap();
+    let a = &cfn["Resources"]["ExporterSilent"]["Properties"];
+    assert_eq!(a["Period"]["Ref"], "RefreshIntervalSeconds");
+    assert_eq!(a["EvaluationPeriods"]["Ref"], "SilentAfterRefreshes");
+    assert_eq!(a["TreatMissingData"], "breaching");
+    let params = &cfn["Parameters"];
+    let n = params["SilentAfterRefreshes"]["Default"].as_u64().unwrap() as usize;
+    let allowed: Vec<u64> = params["RefreshIntervalSeconds"]["AllowedValues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert!(
+        allowed.contains(
+            &params["RefreshIntervalSeconds"]["Default"]
+                .as_u64()
+                .unwrap()
+        )
+    );
+    // (refresh.interval, the longest refresh: under half an interval), with the default jitter
+    // (up to 2 minutes) and a failed refresh now and then.
+    for (interval, took_max) in [(300u64, 120.0), (3_600, 600.0), (21_600, 1_800.0)] {
+        assert!(allowed.contains(&interval), "{interval} s is a choice");
+        let period = interval as f64;
+        let until = 28.0 * 86_400.0;
+        let stop = 20.0 * 86_400.0;
+        let pushes: Vec<f64> = push_schedule(interval, period, 120.0, took_max, until)
+            .into_iter()
+            .filter(|&t| t < stop)
+            .collect();
+        // SampleCount < 1: a period with a push is a datapoint that does not breach.
+        let datapoints: Vec<Option<bool>> = per_period(&pushes, period, until)
+            .into_iter()
+            .map(|p| p.map(|_| false))
+            .collect();
+        let states = alarm_states(&datapoints, n, n, "breaching");
+        let stopped_at = (stop / period) as usize;
+        let healthy = &states[n..stopped_at];
+        assert!(
+            healthy.iter().all(|s| *s == "OK"),
+            "refresh.interval {interval} s: the silence alarm fires on a healthy daemon"
+        );
+        let fired = states[stopped_at..].iter().position(|s| *s == "ALARM");
+        assert!(
+            fired.is_some_and(|p| p <= n + 1),
+            "refresh.interval {interval} s: silent from day 20, alarm after {fired:?} periods"
+        );
+    }
+}
+
 #[test]
 fn the_cost_alarms_do_not_flap_on_the_push_schedule() {
-    use rand::{Rng, SeedableRng};
     let (_, template) = shipped();
     let cfn: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&template).unwrap()).unwrap();
     // A month of pushes as the daemon makes them: a refresh takes up to 10 minutes, the next
     // one starts an interval (1 h) plus up to 2 minutes of jitter after it ends, and now and
     // then a refresh fails and is retried 30 s later.
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-    let mut pushes = Vec::new();
-    let mut t = 0.0f64;
-    while t < 31.0 * 86_400.0 {
-        let took = rng.random_range(5.0..600.0);
-        if rng.random_bool(0.03) {
-            t += took + 30.0;
-            continue;
-        }
-        pushes.push(t + took);
-        t += took + 3_600.0 + rng.random_range(0.0..120.0);
-    }
+    let pushes = push_schedule(7, 3_600.0, 120.0, 600.0, 31.0 * 86_400.0);
     let mut checked = 0;
     for (name, alarm) in cfn["Resources"].as_object().unwrap() {
         let p = &alarm["Properties"];
@@ -649,13 +725,7 @@ fn the_cost_alarms_do_not_flap_on_the_push_schedule() {
         let n = p["EvaluationPeriods"].as_u64().unwrap() as usize;
         let m = p["DatapointsToAlarm"].as_u64().map_or(n, |m| m as usize);
         // The data stays over the threshold all month: the alarm must fire once and stay.
-        let windows = (31.0 * 86_400.0 / period) as usize;
-        let breaching: Vec<Option<bool>> = (0..windows)
-            .map(|i| {
-                let (from, to) = (i as f64 * period, (i + 1) as f64 * period);
-                pushes.iter().any(|&t| t >= from && t < to).then_some(true)
-            })
-            .collect();
+        let breaching = per_period(&pushes, period, 31.0 * 86_400.0);
         let gaps = breaching.iter().filter(|b| b.is_none()).count();
         assert!(gaps > 0, "the schedule leaves some periods without a push");
         let states = alarm_states(&breaching, n, m, treat);

@@ -100,6 +100,86 @@ fn rules_check_and_unit_tests_pass() {
     }
 }
 
+/// `rules --job … --grafana-url … --runbook-url …` renders rules that promtool accepts and that
+/// pass the shipped unit tests rewritten for the same job and addresses; every alert's runbook
+/// anchor is a README heading.
+#[test]
+fn rules_rendered_for_another_job_pass_the_same_tests() {
+    let Some(promtool) = promtool() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (job, grafana, runbook) = (
+        "kiro-payer-b",
+        "https://grafana.example.org",
+        "https://git.example.org/finops/kiro-cost-exporter/README.md",
+    );
+    let o = run_env(
+        &[
+            "rules",
+            "--job",
+            job,
+            "--grafana-url",
+            grafana,
+            "--runbook-url",
+            runbook,
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rules = String::from_utf8(o.stdout).unwrap();
+    std::fs::write(dir.path().join("kiro-cost-exporter.rules.yml"), &rules).unwrap();
+    let shipped_tests =
+        std::fs::read_to_string(root().join("alerts/tests/kiro-cost-exporter.test.yml")).unwrap();
+    let tests = shipped_tests
+        .replace("job=\"kiro-cost-exporter\"", &format!("job=\"{job}\""))
+        .replace("job: kiro-cost-exporter", &format!("job: {job}"))
+        .replace("var-job=kiro-cost-exporter", &format!("var-job={job}"))
+        .replace("http://localhost:3000/d/", &format!("{grafana}/d/"))
+        .replace(
+            "https://github.com/kiro-cost-exporter/kiro-cost-exporter/blob/main/README.md#",
+            &format!("{runbook}#"),
+        );
+    assert_ne!(tests, shipped_tests);
+    let t = dir.path().join("tests");
+    std::fs::create_dir(&t).unwrap();
+    std::fs::write(t.join("rules.test.yml"), tests).unwrap();
+    let out = run_ok(Command::new(&promtool).current_dir(dir.path()).args([
+        "check",
+        "rules",
+        "kiro-cost-exporter.rules.yml",
+    ]));
+    assert!(out.contains("SUCCESS"), "{out}");
+    let out =
+        run_ok(
+            Command::new(&promtool)
+                .current_dir(&t)
+                .args(["test", "rules", "rules.test.yml"]),
+        );
+    assert!(out.contains("SUCCESS"), "{out}");
+    // The shipped tests fail against these rules: they select another job.
+    std::fs::write(t.join("shipped.test.yml"), &shipped_tests).unwrap();
+    let o = Command::new(&promtool)
+        .current_dir(&t)
+        .args(["test", "rules", "shipped.test.yml"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "the job matcher selects nothing else");
+
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    for alert in rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+    {
+        assert!(
+            readme.contains(&format!("\n#### {alert}\n")),
+            "README has no runbook heading for {alert}"
+        );
+        assert!(
+            rules.contains(&format!("{runbook}#{}\"", alert.to_lowercase())),
+            "{alert} has no runbook_url"
+        );
+    }
+}
+
 #[test]
 fn alertmanager_example_is_valid() {
     let Some(amtool) = external(

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 
+use kiro_cost_exporter::allocation::cost_center_label;
 use kiro_cost_exporter::curgen::{self, GenSpec};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
@@ -112,7 +113,11 @@ async fn report_writes_the_csv_uploads_it_and_sends_the_summary_card() {
     for (row, u) in rows.iter().zip(users) {
         assert_eq!(&row[2], u["region"].as_str().unwrap());
         assert_eq!(&row[3], u["user_id"].as_str().unwrap());
-        assert_eq!(&row[4], u["cost_center"].as_str().unwrap());
+        assert_eq!(
+            &row[4],
+            cost_center_label(u["cost_center"].as_str().unwrap()),
+            "untagged is named as in every sink"
+        );
         assert_eq!(&row[5], u["plan"].as_str().unwrap());
         assert!((num(&row[10]).to_f64().unwrap() - u["total_usd"].as_f64().unwrap()).abs() < 1e-6);
         assert_eq!(
@@ -199,7 +204,7 @@ async fn report_writes_the_csv_uploads_it_and_sends_the_summary_card() {
     });
     let biggest = by_cost[0]["cost_center"].as_str().unwrap();
     let biggest = if biggest.is_empty() {
-        "(untagged)"
+        "untagged"
     } else {
         biggest
     };

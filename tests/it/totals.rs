@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use kiro_cost_exporter::allocation::PlanTable;
 use kiro_cost_exporter::allocation::savings::SavingsSettings;
+use kiro_cost_exporter::allocation::{PlanTable, cost_center_label};
 use kiro_cost_exporter::curgen::{self, GenSpec};
 use kiro_cost_exporter::sink::alerts::rules::{self, BudgetLimits, Measure, Rule, Scope};
 use kiro_cost_exporter::sink::cloudwatch;
@@ -62,7 +62,7 @@ async fn prometheus_cloudwatch_and_alerts_agree_with_query_json() {
         "kiro_cost_usd",
     );
     for (cc, (cost, forecast)) in &centers {
-        let l = [p, ("cost_center", cc.as_str())];
+        let l = [p, ("cost_center", cost_center_label(cc))];
         close(
             value(&m, "kiro_cost_center_cost_usd", &l).unwrap(),
             *cost,
@@ -110,11 +110,8 @@ async fn prometheus_cloudwatch_and_alerts_agree_with_query_json() {
         "CloudWatch total ForecastUsd",
     );
     for (cc, (cost, forecast)) in &centers {
-        let name = if cc.is_empty() {
-            cloudwatch::UNTAGGED
-        } else {
-            cc
-        };
+        let name = cost_center_label(cc);
+        assert_eq!(cc.is_empty(), name == cloudwatch::UNTAGGED);
         close(datum("CostUsd", &[("CostCenter", name)]), *cost, cc);
         close(datum("ForecastUsd", &[("CostCenter", name)]), *forecast, cc);
     }

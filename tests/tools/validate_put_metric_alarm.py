@@ -68,7 +68,10 @@ def resolve(value, defaults):
         if set(value) == {"Ref"}:
             return defaults[value["Ref"]]
         if set(value) == {"Fn::Sub"}:
-            return value["Fn::Sub"].replace("${AWS::StackName}", "kiro-cost")
+            text = value["Fn::Sub"].replace("${AWS::StackName}", "kiro-cost")
+            for name, default in defaults.items():
+                text = text.replace("${%s}" % name, str(default))
+            return text
         return {k: resolve(v, defaults) for k, v in value.items()}
     if isinstance(value, list):
         return [resolve(v, defaults) for v in value]

@@ -110,7 +110,8 @@ pub struct Rule {
     /// `budgets.default_limit_usd`); a cost center without a budget never fires.
     #[serde(default)]
     pub relative_to_budget: bool,
-    /// Only these cost centers (user and cost-center scopes); empty = all.
+    /// Only these cost centers (user and cost-center scopes; `"untagged"` for lines without
+    /// the tag); empty = all.
     #[serde(default)]
     pub cost_centers: Vec<String>,
     /// Only users on these plans (user scope); empty = all.
@@ -384,8 +385,13 @@ pub fn evaluate(
                 });
             }
         };
-        let cc_ok =
-            |cc: &str| rule.cost_centers.is_empty() || rule.cost_centers.iter().any(|c| c == cc);
+        let cc_ok = |cc: &str| {
+            rule.cost_centers.is_empty()
+                || rule
+                    .cost_centers
+                    .iter()
+                    .any(|c| c == crate::allocation::cost_center_label(cc))
+        };
         match rule.scope {
             Scope::User => {
                 for ((account, region, user), v) in &users {
@@ -405,11 +411,7 @@ pub fn evaluate(
                     };
                     let label = format!(
                         "{user} ({}, {}, {at})",
-                        if v.cost_center.is_empty() {
-                            "untagged"
-                        } else {
-                            &v.cost_center
-                        },
+                        crate::allocation::cost_center_label(&v.cost_center),
                         if v.plan.is_empty() {
                             "no plan"
                         } else {

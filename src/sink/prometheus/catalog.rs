@@ -73,7 +73,7 @@ pub const DATA: &[Def] = &[
     ),
     Def::new(
         "kiro_cost_center_cost_usd",
-        "Cost in USD per cost center (\"\" = untagged), tax and unattributed lines excluded.",
+        "Cost in USD per cost center (\"untagged\" for lines without the tag), tax and unattributed lines excluded.",
         CC_LABELS,
     ),
     Def::new(

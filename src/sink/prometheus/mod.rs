@@ -9,6 +9,7 @@
 //! that outlives refreshes ([`crate::telemetry`]).
 
 pub mod catalog;
+pub mod rules;
 
 use std::io::Write as _;
 
@@ -18,6 +19,7 @@ use prometheus::{Encoder, TextEncoder};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
+use crate::allocation::cost_center_label;
 use crate::server::Exposition;
 use crate::snapshot::Snapshot;
 use crate::telemetry::Telemetry;
@@ -185,7 +187,7 @@ pub fn encode_snapshot_with(s: &Snapshot, settings: &PrometheusSettings) -> Vec<
                 rec.account_id.as_str(),
                 rec.region.as_str(),
                 rec.user_id.as_str(),
-                rec.cost_center.as_str(),
+                cost_center_label(&rec.cost_center),
                 rec.plan.as_str(),
             );
             sample(
@@ -218,7 +220,7 @@ pub fn encode_snapshot_with(s: &Snapshot, settings: &PrometheusSettings) -> Vec<
             let l = [
                 u.account_id.as_str(),
                 p,
-                u.cost_center.as_str(),
+                cost_center_label(&u.cost_center),
                 u.plan.as_str(),
                 u.region.as_str(),
                 u.user_id.as_str(),
@@ -232,17 +234,17 @@ pub fn encode_snapshot_with(s: &Snapshot, settings: &PrometheusSettings) -> Vec<
             sample(F::UserCost, &l, f(u.total_usd));
         }
         for (cc, r) in &view.cost_centers {
-            let l = [p, cc.as_str()];
+            let l = [p, cost_center_label(cc)];
             sample(F::CostCenterCost, &l, f(r.total_usd));
             sample(F::CostCenterOverage, &l, f(r.overage_usd));
             sample(F::CostCenterCreditsUsed, &l, f(r.credits_used));
             sample(F::CostCenterUsers, &l, r.users as f64);
         }
         for (cc, v) in &view.forecast.cost_centers {
-            sample(F::CostCenterForecast, &[p, cc], f(*v));
+            sample(F::CostCenterForecast, &[p, cost_center_label(cc)], f(*v));
         }
         for (cc, v) in &view.allocation.assigned_cost_centers {
-            sample(F::AssignedCost, &[p, cc], f(*v));
+            sample(F::AssignedCost, &[p, cost_center_label(cc)], f(*v));
         }
         for (acc, r) in &view.accounts {
             sample(F::AccountCost, &[acc, p], f(r.total_usd));
@@ -291,7 +293,7 @@ pub fn encode_snapshot_with(s: &Snapshot, settings: &PrometheusSettings) -> Vec<
                 sample(F::ActivityAsOf, &[p], t.timestamp() as f64);
             }
             for (cc, n) in &view.unbilled_credits {
-                sample(F::UnbilledCredits, &[p, cc.as_str()], f(*n));
+                sample(F::UnbilledCredits, &[p, cost_center_label(cc)], f(*n));
             }
         }
     }
