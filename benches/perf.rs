@@ -81,6 +81,13 @@ struct Args {
     /// Lines of other services per Kiro line.
     #[arg(long, default_value_t = 5.0)]
     noise_ratio: f64,
+    /// How the export's files are laid out: `generator` (generate-cur's defaults: 500k-row
+    /// files, 128k-row groups, Kiro lines interleaved, one tag key), `aws-1m-groups` (one file
+    /// a month in 1M-row groups, as AWS has been seen writing), `blocks` (a month's Kiro lines
+    /// together, then other services'), `wide-tags` (24 more tag keys on every line); several
+    /// separated by commas are measured one after the other.
+    #[arg(long, value_delimiter = ',', default_values_t = [String::from("generator")])]
+    shapes: Vec<String>,
     /// Measured runs per engine (after one warm-up run); the median is reported.
     #[arg(long, default_value_t = 5)]
     runs: usize,
@@ -104,6 +111,9 @@ struct Args {
     /// measurement is skipped when it is missing.
     #[arg(long, env = "KIRO_BENCH_MOTO", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/target/test-venvs/moto/bin/moto_server"))]
     moto: PathBuf,
+    /// Measure the allocation only (engines, floor, refreshes): no S3 path, no scrape loads.
+    #[arg(long)]
+    allocation_only: bool,
     /// Smoke test: the smallest scale, one measured run, a short scrape load.
     #[arg(long)]
     smoke: bool,
@@ -131,11 +141,20 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let mut results = Vec::new();
-    for &users in &args.scales {
-        eprintln!("== {users} users");
-        let r = measure_scale(&args, &python, &rt, users)
-            .with_context(|| format!("scale {users} users"))?;
-        results.push(r);
+    for shape in &args.shapes {
+        ensure!(
+            shape_args(shape).is_some(),
+            "--shapes: unknown shape {shape:?} (generator, aws-1m-groups, blocks, wide-tags)"
+        );
+    }
+    for shape in &args.shapes {
+        for &users in &args.scales {
+            eprintln!("== {users} users, shape {shape}");
+            let mut r = measure_scale(&args, &python, &rt, users, shape)
+                .with_context(|| format!("scale {users} users, shape {shape}"))?;
+            r["shape"] = json!(shape);
+            results.push(r);
+        }
     }
     let report = json!({
         "machine": machine(),
@@ -205,12 +224,34 @@ fn run_ok(cmd: &mut Command) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `generate-cur` flags of a named export shape (`--shapes`).
+fn shape_args(shape: &str) -> Option<&'static [&'static str]> {
+    Some(match shape {
+        "generator" => &[],
+        "aws-1m-groups" => &[
+            "--rows-per-file",
+            "100000000",
+            "--row-group-rows",
+            "1048576",
+        ],
+        "blocks" => &["--layout", "blocks"],
+        "wide-tags" => &["--extra-tags", "24"],
+        _ => return None,
+    })
+}
+
 /// The export of `users` users, generated on first use. Returns its root and the generator's
 /// line counts.
-fn export(args: &Args, users: usize) -> anyhow::Result<(PathBuf, Value)> {
-    let root = args
-        .dir
-        .join(format!("cur-{users}u-noise{}-{PERIOD}", args.noise_ratio));
+fn export(args: &Args, users: usize, shape: &str) -> anyhow::Result<(PathBuf, Value)> {
+    let suffix = if shape == "generator" {
+        String::new()
+    } else {
+        format!("-{shape}")
+    };
+    let root = args.dir.join(format!(
+        "cur-{users}u-noise{}-{PERIOD}{suffix}",
+        args.noise_ratio
+    ));
     let marker = root.join("generated.json");
     if let Ok(text) = fs::read_to_string(&marker) {
         return Ok((root, serde_json::from_str(&text)?));
@@ -227,7 +268,8 @@ fn export(args: &Args, users: usize) -> anyhow::Result<(PathBuf, Value)> {
             .arg(&root)
             .args(["--users", &users.to_string()])
             .args(["--noise-ratio", &args.noise_ratio.to_string()])
-            .args(["--start", PERIOD, "--months", "1", "--seed", "1"]),
+            .args(["--start", PERIOD, "--months", "1", "--seed", "1"])
+            .args(shape_args(shape).unwrap_or_default()),
     )?;
     // "N Kiro lines, M lines in all, under …"
     let last = out.lines().last().unwrap_or("");
@@ -303,8 +345,9 @@ fn measure_scale(
     python: &Path,
     rt: &tokio::runtime::Runtime,
     users: usize,
+    shape: &str,
 ) -> anyhow::Result<Value> {
-    let (root, generated) = export(args, users)?;
+    let (root, generated) = export(args, users, shape)?;
     let work = args.dir.join(format!("work-{users}u"));
     fs::create_dir_all(&work)?;
 
@@ -392,6 +435,49 @@ fn measure_scale(
             "an unchanged refresh scanned again or changed the answer"
         );
     }
+    // A refresh where one file of the period changed (a new modification time): only it is
+    // scanned again.
+    let mut one_changed = Vec::new();
+    let first_file = period_files(&root)?
+        .into_iter()
+        .next()
+        .context("the export has no file")?;
+    for _ in 0..args.runs {
+        let f = File::options().write(true).open(&first_file)?;
+        f.set_modified(f.metadata()?.modified()? + Duration::from_secs(1))?;
+        drop(f);
+        let t = Instant::now();
+        let again = rt.block_on(source.allocate(period))?;
+        one_changed.push(t.elapsed().as_secs_f64());
+        ensure!(
+            again.units == allocation.units,
+            "a refresh after one file changed gave another answer"
+        );
+    }
+    if args.allocation_only {
+        let (local_median, duck_median, floor_median) =
+            (median(&engine), median(&duck_times), median(&floor));
+        return Ok(json!({
+            "users": users,
+            "export": generated,
+            "allocation": {
+                "result_units": query["users"].as_array().map_or(0, Vec::len),
+                "local_engine_seconds": local_median,
+                "local_engine_runs": engine,
+                "local_process_seconds": median(&walls),
+                "local_peak_rss_bytes": rss,
+                "scanned_rows": stats["scanned_rows"],
+                "scanned_bytes": stats["scanned_bytes"],
+                "files": stats["files"],
+                "duckdb_seconds": duck_median,
+                "ratio_local_to_duckdb": local_median / duck_median,
+                "parquet_floor_seconds": floor_median,
+                "ratio_local_to_floor": local_median / floor_median,
+                "unchanged_refresh_seconds": median(&unchanged),
+                "one_file_changed_refresh_seconds": median(&one_changed),
+            },
+        }));
+    }
     let s3 = if args.moto.exists() {
         eprintln!("S3 path: the export in moto's S3 on loopback");
         measure_s3(args, rt, &root, &work, &query)?
@@ -463,6 +549,7 @@ fn measure_scale(
             "parquet_floor_rows": floor_rows,
             "ratio_local_to_floor": local_median / floor_median,
             "unchanged_refresh_seconds": median(&unchanged),
+            "one_file_changed_refresh_seconds": median(&one_changed),
             "unchanged_refresh_runs": unchanged,
             "s3": s3,
         },
@@ -658,9 +745,8 @@ fn check_allocation(
     Ok(())
 }
 
-/// The floor: every row group of the period's files read with only the needed columns, the
-/// row groups spread over all cores. Returns the time and the rows read.
-fn parquet_floor(root: &Path, cost_column: &str) -> anyhow::Result<(Duration, u64)> {
+/// The period's Parquet files, sorted.
+fn period_files(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let dir = root
         .join("data")
         .join(format!("{PARTITION_COLUMN}={PERIOD}"));
@@ -670,6 +756,13 @@ fn parquet_floor(root: &Path, cost_column: &str) -> anyhow::Result<(Duration, u6
         .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
         .collect();
     files.sort();
+    Ok(files)
+}
+
+/// The floor: every row group of the period's files read with only the needed columns, the
+/// row groups spread over all cores. Returns the time and the rows read.
+fn parquet_floor(root: &Path, cost_column: &str) -> anyhow::Result<(Duration, u64)> {
+    let files = period_files(root)?;
     let needed: Vec<&str> = Columns::default()
         .read()
         .into_iter()
@@ -941,7 +1034,9 @@ fn print_tables(report: &Value) {
     println!("\nAllocation (ms unless noted)");
     let mut t = vec![
         vec![
+            "shape",
             "users",
+            "files",
             "CUR rows",
             "Kiro rows",
             "MB",
@@ -953,6 +1048,7 @@ fn print_tables(report: &Value) {
             "Parquet floor",
             "ours/floor",
             "unchanged refresh",
+            "1 file changed",
             "S3 engine",
             "S3 fetched MB",
             "S3 unchanged",
@@ -964,7 +1060,9 @@ fn print_tables(report: &Value) {
     for s in &scales {
         let a = &s["allocation"];
         t.push(vec![
+            s["shape"].as_str().unwrap_or("generator").to_owned(),
             s["users"].to_string(),
+            a["files"].to_string(),
             s["export"]["lines"].to_string(),
             s["export"]["kiro_lines"].to_string(),
             mb(&s["export"]["bytes"]),
@@ -976,6 +1074,7 @@ fn print_tables(report: &Value) {
             ms(&a["parquet_floor_seconds"]),
             x(&a["ratio_local_to_floor"]),
             ms(&a["unchanged_refresh_seconds"]),
+            ms(&a["one_file_changed_refresh_seconds"]),
             ms(&a["s3"]["engine_seconds"]),
             mb(&a["s3"]["fetched_bytes"]),
             ms(&a["s3"]["unchanged_refresh_seconds"]),

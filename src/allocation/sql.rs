@@ -369,55 +369,106 @@ fn params_for(dialect: Dialect, params: &mut Vec<String>) -> impl FnMut(String) 
     }
 }
 
-/// Renders the allocation query.
-///
-/// A line's category, in this order: `Tax` lines are tax; lines of an ignored operation are
-/// other; `Usage` or `FlatRateSubscription` lines with operation `Credits`, a usage type ending
-/// in `-Credits` or pricing unit `Credits` (case-insensitive) are credits consumption; other
-/// `FlatRateSubscription` lines are seat fees; the rest is other. The region of a line is
-/// `product_region_code` (or `product['region']` in an export without that column), else the
-/// usage type's prefix (mapped to a region name afterwards).
-pub fn render(dialect: Dialect, spec: &QuerySpec<'_>) -> Rendered {
-    let mut params = Vec::new();
-    let lines = line_ctes(dialect, spec, &mut params_for(dialect, &mut params));
-    let select = Col::ALL
-        .iter()
-        .map(|c| format!("    {}", c.select()))
-        .collect::<Vec<_>>()
-        .join(",\n");
-    let sql = format!(
-        r#"{lines},
-keyed AS (
+/// The keys of the per-seat groups the allocation sums in before it picks the plan.
+const GROUP_KEYS: &str = "account_id, region, user_id, cost_center, sub_type, sub_start";
+
+/// How a group's aggregate merges with the same group's from other files.
+#[derive(Clone, Copy)]
+enum Merge {
+    Sum,
+    Max,
+}
+
+/// The per-seat group's aggregates over `keyed` lines: name, expression, merge.
+const GROUP_AGGREGATES: &[(&str, &str, Merge)] = &[
+    (
+        "sub_cost",
+        "MAX(CASE WHEN category = 'subscription' THEN cost END)",
+        Merge::Max,
+    ),
+    (
+        "full_fee",
+        "MAX(CASE WHEN category = 'subscription' AND usage_amount = 1 THEN cost END)",
+        Merge::Max,
+    ),
+    (
+        "last_seat_fee",
+        "MAX(CASE WHEN category = 'subscription' THEN usage_start END)",
+        Merge::Max,
+    ),
+    (
+        "credits_used",
+        "SUM(CASE WHEN category = 'credits' THEN usage_amount ELSE 0 END)",
+        Merge::Sum,
+    ),
+    (
+        "subscription_usd",
+        "SUM(CASE WHEN category = 'subscription' THEN cost ELSE 0 END)",
+        Merge::Sum,
+    ),
+    (
+        "overage_usd",
+        "SUM(CASE WHEN category = 'credits' THEN cost ELSE 0 END)",
+        Merge::Sum,
+    ),
+    (
+        "other_usd",
+        "SUM(CASE WHEN category = 'other' THEN cost ELSE 0 END)",
+        Merge::Sum,
+    ),
+    (
+        "total_usd",
+        "SUM(CASE WHEN category <> 'tax' THEN cost ELSE 0 END)",
+        Merge::Sum,
+    ),
+    (
+        "tax_usd",
+        "SUM(CASE WHEN category = 'tax' THEN cost ELSE 0 END)",
+        Merge::Sum,
+    ),
+    ("all_cost_usd", "SUM(cost)", Merge::Sum),
+    (
+        "billed_lines",
+        "SUM(CASE WHEN category <> 'tax' THEN 1 ELSE 0 END)",
+        Merge::Sum,
+    ),
+    (
+        "usage_end_max",
+        "MAX(CASE WHEN category = 'credits' THEN usage_end END)",
+        Merge::Max,
+    ),
+];
+
+/// `keyed`: the attributed lines with their seat's usage type and start.
+const KEYED: &str = r#"keyed AS (
     SELECT
         attributed.*,
         CASE WHEN category = 'subscription' AND user_id <> '' THEN usage_type END AS sub_type,
         CASE WHEN category = 'subscription' AND user_id <> '' THEN usage_start END AS sub_start
     FROM attributed
-),
-grouped AS (
-    SELECT
-        account_id,
-        region,
-        user_id,
-        cost_center,
-        sub_type,
-        sub_start,
-        MAX(CASE WHEN category = 'subscription' THEN cost END) AS sub_cost,
-        MAX(CASE WHEN category = 'subscription' AND usage_amount = 1 THEN cost END) AS full_fee,
-        MAX(CASE WHEN category = 'subscription' THEN usage_start END) AS last_seat_fee,
-        SUM(CASE WHEN category = 'credits' THEN usage_amount ELSE 0 END) AS credits_used,
-        SUM(CASE WHEN category = 'subscription' THEN cost ELSE 0 END) AS subscription_usd,
-        SUM(CASE WHEN category = 'credits' THEN cost ELSE 0 END) AS overage_usd,
-        SUM(CASE WHEN category = 'other' THEN cost ELSE 0 END) AS other_usd,
-        SUM(CASE WHEN category <> 'tax' THEN cost ELSE 0 END) AS total_usd,
-        SUM(CASE WHEN category = 'tax' THEN cost ELSE 0 END) AS tax_usd,
-        SUM(cost) AS all_cost_usd,
-        SUM(CASE WHEN category <> 'tax' THEN 1 ELSE 0 END) AS billed_lines,
-        MAX(CASE WHEN category = 'credits' THEN usage_end END) AS usage_end_max
-    FROM keyed
-    GROUP BY account_id, region, user_id, cost_center, sub_type, sub_start
-),
-planned AS (
+)"#;
+
+/// The per-seat groups over `keyed`.
+fn grouped_select() -> String {
+    let aggregates = GROUP_AGGREGATES
+        .iter()
+        .map(|(name, expr, _)| format!("        {expr} AS {name}"))
+        .collect::<Vec<_>>()
+        .join(",\n");
+    format!(
+        "    SELECT\n        {GROUP_KEYS},\n{aggregates}\n    FROM keyed\n    GROUP BY {GROUP_KEYS}"
+    )
+}
+
+/// The plan of each seat (a window over the groups) and the result rows, over `grouped`.
+fn planned_and_result() -> String {
+    let select = Col::ALL
+        .iter()
+        .map(|c| format!("    {}", c.select()))
+        .collect::<Vec<_>>()
+        .join(",\n");
+    format!(
+        r#"planned AS (
     SELECT
         grouped.*,
         FIRST_VALUE(sub_type) OVER (
@@ -432,8 +483,54 @@ SELECT
 FROM planned
 GROUP BY account_id, region, user_id, cost_center
 ORDER BY account_id, region, user_id, cost_center"#
+    )
+}
+
+/// Renders the allocation query.
+///
+/// A line's category, in this order: `Tax` lines are tax; lines of an ignored operation are
+/// other; `Usage` or `FlatRateSubscription` lines with operation `Credits`, a usage type ending
+/// in `-Credits` or pricing unit `Credits` (case-insensitive) are credits consumption; other
+/// `FlatRateSubscription` lines are seat fees; the rest is other. The region of a line is
+/// `product_region_code` (or `product['region']` in an export without that column), else the
+/// usage type's prefix (mapped to a region name afterwards).
+pub fn render(dialect: Dialect, spec: &QuerySpec<'_>) -> Rendered {
+    let mut params = Vec::new();
+    let lines = line_ctes(dialect, spec, &mut params_for(dialect, &mut params));
+    let sql = format!(
+        "{lines},\n{KEYED},\ngrouped AS (\n{}\n),\n{}",
+        grouped_select(),
+        planned_and_result()
     );
     Rendered { sql, params }
+}
+
+/// The first half of [`render`], for one file: its per-seat groups. Groups of several files
+/// merge into the same result as one query over all of them ([`render_combine`]), so a
+/// refresh reads only the files that changed.
+pub fn render_partial(dialect: Dialect, spec: &QuerySpec<'_>) -> Rendered {
+    let mut params = Vec::new();
+    let lines = line_ctes(dialect, spec, &mut params_for(dialect, &mut params));
+    let sql = format!("{lines},\n{KEYED}\n{}", grouped_select());
+    Rendered { sql, params }
+}
+
+/// The second half of [`render`], over `table` holding the groups of [`render_partial`] of
+/// every file: the same group from several files merged (sums added, maxima taken), then the
+/// plan and the result rows.
+pub fn render_combine(table: &str) -> String {
+    let merged = GROUP_AGGREGATES
+        .iter()
+        .map(|(name, _, merge)| match merge {
+            Merge::Sum => format!("        SUM({name}) AS {name}"),
+            Merge::Max => format!("        MAX({name}) AS {name}"),
+        })
+        .collect::<Vec<_>>()
+        .join(",\n");
+    format!(
+        "WITH grouped AS (\n    SELECT\n        {GROUP_KEYS},\n{merged}\n    FROM {table}\n    GROUP BY {GROUP_KEYS}\n),\n{}",
+        planned_and_result()
+    )
 }
 
 /// What `inspect` asks of a period's Kiro lines: per facet (`line_type`, `operation`,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Args;
 
-use kiro_cost_exporter::curgen::{self, GenSpec, Shape};
+use kiro_cost_exporter::curgen::{self, GenSpec, Layout, Shape};
 use kiro_cost_exporter::period::BillingPeriod;
 
 #[derive(Args)]
@@ -40,6 +40,15 @@ pub struct GenerateArgs {
     /// give `--activity`).
     #[arg(long)]
     activity: bool,
+    /// Rows per Parquet row group.
+    #[arg(long, default_value_t = curgen::ROW_GROUP_ROWS)]
+    row_group_rows: usize,
+    /// Further `resourceTags/user:*` keys on every line (a larger `tags` map).
+    #[arg(long, default_value_t = 0)]
+    extra_tags: usize,
+    /// `interleaved` (other services' lines among Kiro's) or `blocks` (Kiro's first).
+    #[arg(long, value_enum, default_value_t = Layout::Interleaved)]
+    layout: Layout,
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
@@ -54,6 +63,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         until,
         shape,
         activity,
+        row_group_rows,
+        extra_tags,
+        layout,
     } = args;
     anyhow::ensure!(months >= 1, "--months must be at least 1");
     anyhow::ensure!(
@@ -78,6 +90,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         until,
         shape,
         activity,
+        row_group_rows,
+        extra_tags,
+        layout,
     };
     let summary = curgen::write_export(&spec, &out, |_| {})
         .with_context(|| format!("writing the export to {}", out.display()))?;

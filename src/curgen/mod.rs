@@ -37,7 +37,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal};
 
 use crate::period::BillingPeriod;
-pub use writer::{ExportWriter, WriteError, cur_schema};
+pub use writer::{ExportWriter, ROW_GROUP_ROWS, WriteError, cur_schema};
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -59,6 +59,25 @@ pub struct GenSpec {
     /// Also write a Kiro user activity report under `<dir>/activity/` ([`activity`]), and a
     /// directory file of synthetic people, `<dir>/activity/people.csv` (`identity.directory`).
     pub activity: bool,
+    /// Rows per Parquet row group (AWS's files have been seen with 1M-row groups).
+    pub row_group_rows: usize,
+    /// Further `resourceTags/user:*` keys on every line, as an organisation with many
+    /// activated cost allocation tags has (the `tags` map grows; the allocation reads one key).
+    pub extra_tags: usize,
+    /// Where other services' lines go among Kiro's.
+    pub layout: Layout,
+}
+
+/// Where other services' lines go among Kiro's in the files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Layout {
+    /// After each Kiro line, its share of other services' lines: Kiro lines spread through
+    /// every row group.
+    #[default]
+    Interleaved,
+    /// All of a month's Kiro lines first, then the other services' lines: whole row groups
+    /// without a Kiro line.
+    Blocks,
 }
 
 /// The column set of the export.
@@ -96,6 +115,9 @@ impl GenSpec {
             until: None,
             shape: Shape::Full,
             activity: false,
+            row_group_rows: ROW_GROUP_ROWS,
+            extra_tags: 0,
+            layout: Layout::Interleaved,
         }
     }
 }
@@ -319,6 +341,8 @@ struct Gen<'a, S: LineSink> {
     rng: ChaCha8Rng,
     sink: &'a mut S,
     noise_carry: f64,
+    /// Other services' lines owed by Kiro lines, written at the month's end (`Layout::Blocks`).
+    noise_pending: usize,
     store_account: String,
     accounts: Vec<Account>,
     current_period: BillingPeriod,
@@ -338,21 +362,50 @@ fn tags_for(tag: &Tag) -> Vec<(String, String)> {
 }
 
 impl<S: LineSink> Gen<'_, S> {
-    fn emit(&mut self, line: CurLine) -> Result<bool, S::Error> {
+    fn emit(&mut self, mut line: CurLine) -> Result<bool, S::Error> {
         if self.spec.until.is_some_and(|u| line.usage_start >= u) {
             return Ok(false);
         }
         let kiro = line.product_code == "Kiro";
+        self.extra_tags(&mut line);
         self.sink.line(line)?;
         if kiro {
             self.noise_carry += self.spec.noise_ratio;
             while self.noise_carry >= 1.0 {
                 self.noise_carry -= 1.0;
-                let noise = self.noise_line();
-                self.sink.line(noise)?;
+                match self.spec.layout {
+                    Layout::Interleaved => self.emit_noise()?,
+                    Layout::Blocks => self.noise_pending += 1,
+                }
             }
         }
         Ok(true)
+    }
+
+    fn emit_noise(&mut self) -> Result<(), S::Error> {
+        let mut noise = self.noise_line();
+        self.extra_tags(&mut noise);
+        self.sink.line(noise)
+    }
+
+    /// The other services' lines held back for the month's end (`Layout::Blocks`).
+    fn flush_noise(&mut self) -> Result<(), S::Error> {
+        for _ in 0..std::mem::take(&mut self.noise_pending) {
+            self.emit_noise()?;
+        }
+        Ok(())
+    }
+
+    fn extra_tags(&self, line: &mut CurLine) {
+        for i in 0..self.spec.extra_tags {
+            line.tags.push((
+                format!("resourceTags/user:Tag{i:02}"),
+                format!(
+                    "value-{}",
+                    (i * 7 + line.usage_start.timestamp() as usize / 3600) % 13
+                ),
+            ));
+        }
     }
 
     fn pick_tag(&mut self) -> Tag {
@@ -481,6 +534,7 @@ pub fn generate_with<S: LineSink>(
         rng: ChaCha8Rng::seed_from_u64(spec.seed),
         sink,
         noise_carry: 0.0,
+        noise_pending: 0,
         store_account: String::new(),
         accounts: Vec::new(),
         current_period: spec.start,
@@ -562,6 +616,7 @@ pub fn generate_with<S: LineSink>(
             user.join_day = 1;
         }
         g.month_end(&users, &charges)?;
+        g.flush_noise()?;
         g.sink.end_period(period)?;
         period = period.next();
     }
@@ -1067,7 +1122,8 @@ pub fn write_export(
         }
         observe(l);
     })?
-    .omitting(spec.shape.omitted());
+    .omitting(spec.shape.omitted())
+    .with_row_group_rows(spec.row_group_rows);
     generate(spec, &mut w)?;
     let summary = w.finish()?;
     if spec.activity {

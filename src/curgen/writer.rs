@@ -22,7 +22,8 @@ use crate::period::{BillingPeriod, PARTITION_COLUMN};
 
 const COLUMNS: &str = include_str!("cur2_columns.txt");
 const BATCH_ROWS: usize = 8_192;
-const ROW_GROUP_ROWS: usize = 131_072;
+/// Rows per row group unless told otherwise.
+pub const ROW_GROUP_ROWS: usize = 131_072;
 
 /// Failure to write an export.
 #[derive(Debug, thiserror::Error)]
@@ -312,6 +313,7 @@ pub struct ExportWriter<F: FnMut(&CurLine)> {
     payer: String,
     /// Columns left out of the files.
     omit: &'static [&'static str],
+    row_group_rows: usize,
 }
 
 impl<F: FnMut(&CurLine)> ExportWriter<F> {
@@ -336,12 +338,19 @@ impl<F: FnMut(&CurLine)> ExportWriter<F> {
             summary: WriteSummary::default(),
             payer: String::new(),
             omit: &[],
+            row_group_rows: ROW_GROUP_ROWS,
         })
     }
 
     /// Leaves `columns` out of the files (an export of another shape).
     pub fn omitting(mut self, columns: &'static [&'static str]) -> Self {
         self.omit = columns;
+        self
+    }
+
+    /// Rows per Parquet row group.
+    pub fn with_row_group_rows(mut self, rows: usize) -> Self {
+        self.row_group_rows = rows.max(1);
         self
     }
 
@@ -363,7 +372,7 @@ impl<F: FnMut(&CurLine)> ExportWriter<F> {
         })?;
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .set_max_row_group_row_count(Some(self.row_group_rows))
             .build();
         let writer =
             ArrowWriter::try_new(file, schema_without(self.omit), Some(props)).map_err(|e| {

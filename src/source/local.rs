@@ -41,6 +41,8 @@ use crate::period::BillingPeriod;
 
 pub use crate::period::PARTITION_COLUMN;
 const TABLE: &str = "cur";
+/// The table of every file's per-seat groups the result is merged from.
+const PARTIALS: &str = "partials";
 const RESULT_SCALE: i8 = 10;
 
 /// Allocation over a CUR 2.0 export (local disk or S3) with DataFusion.
@@ -63,6 +65,18 @@ struct Cache {
     footers: std::collections::HashMap<String, (Version, ArrowReaderMetadata)>,
     /// Per period: the versions of the files it was allocated from, and the allocation.
     results: BTreeMap<BillingPeriod, (Vec<(String, Version)>, Allocation)>,
+    /// Per file: its per-seat groups ([`sql::render_partial`]), so a refresh reads only the
+    /// files that changed.
+    partials: std::collections::HashMap<String, Partial>,
+}
+
+/// One file's per-seat groups, valid for the file's version and the query that made them.
+#[derive(Debug)]
+struct Partial {
+    version: Version,
+    /// Hash of the partial query's text, parameters and table schema.
+    query: u64,
+    batches: Vec<RecordBatch>,
 }
 
 /// A file's version as listed: size, ETag (or the file system's equivalent), modification
@@ -84,6 +98,17 @@ impl Cache {
             .iter()
             .map(|(k, (_, m))| k.len() + m.metadata().memory_size())
             .sum();
+        let partials: usize = self
+            .partials
+            .iter()
+            .map(|(k, p)| {
+                k.len()
+                    + p.batches
+                        .iter()
+                        .map(RecordBatch::get_array_memory_size)
+                        .sum::<usize>()
+            })
+            .sum();
         let results: usize = self
             .results
             .values()
@@ -93,7 +118,7 @@ impl Cache {
                     + a.seats.len() * 160
             })
             .sum();
-        (footers + results) as u64
+        (footers + partials + results) as u64
     }
 }
 
@@ -140,8 +165,8 @@ struct PeriodFiles {
     columns: Columns,
     /// The columns read, with the types the files use.
     schema: Schema,
-    rows: u64,
-    scanned_bytes: u64,
+    /// Per file (as `objects`): rows, and compressed bytes of the columns read.
+    sizes: Vec<(u64, u64)>,
     files: u64,
 }
 
@@ -277,7 +302,7 @@ impl LocalSource {
             .copied()
             .collect();
         let mut fields: Vec<Option<(Field, PathBuf)>> = vec![None; wanted.len()];
-        let (mut rows, mut bytes) = (0u64, 0u64);
+        let mut sizes = Vec::with_capacity(objects.len());
         let footers = footers.into_iter().collect::<Result<Vec<_>, _>>()?;
         {
             // Footers of files no longer among the period's are forgotten.
@@ -328,7 +353,8 @@ impl LocalSource {
                 }
             }
             let md = meta.metadata();
-            rows += md.file_metadata().num_rows().max(0) as u64;
+            let rows = md.file_metadata().num_rows().max(0) as u64;
+            let mut bytes = 0u64;
             for rg in md.row_groups() {
                 for col in rg.columns() {
                     let top = col
@@ -342,6 +368,7 @@ impl LocalSource {
                     }
                 }
             }
+            sizes.push((rows, bytes));
         }
         let present = wanted
             .iter()
@@ -373,25 +400,22 @@ impl LocalSource {
             objects,
             columns,
             schema,
-            rows,
-            scanned_bytes: bytes,
+            sizes,
             files,
         })
     }
 
-    async fn run(
+    /// A session over exactly `objects` (the period's partition is already chosen, so the
+    /// query needs no partition column), registered as [`TABLE`] with `schema`.
+    fn session(
         &self,
-        period: BillingPeriod,
-        files: &PeriodFiles,
-        render: fn(Dialect, &QuerySpec<'_>) -> sql::Rendered,
-    ) -> Result<Vec<RecordBatch>, datafusion::error::DataFusionError> {
+        objects: &[Object],
+        schema: &Schema,
+    ) -> Result<SessionContext, datafusion::error::DataFusionError> {
         let config = session_config(self.target_partitions, &self.options)
             .map_err(datafusion::error::DataFusionError::Configuration)?;
         let ctx = SessionContext::new_with_config_rt(config, self.runtime.clone());
-        // Exactly the chosen files: the period's partition is already chosen, so the query
-        // needs no partition column.
-        let urls = files
-            .objects
+        let urls = objects
             .iter()
             .map(|o| match self.export.store_url() {
                 Some(_) => ListingTableUrl::parse(self.export.url_of(&o.key)),
@@ -402,28 +426,165 @@ impl LocalSource {
             ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
         let config = ListingTableConfig::new_with_multi_paths(urls)
             .with_listing_options(options)
-            .with_schema(Arc::new(files.schema.clone()));
+            .with_schema(Arc::new(schema.clone()));
         ctx.register_table(TABLE, Arc::new(ListingTable::try_new(config)?))?;
+        Ok(ctx)
+    }
+
+    /// The query `render` makes for the period's columns.
+    fn render(
+        &self,
+        period: BillingPeriod,
+        columns: Columns,
+        render: fn(Dialect, &QuerySpec<'_>) -> sql::Rendered,
+    ) -> sql::Rendered {
         let spec = QuerySpec {
             table: TABLE,
             cost_center_tag: &self.settings.cost_center_tag,
             cost_column: self.settings.cost_column,
             period,
-            columns: files.columns,
+            columns,
             ignored_operations: &self.settings.ignored_operations,
             period_filter: false,
         };
-        let rendered = render(Dialect::DataFusion, &spec);
+        render(Dialect::DataFusion, &spec)
+    }
+
+    /// Runs `rendered` over `objects`.
+    async fn query(
+        &self,
+        objects: &[Object],
+        schema: &Schema,
+        rendered: &sql::Rendered,
+    ) -> Result<Vec<RecordBatch>, datafusion::error::DataFusionError> {
+        let ctx = self.session(objects, schema)?;
         let params: Vec<ScalarValue> = rendered
             .params
-            .into_iter()
-            .map(|p| ScalarValue::Utf8(Some(p)))
+            .iter()
+            .map(|p| ScalarValue::Utf8(Some(p.clone())))
             .collect();
         ctx.sql(&rendered.sql)
             .await?
             .with_param_values(params)?
             .collect()
             .await
+    }
+
+    async fn run(
+        &self,
+        period: BillingPeriod,
+        files: &PeriodFiles,
+        render: fn(Dialect, &QuerySpec<'_>) -> sql::Rendered,
+    ) -> Result<Vec<RecordBatch>, datafusion::error::DataFusionError> {
+        let rendered = self.render(period, files.columns, render);
+        self.query(&files.objects, &files.schema, &rendered).await
+    }
+
+    /// The period's result rows: each file's per-seat groups (read again only for files that
+    /// changed, or when the query changed), merged. Returns the batches, and how many files,
+    /// rows and bytes were scanned.
+    async fn allocate_files(
+        &self,
+        period: BillingPeriod,
+        files: &PeriodFiles,
+    ) -> Result<(Vec<RecordBatch>, (u64, u64, u64)), datafusion::error::DataFusionError> {
+        use std::hash::{Hash, Hasher};
+        let partial = self.render(period, files.columns, sql::render_partial);
+        let query = {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            partial.sql.hash(&mut h);
+            partial.params.hash(&mut h);
+            format!("{:?}", files.schema).hash(&mut h);
+            h.finish()
+        };
+        let mut known: Vec<Option<Vec<RecordBatch>>> = {
+            let cache = self.cache();
+            files
+                .objects
+                .iter()
+                .map(|o| {
+                    cache
+                        .partials
+                        .get(o.key.as_ref())
+                        .filter(|p| p.version == version(o) && p.query == query)
+                        .map(|p| p.batches.clone())
+                })
+                .collect()
+        };
+        let changed: Vec<usize> = (0..files.objects.len())
+            .filter(|&i| known[i].is_none())
+            .collect();
+        let scanned = changed.iter().fold((0, 0, 0), |(f, r, b), &i| {
+            (f + 1, r + files.sizes[i].0, b + files.sizes[i].1)
+        });
+        tracing::debug!(%period, files = files.objects.len(), changed = changed.len(), "scanning the files that changed");
+        // Files are scanned a few at a time: each scan is itself parallel over row groups.
+        let read: Vec<(usize, Vec<RecordBatch>)> =
+            futures::stream::iter(changed.into_iter().map(|i| {
+                let partial = &partial;
+                async move {
+                    let batches = self
+                        .query(
+                            std::slice::from_ref(&files.objects[i]),
+                            &files.schema,
+                            partial,
+                        )
+                        .await?;
+                    Ok::<_, datafusion::error::DataFusionError>((i, batches))
+                }
+            }))
+            .buffer_unordered(self.target_partitions.clamp(1, 4))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        {
+            let mut cache = self.cache();
+            let partition = format!("{PARTITION_COLUMN}={period}/");
+            let current: std::collections::HashSet<&str> =
+                files.objects.iter().map(|o| o.key.as_ref()).collect();
+            cache
+                .partials
+                .retain(|k, _| !k.contains(&partition) || current.contains(k.as_str()));
+            for (i, batches) in read {
+                let o = &files.objects[i];
+                cache.partials.insert(
+                    o.key.to_string(),
+                    Partial {
+                        version: version(o),
+                        query,
+                        batches: batches.clone(),
+                    },
+                );
+                known[i] = Some(batches);
+            }
+        }
+        let batches: Vec<RecordBatch> = known.into_iter().flatten().flatten().collect();
+        // The groups' schema, also when no file has a Kiro line.
+        let schema = match batches.first() {
+            Some(b) => b.schema(),
+            None => {
+                let ctx = self.session(&files.objects, &files.schema)?;
+                let params: Vec<ScalarValue> = partial
+                    .params
+                    .iter()
+                    .map(|p| ScalarValue::Utf8(Some(p.clone())))
+                    .collect();
+                let df = ctx.sql(&partial.sql).await?.with_param_values(params)?;
+                Arc::new(df.schema().as_arrow().clone())
+            }
+        };
+        let config = session_config(self.target_partitions, &self.options)
+            .map_err(datafusion::error::DataFusionError::Configuration)?;
+        let ctx = SessionContext::new_with_config_rt(config, self.runtime.clone());
+        let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])?;
+        ctx.register_table(PARTIALS, Arc::new(table))?;
+        let result = ctx
+            .sql(&sql::render_combine(PARTIALS))
+            .await?
+            .collect()
+            .await?;
+        Ok((result, scanned))
     }
 }
 
@@ -497,18 +658,19 @@ impl Source for LocalSource {
             return Ok(a);
         }
         let files = self.check(period, objects).await?;
-        let batches =
-            self.run(period, &files, sql::render)
-                .await
-                .map_err(|e| SourceError::Engine {
-                    period,
-                    message: e.to_string(),
-                })?;
+        let (batches, (scanned_files, scanned_rows, scanned_bytes)) = self
+            .allocate_files(period, &files)
+            .await
+            .map_err(|e| SourceError::Engine {
+                period,
+                message: e.to_string(),
+            })?;
+        tracing::debug!(%period, scanned_files, files = files.files, "allocated");
         let rows = decode(&batches)?;
         let stats = QueryStats {
             elapsed: started.elapsed(),
-            scanned_bytes: Some(files.scanned_bytes),
-            scanned_rows: Some(files.rows),
+            scanned_bytes: Some(scanned_bytes),
+            scanned_rows: Some(scanned_rows),
             files: Some(files.files),
             fetched_bytes: Some(self.export.read_bytes().saturating_sub(read_before)),
         };

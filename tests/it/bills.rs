@@ -592,6 +592,37 @@ async fn an_unchanged_export_is_not_scanned_again_and_changes_are_seen_exactly()
     let with = source.allocate(period("2026-10")).await.unwrap();
     assert_eq!(books(&with), books(&fresh().await));
     assert_eq!(with.kiro_total_usd, dec("228"));
+    assert_eq!(
+        with.stats.scanned_rows,
+        Some(rows_in(&added)),
+        "only the added file is scanned"
+    );
+    assert_eq!(with.stats.files, Some(2));
+    // The other file replaced: only it is scanned.
+    let third = Export::write([
+        seat("u1", Some("A"), "Pro", 1, 20.0),
+        credits("u1", Some("A"), 3, 1_300.0, 300.0),
+    ]);
+    std::fs::copy(
+        third
+            .partition("2026-10")
+            .join("test-export-00001.snappy.parquet"),
+        &file,
+    )
+    .unwrap();
+    filetime_later(&file);
+    let one = source.allocate(period("2026-10")).await.unwrap();
+    assert_eq!(one.stats.scanned_rows, Some(rows_in(&file)));
+    assert_eq!(books(&one), books(&fresh().await));
+    assert_eq!(one.kiro_total_usd, dec("232"));
+    assert_reconciles(&one);
+    std::fs::copy(
+        newer
+            .partition("2026-10")
+            .join("test-export-00001.snappy.parquet"),
+        &file,
+    )
+    .unwrap();
     std::fs::remove_file(&added).unwrap();
     let without = source.allocate(period("2026-10")).await.unwrap();
     assert_eq!(books(&without), books(&replaced));
@@ -618,4 +649,21 @@ async fn an_unchanged_export_is_not_scanned_again_and_changes_are_seen_exactly()
     assert_eq!(books(&v2), books(&fresh().await));
     assert_eq!(v2.kiro_total_usd, dec("200"));
     assert_reconciles(&v2);
+}
+
+/// Rows in a Parquet file, from its footer.
+fn rows_in(file: &std::path::Path) -> u64 {
+    use parquet::file::reader::FileReader as _;
+    let reader =
+        parquet::file::reader::SerializedFileReader::new(std::fs::File::open(file).unwrap())
+            .unwrap();
+    reader.metadata().file_metadata().num_rows() as u64
+}
+
+/// Moves a file's modification time a minute on, so a copy of the same size is a new
+/// version even on a file system with coarse timestamps.
+fn filetime_later(file: &std::path::Path) {
+    let f = std::fs::File::options().write(true).open(file).unwrap();
+    let t = f.metadata().unwrap().modified().unwrap() + std::time::Duration::from_secs(60);
+    f.set_modified(t).unwrap();
 }
