@@ -393,8 +393,15 @@ fn measure_scale(
         period_filter: true,
     };
     let rendered = sql::render(Dialect::DataFusion, &spec);
+    // DuckDB's map lookup: `element_at` returns the list of matches, as DataFusion's does;
+    // ours is `map_value` (the first match, or NULL).
+    let duck_sql = rendered.sql.replace(
+        "map_value(tags, $1)",
+        "element_at(tags, $1)[1]",
+    );
+    ensure!(!duck_sql.contains("map_value("), "a map_value call left for DuckDB");
     let sql_file = work.join("allocation.sql");
-    fs::write(&sql_file, &rendered.sql)?;
+    fs::write(&sql_file, &duck_sql)?;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/duckdb_allocation.py");
     let duck: Value = serde_json::from_str(&run_ok(
         Command::new(python)
@@ -1081,6 +1088,9 @@ fn print_tables(report: &Value) {
         ]);
     }
     print_table(&t);
+    if scales.iter().all(|s| s["scrape"].is_null()) {
+        return; // --allocation-only
+    }
     println!(
         "\nExposition and scrapes (ms unless noted; p50/p99 under {} clients)",
         report["clients"]

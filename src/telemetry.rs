@@ -44,12 +44,25 @@ impl Outcome {
 pub struct LogSettings {
     /// A `tracing` filter, e.g. `info` or `kiro_cost_exporter=debug`. `RUST_LOG` wins when set.
     pub level: String,
+    /// `text` (one readable line per event; coloured only on a terminal) or `json` (one JSON
+    /// object per line, for journald forwarders, Fluent Bit, CloudWatch Logs and the like).
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl Default for LogSettings {
     fn default() -> Self {
         Self {
             level: "info".to_owned(),
+            format: LogFormat::Text,
         }
     }
 }
@@ -62,14 +75,28 @@ impl LogSettings {
             .map_err(|e| ConfigError::key("log.level", e.to_string()))
     }
 
-    /// Starts logging to standard error at this level (`RUST_LOG` wins when set).
+    /// Starts logging to standard error at this level (`RUST_LOG` wins when set), in this
+    /// format. Text is coloured only when standard error is a terminal and `NO_COLOR` is unset.
     pub fn init(&self) {
+        use std::io::IsTerminal as _;
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&self.level));
-        let _ = tracing_subscriber::fmt()
+        let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .try_init();
+            .with_writer(std::io::stderr);
+        let _ = match self.format {
+            LogFormat::Text => {
+                let colour = std::io::stderr().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+                builder.with_ansi(colour).try_init()
+            }
+            LogFormat::Json => builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_ansi(false)
+                .try_init(),
+        };
     }
 }
 

@@ -20,8 +20,9 @@ use serde::{Deserialize, Serialize};
 /// Which SQL engine the text is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
-    /// Apache DataFusion: `element_at` on a map returns a list; the hive partition column keeps
-    /// its directory name `BILLING_PERIOD`; parameters are `$1, $2, …`.
+    /// Apache DataFusion: a map is read with the engine's own `map_value(map, key)`
+    /// ([`crate::source::map_value`]); the hive partition column keeps its directory name
+    /// `BILLING_PERIOD`; parameters are `$1, $2, …`.
     DataFusion,
     /// Trino as run by Athena: `element_at` returns the value (NULL for a missing key; `m['k']`
     /// would fail); parameters are positional `?`.
@@ -236,7 +237,7 @@ fn line_ctes(
     param: &mut dyn FnMut(String) -> String,
 ) -> String {
     let map_get = |map: &str, key: &str| match dialect {
-        Dialect::DataFusion => format!("element_at({map}, {key})[1]"),
+        Dialect::DataFusion => format!("{}({map}, {key})", crate::source::map_value::NAME),
         Dialect::Trino => format!("element_at({map}, {key})"),
     };
     let tag = map_get("tags", &param(spec.cost_center_tag.to_owned()));
@@ -605,7 +606,7 @@ mod tests {
         let trino = render(Dialect::Trino, &spec());
         assert_eq!(df.params, vec!["userAttribute/costCenter", "2026-10"]);
         assert_eq!(trino.params, df.params);
-        assert!(df.sql.contains("element_at(tags, $1)[1]"));
+        assert!(df.sql.contains("map_value(tags, $1)"));
         assert!(df.sql.contains("\"BILLING_PERIOD\" = $2"));
         assert!(trino.sql.contains("element_at(tags, ?)"));
         assert!(trino.sql.contains("billing_period = ?"));
@@ -614,9 +615,9 @@ mod tests {
             "Trino fails on a missing key with m['k']"
         );
         let normalise = |s: &str| {
-            s.replace("element_at(tags, $1)[1]", "TAG")
+            s.replace("map_value(tags, $1)", "TAG")
                 .replace("element_at(tags, ?)", "TAG")
-                .replace("element_at(product, 'region')[1]", "REGION")
+                .replace("map_value(product, 'region')", "REGION")
                 .replace("element_at(product, 'region')", "REGION")
                 .replace("\"BILLING_PERIOD\" = $2", "PERIOD")
                 .replace("billing_period = ?", "PERIOD")
@@ -650,12 +651,12 @@ mod tests {
             assert!(all.sql.contains(c), "{c}");
         }
         // The product map, the widest column, only when the region code is not there.
-        assert!(!all.sql.contains("element_at(product"));
+        assert!(!all.sql.contains("map_value(product"));
         assert!(!s.columns.read().contains(&"product"));
         let mut no_code = s.clone();
         no_code.columns.region_code = false;
         let by_map = render(Dialect::DataFusion, &no_code);
-        assert!(by_map.sql.contains("element_at(product, 'region')[1]"));
+        assert!(by_map.sql.contains("map_value(product, 'region')"));
         assert!(!by_map.sql.contains("product_region_code"));
         // A CID-shaped export: no user identifier, no operation, no product, no net cost.
         s.columns = Columns::from_names(
@@ -670,7 +671,7 @@ mod tests {
             "line_item_user_identifier",
             "line_item_operation",
             "product_region_code",
-            "element_at(product",
+            "map_value(product",
             "line_item_net_unblended_cost",
         ] {
             assert!(!cid.sql.contains(c), "{c} is not in the export");

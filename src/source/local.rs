@@ -415,6 +415,7 @@ impl LocalSource {
         let config = session_config(self.target_partitions, &self.options)
             .map_err(datafusion::error::DataFusionError::Configuration)?;
         let ctx = SessionContext::new_with_config_rt(config, self.runtime.clone());
+        ctx.register_udf(super::map_value::udf());
         let urls = objects
             .iter()
             .map(|o| match self.export.store_url() {

@@ -8,6 +8,7 @@ pub mod delivery;
 pub mod export;
 pub mod identity;
 pub mod local;
+pub mod map_value;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
