@@ -26,6 +26,10 @@ use crate::snapshot::Snapshot;
 pub use crate::telemetry::BudgetReading;
 use crate::telemetry::Telemetry;
 
+/// The IAM actions keeping budgets takes: every Describe* call is `budgets:ViewBudget`, every
+/// Create/Update/Delete `budgets:ModifyBudget` (`deploy/iam/budgets.json`).
+pub const IAM_ACTIONS: &[&str] = &["budgets:ViewBudget", "budgets:ModifyBudget"];
+
 /// The `cost_center` label of the budget for all of Kiro.
 pub const TOTAL_LABEL: &str = "(all)";
 

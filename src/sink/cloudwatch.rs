@@ -31,6 +31,9 @@ use crate::telemetry::Outcome;
 
 /// The dimension value for units without a cost center.
 pub use crate::allocation::UNTAGGED;
+
+/// The IAM actions the sink takes (`deploy/iam/cloudwatch.json`, scoped to the namespace).
+pub const IAM_ACTIONS: &[&str] = &["cloudwatch:PutMetricData"];
 /// Most datums PutMetricData takes in one call.
 pub const MAX_DATUMS_PER_CALL: usize = 1000;
 /// Price of a custom metric per month, for the first 10,000 (USD).

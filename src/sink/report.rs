@@ -28,6 +28,10 @@ use crate::source::Source;
 use crate::source::identity::Person;
 use crate::state::StateFile;
 
+/// The IAM actions uploading the report takes: the upload, and GetObject for the presigned
+/// download link (signed with the exporter's credentials) (`deploy/iam/report-upload.json`).
+pub const IAM_ACTIONS: &[&str] = &["s3:PutObject", "s3:GetObject"];
+
 /// `[report]`: the monthly per-user CSV and its summary card.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -24,6 +24,9 @@ use serde::{Deserialize, Serialize};
 use crate::config_error::ConfigError;
 use crate::period::BillingPeriod;
 
+/// The IAM actions reading the activity report from S3 takes (`deploy/iam/activity-report.json`).
+pub const IAM_ACTIONS: &[&str] = &["s3:ListBucket", "s3:GetObject"];
+
 /// `[activity]`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -34,6 +34,32 @@ use crate::aws::{AwsSettings, S3Location};
 use crate::config_error::ConfigError;
 use crate::period::{BillingPeriod, PARTITION_COLUMN};
 
+/// The IAM actions this source's own calls take (a test checks them against the calls in this
+/// file and `deploy/iam/athena.json`).
+pub const IAM_ACTIONS: &[&str] = &[
+    "athena:StartQueryExecution",
+    "athena:GetQueryExecution",
+    "athena:GetQueryResults",
+    "athena:StopQueryExecution",
+    "athena:GetTableMetadata",
+    "s3:ListBucket",
+];
+
+/// What Athena itself does with the caller's credentials while it runs a query: read the Glue
+/// table, read the export, write and read the results.
+pub const IAM_ACTIONS_FOR_ATHENA: &[&str] = &[
+    "glue:GetDatabase",
+    "glue:GetTable",
+    "glue:GetPartition",
+    "glue:GetPartitions",
+    "s3:GetBucketLocation",
+    "s3:ListBucket",
+    "s3:GetObject",
+    "s3:PutObject",
+    "s3:AbortMultipartUpload",
+    "s3:ListMultipartUploadParts",
+];
+
 /// Rows per GetQueryResults page (Athena's maximum).
 const PAGE_SIZE: i32 = 1000;
 

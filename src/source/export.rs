@@ -29,6 +29,11 @@ use super::SourceError;
 use crate::aws::S3Location;
 use crate::period::{BillingPeriod, PARTITION_COLUMN};
 
+/// The IAM actions reading an export in S3 takes: listing the period's prefixes, and ranged
+/// GETs of footers and columns. `deploy/iam/local-engine-s3.json` grants exactly these (a test
+/// checks them against the calls in this file).
+pub const IAM_ACTIONS: &[&str] = &["s3:ListBucket", "s3:GetObject"];
+
 /// A CUR export on local disk or in S3.
 #[derive(Clone)]
 pub struct Export {

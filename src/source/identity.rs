@@ -28,6 +28,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config_error::{ConfigError, ensure};
 
+/// The IAM actions resolving names takes (`deploy/iam/identity-store.json`).
+pub const IAM_ACTIONS: &[&str] = &["identitystore:DescribeUser"];
+
 /// Labels `kiro_user_info` may carry besides `user_id`.
 pub const LABELS: &[&str] = &["user_name", "display_name", "email"];
 

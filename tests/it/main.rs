@@ -11,6 +11,7 @@ mod budgets;
 mod cli;
 mod cloudwatch;
 mod daemon;
+mod deploy;
 mod faults;
 mod fuzz;
 mod identity;

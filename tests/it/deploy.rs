@@ -1,0 +1,390 @@
+//! What the exporter ships to run it: the systemd unit, the log formats for collectors, the
+//! container image, the Kubernetes and ECS manifests and the IAM policies, each checked by the
+//! tool its users would check it with.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::support::*;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// `systemd-analyze` from Debian's systemd package.
+fn systemd_analyze() -> Option<PathBuf> {
+    external(
+        "systemd-analyze (Debian package systemd)",
+        Path::new("/usr/bin/systemd-analyze"),
+    )
+}
+
+/// The shipped unit with its binary path pointed at the one this build made (verify checks
+/// that the command exists).
+fn unit_for_this_build(dir: &Path, text: &str) -> PathBuf {
+    let unit = dir.join("kiro-cost-exporter.service");
+    std::fs::write(&unit, text.replace("/usr/local/bin/kiro-cost-exporter", bin())).unwrap();
+    unit
+}
+
+/// The exposure score `systemd-analyze security` gives a unit (0 = locked down, 10 = exposed).
+fn exposure(analyze: &Path, unit: &Path) -> f64 {
+    let o = Command::new(analyze)
+        .args(["security", "--offline=yes"])
+        .arg(unit)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    text.lines()
+        .find_map(|l| l.split("Overall exposure level for ").nth(1))
+        .and_then(|l| l.split(": ").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{text}{}", stderr(&o)))
+}
+
+#[test]
+fn the_systemd_unit_verifies_and_is_locked_down() {
+    let Some(analyze) = systemd_analyze() else {
+        return;
+    };
+    let shipped = read("deploy/systemd/kiro-cost-exporter.service");
+    for needed in [
+        "\nUser=kiro-cost-exporter\n",
+        "\nStateDirectory=kiro-cost-exporter\n",
+        "\nProtectSystem=strict\n",
+        "\nNoNewPrivileges=yes\n",
+        "\nCapabilityBoundingSet=\n",
+        "\nRestart=on-failure\n",
+        "\nEnvironmentFile=-/etc/kiro-cost-exporter/environment\n",
+    ] {
+        assert!(shipped.contains(needed), "the unit lacks {needed:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let unit = unit_for_this_build(dir.path(), &shipped);
+    let o = Command::new(&analyze).arg("verify").arg(&unit).output().unwrap();
+    assert!(
+        o.status.success() && !stderr(&o).contains("kiro-cost-exporter.service"),
+        "systemd-analyze verify:\n{}",
+        stderr(&o)
+    );
+    let score = exposure(&analyze, &unit);
+    assert!(score <= 2.0, "exposure {score} (at most 2.0 expected)");
+
+    // The checks bite: a unit that lost its sandbox scores worse, and a wrong binary path
+    // fails verification.
+    let loose: String = shipped
+        .lines()
+        .filter(|l| !l.starts_with("Protect") && !l.starts_with("CapabilityBoundingSet"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let dir2 = tempfile::tempdir().unwrap();
+    let loose = unit_for_this_build(dir2.path(), &loose);
+    assert!(exposure(&analyze, &loose) > 2.0);
+    let dir3 = tempfile::tempdir().unwrap();
+    let broken = dir3.path().join("kiro-cost-exporter.service");
+    std::fs::write(&broken, &shipped).unwrap(); // /usr/local/bin/… does not exist here
+    let o = Command::new(&analyze)
+        .arg("verify")
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert!(!o.status.success() || stderr(&o).contains("is not executable"));
+
+    // The unit's ExecStartPre checks the shipped configuration as it would be installed.
+    let o = run_env(
+        &[
+            "check-config",
+            "--config",
+            root().join("config/local.toml").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// A small export to log about.
+fn small_export() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = kiro_cost_exporter::curgen::GenSpec::new(20, "2026-10".parse().unwrap());
+    kiro_cost_exporter::curgen::write_export(&spec, dir.path(), |_| {}).unwrap();
+    dir
+}
+
+#[test]
+fn logs_are_json_lines_on_request_and_never_coloured_off_a_terminal() {
+    let export = small_export();
+    let cur = export.path().to_str().unwrap();
+    let args = [
+        "query", "--cur", cur, "--period", "2026-10", "--format", "csv",
+    ];
+    let debug = ("RUST_LOG", "kiro_cost_exporter=debug");
+    // Text, written to a pipe: readable lines without escape codes.
+    let o = run_env(&args, &[debug]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stderr(&o);
+    assert!(text.contains("files of the period"), "{text}");
+    assert!(!text.contains('\u{1b}'), "colour codes off a terminal:\n{text}");
+    // JSON: every line one object with a timestamp, a level and a message.
+    let o = run_env(&args, &[debug, ("KIRO_EXPORTER__LOG__FORMAT", "json")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stderr(&o);
+    let mut lines = 0;
+    for line in text.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        for key in ["timestamp", "level", "message", "target"] {
+            assert!(v.get(key).is_some(), "{key} missing in {line}");
+        }
+        lines += 1;
+    }
+    assert!(lines > 0, "no log lines");
+    assert!(text.contains("\"message\":\"files of the period\""), "{text}");
+    // A wrong value is named.
+    let o = run_env(&args, &[("KIRO_EXPORTER__LOG__FORMAT", "xml")]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("log.format"), "{}", stderr(&o));
+}
+
+/// A module's calls that need IAM permissions, found in its source: AWS SDK operations (the
+/// fluent builders' method names) and `object_store` requests, each with the IAM action it
+/// takes.
+const CALLS: &[(&str, &str)] = &[
+    (".put_metric_data()", "cloudwatch:PutMetricData"),
+    (".describe_user()", "identitystore:DescribeUser"),
+    (".describe_budgets()", "budgets:ViewBudget"),
+    (".describe_budget()", "budgets:ViewBudget"),
+    (".describe_notifications_for_budget()", "budgets:ViewBudget"),
+    (".describe_subscribers_for_notification()", "budgets:ViewBudget"),
+    (".create_budget()", "budgets:ModifyBudget"),
+    (".update_budget()", "budgets:ModifyBudget"),
+    (".delete_budget()", "budgets:ModifyBudget"),
+    (".create_notification()", "budgets:ModifyBudget"),
+    (".update_notification()", "budgets:ModifyBudget"),
+    (".delete_notification()", "budgets:ModifyBudget"),
+    (".create_subscriber()", "budgets:ModifyBudget"),
+    (".delete_subscriber()", "budgets:ModifyBudget"),
+    (".start_query_execution()", "athena:StartQueryExecution"),
+    (".get_query_execution()", "athena:GetQueryExecution"),
+    (".get_query_results()", "athena:GetQueryResults"),
+    (".stop_query_execution()", "athena:StopQueryExecution"),
+    (".get_table_metadata()", "athena:GetTableMetadata"),
+    (".get_work_group()", "athena:GetWorkGroup"),
+    (".list_objects_v2()", "s3:ListBucket"),
+    (".get_object()", "s3:GetObject"),
+    (".head_object()", "s3:GetObject"),
+    (".put_object()", "s3:PutObject"),
+];
+
+/// `object_store` requests, for the modules that read through it.
+const STORE_CALLS: &[(&str, &str)] = &[
+    (".list(", "s3:ListBucket"),
+    (".list_with_delimiter(", "s3:ListBucket"),
+    (".get(", "s3:GetObject"),
+    (".get_range(", "s3:GetObject"),
+    (".get_ranges(", "s3:GetObject"),
+    (".get_opts(", "s3:GetObject"),
+    (".head(", "s3:GetObject"),
+    (".put(", "s3:PutObject"),
+    (".put_opts(", "s3:PutObject"),
+];
+
+/// The IAM actions the calls in `file` take (object_store requests that a wrapper only
+/// forwards are not calls of the module's own).
+fn actions_called(file: &str) -> std::collections::BTreeSet<&'static str> {
+    let store = file.ends_with("export.rs");
+    let text = read(file);
+    let own = match text.find("impl ObjectStore for ") {
+        Some(start) => {
+            let end = text[start..]
+                .find("\n}\n")
+                .map_or(text.len(), |e| start + e);
+            format!("{}{}", &text[..start], &text[end..])
+        }
+        None => text,
+    };
+    CALLS
+        .iter()
+        .chain(if store { STORE_CALLS } else { &[] })
+        .filter(|(call, _)| own.contains(call))
+        .map(|(_, action)| *action)
+        .collect()
+}
+
+/// Every action an IAM policy file allows, and its statements.
+fn policy(file: &str) -> (std::collections::BTreeSet<String>, Vec<serde_json::Value>) {
+    let v: serde_json::Value = serde_json::from_str(&read(file)).unwrap();
+    let statements = v["Statement"].as_array().unwrap().clone();
+    let mut actions = std::collections::BTreeSet::new();
+    for s in &statements {
+        assert_eq!(s["Effect"], "Allow", "{file}");
+        for a in s["Action"].as_array().unwrap() {
+            let a = a.as_str().unwrap();
+            assert!(!a.contains('*'), "{file}: wildcard action {a}");
+            actions.insert(a.to_owned());
+        }
+        // Resource scoping: "*" only where the API has no resource type, with a condition.
+        if s["Resource"] == "*" {
+            assert!(
+                s["Condition"].is_object(),
+                "{file}: {} on every resource without a condition",
+                s["Sid"]
+            );
+        }
+    }
+    (actions, statements)
+}
+
+fn set(actions: &[&str]) -> std::collections::BTreeSet<String> {
+    actions.iter().map(|a| (*a).to_owned()).collect()
+}
+
+#[test]
+fn each_features_iam_policy_allows_exactly_the_calls_its_code_makes() {
+    use kiro_cost_exporter::{sink, source};
+    // (policy, the module lists it grants, the modules whose calls they cover)
+    let features: &[(&str, Vec<&[&str]>, &[&str])] = &[
+        (
+            "deploy/iam/local-engine-s3.json",
+            vec![source::export::IAM_ACTIONS],
+            &["src/source/export.rs"],
+        ),
+        (
+            "deploy/iam/athena.json",
+            vec![
+                source::athena::IAM_ACTIONS,
+                source::athena::IAM_ACTIONS_FOR_ATHENA,
+            ],
+            &["src/source/athena.rs"],
+        ),
+        (
+            "deploy/iam/activity-report.json",
+            vec![source::activity::IAM_ACTIONS],
+            &["src/source/activity.rs"],
+        ),
+        (
+            "deploy/iam/identity-store.json",
+            vec![source::identity::IAM_ACTIONS],
+            &["src/source/identity.rs"],
+        ),
+        (
+            "deploy/iam/cloudwatch.json",
+            vec![sink::cloudwatch::IAM_ACTIONS],
+            &["src/sink/cloudwatch.rs"],
+        ),
+        (
+            "deploy/iam/budgets.json",
+            vec![sink::aws_budgets::IAM_ACTIONS],
+            &["src/sink/aws_budgets.rs"],
+        ),
+        (
+            "deploy/iam/report-upload.json",
+            vec![sink::report::IAM_ACTIONS],
+            &["src/sink/report.rs"],
+        ),
+    ];
+    for (file, lists, modules) in features {
+        let (allowed, _) = policy(file);
+        let declared: std::collections::BTreeSet<String> =
+            lists.iter().flat_map(|l| set(l)).collect();
+        assert_eq!(allowed, declared, "{file}: the policy and the modules' lists differ");
+        // Each module's own calls are in its list, and its list has nothing it does not call
+        // (Athena's own reads and writes with the caller's credentials aside).
+        let own: std::collections::BTreeSet<String> = set(lists[0]);
+        let called: std::collections::BTreeSet<String> = modules
+            .iter()
+            .flat_map(|m| actions_called(m))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(
+            called, own,
+            "{modules:?}: the calls made and IAM_ACTIONS differ"
+        );
+    }
+    // The combined example is the union of the features it names, KMS decryption included.
+    let (combined, _) = policy("deploy/iam/combined-example.json");
+    let mut union = std::collections::BTreeSet::new();
+    for f in [
+        "local-engine-s3",
+        "activity-report",
+        "identity-store",
+        "cloudwatch",
+        "budgets",
+        "report-upload",
+        "kms-read",
+    ] {
+        union.extend(policy(&format!("deploy/iam/{f}.json")).0);
+    }
+    assert_eq!(combined, union);
+    // KMS variants: decrypt through S3 only.
+    for f in ["deploy/iam/kms-read.json", "deploy/iam/kms-write.json"] {
+        let (actions, statements) = policy(f);
+        assert!(actions.contains("kms:Decrypt"), "{f}");
+        for s in statements {
+            assert!(
+                s["Condition"]["StringEquals"]["kms:ViaService"]
+                    .as_str()
+                    .is_some_and(|v| v.starts_with("s3.")),
+                "{f}: KMS only through S3"
+            );
+        }
+    }
+    // Listing budgets needs ViewBudget on every budget; changing them only on the owned ones.
+    let (_, statements) = policy("deploy/iam/budgets.json");
+    assert!(statements.iter().any(|s| s["Action"][0] == "budgets:ViewBudget"
+        && s["Resource"].as_str().unwrap().ends_with(":budget/*")));
+    assert!(statements.iter().any(|s| s["Action"][0] == "budgets:ModifyBudget"
+        && s["Resource"].as_str().unwrap().ends_with(":budget/kiro-*")));
+}
+
+/// parliament (PyPI), the IAM policy linter, in the lint virtualenv `.ci/run` makes.
+fn parliament() -> Option<PathBuf> {
+    external(
+        "parliament (PyPI, in target/test-venvs/lint)",
+        &root().join("target/test-venvs/lint/bin/parliament"),
+    )
+}
+
+/// parliament's findings on `policy` (JSON lines; empty when there are none).
+fn lint_policy(parliament: &Path, policy: &[u8]) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new(parliament)
+        .args(["--json", "--include-community-auditors"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(policy).unwrap();
+    let o = child.wait_with_output().unwrap();
+    format!("{}{}", stdout(&o), stderr(&o))
+}
+
+#[test]
+fn every_iam_policy_passes_parliament_without_findings() {
+    let Some(parliament) = parliament() else {
+        return;
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("deploy/iam"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "{files:?}");
+    for f in &files {
+        let findings = lint_policy(&parliament, &std::fs::read(f).unwrap());
+        assert!(findings.trim().is_empty(), "{}: {findings}", f.display());
+    }
+    // The linter does find what it should: a misspelt action, and an unscoped grant.
+    let misspelt = br#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["identitystore:DescribeUsers"],"Resource":"*"}]}"#;
+    let findings = lint_policy(&parliament, misspelt);
+    assert!(findings.contains("UNKNOWN_ACTION"), "{findings}");
+    let unscoped = br#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:PutObject"],"Resource":"*"}]}"#;
+    let findings = lint_policy(&parliament, unscoped);
+    assert!(findings.contains("RESOURCE_STAR"), "{findings}");
+}
