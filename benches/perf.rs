@@ -395,11 +395,13 @@ fn measure_scale(
     let rendered = sql::render(Dialect::DataFusion, &spec);
     // DuckDB's map lookup: `element_at` returns the list of matches, as DataFusion's does;
     // ours is `map_value` (the first match, or NULL).
-    let duck_sql = rendered.sql.replace(
-        "map_value(tags, $1)",
-        "element_at(tags, $1)[1]",
+    let duck_sql = rendered
+        .sql
+        .replace("map_value(tags, $1)", "element_at(tags, $1)[1]");
+    ensure!(
+        !duck_sql.contains("map_value("),
+        "a map_value call left for DuckDB"
     );
-    ensure!(!duck_sql.contains("map_value("), "a map_value call left for DuckDB");
     let sql_file = work.join("allocation.sql");
     fs::write(&sql_file, &duck_sql)?;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/duckdb_allocation.py");

@@ -89,7 +89,12 @@ impl ScalarUDFImpl for MapValue {
 }
 
 /// Per row of `map`, the value of the first entry whose key is `key`.
-fn lookup<'a, K, V>(map: &MapArray, keys: K, values: V, key: &str) -> datafusion::arrow::array::StringArray
+fn lookup<'a, K, V>(
+    map: &MapArray,
+    keys: K,
+    values: V,
+    key: &str,
+) -> datafusion::arrow::array::StringArray
 where
     K: ArrayAccessor<Item = &'a str>,
     V: ArrayAccessor<Item = &'a str>,

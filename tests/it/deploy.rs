@@ -27,7 +27,11 @@ fn systemd_analyze() -> Option<PathBuf> {
 /// that the command exists).
 fn unit_for_this_build(dir: &Path, text: &str) -> PathBuf {
     let unit = dir.join("kiro-cost-exporter.service");
-    std::fs::write(&unit, text.replace("/usr/local/bin/kiro-cost-exporter", bin())).unwrap();
+    std::fs::write(
+        &unit,
+        text.replace("/usr/local/bin/kiro-cost-exporter", bin()),
+    )
+    .unwrap();
     unit
 }
 
@@ -66,7 +70,11 @@ fn the_systemd_unit_verifies_and_is_locked_down() {
     }
     let dir = tempfile::tempdir().unwrap();
     let unit = unit_for_this_build(dir.path(), &shipped);
-    let o = Command::new(&analyze).arg("verify").arg(&unit).output().unwrap();
+    let o = Command::new(&analyze)
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .unwrap();
     assert!(
         o.status.success() && !stderr(&o).contains("kiro-cost-exporter.service"),
         "systemd-analyze verify:\n{}",
@@ -128,7 +136,10 @@ fn logs_are_json_lines_on_request_and_never_coloured_off_a_terminal() {
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stderr(&o);
     assert!(text.contains("files of the period"), "{text}");
-    assert!(!text.contains('\u{1b}'), "colour codes off a terminal:\n{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes off a terminal:\n{text}"
+    );
     // JSON: every line one object with a timestamp, a level and a message.
     let o = run_env(&args, &[debug, ("KIRO_EXPORTER__LOG__FORMAT", "json")]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -143,7 +154,10 @@ fn logs_are_json_lines_on_request_and_never_coloured_off_a_terminal() {
         lines += 1;
     }
     assert!(lines > 0, "no log lines");
-    assert!(text.contains("\"message\":\"files of the period\""), "{text}");
+    assert!(
+        text.contains("\"message\":\"files of the period\""),
+        "{text}"
+    );
     // A wrong value is named.
     let o = run_env(&args, &[("KIRO_EXPORTER__LOG__FORMAT", "xml")]);
     assert!(!o.status.success());
@@ -159,7 +173,10 @@ const CALLS: &[(&str, &str)] = &[
     (".describe_budgets()", "budgets:ViewBudget"),
     (".describe_budget()", "budgets:ViewBudget"),
     (".describe_notifications_for_budget()", "budgets:ViewBudget"),
-    (".describe_subscribers_for_notification()", "budgets:ViewBudget"),
+    (
+        ".describe_subscribers_for_notification()",
+        "budgets:ViewBudget",
+    ),
     (".create_budget()", "budgets:ModifyBudget"),
     (".update_budget()", "budgets:ModifyBudget"),
     (".delete_budget()", "budgets:ModifyBudget"),
@@ -291,7 +308,10 @@ fn each_features_iam_policy_allows_exactly_the_calls_its_code_makes() {
         let (allowed, _) = policy(file);
         let declared: std::collections::BTreeSet<String> =
             lists.iter().flat_map(|l| set(l)).collect();
-        assert_eq!(allowed, declared, "{file}: the policy and the modules' lists differ");
+        assert_eq!(
+            allowed, declared,
+            "{file}: the policy and the modules' lists differ"
+        );
         // Each module's own calls are in its list, and its list has nothing it does not call
         // (Athena's own reads and writes with the caller's credentials aside).
         let own: std::collections::BTreeSet<String> = set(lists[0]);
@@ -335,10 +355,18 @@ fn each_features_iam_policy_allows_exactly_the_calls_its_code_makes() {
     }
     // Listing budgets needs ViewBudget on every budget; changing them only on the owned ones.
     let (_, statements) = policy("deploy/iam/budgets.json");
-    assert!(statements.iter().any(|s| s["Action"][0] == "budgets:ViewBudget"
-        && s["Resource"].as_str().unwrap().ends_with(":budget/*")));
-    assert!(statements.iter().any(|s| s["Action"][0] == "budgets:ModifyBudget"
-        && s["Resource"].as_str().unwrap().ends_with(":budget/kiro-*")));
+    assert!(
+        statements
+            .iter()
+            .any(|s| s["Action"][0] == "budgets:ViewBudget"
+                && s["Resource"].as_str().unwrap().ends_with(":budget/*"))
+    );
+    assert!(
+        statements
+            .iter()
+            .any(|s| s["Action"][0] == "budgets:ModifyBudget"
+                && s["Resource"].as_str().unwrap().ends_with(":budget/kiro-*"))
+    );
 }
 
 /// parliament (PyPI), the IAM policy linter, in the lint virtualenv `.ci/run` makes.
@@ -387,4 +415,122 @@ fn every_iam_policy_passes_parliament_without_findings() {
     let unscoped = br#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:PutObject"],"Resource":"*"}]}"#;
     let findings = lint_policy(&parliament, unscoped);
     assert!(findings.contains("RESOURCE_STAR"), "{findings}");
+}
+
+/// Python of the lint virtualenv `.ci/run` makes (parliament, cfn-lint, kubernetes-validate).
+fn lint_python() -> Option<PathBuf> {
+    external(
+        "the lint virtualenv (target/test-venvs/lint: kubernetes-validate, cfn-lint, parliament)",
+        &root().join("target/test-venvs/lint/bin/python"),
+    )
+}
+
+/// `config.toml` of the ConfigMap in `manifest` (a literal block under `data:`).
+fn configmap_toml(manifest: &str) -> String {
+    let mut lines = manifest
+        .lines()
+        .skip_while(|l| l.trim() != "config.toml: |")
+        .skip(1);
+    let mut out = String::new();
+    for l in lines.by_ref() {
+        if !l.is_empty() && !l.starts_with("    ") {
+            break;
+        }
+        out.push_str(l.strip_prefix("    ").unwrap_or(l));
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn the_kubernetes_manifests_validate_and_the_rules_are_generated() {
+    // The PrometheusRule is the rules file, generated.
+    let o = run_env(&["rules", "--format", "prometheus-rule"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        read("deploy/kubernetes/prometheus-rule.yaml"),
+        "deploy/kubernetes/prometheus-rule.yaml is stale: regenerate it with \
+         `kiro-cost-exporter rules --format prometheus-rule > deploy/kubernetes/prometheus-rule.yaml`"
+    );
+    let manifest = read("deploy/kubernetes/kiro-cost-exporter.yaml");
+    for needed in [
+        "\n  replicas: 1\n",
+        "\n    type: Recreate\n",
+        "readOnlyRootFilesystem: true",
+        "runAsNonRoot: true",
+        "eks.amazonaws.com/role-arn:",
+        "secretRef:",
+        "kind: ServiceMonitor",
+    ] {
+        assert!(manifest.contains(needed), "the manifest lacks {needed:?}");
+    }
+    // The ConfigMap's settings are valid as the pod reads them, secrets from the Secret.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, configmap_toml(&manifest)).unwrap();
+    let o = run_env(
+        &["check-config", "--config", config.to_str().unwrap()],
+        &[
+            (
+                "KIRO_FEISHU_WEBHOOK_URL",
+                "https://open.feishu.cn/open-apis/bot/v2/hook/x",
+            ),
+            ("KIRO_FEISHU_SECRET", "s"),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("format = \"json\""), "{}", stdout(&o));
+
+    // Against the Kubernetes and Prometheus Operator schemas.
+    let Some(python) = lint_python() else {
+        return;
+    };
+    let validator = root().join("tests/tools/validate_k8s.py");
+    let files = [
+        root().join("deploy/kubernetes/kiro-cost-exporter.yaml"),
+        root().join("deploy/kubernetes/prometheus-rule.yaml"),
+    ];
+    let o = Command::new(&python)
+        .arg(&validator)
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    for kind in [
+        "ServiceAccount",
+        "ConfigMap",
+        "PersistentVolumeClaim",
+        "Deployment",
+        "Service",
+        "ServiceMonitor",
+        "PrometheusRule",
+    ] {
+        assert!(
+            out.contains(&format!(" {kind}/kiro-cost-exporter")),
+            "{kind}: {out}"
+        );
+    }
+    // It refuses what the API server would: a misspelt field, a port as a string.
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(
+        &broken,
+        manifest
+            .replace("readOnlyRootFilesystem: true", "readOnlyRootFS: true")
+            .replace("      interval: 1m", "      intervall: 1m"),
+    )
+    .unwrap();
+    let o = Command::new(&python)
+        .arg(&validator)
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let out = stdout(&o);
+    assert!(
+        out.contains("INVALID") && out.contains("readOnlyRootFS"),
+        "{out}"
+    );
+    assert!(out.contains("intervall"), "{out}");
 }
