@@ -6,6 +6,7 @@ mod budgets;
 mod check_config;
 mod demo;
 mod generate_cur;
+mod healthcheck;
 mod inspect;
 mod query;
 mod report;
@@ -60,6 +61,9 @@ enum Command {
     /// Print the Prometheus alert rules for a job name, Grafana and runbook address, or as a
     /// Prometheus Operator PrometheusRule.
     Rules(rules::RulesArgs),
+    /// Ask a running exporter's /healthz on loopback; exit 0 when it answers 2xx (a container's
+    /// health check without curl).
+    Healthcheck(healthcheck::HealthcheckArgs),
     /// Validate the settings and print them, secrets redacted.
     CheckConfig {
         #[command(flatten)]
@@ -78,6 +82,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(args) => report::run(args).await,
         Command::Budgets { action } => budgets::run(action).await,
         Command::Rules(args) => rules::run(args),
+        Command::Healthcheck(args) => healthcheck::run(args),
         Command::CheckConfig { config } => check_config::run(&config),
     }
 }

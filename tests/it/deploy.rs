@@ -264,7 +264,8 @@ fn set(actions: &[&str]) -> std::collections::BTreeSet<String> {
 fn each_features_iam_policy_allows_exactly_the_calls_its_code_makes() {
     use kiro_cost_exporter::{sink, source};
     // (policy, the module lists it grants, the modules whose calls they cover)
-    let features: &[(&str, Vec<&[&str]>, &[&str])] = &[
+    type Feature<'a> = (&'a str, Vec<&'a [&'a str]>, &'a [&'a str]);
+    let features: &[Feature] = &[
         (
             "deploy/iam/local-engine-s3.json",
             vec![source::export::IAM_ACTIONS],
@@ -533,4 +534,93 @@ fn the_kubernetes_manifests_validate_and_the_rules_are_generated() {
         "{out}"
     );
     assert!(out.contains("intervall"), "{out}");
+}
+
+/// The container environment of the ECS template (`- Name:` / `Value:` pairs), with its
+/// parameters and pseudo parameters given example values.
+fn ecs_environment(template: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut lines = template
+        .lines()
+        .skip_while(|l| l.trim() != "Environment:")
+        .skip(1)
+        .peekable();
+    while let Some(l) = lines.next() {
+        let Some(name) = l.trim().strip_prefix("- Name: ") else {
+            break;
+        };
+        let value = lines
+            .next()
+            .unwrap()
+            .trim()
+            .strip_prefix("Value: ")
+            .unwrap();
+        let value = value
+            .trim_start_matches("!Sub ")
+            .replace("!Ref AWS::Region", "us-east-1")
+            .replace("!Ref CloudWatchNamespace", "Kiro/Cost")
+            .replace("${CurBucket}", "example-billing-bucket")
+            .replace("${CurPrefix}", "cur/kiro-export")
+            .trim_matches('"')
+            .to_owned();
+        out.push((name.to_owned(), value));
+    }
+    out
+}
+
+#[test]
+fn the_ecs_template_passes_cfn_lint_and_its_settings_are_valid() {
+    let template = read("deploy/ecs/kiro-cost-exporter.cfn.yaml");
+    for needed in [
+        "DesiredCount: 1",
+        "MaximumPercent: 100",
+        "MinimumHealthyPercent: 0",
+        "ReadonlyRootFilesystem: true",
+        "TaskRoleArn: !GetAtt TaskRole.Arn",
+        "Command: [CMD, /usr/local/bin/kiro-cost-exporter, healthcheck]",
+    ] {
+        assert!(template.contains(needed), "the template lacks {needed:?}");
+    }
+    // The task's settings, from its environment alone, are valid.
+    let env = ecs_environment(&template);
+    assert!(env.len() >= 6, "{env:?}");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let o = run_env(&["check-config"], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = stdout(&o);
+    assert!(
+        printed.contains("cur = \"s3://example-billing-bucket/cur/kiro-export\""),
+        "{printed}"
+    );
+    assert!(printed.contains("format = \"json\""), "{printed}");
+
+    let Some(_) = lint_python() else {
+        return;
+    };
+    let cfn_lint = root().join("target/test-venvs/lint/bin/cfn-lint");
+    let o = Command::new(&cfn_lint)
+        .arg(root().join("deploy/ecs/kiro-cost-exporter.cfn.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "cfn-lint:\n{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    // It catches what CloudFormation would refuse: a memory size Fargate does not offer and a
+    // misspelt property.
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.cfn.yaml");
+    std::fs::write(
+        &broken,
+        template
+            .replace("Memory: \"2048\"", "Memory: \"1500\"")
+            .replace("DesiredCount: 1", "DesiredCnt: 1"),
+    )
+    .unwrap();
+    let o = Command::new(&cfn_lint).arg(&broken).output().unwrap();
+    assert!(!o.status.success());
+    let out = stdout(&o);
+    assert!(out.contains("DesiredCnt"), "{out}");
 }
