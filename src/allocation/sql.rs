@@ -20,14 +20,17 @@ use serde::{Deserialize, Serialize};
 /// Which SQL engine the text is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
-    /// Apache DataFusion: a map is read with the engine's own `map_value(map, key)`
-    /// ([`crate::source::map_value`]); the hive partition column keeps its directory name
-    /// `BILLING_PERIOD`; parameters are `$1, $2, …`.
+    /// Apache DataFusion: a map is read with the embedded engine's own [`MAP_VALUE`] function
+    /// (`map_value(map, key)`, registered by the local source); the hive partition column keeps
+    /// its directory name `BILLING_PERIOD`; parameters are `$1, $2, …`.
     DataFusion,
     /// Trino as run by Athena: `element_at` returns the value (NULL for a missing key; `m['k']`
     /// would fail); parameters are positional `?`.
     Trino,
 }
+
+/// The DataFusion function that reads one key of a map (the value, or NULL).
+pub const MAP_VALUE: &str = "map_value";
 
 /// The cost column the allocation sums.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -237,7 +240,7 @@ fn line_ctes(
     param: &mut dyn FnMut(String) -> String,
 ) -> String {
     let map_get = |map: &str, key: &str| match dialect {
-        Dialect::DataFusion => format!("{}({map}, {key})", crate::source::map_value::NAME),
+        Dialect::DataFusion => format!("{MAP_VALUE}({map}, {key})"),
         Dialect::Trino => format!("element_at({map}, {key})"),
     };
     let tag = map_get("tags", &param(spec.cost_center_tag.to_owned()));

@@ -16,7 +16,7 @@ use datafusion::logical_expr::{
 use datafusion::scalar::ScalarValue;
 
 /// The function's name in SQL.
-pub const NAME: &str = "map_value";
+pub const NAME: &str = crate::allocation::sql::MAP_VALUE;
 
 /// `map_value` as a DataFusion function, to register on a session.
 pub fn udf() -> ScalarUDF {
