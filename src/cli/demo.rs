@@ -65,6 +65,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // their e-mails may be shown.
     settings.identity.directory = dir.join("activity/people.csv").display().to_string();
     settings.identity.labels = vec!["user_name".into(), "display_name".into(), "email".into()];
+    // Budgets for three cost centers, shown on the landing page (AWS Budgets stays off).
+    for (cc, limit) in [
+        ("CC-1001 Platform", 5_000),
+        ("CC-1002 Payments", 2_500),
+        ("CC-3100 Mobile", 3_000),
+    ] {
+        settings
+            .budgets
+            .cost_centers
+            .insert(cc.to_owned(), rust_decimal::Decimal::from(limit));
+    }
     settings.source.cur = dir;
     settings.server.listen = listen;
     settings.refresh.interval = interval;

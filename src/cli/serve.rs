@@ -117,7 +117,12 @@ async fn refresher(settings: &Settings) -> anyhow::Result<Refresher> {
     let resolver = super::identity_resolver(settings).await?;
     refresher = refresher
         .with_identity(resolver, settings.identity.clone())
-        .with_prometheus(settings.prometheus.clone());
+        .with_prometheus(settings.prometheus.clone())
+        .with_landing(kiro_cost_exporter::sink::landing::LandingSettings {
+            locale: settings.report.locale,
+            dashboard_url: Some(settings.alerts.dashboard_url.clone()).filter(|u| !u.is_empty()),
+            budgets: settings.budgets.limits(),
+        });
     if let Some(reader) = settings.activity.reader(&settings.aws).await {
         tracing::info!(path = %settings.activity.path, "reading the Kiro user activity report");
         refresher = refresher.with_activity(reader);

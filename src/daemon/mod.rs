@@ -75,6 +75,10 @@ pub struct Refresher {
     prometheus: prom::PrometheusSettings,
     last_error: Option<String>,
     after_refresh: Option<Box<dyn Fn() + Send + Sync>>,
+    /// What the landing page shows besides the snapshot.
+    landing: landing::LandingSettings,
+    /// Each sink's last success and last error, for the landing page.
+    sink_health: BTreeMap<String, landing::SinkHealth>,
 }
 
 impl Refresher {
@@ -90,7 +94,11 @@ impl Refresher {
         let state = Arc::new(State::new(Published {
             exposition,
             ready: false,
-            landing: landing::render(None, None),
+            landing: landing::render(
+                None,
+                &landing::LandingSettings::default(),
+                &landing::Health::default(),
+            ),
         }));
         Ok(Self {
             source,
@@ -107,7 +115,15 @@ impl Refresher {
             prometheus: prom::PrometheusSettings::default(),
             last_error: None,
             after_refresh: None,
+            landing: landing::LandingSettings::default(),
+            sink_health: BTreeMap::new(),
         })
+    }
+
+    /// What the landing page shows besides the snapshot (locale, dashboard link, budgets).
+    pub fn with_landing(mut self, settings: landing::LandingSettings) -> Self {
+        self.landing = settings;
+        self
     }
 
     /// Runs `hook` after every refresh, successful or not, once its result is published (the
@@ -120,6 +136,8 @@ impl Refresher {
     /// Hands every successful refresh's snapshot to `sink`, in the order sinks are added.
     pub fn with_sink(mut self, sink: Box<dyn Sink>) -> Self {
         self.telemetry.register_sink(sink.name());
+        self.sink_health
+            .insert(sink.name().to_owned(), landing::SinkHealth::default());
         self.sinks.push(sink);
         self
     }
@@ -319,7 +337,15 @@ impl Refresher {
         };
         let exposition = prom::encode(families, &self.telemetry)?;
         self.state.publish(Published {
-            landing: landing::render(snapshot, self.last_error.as_deref()),
+            landing: landing::render(
+                snapshot,
+                &self.landing,
+                &landing::Health {
+                    last_error: self.last_error.clone(),
+                    sinks: self.sink_health.clone(),
+                    reports: self.state.report_names(),
+                },
+            ),
             exposition,
             ready: snapshot.is_some(),
         });
@@ -335,10 +361,18 @@ impl Refresher {
         let now = Utc::now();
         for sink in &mut self.sinks {
             match sink.deliver(snapshot, now).await {
-                Ok(Delivery::Done) => self.telemetry.record_sink_success(sink.name(), now),
+                Ok(Delivery::Done) => {
+                    self.telemetry.record_sink_success(sink.name(), now);
+                    if let Some(h) = self.sink_health.get_mut(sink.name()) {
+                        h.last_success = Some(now);
+                    }
+                }
                 Ok(Delivery::NotDue) => {}
                 Err(e) => {
                     self.telemetry.record_sink_error(sink.name(), e.kind);
+                    if let Some(h) = self.sink_health.get_mut(sink.name()) {
+                        h.last_error = Some((now, e.to_string()));
+                    }
                     tracing::error!(sink = sink.name(), kind = e.kind, "{e}");
                 }
             }

@@ -178,6 +178,11 @@ impl State {
         self.reports.load().get(name).cloned()
     }
 
+    /// The names of the report files served.
+    pub fn report_names(&self) -> Vec<String> {
+        self.reports.load().keys().cloned().collect()
+    }
+
     pub fn publish(&self, p: Published) {
         self.published.store(Arc::new(p));
     }

@@ -1,12 +1,222 @@
-//! The landing page at `/`: last refresh, periods, totals and the top cost centers, rendered
-//! from the snapshot's views once per publish, like the exposition; a request only copies it.
+//! The landing page at `/`: the month at a glance, rendered from the snapshot's views once per
+//! publish, like the exposition; a request only copies it.
+//!
+//! Per watched period (newest first): totals and forecast, cost per cost center as horizontal
+//! bars (inline SVG, untagged marked), budgets (forecast over limit first), the top users by
+//! cost, the seats at 80% or more of their plan's credits, idle seats and right-sizing; and for
+//! the exporter: data freshness, the last refresh and its error, each sink's health, links.
+//! No script and no external asset, so it works offline and behind the same authentication as
+//! `/metrics`. Lists are top-N, so the page stays small whatever the number of users.
+//!
+//! Numbers the tests read back carry `data-*` attributes (`data-usd` with the exact amount).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
 
-use crate::output::number;
-use crate::snapshot::Snapshot;
+use crate::allocation::{SeatKey, UNTAGGED};
+use crate::period::BillingPeriod;
+use crate::sink::alerts::rules::BudgetLimits;
+use crate::sink::report::Locale;
+use crate::snapshot::{PeriodView, Snapshot};
+
+/// How many rows a list shows (the rest is counted).
+pub const TOP: usize = 10;
+/// How many cost centers get a bar (the rest are summed in one).
+pub const BARS: usize = 12;
+
+/// What the page shows besides the snapshot, fixed at start.
+#[derive(Debug, Clone, Default)]
+pub struct LandingSettings {
+    /// Words and labels: English or Chinese (`report.locale`).
+    pub locale: Locale,
+    /// Grafana's address of the overview dashboard (`alerts.dashboard_url`), linked when set.
+    pub dashboard_url: Option<String>,
+    /// Budgets per cost center (`[budgets]`), for the budget table.
+    pub budgets: BudgetLimits,
+}
+
+/// The exporter's own state at publish time.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    /// The last refresh's error, when it failed (the page then shows the last good data).
+    pub last_error: Option<String>,
+    /// Per sink: the last successful delivery and the last error, if any.
+    pub sinks: BTreeMap<String, SinkHealth>,
+    /// Report files served at `/reports/NAME`.
+    pub reports: Vec<String>,
+}
+
+/// One sink's health.
+#[derive(Debug, Clone, Default)]
+pub struct SinkHealth {
+    pub last_success: Option<DateTime<Utc>>,
+    pub last_error: Option<(DateTime<Utc>, String)>,
+}
+
+struct Texts {
+    lang: &'static str,
+    no_data: &'static str,
+    last_refresh: &'static str,
+    failed: &'static str,
+    serving_last: &'static str,
+    freshness: &'static str,
+    cur_as_of: &'static str,
+    activity_as_of: &'static str,
+    not_read: &'static str,
+    sinks: &'static str,
+    sink: &'static str,
+    last_ok: &'static str,
+    last_err: &'static str,
+    never: &'static str,
+    current: &'static str,
+    closing: &'static str,
+    total: &'static str,
+    forecast: &'static str,
+    users: &'static str,
+    credits: &'static str,
+    savings_month: &'static str,
+    tax: &'static str,
+    unattributed: &'static str,
+    by_cost_center: &'static str,
+    untagged: &'static str,
+    others: &'static str,
+    budgets: &'static str,
+    cost_center: &'static str,
+    limit: &'static str,
+    actual: &'static str,
+    over: &'static str,
+    no_budgets: &'static str,
+    top_users: &'static str,
+    user: &'static str,
+    plan: &'static str,
+    overage: &'static str,
+    cost: &'static str,
+    near_limit: &'static str,
+    used: &'static str,
+    none: &'static str,
+    more: &'static str,
+    idle: &'static str,
+    idle_seats: &'static str,
+    change: &'static str,
+    reason: &'static str,
+    saving: &'static str,
+    report: &'static str,
+    dashboards: &'static str,
+}
+
+const EN: Texts = Texts {
+    lang: "en",
+    no_data: "No data yet: the first refresh has not completed.",
+    last_refresh: "Last refresh",
+    failed: "Last refresh failed",
+    serving_last: "Serving the last good data.",
+    freshness: "Freshness and health",
+    cur_as_of: "Newest usage in the CUR",
+    activity_as_of: "Newest activity report",
+    not_read: "not read",
+    sinks: "Deliveries",
+    sink: "Sink",
+    last_ok: "Last success",
+    last_err: "Last error",
+    never: "never",
+    current: "current month",
+    closing: "closing: AWS may still revise it",
+    total: "Total cost",
+    forecast: "Month-end forecast",
+    users: "Users",
+    credits: "Credits used",
+    savings_month: "Possible savings a month",
+    tax: "tax",
+    unattributed: "without a user",
+    by_cost_center: "Cost by cost center",
+    untagged: "untagged (no cost center)",
+    others: "other cost centers",
+    budgets: "Budgets",
+    cost_center: "Cost center",
+    limit: "Limit",
+    actual: "Actual",
+    over: "forecast over limit",
+    no_budgets: "No budgets configured ([budgets]).",
+    top_users: "Top users by cost",
+    user: "User",
+    plan: "Plan",
+    overage: "Overage",
+    cost: "Cost",
+    near_limit: "At 80% or more of their plan's credits",
+    used: "Used",
+    none: "None.",
+    more: "more",
+    idle: "Idle seats and right-sizing",
+    idle_seats: "idle seats",
+    change: "Change",
+    reason: "Reason",
+    saving: "Saving a month",
+    report: "Monthly report (CSV)",
+    dashboards: "Dashboards",
+};
+
+const ZH: Texts = Texts {
+    lang: "zh-CN",
+    no_data: "暂无数据：首次刷新尚未完成。",
+    last_refresh: "上次刷新",
+    failed: "上次刷新失败",
+    serving_last: "当前显示最近一次成功的数据。",
+    freshness: "数据新鲜度与运行状况",
+    cur_as_of: "CUR 中最新用量",
+    activity_as_of: "最新活动报告",
+    not_read: "未读取",
+    sinks: "投递",
+    sink: "目标",
+    last_ok: "上次成功",
+    last_err: "上次错误",
+    never: "从未",
+    current: "本月",
+    closing: "结账中：AWS 可能仍会修订",
+    total: "总费用",
+    forecast: "月末预测",
+    users: "用户数",
+    credits: "已用积分",
+    savings_month: "每月可节省",
+    tax: "税费",
+    unattributed: "无用户归属",
+    by_cost_center: "按成本中心的费用",
+    untagged: "未设置（无成本中心）",
+    others: "其他成本中心",
+    budgets: "预算",
+    cost_center: "成本中心",
+    limit: "上限",
+    actual: "实际",
+    over: "预测超出上限",
+    no_budgets: "未配置预算（[budgets]）。",
+    top_users: "费用最高的用户",
+    user: "用户",
+    plan: "套餐",
+    overage: "超额费用",
+    cost: "费用",
+    near_limit: "已用套餐积分 80% 及以上",
+    used: "已用",
+    none: "无。",
+    more: "更多",
+    idle: "闲置席位与套餐调整",
+    idle_seats: "闲置席位",
+    change: "调整",
+    reason: "原因",
+    saving: "每月节省",
+    report: "月度报告（CSV）",
+    dashboards: "仪表板",
+};
+
+fn texts(locale: Locale) -> &'static Texts {
+    match locale {
+        Locale::En => &EN,
+        Locale::ZhCn => &ZH,
+    }
+}
 
 fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -23,64 +233,564 @@ fn escape(s: &str) -> String {
     out
 }
 
-/// The landing page: last refresh, periods, totals, top cost centers.
-pub fn render(snapshot: Option<&Snapshot>, last_error: Option<&str>) -> Bytes {
-    let mut h = String::from(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>kiro-cost-exporter</title>\
-<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:60em}table{border-collapse:collapse}\
-td,th{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:left}td.n{text-align:right}.err{color:#b00}</style>\
-</head><body><h1>kiro-cost-exporter</h1><p><a href=\"/metrics\">Metrics</a> · <a href=\"/healthz\">Health</a> · <a href=\"/readyz\">Readiness</a></p>",
+/// `d` grouped in thousands with `decimals` places: `12,345.60`.
+fn grouped(d: Decimal, decimals: u32) -> String {
+    let d = d.abs().round_dp(decimals);
+    let text = format!("{d:.prec$}", prec = decimals as usize);
+    let (int, frac) = match text.split_once('.') {
+        Some((i, f)) => (i.to_owned(), Some(f.to_owned())),
+        None => (text, None),
+    };
+    let mut out = String::new();
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if let Some(f) = frac {
+        out.push('.');
+        out.push_str(&f);
+    }
+    out
+}
+
+/// Money as currency: `$1,234.50`, `-$207.60`.
+pub fn money(d: Decimal) -> String {
+    let sign = if d.round_dp(2) < Decimal::ZERO {
+        "-"
+    } else {
+        ""
+    };
+    format!("{sign}${}", grouped(d, 2))
+}
+
+/// A count or credits: `12,345` (credits with up to one decimal when not whole).
+fn quantity(d: Decimal) -> String {
+    let sign = if d < Decimal::ZERO { "-" } else { "" };
+    if d.fract().is_zero() {
+        format!("{sign}{}", grouped(d, 0))
+    } else {
+        format!("{sign}{}", grouped(d, 1))
+    }
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    format!(
+        "<time datetime=\"{}\">{}</time>",
+        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        t.format("%Y-%m-%d %H:%M UTC")
+    )
+}
+
+/// A money cell: right-aligned, with the exact amount for machines.
+fn money_td(d: Decimal) -> String {
+    format!(
+        "<td class=\"n\" data-usd=\"{}\">{}</td>",
+        d.normalize(),
+        money(d)
+    )
+}
+
+fn cost_center_name<'a>(cc: &'a str, t: &'a Texts) -> &'a str {
+    if cc.is_empty() { t.untagged } else { cc }
+}
+
+const STYLE: &str = "\
+:root{color-scheme:light;--fg:#1d2433;--muted:#5b6475;--line:#e3e6ec;--bar:#3b6fd8;--untagged:#d9822b;--bad:#b3261e;--ok:#1e7d32}\
+*{box-sizing:border-box}\
+body{font:15px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,'Noto Sans','PingFang SC','Microsoft YaHei',sans-serif;color:var(--fg);margin:0;padding:1rem;max-width:75rem;margin-inline:auto}\
+header{display:flex;flex-wrap:wrap;align-items:baseline;gap:.5rem 1.5rem;border-bottom:1px solid var(--line);padding-bottom:.5rem}\
+h1{font-size:1.3rem;margin:0}h2{font-size:1.15rem;margin:1.6rem 0 .4rem}h3{font-size:1rem;margin:1.2rem 0 .4rem}\
+nav a{margin-right:1rem}a{color:#2452b5}\
+.muted{color:var(--muted)}.err{color:var(--bad);font-weight:600}.ok{color:var(--ok)}.bad{color:var(--bad)}\
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(11rem,1fr));gap:.6rem;margin:.6rem 0}\
+.card{border:1px solid var(--line);border-radius:.4rem;padding:.5rem .7rem}\
+.card b{display:block;font-size:1.25rem;font-variant-numeric:tabular-nums}\
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(30rem,100%),1fr));gap:0 2rem}.grid>div{min-width:0}\
+.scroll{overflow-x:auto}\
+table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}\
+th,td{padding:.25rem .5rem;border-bottom:1px solid var(--line);text-align:left}td.n,th.n,td time{white-space:nowrap}\
+th{font-weight:600;color:var(--muted);font-size:.85rem}td.n,th.n{text-align:right}\
+tr.over td{background:#fdecea}\
+svg{width:100%;height:auto;font:12px system-ui,sans-serif}\
+svg .bar{fill:var(--bar)}svg .untagged{fill:var(--untagged)}svg text{fill:var(--fg)}\
+@media (max-width:40rem){body{padding:.5rem;font-size:14px}.grid{grid-template-columns:1fr}th,td{padding:.2rem .3rem}}";
+
+/// The landing page for `snapshot` (none yet: a page that says so).
+pub fn render(snapshot: Option<&Snapshot>, settings: &LandingSettings, health: &Health) -> Bytes {
+    let t = texts(settings.locale);
+    let mut h = String::with_capacity(32 * 1024);
+    let _ = write!(
+        h,
+        "<!DOCTYPE html><html lang=\"{}\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>kiro-cost-exporter</title><style>{STYLE}</style></head><body>\
+<header><h1>kiro-cost-exporter</h1><nav><a href=\"/metrics\">/metrics</a>",
+        t.lang
     );
-    if let Some(e) = last_error {
+    if let Some(url) = &settings.dashboard_url {
+        let _ = write!(h, "<a href=\"{}\">{}</a>", escape(url), t.dashboards);
+    }
+    h.push_str(
+        "<a href=\"/healthz\">/healthz</a><a href=\"/readyz\">/readyz</a></nav></header><main>",
+    );
+    if let Some(e) = &health.last_error {
         let _ = write!(
             h,
-            "<p class=\"err\">Last refresh failed: {}. Serving the last good data.</p>",
-            escape(e)
+            "<p class=\"err\" id=\"last-error\">{}: {}. {}</p>",
+            t.failed,
+            escape(e),
+            t.serving_last
         );
     }
     match snapshot {
-        None => h.push_str("<p>No data yet: the first refresh has not completed.</p>"),
+        None => {
+            let _ = write!(h, "<p id=\"no-data\">{}</p>", t.no_data);
+        }
         Some(s) => {
-            // An absolute time: the page is rendered once per refresh, so an age computed
-            // here would always read the refresh's own duration.
-            let _ = write!(
-                h,
-                "<p>Last refresh: <time datetime=\"{}\">{}</time></p>",
-                s.taken_at
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                s.taken_at.format("%Y-%m-%d %H:%M:%S UTC")
-            );
+            freshness(&mut h, s, health, t);
             for v in s.periods.iter().rev() {
-                let a = &v.allocation;
-                let t = &v.totals;
-                let _ = write!(
-                    h,
-                    "<h2>{}</h2><p>Data as of {}. {} users, {} credits, total ${} (tax ${}, unattributed ${}).</p>",
-                    a.period,
-                    a.data_as_of.map_or("-".to_owned(), |t| t
-                        .format("%Y-%m-%d %H:%M UTC")
-                        .to_string()),
-                    t.users,
-                    number(t.credits_used.round_dp(2)),
-                    number(v.total_cost_usd.round_dp(2)),
-                    number(a.tax_usd.round_dp(2)),
-                    number(a.unattributed_usd.round_dp(2)),
-                );
-                h.push_str("<table><tr><th>Cost center</th><th>Users</th><th>Cost (USD)</th></tr>");
-                for (cc, r) in v.cost_centers_by_cost().iter().take(10) {
-                    let name = escape(crate::allocation::cost_center_label(cc));
-                    let _ = write!(
-                        h,
-                        "<tr><td>{name}</td><td class=\"n\">{}</td><td class=\"n\">{:.2}</td></tr>",
-                        r.users, r.total_usd
-                    );
-                }
-                h.push_str("</table>");
+                period(&mut h, s, v, settings, health, t);
             }
         }
     }
-    h.push_str("</body></html>\n");
+    h.push_str("</main></body></html>\n");
     Bytes::from(h)
+}
+
+fn freshness(h: &mut String, s: &Snapshot, health: &Health, t: &Texts) {
+    let _ = write!(
+        h,
+        "<section id=\"freshness\"><h2>{}</h2><p>{}: <span id=\"last-refresh\">{}</span></p><ul>",
+        t.freshness,
+        t.last_refresh,
+        time(s.taken_at)
+    );
+    for v in s.periods.iter().rev() {
+        let a = &v.allocation;
+        let cur = a.data_as_of.map_or_else(|| "-".to_owned(), time);
+        let activity = match &v.activity {
+            Some(act) => act.as_of.map_or_else(|| "-".to_owned(), time),
+            None => t.not_read.to_owned(),
+        };
+        let _ = write!(
+            h,
+            "<li>{}: {} <span data-cur-as-of=\"{}\">{cur}</span> · {} {activity}</li>",
+            a.period, t.cur_as_of, a.period, t.activity_as_of
+        );
+    }
+    h.push_str("</ul>");
+    if !health.sinks.is_empty() {
+        let _ = write!(
+            h,
+            "<h3>{}</h3><div class=\"scroll\"><table id=\"sinks\"><thead><tr><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
+            t.sinks, t.sink, t.last_ok, t.last_err
+        );
+        for (name, sh) in &health.sinks {
+            let failing = match (&sh.last_error, sh.last_success) {
+                (Some((at, _)), Some(ok)) => *at > ok,
+                (Some(_), None) => true,
+                _ => false,
+            };
+            let _ = write!(
+                h,
+                "<tr data-sink=\"{}\" data-healthy=\"{}\"><td class=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",
+                escape(name),
+                !failing,
+                if failing { "bad" } else { "ok" },
+                escape(name),
+                sh.last_success.map_or_else(|| t.never.to_owned(), time),
+                sh.last_error
+                    .as_ref()
+                    .map_or_else(String::new, |(at, e)| format!(
+                        "{} {}",
+                        time(*at),
+                        escape(e)
+                    ))
+            );
+        }
+        h.push_str("</tbody></table></div>");
+    }
+    h.push_str("</section>");
+}
+
+fn period(
+    h: &mut String,
+    s: &Snapshot,
+    v: &PeriodView,
+    settings: &LandingSettings,
+    health: &Health,
+    t: &Texts,
+) {
+    let a = &v.allocation;
+    let p = a.period;
+    let current = p == BillingPeriod::containing(s.taken_at);
+    let _ = write!(
+        h,
+        "<section id=\"p-{p}\" data-period=\"{p}\"><h2>{p} <span class=\"muted\">({})</span></h2>",
+        if current { t.current } else { t.closing }
+    );
+    // Totals.
+    let _ = write!(
+        h,
+        "<div class=\"cards\">\
+<div class=\"card\">{}<b id=\"total-{p}\" data-usd=\"{}\">{}</b><span class=\"muted\">{} {} · {} {}</span></div>\
+<div class=\"card\">{}<b id=\"forecast-{p}\" data-usd=\"{}\">{}</b></div>\
+<div class=\"card\">{}<b id=\"users-{p}\">{}</b></div>\
+<div class=\"card\">{}<b id=\"credits-{p}\">{}</b></div>\
+<div class=\"card\">{}<b id=\"savings-{p}\" data-usd=\"{}\">{}</b><span class=\"muted\">{} {}</span></div></div>",
+        t.total,
+        v.total_cost_usd.normalize(),
+        money(v.total_cost_usd),
+        t.tax,
+        money(a.tax_usd),
+        t.unattributed,
+        money(a.unattributed_usd),
+        t.forecast,
+        v.forecast.total.normalize(),
+        money(v.forecast.total),
+        t.users,
+        quantity(Decimal::from(v.totals.users)),
+        t.credits,
+        quantity(v.totals.credits_used),
+        t.savings_month,
+        v.savings.total_usd.normalize(),
+        money(v.savings.total_usd),
+        v.savings.idle_seats,
+        t.idle_seats,
+    );
+    let report = crate::sink::report::file_name(p);
+    if health.reports.contains(&report) {
+        let _ = write!(
+            h,
+            "<p><a id=\"report-{p}\" href=\"/reports/{report}\">{} {p}</a></p>",
+            t.report
+        );
+    }
+    h.push_str("<div class=\"grid\"><div>");
+    bars(h, v, t);
+    h.push_str("</div><div>");
+    budgets(h, v, settings, t);
+    h.push_str("</div></div><div class=\"grid\"><div>");
+    top_users(h, s, v, t);
+    h.push_str("</div><div>");
+    near_limit(h, s, v, t);
+    h.push_str("</div></div>");
+    savings(h, s, v, t);
+    h.push_str("</section>");
+}
+
+/// Cost per cost center as horizontal bars, widths proportional to cost (the largest is the
+/// full width); untagged in its own colour; beyond [`BARS`], the rest in one bar.
+fn bars(h: &mut String, v: &PeriodView, t: &Texts) {
+    let p = v.allocation.period;
+    let mut rows: Vec<(String, bool, Decimal, usize)> = v
+        .cost_centers_by_cost()
+        .into_iter()
+        .map(|(cc, r)| (cc.to_owned(), cc.is_empty(), r.total_usd, r.users))
+        .collect();
+    if rows.len() > BARS {
+        // Untagged stays visible whatever its rank.
+        let untagged = rows.iter().position(|r| r.1);
+        let mut kept: Vec<_> = rows.drain(..BARS - 1).collect();
+        if let Some(i) = untagged
+            && i >= BARS - 1
+        {
+            kept.push(rows.remove(i - (BARS - 1)));
+        }
+        let rest = rows.len();
+        let cost: Decimal = rows.iter().map(|r| r.2).sum();
+        let users: usize = rows.iter().map(|r| r.3).sum();
+        kept.push((format!("{rest} {}", t.others), false, cost, users));
+        rows = kept;
+    }
+    let max = rows
+        .iter()
+        .map(|r| r.2)
+        .fold(Decimal::ZERO, Decimal::max)
+        .max(Decimal::new(1, 2));
+    let (label_w, bar_w, row_h) = (190.0, 300.0, 22.0);
+    let height = row_h * rows.len() as f64 + 4.0;
+    let _ = write!(
+        h,
+        "<h3>{}</h3><svg id=\"cc-bars-{p}\" viewBox=\"0 0 620 {height}\" role=\"img\" aria-label=\"{}\">",
+        t.by_cost_center, t.by_cost_center
+    );
+    for (i, (cc, untagged, cost, users)) in rows.iter().enumerate() {
+        let y = i as f64 * row_h + 2.0;
+        let width = (cost / max).to_f64().unwrap_or(0.0).max(0.0) * bar_w;
+        let name = if *untagged {
+            t.untagged.to_owned()
+        } else {
+            cc.clone()
+        };
+        let key = if *untagged { UNTAGGED } else { cc.as_str() };
+        let _ = write!(
+            h,
+            "<g data-cost-center=\"{}\" data-usd=\"{}\" data-users=\"{users}\">\
+<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\
+<rect class=\"{}\" x=\"{label_w}\" y=\"{y}\" width=\"{width:.2}\" height=\"{}\"><title>{}: {}</title></rect>\
+<text x=\"{}\" y=\"{}\">{}</text></g>",
+            escape(key),
+            cost.normalize(),
+            label_w - 6.0,
+            y + 15.0,
+            escape(&truncate(&name, 28)),
+            if *untagged { "untagged" } else { "bar" },
+            row_h - 6.0,
+            escape(&name),
+            money(*cost),
+            label_w + width + 6.0,
+            y + 15.0,
+            money(*cost),
+        );
+    }
+    h.push_str("</svg>");
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        let mut out: String = s.chars().take(n - 1).collect();
+        out.push('…');
+        out
+    }
+}
+
+/// Budgets per cost center: limit, actual, forecast; the ones forecast over their limit first.
+fn budgets(h: &mut String, v: &PeriodView, settings: &LandingSettings, t: &Texts) {
+    let p = v.allocation.period;
+    let _ = write!(h, "<h3>{}</h3>", t.budgets);
+    let mut rows: Vec<(&str, Decimal, Decimal, Decimal)> = v
+        .cost_centers
+        .iter()
+        .filter(|(cc, _)| !cc.is_empty())
+        .filter_map(|(cc, r)| {
+            let limit = settings.budgets.limit(cc)?;
+            let forecast = v
+                .forecast
+                .cost_centers
+                .get(cc)
+                .copied()
+                .unwrap_or(r.total_usd);
+            Some((cc.as_str(), limit, r.total_usd, forecast))
+        })
+        .collect();
+    if rows.is_empty() {
+        let _ = write!(h, "<p class=\"muted\">{}</p>", t.no_budgets);
+        return;
+    }
+    rows.sort_by(|a, b| {
+        let over = |r: &(&str, Decimal, Decimal, Decimal)| r.3 > r.1;
+        over(b)
+            .cmp(&over(a))
+            .then((b.3 - b.1).cmp(&(a.3 - a.1)))
+            .then(a.0.cmp(b.0))
+    });
+    let shown = rows.len().min(2 * TOP);
+    let _ = write!(
+        h,
+        "<div class=\"scroll\"><table id=\"budgets-{p}\"><thead><tr><th>{}</th><th class=\"n\">{}</th><th class=\"n\">{}</th><th class=\"n\">{}</th><th class=\"n\">%</th></tr></thead><tbody>",
+        t.cost_center, t.limit, t.actual, t.forecast
+    );
+    for (cc, limit, actual, forecast) in &rows[..shown] {
+        let over = forecast > limit;
+        let pct = if limit.is_zero() {
+            "-".to_owned()
+        } else {
+            format!("{}%", (forecast / limit * Decimal::ONE_HUNDRED).round())
+        };
+        let _ = write!(
+            h,
+            "<tr data-cost-center=\"{}\" data-over=\"{over}\"{}><td>{}{}</td>{}{}{}<td class=\"n\">{pct}</td></tr>",
+            escape(cc),
+            if over { " class=\"over\"" } else { "" },
+            escape(cc),
+            if over {
+                format!(" <span class=\"bad\">({})</span>", t.over)
+            } else {
+                String::new()
+            },
+            money_td(*limit),
+            money_td(*actual),
+            money_td(*forecast),
+        );
+    }
+    h.push_str("</tbody></table></div>");
+    more(h, rows.len() - shown, t);
+}
+
+fn more(h: &mut String, rest: usize, t: &Texts) {
+    if rest > 0 {
+        let _ = write!(h, "<p class=\"muted\">+{rest} {}</p>", t.more);
+    }
+}
+
+/// A user's name where known, with the id as a tooltip.
+fn person(s: &Snapshot, user: &str) -> String {
+    match s.people.get(user) {
+        Some(p) => {
+            let name = [&p.display_name, &p.user_name, &p.email]
+                .into_iter()
+                .find(|n| !n.is_empty());
+            match name {
+                Some(n) => format!("<span title=\"{}\">{}</span>", escape(user), escape(n)),
+                None => escape(user),
+            }
+        }
+        None => escape(user),
+    }
+}
+
+/// Per seat: credits used over all its cost centers, overage, cost, plan.
+struct Seat<'a> {
+    key: SeatKey,
+    plan: &'a str,
+    credits: Decimal,
+    overage: Decimal,
+    total: Decimal,
+}
+
+fn seats(v: &PeriodView) -> Vec<Seat<'_>> {
+    let mut by: BTreeMap<SeatKey, Seat<'_>> = BTreeMap::new();
+    for u in &v.allocation.units {
+        let key = (u.account_id.clone(), u.region.clone(), u.user_id.clone());
+        let e = by.entry(key.clone()).or_insert(Seat {
+            key,
+            plan: &u.plan,
+            credits: Decimal::ZERO,
+            overage: Decimal::ZERO,
+            total: Decimal::ZERO,
+        });
+        if e.plan.is_empty() {
+            e.plan = &u.plan;
+        }
+        e.credits += u.credits_used;
+        e.overage += u.overage_usd;
+        e.total += u.total_usd;
+    }
+    by.into_values().filter(|s| !s.key.2.is_empty()).collect()
+}
+
+fn top_users(h: &mut String, s: &Snapshot, v: &PeriodView, t: &Texts) {
+    let p = v.allocation.period;
+    let mut all = seats(v);
+    all.sort_by(|a, b| b.total.cmp(&a.total).then(a.key.cmp(&b.key)));
+    let _ = write!(
+        h,
+        "<h3>{}</h3><div class=\"scroll\"><table id=\"top-users-{p}\"><thead><tr><th>{}</th><th>{}</th><th>{}</th><th class=\"n\">{}</th><th class=\"n\">{}</th><th class=\"n\">{}</th></tr></thead><tbody>",
+        t.top_users, t.user, t.cost_center, t.plan, t.credits, t.overage, t.cost
+    );
+    for seat in all.iter().take(TOP) {
+        let _ = write!(
+            h,
+            "<tr data-user=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td>{}{}</tr>",
+            escape(&seat.key.2),
+            person(s, &seat.key.2),
+            escape(cost_center_name(v.seat_cost_center(&seat.key), t)),
+            escape(seat.plan),
+            quantity(seat.credits),
+            money_td(seat.overage),
+            money_td(seat.total),
+        );
+    }
+    h.push_str("</tbody></table></div>");
+}
+
+fn near_limit(h: &mut String, s: &Snapshot, v: &PeriodView, t: &Texts) {
+    let p = v.allocation.period;
+    let mut near: Vec<(Seat<'_>, Decimal, Decimal)> = seats(v)
+        .into_iter()
+        .filter_map(|seat| {
+            let included = v.plans.by_name(seat.plan)?.included_credits;
+            if included <= Decimal::ZERO {
+                return None;
+            }
+            let share = seat.credits / included;
+            (share >= Decimal::new(8, 1)).then_some((seat, included, share))
+        })
+        .collect();
+    near.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.key.cmp(&b.0.key)));
+    let _ = write!(h, "<h3>{}</h3>", t.near_limit);
+    if near.is_empty() {
+        let _ = write!(h, "<p class=\"muted\" id=\"near-limit-{p}\">{}</p>", t.none);
+        return;
+    }
+    let _ = write!(
+        h,
+        "<div class=\"scroll\"><table id=\"near-limit-{p}\"><thead><tr><th>{}</th><th>{}</th><th class=\"n\">{}</th><th class=\"n\">%</th><th class=\"n\">{}</th></tr></thead><tbody>",
+        t.user, t.plan, t.used, t.overage
+    );
+    for (seat, included, share) in near.iter().take(TOP) {
+        let _ = write!(
+            h,
+            "<tr data-user=\"{}\" data-share=\"{}\"><td>{}</td><td>{}</td><td class=\"n\">{} / {}</td><td class=\"n\">{}%</td>{}</tr>",
+            escape(&seat.key.2),
+            share.round_dp(4).normalize(),
+            person(s, &seat.key.2),
+            escape(seat.plan),
+            quantity(seat.credits),
+            quantity(*included),
+            (share * Decimal::ONE_HUNDRED).round(),
+            money_td(seat.overage),
+        );
+    }
+    h.push_str("</tbody></table></div>");
+    more(h, near.len().saturating_sub(TOP), t);
+}
+
+fn savings(h: &mut String, s: &Snapshot, v: &PeriodView, t: &Texts) {
+    let p = v.allocation.period;
+    let sv = &v.savings;
+    let _ = write!(
+        h,
+        "<h3>{} <span class=\"muted\">({} {}, {} {})</span></h3>",
+        t.idle,
+        sv.idle_seats,
+        t.idle_seats,
+        money(sv.total_usd),
+        t.savings_month
+    );
+    let mut recs: Vec<_> = sv.recommendations.iter().collect();
+    recs.sort_by(|a, b| {
+        b.saving_usd
+            .cmp(&a.saving_usd)
+            .then(a.user_id.cmp(&b.user_id))
+    });
+    if recs.is_empty() {
+        let _ = write!(
+            h,
+            "<p class=\"muted\" id=\"savings-list-{p}\">{}</p>",
+            t.none
+        );
+        return;
+    }
+    let _ = write!(
+        h,
+        "<div class=\"scroll\"><table id=\"savings-list-{p}\"><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th class=\"n\">{}</th></tr></thead><tbody>",
+        t.user, t.cost_center, t.change, t.reason, t.saving
+    );
+    for r in recs.iter().take(TOP) {
+        let to = if r.recommended_plan.is_empty() {
+            "—".to_owned()
+        } else {
+            escape(&r.recommended_plan)
+        };
+        let _ = write!(
+            h,
+            "<tr data-user=\"{}\"><td>{}</td><td>{}</td><td>{} → {to}</td><td>{}</td>{}</tr>",
+            escape(&r.user_id),
+            person(s, &r.user_id),
+            escape(cost_center_name(&r.cost_center, t)),
+            escape(&r.plan),
+            r.reason.as_str(),
+            money_td(r.saving_usd),
+        );
+    }
+    h.push_str("</tbody></table></div>");
+    more(h, recs.len().saturating_sub(TOP), t);
 }
 
 #[cfg(test)]
@@ -88,23 +798,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn landing_page_escapes() {
-        let body = render(None, Some("<script>"));
-        let text = std::str::from_utf8(&body).unwrap();
-        assert!(text.contains("&lt;script&gt;") && !text.contains("<script>"));
+    fn money_is_currency() {
+        assert_eq!(money(Decimal::new(-20760, 2)), "-$207.60");
+        assert_eq!(money(Decimal::new(123456789, 2)), "$1,234,567.89");
+        assert_eq!(money(Decimal::new(5, 3)), "$0.01");
+        assert_eq!(money(Decimal::new(-4, 3)), "$0.00");
+        assert_eq!(money(Decimal::ZERO), "$0.00");
+        assert_eq!(quantity(Decimal::new(12345, 0)), "12,345");
+        assert_eq!(quantity(Decimal::new(12345, 1)), "1,234.5");
     }
 
     #[test]
-    fn the_last_refresh_is_an_absolute_time() {
-        let a = crate::allocation::forecast::tests::alloc(Some(10));
-        let taken = a.period.start() + chrono::Duration::days(12);
-        let s = Snapshot::build(taken, vec![a], &Default::default(), &Default::default());
-        let body = render(Some(&s), None);
-        let text = std::str::from_utf8(&body).unwrap();
-        assert!(
-            text.contains(&taken.format("%Y-%m-%d %H:%M:%S UTC").to_string()),
-            "{text}"
-        );
-        assert!(!text.contains(" ago"), "{text}");
+    fn the_page_without_data_says_so() {
+        let page = render(None, &LandingSettings::default(), &Health::default());
+        let text = String::from_utf8(page.to_vec()).unwrap();
+        assert!(text.contains("id=\"no-data\""));
+        assert!(text.starts_with("<!DOCTYPE html><html lang=\"en\">"));
     }
 }
