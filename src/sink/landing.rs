@@ -235,7 +235,10 @@ fn escape(s: &str) -> String {
 
 /// `d` grouped in thousands with `decimals` places: `12,345.60`.
 fn grouped(d: Decimal, decimals: u32) -> String {
-    let d = d.abs().round_dp(decimals);
+    let d = d.abs().round_dp_with_strategy(
+        decimals,
+        rust_decimal::RoundingStrategy::MidpointAwayFromZero,
+    );
     let text = format!("{d:.prec$}", prec = decimals as usize);
     let (int, frac) = match text.split_once('.') {
         Some((i, f)) => (i.to_owned(), Some(f.to_owned())),
