@@ -105,6 +105,7 @@ struct Texts {
     change: &'static str,
     reason: &'static str,
     saving: &'static str,
+    a_month: &'static str,
     report: &'static str,
     dashboards: &'static str,
 }
@@ -156,6 +157,7 @@ const EN: Texts = Texts {
     change: "Change",
     reason: "Reason",
     saving: "Saving a month",
+    a_month: "a month",
     report: "Monthly report (CSV)",
     dashboards: "Dashboards",
 };
@@ -207,6 +209,7 @@ const ZH: Texts = Texts {
     change: "调整",
     reason: "原因",
     saving: "每月节省",
+    a_month: "每月",
     report: "月度报告（CSV）",
     dashboards: "仪表板",
 };
@@ -754,7 +757,7 @@ fn savings(h: &mut String, s: &Snapshot, v: &PeriodView, t: &Texts) {
         sv.idle_seats,
         t.idle_seats,
         money(sv.total_usd),
-        t.savings_month
+        t.a_month
     );
     let mut recs: Vec<_> = sv.recommendations.iter().collect();
     recs.sort_by(|a, b| {

@@ -15,6 +15,7 @@ mod deploy;
 mod faults;
 mod fuzz;
 mod identity;
+mod landing;
 mod layout;
 mod ledger;
 mod monitoring;
