@@ -463,29 +463,31 @@ fn measure_scale(
             "a refresh after one file changed gave another answer"
         );
     }
+    let (local_median, duck_median, floor_median) =
+        (median(&engine), median(&duck_times), median(&floor));
+    let mut allocation_json = json!({
+        "result_units": query["users"].as_array().map_or(0, Vec::len),
+        "local_engine_seconds": local_median,
+        "local_engine_runs": engine,
+        "local_process_seconds": median(&walls),
+        "local_process_runs": walls,
+        "local_peak_rss_bytes": rss,
+        "scanned_rows": stats["scanned_rows"],
+        "scanned_bytes": stats["scanned_bytes"],
+        "files": stats["files"],
+        "duckdb_seconds": duck_median,
+        "duckdb": duck,
+        "ratio_local_to_duckdb": local_median / duck_median,
+        "parquet_floor_seconds": floor_median,
+        "parquet_floor_runs": floor,
+        "parquet_floor_rows": floor_rows,
+        "ratio_local_to_floor": local_median / floor_median,
+        "unchanged_refresh_seconds": median(&unchanged),
+        "unchanged_refresh_runs": unchanged,
+        "one_file_changed_refresh_seconds": median(&one_changed),
+    });
     if args.allocation_only {
-        let (local_median, duck_median, floor_median) =
-            (median(&engine), median(&duck_times), median(&floor));
-        return Ok(json!({
-            "users": users,
-            "export": generated,
-            "allocation": {
-                "result_units": query["users"].as_array().map_or(0, Vec::len),
-                "local_engine_seconds": local_median,
-                "local_engine_runs": engine,
-                "local_process_seconds": median(&walls),
-                "local_peak_rss_bytes": rss,
-                "scanned_rows": stats["scanned_rows"],
-                "scanned_bytes": stats["scanned_bytes"],
-                "files": stats["files"],
-                "duckdb_seconds": duck_median,
-                "ratio_local_to_duckdb": local_median / duck_median,
-                "parquet_floor_seconds": floor_median,
-                "ratio_local_to_floor": local_median / floor_median,
-                "unchanged_refresh_seconds": median(&unchanged),
-                "one_file_changed_refresh_seconds": median(&one_changed),
-            },
-        }));
+        return Ok(json!({"users": users, "export": generated, "allocation": allocation_json}));
     }
     let s3 = if args.moto.exists() {
         eprintln!("S3 path: the export in moto's S3 on loopback");
@@ -534,34 +536,11 @@ fn measure_scale(
     let naive_gzip = load(naive.addr, true, args, 0)?;
     drop(naive);
 
-    let local_median = median(&engine);
-    let duck_median = median(&duck_times);
-    let floor_median = median(&floor);
+    allocation_json["s3"] = s3;
     Ok(json!({
         "users": users,
         "export": generated,
-        "allocation": {
-            "result_units": query["users"].as_array().map_or(0, Vec::len),
-            "local_engine_seconds": local_median,
-            "local_engine_runs": engine,
-            "local_process_seconds": median(&walls),
-            "local_process_runs": walls,
-            "local_peak_rss_bytes": rss,
-            "scanned_rows": stats["scanned_rows"],
-            "scanned_bytes": stats["scanned_bytes"],
-            "files": stats["files"],
-            "duckdb_seconds": duck_median,
-            "duckdb": duck,
-            "ratio_local_to_duckdb": local_median / duck_median,
-            "parquet_floor_seconds": floor_median,
-            "parquet_floor_runs": floor,
-            "parquet_floor_rows": floor_rows,
-            "ratio_local_to_floor": local_median / floor_median,
-            "unchanged_refresh_seconds": median(&unchanged),
-            "one_file_changed_refresh_seconds": median(&one_changed),
-            "unchanged_refresh_runs": unchanged,
-            "s3": s3,
-        },
+        "allocation": allocation_json,
         "refresh": {
             "families_seconds": median(&build),
             "encode_seconds": median(&encode),
