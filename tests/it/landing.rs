@@ -109,7 +109,9 @@ fn setup(dir: &Path, locale: &str) -> PathBuf {
              [identity]\ndirectory = {people:?}\nlabels = [\"display_name\"]\n\
              [alerts]\ndashboard_url = \"https://grafana.example.com/d/kiro-cost\"\n\
              [budgets.cost_centers]\n\"CC-1001 Platform\" = 100\n\"CC-1002 Payments\" = 1000000\n\
-             [report]\nlocale = \"{locale}\"\n",
+             [report]\nlocale = \"{locale}\"\n\
+             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"http://127.0.0.1:9\"\n\
+             [cloudwatch]\nenabled = true\nmax_attempts = 1\n",
             cur = cur.display().to_string(),
             activity = cur.join("activity").display().to_string(),
             people = cur.join("activity/people.csv").display().to_string(),
@@ -141,9 +143,25 @@ async fn the_landing_page_in_a_real_browser_shows_the_snapshots_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let config = setup(dir.path(), "en");
     let config_arg = config.to_str().unwrap();
-    let d = Daemon::start(&["--config", config_arg, "--period", "2026-10"], &[]);
+    // CloudWatch points at a closed port: its delivery fails, and the page says so.
+    let aws_env = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ];
+    let d = Daemon::start(&["--config", config_arg, "--period", "2026-10"], &aws_env);
     wait_status(&d.url("/readyz"), 200, 60).await;
-    let json = query_json_with(&["--config", config_arg], &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !String::from_utf8_lossy(&get(&d.url("/"), false).await.unwrap().body)
+        .contains("data-sink=\"cloudwatch\" data-healthy=\"false\"")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the failed CloudWatch delivery never shows; log: {}",
+            d.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let json = query_json_with(&["--config", config_arg], &aws_env);
     assert_json_reconciles(&json);
 
     // The DOM as Chromium built it, and screenshots at desktop and phone width.
@@ -301,8 +319,17 @@ async fn the_landing_page_in_a_real_browser_shows_the_snapshots_numbers() {
     let first_saving = tags(list, "data-usd=")[0];
     close(usd(first_saving), best, "largest saving");
 
-    // Freshness, links, currency.
+    // Freshness, sinks, links, currency.
     assert!(by_id(&dom, "last-refresh").contains("<time datetime=\""));
+    let sinks = by_id(&dom, "sinks");
+    assert!(
+        sinks.contains("data-sink=\"cloudwatch\" data-healthy=\"false\""),
+        "{sinks}"
+    );
+    assert!(
+        !sinks.contains("secret") && !sinks.contains("AWS_SECRET"),
+        "{sinks}"
+    );
     assert!(dom.contains("data-cur-as-of=\"2026-10\""));
     assert!(dom.contains("href=\"/metrics\""));
     assert!(dom.contains("href=\"https://grafana.example.com/d/kiro-cost\""));
