@@ -412,7 +412,7 @@ fn freshness(h: &mut String, s: &Snapshot, health: &Health, t: &Texts) {
                     .map_or_else(String::new, |(at, e)| format!(
                         "{} {}",
                         time(*at),
-                        escape(e)
+                        escape(&truncate(e, 240))
                     ))
             );
         }
