@@ -681,6 +681,15 @@ impl Source for LocalSource {
         while cache.results.len() > CACHED_PERIODS {
             cache.results.pop_first();
         }
+        // Footers and per-file groups of periods no longer kept go with them.
+        let kept: Vec<String> = cache
+            .results
+            .keys()
+            .map(|p| format!("{PARTITION_COLUMN}={p}/"))
+            .collect();
+        let of_kept = |key: &str| kept.iter().any(|k| key.contains(k.as_str()));
+        cache.partials.retain(|k, _| of_kept(k));
+        cache.footers.retain(|k, _| of_kept(k));
         Ok(allocation)
     }
 
