@@ -479,9 +479,11 @@ fn period(
     h.push_str("</div><div>");
     budgets(h, v, settings, t);
     h.push_str("</div></div><div class=\"grid\"><div>");
-    top_users(h, s, v, t);
+    // One pass over the units gives both per-seat lists.
+    let mut seats = seats(v);
+    top_users(h, s, v, &mut seats, t);
     h.push_str("</div><div>");
-    near_limit(h, s, v, t);
+    near_limit(h, s, v, &seats, t);
     h.push_str("</div></div>");
     savings(h, s, v, t);
     h.push_str("</section>");
@@ -680,9 +682,8 @@ fn seats(v: &PeriodView) -> Vec<Seat<'_>> {
     by.into_values().filter(|s| !s.key.2.is_empty()).collect()
 }
 
-fn top_users(h: &mut String, s: &Snapshot, v: &PeriodView, t: &Texts) {
+fn top_users(h: &mut String, s: &Snapshot, v: &PeriodView, all: &mut [Seat<'_>], t: &Texts) {
     let p = v.allocation.period;
-    let mut all = seats(v);
     all.sort_by(|a, b| b.total.cmp(&a.total).then(a.key.cmp(&b.key)));
     let _ = write!(
         h,
@@ -705,10 +706,10 @@ fn top_users(h: &mut String, s: &Snapshot, v: &PeriodView, t: &Texts) {
     h.push_str("</tbody></table></div>");
 }
 
-fn near_limit(h: &mut String, s: &Snapshot, v: &PeriodView, t: &Texts) {
+fn near_limit(h: &mut String, s: &Snapshot, v: &PeriodView, seats: &[Seat<'_>], t: &Texts) {
     let p = v.allocation.period;
-    let mut near: Vec<(Seat<'_>, Decimal, Decimal)> = seats(v)
-        .into_iter()
+    let mut near: Vec<(&Seat<'_>, Decimal, Decimal)> = seats
+        .iter()
         .filter_map(|seat| {
             let included = v.plans.by_name(seat.plan)?.included_credits;
             if included <= Decimal::ZERO {

@@ -459,14 +459,9 @@ impl LocalSource {
         rendered: &sql::Rendered,
     ) -> Result<Vec<RecordBatch>, datafusion::error::DataFusionError> {
         let ctx = self.session(objects, schema)?;
-        let params: Vec<ScalarValue> = rendered
-            .params
-            .iter()
-            .map(|p| ScalarValue::Utf8(Some(p.clone())))
-            .collect();
         ctx.sql(&rendered.sql)
             .await?
-            .with_param_values(params)?
+            .with_param_values(param_values(rendered))?
             .collect()
             .await
     }
@@ -566,12 +561,10 @@ impl LocalSource {
             Some(b) => b.schema(),
             None => {
                 let ctx = self.session(&files.objects, &files.schema)?;
-                let params: Vec<ScalarValue> = partial
-                    .params
-                    .iter()
-                    .map(|p| ScalarValue::Utf8(Some(p.clone())))
-                    .collect();
-                let df = ctx.sql(&partial.sql).await?.with_param_values(params)?;
+                let df = ctx
+                    .sql(&partial.sql)
+                    .await?
+                    .with_param_values(param_values(&partial))?;
                 Arc::new(df.schema().as_arrow().clone())
             }
         };
@@ -587,6 +580,15 @@ impl LocalSource {
             .await?;
         Ok((result, scanned))
     }
+}
+
+/// The parameters of `rendered` as DataFusion values, in placeholder order.
+fn param_values(rendered: &sql::Rendered) -> Vec<ScalarValue> {
+    rendered
+        .params
+        .iter()
+        .map(|p| ScalarValue::Utf8(Some(p.clone())))
+        .collect()
 }
 
 fn check_type(file: &Path, field: &Field) -> Result<(), SourceError> {

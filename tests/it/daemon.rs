@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read as _;
 
-use kiro_cost_exporter::allocation::PlanTable;
+use kiro_cost_exporter::allocation::{PlanTable, cost_center_label};
 use kiro_cost_exporter::curgen::{self, GenSpec};
 
 use crate::support::*;
@@ -67,7 +67,7 @@ async fn metrics_equal_query_output() {
             ("account_id", s("account_id")),
             ("region", s("region")),
             ("user_id", s("user_id")),
-            ("cost_center", sink_name(s("cost_center"))),
+            ("cost_center", cost_center_label(s("cost_center"))),
             ("plan", s("plan")),
             ("billing_period", "2026-10"),
         ];
@@ -99,7 +99,7 @@ async fn metrics_equal_query_output() {
         }
     }
     for cc in json["cost_centers"].as_array().unwrap() {
-        let name = sink_name(cc["cost_center"].as_str().unwrap());
+        let name = cost_center_label(cc["cost_center"].as_str().unwrap());
         let l = [("billing_period", "2026-10"), ("cost_center", name)];
         close(
             value(&m, "kiro_cost_center_cost_usd", &l).unwrap(),
@@ -614,13 +614,4 @@ async fn per_user_series_can_be_switched_off_leaving_the_roll_ups() {
         Some(24.0)
     );
     assert_eq!(value(&m, "kiro_untagged_users", &p), Some(1.0));
-}
-
-/// `query` JSON keeps untagged cost as `""`; every sink names it "untagged".
-fn sink_name(cost_center: &str) -> &str {
-    if cost_center.is_empty() {
-        "untagged"
-    } else {
-        cost_center
-    }
 }
