@@ -163,6 +163,8 @@ pub struct Telemetry {
     closed_revisions: prometheus::IntCounter,
     activity_malformed: Gauge,
     identity_lookups: IntCounterVec,
+    web_config_reload_ok: Gauge,
+    web_config_reload_at: Gauge,
     budget_limit: GaugeVec,
     budget_actual: GaugeVec,
     budget_forecast: GaugeVec,
@@ -297,6 +299,19 @@ impl Telemetry {
         for result in ["success", "not_found", "failure"] {
             identity_lookups.with_label_values(&[result]).inc_by(0);
         }
+        // Named as Prometheus names its own configuration reloads.
+        let web_config_reload_ok = gauge(
+            &r,
+            "kiro_exporter_web_config_last_reload_successful",
+            "Whether the last reading of the web config file (and the files it names) succeeded; 0 keeps the previous settings in force.",
+        )?;
+        web_config_reload_ok.set(1.0);
+        let web_config_reload_at = gauge(
+            &r,
+            "kiro_exporter_web_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful reading of the web config file (the start, until it changes).",
+        )?;
+        web_config_reload_at.set(Utc::now().timestamp_millis() as f64 / 1000.0);
         let budget = |name: &str, help: &str| gauge_vec(&r, name, help, &["budget", "cost_center"]);
         let budget_limit = budget(
             "kiro_budget_limit_usd",
@@ -328,6 +343,8 @@ impl Telemetry {
             closed_revisions,
             activity_malformed,
             identity_lookups,
+            web_config_reload_ok,
+            web_config_reload_at,
             budget_limit,
             budget_actual,
             budget_forecast,
@@ -390,6 +407,16 @@ impl Telemetry {
             self.identity_lookups
                 .with_label_values(&[result])
                 .inc_by(n as u64);
+        }
+    }
+
+    /// The web config was read again: successfully (now in force) or not (the previous one
+    /// stays).
+    pub fn record_web_config_reload(&self, ok: bool) {
+        self.web_config_reload_ok.set(if ok { 1.0 } else { 0.0 });
+        if ok {
+            self.web_config_reload_at
+                .set(Utc::now().timestamp_millis() as f64 / 1000.0);
         }
     }
 

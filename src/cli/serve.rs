@@ -226,7 +226,7 @@ async fn refresher(settings: &Settings) -> anyhow::Result<Refresher> {
 /// Runs the refresh loop and the HTTP server until SIGTERM or SIGINT.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let serve_options = settings.server.serve_options()?;
-    let scheme = if serve_options.security.tls.is_some() {
+    let scheme = if serve_options.security.current().tls.is_some() {
         "https"
     } else {
         "http"
@@ -239,6 +239,17 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let refresher = refresher(&settings).await?;
     let state = refresher.state();
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (telemetry, republish) = (refresher.telemetry(), refresher.republisher());
+    let mut watch_stop = stopped.clone();
+    let web_config_watch = tokio::spawn(serve_options.security.clone().watch(
+        move |ok| {
+            telemetry.record_web_config_reload(ok);
+            republish.notify_one();
+        },
+        async move {
+            let _ = watch_stop.wait_for(|s| *s).await;
+        },
+    ));
     let refresh_loop = tokio::spawn(refresher.run(stopped.clone()));
     let mut server_stop = stopped.clone();
     let server = tokio::spawn(server::serve(
@@ -269,6 +280,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let _ = stop.send(true);
     let _ = refresh_loop.await;
     let _ = server.await;
+    let _ = web_config_watch.await;
     tracing::info!("stopped");
     Ok(())
 }

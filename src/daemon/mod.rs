@@ -75,6 +75,9 @@ pub struct Refresher {
     prometheus: prom::PrometheusSettings,
     last_error: Option<String>,
     after_refresh: Option<Box<dyn Fn() + Send + Sync>>,
+    /// Asks for the exposition to be encoded again between refreshes (the exporter's own
+    /// metrics changed, e.g. a web config reload).
+    republish: Arc<tokio::sync::Notify>,
     /// What the landing page shows besides the snapshot.
     landing: landing::LandingSettings,
     /// Each sink's last success and last error, for the landing page.
@@ -115,6 +118,7 @@ impl Refresher {
             prometheus: prom::PrometheusSettings::default(),
             last_error: None,
             after_refresh: None,
+            republish: Arc::new(tokio::sync::Notify::new()),
             landing: landing::LandingSettings::default(),
             sink_health: BTreeMap::new(),
         })
@@ -164,6 +168,17 @@ impl Refresher {
     pub fn with_prometheus(mut self, settings: prom::PrometheusSettings) -> Self {
         self.prometheus = settings;
         self
+    }
+
+    /// Notifying this encodes the exposition again with the exporter's own metrics as they are
+    /// now, without waiting for the next refresh.
+    pub fn republisher(&self) -> Arc<tokio::sync::Notify> {
+        self.republish.clone()
+    }
+
+    /// The exporter's own metrics.
+    pub fn telemetry(&self) -> Arc<Telemetry> {
+        self.telemetry.clone()
     }
 
     /// The state the HTTP server reads.
@@ -402,9 +417,17 @@ impl Refresher {
                 hook();
             }
             tracing::debug!(?delay, "next refresh");
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                _ = shutdown.wait_for(|s| *s) => return,
+            let next = tokio::time::Instant::now() + delay;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(next) => break,
+                    () = self.republish.notified() => {
+                        if let Err(e) = self.publish() {
+                            tracing::warn!("cannot encode the exposition again: {e}");
+                        }
+                    }
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
             }
         }
     }

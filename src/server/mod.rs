@@ -8,6 +8,9 @@
 //! drains open connections on shutdown.
 
 pub mod auth;
+pub mod reload;
+pub mod tls;
+pub mod web_config;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,15 +24,17 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 use crate::config_error::{ConfigError, ensure};
-use auth::{Access, WebConfigError, WebSecurity};
+use auth::{Access, WebSecurity};
+use reload::LiveSecurity;
+use web_config::{WebConfigError, WebSources};
 
 /// Default port: outside the fully allocated 9100–9999 exporter range.
 pub const DEFAULT_PORT: u16 = 19877;
@@ -104,20 +109,25 @@ impl ServerSettings {
         )
     }
 
+    /// Where the endpoints' security comes from (the web configuration and token files).
+    pub fn web_sources(&self) -> WebSources {
+        let path = |p: &Path| (!p.as_os_str().is_empty()).then(|| p.to_owned());
+        WebSources {
+            web_config: path(&self.web_config_file),
+            bearer_token_file: path(&self.bearer_token_file),
+            open_paths: self.unauthenticated_paths.clone(),
+        }
+    }
+
     /// Reads the web configuration and bearer token files into what the server enforces.
     pub fn security(&self) -> Result<WebSecurity, WebConfigError> {
-        let path = |p: &Path| (!p.as_os_str().is_empty()).then(|| p.to_owned());
-        WebSecurity::load(
-            path(&self.web_config_file).as_deref(),
-            path(&self.bearer_token_file).as_deref(),
-            self.unauthenticated_paths.clone(),
-        )
+        self.web_sources().load()
     }
 
     /// What the listener runs with (reads the web configuration and token files).
     pub fn serve_options(&self) -> Result<ServeOptions, WebConfigError> {
         Ok(ServeOptions {
-            security: Arc::new(self.security()?),
+            security: Arc::new(LiveSecurity::load(self.web_sources())?),
             max_connections: self.max_connections,
             header_read_timeout: self.header_read_timeout,
             grace: self.shutdown_grace,
@@ -242,6 +252,15 @@ pub async fn handle_secured<B>(
     };
     let mut r = match access {
         Access::Allowed => handle(req, state),
+        // As exporter-toolkit: before credentials and without the extra headers.
+        Access::RateLimited => {
+            return response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "text/plain; charset=utf-8",
+                Bytes::from_static(b"Too Many Requests\n"),
+                req.method() == Method::HEAD,
+            );
+        }
         Access::Denied => {
             let mut r = response(
                 StatusCode::UNAUTHORIZED,
@@ -352,7 +371,8 @@ pub fn handle<B>(req: &Request<B>, state: &State) -> Response<Full<Bytes>> {
 /// Limits and protection of the listener.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    pub security: Arc<WebSecurity>,
+    /// The endpoints' security as the files say now (read again when they change).
+    pub security: Arc<LiveSecurity>,
     /// Connections served at once; further clients wait in the listen backlog.
     pub max_connections: usize,
     /// Time a client has for the TLS handshake and for each request's headers.
@@ -365,8 +385,10 @@ pub struct ServeOptions {
 /// limit, which must be at least 8 KiB).
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
-/// Serves HTTP (or HTTPS, when the web configuration has TLS) on `listener` until `shutdown`
-/// resolves, then stops accepting and gives open connections `grace` to finish.
+/// Serves HTTP (or HTTPS, when the web configuration has TLS; HTTP/2 too where the client
+/// offers it and `http_server_config.http2` allows) on `listener` until `shutdown` resolves,
+/// then stops accepting and gives open connections `grace` to finish. Each connection takes
+/// the security in force when it is accepted, each request the one in force when it arrives.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<State>,
@@ -375,11 +397,7 @@ pub async fn serve(
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let permits = Arc::new(tokio::sync::Semaphore::new(options.max_connections.max(1)));
-    let tls = options
-        .security
-        .tls
-        .clone()
-        .map(tokio_rustls::TlsAcceptor::from);
+    let refusals = Arc::new(HandshakeRefusals::default());
     tokio::pin!(shutdown);
     loop {
         // Wait for a free connection slot before accepting: excess clients queue in the
@@ -402,46 +420,17 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                let security = options.security.clone();
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let (state, security) = (state.clone(), security.clone());
-                    async move { Ok::<_, Infallible>(handle_secured(&req, &state, &security).await) }
-                });
-                let mut http = http1::Builder::new();
-                http.timer(TokioTimer::new())
-                    .header_read_timeout(options.header_read_timeout)
-                    .max_buf_size(MAX_HEADER_BYTES);
+                let connection = Connection {
+                    state: state.clone(),
+                    live: options.security.clone(),
+                    header_read_timeout: options.header_read_timeout,
+                    refusals: refusals.clone(),
+                    peer,
+                };
                 let watcher = graceful.watcher();
-                let tls = tls.clone();
-                let handshake_timeout = options.header_read_timeout;
                 tokio::spawn(async move {
                     let _permit = permit;
-                    let result = match tls {
-                        None => watcher.watch(http.serve_connection(TokioIo::new(stream), svc)).await,
-                        Some(acceptor) => {
-                            let handshake =
-                                tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
-                            match handshake {
-                                Ok(Ok(tls_stream)) => {
-                                    watcher
-                                        .watch(http.serve_connection(TokioIo::new(tls_stream), svc))
-                                        .await
-                                }
-                                Ok(Err(e)) => {
-                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                    return;
-                                }
-                                Err(_) => {
-                                    tracing::debug!(%peer, "TLS handshake timed out");
-                                    return;
-                                }
-                            }
-                        }
-                    };
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
+                    connection.run(stream, watcher).await;
                 });
             }
             () = &mut shutdown => break,
@@ -456,6 +445,119 @@ pub async fn serve(
             grace = ?options.grace,
             "connections still open after the grace period; closing them"
         );
+    }
+}
+
+/// One accepted connection.
+struct Connection {
+    state: Arc<State>,
+    live: Arc<LiveSecurity>,
+    header_read_timeout: Duration,
+    refusals: Arc<HandshakeRefusals>,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    async fn run(
+        self,
+        stream: tokio::net::TcpStream,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
+        let peer = self.peer;
+        let (state, live) = (self.state.clone(), self.live.clone());
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let (state, security) = (state.clone(), live.current());
+            async move { Ok::<_, Infallible>(handle_secured(&req, &state, &security).await) }
+        });
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout)
+            .max_buf_size(MAX_HEADER_BYTES);
+        let Some(tls) = self.live.current().tls.clone() else {
+            let result = watcher
+                .watch(http.serve_connection(TokioIo::new(stream), svc))
+                .await;
+            log_connection_end(peer, result);
+            return;
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let handshake = tokio::time::timeout(self.header_read_timeout, acceptor.accept(stream));
+        let tls_stream = match handshake.await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                self.refusals.record(peer, &e);
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+            let mut h2 = http2::Builder::new(TokioExecutor::new());
+            h2.timer(TokioTimer::new())
+                .max_header_list_size(MAX_HEADER_BYTES as u32);
+            let result = watcher
+                .watch(h2.serve_connection(TokioIo::new(tls_stream), svc))
+                .await;
+            log_connection_end(peer, result);
+        } else {
+            let result = watcher
+                .watch(http.serve_connection(TokioIo::new(tls_stream), svc))
+                .await;
+            log_connection_end(peer, result);
+        }
+    }
+}
+
+fn log_connection_end(peer: SocketAddr, result: Result<(), hyper::Error>) {
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Refused TLS handshakes an operator can fix (a client certificate not accepted, no common
+/// version, suite or curve, plain HTTP on the TLS port) are logged at WARN once per reason and
+/// client address every [`HandshakeRefusals::EVERY`]; the rest (a client that hung up) at DEBUG.
+#[derive(Debug, Default)]
+struct HandshakeRefusals {
+    logged: std::sync::Mutex<std::collections::HashMap<(std::net::IpAddr, String), std::time::Instant>>,
+}
+
+impl HandshakeRefusals {
+    const EVERY: Duration = Duration::from_secs(600);
+    /// Reasons remembered at most; beyond, the oldest memory is dropped.
+    const KEPT: usize = 1024;
+
+    fn record(&self, peer: SocketAddr, e: &std::io::Error) {
+        let Some(tls_error) = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        else {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        };
+        let reason = tls_error.to_string();
+        let now = std::time::Instant::now();
+        let Ok(mut logged) = self.logged.lock() else {
+            return;
+        };
+        let key = (peer.ip(), reason);
+        if logged
+            .get(&key)
+            .is_some_and(|at| now.duration_since(*at) < Self::EVERY)
+        {
+            tracing::debug!(%peer, error = %key.1, "TLS handshake refused");
+            return;
+        }
+        if logged.len() >= Self::KEPT {
+            logged.retain(|_, at| now.duration_since(*at) < Self::EVERY);
+            if logged.len() >= Self::KEPT {
+                logged.clear();
+            }
+        }
+        tracing::warn!(client = %peer.ip(), error = %key.1, "TLS handshake refused (logged once per client and reason every 10 minutes)");
+        logged.insert(key, now);
     }
 }
 
