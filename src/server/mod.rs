@@ -521,7 +521,8 @@ fn log_connection_end(peer: SocketAddr, result: Result<(), hyper::Error>) {
 /// client address every [`HandshakeRefusals::EVERY`]; the rest (a client that hung up) at DEBUG.
 #[derive(Debug, Default)]
 struct HandshakeRefusals {
-    logged: std::sync::Mutex<std::collections::HashMap<(std::net::IpAddr, String), std::time::Instant>>,
+    logged:
+        std::sync::Mutex<std::collections::HashMap<(std::net::IpAddr, String), std::time::Instant>>,
 }
 
 impl HandshakeRefusals {

@@ -52,7 +52,11 @@ impl LiveSecurity {
     pub fn load(sources: WebSources) -> Result<Self, WebConfigError> {
         let mut files = Vec::new();
         let security = sources.load_noting(&mut files)?;
-        let digest = digest(sources.own_files().chain(files.iter().map(PathBuf::as_path)));
+        let digest = digest(
+            sources
+                .own_files()
+                .chain(files.iter().map(PathBuf::as_path)),
+        );
         Ok(Self {
             sources,
             current: ArcSwap::from_pointee(security),
@@ -139,7 +143,9 @@ impl LiveSecurity {
                     report(true);
                 }
                 Reload::Failed(e) => {
-                    tracing::error!("web config not reloaded, the previous one stays in force: {e}");
+                    tracing::error!(
+                        "web config not reloaded, the previous one stays in force: {e}"
+                    );
                     report(false);
                 }
             }

@@ -171,7 +171,11 @@ fn cipher_suite(name: &str) -> Result<Option<SupportedCipherSuite>, String> {
                  no CBC suites); list the GCM or CHACHA20_POLY1305 suites"
             ));
         }
-        other => return Err(format!("tls_server_config.cipher_suites: unknown cipher {other}")),
+        other => {
+            return Err(format!(
+                "tls_server_config.cipher_suites: unknown cipher {other}"
+            ));
+        }
     }))
 }
 
@@ -229,8 +233,12 @@ impl Files<'_> {
 
     fn bytes(&mut self, key: &str, p: &str) -> Result<Vec<u8>, String> {
         let full = self.path(p);
-        std::fs::read(&full)
-            .map_err(|e| format!("tls_server_config.{key}: cannot read {}: {e}", full.display()))
+        std::fs::read(&full).map_err(|e| {
+            format!(
+                "tls_server_config.{key}: cannot read {}: {e}",
+                full.display()
+            )
+        })
     }
 }
 
@@ -245,7 +253,23 @@ pub(super) fn server_config(
     http: &HttpOptions,
     files: &mut Files<'_>,
 ) -> Result<rustls::ServerConfig, String> {
-    // exporter-toolkit's order: the certificate and key are named, then read, then the rest.
+    // exporter-toolkit's order: names of versions, suites and curves (checked as it parses
+    // the file), then the certificate and key (named, then read), then the client policy.
+    let min = tls_version(t.min_version.as_deref().unwrap_or("TLS12"), "min_version")?;
+    let max = tls_version(t.max_version.as_deref().unwrap_or("TLS13"), "max_version")?;
+    let mut tls12_suites = Vec::new();
+    for name in &t.cipher_suites {
+        if let Some(s) = cipher_suite(name)?
+            && !tls12_suites.contains(&s)
+        {
+            tls12_suites.push(s);
+        }
+    }
+    let groups: Vec<&'static dyn SupportedKxGroup> = t
+        .curve_preferences
+        .iter()
+        .map(|c| curve(c))
+        .collect::<Result<_, _>>()?;
     if t.cert_file.is_empty() && t.cert.is_empty() {
         return Err("tls_server_config: missing one of cert or cert_file".into());
     }
@@ -262,7 +286,11 @@ pub(super) fn server_config(
         (false, true) => files.bytes("key_file", &t.key_file)?,
         _ => t.key.as_bytes().to_vec(),
     };
-    let cert_key = if t.cert.is_empty() { "cert_file" } else { "cert" };
+    let cert_key = if t.cert.is_empty() {
+        "cert_file"
+    } else {
+        "cert"
+    };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("tls_server_config.{cert_key}: {e}"))?;
@@ -275,8 +303,6 @@ pub(super) fn server_config(
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| format!("tls_server_config.{key_key}: no PEM private key in it ({e})"))?;
 
-    let min = tls_version(t.min_version.as_deref().unwrap_or("TLS12"), "min_version")?;
-    let max = tls_version(t.max_version.as_deref().unwrap_or("TLS13"), "max_version")?;
     let tls12_allowed = min.version == rustls::ProtocolVersion::TLSv1_2;
     let versions: Vec<&'static rustls::SupportedProtocolVersion> = match (
         min.version == rustls::ProtocolVersion::TLSv1_2,
@@ -299,13 +325,7 @@ pub(super) fn server_config(
             .copied()
             .filter(|s| s.version() == &rustls::version::TLS13)
             .collect();
-        for name in &t.cipher_suites {
-            if let Some(s) = cipher_suite(name)? {
-                if !chosen.contains(&s) {
-                    chosen.push(s);
-                }
-            }
-        }
+        chosen.extend(tls12_suites);
         if tls12_allowed && http.http2 {
             // Go's HTTP/2 server refuses a TLS 1.2 suite list without the suite HTTP/2 requires.
             let required = [
@@ -324,12 +344,8 @@ pub(super) fn server_config(
         }
         provider.cipher_suites = chosen;
     }
-    if !t.curve_preferences.is_empty() {
-        provider.kx_groups = t
-            .curve_preferences
-            .iter()
-            .map(|c| curve(c))
-            .collect::<Result<_, _>>()?;
+    if !groups.is_empty() {
+        provider.kx_groups = groups;
     }
     let provider = Arc::new(provider);
 
@@ -405,6 +421,8 @@ struct ClientVerifier {
     anchors: Vec<CertificateDer<'static>>,
     /// Subjects of the client CAs, sent as hints (Go sends its ClientCAs' subjects).
     hints: Vec<DistinguishedName>,
+    /// The client CAs' subjects as DER, to tell an unknown issuer from a known one.
+    anchor_subjects: Vec<Vec<u8>>,
     allowed_sans: Option<Vec<String>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
@@ -428,7 +446,11 @@ impl ClientVerifier {
             }
             return Ok(None);
         }
-        let ca_key = if ca_file { "client_ca_file" } else { "client_ca" };
+        let ca_key = if ca_file {
+            "client_ca_file"
+        } else {
+            "client_ca"
+        };
         let mut anchors = Vec::new();
         if let Some(pem) = ca_pem {
             for c in CertificateDer::pem_slice_iter(pem) {
@@ -442,6 +464,11 @@ impl ClientVerifier {
             })?;
         }
         let hints = roots.subjects();
+        let anchor_subjects = anchors
+            .iter()
+            .filter_map(|a| x509_parser::parse_x509_certificate(a).ok())
+            .map(|(_, c)| c.subject().as_raw().to_vec())
+            .collect();
         let chains = if mode.verifies() {
             if ca_pem.is_none() {
                 // Go verifies against the system's roots when no client CA is given.
@@ -474,6 +501,7 @@ impl ClientVerifier {
             chains,
             anchors,
             hints,
+            anchor_subjects,
             allowed_sans,
             algorithms: provider.signature_verification_algorithms,
         }))
@@ -524,17 +552,34 @@ fn check_anchor_as_client(der: &[u8], now: UnixTime) -> Result<(), Error> {
     if secs > validity.not_after.timestamp() {
         return Err(Error::InvalidCertificate(CertificateError::Expired));
     }
-    if let Ok(Some(eku)) = cert.extended_key_usage() {
-        if !(eku.value.any || eku.value.client_auth) {
-            return Err(Error::InvalidCertificate(
-                CertificateError::InvalidPurposeContext {
-                    required: rustls::ExtendedKeyPurpose::ClientAuth,
-                    presented: Vec::new(),
-                },
-            ));
-        }
+    if let Ok(Some(eku)) = cert.extended_key_usage()
+        && !(eku.value.any || eku.value.client_auth)
+    {
+        return Err(Error::InvalidCertificate(
+            CertificateError::InvalidPurposeContext {
+                required: rustls::ExtendedKeyPurpose::ClientAuth,
+                presented: Vec::new(),
+            },
+        ));
     }
     Ok(())
+}
+
+impl ClientVerifier {
+    /// A CA certificate (self-signed, what `openssl req -x509` makes) that no client CA
+    /// issued, while client CAs are named.
+    fn is_unknown_ca(&self, der: &[u8]) -> bool {
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+            return false;
+        };
+        let is_ca = matches!(cert.basic_constraints(), Ok(Some(bc)) if bc.value.ca);
+        !self.anchor_subjects.is_empty()
+            && is_ca
+            && !self
+                .anchor_subjects
+                .iter()
+                .any(|s| s.as_slice() == cert.issuer().as_raw())
+    }
 }
 
 impl ClientCertVerifier for ClientVerifier {
@@ -560,10 +605,19 @@ impl ClientCertVerifier for ClientVerifier {
     ) -> Result<ClientCertVerified, Error> {
         match &self.chains {
             Chains::Unverified => {}
-            Chains::Nothing => return Err(Error::InvalidCertificate(CertificateError::UnknownIssuer)),
+            Chains::Nothing => {
+                return Err(Error::InvalidCertificate(CertificateError::UnknownIssuer));
+            }
             Chains::To(chains) => {
-                if self.anchors.iter().any(|a| a.as_ref() == end_entity.as_ref()) {
+                if self
+                    .anchors
+                    .iter()
+                    .any(|a| a.as_ref() == end_entity.as_ref())
+                {
                     check_anchor_as_client(end_entity, now)?;
+                } else if self.is_unknown_ca(end_entity) {
+                    // webpki would say "CA used as end entity"; Go says what matters here.
+                    return Err(Error::InvalidCertificate(CertificateError::UnknownIssuer));
                 } else {
                     chains.verify_client_cert(end_entity, intermediates, now)?;
                 }

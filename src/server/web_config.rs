@@ -233,8 +233,8 @@ fn load_web_config(
                 base: path.parent().unwrap_or(Path::new(".")),
                 read: files,
             };
-            let config = tls::server_config(t, &tls::HttpOptions { http2 }, &mut reader)
-                .map_err(invalid)?;
+            let config =
+                tls::server_config(t, &tls::HttpOptions { http2 }, &mut reader).map_err(invalid)?;
             s.tls = Some(std::sync::Arc::new(config));
         } else if let Some(key) = t.tls_only_keys().first() {
             // exporter-toolkit would serve plain HTTP and drop the key; say so instead.
@@ -328,11 +328,7 @@ mod tests {
             ("1h", 3_600_000),
             ("250us", 0),
         ] {
-            assert_eq!(
-                parse_go_duration(text).unwrap().as_millis(),
-                ms,
-                "{text}"
-            );
+            assert_eq!(parse_go_duration(text).unwrap().as_millis(), ms, "{text}");
         }
         for bad in ["", "1", "1d", "s", "-1s", "1 s", "1.2.3s"] {
             assert!(parse_go_duration(bad).is_err(), "{bad}");

@@ -26,3 +26,4 @@ mod soak;
 mod support;
 mod totals;
 mod web;
+mod web_config;

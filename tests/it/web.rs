@@ -339,7 +339,7 @@ async fn tls_with_minimum_version_and_basic_auth() {
 fn bad_web_configs_are_named_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let cases: &[(&str, &str)] = &[
-        ("rate_limit:\n  interval: 1s\n", "rate_limit"),
+        ("rate_limit:\n  burst: 2\n", "rate_limit.burst"),
         (
             "basic_auth_users:\n  alice: plaintext\n",
             "basic_auth_users.alice",
