@@ -11,11 +11,9 @@ use base64::Engine as _;
 use hyper::header::{self, HeaderName, HeaderValue};
 
 /// What the server enforces; the default enforces nothing (plain HTTP, no authentication).
-#[derive(Clone)]
 pub struct WebSecurity {
+    /// TLS, with HTTP/2 offered by ALPN unless `http_server_config.http2` is false.
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// Whether HTTP/2 is offered over TLS (`http_server_config.http2`).
-    pub http2: bool,
     /// User name to bcrypt hash.
     pub(super) users: BTreeMap<String, String>,
     pub(super) bearer_token: Option<String>,
@@ -97,12 +95,6 @@ impl RateLimit {
     }
 }
 
-impl Clone for RateLimit {
-    fn clone(&self) -> Self {
-        Self::new(self.interval, self.burst)
-    }
-}
-
 impl std::fmt::Debug for WebSecurity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // No hashes, no token.
@@ -133,7 +125,6 @@ impl WebSecurity {
     pub fn open(open_paths: Vec<String>) -> Self {
         Self {
             tls: None,
-            http2: true,
             users: BTreeMap::new(),
             bearer_token: None,
             open_paths,

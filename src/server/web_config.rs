@@ -226,7 +226,6 @@ fn load_web_config(
     let file = parse(&text).map_err(invalid)?;
     let http = file.http_server_config.unwrap_or_default();
     let http2 = http.http2.unwrap_or(true);
-    s.http2 = http2;
     if let Some(t) = &file.tls_server_config {
         if t.is_enabled() {
             let mut reader = tls::Files {
