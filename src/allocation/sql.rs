@@ -33,7 +33,7 @@ pub enum Dialect {
 pub const MAP_VALUE: &str = "map_value";
 
 /// The cost column the allocation sums.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum CostColumn {
     /// `line_item_unblended_cost`: what was billed before discounts.
     #[default]
@@ -83,7 +83,7 @@ pub const OPTIONAL_COLUMNS: &[&str] = &[
 ];
 
 /// Which optional columns an export has (learned from its files or its table).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Columns {
     pub user_identifier: bool,
     pub resource_id: bool,

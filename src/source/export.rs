@@ -331,15 +331,61 @@ impl Export {
     }
 }
 
-/// Byte ranges of one object, for reading a Parquet footer through the store.
+/// Byte ranges of one object, for reading a Parquet file (its footer, then the pages the scan
+/// needs) through the store: one ranged GET per range, several at once.
+#[derive(Clone)]
 pub struct Ranges {
     store: Arc<dyn ObjectStore>,
     key: Key,
+    size: u64,
 }
 
 impl Ranges {
-    pub fn new(store: Arc<dyn ObjectStore>, key: Key) -> Self {
-        Self { store, key }
+    /// The object `key` of `size` bytes.
+    pub fn new(store: Arc<dyn ObjectStore>, key: Key, size: u64) -> Self {
+        Self { store, key, size }
+    }
+}
+
+impl parquet::arrow::async_reader::AsyncFileReader for Ranges {
+    fn get_bytes(
+        &mut self,
+        range: Range<u64>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        parquet::arrow::async_reader::MetadataFetch::fetch(self, range)
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        use futures::FutureExt;
+        async move {
+            self.store
+                .get_ranges(&self.key, &ranges)
+                .await
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a parquet::arrow::arrow_reader::ArrowReaderOptions>,
+    ) -> futures::future::BoxFuture<
+        'a,
+        parquet::errors::Result<Arc<parquet::file::metadata::ParquetMetaData>>,
+    > {
+        use futures::FutureExt;
+        async move {
+            let size = self.size;
+            let md = parquet::file::metadata::ParquetMetaDataReader::new()
+                .with_prefetch_hint(Some(64 * 1024))
+                .load_and_finish(self.clone(), size)
+                .await?;
+            Ok(Arc::new(md))
+        }
+        .boxed()
     }
 }
 

@@ -33,6 +33,7 @@ use parquet::file::metadata::ParquetMetaDataReader;
 use rust_decimal::Decimal;
 
 use super::export::{Export, Object};
+use super::scan;
 use super::{Inspection, Source, SourceError};
 use crate::allocation::row::{Cell, Col, Kind, RowBuilder};
 use crate::allocation::sql::{self, Columns, Dialect, QuerySpec};
@@ -41,8 +42,6 @@ use crate::period::BillingPeriod;
 
 pub use crate::period::PARTITION_COLUMN;
 const TABLE: &str = "cur";
-/// The table of every file's per-seat groups the result is merged from.
-const PARTIALS: &str = "partials";
 const RESULT_SCALE: i8 = 10;
 
 /// Allocation over a CUR 2.0 export (local disk or S3) with DataFusion.
@@ -70,13 +69,13 @@ struct Cache {
     partials: std::collections::HashMap<String, Partial>,
 }
 
-/// One file's per-seat groups, valid for the file's version and the query that made them.
+/// One file's per-seat groups, valid for the file's version and the scan that made them.
 #[derive(Debug)]
 struct Partial {
     version: Version,
-    /// Hash of the partial query's text, parameters and table schema.
+    /// Hash of the scan's settings and the table schema.
     query: u64,
-    batches: Vec<RecordBatch>,
+    groups: Arc<scan::FileGroups>,
 }
 
 /// A file's version as listed: size, ETag (or the file system's equivalent), modification
@@ -101,13 +100,7 @@ impl Cache {
         let partials: usize = self
             .partials
             .iter()
-            .map(|(k, p)| {
-                k.len()
-                    + p.batches
-                        .iter()
-                        .map(RecordBatch::get_array_memory_size)
-                        .sum::<usize>()
-            })
+            .map(|(k, p)| k.len() + p.groups.memory_size())
             .sum();
         let results: usize = self
             .results
@@ -167,6 +160,8 @@ struct PeriodFiles {
     schema: Schema,
     /// Per file (as `objects`): rows, and compressed bytes of the columns read.
     sizes: Vec<(u64, u64)>,
+    /// Per file (as `objects`): its footer.
+    footers: Vec<ArrowReaderMetadata>,
     files: u64,
 }
 
@@ -252,7 +247,7 @@ impl LocalSource {
                         .filter(|(v, _)| *v == version(o))
                         .map(|(_, m)| m.clone());
                     (
-                        super::export::Ranges::new(store.clone(), o.key.clone()),
+                        super::export::Ranges::new(store.clone(), o.key.clone(), o.size),
                         self.export.name_of(&o.key),
                         o.size,
                         known,
@@ -319,7 +314,7 @@ impl LocalSource {
                     .insert(o.key.to_string(), (version(o), m.clone()));
             }
         }
-        for (o, meta) in objects.iter().zip(footers) {
+        for (o, meta) in objects.iter().zip(&footers) {
             let path = self.export.name_of(&o.key);
             let schema = meta.schema();
             for (slot, name) in fields.iter_mut().zip(&wanted) {
@@ -401,6 +396,7 @@ impl LocalSource {
             columns,
             schema,
             sizes,
+            footers,
             files,
         })
     }
@@ -476,24 +472,28 @@ impl LocalSource {
         self.query(&files.objects, &files.schema, &rendered).await
     }
 
-    /// The period's result rows: each file's per-seat groups (read again only for files that
-    /// changed, or when the query changed), merged. Returns the batches, and how many files,
-    /// rows and bytes were scanned.
+    /// The period's result rows: each file's per-seat groups ([`scan`]; read again only for
+    /// files that changed, or when the settings changed), merged. Returns the rows, and how
+    /// many files, rows and bytes were scanned.
     async fn allocate_files(
         &self,
         period: BillingPeriod,
         files: &PeriodFiles,
-    ) -> Result<(Vec<RecordBatch>, (u64, u64, u64)), datafusion::error::DataFusionError> {
+    ) -> Result<(Vec<GroupRow>, (u64, u64, u64)), SourceError> {
         use std::hash::{Hash, Hasher};
-        let partial = self.render(period, files.columns, sql::render_partial);
+        let spec = scan::ScanSpec::new(
+            &self.settings.cost_center_tag,
+            self.settings.cost_column,
+            files.columns,
+            &self.settings.ignored_operations,
+        );
         let query = {
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            partial.sql.hash(&mut h);
-            partial.params.hash(&mut h);
+            spec.hash(&mut h);
             format!("{:?}", files.schema).hash(&mut h);
             h.finish()
         };
-        let mut known: Vec<Option<Vec<RecordBatch>>> = {
+        let mut known: Vec<Option<Arc<scan::FileGroups>>> = {
             let cache = self.cache();
             files
                 .objects
@@ -503,7 +503,7 @@ impl LocalSource {
                         .partials
                         .get(o.key.as_ref())
                         .filter(|p| p.version == version(o) && p.query == query)
-                        .map(|p| p.batches.clone())
+                        .map(|p| p.groups.clone())
                 })
                 .collect()
         };
@@ -514,22 +514,30 @@ impl LocalSource {
             (f + 1, r + files.sizes[i].0, b + files.sizes[i].1)
         });
         tracing::debug!(%period, files = files.objects.len(), changed = changed.len(), "scanning the files that changed");
-        // Files are scanned a few at a time: each scan is itself parallel over row groups.
-        let read: Vec<(usize, Vec<RecordBatch>)> =
-            futures::stream::iter(changed.into_iter().map(|i| {
-                let partial = &partial;
+        let cores = self.target_partitions.max(1);
+        let store = self.export.store();
+        // Files a few at a time; each file's row groups are read in parallel too.
+        let spec = Arc::new(spec);
+        let jobs: Vec<_> = changed
+            .into_iter()
+            .map(|i| {
+                let o = &files.objects[i];
+                let (store, spec) = (store.clone(), spec.clone());
+                let (key, size, meta) = (o.key.clone(), o.size, files.footers[i].clone());
+                let name = self.export.name_of(&o.key);
                 async move {
-                    let batches = self
-                        .query(
-                            std::slice::from_ref(&files.objects[i]),
-                            &files.schema,
-                            partial,
-                        )
-                        .await?;
-                    Ok::<_, datafusion::error::DataFusionError>((i, batches))
+                    scan::scan_file(store, key, size, meta, &spec, cores)
+                        .await
+                        .map(|groups| (i, groups))
+                        .map_err(|e| SourceError::Engine {
+                            period,
+                            message: format!("{}: {e}", name.display()),
+                        })
                 }
-            }))
-            .buffer_unordered(self.target_partitions.clamp(1, 4))
+            })
+            .collect();
+        let read: Vec<(usize, scan::FileGroups)> = futures::stream::iter(jobs)
+            .buffer_unordered(cores.clamp(1, 4))
             .collect::<Vec<_>>()
             .await
             .into_iter()
@@ -542,43 +550,58 @@ impl LocalSource {
             cache
                 .partials
                 .retain(|k, _| !k.contains(&partition) || current.contains(k.as_str()));
-            for (i, batches) in read {
+            for (i, groups) in read {
                 let o = &files.objects[i];
+                let groups = Arc::new(groups);
                 cache.partials.insert(
                     o.key.to_string(),
                     Partial {
                         version: version(o),
                         query,
-                        batches: batches.clone(),
+                        groups: groups.clone(),
                     },
                 );
-                known[i] = Some(batches);
+                known[i] = Some(groups);
             }
         }
-        let batches: Vec<RecordBatch> = known.into_iter().flatten().flatten().collect();
-        // The groups' schema, also when no file has a Kiro line.
-        let schema = match batches.first() {
-            Some(b) => b.schema(),
-            None => {
-                let ctx = self.session(&files.objects, &files.schema)?;
-                let df = ctx
-                    .sql(&partial.sql)
-                    .await?
-                    .with_param_values(param_values(&partial))?;
-                Arc::new(df.schema().as_arrow().clone())
-            }
+        let mut all = scan::FileGroups::default();
+        for groups in known.into_iter().flatten() {
+            all.merge(&groups);
+        }
+        let rows = scan::combine(&all).map_err(|e| SourceError::Engine {
+            period,
+            message: e.to_string(),
+        })?;
+        Ok((rows, scanned))
+    }
+
+    /// The period's allocation by the SQL template ([`sql::render`]) run by DataFusion over
+    /// the period's files in one query: the definition the scan is checked against (tests and
+    /// the benchmark), not cached.
+    pub async fn allocate_by_sql(&self, period: BillingPeriod) -> Result<Allocation, SourceError> {
+        let started = Instant::now();
+        let files = self.files(period).await?;
+        let batches =
+            self.run(period, &files, sql::render)
+                .await
+                .map_err(|e| SourceError::Engine {
+                    period,
+                    message: e.to_string(),
+                })?;
+        let rows = decode(&batches)?;
+        let stats = QueryStats {
+            elapsed: started.elapsed(),
+            scanned_bytes: Some(files.sizes.iter().map(|s| s.1).sum()),
+            scanned_rows: Some(files.sizes.iter().map(|s| s.0).sum()),
+            files: Some(files.files),
+            fetched_bytes: None,
         };
-        let config = session_config(self.target_partitions, &self.options)
-            .map_err(datafusion::error::DataFusionError::Configuration)?;
-        let ctx = SessionContext::new_with_config_rt(config, self.runtime.clone());
-        let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])?;
-        ctx.register_table(PARTIALS, Arc::new(table))?;
-        let result = ctx
-            .sql(&sql::render_combine(PARTIALS))
-            .await?
-            .collect()
-            .await?;
-        Ok((result, scanned))
+        Ok(Allocation::assemble(
+            period,
+            rows,
+            &self.settings.plans,
+            stats,
+        )?)
     }
 }
 
@@ -661,15 +684,9 @@ impl Source for LocalSource {
             return Ok(a);
         }
         let files = self.check(period, objects).await?;
-        let (batches, (scanned_files, scanned_rows, scanned_bytes)) = self
-            .allocate_files(period, &files)
-            .await
-            .map_err(|e| SourceError::Engine {
-                period,
-                message: e.to_string(),
-            })?;
+        let (rows, (scanned_files, scanned_rows, scanned_bytes)) =
+            self.allocate_files(period, &files).await?;
         tracing::debug!(%period, scanned_files, files = files.files, "allocated");
-        let rows = decode(&batches)?;
         let stats = QueryStats {
             elapsed: started.elapsed(),
             scanned_bytes: Some(scanned_bytes),

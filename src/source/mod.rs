@@ -9,6 +9,7 @@ pub mod export;
 pub mod identity;
 pub mod local;
 pub mod map_value;
+pub mod scan;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

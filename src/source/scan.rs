@@ -1,0 +1,860 @@
+//! The allocation, built for its one question: a scan of a CUR 2.0 export's Parquet files that
+//! gives, to the last digit, what the SQL template ([`crate::allocation::sql::render`]) gives,
+//! without a query engine.
+//!
+//! Per file: `line_item_product_code = 'Kiro'` is evaluated first, on that column alone (row
+//! groups whose statistics exclude `Kiro` are not read at all); the other columns are decoded
+//! only for the Kiro lines (arrow-rs's row filter). Each line is attributed (user, region, cost
+//! center) and classified (tax, credits, seat fee, other) with the template's rules, the
+//! string work memoised per distinct value (a month has a handful of line types, operations,
+//! usage types and units), and summed into per-seat groups keyed by small integers, in
+//! fixed-point at the template's scale (DECIMAL(38, 10): amounts are converted by the same
+//! Arrow kernel the engines' `CAST` uses, so any order of files gives the same digits). A
+//! file's groups ([`FileGroups`]) merge with other files' (sums added, maxima taken) exactly
+//! as `render_partial` and `render_combine` merge, so a refresh scans only the files that
+//! changed; [`combine`] then picks each seat's plan and gives the result rows.
+//!
+//! Memory stays bounded: row groups stream in batches, a few at a time, and only the groups
+//! are kept.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use arrow::compute::{CastOptions, cast_with_options};
+use arrow::datatypes::{DataType, Decimal128Type, Int64Type, TimeUnit};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use object_store::ObjectStore;
+use object_store::path::Path as Key;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ArrowPredicateFn, ArrowReaderMetadata, RowFilter};
+use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+use parquet::file::statistics::Statistics;
+use rust_decimal::Decimal;
+
+use crate::allocation::GroupRow;
+use crate::allocation::sql::{Columns, CostColumn};
+
+/// The template's DECIMAL scale.
+const SCALE: u32 = 10;
+/// Rows decoded at a time.
+const BATCH_ROWS: usize = 8192;
+
+/// What the scan needs to know besides the files: the settings the template is rendered with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ScanSpec {
+    pub cost_center_tag: String,
+    pub cost_column: CostColumn,
+    /// The optional columns the export has.
+    pub columns: Columns,
+    /// Operations that are never credits or seats, lower-cased as the template's parameters.
+    pub ignored_operations: Vec<String>,
+}
+
+impl ScanSpec {
+    pub fn new(
+        cost_center_tag: &str,
+        cost_column: CostColumn,
+        columns: Columns,
+        ignored_operations: &[String],
+    ) -> Self {
+        Self {
+            cost_center_tag: cost_center_tag.to_owned(),
+            cost_column,
+            columns,
+            ignored_operations: ignored_operations
+                .iter()
+                .map(|o| o.to_ascii_lowercase())
+                .collect(),
+        }
+    }
+
+    /// The columns read, besides the product code.
+    fn read(&self) -> Vec<&'static str> {
+        let c = &self.columns;
+        let mut out = vec![
+            "line_item_usage_account_id",
+            "line_item_line_item_type",
+            "line_item_usage_type",
+            "line_item_usage_start_date",
+            "line_item_usage_end_date",
+            "line_item_usage_amount",
+            "line_item_unblended_cost",
+            "pricing_unit",
+            "tags",
+        ];
+        if c.user_identifier {
+            out.push("line_item_user_identifier");
+        }
+        if c.resource_id {
+            out.push("line_item_resource_id");
+        }
+        if c.operation {
+            out.push("line_item_operation");
+        }
+        if c.region_code {
+            out.push("product_region_code");
+        } else if c.product {
+            out.push("product");
+        }
+        if self.cost_column == CostColumn::NetUnblended && c.net_unblended_cost {
+            out.push("line_item_net_unblended_cost");
+        }
+        out
+    }
+}
+
+/// Why a file could not be scanned.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("{0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("{0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("column {column}: {message}")]
+    Column {
+        column: &'static str,
+        message: String,
+    },
+}
+
+/// A line's category, in the template's order of rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Category {
+    Tax,
+    Credits,
+    Subscription,
+    Other,
+}
+
+/// The aggregates of one per-seat group (the template's `GROUP_AGGREGATES`), in fixed point at
+/// scale 10 and timestamps in the files' unit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Aggregates {
+    sub_cost: Option<i128>,
+    full_fee: Option<i128>,
+    last_seat_fee: Option<i64>,
+    credits_used: i128,
+    subscription_usd: i128,
+    overage_usd: i128,
+    other_usd: i128,
+    total_usd: i128,
+    tax_usd: i128,
+    all_cost_usd: i128,
+    billed_lines: i64,
+    usage_end_max: Option<i64>,
+}
+
+impl Aggregates {
+    /// Merges another file's aggregates of the same group (`render_combine`: sums added,
+    /// maxima taken).
+    fn merge(&mut self, o: &Self) {
+        self.sub_cost = self.sub_cost.max(o.sub_cost);
+        self.full_fee = self.full_fee.max(o.full_fee);
+        self.last_seat_fee = self.last_seat_fee.max(o.last_seat_fee);
+        self.credits_used = self.credits_used.saturating_add(o.credits_used);
+        self.subscription_usd = self.subscription_usd.saturating_add(o.subscription_usd);
+        self.overage_usd = self.overage_usd.saturating_add(o.overage_usd);
+        self.other_usd = self.other_usd.saturating_add(o.other_usd);
+        self.total_usd = self.total_usd.saturating_add(o.total_usd);
+        self.tax_usd = self.tax_usd.saturating_add(o.tax_usd);
+        self.all_cost_usd = self.all_cost_usd.saturating_add(o.all_cost_usd);
+        self.billed_lines += o.billed_lines;
+        self.usage_end_max = self.usage_end_max.max(o.usage_end_max);
+    }
+}
+
+/// A per-seat group's key: (account, region, user, cost center, seat usage type, seat start).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupKey {
+    pub account_id: Arc<str>,
+    pub region: Arc<str>,
+    pub user_id: Arc<str>,
+    pub cost_center: Arc<str>,
+    pub sub_type: Option<Arc<str>>,
+    pub sub_start: Option<i64>,
+}
+
+/// One file's (or several merged files') per-seat groups.
+#[derive(Debug, Clone, Default)]
+pub struct FileGroups {
+    pub groups: HashMap<GroupKey, Aggregates>,
+    /// The timestamps' unit (the same in every file of a period).
+    unit: Option<TimeUnit>,
+}
+
+impl FileGroups {
+    /// Adds `other`'s groups to these.
+    pub fn merge(&mut self, other: &FileGroups) {
+        if self.unit.is_none() {
+            self.unit = other.unit;
+        }
+        for (k, a) in &other.groups {
+            match self.groups.get_mut(k) {
+                Some(mine) => mine.merge(a),
+                None => {
+                    self.groups.insert(k.clone(), a.clone());
+                }
+            }
+        }
+    }
+
+    /// Approximate bytes held.
+    pub fn memory_size(&self) -> usize {
+        self.groups.len() * (std::mem::size_of::<(GroupKey, Aggregates)>() + 64)
+    }
+}
+
+/// Scans one file: its per-seat groups. `meta` is the file's footer, already read and checked.
+pub async fn scan_file(
+    store: Arc<dyn ObjectStore>,
+    key: Key,
+    size: u64,
+    meta: ArrowReaderMetadata,
+    spec: &ScanSpec,
+    concurrency: usize,
+) -> Result<FileGroups, ScanError> {
+    let md = meta.metadata().clone();
+    let parquet_schema = md.file_metadata().schema_descr_ptr();
+    let root = |name: &str| {
+        meta.schema().index_of(name).map_err(|_| ScanError::Column {
+            column: "line_item_product_code",
+            message: format!("{name} is not in the file"),
+        })
+    };
+    let code = root("line_item_product_code")?;
+    let wanted = spec.read();
+    let mut roots = Vec::with_capacity(wanted.len());
+    for name in &wanted {
+        roots.push(root(name)?);
+    }
+    // Row groups whose statistics say no line is Kiro's are not read.
+    let code_leaf = parquet_schema
+        .columns()
+        .iter()
+        .position(|c| {
+            c.path().parts().first().map(String::as_str) == Some("line_item_product_code")
+        })
+        .unwrap_or(0);
+    let row_groups: Vec<usize> = md
+        .row_groups()
+        .iter()
+        .enumerate()
+        .filter(|(_, rg)| may_hold_kiro(rg.column(code_leaf).statistics()))
+        .map(|(i, _)| i)
+        .collect();
+    if row_groups.is_empty() {
+        return Ok(FileGroups::default());
+    }
+    // Row groups are read a few at a time, each its own stream.
+    let chunks = concurrency.clamp(1, row_groups.len());
+    let per = row_groups.len().div_ceil(chunks);
+    let tasks: Vec<_> = row_groups
+        .chunks(per)
+        .map(|rgs| {
+            let reader = super::export::Ranges::new(store.clone(), key.clone(), size);
+            let meta = meta.clone();
+            let parquet_schema = parquet_schema.clone();
+            let roots = roots.clone();
+            let rgs = rgs.to_vec();
+            let spec = spec.clone();
+            tokio::spawn(async move {
+                let filter = ArrowPredicateFn::new(
+                    ProjectionMask::roots(&parquet_schema, [code]),
+                    |batch: RecordBatch| is_kiro(batch.column(0)),
+                );
+                let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta)
+                    .with_projection(ProjectionMask::roots(&parquet_schema, roots))
+                    .with_row_groups(rgs)
+                    .with_row_filter(RowFilter::new(vec![Box::new(filter)]))
+                    .with_batch_size(BATCH_ROWS)
+                    .build()?;
+                let mut acc = Accumulator::new(&spec);
+                futures::pin_mut!(stream);
+                while let Some(batch) = stream.next().await {
+                    acc.add(&batch?)?;
+                }
+                Ok::<_, ScanError>(acc.finish())
+            })
+        })
+        .collect();
+    let mut out = FileGroups::default();
+    let results: Vec<_> = futures::stream::iter(tasks)
+        .buffer_unordered(chunks)
+        .collect()
+        .await;
+    for r in results {
+        let groups = r.map_err(|e| ScanError::Column {
+            column: "line_item_product_code",
+            message: format!("the scan stopped: {e}"),
+        })??;
+        out.merge(&groups);
+    }
+    Ok(out)
+}
+
+/// Whether a row group's statistics of the product code leave room for `Kiro`.
+fn may_hold_kiro(stats: Option<&Statistics>) -> bool {
+    let Some(Statistics::ByteArray(s)) = stats else {
+        return true;
+    };
+    match (s.min_opt(), s.max_opt()) {
+        (Some(min), Some(max)) => {
+            min.data() <= b"Kiro".as_slice() && b"Kiro".as_slice() <= max.data()
+        }
+        _ => true,
+    }
+}
+
+/// `line_item_product_code = 'Kiro'`, NULL as false.
+fn is_kiro(column: &ArrayRef) -> Result<BooleanArray, arrow::error::ArrowError> {
+    let strings = Strings::of(column, "line_item_product_code")
+        .map_err(|e| arrow::error::ArrowError::InvalidArgumentError(e.to_string()))?;
+    Ok((0..column.len())
+        .map(|i| Some(strings.get(i) == Some("Kiro")))
+        .collect())
+}
+
+/// A string column, whichever string type the file gives it.
+enum Strings<'a> {
+    Utf8(&'a arrow::array::StringArray),
+    Large(&'a arrow::array::LargeStringArray),
+    View(&'a arrow::array::StringViewArray),
+    /// Dictionary-encoded: per row its key into the values.
+    Dict(&'a arrow::array::Int32DictionaryArray, Box<Strings<'a>>),
+}
+
+impl<'a> Strings<'a> {
+    fn of(a: &'a ArrayRef, column: &'static str) -> Result<Self, ScanError> {
+        Self::of_dyn(a.as_ref(), column)
+    }
+
+    fn of_dyn(a: &'a dyn Array, column: &'static str) -> Result<Self, ScanError> {
+        Ok(match a.data_type() {
+            DataType::Utf8 => Self::Utf8(a.as_string::<i32>()),
+            DataType::LargeUtf8 => Self::Large(a.as_string::<i64>()),
+            DataType::Utf8View => Self::View(a.as_string_view()),
+            DataType::Dictionary(k, _) if **k == DataType::Int32 => {
+                let d = a.as_dictionary::<arrow::datatypes::Int32Type>();
+                Self::Dict(d, Box::new(Self::of_dyn(d.values().as_ref(), column)?))
+            }
+            other => {
+                return Err(ScanError::Column {
+                    column,
+                    message: format!("expected STRING, found {other}"),
+                });
+            }
+        })
+    }
+
+    fn get(&self, i: usize) -> Option<&'a str> {
+        match self {
+            Self::Utf8(a) => (!a.is_null(i)).then(|| a.value(i)),
+            Self::Large(a) => (!a.is_null(i)).then(|| a.value(i)),
+            Self::View(a) => (!a.is_null(i)).then(|| a.value(i)),
+            Self::Dict(d, values) => {
+                if d.is_null(i) {
+                    return None;
+                }
+                values.get(d.keys().value(i) as usize)
+            }
+        }
+    }
+}
+
+/// A `MAP<STRING, STRING>` column: the value of one key per row (the first entry with that
+/// key, as `map_value` and Athena's `element_at` take it).
+struct MapLookup<'a> {
+    map: &'a arrow::array::MapArray,
+    keys: Strings<'a>,
+    values: Strings<'a>,
+}
+
+impl<'a> MapLookup<'a> {
+    fn of(a: &'a ArrayRef, column: &'static str) -> Result<Self, ScanError> {
+        let map = a.as_map_opt().ok_or_else(|| ScanError::Column {
+            column,
+            message: format!("expected MAP<STRING,STRING>, found {}", a.data_type()),
+        })?;
+        Ok(Self {
+            map,
+            keys: Strings::of(map.keys(), column)?,
+            values: Strings::of(map.values(), column)?,
+        })
+    }
+
+    fn get(&self, row: usize, key: &str) -> Option<&'a str> {
+        if self.map.is_null(row) {
+            return None;
+        }
+        let offsets = self.map.value_offsets();
+        let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+        (start..end)
+            .find(|&i| self.keys.get(i) == Some(key))
+            .and_then(|i| self.values.get(i))
+    }
+}
+
+/// Strings interned as small integers, per scan.
+#[derive(Default)]
+struct Interner {
+    ids: HashMap<Arc<str>, u32>,
+    names: Vec<Arc<str>>,
+}
+
+impl Interner {
+    fn id(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.ids.get(s) {
+            return id;
+        }
+        let name: Arc<str> = Arc::from(s);
+        let id = self.names.len() as u32;
+        self.names.push(name.clone());
+        self.ids.insert(name, id);
+        id
+    }
+}
+
+/// What the template derives from a usage type: whether it ends in `-credits` (any case), and
+/// its prefix before the first `-` (the region when no region column says otherwise).
+struct UsageType {
+    credits: bool,
+    prefix: u32,
+}
+
+/// What the template derives from an operation: credits consumption, or an ignored one.
+#[derive(Clone, Copy)]
+struct Operation {
+    credits: bool,
+    ignored: bool,
+}
+
+type Key6 = (u32, u32, u32, u32, Option<u32>, Option<i64>);
+
+/// Per-seat groups of the lines seen so far, with memos of the per-value work.
+struct Accumulator<'s> {
+    spec: &'s ScanSpec,
+    names: Interner,
+    usage_types: HashMap<Box<str>, UsageType>,
+    operations: HashMap<Box<str>, Operation>,
+    units: HashMap<Box<str>, bool>,
+    /// Principal (user identifier or resource id) to user id.
+    users: HashMap<Box<str>, u32>,
+    groups: HashMap<Key6, Aggregates>,
+    unit: Option<TimeUnit>,
+}
+
+const CAST: CastOptions<'static> = CastOptions {
+    safe: false,
+    format_options: arrow::util::display::FormatOptions::new(),
+};
+
+/// A money or amount column as DECIMAL(38, 10), with the template's `COALESCE(x, 0)`.
+fn decimals(a: &ArrayRef, column: &'static str) -> Result<ArrayRef, ScanError> {
+    cast_with_options(a, &DataType::Decimal128(38, SCALE as i8), &CAST).map_err(|e| {
+        ScanError::Column {
+            column,
+            message: e.to_string(),
+        }
+    })
+}
+
+/// A timestamp column's raw values (in its own unit) and that unit.
+fn timestamps(a: &ArrayRef, column: &'static str) -> Result<(ArrayRef, TimeUnit), ScanError> {
+    let DataType::Timestamp(unit, _) = a.data_type() else {
+        return Err(ScanError::Column {
+            column,
+            message: format!("expected TIMESTAMP, found {}", a.data_type()),
+        });
+    };
+    let raw = cast_with_options(a, &DataType::Int64, &CAST)?;
+    Ok((raw, *unit))
+}
+
+impl<'s> Accumulator<'s> {
+    fn new(spec: &'s ScanSpec) -> Self {
+        Self {
+            spec,
+            names: Interner::default(),
+            usage_types: HashMap::new(),
+            operations: HashMap::new(),
+            units: HashMap::new(),
+            users: HashMap::new(),
+            groups: HashMap::new(),
+            unit: None,
+        }
+    }
+
+    fn usage_type(&mut self, usage_type: &str) -> &UsageType {
+        if !self.usage_types.contains_key(usage_type) {
+            let prefix = match usage_type.find('-') {
+                Some(p) => &usage_type[..p],
+                None => "",
+            };
+            let v = UsageType {
+                credits: usage_type.to_lowercase().ends_with("-credits"),
+                prefix: self.names.id(prefix),
+            };
+            self.usage_types.insert(usage_type.into(), v);
+        }
+        &self.usage_types[usage_type]
+    }
+
+    fn operation(&mut self, operation: &str) -> Operation {
+        if let Some(&o) = self.operations.get(operation) {
+            return o;
+        }
+        let lower = operation.to_lowercase();
+        let o = Operation {
+            credits: lower == "credits",
+            ignored: self.spec.ignored_operations.contains(&lower),
+        };
+        self.operations.insert(operation.into(), o);
+        o
+    }
+
+    fn unit_is_credits(&mut self, unit: &str) -> bool {
+        if let Some(&c) = self.units.get(unit) {
+            return c;
+        }
+        let c = unit.to_lowercase() == "credits";
+        self.units.insert(unit.into(), c);
+        c
+    }
+
+    /// The user id in a principal: what follows its first `user/`, else the whole of it.
+    fn user(&mut self, principal: &str) -> u32 {
+        if let Some(&id) = self.users.get(principal) {
+            return id;
+        }
+        let user = match principal.find("user/") {
+            Some(p) => &principal[p + 5..],
+            None => principal,
+        };
+        let id = self.names.id(user);
+        self.users.insert(principal.into(), id);
+        id
+    }
+
+    /// Adds a batch of Kiro lines.
+    fn add(&mut self, b: &RecordBatch) -> Result<(), ScanError> {
+        let col = |name: &'static str| {
+            b.column_by_name(name).ok_or(ScanError::Column {
+                column: name,
+                message: "not read".into(),
+            })
+        };
+        let strings = |name: &'static str| -> Result<Option<Strings<'_>>, ScanError> {
+            match b.column_by_name(name) {
+                Some(a) => Strings::of(a, name).map(Some),
+                None => Ok(None),
+            }
+        };
+        let c = self.spec.columns;
+        let account = Strings::of(
+            col("line_item_usage_account_id")?,
+            "line_item_usage_account_id",
+        )?;
+        let line_type = Strings::of(col("line_item_line_item_type")?, "line_item_line_item_type")?;
+        let usage_type = Strings::of(col("line_item_usage_type")?, "line_item_usage_type")?;
+        let unit = Strings::of(col("pricing_unit")?, "pricing_unit")?;
+        let uid = if c.user_identifier {
+            strings("line_item_user_identifier")?
+        } else {
+            None
+        };
+        let resource = if c.resource_id {
+            strings("line_item_resource_id")?
+        } else {
+            None
+        };
+        let operation = if c.operation {
+            strings("line_item_operation")?
+        } else {
+            None
+        };
+        let region_code = if c.region_code {
+            strings("product_region_code")?
+        } else {
+            None
+        };
+        let product = match (c.region_code, c.product, b.column_by_name("product")) {
+            (false, true, Some(p)) => Some(MapLookup::of(p, "product")?),
+            _ => None,
+        };
+        let tags = MapLookup::of(col("tags")?, "tags")?;
+        let amount = decimals(col("line_item_usage_amount")?, "line_item_usage_amount")?;
+        let amount = amount.as_primitive::<Decimal128Type>();
+        let unblended = decimals(col("line_item_unblended_cost")?, "line_item_unblended_cost")?;
+        let unblended = unblended.as_primitive::<Decimal128Type>();
+        let net = match b.column_by_name("line_item_net_unblended_cost") {
+            Some(n) => Some(decimals(n, "line_item_net_unblended_cost")?),
+            None => None,
+        };
+        let net = net.as_ref().map(|n| n.as_primitive::<Decimal128Type>());
+        let (start, unit_s) = timestamps(
+            col("line_item_usage_start_date")?,
+            "line_item_usage_start_date",
+        )?;
+        let (end, _) = timestamps(col("line_item_usage_end_date")?, "line_item_usage_end_date")?;
+        self.unit = Some(unit_s);
+        let (start, end) = (
+            start.as_primitive::<Int64Type>(),
+            end.as_primitive::<Int64Type>(),
+        );
+        let one = 10i128.pow(SCALE);
+        let tag = self.spec.cost_center_tag.clone();
+        for i in 0..b.num_rows() {
+            let account_id = self.names.id(account.get(i).unwrap_or(""));
+            // principal: the user identifier when not empty, else a resource id naming a user.
+            let from_resource = || match resource.as_ref().and_then(|r| r.get(i)) {
+                Some(r) if r.contains("user/") => r,
+                _ => "",
+            };
+            let principal = match &uid {
+                Some(u) => match u.get(i) {
+                    Some(v) if !v.is_empty() => v,
+                    _ if resource.is_some() => from_resource(),
+                    _ => "",
+                },
+                None => from_resource(),
+            };
+            let user_id = self.user(principal);
+            let cost_center = self.names.id(tags.get(i, &tag).unwrap_or(""));
+            let usage = usage_type.get(i).unwrap_or("");
+            let ut = self.usage_type(usage);
+            let (ut_credits, prefix) = (ut.credits, ut.prefix);
+            let named_region = match (&region_code, &product) {
+                (Some(r), _) => r.get(i),
+                (None, Some(p)) => p.get(i, "region"),
+                _ => None,
+            };
+            let region = match named_region {
+                Some(r) if !r.is_empty() => self.names.id(r),
+                _ => prefix,
+            };
+            let op = match &operation {
+                Some(o) => self.operation(o.get(i).unwrap_or("")),
+                None => self.operation(""),
+            };
+            let unit_credits = self.unit_is_credits(unit.get(i).unwrap_or(""));
+            let lt = line_type.get(i).unwrap_or("");
+            let category = if lt == "Tax" {
+                Category::Tax
+            } else if op.ignored {
+                Category::Other
+            } else if (lt == "Usage" || lt == "FlatRateSubscription")
+                && (op.credits || ut_credits || unit_credits)
+            {
+                Category::Credits
+            } else if lt == "FlatRateSubscription" {
+                Category::Subscription
+            } else {
+                Category::Other
+            };
+            let amount = if amount.is_null(i) {
+                0
+            } else {
+                amount.value(i)
+            };
+            let cost = match net {
+                Some(n) if !n.is_null(i) => n.value(i),
+                _ if !unblended.is_null(i) => unblended.value(i),
+                _ => 0,
+            };
+            let starts = (!start.is_null(i)).then(|| start.value(i));
+            let ends = (!end.is_null(i)).then(|| end.value(i));
+            let seat = category == Category::Subscription
+                && !self.names.names[user_id as usize].is_empty();
+            let sub_type = seat.then(|| self.names.id(usage));
+            let sub_start = if seat { starts } else { None };
+            let g = self
+                .groups
+                .entry((
+                    account_id,
+                    region,
+                    user_id,
+                    cost_center,
+                    sub_type,
+                    sub_start,
+                ))
+                .or_default();
+            g.all_cost_usd = g.all_cost_usd.saturating_add(cost);
+            match category {
+                Category::Tax => g.tax_usd = g.tax_usd.saturating_add(cost),
+                Category::Credits => {
+                    g.credits_used = g.credits_used.saturating_add(amount);
+                    g.overage_usd = g.overage_usd.saturating_add(cost);
+                    g.usage_end_max = g.usage_end_max.max(ends);
+                }
+                Category::Subscription => {
+                    g.sub_cost = g.sub_cost.max(Some(cost));
+                    if amount == one {
+                        g.full_fee = g.full_fee.max(Some(cost));
+                    }
+                    g.last_seat_fee = g.last_seat_fee.max(starts);
+                    g.subscription_usd = g.subscription_usd.saturating_add(cost);
+                }
+                Category::Other => g.other_usd = g.other_usd.saturating_add(cost),
+            }
+            if category != Category::Tax {
+                g.total_usd = g.total_usd.saturating_add(cost);
+                g.billed_lines += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> FileGroups {
+        let names = self.names.names;
+        let groups = self
+            .groups
+            .into_iter()
+            .map(|((a, r, u, c, t, s), agg)| {
+                let name = |id: u32| names[id as usize].clone();
+                (
+                    GroupKey {
+                        account_id: name(a),
+                        region: name(r),
+                        user_id: name(u),
+                        cost_center: name(c),
+                        sub_type: t.map(name),
+                        sub_start: s,
+                    },
+                    agg,
+                )
+            })
+            .collect();
+        FileGroups {
+            groups,
+            unit: self.unit,
+        }
+    }
+}
+
+fn to_time(unit: Option<TimeUnit>, v: Option<i64>) -> Option<DateTime<Utc>> {
+    let v = v?;
+    // As the engines' result is read: truncated to microseconds.
+    let micros = match unit.unwrap_or(TimeUnit::Microsecond) {
+        TimeUnit::Second => v.checked_mul(1_000_000)?,
+        TimeUnit::Millisecond => v.checked_mul(1_000)?,
+        TimeUnit::Microsecond => v,
+        TimeUnit::Nanosecond => v / 1_000,
+    };
+    DateTime::<Utc>::from_timestamp_micros(micros)
+}
+
+/// A fixed-point sum as a decimal; a sum beyond what the result holds is an error, as the
+/// engines' DECIMAL(38, 10) sums overflow.
+fn money(v: i128) -> Result<Decimal, ScanError> {
+    Decimal::try_from_i128_with_scale(v, SCALE).map_err(|e| ScanError::Column {
+        column: "line_item_unblended_cost",
+        message: format!("a sum does not fit DECIMAL(38, 10): {e}"),
+    })
+}
+
+/// The result rows from the merged groups of a period's files: each seat's plan (the usage
+/// type of its latest seat line; then the dearer; then the greater name), then per (account,
+/// region, user, cost center) the sums, as the template's `planned` window and final `SELECT`.
+pub fn combine(all: &FileGroups) -> Result<Vec<GroupRow>, ScanError> {
+    type Seat<'a> = (&'a str, &'a str, &'a str);
+    // The plan of each seat: the order of the window's ORDER BY.
+    let mut plans: HashMap<Seat<'_>, (&GroupKey, &Aggregates)> = HashMap::new();
+    for (k, a) in &all.groups {
+        if k.sub_type.is_none() {
+            continue;
+        }
+        let seat = (&*k.account_id, &*k.region, &*k.user_id);
+        let better = |(bk, ba): (&GroupKey, &Aggregates)| {
+            // sub_start DESC NULLS LAST, sub_cost DESC NULLS LAST, sub_type DESC.
+            let rank = |k: &GroupKey, a: &Aggregates| {
+                (
+                    k.sub_start.is_some(),
+                    k.sub_start,
+                    a.sub_cost.is_some(),
+                    a.sub_cost,
+                    k.sub_type.clone(),
+                )
+            };
+            rank(k, a) > rank(bk, ba)
+        };
+        match plans.get(&seat) {
+            Some(&best) if !better(best) => {}
+            _ => {
+                plans.insert(seat, (k, a));
+            }
+        }
+    }
+    type Unit<'a> = (&'a str, &'a str, &'a str, &'a str);
+    /// A result row with its sums still in fixed point, and its plan's full-month fee.
+    struct Pending {
+        row: GroupRow,
+        sums: [i128; 7],
+        plan_fee: Option<i128>,
+    }
+    let mut rows: HashMap<Unit<'_>, Pending> = HashMap::new();
+    for (k, a) in &all.groups {
+        let unit = (&*k.account_id, &*k.region, &*k.user_id, &*k.cost_center);
+        let plan = plans
+            .get(&(&*k.account_id, &*k.region, &*k.user_id))
+            .and_then(|(pk, _)| pk.sub_type.clone());
+        let p = rows.entry(unit).or_insert_with(|| Pending {
+            row: GroupRow {
+                account_id: k.account_id.to_string(),
+                region: k.region.to_string(),
+                user_id: k.user_id.to_string(),
+                cost_center: k.cost_center.to_string(),
+                plan_usage_type: plan.as_deref().map(str::to_owned),
+                ..GroupRow::default()
+            },
+            sums: [0; 7],
+            plan_fee: None,
+        });
+        for (slot, v) in p.sums.iter_mut().zip([
+            a.credits_used,
+            a.subscription_usd,
+            a.overage_usd,
+            a.other_usd,
+            a.total_usd,
+            a.tax_usd,
+            a.all_cost_usd,
+        ]) {
+            *slot = slot.saturating_add(v);
+        }
+        let r = &mut p.row;
+        r.billed_lines += a.billed_lines;
+        r.usage_end_max = r.usage_end_max.max(to_time(all.unit, a.usage_end_max));
+        r.last_seat_fee = r.last_seat_fee.max(to_time(all.unit, a.last_seat_fee));
+        if k.sub_start.is_some() {
+            r.seat_fee_lines += 1;
+        }
+        if k.sub_type.is_some() && k.sub_type == plan {
+            p.plan_fee = p.plan_fee.max(a.full_fee);
+        }
+    }
+    let mut out: Vec<GroupRow> = rows
+        .into_values()
+        .map(|p| {
+            let (mut r, s) = (p.row, p.sums);
+            r.credits_used = money(s[0])?;
+            r.subscription_usd = money(s[1])?;
+            r.overage_usd = money(s[2])?;
+            r.other_usd = money(s[3])?;
+            r.total_usd = money(s[4])?;
+            r.tax_usd = money(s[5])?;
+            r.all_cost_usd = money(s[6])?;
+            r.plan_fee_usd = p.plan_fee.map(money).transpose()?;
+            Ok(r)
+        })
+        .collect::<Result<_, ScanError>>()?;
+    out.sort_by(|a, b| {
+        (&a.account_id, &a.region, &a.user_id, &a.cost_center).cmp(&(
+            &b.account_id,
+            &b.region,
+            &b.user_id,
+            &b.cost_center,
+        ))
+    });
+    Ok(out)
+}
