@@ -460,6 +460,22 @@ fn decimals(a: &ArrayRef, column: &'static str) -> Result<ArrayRef, ScanError> {
     })
 }
 
+/// `first` where it is not NULL, else `second` (of the same type, or both as DOUBLE).
+fn coalesce(first: &ArrayRef, second: &ArrayRef) -> Result<ArrayRef, ScanError> {
+    let (first, second) = if first.data_type() == second.data_type() {
+        (first.clone(), second.clone())
+    } else {
+        (
+            cast_with_options(first, &DataType::Float64, &CAST)?,
+            cast_with_options(second, &DataType::Float64, &CAST)?,
+        )
+    };
+    let present = arrow::compute::is_not_null(&first)?;
+    Ok(arrow::compute::kernels::zip::zip(
+        &present, &first, &second,
+    )?)
+}
+
 /// A timestamp column's raw values (in its own unit) and that unit.
 fn timestamps(a: &ArrayRef, column: &'static str) -> Result<(ArrayRef, TimeUnit), ScanError> {
     let DataType::Timestamp(unit, _) = a.data_type() else {
@@ -586,13 +602,14 @@ impl<'s> Accumulator<'s> {
         let tags = MapLookup::of(col("tags")?, "tags")?;
         let amount = decimals(col("line_item_usage_amount")?, "line_item_usage_amount")?;
         let amount = amount.as_primitive::<Decimal128Type>();
-        let unblended = decimals(col("line_item_unblended_cost")?, "line_item_unblended_cost")?;
-        let unblended = unblended.as_primitive::<Decimal128Type>();
-        let net = match b.column_by_name("line_item_net_unblended_cost") {
-            Some(n) => Some(decimals(n, "line_item_net_unblended_cost")?),
-            None => None,
+        // COALESCE(net, unblended, 0): the net cost where there is one, taken before the
+        // cast, as the template does.
+        let cost_column = match b.column_by_name("line_item_net_unblended_cost") {
+            Some(net) => coalesce(net, col("line_item_unblended_cost")?)?,
+            None => col("line_item_unblended_cost")?.clone(),
         };
-        let net = net.as_ref().map(|n| n.as_primitive::<Decimal128Type>());
+        let cost = decimals(&cost_column, self.spec.cost_column.column())?;
+        let cost = cost.as_primitive::<Decimal128Type>();
         let (start, unit_s) = timestamps(
             col("line_item_usage_start_date")?,
             "line_item_usage_start_date",
@@ -658,11 +675,7 @@ impl<'s> Accumulator<'s> {
             } else {
                 amount.value(i)
             };
-            let cost = match net {
-                Some(n) if !n.is_null(i) => n.value(i),
-                _ if !unblended.is_null(i) => unblended.value(i),
-                _ => 0,
-            };
+            let cost = if cost.is_null(i) { 0 } else { cost.value(i) };
             let starts = (!start.is_null(i)).then(|| start.value(i));
             let ends = (!end.is_null(i)).then(|| end.value(i));
             let seat = category == Category::Subscription

@@ -367,7 +367,7 @@ fn malformed_http_never_breaks_the_server() {
 }
 
 /// Text a CUR column may hold: anything, from the usual to the hostile.
-fn text() -> impl Strategy<Value = String> {
+pub fn text() -> impl Strategy<Value = String> {
     prop_oneof![
         3 => "[a-z0-9._-]{1,12}",
         1 => Just(String::new()),
@@ -379,7 +379,7 @@ fn text() -> impl Strategy<Value = String> {
 }
 
 /// A cost or amount as CUR writes it (a double), within what a bill holds.
-fn cost() -> impl Strategy<Value = f64> {
+pub fn cost() -> impl Strategy<Value = f64> {
     prop_oneof![
         8 => (-100_000i64..1_000_000i64).prop_map(|c| c as f64 / 10_000.0),
         1 => Just(0.0),
@@ -389,7 +389,7 @@ fn cost() -> impl Strategy<Value = f64> {
 }
 
 /// A number no bill holds.
-fn insane() -> impl Strategy<Value = f64> {
+pub fn insane() -> impl Strategy<Value = f64> {
     prop::sample::select(vec![
         f64::NAN,
         f64::INFINITY,
@@ -400,7 +400,7 @@ fn insane() -> impl Strategy<Value = f64> {
     ])
 }
 
-fn cur_line() -> impl Strategy<Value = kiro_cost_exporter::curgen::CurLine> {
+pub fn cur_line() -> impl Strategy<Value = kiro_cost_exporter::curgen::CurLine> {
     let usage = prop_oneof![
         4 => prop::sample::select(vec![
             "USE1-KiroEnterprise-Pro", "USE1-KiroEnterprise-ProPlus", "USE1-KiroEnterprise-Power",

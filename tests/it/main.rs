@@ -22,6 +22,7 @@ mod monitoring;
 mod report;
 mod s3;
 mod savings;
+mod scan;
 mod soak;
 mod support;
 mod totals;

@@ -1,0 +1,159 @@
+//! One meaning, proven: the embedded engine's purpose-built scan against the SQL template
+//! (the definition Athena runs), run by DataFusion over the same files, on every shape the
+//! generator makes (both column sets, net cost, interleaved and block layouts, row-group
+//! sizes, wide tag maps, several months, a month to date) and on a few hundred random bills;
+//! the two allocations must be equal to the last digit (both reconciling), or both refused.
+
+use kiro_cost_exporter::allocation::sql::CostColumn;
+use kiro_cost_exporter::allocation::{Allocation, AllocationSettings, QueryStats};
+use kiro_cost_exporter::curgen::{self, GenSpec, Layout, Shape};
+use kiro_cost_exporter::source::{LocalSource, Source as _};
+use proptest::prelude::*;
+
+use crate::support::*;
+
+/// The allocation without its run statistics, which differ by engine.
+fn result(mut a: Allocation) -> Allocation {
+    a.stats = QueryStats::default();
+    a
+}
+
+/// Allocates `p` both ways and checks that they agree and reconcile; the allocation.
+async fn agree(dir: &std::path::Path, p: &str, settings: AllocationSettings) -> Allocation {
+    let scan = LocalSource::new(dir, settings.clone())
+        .allocate(period(p))
+        .await
+        .unwrap();
+    let sql = LocalSource::new(dir, settings)
+        .allocate_by_sql(period(p))
+        .await
+        .unwrap();
+    assert_reconciles(&scan);
+    assert_reconciles(&sql);
+    let (scan, sql) = (result(scan), result(sql));
+    if scan != sql {
+        let units = scan.units.len().max(sql.units.len());
+        for i in 0..units {
+            assert_eq!(scan.units.get(i), sql.units.get(i), "unit {i} of {p}");
+        }
+        assert_eq!(scan.seats, sql.seats, "{p}: seats");
+        assert_eq!(scan, sql, "{p}");
+    }
+    scan
+}
+
+#[tokio::test]
+async fn the_scan_equals_the_sql_template_on_every_generated_shape() {
+    let base = || {
+        let mut s = GenSpec::new(60, period("2026-09"));
+        s.months = 2;
+        s.noise_ratio = 3.0;
+        s.seed = 11;
+        s
+    };
+    type Edit = fn(&mut GenSpec);
+    let shapes: Vec<(&str, Edit)> = vec![
+        ("defaults", |_| {}),
+        ("CID columns", |s| s.shape = Shape::Cid),
+        ("blocks, small row groups", |s| {
+            s.layout = Layout::Blocks;
+            s.row_group_rows = 700;
+        }),
+        ("one file, large row groups", |s| {
+            s.rows_per_file = 10_000_000;
+            s.row_group_rows = 1_000_000;
+        }),
+        ("24 extra tag keys", |s| s.extra_tags = 24),
+        ("many small files", |s| s.rows_per_file = 1_500),
+        ("month to date", |s| {
+            s.until = Some(utc(2026, 10, 17));
+        }),
+    ];
+    for (name, edit) in shapes {
+        let mut spec = base();
+        edit(&mut spec);
+        let dir = tempfile::tempdir().unwrap();
+        curgen::write_export(&spec, dir.path(), |_| {}).unwrap();
+        for p in ["2026-09", "2026-10"] {
+            let a = agree(dir.path(), p, AllocationSettings::default()).await;
+            assert!(!a.units.is_empty(), "{name} {p}: no units");
+            let net = AllocationSettings {
+                cost_column: CostColumn::NetUnblended,
+                ..AllocationSettings::default()
+            };
+            agree(dir.path(), p, net).await;
+        }
+        // Other settings: another tag key, no ignored operation.
+        let other = AllocationSettings {
+            cost_center_tag: "resourceTags/user:team".to_owned(),
+            ignored_operations: Vec::new(),
+            ..AllocationSettings::default()
+        };
+        agree(dir.path(), "2026-10", other).await;
+    }
+}
+
+#[test]
+fn the_scan_equals_the_sql_template_on_random_bills() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 256,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let (same, refused) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
+    let bills = (
+        proptest::collection::vec(crate::fuzz::cur_line(), 1..24),
+        proptest::option::weighted(0.1, (any::<prop::sample::Index>(), crate::fuzz::insane())),
+        any::<bool>(),
+    );
+    let result_of = |r: Result<Allocation, _>| r.map(result);
+    let outcome = runner.run(&bills, |(mut lines, spoil, net)| {
+        if let Some((i, v)) = spoil {
+            let n = i.index(lines.len());
+            lines[n].unblended_cost = v;
+        }
+        let e = Export::write(lines.clone());
+        let settings = AllocationSettings {
+            cost_column: if net {
+                CostColumn::NetUnblended
+            } else {
+                CostColumn::Unblended
+            },
+            ..AllocationSettings::default()
+        };
+        let (scan, sql) = rt.block_on(async {
+            let s = LocalSource::new(e.path(), settings.clone());
+            (
+                s.allocate(period("2026-10")).await,
+                s.allocate_by_sql(period("2026-10")).await,
+            )
+        });
+        match (result_of(scan), result_of(sql)) {
+            (Ok(a), Ok(b)) => {
+                prop_assert_eq!(&a, &b, "{:?}", lines);
+                assert_reconciles(&a);
+                same.set(same.get() + 1);
+            }
+            (Err(a), Err(b)) => {
+                prop_assert!(a.kind() == b.kind(), "{a} / {b}");
+                refused.set(refused.get() + 1);
+            }
+            (a, b) => prop_assert!(false, "scan {a:?}, SQL {b:?}: {lines:?}"),
+        }
+        Ok(())
+    });
+    if let Err(e) = outcome {
+        panic!("{e}");
+    }
+    assert!(
+        same.get() > 200,
+        "{} equal, {} refused",
+        same.get(),
+        refused.get()
+    );
+}
