@@ -405,14 +405,19 @@ fn measure_scale(
     let sql_file = work.join("allocation.sql");
     fs::write(&sql_file, &duck_sql)?;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/duckdb_allocation.py");
-    let duck: Value = serde_json::from_str(&run_ok(
+    // DuckDB's process, measured as ours is: its peak RSS beside our `query`'s.
+    let duck_out = work.join("duckdb.json");
+    let (_, duck_rss) = run_measured(
         Command::new(python)
             .arg(script)
             .arg(&root)
             .arg(&sql_file)
             .arg(args.runs.to_string())
-            .args(&rendered.params),
-    )?)?;
+            .args(&rendered.params)
+            .stdout(File::create(&duck_out)?),
+    )?;
+    let duck: Value =
+        serde_json::from_slice(&fs::read(&duck_out)?).context("DuckDB's script printed no JSON")?;
     let duck_times: Vec<f64> = duck["seconds"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_f64).collect())
@@ -433,6 +438,20 @@ fn measure_scale(
         .with_options(settings.source.datafusion.clone());
     let allocation = rt.block_on(source.allocate(period))?;
     check_allocation(&allocation, &duck, &query)?;
+    // The SQL template run by DataFusion (the engine before the scan), same files, same run.
+    eprintln!("DataFusion SQL: {} runs", args.runs);
+    let mut sql_times = Vec::new();
+    for i in 0..=args.runs {
+        let t = Instant::now();
+        let by_sql = rt.block_on(source.allocate_by_sql(period))?;
+        if i > 0 {
+            sql_times.push(t.elapsed().as_secs_f64());
+        }
+        ensure!(
+            by_sql.units == allocation.units && by_sql.seats == allocation.seats,
+            "the SQL template and the scan disagree"
+        );
+    }
     // A refresh of an unchanged export: a listing, no scan.
     let mut unchanged = Vec::new();
     for _ in 0..args.runs {
@@ -475,8 +494,14 @@ fn measure_scale(
         "scanned_rows": stats["scanned_rows"],
         "scanned_bytes": stats["scanned_bytes"],
         "files": stats["files"],
+        "local_outside_engine_seconds": median(&walls) - local_median,
         "duckdb_seconds": duck_median,
+        "duckdb_peak_rss_bytes": duck_rss,
         "duckdb": duck,
+        "ratio_process_to_duckdb": median(&walls) / duck_median,
+        "datafusion_sql_seconds": median(&sql_times),
+        "datafusion_sql_runs": sql_times,
+        "ratio_local_to_datafusion_sql": local_median / median(&sql_times),
         "ratio_local_to_duckdb": local_median / duck_median,
         "parquet_floor_seconds": floor_median,
         "parquet_floor_runs": floor,
@@ -1030,9 +1055,14 @@ fn print_tables(report: &Value) {
             "MB",
             "engine",
             "process",
+            "outside engine",
             "peak RSS MB",
             "DuckDB",
+            "DuckDB RSS MB",
             "ours/DuckDB",
+            "process/DuckDB",
+            "DataFusion SQL",
+            "ours/SQL",
             "Parquet floor",
             "ours/floor",
             "unchanged refresh",
@@ -1056,9 +1086,14 @@ fn print_tables(report: &Value) {
             mb(&s["export"]["bytes"]),
             ms(&a["local_engine_seconds"]),
             ms(&a["local_process_seconds"]),
+            ms(&a["local_outside_engine_seconds"]),
             mb(&a["local_peak_rss_bytes"]),
             ms(&a["duckdb_seconds"]),
+            mb(&a["duckdb_peak_rss_bytes"]),
             x(&a["ratio_local_to_duckdb"]),
+            x(&a["ratio_process_to_duckdb"]),
+            ms(&a["datafusion_sql_seconds"]),
+            x(&a["ratio_local_to_datafusion_sql"]),
             ms(&a["parquet_floor_seconds"]),
             x(&a["ratio_local_to_floor"]),
             ms(&a["unchanged_refresh_seconds"]),

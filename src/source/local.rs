@@ -277,8 +277,13 @@ impl LocalSource {
                             reason: crate::config_error::one_line(&e.to_string()),
                         },
                     };
+                    // With the offset index where the file has one, the scan fetches only
+                    // the pages that hold Kiro lines.
                     let md = ParquetMetaDataReader::new()
                         .with_prefetch_hint(Some(64 * 1024))
+                        .with_offset_index_policy(
+                            parquet::file::metadata::PageIndexPolicy::Optional,
+                        )
                         .load_and_finish(fetch, size)
                         .await
                         .map_err(not_parquet)?;

@@ -215,6 +215,7 @@ pub async fn scan_file(
     spec: &ScanSpec,
     concurrency: usize,
 ) -> Result<FileGroups, ScanError> {
+    let meta = with_dictionaries(meta)?;
     let md = meta.metadata().clone();
     let parquet_schema = md.file_metadata().schema_descr_ptr();
     let root = |name: &str| {
@@ -292,6 +293,48 @@ pub async fn scan_file(
         out.merge(&groups);
     }
     Ok(out)
+}
+
+/// The string columns read as Arrow dictionaries (a month has few distinct values in each,
+/// and Parquet already stores them as dictionaries), so the per-value work is done per
+/// dictionary entry.
+const DICTIONARY_COLUMNS: &[&str] = &[
+    "line_item_product_code",
+    "line_item_usage_account_id",
+    "line_item_line_item_type",
+    "line_item_usage_type",
+    "line_item_operation",
+    "pricing_unit",
+    "line_item_user_identifier",
+    "line_item_resource_id",
+    "product_region_code",
+];
+
+/// `meta` with [`DICTIONARY_COLUMNS`] read as dictionaries of strings.
+fn with_dictionaries(meta: ArrowReaderMetadata) -> Result<ArrowReaderMetadata, ScanError> {
+    use arrow::datatypes::{Field, Schema};
+    let schema = meta.schema();
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8
+                if DICTIONARY_COLUMNS.contains(&f.name().as_str()) =>
+            {
+                f.as_ref().clone().with_data_type(DataType::Dictionary(
+                    Box::new(DataType::Int32),
+                    Box::new(f.data_type().clone()),
+                ))
+            }
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    let hinted = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_schema(hinted);
+    Ok(ArrowReaderMetadata::try_new(
+        meta.metadata().clone(),
+        options,
+    )?)
 }
 
 /// Whether a row group's statistics of the product code leave room for `Kiro`.
@@ -396,10 +439,15 @@ impl<'a> MapLookup<'a> {
     }
 }
 
+/// A fast hash for the scan's own keys (small integers and short strings; nothing an outside
+/// party chooses reaches a table that could be flooded beyond a file's distinct values).
+type Fast = foldhash::fast::RandomState;
+type FastMap<K, V> = HashMap<K, V, Fast>;
+
 /// Strings interned as small integers, per scan.
 #[derive(Default)]
 struct Interner {
-    ids: HashMap<Arc<str>, u32>,
+    ids: FastMap<Arc<str>, u32>,
     names: Vec<Arc<str>>,
 }
 
@@ -414,35 +462,143 @@ impl Interner {
         self.ids.insert(name, id);
         id
     }
+
+    fn is_empty(&self, id: u32) -> bool {
+        self.names[id as usize].is_empty()
+    }
 }
 
-/// What the template derives from a usage type: whether it ends in `-credits` (any case), and
-/// its prefix before the first `-` (the region when no region column says otherwise).
+/// A line type as the template tells them apart (the comparisons are case-sensitive there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineType {
+    Tax,
+    Usage,
+    FlatRateSubscription,
+    Other,
+}
+
+/// What the template derives from a usage type: whether it ends in `-credits` (any case), its
+/// prefix before the first `-` (the region when no region column names one), and itself.
+#[derive(Debug, Clone, Copy)]
 struct UsageType {
     credits: bool,
     prefix: u32,
+    id: u32,
 }
 
 /// What the template derives from an operation: credits consumption, or an ignored one.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 struct Operation {
     credits: bool,
     ignored: bool,
 }
 
+/// A string column's values mapped once per distinct value: per dictionary (the files'
+/// dictionary pages arrive as Arrow dictionaries, one values array per column chunk), or per
+/// string where a column is not dictionary-encoded.
+struct Memo<T> {
+    strings: FastMap<Box<str>, T>,
+    /// The last dictionary seen and its entries mapped.
+    dict: Option<(ArrayRef, Vec<T>)>,
+}
+
+impl<T: Copy> Memo<T> {
+    fn new() -> Self {
+        Self {
+            strings: FastMap::default(),
+            dict: None,
+        }
+    }
+
+    /// `out[i]` = `f(value of row i)` for every row of `a` (NULL as `None`), `f` called once
+    /// per distinct value.
+    fn map(
+        &mut self,
+        a: &ArrayRef,
+        column: &'static str,
+        out: &mut Vec<T>,
+        mut f: impl FnMut(Option<&str>) -> T,
+    ) -> Result<(), ScanError> {
+        out.clear();
+        if let DataType::Dictionary(k, _) = a.data_type()
+            && **k == DataType::Int32
+        {
+            let d = a.as_dictionary::<arrow::datatypes::Int32Type>();
+            let values = d.values();
+            let fresh = !matches!(&self.dict, Some((v, _)) if Arc::ptr_eq(v, values));
+            if fresh {
+                let strings = Strings::of(values, column)?;
+                let table = (0..values.len()).map(|i| f(strings.get(i))).collect();
+                self.dict = Some((values.clone(), table));
+            }
+            let table = self.dict.as_ref().map(|(_, t)| t.as_slice()).unwrap_or(&[]);
+            let null = f(None);
+            let keys = d.keys();
+            out.extend((0..d.len()).map(|i| {
+                if keys.is_null(i) {
+                    null
+                } else {
+                    table.get(keys.value(i) as usize).copied().unwrap_or(null)
+                }
+            }));
+            return Ok(());
+        }
+        let strings = Strings::of(a, column)?;
+        let null = f(None);
+        for i in 0..a.len() {
+            let v = match strings.get(i) {
+                None => null,
+                Some(s) => match self.strings.get(s) {
+                    Some(&v) => v,
+                    None => {
+                        let v = f(Some(s));
+                        self.strings.insert(s.into(), v);
+                        v
+                    }
+                },
+            };
+            out.push(v);
+        }
+        Ok(())
+    }
+}
+
 type Key6 = (u32, u32, u32, u32, Option<u32>, Option<i64>);
 
-/// Per-seat groups of the lines seen so far, with memos of the per-value work.
+/// Per-seat groups of the lines seen so far, with the per-value work memoised.
 struct Accumulator<'s> {
     spec: &'s ScanSpec,
     names: Interner,
-    usage_types: HashMap<Box<str>, UsageType>,
-    operations: HashMap<Box<str>, Operation>,
-    units: HashMap<Box<str>, bool>,
-    /// Principal (user identifier or resource id) to user id.
-    users: HashMap<Box<str>, u32>,
-    groups: HashMap<Key6, Aggregates>,
+    accounts: Memo<u32>,
+    line_types: Memo<LineType>,
+    usage_types: Memo<UsageType>,
+    operations: Memo<Operation>,
+    units: Memo<bool>,
+    /// User identifiers to user ids (`u32::MAX`: empty, so the resource id decides).
+    identifiers: Memo<u32>,
+    /// Resource ids to user ids (the empty name where the id names no user).
+    resources: Memo<u32>,
+    /// Region codes (`u32::MAX`: empty, so the usage type's prefix decides).
+    regions: Memo<u32>,
+    /// Cost-center values of the tag to their ids.
+    cost_centers: FastMap<Box<str>, u32>,
+    groups: FastMap<Key6, Aggregates>,
     unit: Option<TimeUnit>,
+    /// Per-row buffers, reused from batch to batch.
+    rows: Rows,
+}
+
+/// A batch's columns mapped per row.
+#[derive(Default)]
+struct Rows {
+    accounts: Vec<u32>,
+    line_types: Vec<LineType>,
+    usage_types: Vec<UsageType>,
+    operations: Vec<Operation>,
+    units: Vec<bool>,
+    identifiers: Vec<u32>,
+    resources: Vec<u32>,
+    regions: Vec<u32>,
 }
 
 const CAST: CastOptions<'static> = CastOptions {
@@ -488,69 +644,145 @@ fn timestamps(a: &ArrayRef, column: &'static str) -> Result<(ArrayRef, TimeUnit)
     Ok((raw, *unit))
 }
 
+/// The user id in a principal: what follows its first `user/`, else the whole of it.
+fn user_of(principal: &str) -> &str {
+    match principal.find("user/") {
+        Some(p) => &principal[p + 5..],
+        None => principal,
+    }
+}
+
 impl<'s> Accumulator<'s> {
     fn new(spec: &'s ScanSpec) -> Self {
         Self {
             spec,
             names: Interner::default(),
-            usage_types: HashMap::new(),
-            operations: HashMap::new(),
-            units: HashMap::new(),
-            users: HashMap::new(),
-            groups: HashMap::new(),
+            accounts: Memo::new(),
+            line_types: Memo::new(),
+            usage_types: Memo::new(),
+            operations: Memo::new(),
+            units: Memo::new(),
+            identifiers: Memo::new(),
+            resources: Memo::new(),
+            regions: Memo::new(),
+            cost_centers: FastMap::default(),
+            groups: FastMap::default(),
             unit: None,
+            rows: Rows::default(),
         }
     }
 
-    fn usage_type(&mut self, usage_type: &str) -> &UsageType {
-        if !self.usage_types.contains_key(usage_type) {
-            let prefix = match usage_type.find('-') {
-                Some(p) => &usage_type[..p],
-                None => "",
-            };
-            let v = UsageType {
-                credits: usage_type.to_lowercase().ends_with("-credits"),
-                prefix: self.names.id(prefix),
-            };
-            self.usage_types.insert(usage_type.into(), v);
-        }
-        &self.usage_types[usage_type]
-    }
-
-    fn operation(&mut self, operation: &str) -> Operation {
-        if let Some(&o) = self.operations.get(operation) {
-            return o;
-        }
-        let lower = operation.to_lowercase();
-        let o = Operation {
-            credits: lower == "credits",
-            ignored: self.spec.ignored_operations.contains(&lower),
+    /// Maps the batch's string columns per row, once per distinct value.
+    fn map_rows(&mut self, b: &RecordBatch) -> Result<(), ScanError> {
+        let col = |name: &'static str| {
+            b.column_by_name(name).ok_or(ScanError::Column {
+                column: name,
+                message: "not read".into(),
+            })
         };
-        self.operations.insert(operation.into(), o);
-        o
-    }
-
-    fn unit_is_credits(&mut self, unit: &str) -> bool {
-        if let Some(&c) = self.units.get(unit) {
-            return c;
-        }
-        let c = unit.to_lowercase() == "credits";
-        self.units.insert(unit.into(), c);
-        c
-    }
-
-    /// The user id in a principal: what follows its first `user/`, else the whole of it.
-    fn user(&mut self, principal: &str) -> u32 {
-        if let Some(&id) = self.users.get(principal) {
-            return id;
-        }
-        let user = match principal.find("user/") {
-            Some(p) => &principal[p + 5..],
-            None => principal,
+        let (names, rows, spec) = (&mut self.names, &mut self.rows, self.spec);
+        self.accounts.map(
+            col("line_item_usage_account_id")?,
+            "line_item_usage_account_id",
+            &mut rows.accounts,
+            |s| names.id(s.unwrap_or("")),
+        )?;
+        self.line_types.map(
+            col("line_item_line_item_type")?,
+            "line_item_line_item_type",
+            &mut rows.line_types,
+            |s| match s.unwrap_or("") {
+                "Tax" => LineType::Tax,
+                "Usage" => LineType::Usage,
+                "FlatRateSubscription" => LineType::FlatRateSubscription,
+                _ => LineType::Other,
+            },
+        )?;
+        self.usage_types.map(
+            col("line_item_usage_type")?,
+            "line_item_usage_type",
+            &mut rows.usage_types,
+            |s| {
+                let s = s.unwrap_or("");
+                let prefix = s.find('-').map_or("", |p| &s[..p]);
+                UsageType {
+                    credits: s.to_lowercase().ends_with("-credits"),
+                    prefix: names.id(prefix),
+                    id: names.id(s),
+                }
+            },
+        )?;
+        let operation = |s: Option<&str>| {
+            let lower = s.unwrap_or("").to_lowercase();
+            Operation {
+                credits: lower == "credits",
+                ignored: spec.ignored_operations.contains(&lower),
+            }
         };
-        let id = self.names.id(user);
-        self.users.insert(principal.into(), id);
-        id
+        match b.column_by_name("line_item_operation") {
+            Some(a) if spec.columns.operation => {
+                self.operations
+                    .map(a, "line_item_operation", &mut rows.operations, operation)?;
+            }
+            _ => {
+                let none = operation(None);
+                rows.operations.clear();
+                rows.operations.resize(b.num_rows(), none);
+            }
+        }
+        self.units
+            .map(col("pricing_unit")?, "pricing_unit", &mut rows.units, |s| {
+                s.unwrap_or("").to_lowercase() == "credits"
+            })?;
+        match b.column_by_name("line_item_user_identifier") {
+            Some(a) if spec.columns.user_identifier => {
+                self.identifiers.map(
+                    a,
+                    "line_item_user_identifier",
+                    &mut rows.identifiers,
+                    |s| match s {
+                        Some(v) if !v.is_empty() => names.id(user_of(v)),
+                        _ => u32::MAX,
+                    },
+                )?;
+            }
+            _ => {
+                rows.identifiers.clear();
+                rows.identifiers.resize(b.num_rows(), u32::MAX);
+            }
+        }
+        let empty = names.id("");
+        match b.column_by_name("line_item_resource_id") {
+            Some(a) if spec.columns.resource_id => {
+                self.resources.map(
+                    a,
+                    "line_item_resource_id",
+                    &mut rows.resources,
+                    |s| match s {
+                        Some(v) if v.contains("user/") => names.id(user_of(v)),
+                        _ => empty,
+                    },
+                )?;
+            }
+            _ => {
+                rows.resources.clear();
+                rows.resources.resize(b.num_rows(), empty);
+            }
+        }
+        match b.column_by_name("product_region_code") {
+            Some(a) if spec.columns.region_code => {
+                self.regions
+                    .map(a, "product_region_code", &mut rows.regions, |s| match s {
+                        Some(v) if !v.is_empty() => names.id(v),
+                        _ => u32::MAX,
+                    })?;
+            }
+            _ => {
+                rows.regions.clear();
+                rows.regions.resize(b.num_rows(), u32::MAX);
+            }
+        }
+        Ok(())
     }
 
     /// Adds a batch of Kiro lines.
@@ -561,40 +793,9 @@ impl<'s> Accumulator<'s> {
                 message: "not read".into(),
             })
         };
-        let strings = |name: &'static str| -> Result<Option<Strings<'_>>, ScanError> {
-            match b.column_by_name(name) {
-                Some(a) => Strings::of(a, name).map(Some),
-                None => Ok(None),
-            }
-        };
+        self.map_rows(b)?;
         let c = self.spec.columns;
-        let account = Strings::of(
-            col("line_item_usage_account_id")?,
-            "line_item_usage_account_id",
-        )?;
-        let line_type = Strings::of(col("line_item_line_item_type")?, "line_item_line_item_type")?;
-        let usage_type = Strings::of(col("line_item_usage_type")?, "line_item_usage_type")?;
-        let unit = Strings::of(col("pricing_unit")?, "pricing_unit")?;
-        let uid = if c.user_identifier {
-            strings("line_item_user_identifier")?
-        } else {
-            None
-        };
-        let resource = if c.resource_id {
-            strings("line_item_resource_id")?
-        } else {
-            None
-        };
-        let operation = if c.operation {
-            strings("line_item_operation")?
-        } else {
-            None
-        };
-        let region_code = if c.region_code {
-            strings("product_region_code")?
-        } else {
-            None
-        };
+        // The region from the product map, where the export has no region-code column.
         let product = match (c.region_code, c.product, b.column_by_name("product")) {
             (false, true, Some(p)) => Some(MapLookup::of(p, "product")?),
             _ => None,
@@ -610,65 +811,54 @@ impl<'s> Accumulator<'s> {
         };
         let cost = decimals(&cost_column, self.spec.cost_column.column())?;
         let cost = cost.as_primitive::<Decimal128Type>();
-        let (start, unit_s) = timestamps(
+        let (start, unit) = timestamps(
             col("line_item_usage_start_date")?,
             "line_item_usage_start_date",
         )?;
         let (end, _) = timestamps(col("line_item_usage_end_date")?, "line_item_usage_end_date")?;
-        self.unit = Some(unit_s);
+        self.unit = Some(unit);
         let (start, end) = (
             start.as_primitive::<Int64Type>(),
             end.as_primitive::<Int64Type>(),
         );
         let one = 10i128.pow(SCALE);
-        let tag = self.spec.cost_center_tag.clone();
+        let tag = self.spec.cost_center_tag.as_str();
+        let rows = std::mem::take(&mut self.rows);
         for i in 0..b.num_rows() {
-            let account_id = self.names.id(account.get(i).unwrap_or(""));
-            // principal: the user identifier when not empty, else a resource id naming a user.
-            let from_resource = || match resource.as_ref().and_then(|r| r.get(i)) {
-                Some(r) if r.contains("user/") => r,
-                _ => "",
+            let user_id = match rows.identifiers[i] {
+                u32::MAX => rows.resources[i],
+                id => id,
             };
-            let principal = match &uid {
-                Some(u) => match u.get(i) {
-                    Some(v) if !v.is_empty() => v,
-                    _ if resource.is_some() => from_resource(),
-                    _ => "",
+            let cost_center = match tags.get(i, tag) {
+                None | Some("") => self.names.id(""),
+                Some(v) => match self.cost_centers.get(v) {
+                    Some(&id) => id,
+                    None => {
+                        let id = self.names.id(v);
+                        self.cost_centers.insert(v.into(), id);
+                        id
+                    }
                 },
-                None => from_resource(),
             };
-            let user_id = self.user(principal);
-            let cost_center = self.names.id(tags.get(i, &tag).unwrap_or(""));
-            let usage = usage_type.get(i).unwrap_or("");
-            let ut = self.usage_type(usage);
-            let (ut_credits, prefix) = (ut.credits, ut.prefix);
-            let named_region = match (&region_code, &product) {
-                (Some(r), _) => r.get(i),
-                (None, Some(p)) => p.get(i, "region"),
-                _ => None,
+            let ut = rows.usage_types[i];
+            let region = match rows.regions[i] {
+                u32::MAX => match product.as_ref().and_then(|p| p.get(i, "region")) {
+                    Some(r) if !r.is_empty() => self.names.id(r),
+                    _ => ut.prefix,
+                },
+                id => id,
             };
-            let region = match named_region {
-                Some(r) if !r.is_empty() => self.names.id(r),
-                _ => prefix,
-            };
-            let op = match &operation {
-                Some(o) => self.operation(o.get(i).unwrap_or("")),
-                None => self.operation(""),
-            };
-            let unit_credits = self.unit_is_credits(unit.get(i).unwrap_or(""));
-            let lt = line_type.get(i).unwrap_or("");
-            let category = if lt == "Tax" {
-                Category::Tax
-            } else if op.ignored {
-                Category::Other
-            } else if (lt == "Usage" || lt == "FlatRateSubscription")
-                && (op.credits || ut_credits || unit_credits)
-            {
-                Category::Credits
-            } else if lt == "FlatRateSubscription" {
-                Category::Subscription
-            } else {
-                Category::Other
+            let op = rows.operations[i];
+            let category = match rows.line_types[i] {
+                LineType::Tax => Category::Tax,
+                _ if op.ignored => Category::Other,
+                LineType::Usage | LineType::FlatRateSubscription
+                    if op.credits || ut.credits || rows.units[i] =>
+                {
+                    Category::Credits
+                }
+                LineType::FlatRateSubscription => Category::Subscription,
+                _ => Category::Other,
             };
             let amount = if amount.is_null(i) {
                 0
@@ -678,21 +868,16 @@ impl<'s> Accumulator<'s> {
             let cost = if cost.is_null(i) { 0 } else { cost.value(i) };
             let starts = (!start.is_null(i)).then(|| start.value(i));
             let ends = (!end.is_null(i)).then(|| end.value(i));
-            let seat = category == Category::Subscription
-                && !self.names.names[user_id as usize].is_empty();
-            let sub_type = seat.then(|| self.names.id(usage));
-            let sub_start = if seat { starts } else { None };
-            let g = self
-                .groups
-                .entry((
-                    account_id,
-                    region,
-                    user_id,
-                    cost_center,
-                    sub_type,
-                    sub_start,
-                ))
-                .or_default();
+            let seat = category == Category::Subscription && !self.names.is_empty(user_id);
+            let key = (
+                rows.accounts[i],
+                region,
+                user_id,
+                cost_center,
+                seat.then_some(ut.id),
+                if seat { starts } else { None },
+            );
+            let g = self.groups.entry(key).or_default();
             g.all_cost_usd = g.all_cost_usd.saturating_add(cost);
             match category {
                 Category::Tax => g.tax_usd = g.tax_usd.saturating_add(cost),
@@ -716,6 +901,7 @@ impl<'s> Accumulator<'s> {
                 g.billed_lines += 1;
             }
         }
+        self.rows = rows;
         Ok(())
     }
 
