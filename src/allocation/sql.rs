@@ -376,70 +376,53 @@ fn params_for(dialect: Dialect, params: &mut Vec<String>) -> impl FnMut(String) 
 /// The keys of the per-seat groups the allocation sums in before it picks the plan.
 const GROUP_KEYS: &str = "account_id, region, user_id, cost_center, sub_type, sub_start";
 
-/// How a group's aggregate merges with the same group's from other files.
-#[derive(Clone, Copy)]
-enum Merge {
-    Sum,
-    Max,
-}
-
-/// The per-seat group's aggregates over `keyed` lines: name, expression, merge.
-const GROUP_AGGREGATES: &[(&str, &str, Merge)] = &[
+/// The per-seat group's aggregates over `keyed` lines: name, expression (the embedded
+/// engine's scan computes the same, `source::scan::Aggregates`).
+const GROUP_AGGREGATES: &[(&str, &str)] = &[
     (
         "sub_cost",
         "MAX(CASE WHEN category = 'subscription' THEN cost END)",
-        Merge::Max,
     ),
     (
         "full_fee",
         "MAX(CASE WHEN category = 'subscription' AND usage_amount = 1 THEN cost END)",
-        Merge::Max,
     ),
     (
         "last_seat_fee",
         "MAX(CASE WHEN category = 'subscription' THEN usage_start END)",
-        Merge::Max,
     ),
     (
         "credits_used",
         "SUM(CASE WHEN category = 'credits' THEN usage_amount ELSE 0 END)",
-        Merge::Sum,
     ),
     (
         "subscription_usd",
         "SUM(CASE WHEN category = 'subscription' THEN cost ELSE 0 END)",
-        Merge::Sum,
     ),
     (
         "overage_usd",
         "SUM(CASE WHEN category = 'credits' THEN cost ELSE 0 END)",
-        Merge::Sum,
     ),
     (
         "other_usd",
         "SUM(CASE WHEN category = 'other' THEN cost ELSE 0 END)",
-        Merge::Sum,
     ),
     (
         "total_usd",
         "SUM(CASE WHEN category <> 'tax' THEN cost ELSE 0 END)",
-        Merge::Sum,
     ),
     (
         "tax_usd",
         "SUM(CASE WHEN category = 'tax' THEN cost ELSE 0 END)",
-        Merge::Sum,
     ),
-    ("all_cost_usd", "SUM(cost)", Merge::Sum),
+    ("all_cost_usd", "SUM(cost)"),
     (
         "billed_lines",
         "SUM(CASE WHEN category <> 'tax' THEN 1 ELSE 0 END)",
-        Merge::Sum,
     ),
     (
         "usage_end_max",
         "MAX(CASE WHEN category = 'credits' THEN usage_end END)",
-        Merge::Max,
     ),
 ];
 
@@ -456,7 +439,7 @@ const KEYED: &str = r#"keyed AS (
 fn grouped_select() -> String {
     let aggregates = GROUP_AGGREGATES
         .iter()
-        .map(|(name, expr, _)| format!("        {expr} AS {name}"))
+        .map(|(name, expr)| format!("        {expr} AS {name}"))
         .collect::<Vec<_>>()
         .join(",\n");
     format!(
@@ -507,34 +490,6 @@ pub fn render(dialect: Dialect, spec: &QuerySpec<'_>) -> Rendered {
         planned_and_result()
     );
     Rendered { sql, params }
-}
-
-/// The first half of [`render`], for one file: its per-seat groups. Groups of several files
-/// merge into the same result as one query over all of them ([`render_combine`]), so a
-/// refresh reads only the files that changed.
-pub fn render_partial(dialect: Dialect, spec: &QuerySpec<'_>) -> Rendered {
-    let mut params = Vec::new();
-    let lines = line_ctes(dialect, spec, &mut params_for(dialect, &mut params));
-    let sql = format!("{lines},\n{KEYED}\n{}", grouped_select());
-    Rendered { sql, params }
-}
-
-/// The second half of [`render`], over `table` holding the groups of [`render_partial`] of
-/// every file: the same group from several files merged (sums added, maxima taken), then the
-/// plan and the result rows.
-pub fn render_combine(table: &str) -> String {
-    let merged = GROUP_AGGREGATES
-        .iter()
-        .map(|(name, _, merge)| match merge {
-            Merge::Sum => format!("        SUM({name}) AS {name}"),
-            Merge::Max => format!("        MAX({name}) AS {name}"),
-        })
-        .collect::<Vec<_>>()
-        .join(",\n");
-    format!(
-        "WITH grouped AS (\n    SELECT\n        {GROUP_KEYS},\n{merged}\n    FROM {table}\n    GROUP BY {GROUP_KEYS}\n),\n{}",
-        planned_and_result()
-    )
 }
 
 /// What `inspect` asks of a period's Kiro lines: per facet (`line_type`, `operation`,

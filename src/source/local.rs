@@ -64,7 +64,7 @@ struct Cache {
     footers: std::collections::HashMap<String, (Version, ArrowReaderMetadata)>,
     /// Per period: the versions of the files it was allocated from, and the allocation.
     results: BTreeMap<BillingPeriod, (Vec<(String, Version)>, Allocation)>,
-    /// Per file: its per-seat groups ([`sql::render_partial`]), so a refresh reads only the
+    /// Per file: its per-seat groups ([`scan::FileGroups`]), so a refresh reads only the
     /// files that changed.
     partials: std::collections::HashMap<String, Partial>,
 }

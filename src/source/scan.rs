@@ -11,7 +11,7 @@
 //! fixed-point at the template's scale (DECIMAL(38, 10): amounts are converted by the same
 //! Arrow kernel the engines' `CAST` uses, so any order of files gives the same digits). A
 //! file's groups ([`FileGroups`]) merge with other files' (sums added, maxima taken) exactly
-//! as `render_partial` and `render_combine` merge, so a refresh scans only the files that
+//! as the template's groups would merge, so a refresh scans only the files that
 //! changed; [`combine`] then picks each seat's plan and gives the result rows.
 //!
 //! Memory stays bounded: row groups stream in batches, a few at a time, and only the groups
@@ -147,8 +147,7 @@ pub struct Aggregates {
 }
 
 impl Aggregates {
-    /// Merges another file's aggregates of the same group (`render_combine`: sums added,
-    /// maxima taken).
+    /// Merges another file's aggregates of the same group (sums added, maxima taken).
     fn merge(&mut self, o: &Self) {
         self.sub_cost = self.sub_cost.max(o.sub_cost);
         self.full_fee = self.full_fee.max(o.full_fee);
