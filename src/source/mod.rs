@@ -45,11 +45,11 @@ pub struct SourceSettings {
     /// Local engine: the export root (the folder that holds `data/BILLING_PERIOD=…`), on local
     /// disk or in S3 (`s3://bucket/prefix/export-name`, read with the `[aws]` settings).
     pub cur: PathBuf,
-    /// Local engine: partitions DataFusion plans with; 0 = one per core.
+    /// Local engine: files, and row groups of a file, scanned at once; 0 = one per core.
     pub target_partitions: usize,
-    /// Local engine: DataFusion session options on top of the engine's defaults, keys as in
-    /// DataFusion's configuration reference without `datafusion.` (e.g.
-    /// `"execution.parquet.pushdown_filters" = "false"`).
+    /// Local engine: options of the DataFusion session `inspect` runs its SQL in (the
+    /// allocation is the engine's own scan and runs no SQL), keys as in DataFusion's
+    /// configuration reference without `datafusion.` (e.g. `"execution.batch_size" = "16384"`).
     pub datafusion: BTreeMap<String, String>,
     /// Athena engine: where and how the allocation query runs.
     pub athena: AthenaSettings,
