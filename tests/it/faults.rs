@@ -104,6 +104,14 @@ pub async fn fault_and_recover(
         "{name}"
     );
     assert_eq!(get(&d.url("/readyz"), false).await.unwrap().status, 200);
+    // The daemon logs before it publishes, but its stderr reaches the test through a pipe and
+    // a reader thread: give the line a moment.
+    let logged = std::time::Instant::now() + Duration::from_secs(10);
+    while !d.log()[log_before..].contains("refresh failed, keeping the last good snapshot")
+        && std::time::Instant::now() < logged
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let log = d.log()[log_before..].to_owned();
     assert!(
         log.contains("refresh failed, keeping the last good snapshot"),
