@@ -178,7 +178,7 @@ pub struct GroupKey {
 /// One file's (or several merged files') per-seat groups.
 #[derive(Debug, Clone, Default)]
 pub struct FileGroups {
-    pub groups: HashMap<GroupKey, Aggregates>,
+    pub groups: HashMap<GroupKey, Aggregates, foldhash::fast::RandomState>,
     /// The timestamps' unit (the same in every file of a period).
     unit: Option<TimeUnit>,
 }
@@ -297,6 +297,9 @@ pub async fn scan_file(
 /// The string columns read as Arrow dictionaries (a month has few distinct values in each,
 /// and Parquet already stores them as dictionaries), so the per-value work is done per
 /// dictionary entry.
+///
+/// Not the user and resource identifiers: other services' resource ids are unique per line, so
+/// writers fall back to plain pages there, which the reader would hash back into a dictionary.
 const DICTIONARY_COLUMNS: &[&str] = &[
     "line_item_product_code",
     "line_item_usage_account_id",
@@ -304,8 +307,6 @@ const DICTIONARY_COLUMNS: &[&str] = &[
     "line_item_usage_type",
     "line_item_operation",
     "pricing_unit",
-    "line_item_user_identifier",
-    "line_item_resource_id",
     "product_region_code",
 ];
 
@@ -958,7 +959,7 @@ fn money(v: i128) -> Result<Decimal, ScanError> {
 pub fn combine(all: &FileGroups) -> Result<Vec<GroupRow>, ScanError> {
     type Seat<'a> = (&'a str, &'a str, &'a str);
     // The plan of each seat: the order of the window's ORDER BY.
-    let mut plans: HashMap<Seat<'_>, (&GroupKey, &Aggregates)> = HashMap::new();
+    let mut plans: FastMap<Seat<'_>, (&GroupKey, &Aggregates)> = FastMap::default();
     for (k, a) in &all.groups {
         if k.sub_type.is_none() {
             continue;
@@ -991,7 +992,7 @@ pub fn combine(all: &FileGroups) -> Result<Vec<GroupRow>, ScanError> {
         sums: [i128; 7],
         plan_fee: Option<i128>,
     }
-    let mut rows: HashMap<Unit<'_>, Pending> = HashMap::new();
+    let mut rows: FastMap<Unit<'_>, Pending> = FastMap::default();
     for (k, a) in &all.groups {
         let unit = (&*k.account_id, &*k.region, &*k.user_id, &*k.cost_center);
         let plan = plans
