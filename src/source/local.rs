@@ -1,12 +1,13 @@
-//! The embedded engine: Apache DataFusion over a CUR 2.0 export on local disk or in S3
-//! ([`super::export`]).
+//! The embedded engine over a CUR 2.0 export on local disk or in S3 ([`super::export`]).
 //!
 //! The export root holds `data/BILLING_PERIOD=YYYY-MM/…`. The period's files are the ones its
 //! manifest lists, or the newest delivery ([`super::delivery`]): never two versions. Before a
-//! query, their footers are read and checked (a file that is not Parquet, or lacks a required
-//! column, is named) and the optional columns present are learned; the table is then
-//! registered over exactly those files with only the columns the query reads, and the SQL is
-//! rendered for the columns the export has.
+//! scan, their footers are read and checked (a file that is not Parquet, or lacks a required
+//! column, is named) and the optional columns present are learned. Each file that changed is
+//! then scanned into its per-seat groups ([`super::scan`]), kept until it changes again, and
+//! the groups of every file are combined into the result rows. DataFusion runs the SQL
+//! template over the same files for `inspect` and for [`LocalSource::allocate_by_sql`], the
+//! definition the scan is checked against.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
