@@ -70,38 +70,17 @@ impl ScanSpec {
         }
     }
 
-    /// The columns read, besides the product code.
+    /// The columns read, besides the product code: the template's ([`Columns::read`]), the net
+    /// cost only when it is the cost column.
     fn read(&self) -> Vec<&'static str> {
-        let c = &self.columns;
-        let mut out = vec![
-            "line_item_usage_account_id",
-            "line_item_line_item_type",
-            "line_item_usage_type",
-            "line_item_usage_start_date",
-            "line_item_usage_end_date",
-            "line_item_usage_amount",
-            "line_item_unblended_cost",
-            "pricing_unit",
-            "tags",
-        ];
-        if c.user_identifier {
-            out.push("line_item_user_identifier");
-        }
-        if c.resource_id {
-            out.push("line_item_resource_id");
-        }
-        if c.operation {
-            out.push("line_item_operation");
-        }
-        if c.region_code {
-            out.push("product_region_code");
-        } else if c.product {
-            out.push("product");
-        }
-        if self.cost_column == CostColumn::NetUnblended && c.net_unblended_cost {
-            out.push("line_item_net_unblended_cost");
-        }
-        out
+        self.columns
+            .read()
+            .into_iter()
+            .filter(|c| *c != "line_item_product_code")
+            .filter(|c| {
+                *c != "line_item_net_unblended_cost" || self.cost_column == CostColumn::NetUnblended
+            })
+            .collect()
     }
 }
 
