@@ -64,18 +64,6 @@ impl LiveSecurity {
         })
     }
 
-    /// A reading that no file backs (nothing to reload).
-    pub fn fixed(security: WebSecurity) -> Self {
-        Self {
-            sources: WebSources::default(),
-            current: ArcSwap::from_pointee(security),
-            watched: Mutex::new(Watched {
-                files: Vec::new(),
-                digest: digest(std::iter::empty()),
-            }),
-        }
-    }
-
     /// The reading in force.
     pub fn current(&self) -> Arc<WebSecurity> {
         self.current.load_full()

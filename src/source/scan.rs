@@ -96,6 +96,8 @@ pub enum ScanError {
         column: &'static str,
         message: String,
     },
+    #[error("the scan of a row group stopped: {0}")]
+    Stopped(String),
 }
 
 /// A line's category, in the template's order of rules.
@@ -196,16 +198,16 @@ pub async fn scan_file(
     let meta = with_dictionaries(meta)?;
     let md = meta.metadata().clone();
     let parquet_schema = md.file_metadata().schema_descr_ptr();
-    let root = |name: &str| {
+    let root = |name: &'static str| {
         meta.schema().index_of(name).map_err(|_| ScanError::Column {
-            column: "line_item_product_code",
-            message: format!("{name} is not in the file"),
+            column: name,
+            message: "not in the file".into(),
         })
     };
     let code = root("line_item_product_code")?;
     let wanted = spec.read();
     let mut roots = Vec::with_capacity(wanted.len());
-    for name in &wanted {
+    for name in wanted {
         roots.push(root(name)?);
     }
     // Row groups whose statistics say no line is Kiro's are not read.
@@ -226,7 +228,7 @@ pub async fn scan_file(
     if row_groups.is_empty() {
         return Ok(FileGroups::default());
     }
-    // Row groups are read a few at a time, each its own stream.
+    // The row groups in `concurrency` streams, each its own task.
     let chunks = concurrency.clamp(1, row_groups.len());
     let per = row_groups.len().div_ceil(chunks);
     let tasks: Vec<_> = row_groups
@@ -259,15 +261,8 @@ pub async fn scan_file(
         })
         .collect();
     let mut out = FileGroups::default();
-    let results: Vec<_> = futures::stream::iter(tasks)
-        .buffer_unordered(chunks)
-        .collect()
-        .await;
-    for r in results {
-        let groups = r.map_err(|e| ScanError::Column {
-            column: "line_item_product_code",
-            message: format!("the scan stopped: {e}"),
-        })??;
+    for r in futures::future::join_all(tasks).await {
+        let groups = r.map_err(|e| ScanError::Stopped(e.to_string()))??;
         out.merge(&groups);
     }
     Ok(out)
@@ -489,6 +484,26 @@ impl<T: Copy> Memo<T> {
         }
     }
 
+    /// [`Self::map`] over a column the export may lack: without it, every one of the `rows`
+    /// rows is `f(None)`, as the template reads a missing column as NULL.
+    fn map_optional(
+        &mut self,
+        a: Option<&ArrayRef>,
+        rows: usize,
+        column: &'static str,
+        out: &mut Vec<T>,
+        mut f: impl FnMut(Option<&str>) -> T,
+    ) -> Result<(), ScanError> {
+        match a {
+            Some(a) => self.map(a, column, out, f),
+            None => {
+                out.clear();
+                out.resize(rows, f(None));
+                Ok(())
+            }
+        }
+    }
+
     /// `out[i]` = `f(value of row i)` for every row of `a` (NULL as `None`), `f` called once
     /// per distinct value.
     fn map(
@@ -698,69 +713,50 @@ impl<'s> Accumulator<'s> {
                 ignored: spec.ignored_operations.contains(&lower),
             }
         };
-        match b.column_by_name("line_item_operation") {
-            Some(a) if spec.columns.operation => {
-                self.operations
-                    .map(a, "line_item_operation", &mut rows.operations, operation)?;
-            }
-            _ => {
-                let none = operation(None);
-                rows.operations.clear();
-                rows.operations.resize(b.num_rows(), none);
-            }
-        }
+        let (n, c) = (b.num_rows(), spec.columns);
+        let optional = |name: &str, present: bool| b.column_by_name(name).filter(|_| present);
+        self.operations.map_optional(
+            optional("line_item_operation", c.operation),
+            n,
+            "line_item_operation",
+            &mut rows.operations,
+            operation,
+        )?;
         self.units
             .map(col("pricing_unit")?, "pricing_unit", &mut rows.units, |s| {
                 s.unwrap_or("").to_lowercase() == "credits"
             })?;
-        match b.column_by_name("line_item_user_identifier") {
-            Some(a) if spec.columns.user_identifier => {
-                self.identifiers.map(
-                    a,
-                    "line_item_user_identifier",
-                    &mut rows.identifiers,
-                    |s| match s {
-                        Some(v) if !v.is_empty() => names.id(user_of(v)),
-                        _ => u32::MAX,
-                    },
-                )?;
-            }
-            _ => {
-                rows.identifiers.clear();
-                rows.identifiers.resize(b.num_rows(), u32::MAX);
-            }
-        }
+        self.identifiers.map_optional(
+            optional("line_item_user_identifier", c.user_identifier),
+            n,
+            "line_item_user_identifier",
+            &mut rows.identifiers,
+            |s| match s {
+                Some(v) if !v.is_empty() => names.id(user_of(v)),
+                _ => u32::MAX,
+            },
+        )?;
         let empty = names.id("");
-        match b.column_by_name("line_item_resource_id") {
-            Some(a) if spec.columns.resource_id => {
-                self.resources.map(
-                    a,
-                    "line_item_resource_id",
-                    &mut rows.resources,
-                    |s| match s {
-                        Some(v) if v.contains("user/") => names.id(user_of(v)),
-                        _ => empty,
-                    },
-                )?;
-            }
-            _ => {
-                rows.resources.clear();
-                rows.resources.resize(b.num_rows(), empty);
-            }
-        }
-        match b.column_by_name("product_region_code") {
-            Some(a) if spec.columns.region_code => {
-                self.regions
-                    .map(a, "product_region_code", &mut rows.regions, |s| match s {
-                        Some(v) if !v.is_empty() => names.id(v),
-                        _ => u32::MAX,
-                    })?;
-            }
-            _ => {
-                rows.regions.clear();
-                rows.regions.resize(b.num_rows(), u32::MAX);
-            }
-        }
+        self.resources.map_optional(
+            optional("line_item_resource_id", c.resource_id),
+            n,
+            "line_item_resource_id",
+            &mut rows.resources,
+            |s| match s {
+                Some(v) if v.contains("user/") => names.id(user_of(v)),
+                _ => empty,
+            },
+        )?;
+        self.regions.map_optional(
+            optional("product_region_code", c.region_code),
+            n,
+            "product_region_code",
+            &mut rows.regions,
+            |s| match s {
+                Some(v) if !v.is_empty() => names.id(v),
+                _ => u32::MAX,
+            },
+        )?;
         Ok(())
     }
 
