@@ -43,8 +43,9 @@ fn rollup_json(key_name: &str, key: &str, r: &Rollup) -> Value {
 /// recommendations as one JSON object. `kiro_total_usd` is the whole bill, tax included: the
 /// total cost every sink shows.
 pub fn to_json(view: &PeriodView) -> Value {
-    let a = &view.allocation;
-    let users: Vec<Value> = a
+    let mut v = summary_json(view);
+    let users: Vec<Value> = view
+        .allocation
         .units
         .iter()
         .map(|u| {
@@ -62,6 +63,94 @@ pub fn to_json(view: &PeriodView) -> Value {
             })
         })
         .collect();
+    v["users"] = Value::Array(users);
+    v
+}
+
+/// [`to_json`] (the reference for this) with `extra` members (such as `people`), written pretty to `w` as
+/// `serde_json::to_string_pretty` writes the value, without building a value per user.
+pub fn write_json(
+    view: &PeriodView,
+    extra: serde_json::Map<String, Value>,
+    w: impl std::io::Write,
+) -> serde_json::Result<()> {
+    use serde::ser::{SerializeMap as _, SerializeSeq as _};
+    let Value::Object(mut members) = summary_json(view) else {
+        unreachable!("the summary is an object")
+    };
+    members.extend(extra);
+    struct Users<'a>(&'a [crate::allocation::UserCost]);
+    impl serde::Serialize for Users<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(Some(self.0.len()))?;
+            for u in self.0 {
+                seq.serialize_element(&UserJson(u))?;
+            }
+            seq.end()
+        }
+    }
+    struct Doc<'a>(&'a serde_json::Map<String, Value>, Users<'a>);
+    impl serde::Serialize for Doc<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            // Members in the order a JSON object's are kept (by name), "users" among them.
+            let mut map = s.serialize_map(Some(self.0.len() + 1))?;
+            let mut users = Some(&self.1);
+            for (k, v) in self.0 {
+                if let Some(u) = users.filter(|_| k.as_str() > "users") {
+                    map.serialize_entry("users", u)?;
+                    users = None;
+                }
+                map.serialize_entry(k, v)?;
+            }
+            if let Some(u) = users {
+                map.serialize_entry("users", u)?;
+            }
+            map.end()
+        }
+    }
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, w);
+    serde_json::to_writer_pretty(&mut w, &Doc(&members, Users(&view.allocation.units)))?;
+    std::io::Write::write_all(&mut w, b"\n").map_err(serde_json::Error::io)?;
+    std::io::Write::flush(&mut w).map_err(serde_json::Error::io)
+}
+
+/// A decimal amount as [`number`] writes it.
+struct Num(Decimal);
+
+impl serde::Serialize for Num {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.to_f64().filter(|f| f.is_finite()) {
+            Some(f) => s.serialize_f64(f),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// A unit as JSON: its members by name, as a JSON object keeps them.
+struct UserJson<'a>(&'a crate::allocation::UserCost);
+
+impl serde::Serialize for UserJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let u = self.0;
+        let mut m = s.serialize_map(Some(10))?;
+        m.serialize_entry("account_id", &u.account_id)?;
+        m.serialize_entry("cost_center", &u.cost_center)?;
+        m.serialize_entry("credits_used", &Num(u.credits_used))?;
+        m.serialize_entry("other_usd", &Num(u.other_usd))?;
+        m.serialize_entry("overage_usd", &Num(u.overage_usd))?;
+        m.serialize_entry("plan", &u.plan)?;
+        m.serialize_entry("region", &u.region)?;
+        m.serialize_entry("subscription_usd", &Num(u.subscription_usd))?;
+        m.serialize_entry("total_usd", &Num(u.total_usd))?;
+        m.serialize_entry("user_id", &u.user_id)?;
+        m.end()
+    }
+}
+
+/// Everything [`to_json`] holds but the users.
+fn summary_json(view: &PeriodView) -> Value {
+    let a = &view.allocation;
     let cost_centers: Vec<Value> = view
         .cost_centers
         .iter()
@@ -82,7 +171,6 @@ pub fn to_json(view: &PeriodView) -> Value {
         .collect();
     json!({
         "billing_period": a.period.to_string(),
-        "users": users,
         "tax_usd": number(a.tax_usd),
         "unattributed_usd": number(a.unattributed_usd),
         "kiro_total_usd": number(a.kiro_total_usd),

@@ -377,7 +377,7 @@ fn params_for(dialect: Dialect, params: &mut Vec<String>) -> impl FnMut(String) 
 const GROUP_KEYS: &str = "account_id, region, user_id, cost_center, sub_type, sub_start";
 
 /// The per-seat group's aggregates over `keyed` lines: name, expression (the embedded
-/// engine's scan computes the same, `source::scan::Aggregates`).
+/// engine's scan computes the same, `source::scan::Sums` and `source::scan::SeatFee`).
 const GROUP_AGGREGATES: &[(&str, &str)] = &[
     (
         "sub_cost",

@@ -70,18 +70,22 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         );
     }
     let (view, people) = super::period_view(&settings, allocation, chrono::Utc::now()).await?;
+    tracing::debug!(%period, "view built");
     let mut stdout = std::io::stdout().lock();
     match format {
         Format::Json => {
-            let mut json = output::to_json(&view);
+            let mut extra = serde_json::Map::new();
             if !people.is_empty() {
-                json["people"] = serde_json::to_value(&people)?;
+                extra.insert("people".into(), serde_json::to_value(&people)?);
             }
-            writeln!(stdout, "{}", serde_json::to_string_pretty(&json)?)?
+            output::write_json(&view, extra, &mut stdout)?
         }
         Format::Csv => stdout.write_all(&output::to_csv(&view.allocation)?)?,
         Format::Table => stdout.write_all(output::to_table(&view).as_bytes())?,
     }
     stdout.flush()?;
+    tracing::debug!(%period, "written");
+    // The process ends here: what it holds goes with it, not freed piece by piece.
+    std::mem::forget((view, source));
     Ok(())
 }

@@ -68,6 +68,8 @@ struct Cache {
     /// Per file: its per-seat groups ([`scan::FileGroups`]), so a refresh reads only the
     /// files that changed.
     partials: std::collections::HashMap<String, Partial>,
+    /// Per period: the strings its files' groups name ([`scan::Pool`]).
+    pools: BTreeMap<BillingPeriod, scan::SharedPool>,
 }
 
 /// One file's per-seat groups, valid for the file's version and the scan that made them.
@@ -77,6 +79,8 @@ struct Partial {
     /// Hash of the scan's settings and the table schema.
     query: u64,
     groups: Arc<scan::FileGroups>,
+    /// The pool its ids are of.
+    pool: scan::SharedPool,
 }
 
 /// A file's version as listed: size, ETag (or the file system's equivalent), modification
@@ -102,7 +106,16 @@ impl Cache {
             .partials
             .iter()
             .map(|(k, p)| k.len() + p.groups.memory_size())
-            .sum();
+            .sum::<usize>()
+            + self
+                .pools
+                .values()
+                .map(|p| {
+                    p.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .memory_size()
+                })
+                .sum::<usize>();
         let results: usize = self
             .results
             .values()
@@ -499,19 +512,25 @@ impl LocalSource {
             format!("{:?}", files.schema).hash(&mut h);
             h.finish()
         };
-        let mut known: Vec<Option<Arc<scan::FileGroups>>> = {
-            let cache = self.cache();
-            files
+        let (mut known, pool): (Vec<Option<Arc<scan::FileGroups>>>, _) = {
+            let mut cache = self.cache();
+            let pool = cache.pools.entry(period).or_default().clone();
+            let known = files
                 .objects
                 .iter()
                 .map(|o| {
                     cache
                         .partials
                         .get(o.key.as_ref())
-                        .filter(|p| p.version == version(o) && p.query == query)
+                        .filter(|p| {
+                            p.version == version(o)
+                                && p.query == query
+                                && Arc::ptr_eq(&p.pool, &pool)
+                        })
                         .map(|p| p.groups.clone())
                 })
-                .collect()
+                .collect();
+            (known, pool)
         };
         let changed: Vec<usize> = (0..files.objects.len())
             .filter(|&i| known[i].is_none())
@@ -528,11 +547,11 @@ impl LocalSource {
             .into_iter()
             .map(|i| {
                 let o = &files.objects[i];
-                let (store, spec) = (store.clone(), spec.clone());
+                let (store, spec, pool) = (store.clone(), spec.clone(), pool.clone());
                 let (key, size, meta) = (o.key.clone(), o.size, files.footers[i].clone());
                 let name = self.export.name_of(&o.key);
                 async move {
-                    scan::scan_file(store, key, size, meta, &spec, cores)
+                    scan::scan_file(store, key, size, meta, &spec, &pool, cores)
                         .await
                         .map(|groups| (i, groups))
                         .map_err(|e| SourceError::Engine {
@@ -565,6 +584,7 @@ impl LocalSource {
                         version: version(o),
                         query,
                         groups: groups.clone(),
+                        pool: pool.clone(),
                     },
                 );
                 known[i] = Some(groups);
@@ -574,7 +594,13 @@ impl LocalSource {
         for groups in known.into_iter().flatten() {
             all.merge(&groups);
         }
-        let rows = scan::combine(&all).map_err(|e| SourceError::Engine {
+        let rows = {
+            let pool = pool
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            scan::combine(&all, &pool)
+        }
+        .map_err(|e| SourceError::Engine {
             period,
             message: e.to_string(),
         })?;
@@ -701,6 +727,7 @@ impl Source for LocalSource {
             fetched_bytes: Some(self.export.read_bytes().saturating_sub(read_before)),
         };
         let allocation = Allocation::assemble(period, rows, &self.settings.plans, stats)?;
+        tracing::debug!(%period, units = allocation.units.len(), "assembled");
         let mut cache = self.cache();
         cache.results.insert(period, (versions, allocation.clone()));
         while cache.results.len() > CACHED_PERIODS {
@@ -715,6 +742,8 @@ impl Source for LocalSource {
         let of_kept = |key: &str| kept.iter().any(|k| key.contains(k.as_str()));
         cache.partials.retain(|k, _| of_kept(k));
         cache.footers.retain(|k, _| of_kept(k));
+        let periods: Vec<BillingPeriod> = cache.results.keys().copied().collect();
+        cache.pools.retain(|p, _| periods.contains(p));
         Ok(allocation)
     }
 

@@ -109,57 +109,112 @@ enum Category {
     Other,
 }
 
-/// The aggregates of one per-seat group (the template's `GROUP_AGGREGATES`), in fixed point at
-/// scale 10 and timestamps in the files' unit.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Aggregates {
-    sub_cost: Option<i128>,
-    full_fee: Option<i128>,
-    last_seat_fee: Option<i64>,
+/// The sums of one (account, region, user, cost center) over its lines other than the seat
+/// fees of a named user (those are [`SeatFee`]s), in fixed point at scale 10 and timestamps in
+/// the files' unit. The template's `total_usd` is not kept: it is the sum of the categories but
+/// tax. `all_cost_usd` is summed on its own, as the reconciliation's reference.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sums {
     credits_used: i128,
     subscription_usd: i128,
     overage_usd: i128,
     other_usd: i128,
-    total_usd: i128,
     tax_usd: i128,
     all_cost_usd: i128,
     billed_lines: i64,
     usage_end_max: Option<i64>,
+    last_seat_fee: Option<i64>,
 }
 
-impl Aggregates {
-    /// Merges another file's aggregates of the same group (sums added, maxima taken).
+impl Sums {
+    /// Adds another file's sums of the same unit (sums added, maxima taken).
     fn merge(&mut self, o: &Self) {
-        self.sub_cost = self.sub_cost.max(o.sub_cost);
-        self.full_fee = self.full_fee.max(o.full_fee);
-        self.last_seat_fee = self.last_seat_fee.max(o.last_seat_fee);
         self.credits_used = self.credits_used.saturating_add(o.credits_used);
         self.subscription_usd = self.subscription_usd.saturating_add(o.subscription_usd);
         self.overage_usd = self.overage_usd.saturating_add(o.overage_usd);
         self.other_usd = self.other_usd.saturating_add(o.other_usd);
-        self.total_usd = self.total_usd.saturating_add(o.total_usd);
         self.tax_usd = self.tax_usd.saturating_add(o.tax_usd);
         self.all_cost_usd = self.all_cost_usd.saturating_add(o.all_cost_usd);
         self.billed_lines += o.billed_lines;
         self.usage_end_max = self.usage_end_max.max(o.usage_end_max);
+        self.last_seat_fee = self.last_seat_fee.max(o.last_seat_fee);
     }
 }
 
-/// A per-seat group's key: (account, region, user, cost center, seat usage type, seat start).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct GroupKey {
-    pub account_id: Arc<str>,
-    pub region: Arc<str>,
-    pub user_id: Arc<str>,
-    pub cost_center: Arc<str>,
-    pub sub_type: Option<Arc<str>>,
-    pub sub_start: Option<i64>,
+/// The lines of one seat fee (the template's per-seat group of a named user's subscription
+/// lines: one usage type, one start); all of its cost is subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeatFee {
+    subscription_usd: i128,
+    /// The dearest line's cost.
+    sub_cost: i128,
+    /// The dearest full-month line's cost (usage amount 1).
+    full_fee: Option<i128>,
+    lines: i64,
 }
 
-/// One file's (or several merged files') per-seat groups.
+impl SeatFee {
+    fn merge(&mut self, o: &Self) {
+        self.subscription_usd = self.subscription_usd.saturating_add(o.subscription_usd);
+        self.sub_cost = self.sub_cost.max(o.sub_cost);
+        self.full_fee = self.full_fee.max(o.full_fee);
+        self.lines += o.lines;
+    }
+}
+
+/// A result row's key: (account, region, user, cost center), as ids in the period's [`Pool`].
+pub type UnitKey = [u32; 4];
+
+/// A seat fee's key: its unit, usage type (a [`Pool`] id) and start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SeatKey {
+    unit: UnitKey,
+    usage_type: u32,
+    start: Option<i64>,
+}
+
+/// A period's strings (accounts, regions, users, cost centers, usage types), each held once
+/// however many files and refreshes name it: the files' groups hold only their ids.
+#[derive(Debug, Default)]
+pub struct Pool {
+    ids: FastMap<Arc<str>, u32>,
+    names: Vec<Arc<str>>,
+}
+
+impl Pool {
+    fn id(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.ids.get(s) {
+            return id;
+        }
+        let name: Arc<str> = Arc::from(s);
+        let id = self.names.len() as u32;
+        self.names.push(name.clone());
+        self.ids.insert(name, id);
+        id
+    }
+
+    fn name(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
+
+    fn is_empty(&self, id: u32) -> bool {
+        self.names[id as usize].is_empty()
+    }
+
+    /// Approximate bytes held.
+    pub fn memory_size(&self) -> usize {
+        self.names.iter().map(|n| n.len() + 64).sum()
+    }
+}
+
+/// A period's pool, shared by the scans of its files.
+pub type SharedPool = Arc<std::sync::Mutex<Pool>>;
+
+/// One file's (or several merged files') groups, their strings in a [`Pool`].
 #[derive(Debug, Clone, Default)]
 pub struct FileGroups {
-    pub groups: HashMap<GroupKey, Aggregates, foldhash::fast::RandomState>,
+    units: FastMap<UnitKey, Sums>,
+    seat_fees: FastMap<SeatKey, SeatFee>,
     /// The timestamps' unit (the same in every file of a period).
     unit: Option<TimeUnit>,
 }
@@ -170,11 +225,16 @@ impl FileGroups {
         if self.unit.is_none() {
             self.unit = other.unit;
         }
-        for (k, a) in &other.groups {
-            match self.groups.get_mut(k) {
+        self.units
+            .reserve(other.units.len().saturating_sub(self.units.len()));
+        for (k, a) in &other.units {
+            self.units.entry(*k).or_default().merge(a);
+        }
+        for (k, a) in &other.seat_fees {
+            match self.seat_fees.get_mut(k) {
                 Some(mine) => mine.merge(a),
                 None => {
-                    self.groups.insert(k.clone(), a.clone());
+                    self.seat_fees.insert(*k, *a);
                 }
             }
         }
@@ -182,7 +242,9 @@ impl FileGroups {
 
     /// Approximate bytes held.
     pub fn memory_size(&self) -> usize {
-        self.groups.len() * (std::mem::size_of::<(GroupKey, Aggregates)>() + 64)
+        // A table's slots, plus one control byte each.
+        self.units.capacity() * (std::mem::size_of::<(UnitKey, Sums)>() + 1)
+            + self.seat_fees.capacity() * (std::mem::size_of::<(SeatKey, SeatFee)>() + 1)
     }
 }
 
@@ -193,6 +255,7 @@ pub async fn scan_file(
     size: u64,
     meta: ArrowReaderMetadata,
     spec: &ScanSpec,
+    pool: &SharedPool,
     concurrency: usize,
 ) -> Result<FileGroups, ScanError> {
     let meta = with_dictionaries(meta)?;
@@ -240,6 +303,7 @@ pub async fn scan_file(
             let roots = roots.clone();
             let rgs = rgs.to_vec();
             let spec = spec.clone();
+            let pool = pool.clone();
             tokio::spawn(async move {
                 let filter = ArrowPredicateFn::new(
                     ProjectionMask::roots(&parquet_schema, [code]),
@@ -256,7 +320,7 @@ pub async fn scan_file(
                 while let Some(batch) = stream.next().await {
                     acc.add(&batch?)?;
                 }
-                Ok::<_, ScanError>(acc.finish())
+                Ok::<_, ScanError>(acc.finish(&pool))
             })
         })
         .collect();
@@ -265,6 +329,9 @@ pub async fn scan_file(
         let groups = r.map_err(|e| ScanError::Stopped(e.to_string()))??;
         out.merge(&groups);
     }
+    // Kept until the file changes: no spare slots.
+    out.units.shrink_to_fit();
+    out.seat_fees.shrink_to_fit();
     Ok(out)
 }
 
@@ -418,30 +485,6 @@ impl<'a> MapLookup<'a> {
 type Fast = foldhash::fast::RandomState;
 type FastMap<K, V> = HashMap<K, V, Fast>;
 
-/// Strings interned as small integers, per scan.
-#[derive(Default)]
-struct Interner {
-    ids: FastMap<Arc<str>, u32>,
-    names: Vec<Arc<str>>,
-}
-
-impl Interner {
-    fn id(&mut self, s: &str) -> u32 {
-        if let Some(&id) = self.ids.get(s) {
-            return id;
-        }
-        let name: Arc<str> = Arc::from(s);
-        let id = self.names.len() as u32;
-        self.names.push(name.clone());
-        self.ids.insert(name, id);
-        id
-    }
-
-    fn is_empty(&self, id: u32) -> bool {
-        self.names[id as usize].is_empty()
-    }
-}
-
 /// A line type as the template tells them apart (the comparisons are case-sensitive there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LineType {
@@ -557,12 +600,11 @@ impl<T: Copy> Memo<T> {
     }
 }
 
-type Key6 = (u32, u32, u32, u32, Option<u32>, Option<i64>);
-
-/// Per-seat groups of the lines seen so far, with the per-value work memoised.
+/// Per-seat groups of the lines seen so far, with the per-value work memoised; their strings
+/// in a pool of its own until [`Accumulator::finish`].
 struct Accumulator<'s> {
     spec: &'s ScanSpec,
-    names: Interner,
+    names: Pool,
     accounts: Memo<u32>,
     line_types: Memo<LineType>,
     usage_types: Memo<UsageType>,
@@ -576,7 +618,8 @@ struct Accumulator<'s> {
     regions: Memo<u32>,
     /// Cost-center values of the tag to their ids.
     cost_centers: FastMap<Box<str>, u32>,
-    groups: FastMap<Key6, Aggregates>,
+    units_sums: FastMap<UnitKey, Sums>,
+    seat_fees: FastMap<SeatKey, SeatFee>,
     unit: Option<TimeUnit>,
     /// Per-row buffers, reused from batch to batch.
     rows: Rows,
@@ -650,7 +693,7 @@ impl<'s> Accumulator<'s> {
     fn new(spec: &'s ScanSpec) -> Self {
         Self {
             spec,
-            names: Interner::default(),
+            names: Pool::default(),
             accounts: Memo::new(),
             line_types: Memo::new(),
             usage_types: Memo::new(),
@@ -660,7 +703,8 @@ impl<'s> Accumulator<'s> {
             resources: Memo::new(),
             regions: Memo::new(),
             cost_centers: FastMap::default(),
-            groups: FastMap::default(),
+            units_sums: FastMap::default(),
+            seat_fees: FastMap::default(),
             unit: None,
             rows: Rows::default(),
         }
@@ -843,16 +887,28 @@ impl<'s> Accumulator<'s> {
             let cost = if cost.is_null(i) { 0 } else { cost.value(i) };
             let starts = (!start.is_null(i)).then(|| start.value(i));
             let ends = (!end.is_null(i)).then(|| end.value(i));
-            let seat = category == Category::Subscription && !self.names.is_empty(user_id);
-            let key = (
-                rows.accounts[i],
-                region,
-                user_id,
-                cost_center,
-                seat.then_some(ut.id),
-                if seat { starts } else { None },
-            );
-            let g = self.groups.entry(key).or_default();
+            let unit = [rows.accounts[i], region, user_id, cost_center];
+            if category == Category::Subscription && !self.names.is_empty(user_id) {
+                let key = SeatKey {
+                    unit,
+                    usage_type: ut.id,
+                    start: starts,
+                };
+                let fee = SeatFee {
+                    subscription_usd: cost,
+                    sub_cost: cost,
+                    full_fee: (amount == one).then_some(cost),
+                    lines: 1,
+                };
+                match self.seat_fees.get_mut(&key) {
+                    Some(mine) => mine.merge(&fee),
+                    None => {
+                        self.seat_fees.insert(key, fee);
+                    }
+                }
+                continue;
+            }
+            let g = self.units_sums.entry(unit).or_default();
             g.all_cost_usd = g.all_cost_usd.saturating_add(cost);
             match category {
                 Category::Tax => g.tax_usd = g.tax_usd.saturating_add(cost),
@@ -862,17 +918,12 @@ impl<'s> Accumulator<'s> {
                     g.usage_end_max = g.usage_end_max.max(ends);
                 }
                 Category::Subscription => {
-                    g.sub_cost = g.sub_cost.max(Some(cost));
-                    if amount == one {
-                        g.full_fee = g.full_fee.max(Some(cost));
-                    }
                     g.last_seat_fee = g.last_seat_fee.max(starts);
                     g.subscription_usd = g.subscription_usd.saturating_add(cost);
                 }
                 Category::Other => g.other_usd = g.other_usd.saturating_add(cost),
             }
             if category != Category::Tax {
-                g.total_usd = g.total_usd.saturating_add(cost);
                 g.billed_lines += 1;
             }
         }
@@ -880,28 +931,32 @@ impl<'s> Accumulator<'s> {
         Ok(())
     }
 
-    fn finish(self) -> FileGroups {
-        let names = self.names.names;
-        let groups = self
-            .groups
-            .into_iter()
-            .map(|((a, r, u, c, t, s), agg)| {
-                let name = |id: u32| names[id as usize].clone();
-                (
-                    GroupKey {
-                        account_id: name(a),
-                        region: name(r),
-                        user_id: name(u),
-                        cost_center: name(c),
-                        sub_type: t.map(name),
-                        sub_start: s,
-                    },
-                    agg,
-                )
-            })
-            .collect();
+    /// The groups, their strings moved to the period's `pool` (locked once).
+    fn finish(self, pool: &SharedPool) -> FileGroups {
+        let ids: Vec<u32> = {
+            let mut pool = pool
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.names.names.iter().map(|n| pool.id(n)).collect()
+        };
+        let id = |i: u32| ids[i as usize];
+        let unit = |u: UnitKey| u.map(id);
+        let mut units: FastMap<UnitKey, Sums> = FastMap::default();
+        units.reserve(self.units_sums.len());
+        units.extend(self.units_sums.into_iter().map(|(k, v)| (unit(k), v)));
+        let mut seat_fees: FastMap<SeatKey, SeatFee> = FastMap::default();
+        seat_fees.reserve(self.seat_fees.len());
+        seat_fees.extend(self.seat_fees.into_iter().map(|(k, v)| {
+            let k = SeatKey {
+                unit: unit(k.unit),
+                usage_type: id(k.usage_type),
+                start: k.start,
+            };
+            (k, v)
+        }));
         FileGroups {
-            groups,
+            units,
+            seat_fees,
             unit: self.unit,
         }
     }
@@ -928,98 +983,88 @@ fn money(v: i128) -> Result<Decimal, ScanError> {
     })
 }
 
-/// The result rows from the merged groups of a period's files: each seat's plan (the usage
-/// type of its latest seat line; then the dearer; then the greater name), then per (account,
-/// region, user, cost center) the sums, as the template's `planned` window and final `SELECT`.
-pub fn combine(all: &FileGroups) -> Result<Vec<GroupRow>, ScanError> {
-    type Seat<'a> = (&'a str, &'a str, &'a str);
-    // The plan of each seat: the order of the window's ORDER BY.
-    let mut plans: FastMap<Seat<'_>, (&GroupKey, &Aggregates)> = FastMap::default();
-    for (k, a) in &all.groups {
-        if k.sub_type.is_none() {
-            continue;
-        }
-        let seat = (&*k.account_id, &*k.region, &*k.user_id);
-        let better = |(bk, ba): (&GroupKey, &Aggregates)| {
-            // sub_start DESC NULLS LAST, sub_cost DESC NULLS LAST, sub_type DESC.
-            let rank = |k: &GroupKey, a: &Aggregates| {
-                (
-                    k.sub_start.is_some(),
-                    k.sub_start,
-                    a.sub_cost.is_some(),
-                    a.sub_cost,
-                    k.sub_type.clone(),
-                )
-            };
-            rank(k, a) > rank(bk, ba)
-        };
+/// The result rows from the merged groups of a period's files (their strings in `pool`): each
+/// seat's plan (the usage type of its latest seat fee; then the dearer; then the greater
+/// name), then per (account, region, user, cost center) the sums, as the template's `planned`
+/// window and final `SELECT`.
+pub fn combine(all: &FileGroups, pool: &Pool) -> Result<Vec<GroupRow>, ScanError> {
+    // The plan of each seat: the order of the window's ORDER BY (sub_start DESC NULLS LAST,
+    // sub_cost DESC NULLS LAST, sub_type DESC).
+    let mut plans: FastMap<[u32; 3], (&SeatKey, &SeatFee)> = FastMap::default();
+    let rank = |k: &SeatKey, f: &SeatFee| {
+        (
+            k.start.is_some(),
+            k.start,
+            f.sub_cost,
+            pool.name(k.usage_type),
+        )
+    };
+    for (k, f) in &all.seat_fees {
+        let seat = [k.unit[0], k.unit[1], k.unit[2]];
         match plans.get(&seat) {
-            Some(&best) if !better(best) => {}
+            Some(&(bk, bf)) if rank(k, f) <= rank(bk, bf) => {}
             _ => {
-                plans.insert(seat, (k, a));
+                plans.insert(seat, (k, f));
             }
         }
     }
-    type Unit<'a> = (&'a str, &'a str, &'a str, &'a str);
     /// A result row with its sums still in fixed point, and its plan's full-month fee.
+    #[derive(Default)]
     struct Pending {
-        row: GroupRow,
-        sums: [i128; 7],
+        sums: Sums,
+        seat_fee_lines: i64,
         plan_fee: Option<i128>,
     }
-    let mut rows: FastMap<Unit<'_>, Pending> = FastMap::default();
-    for (k, a) in &all.groups {
-        let unit = (&*k.account_id, &*k.region, &*k.user_id, &*k.cost_center);
-        let plan = plans
-            .get(&(&*k.account_id, &*k.region, &*k.user_id))
-            .and_then(|(pk, _)| pk.sub_type.clone());
-        let p = rows.entry(unit).or_insert_with(|| Pending {
-            row: GroupRow {
-                account_id: k.account_id.to_string(),
-                region: k.region.to_string(),
-                user_id: k.user_id.to_string(),
-                cost_center: k.cost_center.to_string(),
-                plan_usage_type: plan.as_deref().map(str::to_owned),
-                ..GroupRow::default()
-            },
-            sums: [0; 7],
-            plan_fee: None,
-        });
-        for (slot, v) in p.sums.iter_mut().zip([
-            a.credits_used,
-            a.subscription_usd,
-            a.overage_usd,
-            a.other_usd,
-            a.total_usd,
-            a.tax_usd,
-            a.all_cost_usd,
-        ]) {
-            *slot = slot.saturating_add(v);
+    let mut rows: FastMap<UnitKey, Pending> = FastMap::default();
+    rows.reserve(all.units.len());
+    for (k, s) in &all.units {
+        rows.entry(*k).or_default().sums.merge(s);
+    }
+    for (k, f) in &all.seat_fees {
+        let p = rows.entry(k.unit).or_default();
+        let s = &mut p.sums;
+        s.subscription_usd = s.subscription_usd.saturating_add(f.subscription_usd);
+        s.all_cost_usd = s.all_cost_usd.saturating_add(f.subscription_usd);
+        s.billed_lines += f.lines;
+        s.last_seat_fee = s.last_seat_fee.max(k.start);
+        if k.start.is_some() {
+            p.seat_fee_lines += 1;
         }
-        let r = &mut p.row;
-        r.billed_lines += a.billed_lines;
-        r.usage_end_max = r.usage_end_max.max(to_time(all.unit, a.usage_end_max));
-        r.last_seat_fee = r.last_seat_fee.max(to_time(all.unit, a.last_seat_fee));
-        if k.sub_start.is_some() {
-            r.seat_fee_lines += 1;
-        }
-        if k.sub_type.is_some() && k.sub_type == plan {
-            p.plan_fee = p.plan_fee.max(a.full_fee);
+        let plan = plans.get(&[k.unit[0], k.unit[1], k.unit[2]]);
+        if plan.is_some_and(|(pk, _)| pk.usage_type == k.usage_type) {
+            p.plan_fee = p.plan_fee.max(f.full_fee);
         }
     }
     let mut out: Vec<GroupRow> = rows
-        .into_values()
-        .map(|p| {
-            let (mut r, s) = (p.row, p.sums);
-            r.credits_used = money(s[0])?;
-            r.subscription_usd = money(s[1])?;
-            r.overage_usd = money(s[2])?;
-            r.other_usd = money(s[3])?;
-            r.total_usd = money(s[4])?;
-            r.tax_usd = money(s[5])?;
-            r.all_cost_usd = money(s[6])?;
-            r.plan_fee_usd = p.plan_fee.map(money).transpose()?;
-            Ok(r)
+        .into_iter()
+        .map(|(k, p)| {
+            let s = p.sums;
+            let total = s
+                .subscription_usd
+                .saturating_add(s.overage_usd)
+                .saturating_add(s.other_usd);
+            let plan = plans
+                .get(&[k[0], k[1], k[2]])
+                .map(|(pk, _)| pool.name(pk.usage_type).to_owned());
+            Ok(GroupRow {
+                account_id: pool.name(k[0]).to_owned(),
+                region: pool.name(k[1]).to_owned(),
+                user_id: pool.name(k[2]).to_owned(),
+                cost_center: pool.name(k[3]).to_owned(),
+                plan_usage_type: plan,
+                credits_used: money(s.credits_used)?,
+                subscription_usd: money(s.subscription_usd)?,
+                overage_usd: money(s.overage_usd)?,
+                other_usd: money(s.other_usd)?,
+                total_usd: money(total)?,
+                tax_usd: money(s.tax_usd)?,
+                all_cost_usd: money(s.all_cost_usd)?,
+                plan_fee_usd: p.plan_fee.map(money).transpose()?,
+                billed_lines: s.billed_lines,
+                seat_fee_lines: p.seat_fee_lines,
+                usage_end_max: to_time(all.unit, s.usage_end_max),
+                last_seat_fee: to_time(all.unit, s.last_seat_fee),
+            })
         })
         .collect::<Result<_, ScanError>>()?;
     out.sort_by(|a, b| {

@@ -107,3 +107,39 @@ async fn applying_every_recommendation_saves_exactly_the_total() {
         assert!(s.total_usd > Decimal::ZERO);
     }
 }
+
+/// `query --format json` is written straight from the view, without a value per user: the
+/// same bytes as the view's JSON value printed pretty, on a month with recommendations,
+/// several cost centers and an extra member.
+#[tokio::test]
+async fn the_json_written_is_the_json_value_printed() {
+    use kiro_cost_exporter::output;
+    use kiro_cost_exporter::snapshot::PeriodView;
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = GenSpec::new(300, period("2026-10"));
+    spec.seed = 5;
+    curgen::write_export(&spec, dir.path(), |_| {}).unwrap();
+    let a = LocalSource::new(dir.path(), Default::default())
+        .allocate(spec.start)
+        .await
+        .unwrap();
+    assert_reconciles(&a);
+    let now = utc(2026, 11, 3);
+    let view = PeriodView::build(a, &PlanTable::default(), &SavingsSettings::default(), now);
+    assert!(!view.savings.recommendations.is_empty());
+    assert!(view.cost_centers.len() > 1);
+    let people =
+        serde_json::json!({"u1": {"display_name": "Zoë \"Z\" Ñ", "email": "z@example.com"}});
+    for extra in [None, Some(people)] {
+        let mut value = output::to_json(&view);
+        let mut members = serde_json::Map::new();
+        if let Some(p) = extra {
+            value["people"] = p.clone();
+            members.insert("people".into(), p);
+        }
+        let mut written = Vec::new();
+        output::write_json(&view, members, &mut written).unwrap();
+        let expected = serde_json::to_string_pretty(&value).unwrap() + "\n";
+        assert_eq!(String::from_utf8(written).unwrap(), expected);
+    }
+}
