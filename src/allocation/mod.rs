@@ -12,7 +12,7 @@ pub mod row;
 pub mod savings;
 pub mod sql;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -260,14 +260,18 @@ impl Allocation {
         plans: &PlanTable,
         stats: QueryStats,
     ) -> Result<Self, ReconciliationError> {
+        type Fast = foldhash::fast::RandomState;
         let (mut tax, mut unattributed, mut total) = (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO);
         let mut data_as_of = None;
-        let mut merged: BTreeMap<(String, String, String, String), (UserCost, i64)> =
-            BTreeMap::new();
-        // Per seat: (latest seat fee, plan usage type, full-month fee of that plan).
+        // Region keys as the bill writes them, to region names (a few distinct ones).
+        let mut regions: HashMap<String, String, Fast> = HashMap::default();
+        // Per seat, by index: its key, (latest seat fee, plan usage type, full-month fee of
+        // that plan) and its seat-fee lines.
         type PlanSeen = (Option<DateTime<Utc>>, Option<String>, Option<Decimal>);
-        let mut seat_plan: BTreeMap<SeatKey, PlanSeen> = BTreeMap::new();
-        let mut fee_lines: BTreeMap<SeatKey, i64> = BTreeMap::new();
+        let mut seat_index: HashMap<SeatKey, usize, Fast> = HashMap::default();
+        let mut seat_plan: Vec<(SeatKey, PlanSeen, i64)> = Vec::new();
+        // Per (seat index, cost center): the unit, and its billed lines.
+        let mut merged: HashMap<(usize, String), (UserCost, i64), Fast> = HashMap::default();
         for row in rows {
             tax += row.tax_usd;
             total += row.all_cost_usd;
@@ -276,36 +280,45 @@ impl Allocation {
                 unattributed += row.total_usd;
                 continue;
             }
-            let region = region::region_name(&row.region);
-            let seat = (row.account_id.clone(), region.clone(), row.user_id.clone());
-            *fee_lines.entry(seat.clone()).or_default() += row.seat_fee_lines;
-            let e = seat_plan.entry(seat).or_default();
+            let region = match regions.get(&row.region) {
+                Some(name) => name.clone(),
+                None => {
+                    let name = region::region_name(&row.region);
+                    regions.insert(row.region, name.clone());
+                    name
+                }
+            };
+            let seat = (row.account_id, region, row.user_id);
+            let ix = match seat_index.get(&seat) {
+                Some(&ix) => ix,
+                None => {
+                    seat_index.insert(seat.clone(), seat_plan.len());
+                    seat_plan.push((seat, (None, None, None), 0));
+                    seat_plan.len() - 1
+                }
+            };
+            let (seat, e, fee_lines) = &mut seat_plan[ix];
+            *fee_lines += row.seat_fee_lines;
             if row.plan_usage_type.is_some() && (e.1.is_none() || row.last_seat_fee > e.0) {
-                *e = (
-                    row.last_seat_fee,
-                    row.plan_usage_type.clone(),
-                    row.plan_fee_usd,
-                );
+                *e = (row.last_seat_fee, row.plan_usage_type, row.plan_fee_usd);
             }
             e.0 = e.0.max(row.last_seat_fee);
-            let key = (
-                row.account_id.clone(),
-                region.clone(),
-                row.user_id.clone(),
-                row.cost_center.clone(),
-            );
-            let (u, lines) = merged.entry(key).or_insert_with(|| {
-                (
-                    UserCost {
-                        account_id: row.account_id,
-                        region,
-                        user_id: row.user_id,
-                        cost_center: row.cost_center,
-                        ..UserCost::default()
-                    },
-                    0,
-                )
-            });
+            let (u, lines) = match merged.entry((ix, row.cost_center)) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let cost_center = v.key().1.clone();
+                    v.insert((
+                        UserCost {
+                            account_id: seat.0.clone(),
+                            region: seat.1.clone(),
+                            user_id: seat.2.clone(),
+                            cost_center,
+                            ..UserCost::default()
+                        },
+                        0,
+                    ))
+                }
+            };
             u.credits_used += row.credits_used;
             u.subscription_usd += row.subscription_usd;
             u.overage_usd += row.overage_usd;
@@ -313,10 +326,22 @@ impl Allocation {
             u.total_usd += row.total_usd;
             *lines += row.billed_lines;
         }
-        let mut seats: BTreeMap<SeatKey, Seat> = BTreeMap::new();
+        drop(seat_index);
+        // Seats with a unit that has billed lines (seats of users with tax lines only have
+        // none), and the plan each is on.
+        let mut billed = vec![false; seat_plan.len()];
+        for ((ix, _), (_, lines)) in &merged {
+            if *lines > 0 {
+                billed[*ix] = true;
+            }
+        }
+        let mut plan_of: Vec<String> = Vec::with_capacity(seat_plan.len());
+        let mut seats: Vec<(SeatKey, Seat)> = Vec::with_capacity(seat_plan.len());
         let mut fees: BTreeMap<String, BTreeMap<Decimal, usize>> = BTreeMap::new();
         let mut unknown_plans = BTreeSet::new();
-        for (key, (last, usage_type, fee)) in seat_plan {
+        for (ix, (key, (last, usage_type, fee), seat_fee_lines)) in
+            seat_plan.into_iter().enumerate()
+        {
             let plan = usage_type
                 .as_deref()
                 .map(|u| plans.name_for_usage_type(u))
@@ -333,16 +358,19 @@ impl Allocation {
                     .entry(fee.normalize())
                     .or_default() += 1;
             }
-            let seat_fee_lines = fee_lines.get(&key).copied().unwrap_or(0);
-            seats.insert(
-                key,
-                Seat {
-                    plan,
-                    last_seat_fee: last,
-                    seat_fee_lines,
-                },
-            );
+            plan_of.push(plan.clone());
+            if billed[ix] {
+                seats.push((
+                    key,
+                    Seat {
+                        plan,
+                        last_seat_fee: last,
+                        seat_fee_lines,
+                    },
+                ));
+            }
         }
+        let seats: BTreeMap<SeatKey, Seat> = seats.into_iter().collect();
         let learned_fees = fees
             .into_iter()
             .filter_map(|(plan, counts)| {
@@ -351,14 +379,10 @@ impl Allocation {
             })
             .collect();
         let mut units: Vec<UserCost> = merged
-            .into_values()
-            .filter(|(_, lines)| *lines > 0)
-            .map(|(mut u, _)| {
-                if let Some(s) =
-                    seats.get(&(u.account_id.clone(), u.region.clone(), u.user_id.clone()))
-                {
-                    u.plan = s.plan.clone();
-                }
+            .into_iter()
+            .filter(|(_, (_, lines))| *lines > 0)
+            .map(|((ix, _), (mut u, _))| {
+                u.plan = plan_of[ix].clone();
                 for d in [
                     &mut u.credits_used,
                     &mut u.subscription_usd,
@@ -372,12 +396,6 @@ impl Allocation {
             })
             .collect();
         units.sort();
-        // Seats of users with tax lines only have no unit, and no seat here.
-        let with_units: BTreeSet<(&str, &str, &str)> = units
-            .iter()
-            .map(|u| (u.account_id.as_str(), u.region.as_str(), u.user_id.as_str()))
-            .collect();
-        seats.retain(|(a, r, u), _| with_units.contains(&(a.as_str(), r.as_str(), u.as_str())));
         let allocation = Self {
             period,
             units,

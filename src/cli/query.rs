@@ -50,7 +50,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     })?;
     let source = settings
         .source
-        .build(settings.allocation_settings(), &settings.aws)
+        .build_once(settings.allocation_settings(), &settings.aws)
         .await?;
     let allocation = source.allocate(period).await?;
     if stats {

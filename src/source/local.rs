@@ -56,6 +56,8 @@ pub struct LocalSource {
     /// Shared by every query: the export's store, and DataFusion's cache of file footers.
     runtime: Arc<RuntimeEnv>,
     cache: Arc<std::sync::Mutex<Cache>>,
+    /// Whether per-file groups and allocations are kept for the next call ([`Self::once`]).
+    keep: bool,
 }
 
 /// What earlier refreshes learned, so an unchanged export costs a listing and no scan.
@@ -198,7 +200,17 @@ impl LocalSource {
             options: BTreeMap::new(),
             runtime,
             cache: Arc::new(std::sync::Mutex::new(Cache::default())),
+            keep: true,
         }
+    }
+
+    /// For one allocation per period (a command, not the daemon): nothing is kept for a
+    /// next call, and each file's groups are merged as soon as the file is read, so memory
+    /// holds one merged set of groups instead of one per file, and the allocation is not
+    /// copied into a cache.
+    pub fn once(mut self) -> Self {
+        self.keep = false;
+        self
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
@@ -512,7 +524,9 @@ impl LocalSource {
             format!("{:?}", files.schema).hash(&mut h);
             h.finish()
         };
-        let (mut known, pool): (Vec<Option<Arc<scan::FileGroups>>>, _) = {
+        let (mut known, pool): (Vec<Option<Arc<scan::FileGroups>>>, _) = if !self.keep {
+            (vec![None; files.objects.len()], scan::SharedPool::default())
+        } else {
             let mut cache = self.cache();
             let pool = cache.pools.entry(period).or_default().clone();
             let known = files
@@ -561,13 +575,21 @@ impl LocalSource {
                 }
             })
             .collect();
-        let read: Vec<(usize, scan::FileGroups)> = futures::stream::iter(jobs)
-            .buffer_unordered(cores.clamp(1, 4))
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<_, _>>()?;
-        {
+        let mut read = futures::stream::iter(jobs).buffer_unordered(cores.clamp(1, 4));
+        let mut all = scan::FileGroups::default();
+        let mut fresh = Vec::new();
+        while let Some(done) = read.next().await {
+            let (i, groups) = done?;
+            if self.keep {
+                fresh.push((i, groups));
+            } else if all.is_empty() {
+                all = groups;
+            } else {
+                all.merge(&groups);
+            }
+        }
+        drop(read);
+        if self.keep {
             let mut cache = self.cache();
             let partition = format!("{PARTITION_COLUMN}={period}/");
             let current: std::collections::HashSet<&str> =
@@ -575,7 +597,7 @@ impl LocalSource {
             cache
                 .partials
                 .retain(|k, _| !k.contains(&partition) || current.contains(k.as_str()));
-            for (i, groups) in read {
+            for (i, groups) in fresh {
                 let o = &files.objects[i];
                 let groups = Arc::new(groups);
                 cache.partials.insert(
@@ -589,10 +611,9 @@ impl LocalSource {
                 );
                 known[i] = Some(groups);
             }
-        }
-        let mut all = scan::FileGroups::default();
-        for groups in known.into_iter().flatten() {
-            all.merge(&groups);
+            for groups in known.into_iter().flatten() {
+                all.merge(&groups);
+            }
         }
         let rows = {
             let pool = pool
@@ -728,6 +749,9 @@ impl Source for LocalSource {
         };
         let allocation = Allocation::assemble(period, rows, &self.settings.plans, stats)?;
         tracing::debug!(%period, units = allocation.units.len(), "assembled");
+        if !self.keep {
+            return Ok(allocation);
+        }
         let mut cache = self.cache();
         cache.results.insert(period, (versions, allocation.clone()));
         while cache.results.len() > CACHED_PERIODS {

@@ -122,8 +122,30 @@ impl SourceSettings {
         allocation: AllocationSettings,
         aws: &crate::aws::AwsSettings,
     ) -> Result<std::sync::Arc<dyn Source>, SourceError> {
+        self.build_as(allocation, aws, true).await
+    }
+
+    /// As [`Self::build`], for a command that allocates each period once: the local engine
+    /// keeps nothing for a next call ([`LocalSource::once`]).
+    pub async fn build_once(
+        &self,
+        allocation: AllocationSettings,
+        aws: &crate::aws::AwsSettings,
+    ) -> Result<std::sync::Arc<dyn Source>, SourceError> {
+        self.build_as(allocation, aws, false).await
+    }
+
+    async fn build_as(
+        &self,
+        allocation: AllocationSettings,
+        aws: &crate::aws::AwsSettings,
+        keep: bool,
+    ) -> Result<std::sync::Arc<dyn Source>, SourceError> {
         Ok(match self.engine {
-            Engine::Local => std::sync::Arc::new(self.local(allocation, aws).await?),
+            Engine::Local => {
+                let local = self.local(allocation, aws).await?;
+                std::sync::Arc::new(if keep { local } else { local.once() })
+            }
             Engine::Athena => {
                 std::sync::Arc::new(AthenaSource::new(self.athena.clone(), allocation).await?)
             }

@@ -220,6 +220,11 @@ pub struct FileGroups {
 }
 
 impl FileGroups {
+    /// Whether there is no group at all.
+    pub fn is_empty(&self) -> bool {
+        self.units.is_empty() && self.seat_fees.is_empty()
+    }
+
     /// Adds `other`'s groups to these.
     pub fn merge(&mut self, other: &FileGroups) {
         if self.unit.is_none() {
