@@ -15,16 +15,7 @@ use crate::support::*;
 async fn applying_every_recommendation_saves_exactly_the_total() {
     let plans = PlanTable::default();
     for seed in [1u64, 2, 3] {
-        let dir = tempfile::tempdir().unwrap();
-        let mut spec = GenSpec::new(400, period("2026-10"));
-        spec.seed = seed;
-        spec.noise_ratio = 0.2;
-        curgen::write_export(&spec, dir.path(), |_| {}).unwrap();
-        let a = LocalSource::new(dir.path(), Default::default())
-            .allocate(spec.start)
-            .await
-            .unwrap();
-        assert_reconciles(&a);
+        let a = generated_october(400, seed, Some(0.2)).await;
         // October is over: no projection, credits are what they were.
         let now = utc(2026, 11, 3);
         let s = savings::recommend(&a, &plans, &SavingsSettings::default(), now);
@@ -115,15 +106,7 @@ async fn applying_every_recommendation_saves_exactly_the_total() {
 async fn the_json_written_is_the_json_value_printed() {
     use kiro_cost_exporter::output;
     use kiro_cost_exporter::snapshot::PeriodView;
-    let dir = tempfile::tempdir().unwrap();
-    let mut spec = GenSpec::new(300, period("2026-10"));
-    spec.seed = 5;
-    curgen::write_export(&spec, dir.path(), |_| {}).unwrap();
-    let a = LocalSource::new(dir.path(), Default::default())
-        .allocate(spec.start)
-        .await
-        .unwrap();
-    assert_reconciles(&a);
+    let a = generated_october(300, 5, None).await;
     let now = utc(2026, 11, 3);
     let view = PeriodView::build(a, &PlanTable::default(), &SavingsSettings::default(), now);
     assert!(!view.savings.recommendations.is_empty());
@@ -142,4 +125,26 @@ async fn the_json_written_is_the_json_value_printed() {
         let expected = serde_json::to_string_pretty(&value).unwrap() + "\n";
         assert_eq!(String::from_utf8(written).unwrap(), expected);
     }
+}
+
+/// The allocation of a generated October of `users` users (seed, and noise ratio if not the
+/// generator's default), checked to reconcile.
+async fn generated_october(
+    users: usize,
+    seed: u64,
+    noise_ratio: Option<f64>,
+) -> kiro_cost_exporter::allocation::Allocation {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = GenSpec::new(users, period("2026-10"));
+    spec.seed = seed;
+    if let Some(n) = noise_ratio {
+        spec.noise_ratio = n;
+    }
+    curgen::write_export(&spec, dir.path(), |_| {}).unwrap();
+    let a = LocalSource::new(dir.path(), Default::default())
+        .allocate(spec.start)
+        .await
+        .unwrap();
+    assert_reconciles(&a);
+    a
 }
