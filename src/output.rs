@@ -44,26 +44,12 @@ fn rollup_json(key_name: &str, key: &str, r: &Rollup) -> Value {
 /// total cost every sink shows.
 pub fn to_json(view: &PeriodView) -> Value {
     let mut v = summary_json(view);
-    let users: Vec<Value> = view
+    v["users"] = view
         .allocation
         .units
         .iter()
-        .map(|u| {
-            json!({
-                "account_id": u.account_id,
-                "region": u.region,
-                "user_id": u.user_id,
-                "cost_center": u.cost_center,
-                "plan": u.plan,
-                "credits_used": number(u.credits_used),
-                "subscription_usd": number(u.subscription_usd),
-                "overage_usd": number(u.overage_usd),
-                "other_usd": number(u.other_usd),
-                "total_usd": number(u.total_usd),
-            })
-        })
+        .map(|u| serde_json::to_value(UserJson(u)).expect("a unit has only string keys"))
         .collect();
-    v["users"] = Value::Array(users);
     v
 }
 
@@ -119,14 +105,12 @@ struct Num(Decimal);
 
 impl serde::Serialize for Num {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0.to_f64().filter(|f| f.is_finite()) {
-            Some(f) => s.serialize_f64(f),
-            None => s.serialize_none(),
-        }
+        number(self.0).serialize(s)
     }
 }
 
-/// A unit as JSON: its members by name, as a JSON object keeps them.
+/// A unit as JSON ([`to_json`] and [`write_json`]): its members by name, as a JSON object
+/// keeps them.
 struct UserJson<'a>(&'a crate::allocation::UserCost);
 
 impl serde::Serialize for UserJson<'_> {
