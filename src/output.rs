@@ -44,12 +44,8 @@ fn rollup_json(key_name: &str, key: &str, r: &Rollup) -> Value {
 /// total cost every sink shows.
 pub fn to_json(view: &PeriodView) -> Value {
     let mut v = summary_json(view);
-    v["users"] = view
-        .allocation
-        .units
-        .iter()
-        .map(|u| serde_json::to_value(UserJson(u)).expect("a unit has only string keys"))
-        .collect();
+    v["savings"] = serde_json::to_value(SavingsJson(&view.savings)).expect("string keys only");
+    v["users"] = serde_json::to_value(Users(&view.allocation.units)).expect("string keys only");
     v
 }
 
@@ -60,42 +56,17 @@ pub fn write_json(
     extra: serde_json::Map<String, Value>,
     w: impl std::io::Write,
 ) -> serde_json::Result<()> {
-    use serde::ser::{SerializeMap as _, SerializeSeq as _};
     let Value::Object(mut members) = summary_json(view) else {
         unreachable!("the summary is an object")
     };
     members.extend(extra);
-    struct Users<'a>(&'a [crate::allocation::UserCost]);
-    impl serde::Serialize for Users<'_> {
-        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut seq = s.serialize_seq(Some(self.0.len()))?;
-            for u in self.0 {
-                seq.serialize_element(&UserJson(u))?;
-            }
-            seq.end()
-        }
-    }
-    struct Doc<'a>(&'a serde_json::Map<String, Value>, Users<'a>);
-    impl serde::Serialize for Doc<'_> {
-        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            // Members in the order a JSON object's are kept (by name), "users" among them.
-            let mut map = s.serialize_map(Some(self.0.len() + 1))?;
-            let mut users = Some(&self.1);
-            for (k, v) in self.0 {
-                if let Some(u) = users.filter(|_| k.as_str() > "users") {
-                    map.serialize_entry("users", u)?;
-                    users = None;
-                }
-                map.serialize_entry(k, v)?;
-            }
-            if let Some(u) = users {
-                map.serialize_entry("users", u)?;
-            }
-            map.end()
-        }
-    }
+    let doc = Doc {
+        members: &members,
+        savings: SavingsJson(&view.savings),
+        users: Users(&view.allocation.units),
+    };
     let mut w = std::io::BufWriter::with_capacity(1 << 16, w);
-    serde_json::to_writer_pretty(&mut w, &Doc(&members, Users(&view.allocation.units)))?;
+    serde_json::to_writer_pretty(&mut w, &doc)?;
     std::io::Write::write_all(&mut w, b"\n").map_err(serde_json::Error::io)?;
     std::io::Write::flush(&mut w).map_err(serde_json::Error::io)
 }
@@ -106,6 +77,91 @@ struct Num(Decimal);
 impl serde::Serialize for Num {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         number(self.0).serialize(s)
+    }
+}
+
+/// The document [`write_json`] writes: the summary's members with the savings and the users
+/// among them, all by name as a JSON object keeps its members.
+struct Doc<'a> {
+    members: &'a serde_json::Map<String, Value>,
+    savings: SavingsJson<'a>,
+    users: Users<'a>,
+}
+
+impl serde::Serialize for Doc<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = s.serialize_map(Some(self.members.len() + 2))?;
+        let (mut savings, mut users) = (Some(&self.savings), Some(&self.users));
+        for (k, v) in self.members {
+            if let Some(x) = savings.filter(|_| k.as_str() > "savings") {
+                map.serialize_entry("savings", x)?;
+                savings = None;
+            }
+            if let Some(x) = users.filter(|_| k.as_str() > "users") {
+                map.serialize_entry("users", x)?;
+                users = None;
+            }
+            map.serialize_entry(k, v)?;
+        }
+        if let Some(x) = savings {
+            map.serialize_entry("savings", x)?;
+        }
+        if let Some(x) = users {
+            map.serialize_entry("users", x)?;
+        }
+        map.end()
+    }
+}
+
+/// The units as a JSON array.
+struct Users<'a>(&'a [crate::allocation::UserCost]);
+
+impl serde::Serialize for Users<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(UserJson))
+    }
+}
+
+/// The savings as JSON: total, idle seats and the recommendations, members by name.
+struct SavingsJson<'a>(&'a Savings);
+
+impl serde::Serialize for SavingsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("idle_seats", &self.0.idle_seats)?;
+        m.serialize_entry("recommendations", &Recommendations(&self.0.recommendations))?;
+        m.serialize_entry("total_usd", &Num(self.0.total_usd))?;
+        m.end()
+    }
+}
+
+struct Recommendations<'a>(&'a [crate::allocation::savings::Recommendation]);
+
+impl serde::Serialize for Recommendations<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        s.collect_seq(self.0.iter().map(|r| {
+            struct Rec<'a>(&'a crate::allocation::savings::Recommendation);
+            impl serde::Serialize for Rec<'_> {
+                fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                    let r = self.0;
+                    let mut m = s.serialize_map(Some(9))?;
+                    m.serialize_entry("account_id", &r.account_id)?;
+                    m.serialize_entry("cost_center", &r.cost_center)?;
+                    m.serialize_entry("plan", &r.plan)?;
+                    m.serialize_entry("projected_credits", &Num(r.projected_credits))?;
+                    m.serialize_entry("reason", &r.reason)?;
+                    m.serialize_entry("recommended_plan", &r.recommended_plan)?;
+                    m.serialize_entry("region", &r.region)?;
+                    m.serialize_entry("saving_usd", &Num(r.saving_usd))?;
+                    m.serialize_entry("user_id", &r.user_id)?;
+                    m.end()
+                }
+            }
+            Rec(r)
+        }))
     }
 }
 
@@ -161,29 +217,7 @@ fn summary_json(view: &PeriodView) -> Value {
         "untagged_users": view.untagged_users,
         "duplicate_subscriptions": view.duplicate_subscriptions,
         "cost_centers": cost_centers,
-        "savings": savings_json(&view.savings),
     })
-}
-
-fn savings_json(s: &Savings) -> Value {
-    let recs: Vec<Value> = s
-        .recommendations
-        .iter()
-        .map(|r| {
-            json!({
-                "account_id": r.account_id,
-                "region": r.region,
-                "user_id": r.user_id,
-                "cost_center": r.cost_center,
-                "plan": r.plan,
-                "recommended_plan": r.recommended_plan,
-                "reason": r.reason,
-                "projected_credits": number(r.projected_credits),
-                "saving_usd": number(r.saving_usd),
-            })
-        })
-        .collect();
-    json!({"total_usd": number(s.total_usd), "idle_seats": s.idle_seats, "recommendations": recs})
 }
 
 /// Header of the per-unit CSV.

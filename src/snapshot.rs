@@ -8,13 +8,13 @@
 //! per cost center and per account figures exclude tax and unattributed lines: AWS does not
 //! bill tax to a user, so it is not allocated.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
 use crate::allocation::savings::{self, Savings, SavingsSettings};
-use crate::allocation::{Allocation, PlanTable, Rollup, SeatKey};
+use crate::allocation::{Allocation, PlanTable, Rollup, SeatKey, SeatRef, same_seat};
 use crate::source::activity::Activity;
 
 /// The result of one successful refresh.
@@ -100,27 +100,34 @@ impl PeriodView {
         now: DateTime<Utc>,
     ) -> Self {
         let plans = plans.with_fees(&allocation.learned_fees);
+        let order = allocation.units_by_seat();
         let seat_cost_centers: BTreeMap<SeatKey, String> = allocation
             .seat_cost_centers()
             .into_iter()
             .map(|((a, r, u), cc)| ((a.to_owned(), r.to_owned(), u.to_owned()), cc.to_owned()))
             .collect();
         let extra = allocation.forecast_extra(&plans, now);
+        // Per cost center and account as billed (a few keys), per seat from its units.
+        let mut cost_centers: BTreeMap<&str, Decimal> = BTreeMap::new();
+        let mut accounts: BTreeMap<&str, Decimal> = BTreeMap::new();
+        for u in &allocation.units {
+            *cost_centers.entry(&u.cost_center).or_default() += u.total_usd;
+            *accounts.entry(&u.account_id).or_default() += u.total_usd;
+        }
         let mut forecast = Forecast {
             factor: allocation.extrapolation_factor(now),
-            ..Forecast::default()
+            cost_centers: owned(cost_centers),
+            accounts: owned(accounts),
+            seats: order
+                .chunk_by(same_seat)
+                .map(|run| {
+                    let (a, r, u) = run[0].seat();
+                    let key = (a.to_owned(), r.to_owned(), u.to_owned());
+                    (key, run.iter().map(|u| u.total_usd).sum())
+                })
+                .collect(),
+            total: Decimal::ZERO,
         };
-        for u in &allocation.units {
-            *forecast
-                .cost_centers
-                .entry(u.cost_center.clone())
-                .or_default() += u.total_usd;
-            *forecast
-                .seats
-                .entry((u.account_id.clone(), u.region.clone(), u.user_id.clone()))
-                .or_default() += u.total_usd;
-            *forecast.accounts.entry(u.account_id.clone()).or_default() += u.total_usd;
-        }
         // What a seat adds by month end accrues where the seat has most cost.
         for (seat, more) in &extra {
             let cc = seat_cost_centers.get(seat).cloned().unwrap_or_default();
@@ -145,18 +152,19 @@ impl PeriodView {
         // The bill's credits per seat, against the report's, in the seat's main cost center.
         let mut unbilled: BTreeMap<String, Decimal> = BTreeMap::new();
         if activity.is_some() {
-            let mut billed: BTreeMap<SeatKey, Decimal> = BTreeMap::new();
-            for u in &allocation.units {
-                *billed
-                    .entry((u.account_id.clone(), u.region.clone(), u.user_id.clone()))
-                    .or_default() += u.credits_used;
-            }
+            let billed: HashMap<SeatRef<'_>, Decimal, foldhash::fast::RandomState> = order
+                .chunk_by(same_seat)
+                .map(|run| (run[0].seat(), run.iter().map(|u| u.credits_used).sum()))
+                .collect();
             for (seat, seen) in &used {
-                let gap = *seen - billed.get(seat).copied().unwrap_or_default();
+                let (a, r, u) = seat;
+                let billed_here = billed.get(&(a.as_str(), r.as_str(), u.as_str()));
+                let gap = *seen - billed_here.copied().unwrap_or_default();
                 let cc = seat_cost_centers.get(seat).cloned().unwrap_or_default();
                 *unbilled.entry(cc).or_default() += gap.max(Decimal::ZERO);
             }
         }
+        drop(order);
         Self {
             totals: allocation.totals(),
             total_cost_usd: allocation.kiro_total_usd,

@@ -147,6 +147,9 @@ pub struct GroupRow {
 /// A seat: (usage account, region, user).
 pub type SeatKey = (String, String, String);
 
+/// A seat's key as borrowed from its units.
+pub type SeatRef<'a> = (&'a str, &'a str, &'a str);
+
 /// What is known of a seat beyond its costs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Seat {
@@ -178,6 +181,18 @@ pub struct UserCost {
     pub overage_usd: Decimal,
     pub other_usd: Decimal,
     pub total_usd: Decimal,
+}
+
+impl UserCost {
+    /// The unit's seat: (account, region, user).
+    pub fn seat(&self) -> SeatRef<'_> {
+        (&self.account_id, &self.region, &self.user_id)
+    }
+}
+
+/// Whether two units are of one seat (for `chunk_by` over [`Allocation::units_by_seat`]).
+pub fn same_seat(a: &&UserCost, b: &&UserCost) -> bool {
+    a.seat() == b.seat()
 }
 
 /// How a query went, for the exporter's own metrics.
@@ -268,10 +283,12 @@ impl Allocation {
         // Per seat, by index: its key, (latest seat fee, plan usage type, full-month fee of
         // that plan) and its seat-fee lines.
         type PlanSeen = (Option<DateTime<Utc>>, Option<String>, Option<Decimal>);
-        let mut seat_index: HashMap<SeatKey, usize, Fast> = HashMap::default();
-        let mut seat_plan: Vec<(SeatKey, PlanSeen, i64)> = Vec::new();
+        let mut seat_index: HashMap<SeatKey, usize, Fast> =
+            HashMap::with_capacity_and_hasher(rows.len(), Fast::default());
+        let mut seat_plan: Vec<(SeatKey, PlanSeen, i64)> = Vec::with_capacity(rows.len());
         // Per (seat index, cost center): the unit, and its billed lines.
-        let mut merged: HashMap<(usize, String), (UserCost, i64), Fast> = HashMap::default();
+        let mut merged: HashMap<(usize, String), (UserCost, i64), Fast> =
+            HashMap::with_capacity_and_hasher(rows.len(), Fast::default());
         for row in rows {
             tax += row.tax_usd;
             total += row.all_cost_usd;
@@ -339,13 +356,22 @@ impl Allocation {
         let mut seats: Vec<(SeatKey, Seat)> = Vec::with_capacity(seat_plan.len());
         let mut fees: BTreeMap<String, BTreeMap<Decimal, usize>> = BTreeMap::new();
         let mut unknown_plans = BTreeSet::new();
+        // Plan names per usage type as billed (a few distinct ones).
+        let mut plan_names: HashMap<String, String, Fast> = HashMap::default();
         for (ix, (key, (last, usage_type, fee), seat_fee_lines)) in
             seat_plan.into_iter().enumerate()
         {
-            let plan = usage_type
-                .as_deref()
-                .map(|u| plans.name_for_usage_type(u))
-                .unwrap_or_default();
+            let plan = match usage_type {
+                None => String::new(),
+                Some(u) => match plan_names.get(&u) {
+                    Some(name) => name.clone(),
+                    None => {
+                        let name = plans.name_for_usage_type(&u);
+                        plan_names.insert(u, name.clone());
+                        name
+                    }
+                },
+            };
             if !plan.is_empty() && plans.by_name(&plan).is_none() {
                 unknown_plans.insert(plan.clone());
             }
@@ -395,7 +421,8 @@ impl Allocation {
                 u
             })
             .collect();
-        units.sort();
+        // Units are distinct by (account, region, user, cost center): no two compare equal.
+        units.sort_unstable();
         let allocation = Self {
             period,
             units,
@@ -417,7 +444,13 @@ impl Allocation {
     /// user (merging with a unit already under that cost center), and counts what moved in
     /// [`Self::assigned_cost_centers`]. Totals are unchanged.
     pub fn assign_untagged(&mut self, of_user: impl Fn(&str) -> Option<String>) {
-        if !self.units.iter().any(|u| u.cost_center.is_empty()) {
+        // Most calls assign nothing (no directory, or no untagged unit): the units stay as
+        // they are, sorted, without being rebuilt.
+        if !self
+            .units
+            .iter()
+            .any(|u| u.cost_center.is_empty() && of_user(&u.user_id).is_some_and(|c| !c.is_empty()))
+        {
             return;
         }
         let mut merged: BTreeMap<(String, String, String, String), UserCost> = BTreeMap::new();
@@ -472,7 +505,8 @@ impl Allocation {
     }
 
     fn rollup_by<'a>(&'a self, key: impl Fn(&'a UserCost) -> &'a str) -> BTreeMap<&'a str, Rollup> {
-        let mut out: BTreeMap<&str, (Rollup, BTreeSet<&str>)> = BTreeMap::new();
+        type Users<'a> = std::collections::HashSet<&'a str, foldhash::fast::RandomState>;
+        let mut out: BTreeMap<&str, (Rollup, Users<'a>)> = BTreeMap::new();
         for u in &self.units {
             let (r, users) = out.entry(key(u)).or_default();
             users.insert(&u.user_id);
@@ -518,52 +552,70 @@ impl Allocation {
         set.into_iter().collect()
     }
 
+    /// The units in seat order (account, region, user), so that `chunk_by(same_seat)` yields
+    /// each seat's units once: the units as kept (sorted), or sorted here when they are not.
+    pub fn units_by_seat(&self) -> Vec<&UserCost> {
+        let mut order: Vec<&UserCost> = self.units.iter().collect();
+        if !order.is_sorted_by(|a, b| a.seat() <= b.seat()) {
+            order.sort_by(|a, b| a.seat().cmp(&b.seat()));
+        }
+        order
+    }
+
     /// Sorted user ids charged a seat fee in more than one (account, region): a Kiro profile
     /// is per account and region, so each such seat is billed.
     pub fn duplicate_subscriptions(&self) -> Vec<&str> {
-        let mut per_seat: BTreeMap<(&str, &str, &str), Decimal> = BTreeMap::new();
-        for u in &self.units {
-            *per_seat
-                .entry((&u.user_id, &u.account_id, &u.region))
-                .or_default() += u.subscription_usd;
-        }
-        let mut accounts: BTreeMap<&str, usize> = BTreeMap::new();
-        for ((user, _, _), paid) in per_seat {
+        let mut paid_seats: HashMap<&str, usize, foldhash::fast::RandomState> = HashMap::default();
+        for run in self.units_by_seat().chunk_by(same_seat) {
+            let paid: Decimal = run.iter().map(|u| u.subscription_usd).sum();
             if paid > Decimal::ZERO {
-                *accounts.entry(user).or_default() += 1;
+                *paid_seats.entry(&run[0].user_id).or_default() += 1;
             }
         }
-        accounts
+        let mut users: Vec<&str> = paid_seats
             .into_iter()
             .filter(|(_, n)| *n > 1)
             .map(|(u, _)| u)
-            .collect()
+            .collect();
+        users.sort_unstable();
+        users
     }
 
     /// Each seat's main cost center: of the (account, region, user)'s units, the one with most cost
     /// (the first in unit order on a tie). Included credits and savings count there.
-    pub fn seat_cost_centers(&self) -> BTreeMap<(&str, &str, &str), &str> {
-        let mut out: BTreeMap<(&str, &str, &str), (&str, Decimal)> = BTreeMap::new();
-        for u in self.units.iter().filter(|u| !u.user_id.is_empty()) {
-            let e = out
-                .entry((&u.account_id, &u.region, &u.user_id))
-                .or_insert((&u.cost_center, u.total_usd));
-            if u.total_usd > e.1 {
-                *e = (&u.cost_center, u.total_usd);
+    pub fn seat_cost_centers(&self) -> BTreeMap<SeatRef<'_>, &str> {
+        let mut out: Vec<(SeatRef<'_>, &str)> = Vec::new();
+        let order = self.units_by_seat();
+        for run in order.chunk_by(same_seat) {
+            let Some(first) = run.iter().find(|u| !u.user_id.is_empty()) else {
+                continue;
+            };
+            let mut main = *first;
+            for u in run {
+                if u.total_usd > main.total_usd {
+                    main = u;
+                }
             }
+            out.push((first.seat(), &main.cost_center));
         }
-        out.into_iter().map(|(k, (cc, _))| (k, cc)).collect()
+        // In key order already: collecting is a bulk build.
+        out.into_iter().collect()
     }
 
     /// Distinct seats (account, region, user) with a unit, per plan name ("" = no subscription line).
     pub fn users_by_plan(&self) -> BTreeMap<&str, usize> {
-        let mut sets: BTreeMap<&str, BTreeSet<(&str, &str, &str)>> = BTreeMap::new();
-        for u in &self.units {
-            sets.entry(&u.plan)
-                .or_default()
-                .insert((&u.account_id, &u.region, &u.user_id));
+        let mut out: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut plans: Vec<&str> = Vec::new();
+        for run in self.units_by_seat().chunk_by(same_seat) {
+            plans.clear();
+            plans.extend(run.iter().map(|u| u.plan.as_str()));
+            plans.sort_unstable();
+            plans.dedup();
+            for p in &plans {
+                *out.entry(p).or_default() += 1;
+            }
         }
-        sets.into_iter().map(|(p, s)| (p, s.len())).collect()
+        out
     }
 
     /// Sum over all units.

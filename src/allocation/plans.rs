@@ -98,6 +98,16 @@ impl PlanTable {
     /// The plan a tier stands for, whatever its spelling: the plan's name or its usage type
     /// suffix (`Pro Max`, `ProMax`, `PRO_MAX`).
     pub fn resolve(&self, tier: &str) -> Option<&Plan> {
+        // As written in the table (the names units carry): no key to build. Names and
+        // suffixes are distinct by their keys in a valid table, so this finds the same plan.
+        if !tier.is_empty()
+            && let Some(p) = self
+                .plans
+                .iter()
+                .find(|p| p.name == tier || p.usage_type_suffix == tier)
+        {
+            return Some(p);
+        }
         let key = tier_key(tier);
         if key.is_empty() {
             return None;

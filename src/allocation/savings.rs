@@ -15,13 +15,13 @@
 //! The savings of one user add up to: cost of all seats as they are − cost of the recommended
 //! seat with all remaining credits.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::{Allocation, Plan, PlanTable};
+use super::{Allocation, Plan, PlanTable, SeatRef, same_seat};
 use crate::config_error::{ConfigError, ensure};
 
 /// Thresholds of the savings rules.
@@ -133,6 +133,7 @@ pub fn cheapest<'a>(plans: &'a PlanTable, credits: Decimal, current: &'a Plan) -
 }
 
 /// A seat as billed: its plan (if in the table), credits, and its main cost center.
+#[derive(Clone, Copy)]
 struct Billed<'a> {
     plan: Option<&'a Plan>,
     credits: Decimal,
@@ -176,48 +177,47 @@ pub fn recommend_with_use(
         None => 0,
     };
     let grace_over = covered_days >= i64::from(settings.idle_grace_days);
-    // Seats per user and account, summed over the seat's cost centers.
-    let main = a.seat_cost_centers();
-    let mut seats: BTreeMap<&str, BTreeMap<(&str, &str), Billed>> = BTreeMap::new();
-    for u in &a.units {
-        let s = seats
-            .entry(&u.user_id)
-            .or_default()
-            .entry((&u.account_id, &u.region))
-            .or_insert(Billed {
-                plan: plans.by_name(&u.plan),
-                credits: Decimal::ZERO,
-                cost_center: main
-                    .get(&(u.account_id.as_str(), u.region.as_str(), u.user_id.as_str()))
-                    .copied()
-                    .unwrap_or(&u.cost_center),
-            });
-        s.credits += u.credits_used;
-    }
-    for (user, accounts) in seats.iter_mut() {
-        for ((account, region), billed) in accounts.iter_mut() {
-            let key = (
-                (*account).to_owned(),
-                (*region).to_owned(),
-                (*user).to_owned(),
-            );
-            if let Some(seen) = used.get(&key) {
-                billed.credits = billed.credits.max(*seen);
+    // Each seat's credits summed over its cost centers (the larger of the bill's and the
+    // other source's count), its plan and main cost center; then grouped per user.
+    let used: HashMap<SeatRef<'_>, Decimal, foldhash::fast::RandomState> = used
+        .iter()
+        .map(|((a, r, u), d)| ((a.as_str(), r.as_str(), u.as_str()), *d))
+        .collect();
+    let order = a.units_by_seat();
+    let mut seats: Vec<(SeatRef<'_>, Billed<'_>)> = order
+        .chunk_by(same_seat)
+        .map(|run| {
+            let first = run[0];
+            let main = run
+                .iter()
+                .fold(first, |m, u| if u.total_usd > m.total_usd { u } else { m });
+            let mut credits: Decimal = run.iter().map(|u| u.credits_used).sum();
+            if let Some(seen) = used.get(&first.seat()) {
+                credits = credits.max(*seen);
             }
-        }
-    }
+            let billed = Billed {
+                plan: plans.by_name(&first.plan),
+                credits,
+                cost_center: &main.cost_center,
+            };
+            (first.seat(), billed)
+        })
+        .collect();
+    // Per user, then account and region.
+    seats.sort_by(|((a1, r1, u1), _), ((a2, r2, u2), _)| (u1, a1, r1).cmp(&(u2, a2, r2)));
+    let seats = seats.chunk_by(|((_, _, u1), _), ((_, _, u2), _)| u1 == u2);
     let mut out = Savings::default();
-    for (user, accounts) in seats {
+    for user_seats in seats {
+        let user = user_seats[0].0.2;
         let mut active: Vec<Seat> = Vec::new();
-        for (
-            (account, region),
+        for &(
+            (account, region, _),
             Billed {
                 plan,
                 credits,
                 cost_center: cc,
-                ..
             },
-        ) in accounts
+        ) in user_seats
         {
             let Some(plan) = plan else { continue };
             let seat = Seat {
