@@ -67,7 +67,7 @@ struct Cache {
     footers: std::collections::HashMap<String, (Version, ArrowReaderMetadata)>,
     /// Per period: the versions of the files it was allocated from, and the allocation.
     results: BTreeMap<BillingPeriod, (Vec<(String, Version)>, Allocation)>,
-    /// Per file: its per-seat groups ([`scan::FileGroups`]), so a refresh reads only the
+    /// Per file: its per-seat groups ([`scan::KeptGroups`]), so a refresh reads only the
     /// files that changed.
     partials: std::collections::HashMap<String, Partial>,
     /// Per period: the strings its files' groups name ([`scan::Pool`]).
@@ -80,7 +80,7 @@ struct Partial {
     version: Version,
     /// Hash of the scan's settings and the table schema.
     query: u64,
-    groups: Arc<scan::FileGroups>,
+    groups: Arc<scan::KeptGroups>,
     /// The pool its ids are of.
     pool: scan::SharedPool,
 }
@@ -524,7 +524,7 @@ impl LocalSource {
             format!("{:?}", files.schema).hash(&mut h);
             h.finish()
         };
-        let (mut known, pool): (Vec<Option<Arc<scan::FileGroups>>>, _) = if !self.keep {
+        let (mut known, pool): (Vec<Option<Arc<scan::KeptGroups>>>, _) = if !self.keep {
             (vec![None; files.objects.len()], scan::SharedPool::default())
         } else {
             let mut cache = self.cache();
@@ -581,7 +581,8 @@ impl LocalSource {
         while let Some(done) = read.next().await {
             let (i, groups) = done?;
             if self.keep {
-                fresh.push((i, groups));
+                // Kept compact as soon as read: the other files' scans go on meanwhile.
+                fresh.push((i, groups.keep()));
             } else if all.is_empty() {
                 all = groups;
             } else {
@@ -612,7 +613,7 @@ impl LocalSource {
                 known[i] = Some(groups);
             }
             for groups in known.into_iter().flatten() {
-                all.merge(&groups);
+                all.merge_kept(&groups);
             }
         }
         let rows = {

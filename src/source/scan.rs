@@ -253,6 +253,125 @@ impl FileGroups {
     }
 }
 
+/// A unit's sums as the daemon keeps them between refreshes: in 64 bits, which hold any amount
+/// up to about 922 million dollars at the scale of 10 decimals; a unit whose sums do not fit is
+/// kept wide ([`KeptGroups`]). `NONE` stands for a missing timestamp.
+#[derive(Debug, Clone, Copy)]
+struct NarrowSums {
+    credits_used: i64,
+    subscription_usd: i64,
+    overage_usd: i64,
+    other_usd: i64,
+    tax_usd: i64,
+    all_cost_usd: i64,
+    billed_lines: i64,
+    usage_end_max: i64,
+    last_seat_fee: i64,
+}
+
+impl NarrowSums {
+    const NONE: i64 = i64::MIN;
+
+    /// `s` in 64 bits, if every amount fits (and no timestamp is `NONE` itself).
+    fn of(s: &Sums) -> Option<Self> {
+        let n = |v: i128| i64::try_from(v).ok();
+        let t = |v: Option<i64>| match v {
+            None => Some(Self::NONE),
+            Some(Self::NONE) => None,
+            Some(x) => Some(x),
+        };
+        Some(Self {
+            credits_used: n(s.credits_used)?,
+            subscription_usd: n(s.subscription_usd)?,
+            overage_usd: n(s.overage_usd)?,
+            other_usd: n(s.other_usd)?,
+            tax_usd: n(s.tax_usd)?,
+            all_cost_usd: n(s.all_cost_usd)?,
+            billed_lines: s.billed_lines,
+            usage_end_max: t(s.usage_end_max)?,
+            last_seat_fee: t(s.last_seat_fee)?,
+        })
+    }
+
+    fn wide(&self) -> Sums {
+        let t = |v: i64| (v != Self::NONE).then_some(v);
+        Sums {
+            credits_used: self.credits_used.into(),
+            subscription_usd: self.subscription_usd.into(),
+            overage_usd: self.overage_usd.into(),
+            other_usd: self.other_usd.into(),
+            tax_usd: self.tax_usd.into(),
+            all_cost_usd: self.all_cost_usd.into(),
+            billed_lines: self.billed_lines,
+            usage_end_max: t(self.usage_end_max),
+            last_seat_fee: t(self.last_seat_fee),
+        }
+    }
+}
+
+/// One file's groups as the daemon keeps them between refreshes ([`FileGroups::keep`]): slices
+/// without a hash table's spare room, each unit's sums in 64 bits where they fit. Merged back
+/// ([`FileGroups::merge_kept`]) they are the groups the file's scan made, to the last digit.
+#[derive(Debug, Default)]
+pub struct KeptGroups {
+    narrow: Box<[(UnitKey, NarrowSums)]>,
+    wide: Box<[(UnitKey, Sums)]>,
+    seat_fees: Box<[(SeatKey, SeatFee)]>,
+    unit: Option<TimeUnit>,
+}
+
+impl KeptGroups {
+    /// Approximate bytes held.
+    pub fn memory_size(&self) -> usize {
+        std::mem::size_of_val(&*self.narrow)
+            + std::mem::size_of_val(&*self.wide)
+            + std::mem::size_of_val(&*self.seat_fees)
+    }
+}
+
+impl FileGroups {
+    /// These groups in the compact form kept between refreshes.
+    pub fn keep(self) -> KeptGroups {
+        let mut narrow = Vec::with_capacity(self.units.len());
+        let mut wide = Vec::new();
+        for (k, s) in self.units {
+            match NarrowSums::of(&s) {
+                Some(n) => narrow.push((k, n)),
+                None => wide.push((k, s)),
+            }
+        }
+        KeptGroups {
+            narrow: narrow.into_boxed_slice(),
+            wide: wide.into_boxed_slice(),
+            seat_fees: self.seat_fees.into_iter().collect(),
+            unit: self.unit,
+        }
+    }
+
+    /// Adds the groups of a kept file to these.
+    pub fn merge_kept(&mut self, other: &KeptGroups) {
+        if self.unit.is_none() {
+            self.unit = other.unit;
+        }
+        self.units
+            .reserve((other.narrow.len() + other.wide.len()).saturating_sub(self.units.len()));
+        for (k, a) in &other.narrow {
+            self.units.entry(*k).or_default().merge(&a.wide());
+        }
+        for (k, a) in &other.wide {
+            self.units.entry(*k).or_default().merge(a);
+        }
+        for (k, a) in &other.seat_fees {
+            match self.seat_fees.get_mut(k) {
+                Some(mine) => mine.merge(a),
+                None => {
+                    self.seat_fees.insert(*k, *a);
+                }
+            }
+        }
+    }
+}
+
 /// Scans one file: its per-seat groups. `meta` is the file's footer, already read and checked.
 pub async fn scan_file(
     store: Arc<dyn ObjectStore>,

@@ -652,6 +652,58 @@ async fn an_unchanged_export_is_not_scanned_again_and_changes_are_seen_exactly()
 }
 
 /// Rows in a Parquet file, from its footer.
+/// What the engine keeps of a file between refreshes holds amounts of any size exactly: one
+/// beyond what 64 bits hold at 10 decimals (about $922M) as well as ordinary ones.
+#[tokio::test]
+async fn a_file_kept_between_refreshes_keeps_amounts_of_any_size() {
+    let huge = CurLine {
+        // 2^31 dollars: exact as a double at 10 decimals too.
+        unblended_cost: 2_147_483_648.0,
+        ..credits("u1", Some("A"), 3, 10.0, 0.0)
+    };
+    let e = Export::write([
+        seat("u1", Some("A"), "Pro", 1, 20.0),
+        huge,
+        credits("u2", Some("B"), 4, 1_100.0, 100.0),
+        seat("u2", Some("B"), "Pro", 1, 20.0),
+    ]);
+    let source = LocalSource::new(e.path(), Default::default());
+    let first = source.allocate(period("2026-10")).await.unwrap();
+    assert_reconciles(&first);
+    assert_eq!(first.kiro_total_usd, dec("2147483692"));
+    // A file added: the first one's groups come from what was kept.
+    let more = Export::write([seat("u3", Some("B"), "Power", 2, 200.0)]);
+    let added = e
+        .partition("2026-10")
+        .join("test-export-00002.snappy.parquet");
+    std::fs::copy(
+        more.partition("2026-10")
+            .join("test-export-00001.snappy.parquet"),
+        &added,
+    )
+    .unwrap();
+    let kept = source.allocate(period("2026-10")).await.unwrap();
+    assert_eq!(
+        kept.stats.scanned_rows,
+        Some(rows_in(&added)),
+        "only the new file read"
+    );
+    let fresh = LocalSource::new(e.path(), Default::default())
+        .allocate(period("2026-10"))
+        .await
+        .unwrap();
+    assert_eq!(books(&kept), books(&fresh));
+    assert_reconciles(&kept);
+    assert_eq!(kept.kiro_total_usd, dec("2147483892"));
+    let u1: Decimal = kept
+        .units
+        .iter()
+        .filter(|u| u.user_id == "u1")
+        .map(|u| u.total_usd)
+        .sum();
+    assert_eq!(u1, dec("2147483668"));
+}
+
 fn rows_in(file: &std::path::Path) -> u64 {
     use parquet::file::reader::FileReader as _;
     let reader =

@@ -332,9 +332,11 @@ pub fn encode(data: Option<&[u8]>, exporter: &Telemetry) -> Result<Exposition, E
     );
     gz.write_all(&plain)
         .map_err(|e| prometheus::Error::Msg(e.to_string()))?;
-    let gzip = gz
+    let mut gzip = gz
         .finish()
         .map_err(|e| prometheus::Error::Msg(e.to_string()))?;
+    // Kept until the next refresh: without the room its growth left.
+    gzip.shrink_to_fit();
     Ok(Exposition {
         plain: bytes::Bytes::from(plain),
         gzip: bytes::Bytes::from(gzip),
