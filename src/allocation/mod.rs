@@ -280,12 +280,12 @@ impl Allocation {
         let mut data_as_of = None;
         // Region keys as the bill writes them, to region names (a few distinct ones).
         let mut regions: HashMap<String, String, Fast> = HashMap::default();
-        // Per seat, by index: its key, (latest seat fee, plan usage type, full-month fee of
-        // that plan) and its seat-fee lines.
+        // Per seat: its index (the map holds the one copy of its key); by index, (latest seat
+        // fee, plan usage type, full-month fee of that plan) and its seat-fee lines.
         type PlanSeen = (Option<DateTime<Utc>>, Option<String>, Option<Decimal>);
         let mut seat_index: HashMap<SeatKey, usize, Fast> =
             HashMap::with_capacity_and_hasher(rows.len(), Fast::default());
-        let mut seat_plan: Vec<(SeatKey, PlanSeen, i64)> = Vec::with_capacity(rows.len());
+        let mut seat_plan: Vec<(PlanSeen, i64)> = Vec::with_capacity(rows.len());
         // Per (seat index, cost center): the unit, and its billed lines.
         let mut merged: HashMap<(usize, String), (UserCost, i64), Fast> =
             HashMap::with_capacity_and_hasher(rows.len(), Fast::default());
@@ -305,16 +305,15 @@ impl Allocation {
                     name
                 }
             };
-            let seat = (row.account_id, region, row.user_id);
-            let ix = match seat_index.get(&seat) {
-                Some(&ix) => ix,
-                None => {
-                    seat_index.insert(seat.clone(), seat_plan.len());
-                    seat_plan.push((seat, (None, None, None), 0));
-                    seat_plan.len() - 1
+            let entry = match seat_index.entry((row.account_id, region, row.user_id)) {
+                std::collections::hash_map::Entry::Occupied(o) => o,
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    seat_plan.push(((None, None, None), 0));
+                    v.insert_entry(seat_plan.len() - 1)
                 }
             };
-            let (seat, e, fee_lines) = &mut seat_plan[ix];
+            let (ix, seat) = (*entry.get(), entry.key());
+            let (e, fee_lines) = &mut seat_plan[ix];
             *fee_lines += row.seat_fee_lines;
             if row.plan_usage_type.is_some() && (e.1.is_none() || row.last_seat_fee > e.0) {
                 *e = (row.last_seat_fee, row.plan_usage_type, row.plan_fee_usd);
@@ -343,7 +342,9 @@ impl Allocation {
             u.total_usd += row.total_usd;
             *lines += row.billed_lines;
         }
-        drop(seat_index);
+        // The keys in index order (the indices are 0..n).
+        let mut keys: Vec<(SeatKey, usize)> = seat_index.into_iter().collect();
+        keys.sort_unstable_by_key(|(_, ix)| *ix);
         // Seats with a unit that has billed lines (seats of users with tax lines only have
         // none), and the plan each is on.
         let mut billed = vec![false; seat_plan.len()];
@@ -358,8 +359,8 @@ impl Allocation {
         let mut unknown_plans = BTreeSet::new();
         // Plan names per usage type as billed (a few distinct ones).
         let mut plan_names: HashMap<String, String, Fast> = HashMap::default();
-        for (ix, (key, (last, usage_type, fee), seat_fee_lines)) in
-            seat_plan.into_iter().enumerate()
+        for (ix, ((key, _), ((last, usage_type, fee), seat_fee_lines))) in
+            keys.into_iter().zip(seat_plan).enumerate()
         {
             let plan = match usage_type {
                 None => String::new(),
