@@ -235,7 +235,11 @@ impl FileGroups {
         for (k, a) in &other.units {
             self.units.entry(*k).or_default().merge(a);
         }
-        for (k, a) in &other.seat_fees {
+        self.merge_seat_fees(&other.seat_fees);
+    }
+
+    fn merge_seat_fees<'a>(&mut self, fees: impl IntoIterator<Item = (&'a SeatKey, &'a SeatFee)>) {
+        for (k, a) in fees {
             match self.seat_fees.get_mut(k) {
                 Some(mine) => mine.merge(a),
                 None => {
@@ -361,14 +365,7 @@ impl FileGroups {
         for (k, a) in &other.wide {
             self.units.entry(*k).or_default().merge(a);
         }
-        for (k, a) in &other.seat_fees {
-            match self.seat_fees.get_mut(k) {
-                Some(mine) => mine.merge(a),
-                None => {
-                    self.seat_fees.insert(*k, *a);
-                }
-            }
-        }
+        self.merge_seat_fees(other.seat_fees.iter().map(|(k, f)| (k, f)));
     }
 }
 
