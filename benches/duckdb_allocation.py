@@ -18,6 +18,18 @@ import time
 import duckdb
 
 
+def peak_rss_bytes():
+    """This process's own peak resident size (VmHWM), or None where /proc has none."""
+    try:
+        with open("/proc/self/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def main() -> None:
     root, sql_file, runs = sys.argv[1:4]
     params = sys.argv[4:]
@@ -60,6 +72,7 @@ def main() -> None:
                 "wall_seconds": walls,
                 "rows": rows,
                 "all_cost_usd": str(total),
+                "peak_rss_bytes": peak_rss_bytes(),
             }
         )
     )

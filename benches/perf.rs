@@ -8,7 +8,8 @@
 //! `target/tmp/perf/`; the results go to `target/tmp/perf/results.json` and a table on stdout.
 //!
 //! Per scale it measures:
-//! - the local engine: the whole `query` process (wall time, peak RSS by `wait4`) and the
+//! - the local engine: the whole `query` process (wall time, peak RSS as `query --stats`
+//!   reports its own, see [`own_peak`]) and the
 //!   engine's own time (`query --stats`), median of `--runs` after one warm-up run;
 //! - DuckDB (Python package in a virtualenv) on the same files with the same SQL text, timed by
 //!   DuckDB's profiler, and the ratio ours / DuckDB measured in the same run;
@@ -320,7 +321,14 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// Runs a child to its end; returns its wall time and peak RSS in bytes.
+/// The peak RSS a child reported of itself (`peak_rss_bytes`, its `VmHWM`). Preferred to
+/// `wait4`'s: a child spawned with `vfork` (as `Command` does) is charged the parent's own peak
+/// up to its `exec`, so after the harness has grown, `wait4` reports the harness, not the child.
+fn own_peak(reported: &Value) -> Option<u64> {
+    reported["peak_rss_bytes"].as_u64()
+}
+
+/// Runs a child to its end; returns its wall time and peak RSS in bytes (see [`own_peak`]).
 fn run_measured(cmd: &mut Command) -> anyhow::Result<(Duration, u64)> {
     let started = Instant::now();
     let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
@@ -375,7 +383,7 @@ fn measure_scale(
         if i > 0 {
             walls.push(wall.as_secs_f64());
             engine.push(stats["elapsed_seconds"].as_f64().unwrap_or(f64::NAN));
-            rss = rss.max(peak);
+            rss = rss.max(own_peak(&stats).unwrap_or(peak));
         }
     }
     let query: Value = serde_json::from_slice(&fs::read(work.join("query.json"))?)?;
@@ -418,6 +426,7 @@ fn measure_scale(
     )?;
     let duck: Value =
         serde_json::from_slice(&fs::read(&duck_out)?).context("DuckDB's script printed no JSON")?;
+    let duck_rss = own_peak(&duck).unwrap_or(duck_rss);
     let duck_times: Vec<f64> = duck["seconds"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_f64).collect())

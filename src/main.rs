@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let args = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -24,6 +25,24 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// Two glibc malloc arenas, as the shipped image, unit and manifests set with
+/// `MALLOC_ARENA_MAX=2`, unless the environment says otherwise (`MALLOC_ARENA_MAX` or a
+/// `GLIBC_TUNABLES` entry, which glibc has read already). glibc's default (eight per core)
+/// keeps each scanning thread's freed memory in an arena of its own: at 50,000 users `query`
+/// peaks about a quarter higher with it. Called before the runtime starts any thread.
+#[allow(unsafe_code)]
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none()
+        && !std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("arena_max"))
+    {
+        // SAFETY: mallopt sets one of the allocator's parameters; it takes no pointers.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
         }
     }
 }

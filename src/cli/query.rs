@@ -23,8 +23,8 @@ pub struct QueryArgs {
     period: BillingPeriod,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
-    /// Also print the engine's statistics (time, rows and bytes read, files) as one JSON
-    /// line on standard error.
+    /// Also print the engine's statistics (time, rows and bytes read, files, and the
+    /// process's peak resident size so far) as one JSON line on standard error.
     #[arg(long)]
     stats: bool,
     /// Folder or s3:// prefix holding the Kiro user activity report's `AWSLogs/` (overrides
@@ -53,22 +53,20 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         .build_once(settings.allocation_settings(), &settings.aws)
         .await?;
     let allocation = source.allocate(period).await?;
-    if stats {
+    // Printed once the output is written, with the process's peak resident size by then.
+    let stats = stats.then(|| {
         let s = &allocation.stats;
-        eprintln!(
-            "{}",
-            serde_json::json!({
-                "engine": source.engine(),
-                "billing_period": period.to_string(),
-                "elapsed_seconds": s.elapsed.as_secs_f64(),
-                "scanned_rows": s.scanned_rows,
-                "scanned_bytes": s.scanned_bytes,
-                "fetched_bytes": s.fetched_bytes,
-                "files": s.files,
-                "result_rows": allocation.units.len(),
-            })
-        );
-    }
+        serde_json::json!({
+            "engine": source.engine(),
+            "billing_period": period.to_string(),
+            "elapsed_seconds": s.elapsed.as_secs_f64(),
+            "scanned_rows": s.scanned_rows,
+            "scanned_bytes": s.scanned_bytes,
+            "fetched_bytes": s.fetched_bytes,
+            "files": s.files,
+            "result_rows": allocation.units.len(),
+        })
+    });
     let (view, people) = super::period_view(&settings, allocation, chrono::Utc::now()).await?;
     tracing::debug!(%period, "view built");
     let mut stdout = std::io::stdout().lock();
@@ -85,7 +83,27 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     }
     stdout.flush()?;
     tracing::debug!(%period, "written");
+    if let Some(mut line) = stats {
+        line["peak_rss_bytes"] = peak_rss_bytes().into();
+        eprintln!("{line}");
+    }
     // The process ends here: what it holds goes with it, not freed piece by piece.
     std::mem::forget((view, source));
     Ok(())
+}
+
+/// The process's peak resident size so far (`VmHWM`), where `/proc` tells it. Only the process
+/// itself can: a parent's `wait4` also counts, for a child it spawned with `vfork`, the parent's
+/// own peak up to the child's `exec`.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kib * 1024)
 }

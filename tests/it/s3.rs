@@ -119,6 +119,10 @@ async fn an_s3_export_is_allocated_like_its_local_copy_in_both_delivery_modes() 
     )
     .unwrap();
     let fetched = stats["fetched_bytes"].as_u64().unwrap();
+    assert!(
+        stats["peak_rss_bytes"].as_u64().is_some_and(|b| b > 0),
+        "the process's own peak resident size: {stats}"
+    );
     let on_disk: u64 = walk(&overwrite.path().join("data"))
         .iter()
         .map(|p| std::fs::metadata(p).unwrap().len())
