@@ -90,27 +90,22 @@ struct Doc<'a> {
 
 impl serde::Serialize for Doc<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap as _;
-        let mut map = s.serialize_map(Some(self.members.len() + 2))?;
-        let (mut savings, mut users) = (Some(&self.savings), Some(&self.users));
-        for (k, v) in self.members {
-            if let Some(x) = savings.filter(|_| k.as_str() > "savings") {
-                map.serialize_entry("savings", x)?;
-                savings = None;
-            }
-            if let Some(x) = users.filter(|_| k.as_str() > "users") {
-                map.serialize_entry("users", x)?;
-                users = None;
-            }
-            map.serialize_entry(k, v)?;
+        #[derive(serde::Serialize)]
+        #[serde(untagged)]
+        enum Part<'a> {
+            Value(&'a Value),
+            Savings(&'a SavingsJson<'a>),
+            Users(&'a Users<'a>),
         }
-        if let Some(x) = savings {
-            map.serialize_entry("savings", x)?;
-        }
-        if let Some(x) = users {
-            map.serialize_entry("users", x)?;
-        }
-        map.end()
+        let mut parts: Vec<(&str, Part<'_>)> = self
+            .members
+            .iter()
+            .map(|(k, v)| (k.as_str(), Part::Value(v)))
+            .collect();
+        parts.push(("savings", Part::Savings(&self.savings)));
+        parts.push(("users", Part::Users(&self.users)));
+        parts.sort_by_key(|(k, _)| *k);
+        s.collect_map(parts)
     }
 }
 

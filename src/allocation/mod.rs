@@ -195,6 +195,14 @@ pub fn same_seat(a: &&UserCost, b: &&UserCost) -> bool {
     a.seat() == b.seat()
 }
 
+/// Of one seat's units (a run of [`Allocation::units_by_seat`]), the one with most cost, the
+/// first on a tie: the seat's main cost center, where its included credits and savings count.
+/// `run` is not empty (`chunk_by` yields no empty run).
+pub fn main_unit<'a>(run: &[&'a UserCost]) -> &'a UserCost {
+    run.iter()
+        .fold(run[0], |m, u| if u.total_usd > m.total_usd { u } else { m })
+}
+
 /// How a query went, for the exporter's own metrics.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct QueryStats {
@@ -588,16 +596,11 @@ impl Allocation {
         let mut out: Vec<(SeatRef<'_>, &str)> = Vec::new();
         let order = self.units_by_seat();
         for run in order.chunk_by(same_seat) {
-            let Some(first) = run.iter().find(|u| !u.user_id.is_empty()) else {
+            // A run is one seat: its units share the user, named or not.
+            if run[0].user_id.is_empty() {
                 continue;
-            };
-            let mut main = *first;
-            for u in run {
-                if u.total_usd > main.total_usd {
-                    main = u;
-                }
             }
-            out.push((first.seat(), &main.cost_center));
+            out.push((run[0].seat(), &main_unit(run).cost_center));
         }
         // In key order already: collecting is a bulk build.
         out.into_iter().collect()

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::{Allocation, Plan, PlanTable, SeatRef, same_seat};
+use super::{Allocation, Plan, PlanTable, SeatRef, main_unit, same_seat};
 use crate::config_error::{ConfigError, ensure};
 
 /// Thresholds of the savings rules.
@@ -188,9 +188,7 @@ pub fn recommend_with_use(
         .chunk_by(same_seat)
         .map(|run| {
             let first = run[0];
-            let main = run
-                .iter()
-                .fold(first, |m, u| if u.total_usd > m.total_usd { u } else { m });
+            let main = main_unit(run);
             let mut credits: Decimal = run.iter().map(|u| u.credits_used).sum();
             if let Some(seen) = used.get(&first.seat()) {
                 credits = credits.max(*seen);
