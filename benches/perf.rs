@@ -536,7 +536,7 @@ fn measure_scale(
     for _ in 0..=args.runs {
         let t = Instant::now();
         // The snapshot's views (roll-ups, forecast, savings) and the data families.
-        let snap = Snapshot::build(
+        let snap = Snapshot::of_bill(
             chrono::Utc::now(),
             vec![allocation.clone()],
             &settings.plans,

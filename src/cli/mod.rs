@@ -15,6 +15,7 @@ mod serve;
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 use kiro_cost_exporter::config::{self, Settings};
@@ -128,39 +129,39 @@ pub async fn identity_resolver(
     ))
 }
 
-/// The view of one allocated period as every command shows it: the activity report next to
-/// the bill, the users named (Identity Store when configured, the directory file, the activity
-/// report's e-mails; the labels `identity.labels` exports), and lines without a cost-center
-/// tag assigned by `identity.cost_center_from` when it is on.
+/// The snapshot builder of `settings`: the plan table, savings settings, the activity report
+/// and the names of users (Identity Store when configured, the directory file, the activity
+/// report's e-mails; the labels `identity.labels` exports).
+pub async fn snapshot_builder(
+    settings: &Settings,
+) -> anyhow::Result<kiro_cost_exporter::snapshot::SnapshotBuilder> {
+    let activity = settings.activity.reader(&settings.aws).await;
+    Ok(kiro_cost_exporter::snapshot::SnapshotBuilder::new(
+        settings.plans.clone(),
+        settings.savings.clone(),
+    )
+    .with_activity(activity)
+    .with_identity(
+        identity_resolver(settings).await?,
+        settings.identity.clone(),
+    ))
+}
+
+/// The view of one allocated period as every command shows it, built as the daemon builds
+/// its snapshot ([`snapshot_builder`]), and the people it names.
 pub async fn period_view(
     settings: &Settings,
-    mut allocation: kiro_cost_exporter::allocation::Allocation,
+    allocation: kiro_cost_exporter::allocation::Allocation,
     now: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<(
     kiro_cost_exporter::snapshot::PeriodView,
     std::collections::BTreeMap<String, kiro_cost_exporter::source::identity::Person>,
 )> {
-    use kiro_cost_exporter::source::identity;
-    let activity = settings
-        .activity
-        .read_once(&settings.aws, allocation.period)
-        .await;
-    let resolver = identity_resolver(settings).await?;
-    let ids: Vec<String> = allocation.units.iter().map(|u| u.user_id.clone()).collect();
-    let (people, _) = identity::people(
-        resolver.as_ref(),
-        &settings.identity,
-        ids.iter().map(String::as_str),
-        &activity.iter().collect::<Vec<_>>(),
-    )
-    .await;
-    identity::assign_cost_centers(&mut allocation, &people);
-    let view = kiro_cost_exporter::snapshot::PeriodView::build_with_activity(
-        allocation,
-        activity,
-        &settings.plans,
-        &settings.savings,
-        now,
-    );
-    Ok((view, people))
+    let builder = snapshot_builder(settings).await?;
+    let mut snapshot = builder.build(now, vec![allocation]).await.snapshot;
+    let view = snapshot
+        .periods
+        .pop()
+        .context("the snapshot of one allocated period holds it")?;
+    Ok((view, snapshot.people))
 }

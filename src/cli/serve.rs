@@ -106,27 +106,24 @@ async fn refresher(settings: &Settings) -> anyhow::Result<Refresher> {
         Engine::Athena => "athena",
     };
     let telemetry = Arc::new(Telemetry::new(engine, settings.refresh.interval)?);
+    if !settings.activity.path.is_empty() {
+        tracing::info!(path = %settings.activity.path, "reading the Kiro user activity report");
+    }
+    let builder = Arc::new(super::snapshot_builder(settings).await?);
     let mut refresher = Refresher::new(
         source.clone(),
         settings.refresh.clone(),
-        settings.plans.clone(),
-        settings.savings.clone(),
+        builder.clone(),
         telemetry.clone(),
     )?
     .after_refresh(release_free_memory);
-    let resolver = super::identity_resolver(settings).await?;
     refresher = refresher
-        .with_identity(resolver, settings.identity.clone())
         .with_prometheus(settings.prometheus.clone())
         .with_landing(kiro_cost_exporter::sink::landing::LandingSettings {
             locale: settings.report.locale,
             dashboard_url: Some(settings.alerts.dashboard_url.clone()).filter(|u| !u.is_empty()),
             budgets: settings.budgets.limits(),
         });
-    if let Some(reader) = settings.activity.reader(&settings.aws).await {
-        tracing::info!(path = %settings.activity.path, "reading the Kiro user activity report");
-        refresher = refresher.with_activity(reader);
-    }
     if settings.cloudwatch.enabled {
         let shared = settings.aws.sdk_config().await;
         anyhow::ensure!(
@@ -176,7 +173,6 @@ async fn refresher(settings: &Settings) -> anyhow::Result<Refresher> {
             );
             refresher = refresher.with_sink(Box::new(AlertsSink::new(
                 settings.alerts.clone(),
-                settings.plans.clone(),
                 settings.budgets.limits(),
                 channels.clone(),
                 opened.state.clone(),
@@ -212,8 +208,7 @@ async fn refresher(settings: &Settings) -> anyhow::Result<Refresher> {
                     channels: feishu,
                     dashboard_url: settings.alerts.dashboard_url.clone(),
                     source,
-                    plans: settings.plans.clone(),
-                    savings: settings.savings.clone(),
+                    builder,
                     file: opened.state,
                     telemetry: telemetry.clone(),
                 },

@@ -15,20 +15,14 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use tokio::sync::watch;
 
-use crate::allocation::savings::SavingsSettings;
-use crate::allocation::{Allocation, PlanTable};
 use crate::server::{Published, State};
 use crate::sink::prometheus::{self as prom, EncodeError};
 use crate::sink::{Delivery, Sink, landing};
-use crate::snapshot::Snapshot;
-use crate::source::activity::{Activity, ActivityReader};
-use crate::source::identity::{
-    IdentityResolver, IdentitySettings, Person, assign_cost_centers, people,
-};
+use crate::snapshot::{Snapshot, SnapshotBuilder};
 use crate::source::{Source, SourceError};
 use crate::telemetry::Telemetry;
 pub use schedule::{RefreshSettings, backoff, watched_periods};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// Why a refresh failed.
 #[derive(Debug, thiserror::Error)]
@@ -59,19 +53,13 @@ impl RefreshError {
 pub struct Refresher {
     source: Arc<dyn Source>,
     settings: RefreshSettings,
-    plans: PlanTable,
-    savings: SavingsSettings,
+    /// Builds each snapshot: the plan table, savings settings, activity report and names.
+    builder: Arc<SnapshotBuilder>,
     state: Arc<State>,
     telemetry: Arc<Telemetry>,
     /// The last good snapshot and its encoded data families.
     last_good: Option<(Arc<Snapshot>, Bytes)>,
     sinks: Vec<Box<dyn Sink>>,
-    /// The activity report, read next to the bill when configured.
-    activity: Option<Arc<ActivityReader>>,
-    /// Names for user ids, when Identity Store is configured.
-    identity: Option<IdentityResolver>,
-    /// Which of a person's fields `kiro_user_info` carries.
-    identity_settings: IdentitySettings,
     prometheus: prom::PrometheusSettings,
     last_error: Option<String>,
     after_refresh: Option<Box<dyn Fn() + Send + Sync>>,
@@ -89,8 +77,7 @@ impl Refresher {
     pub fn new(
         source: Arc<dyn Source>,
         settings: RefreshSettings,
-        plans: PlanTable,
-        savings: SavingsSettings,
+        builder: Arc<SnapshotBuilder>,
         telemetry: Arc<Telemetry>,
     ) -> Result<Self, RefreshError> {
         let exposition = prom::encode(None, &telemetry)?;
@@ -106,15 +93,11 @@ impl Refresher {
         Ok(Self {
             source,
             settings,
-            plans,
-            savings,
+            builder,
             state,
             telemetry,
             last_good: None,
             sinks: Vec::new(),
-            activity: None,
-            identity: None,
-            identity_settings: IdentitySettings::default(),
             prometheus: prom::PrometheusSettings::default(),
             last_error: None,
             after_refresh: None,
@@ -143,24 +126,6 @@ impl Refresher {
         self.sink_health
             .insert(sink.name().to_owned(), landing::SinkHealth::default());
         self.sinks.push(sink);
-        self
-    }
-
-    /// Reads the activity report for every watched period, next to the bill.
-    pub fn with_activity(mut self, reader: ActivityReader) -> Self {
-        self.activity = Some(Arc::new(reader));
-        self
-    }
-
-    /// Names user ids through Identity Store (when `resolver` is given), exporting the fields
-    /// `settings.labels` lists.
-    pub fn with_identity(
-        mut self,
-        resolver: Option<IdentityResolver>,
-        settings: IdentitySettings,
-    ) -> Self {
-        self.identity = resolver;
-        self.identity_settings = settings;
         self
     }
 
@@ -216,73 +181,15 @@ impl Refresher {
                 .filter_map(|a| a.stats.fetched_bytes)
                 .sum(),
         );
-        let mut periods = Vec::with_capacity(allocations.len());
-        let mut malformed = 0;
-        for a in allocations {
-            let activity = match &self.activity {
-                Some(reader) => {
-                    let read = reader.read(a.period).await;
-                    malformed += read.malformed.len();
-                    Some(read)
-                }
-                None => None,
-            };
-            periods.push((a, activity));
-        }
-        if self.activity.is_some() {
+        let built = self.builder.build(now, allocations).await;
+        if let Some(malformed) = built.activity_malformed {
             self.telemetry.set_activity_malformed(malformed);
         }
-        let (people, same_person) = self.people(&periods).await;
-        for (a, _) in &mut periods {
-            assign_cost_centers(a, &people);
+        if let Some(lookups) = &built.lookups {
+            self.telemetry.record_identity_lookups(lookups);
         }
-        let mut snapshot = Snapshot::build_with_activity(now, periods, &self.plans, &self.savings);
-        snapshot.people = people;
-        // One person with ids from two Identity Center instances holds two seats.
-        for v in &mut snapshot.periods {
-            let ids: BTreeSet<&str> = v
-                .allocation
-                .units
-                .iter()
-                .map(|u| u.user_id.as_str())
-                .collect();
-            let mut dups: BTreeSet<String> = v.duplicate_subscriptions.iter().cloned().collect();
-            for group in &same_person {
-                let present: Vec<&String> = group
-                    .iter()
-                    .filter(|id| ids.contains(id.as_str()))
-                    .collect();
-                if present.len() > 1 {
-                    dups.extend(present.into_iter().cloned());
-                }
-            }
-            v.duplicate_subscriptions = dups.into_iter().collect();
-        }
-        let families = prom::encode_snapshot_with(&snapshot, &self.prometheus);
-        Ok((snapshot, Bytes::from(families)))
-    }
-
-    /// Who the users of `periods` are ([`people`]), and the ids that are one person.
-    async fn people(
-        &self,
-        periods: &[(Allocation, Option<Activity>)],
-    ) -> (BTreeMap<String, Person>, Vec<Vec<String>>) {
-        let ids: BTreeSet<&str> = periods
-            .iter()
-            .flat_map(|(a, _)| a.units.iter().map(|u| u.user_id.as_str()))
-            .collect();
-        let activity: Vec<&Activity> = periods.iter().filter_map(|(_, a)| a.as_ref()).collect();
-        let (out, lookups) = people(
-            self.identity.as_ref(),
-            &self.identity_settings,
-            ids,
-            &activity,
-        )
-        .await;
-        if self.identity.is_some() {
-            self.telemetry.record_identity_lookups(&lookups);
-        }
-        (out, lookups.same_person)
+        let families = prom::encode_snapshot_with(&built.snapshot, &self.prometheus);
+        Ok((built.snapshot, Bytes::from(families)))
     }
 
     /// Runs one refresh and publishes its outcome.

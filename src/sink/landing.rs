@@ -18,11 +18,11 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
-use crate::allocation::{SeatKey, UNTAGGED};
+use crate::allocation::UNTAGGED;
 use crate::period::BillingPeriod;
 use crate::sink::alerts::rules::BudgetLimits;
 use crate::sink::report::Locale;
-use crate::snapshot::{PeriodView, Snapshot};
+use crate::snapshot::{PeriodView, SeatView, Snapshot};
 
 /// How many rows a list shows (the rest is counted).
 pub const TOP: usize = 10;
@@ -102,6 +102,7 @@ struct Texts {
     more: &'static str,
     idle: &'static str,
     idle_seats: &'static str,
+    duplicates: &'static str,
     change: &'static str,
     reason: &'static str,
     saving: &'static str,
@@ -154,6 +155,7 @@ const EN: Texts = Texts {
     more: "more",
     idle: "Idle seats and right-sizing",
     idle_seats: "idle seats",
+    duplicates: "duplicate subscriptions",
     change: "Change",
     reason: "Reason",
     saving: "Saving a month",
@@ -206,6 +208,7 @@ const ZH: Texts = Texts {
     more: "更多",
     idle: "闲置席位与套餐调整",
     idle_seats: "闲置席位",
+    duplicates: "重复订阅",
     change: "调整",
     reason: "原因",
     saving: "每月节省",
@@ -443,7 +446,7 @@ fn period(
         "<div class=\"cards\">\
 <div class=\"card\">{}<b id=\"total-{p}\" data-usd=\"{}\">{}</b><span class=\"muted\">{} {} · {} {}</span></div>\
 <div class=\"card\">{}<b id=\"forecast-{p}\" data-usd=\"{}\">{}</b></div>\
-<div class=\"card\">{}<b id=\"users-{p}\">{}</b></div>\
+<div class=\"card\">{}<b id=\"users-{p}\">{}</b><span class=\"muted\" id=\"duplicates-{p}\" data-users=\"{}\">{} {}</span></div>\
 <div class=\"card\">{}<b id=\"credits-{p}\">{}</b></div>\
 <div class=\"card\">{}<b id=\"savings-{p}\" data-usd=\"{}\">{}</b><span class=\"muted\">{} {}</span></div></div>",
         t.total,
@@ -458,6 +461,9 @@ fn period(
         money(v.forecast.total),
         t.users,
         quantity(Decimal::from(v.totals.users)),
+        escape(&v.duplicate_subscriptions.join(" ")),
+        v.duplicate_subscriptions.len(),
+        t.duplicates,
         t.credits,
         quantity(v.totals.credits_used),
         t.savings_month,
@@ -480,7 +486,7 @@ fn period(
     budgets(h, v, settings, t);
     h.push_str("</div></div><div class=\"grid\"><div>");
     // One pass over the units gives both per-seat lists.
-    let mut seats = seats(v);
+    let mut seats: Vec<&SeatView> = v.seats.iter().collect();
     top_users(h, s, v, &mut seats, t);
     h.push_str("</div><div>");
     near_limit(h, s, v, &seats, t);
@@ -652,39 +658,9 @@ fn person(s: &Snapshot, user: &str) -> String {
     }
 }
 
-/// Per seat: credits used over all its cost centers, overage, cost, plan.
-struct Seat<'a> {
-    key: SeatKey,
-    plan: &'a str,
-    credits: Decimal,
-    overage: Decimal,
-    total: Decimal,
-}
-
-fn seats(v: &PeriodView) -> Vec<Seat<'_>> {
-    let mut by: BTreeMap<SeatKey, Seat<'_>> = BTreeMap::new();
-    for u in &v.allocation.units {
-        let key = (u.account_id.clone(), u.region.clone(), u.user_id.clone());
-        let e = by.entry(key.clone()).or_insert(Seat {
-            key,
-            plan: &u.plan,
-            credits: Decimal::ZERO,
-            overage: Decimal::ZERO,
-            total: Decimal::ZERO,
-        });
-        if e.plan.is_empty() {
-            e.plan = &u.plan;
-        }
-        e.credits += u.credits_used;
-        e.overage += u.overage_usd;
-        e.total += u.total_usd;
-    }
-    by.into_values().filter(|s| !s.key.2.is_empty()).collect()
-}
-
-fn top_users(h: &mut String, s: &Snapshot, v: &PeriodView, all: &mut [Seat<'_>], t: &Texts) {
+fn top_users(h: &mut String, s: &Snapshot, v: &PeriodView, all: &mut [&SeatView], t: &Texts) {
     let p = v.allocation.period;
-    all.sort_by(|a, b| b.total.cmp(&a.total).then(a.key.cmp(&b.key)));
+    all.sort_by(|a, b| b.cost_usd.cmp(&a.cost_usd).then(a.id.cmp(&b.id)));
     let _ = write!(
         h,
         "<h3>{}</h3><div class=\"scroll\"><table id=\"top-users-{p}\"><thead><tr><th>{}</th><th>{}</th><th>{}</th><th class=\"n\">{}</th><th class=\"n\">{}</th><th class=\"n\">{}</th></tr></thead><tbody>",
@@ -694,32 +670,29 @@ fn top_users(h: &mut String, s: &Snapshot, v: &PeriodView, all: &mut [Seat<'_>],
         let _ = write!(
             h,
             "<tr data-user=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td>{}{}</tr>",
-            escape(&seat.key.2),
-            person(s, &seat.key.2),
-            escape(cost_center_name(v.seat_cost_center(&seat.key), t)),
-            escape(seat.plan),
-            quantity(seat.credits),
-            money_td(seat.overage),
-            money_td(seat.total),
+            escape(&seat.id.user_id),
+            person(s, &seat.id.user_id),
+            escape(cost_center_name(&seat.cost_center, t)),
+            escape(&seat.plan),
+            quantity(seat.credits_used),
+            money_td(seat.overage_usd),
+            money_td(seat.cost_usd),
         );
     }
     h.push_str("</tbody></table></div>");
 }
 
-fn near_limit(h: &mut String, s: &Snapshot, v: &PeriodView, seats: &[Seat<'_>], t: &Texts) {
+fn near_limit(h: &mut String, s: &Snapshot, v: &PeriodView, seats: &[&SeatView], t: &Texts) {
     let p = v.allocation.period;
-    let mut near: Vec<(&Seat<'_>, Decimal, Decimal)> = seats
+    let mut near: Vec<(&SeatView, Decimal, Decimal)> = seats
         .iter()
         .filter_map(|seat| {
-            let included = v.plans.by_name(seat.plan)?.included_credits;
-            if included <= Decimal::ZERO {
-                return None;
-            }
-            let share = seat.credits / included;
-            (share >= Decimal::new(8, 1)).then_some((seat, included, share))
+            let share = seat.credits_used_ratio()?;
+            let included = seat.included_credits?;
+            (share >= Decimal::new(8, 1)).then_some((*seat, included, share))
         })
         .collect();
-    near.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.key.cmp(&b.0.key)));
+    near.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.id.cmp(&b.0.id)));
     let _ = write!(h, "<h3>{}</h3>", t.near_limit);
     if near.is_empty() {
         let _ = write!(h, "<p class=\"muted\" id=\"near-limit-{p}\">{}</p>", t.none);
@@ -734,14 +707,14 @@ fn near_limit(h: &mut String, s: &Snapshot, v: &PeriodView, seats: &[Seat<'_>], 
         let _ = write!(
             h,
             "<tr data-user=\"{}\" data-share=\"{}\"><td>{}</td><td>{}</td><td class=\"n\">{} / {}</td><td class=\"n\">{}%</td>{}</tr>",
-            escape(&seat.key.2),
+            escape(&seat.id.user_id),
             share.round_dp(4).normalize(),
-            person(s, &seat.key.2),
-            escape(seat.plan),
-            quantity(seat.credits),
+            person(s, &seat.id.user_id),
+            escape(&seat.plan),
+            quantity(seat.credits_used),
             quantity(*included),
             (share * Decimal::ONE_HUNDRED).round(),
-            money_td(seat.overage),
+            money_td(seat.overage_usd),
         );
     }
     h.push_str("</tbody></table></div>");

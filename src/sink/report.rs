@@ -17,13 +17,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{Delivery, Sink, SinkError};
-use crate::allocation::PlanTable;
-use crate::allocation::savings::{Recommendation, SavingsSettings};
+use crate::allocation::savings::Recommendation;
 use crate::aws::S3Location;
 use crate::config_error::{ConfigError, ensure};
 use crate::notify::{Channel, NotifyError, feishu};
 use crate::period::BillingPeriod;
-use crate::snapshot::{PeriodView, Snapshot};
+use crate::snapshot::{PeriodView, Snapshot, SnapshotBuilder};
 use crate::source::Source;
 use crate::source::identity::Person;
 use crate::state::StateFile;
@@ -692,8 +691,8 @@ pub struct ReportSink {
     dashboard_url: String,
     /// Allocates a month that is no longer watched.
     source: Arc<dyn Source>,
-    plans: PlanTable,
-    savings: SavingsSettings,
+    /// Builds the view of such a month as the daemon builds its snapshot (activity, names).
+    builder: Arc<SnapshotBuilder>,
     file: Arc<StateFile>,
     sent: BTreeSet<BillingPeriod>,
     partly_sent: BTreeMap<BillingPeriod, BTreeSet<String>>,
@@ -711,8 +710,8 @@ pub struct ReportContext {
     pub channels: Vec<Arc<Channel>>,
     pub dashboard_url: String,
     pub source: Arc<dyn Source>,
-    pub plans: PlanTable,
-    pub savings: SavingsSettings,
+    /// The daemon's snapshot builder, for a month the snapshot no longer holds.
+    pub builder: Arc<SnapshotBuilder>,
     pub file: Arc<StateFile>,
     pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
@@ -731,8 +730,7 @@ impl ReportSink {
             channels: ctx.channels,
             dashboard_url: ctx.dashboard_url,
             source: ctx.source,
-            plans: ctx.plans,
-            savings: ctx.savings,
+            builder: ctx.builder,
             file: ctx.file,
             sent,
             partly_sent,
@@ -820,12 +818,16 @@ impl Sink for ReportSink {
             })
             .collect();
         let built;
-        let view = match snapshot.period(period) {
-            Some(v) => v,
+        let (view, people) = match snapshot.period(period) {
+            Some(v) => (v, &snapshot.people),
+            // Built as the daemon builds its snapshot: with the activity report and names.
             None => match self.source.allocate(period).await {
                 Ok(allocation) => {
-                    built = PeriodView::build(allocation, &self.plans, &self.savings, now);
-                    &built
+                    built = self.builder.build(now, vec![allocation]).await.snapshot;
+                    match built.periods.first() {
+                        Some(v) => (v, &built.people),
+                        None => return Ok(Delivery::NotDue),
+                    }
                 }
                 // The export has no such month: say so rather than stay silent.
                 Err(e) if e.kind() == "no_data" => {
@@ -860,7 +862,7 @@ impl Sink for ReportSink {
         };
         match run(
             view,
-            &snapshot.people,
+            people,
             &self.settings,
             self.s3.as_ref(),
             &channels,
@@ -911,6 +913,8 @@ impl Sink for ReportSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::allocation::PlanTable;
+    use crate::allocation::savings::SavingsSettings;
 
     fn view() -> PeriodView {
         let mut a = crate::allocation::forecast::tests::alloc(Some(10));

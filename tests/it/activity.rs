@@ -99,9 +99,10 @@ async fn activity_is_read_as_kiro_writes_it_and_a_seat_in_use_is_never_idle() {
     let a = e.allocate("2026-10").await.unwrap();
     assert_reconciles(&a);
     let now = utc(2026, 11, 3);
-    let view = PeriodView::build_with_activity(
+    let view = PeriodView::derive(
         a.clone(),
         Some(activity.clone()),
+        &Default::default(),
         &PlanTable::default(),
         &SavingsSettings::default(),
         now,
@@ -132,7 +133,6 @@ async fn activity_is_read_as_kiro_writes_it_and_a_seat_in_use_is_never_idle() {
         rules::evaluate(
             &[Rule::new("r", Scope::User, Measure::CreditsUsedRatio, 0.04)],
             v,
-            &PlanTable::default(),
             &BudgetLimits::default(),
         )
         .into_iter()

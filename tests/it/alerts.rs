@@ -56,8 +56,6 @@ fn counter() -> prometheus::IntCounterVec {
 /// file is opened (moved aside when corrupt).
 fn alert_engine(
     settings: AlertSettings,
-    plans: PlanTable,
-    _savings: SavingsSettings,
     budgets: BudgetLimits,
     env: &dyn Fn(&str) -> Option<String>,
     counter: prometheus::IntCounterVec,
@@ -71,7 +69,6 @@ fn alert_engine(
     let telemetry = Telemetry::new("local", Duration::from_secs(3600)).unwrap();
     Ok(AlertsSink::new(
         settings,
-        plans,
         budgets,
         channels,
         file,
@@ -111,15 +108,7 @@ fn engine_on(
         "TEST_FEISHU_SECRET" => Some(secret.clone()),
         _ => None,
     };
-    alert_engine(
-        settings,
-        PlanTable::default(),
-        SavingsSettings::default(),
-        BudgetLimits::default(),
-        &env,
-        counter.clone(),
-    )
-    .unwrap()
+    alert_engine(settings, BudgetLimits::default(), &env, counter.clone()).unwrap()
 }
 
 /// The period's views as a refresh at `now` derives them.
@@ -133,7 +122,7 @@ fn view(a: &Allocation, now: DateTime<Utc>) -> PeriodView {
 }
 
 fn snapshot(a: &Allocation, at: DateTime<Utc>) -> Snapshot {
-    Snapshot::build(
+    Snapshot::of_bill(
         at,
         vec![a.clone()],
         &PlanTable::default(),
@@ -543,22 +532,18 @@ async fn every_scope_and_measure_fires_exactly_at_its_threshold() {
         let at = values[values.len() / 2];
         for threshold in [at, at + 1e-6, 0.0] {
             let r = rule("r", scope, measure, threshold);
-            let fired: BTreeSet<String> = rules::evaluate(
-                &[r],
-                &view(&a, now),
-                &PlanTable::default(),
-                &BudgetLimits::default(),
-            )
-            .into_iter()
-            .map(|f| {
-                assert!(
-                    (f.value - expected[&f.subject]).abs() < 1e-6,
-                    "{scope:?} {measure:?} {}",
-                    f.subject
-                );
-                f.subject
-            })
-            .collect();
+            let fired: BTreeSet<String> =
+                rules::evaluate(&[r], &view(&a, now), &BudgetLimits::default())
+                    .into_iter()
+                    .map(|f| {
+                        assert!(
+                            (f.value - expected[&f.subject]).abs() < 1e-6,
+                            "{scope:?} {measure:?} {}",
+                            f.subject
+                        );
+                        f.subject
+                    })
+                    .collect();
             let want: BTreeSet<String> = expected
                 .iter()
                 .filter(|(_, v)| **v >= threshold - 1e-9)
@@ -570,7 +555,6 @@ async fn every_scope_and_measure_fires_exactly_at_its_threshold() {
             rules::evaluate(
                 &[rule("r", scope, measure, at + 1e-6)],
                 &view(&a, now),
-                &PlanTable::default(),
                 &BudgetLimits::default()
             )
             .len()
@@ -586,7 +570,7 @@ async fn filters_and_budget_relative_thresholds() {
     let a = over_budget().await;
     let now = utc(2026, 11, 3);
     let eval = |r: Rule, budgets: &BudgetLimits| {
-        rules::evaluate(&[r], &view(&a, now), &PlanTable::default(), budgets)
+        rules::evaluate(&[r], &view(&a, now), budgets)
             .into_iter()
             .map(|f| f.subject)
             .collect::<Vec<_>>()
@@ -784,15 +768,7 @@ async fn a_webhook_channel_gets_alertmanagers_payload() {
     };
     let url = rx.url();
     let env = move |k: &str| (k == "HOOK").then(|| url.clone());
-    let mut e = alert_engine(
-        settings,
-        PlanTable::default(),
-        SavingsSettings::default(),
-        BudgetLimits::default(),
-        &env,
-        counter(),
-    )
-    .unwrap();
+    let mut e = alert_engine(settings, BudgetLimits::default(), &env, counter()).unwrap();
     let a = over_budget().await;
     let t = utc(2026, 10, 20);
     assert_eq!(e.evaluate(&snapshot(&a, t), t).await.unwrap().delivered, 2);
@@ -845,15 +821,7 @@ async fn url_and_secret_can_come_from_files_and_a_missing_one_is_named() {
         ..channel("feishu")
     };
     let nothing = |_: &str| None;
-    let mut e = alert_engine(
-        with(files),
-        PlanTable::default(),
-        SavingsSettings::default(),
-        BudgetLimits::default(),
-        &nothing,
-        counter(),
-    )
-    .unwrap();
+    let mut e = alert_engine(with(files), BudgetLimits::default(), &nothing, counter()).unwrap();
     let a = over_budget().await;
     let t = utc(2026, 10, 20);
     assert_eq!(e.evaluate(&snapshot(&a, t), t).await.unwrap().delivered, 2);
@@ -864,8 +832,6 @@ async fn url_and_secret_can_come_from_files_and_a_missing_one_is_named() {
     // Unset: the error names the variable, never a value.
     let err = alert_engine(
         with(channel("feishu")),
-        PlanTable::default(),
-        SavingsSettings::default(),
         BudgetLimits::default(),
         &nothing,
         counter(),
@@ -881,17 +847,10 @@ async fn url_and_secret_can_come_from_files_and_a_missing_one_is_named() {
         url_file: Some(dir.path().join("nope")),
         ..channel("feishu")
     };
-    let err = alert_engine(
-        with(missing),
-        PlanTable::default(),
-        SavingsSettings::default(),
-        BudgetLimits::default(),
-        &nothing,
-        counter(),
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let err = alert_engine(with(missing), BudgetLimits::default(), &nothing, counter())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         err.starts_with("channel feishu: cannot read the webhook URL from "),
         "{err}"

@@ -58,7 +58,7 @@ async fn two_months(users: usize) -> (tempfile::TempDir, Snapshot) {
     }
     (
         dir,
-        Snapshot::build(
+        Snapshot::of_bill(
             chrono::Utc::now(),
             allocations,
             &PlanTable::default(),

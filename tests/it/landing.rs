@@ -407,7 +407,7 @@ async fn the_landing_page_stays_small_at_fifty_thousand_users() {
             i += 1;
         }
     }
-    let s = Snapshot::build(
+    let s = Snapshot::of_bill(
         chrono::Utc::now(),
         vec![a],
         &PlanTable::default(),

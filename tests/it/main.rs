@@ -10,6 +10,7 @@ mod bills;
 mod budgets;
 mod cli;
 mod cloudwatch;
+mod consistency;
 mod daemon;
 mod deploy;
 mod faults;

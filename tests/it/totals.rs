@@ -81,7 +81,7 @@ async fn prometheus_cloudwatch_and_alerts_agree_with_query_json() {
         .await
         .unwrap();
     assert_reconciles(&a);
-    let s = Snapshot::build(
+    let s = Snapshot::of_bill(
         chrono::Utc::now(),
         vec![a],
         &PlanTable::default(),
@@ -119,7 +119,6 @@ async fn prometheus_cloudwatch_and_alerts_agree_with_query_json() {
         rules::evaluate(
             &[Rule::new("r", scope, measure, 0.0)],
             view,
-            &PlanTable::default(),
             &BudgetLimits::default(),
         )
     };

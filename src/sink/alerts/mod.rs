@@ -15,7 +15,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{Delivery, Sink, SinkError};
-use crate::allocation::PlanTable;
 use crate::config_error::ConfigError;
 use crate::notify::{Channel, ChannelConfig, ChannelKind};
 use crate::snapshot::Snapshot;
@@ -118,7 +117,6 @@ pub struct AlertsSink {
     channels: Vec<Arc<Channel>>,
     state: AlertState,
     file: Arc<StateFile>,
-    plans: PlanTable,
     budgets: BudgetLimits,
     telemetry: Arc<Telemetry>,
 }
@@ -127,7 +125,6 @@ impl AlertsSink {
     /// The alerts of `file`'s `alerts` section; `channels` are shared with the report.
     pub fn new(
         settings: AlertSettings,
-        plans: PlanTable,
         budgets: BudgetLimits,
         channels: Vec<Arc<Channel>>,
         file: Arc<StateFile>,
@@ -142,7 +139,6 @@ impl AlertsSink {
             channels,
             state: AlertState { alerts },
             file,
-            plans,
             budgets,
             telemetry,
         }
@@ -175,7 +171,7 @@ impl AlertsSink {
         let Some(current) = snapshot.current() else {
             return Ok(Round::default());
         };
-        let mut firing = rules::evaluate(&self.settings.rules, current, &self.plans, &self.budgets);
+        let mut firing = rules::evaluate(&self.settings.rules, current, &self.budgets);
         rules::name_users(&mut firing, &snapshot.people);
         let all: Vec<String> = self.channels.iter().map(|c| c.name().to_owned()).collect();
         let rules = &self.settings.rules;

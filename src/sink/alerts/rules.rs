@@ -11,9 +11,8 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 
-use crate::allocation::{PlanTable, SeatKey};
 use crate::period::BillingPeriod;
-use crate::snapshot::PeriodView;
+use crate::snapshot::{PeriodView, SeatId, SeatTotals, SeatView};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -216,7 +215,7 @@ pub struct Firing {
     pub threshold: f64,
 }
 
-/// What a subject measures, per scope.
+/// What a subject measures: borrowed from the snapshot's views, nothing computed.
 #[derive(Default)]
 struct Values {
     cost: Decimal,
@@ -225,8 +224,35 @@ struct Values {
     included: Decimal,
     forecast: Decimal,
     savings: Decimal,
-    plan: String,
-    cost_center: String,
+}
+
+impl Values {
+    fn of(
+        r: &crate::allocation::Rollup,
+        forecast: Option<&Decimal>,
+        seats: Option<&SeatTotals>,
+    ) -> Self {
+        let seats = seats.copied().unwrap_or_default();
+        Self {
+            cost: r.total_usd,
+            overage: r.overage_usd,
+            credits: r.credits_used,
+            included: seats.included_credits,
+            forecast: forecast.copied().unwrap_or_default(),
+            savings: seats.savings_usd,
+        }
+    }
+
+    fn of_seat(s: &SeatView) -> Self {
+        Self {
+            cost: s.cost_usd,
+            overage: s.overage_usd,
+            credits: s.credits_used,
+            included: s.included_credits.unwrap_or_default(),
+            forecast: s.forecast_usd,
+            savings: s.saving_usd,
+        }
+    }
 }
 
 /// Puts each user-scope firing's person in front of its label (`Alice Liddell · 9067…
@@ -258,95 +284,21 @@ pub fn seat_subject(account: &str, region: &str, user: &str, regions_of_user: us
     }
 }
 
-/// The firing (rule, subject) pairs of one period, read from its view (nothing is computed
-/// here that the snapshot already holds: costs, forecasts, savings, main cost centers).
-pub fn evaluate(
-    rules: &[Rule],
-    view: &PeriodView,
-    plans: &PlanTable,
-    budgets: &BudgetLimits,
-) -> Vec<Firing> {
-    let current = &view.allocation;
-    let included = |plan: &str| {
-        plans
-            .by_name(plan)
-            .map_or(Decimal::ZERO, |p| p.included_credits)
-    };
-
-    // Per seat (account, region, user): each seat has its own plan and included credits.
-    let mut users: BTreeMap<SeatKey, Values> = BTreeMap::new();
-    let mut centers: BTreeMap<String, Values> = BTreeMap::new();
-    let mut accounts: BTreeMap<String, Values> = BTreeMap::new();
-    for (cc, r) in &view.cost_centers {
-        let v = centers.entry(cc.clone()).or_default();
-        (v.cost, v.overage, v.credits) = (r.total_usd, r.overage_usd, r.credits_used);
-        v.forecast = view
-            .forecast
-            .cost_centers
-            .get(cc)
-            .copied()
-            .unwrap_or_default();
-    }
-    for (acc, r) in &view.accounts {
-        let v = accounts.entry(acc.clone()).or_default();
-        (v.cost, v.overage, v.credits) = (r.total_usd, r.overage_usd, r.credits_used);
-        v.forecast = view.forecast.accounts.get(acc).copied().unwrap_or_default();
-    }
+/// The firing (rule, subject) pairs of one period, read from its view: every figure is the
+/// snapshot's (costs, forecasts, savings, included credits, main cost centers); a rule only
+/// compares.
+pub fn evaluate(rules: &[Rule], view: &PeriodView, budgets: &BudgetLimits) -> Vec<Firing> {
     // The whole bill: the one meaning of total cost (tax included).
-    let mut total = Values {
+    let total = Values {
         cost: view.total_cost_usd,
         overage: view.totals.overage_usd,
         credits: view.totals.credits_used,
+        included: view.seat_totals.included_credits,
         forecast: view.forecast.total,
-        savings: view.savings.total_usd,
-        ..Values::default()
+        savings: view.seat_totals.savings_usd,
     };
-    for u in current.units.iter().filter(|u| !u.user_id.is_empty()) {
-        let key = (u.account_id.clone(), u.region.clone(), u.user_id.clone());
-        let v = users.entry(key).or_default();
-        v.cost += u.total_usd;
-        v.overage += u.overage_usd;
-        v.credits += u.credits_used;
-        if !u.plan.is_empty() {
-            v.plan = u.plan.clone();
-        }
-    }
-    // Included credits count once per seat, in its main cost center.
-    for (seat, v) in users.iter_mut() {
-        let account = &seat.0;
-        // The activity report sees use the bill shows a day or more later (or not at all
-        // inside the plan): a seat's credits are the larger count.
-        if let Some(seen) = view
-            .activity
-            .as_ref()
-            .and_then(|a| a.users.get(seat))
-            .map(|u| u.credits_used)
-        {
-            v.credits = v.credits.max(seen);
-        }
-        v.cost_center = view.seat_cost_center(seat).to_owned();
-        v.forecast = view.forecast.seats.get(seat).copied().unwrap_or_default();
-        let inc = included(&v.plan);
-        v.included = inc;
-        accounts.entry(account.clone()).or_default().included += inc;
-        centers.entry(v.cost_center.clone()).or_default().included += inc;
-        total.included += inc;
-    }
-    for r in &view.savings.recommendations {
-        let seat = (r.account_id.clone(), r.region.clone(), r.user_id.clone());
-        if let Some(v) = users.get_mut(&seat) {
-            v.savings += r.saving_usd;
-        }
-        centers.entry(r.cost_center.clone()).or_default().savings += r.saving_usd;
-        accounts.entry(r.account_id.clone()).or_default().savings += r.saving_usd;
-    }
     let untagged = view.untagged_users.len();
     let duplicates = view.duplicate_subscriptions.len();
-    let mut regions: BTreeMap<(&str, &str), usize> = BTreeMap::new();
-    for (account, _, user) in users.keys() {
-        *regions.entry((account, user)).or_default() += 1;
-    }
-
     let measure = |m: Measure, v: &Values| -> Option<f64> {
         let d = match m {
             Measure::CostUsd => v.cost,
@@ -365,7 +317,6 @@ pub fn evaluate(
         };
         d.to_f64()
     };
-
     let mut out = Vec::new();
     for rule in rules {
         let mut fire = |subject: String, label: String, value: Option<f64>, threshold: f64| {
@@ -379,58 +330,30 @@ pub fn evaluate(
                     measure: rule.measure,
                     subject,
                     subject_label: label,
-                    period: current.period,
+                    period: view.allocation.period,
                     value,
                     threshold,
                 });
             }
         };
-        let cc_ok = |cc: &str| {
-            rule.cost_centers.is_empty()
-                || rule
-                    .cost_centers
-                    .iter()
-                    .any(|c| c == crate::allocation::cost_center_label(cc))
-        };
         match rule.scope {
             Scope::User => {
-                for ((account, region, user), v) in &users {
-                    if !cc_ok(&v.cost_center)
-                        || !(rule.plans.is_empty() || rule.plans.contains(&v.plan))
-                    {
-                        continue;
-                    }
-                    let seats = regions
-                        .get(&(account.as_str(), user.as_str()))
-                        .copied()
-                        .unwrap_or(1);
-                    let at = if seats > 1 {
-                        format!("account {account}, {region}")
-                    } else {
-                        format!("account {account}")
-                    };
-                    let label = format!(
-                        "{user} ({}, {}, {at})",
-                        crate::allocation::cost_center_label(&v.cost_center),
-                        if v.plan.is_empty() {
-                            "no plan"
-                        } else {
-                            &v.plan
-                        },
-                    );
+                for s in view.seats.iter().filter(|s| rule.matches_seat(s)) {
+                    let (subject, label) = seat_subject_label(s);
                     fire(
-                        seat_subject(account, region, user, seats),
+                        subject,
                         label,
-                        measure(rule.measure, v),
+                        measure(rule.measure, &Values::of_seat(s)),
                         rule.threshold,
                     );
                 }
             }
             Scope::CostCenter => {
-                for (cc, v) in &centers {
-                    if !cc_ok(cc) {
-                        continue;
-                    }
+                for (cc, r) in view
+                    .cost_centers
+                    .iter()
+                    .filter(|(cc, _)| rule.matches_cost_center(cc))
+                {
                     let threshold = if rule.relative_to_budget {
                         match budgets.limit(cc).and_then(|l| l.to_f64()) {
                             Some(limit) => rule.threshold * limit,
@@ -444,15 +367,25 @@ pub fn evaluate(
                     } else {
                         format!("cost center {cc}")
                     };
-                    fire(cc.clone(), label, measure(rule.measure, v), threshold);
+                    let v = Values::of(
+                        r,
+                        view.forecast.cost_centers.get(cc),
+                        view.cost_center_seats.get(cc),
+                    );
+                    fire(cc.clone(), label, measure(rule.measure, &v), threshold);
                 }
             }
             Scope::Account => {
-                for (account, v) in &accounts {
+                for (account, r) in &view.accounts {
+                    let v = Values::of(
+                        r,
+                        view.forecast.accounts.get(account),
+                        view.account_seats.get(account),
+                    );
                     fire(
                         account.clone(),
                         format!("account {account}"),
-                        measure(rule.measure, v),
+                        measure(rule.measure, &v),
                         rule.threshold,
                     );
                 }
@@ -466,6 +399,49 @@ pub fn evaluate(
         }
     }
     out
+}
+
+/// A user-scope alert's subject and what a person reads:
+/// `user (cost center, plan, account …[, region])`.
+fn seat_subject_label(s: &SeatView) -> (String, String) {
+    let SeatId {
+        account_id: account,
+        region,
+        user_id: user,
+    } = &s.id;
+    let seats = if s.in_several_regions { 2 } else { 1 };
+    let at = if s.in_several_regions {
+        format!("account {account}, {region}")
+    } else {
+        format!("account {account}")
+    };
+    let label = format!(
+        "{user} ({}, {}, {at})",
+        crate::allocation::cost_center_label(&s.cost_center),
+        if s.plan.is_empty() {
+            "no plan"
+        } else {
+            &s.plan
+        },
+    );
+    (seat_subject(account, region, user, seats), label)
+}
+
+impl Rule {
+    /// Whether the rule's cost-center filter lets `cc` through.
+    fn matches_cost_center(&self, cc: &str) -> bool {
+        self.cost_centers.is_empty()
+            || self
+                .cost_centers
+                .iter()
+                .any(|c| c == crate::allocation::cost_center_label(cc))
+    }
+
+    /// Whether the rule's filters let the seat through.
+    fn matches_seat(&self, s: &SeatView) -> bool {
+        self.matches_cost_center(&s.cost_center)
+            && (self.plans.is_empty() || self.plans.contains(&s.plan))
+    }
 }
 
 /// The rules shipped as defaults (also in `config/alerts.toml`).

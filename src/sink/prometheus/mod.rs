@@ -179,8 +179,6 @@ pub fn encode_snapshot_with(s: &Snapshot, settings: &PrometheusSettings) -> Vec<
         };
         sample(F::PeriodInfo, &[p, state], 1.0);
         let sv = &view.savings;
-        let mut by_cc: std::collections::BTreeMap<&str, Decimal> =
-            std::collections::BTreeMap::new();
         for rec in &sv.recommendations {
             let reason = rec.reason.as_str();
             let (acc, region, user, cc, plan) = (
@@ -209,10 +207,15 @@ pub fn encode_snapshot_with(s: &Snapshot, settings: &PrometheusSettings) -> Vec<
                 &[acc, p, cc, plan, reason, region, user],
                 f(rec.saving_usd),
             );
-            *by_cc.entry(cc).or_default() += rec.saving_usd;
         }
-        for (cc, v) in by_cc {
-            sample(F::CostCenterSavings, &[p, cc], f(v));
+        for (cc, t) in &view.cost_center_seats {
+            if t.recommendations > 0 {
+                sample(
+                    F::CostCenterSavings,
+                    &[p, cost_center_label(cc)],
+                    f(t.savings_usd),
+                );
+            }
         }
         sample(F::IdleSeats, &[p], sv.idle_seats as f64);
         sample(F::Savings, &[p], f(sv.total_usd));
@@ -226,8 +229,8 @@ pub fn encode_snapshot_with(s: &Snapshot, settings: &PrometheusSettings) -> Vec<
                 u.user_id.as_str(),
             ];
             sample(F::UserCreditsUsed, &l, f(u.credits_used));
-            if let Some(plan) = view.plans.by_name(&u.plan) {
-                sample(F::UserCreditsIncluded, &l, f(plan.included_credits));
+            if let Some(included) = view.included_by_plan.get(&u.plan) {
+                sample(F::UserCreditsIncluded, &l, f(*included));
             }
             sample(F::UserSubscription, &l, f(u.subscription_usd));
             sample(F::UserOverage, &l, f(u.overage_usd));

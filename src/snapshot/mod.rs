@@ -1,0 +1,473 @@
+//! A snapshot: what one successful refresh found, per watched billing period, with every
+//! derived number computed once when it is built. Immutable once built; sinks only read it
+//! and compute nothing of their own, so /metrics, CloudWatch, alerts, the landing page and the
+//! report cannot disagree.
+//!
+//! [`Snapshot::build`] is the one way a snapshot is made, from the allocations, what the
+//! activity report says and who the people are; [`SnapshotBuilder`] gathers those for the
+//! daemon, for every command that shows a period and for the report of a month the snapshot
+//! no longer holds.
+//!
+//! One meaning of **total cost**: the whole Kiro bill of the period, tax included
+//! ([`PeriodView::total_cost_usd`] = Σ units + unattributed + tax = `kiro_total_usd`). Per user,
+//! per cost center and per account figures exclude tax and unattributed lines: AWS does not
+//! bill tax to a user, so it is not allocated.
+
+mod builder;
+mod seat;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+
+use crate::allocation::savings::{self, Savings, SavingsSettings};
+use crate::allocation::{Allocation, PlanTable, Rollup, SeatKey, SeatRef, main_unit, same_seat};
+use crate::source::activity::Activity;
+use crate::source::identity::{Person, assign_cost_centers};
+
+pub use builder::{Built, SnapshotBuilder};
+pub use seat::{SeatId, SeatTotals, SeatView};
+
+/// Who the users are: names by user id (only the fields configured for export), and the
+/// groups of ids that are one person (one e-mail).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct People {
+    pub names: BTreeMap<String, Person>,
+    /// Ids from two Identity Center instances behind one e-mail: one person holding two seats.
+    pub same_person: Vec<Vec<String>>,
+}
+
+/// The result of one successful refresh.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub taken_at: DateTime<Utc>,
+    /// One view per watched period, oldest first.
+    pub periods: Vec<PeriodView>,
+    /// Names of the user ids, where known (Identity Store, else the activity report's
+    /// e-mail), with only the fields configured for export filled.
+    pub people: BTreeMap<String, crate::source::identity::Person>,
+}
+
+/// The month-end forecast of a period ([`crate::allocation::forecast::FORECAST_METHOD`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Forecast {
+    /// Factor usage-driven cost is scaled by.
+    pub factor: Decimal,
+    /// Per cost center ("" = untagged), tax and unattributed lines excluded.
+    pub cost_centers: BTreeMap<String, Decimal>,
+    /// Per usage account.
+    pub accounts: BTreeMap<String, Decimal>,
+    /// The whole bill at month end: units forecast + unattributed + tax as billed so far.
+    pub total: Decimal,
+}
+
+/// One billing period and everything derived from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeriodView {
+    pub allocation: Allocation,
+    /// Sum over all units (users only: tax and unattributed excluded).
+    pub totals: Rollup,
+    /// The whole Kiro bill of the period, tax included: the one "total cost" of every sink.
+    pub total_cost_usd: Decimal,
+    /// Per cost center ("" = untagged), sorted by name.
+    pub cost_centers: BTreeMap<String, Rollup>,
+    /// Per usage account.
+    pub accounts: BTreeMap<String, Rollup>,
+    pub forecast: Forecast,
+    pub savings: Savings,
+    /// The plan table the period is priced with: the configured one, with the monthly fees
+    /// learned from the bill where it shows them.
+    pub plans: PlanTable,
+    /// Credits included a month per plan name the units carry (plans the table knows).
+    pub included_by_plan: BTreeMap<String, Decimal>,
+    /// Every named seat, sorted by (account, region, user): what sinks show about a seat.
+    pub seats: Vec<SeatView>,
+    /// Per cost center ("" = untagged): included credits of the seats whose main cost center it
+    /// is, and the savings recommended there.
+    pub cost_center_seats: BTreeMap<String, SeatTotals>,
+    /// Per usage account: the same.
+    pub account_seats: BTreeMap<String, SeatTotals>,
+    /// All seats: the same.
+    pub seat_totals: SeatTotals,
+    /// Sorted user ids with at least one untagged unit.
+    pub untagged_users: Vec<String>,
+    /// Sorted user ids charged a subscription in more than one account.
+    pub duplicate_subscriptions: Vec<String>,
+    /// Distinct (account, user) per plan name ("" = no subscription line).
+    pub users_by_plan: BTreeMap<String, usize>,
+    /// What the activity report says people used, when it is read.
+    pub activity: Option<Activity>,
+    /// Per cost center: credits the activity report counts beyond what the bill shows yet
+    /// (the bill lags; in-plan use is not always billed). Only with the activity report.
+    pub unbilled_credits: BTreeMap<String, Decimal>,
+}
+
+fn owned<V: Clone>(m: BTreeMap<&str, V>) -> BTreeMap<String, V> {
+    m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+impl PeriodView {
+    /// Derives every view of `allocation` as of `now`, from the bill alone (no activity
+    /// report, nobody named).
+    pub fn build(
+        allocation: Allocation,
+        plans: &PlanTable,
+        savings_settings: &SavingsSettings,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self::derive(
+            allocation,
+            None,
+            &People::default(),
+            plans,
+            savings_settings,
+            now,
+        )
+    }
+
+    /// Derives every view of `allocation`, what `activity` says people used and who `people`
+    /// are, as of `now`: lines without a cost-center tag go to their user's cost-center
+    /// attribute (when `identity.cost_center_from` is on), and ids that are one person count
+    /// as duplicate subscriptions.
+    pub fn derive(
+        mut allocation: Allocation,
+        activity: Option<Activity>,
+        people: &People,
+        plans: &PlanTable,
+        savings_settings: &SavingsSettings,
+        now: DateTime<Utc>,
+    ) -> Self {
+        assign_cost_centers(&mut allocation, &people.names);
+        let plans = plans.with_fees(&allocation.learned_fees);
+        let order = allocation.units_by_seat();
+        let seat_cost_centers: HashMap<SeatRef<'_>, &str, foldhash::fast::RandomState> = order
+            .chunk_by(same_seat)
+            .map(|run| (run[0].seat(), main_unit(run).cost_center.as_str()))
+            .collect();
+        let main_cc = |seat: SeatRef<'_>| seat_cost_centers.get(&seat).copied().unwrap_or("");
+        let extra = allocation.forecast_extra(&plans, now);
+        // Per cost center and account as billed (a few keys), per seat from its units.
+        let mut cost_centers: BTreeMap<&str, Decimal> = BTreeMap::new();
+        let mut accounts: BTreeMap<&str, Decimal> = BTreeMap::new();
+        for u in &allocation.units {
+            *cost_centers.entry(&u.cost_center).or_default() += u.total_usd;
+            *accounts.entry(&u.account_id).or_default() += u.total_usd;
+        }
+        let mut forecast = Forecast {
+            factor: allocation.extrapolation_factor(now),
+            cost_centers: owned(cost_centers),
+            accounts: owned(accounts),
+            total: Decimal::ZERO,
+        };
+        // What a seat adds by month end accrues where the seat has most cost.
+        for ((a, r, u), more) in &extra {
+            let cc = main_cc((a, r, u));
+            *forecast.cost_centers.entry(cc.to_owned()).or_default() += *more;
+            *forecast.accounts.entry(a.clone()).or_default() += *more;
+        }
+        // Sums of exact amounts and of extras rounded to 6 decimals: a month that is its own
+        // forecast forecasts exactly what it cost.
+        forecast.total = forecast.cost_centers.values().copied().sum::<Decimal>()
+            + allocation.unattributed_usd
+            + allocation.tax_usd;
+        let used: BTreeMap<SeatKey, Decimal> = activity
+            .as_ref()
+            .map(|a| {
+                a.users
+                    .iter()
+                    .map(|(k, u)| (k.clone(), u.credits_used))
+                    .collect()
+            })
+            .unwrap_or_default();
+        // The bill's credits per seat, against the report's, in the seat's main cost center.
+        let mut unbilled: BTreeMap<String, Decimal> = BTreeMap::new();
+        if activity.is_some() {
+            let billed: HashMap<SeatRef<'_>, Decimal, foldhash::fast::RandomState> = order
+                .chunk_by(same_seat)
+                .map(|run| (run[0].seat(), run.iter().map(|u| u.credits_used).sum()))
+                .collect();
+            for ((a, r, u), seen) in &used {
+                let seat = (a.as_str(), r.as_str(), u.as_str());
+                let gap = *seen - billed.get(&seat).copied().unwrap_or_default();
+                *unbilled.entry(main_cc(seat).to_owned()).or_default() += gap.max(Decimal::ZERO);
+            }
+        }
+        let savings =
+            savings::recommend_with_use(&allocation, &plans, savings_settings, now, &used);
+        let included_by_plan: BTreeMap<String, Decimal> = allocation
+            .units
+            .iter()
+            .map(|u| u.plan.as_str())
+            .collect::<BTreeSet<&str>>()
+            .into_iter()
+            .filter_map(|p| Some((p.to_owned(), plans.by_name(p)?.included_credits)))
+            .collect();
+        let seats = seat_views(&order, &extra, &used, &savings, &included_by_plan);
+        let (mut cost_center_seats, mut account_seats) = (BTreeMap::new(), BTreeMap::new());
+        let mut seat_totals = SeatTotals::default();
+        for s in &seats {
+            let inc = s.included_credits.unwrap_or_default();
+            let t: &mut SeatTotals = cost_center_seats.entry(s.cost_center.clone()).or_default();
+            t.included_credits += inc;
+            let t: &mut SeatTotals = account_seats.entry(s.id.account_id.clone()).or_default();
+            t.included_credits += inc;
+            seat_totals.included_credits += inc;
+        }
+        for r in &savings.recommendations {
+            for t in [
+                cost_center_seats.entry(r.cost_center.clone()).or_default(),
+                account_seats.entry(r.account_id.clone()).or_default(),
+            ] {
+                let t: &mut SeatTotals = t;
+                t.savings_usd += r.saving_usd;
+                t.recommendations += 1;
+            }
+        }
+        seat_totals.savings_usd = savings.total_usd;
+        seat_totals.recommendations = savings.recommendations.len();
+        drop(seat_cost_centers);
+        drop(order);
+        Self {
+            totals: allocation.totals(),
+            total_cost_usd: allocation.kiro_total_usd,
+            cost_centers: owned(allocation.cost_centers()),
+            accounts: owned(allocation.accounts()),
+            savings,
+            included_by_plan,
+            seats,
+            cost_center_seats,
+            account_seats,
+            seat_totals,
+            untagged_users: owned_list(allocation.untagged_users()),
+            duplicate_subscriptions: duplicates(&allocation, &people.same_person),
+            users_by_plan: owned(allocation.users_by_plan()),
+            forecast,
+            plans,
+            allocation,
+            activity,
+            unbilled_credits: unbilled,
+        }
+    }
+
+    /// Cost centers, most expensive first.
+    pub fn cost_centers_by_cost(&self) -> Vec<(&str, &Rollup)> {
+        let mut ccs: Vec<(&str, &Rollup)> = self
+            .cost_centers
+            .iter()
+            .map(|(k, r)| (k.as_str(), r))
+            .collect();
+        ccs.sort_by_key(|(_, r)| std::cmp::Reverse(r.total_usd));
+        ccs
+    }
+
+    /// The view of the seat `id`, if it has units.
+    pub fn seat(&self, id: &SeatId) -> Option<&SeatView> {
+        self.seats
+            .binary_search_by(|s| s.id.cmp(id))
+            .ok()
+            .map(|i| &self.seats[i])
+    }
+}
+
+/// One view per named seat, in seat order: `order` is the units in seat order.
+fn seat_views(
+    order: &[&crate::allocation::UserCost],
+    extra: &BTreeMap<SeatKey, Decimal>,
+    used: &BTreeMap<SeatKey, Decimal>,
+    savings: &Savings,
+    included_by_plan: &BTreeMap<String, Decimal>,
+) -> Vec<SeatView> {
+    let mut saving: HashMap<SeatRef<'_>, Decimal, foldhash::fast::RandomState> = HashMap::default();
+    for r in &savings.recommendations {
+        *saving
+            .entry((&r.account_id, &r.region, &r.user_id))
+            .or_default() += r.saving_usd;
+    }
+    let mut seats: Vec<SeatView> = Vec::new();
+    for run in order.chunk_by(same_seat) {
+        let (account, region, user) = run[0].seat();
+        // A run is one seat: its units share the user, named or not.
+        if user.is_empty() {
+            continue;
+        }
+        let key = (account.to_owned(), region.to_owned(), user.to_owned());
+        let plan = run
+            .iter()
+            .map(|u| u.plan.as_str())
+            .find(|p| !p.is_empty())
+            .unwrap_or_default();
+        let cost: Decimal = run.iter().map(|u| u.total_usd).sum();
+        let billed: Decimal = run.iter().map(|u| u.credits_used).sum();
+        let activity_credits = used.get(&key).copied();
+        seats.push(SeatView {
+            plan: plan.to_owned(),
+            cost_center: main_unit(run).cost_center.clone(),
+            cost_usd: cost,
+            overage_usd: run.iter().map(|u| u.overage_usd).sum(),
+            billed_credits: billed,
+            activity_credits,
+            credits_used: activity_credits.map_or(billed, |a| a.max(billed)),
+            included_credits: included_by_plan.get(plan).copied(),
+            forecast_usd: cost + extra.get(&key).copied().unwrap_or_default(),
+            saving_usd: saving
+                .get(&(account, region, user))
+                .copied()
+                .unwrap_or_default(),
+            in_several_regions: false,
+            id: SeatId {
+                account_id: key.0,
+                region: key.1,
+                user_id: key.2,
+            },
+        });
+    }
+    // A user with seats in two regions of one account: each seat is named with its region.
+    let mut regions: HashMap<(&str, &str), usize, foldhash::fast::RandomState> = HashMap::default();
+    for s in &seats {
+        *regions
+            .entry((&s.id.account_id, &s.id.user_id))
+            .or_default() += 1;
+    }
+    let several: Vec<bool> = seats
+        .iter()
+        .map(|s| regions[&(s.id.account_id.as_str(), s.id.user_id.as_str())] > 1)
+        .collect();
+    for (s, several) in seats.iter_mut().zip(several) {
+        s.in_several_regions = several;
+    }
+    seats
+}
+
+fn owned_list(v: Vec<&str>) -> Vec<String> {
+    v.into_iter().map(str::to_owned).collect()
+}
+
+/// Users charged a subscription in more than one account, and the ids of one person (one
+/// e-mail, ids from two Identity Center instances) of whom more than one is billed: sorted.
+fn duplicates(allocation: &Allocation, same_person: &[Vec<String>]) -> Vec<String> {
+    let mut out: BTreeSet<&str> = allocation.duplicate_subscriptions().into_iter().collect();
+    if !same_person.is_empty() {
+        let billed: BTreeSet<&str> = allocation
+            .units
+            .iter()
+            .map(|u| u.user_id.as_str())
+            .collect();
+        for group in same_person {
+            let present: Vec<&str> = group
+                .iter()
+                .map(String::as_str)
+                .filter(|id| billed.contains(id))
+                .collect();
+            if present.len() > 1 {
+                out.extend(present);
+            }
+        }
+    }
+    out.into_iter().map(str::to_owned).collect()
+}
+
+impl Snapshot {
+    /// The one way a snapshot is made: the views of every period's allocation and activity
+    /// (oldest first) as of `taken_at`, with `people` named. Nothing changes it afterwards.
+    pub fn build(
+        taken_at: DateTime<Utc>,
+        periods: Vec<(Allocation, Option<Activity>)>,
+        people: People,
+        plans: &PlanTable,
+        savings_settings: &SavingsSettings,
+    ) -> Self {
+        Self {
+            taken_at,
+            periods: periods
+                .into_iter()
+                .map(|(a, act)| {
+                    PeriodView::derive(a, act, &people, plans, savings_settings, taken_at)
+                })
+                .collect(),
+            people: people.names,
+        }
+    }
+
+    /// A snapshot of the bill alone: no activity report, nobody named.
+    pub fn of_bill(
+        taken_at: DateTime<Utc>,
+        allocations: Vec<Allocation>,
+        plans: &PlanTable,
+        savings_settings: &SavingsSettings,
+    ) -> Self {
+        Self::build(
+            taken_at,
+            allocations.into_iter().map(|a| (a, None)).collect(),
+            People::default(),
+            plans,
+            savings_settings,
+        )
+    }
+
+    /// The newest period.
+    pub fn current(&self) -> Option<&PeriodView> {
+        self.periods.last()
+    }
+
+    /// The view of `period`, if watched.
+    pub fn period(&self, period: crate::period::BillingPeriod) -> Option<&PeriodView> {
+        self.periods.iter().find(|v| v.allocation.period == period)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    /// Two units of one seat (costs 29 and 39), with tax and a discount line.
+    fn alloc() -> Allocation {
+        Allocation {
+            tax_usd: Decimal::from(7),
+            unattributed_usd: Decimal::from(-2),
+            kiro_total_usd: Decimal::from(73),
+            ..crate::allocation::forecast::tests::alloc(Some(10))
+        }
+    }
+
+    #[test]
+    fn views_are_derived_once_with_one_total() {
+        let a = alloc();
+        a.reconcile().unwrap();
+        let during = a.period.start() + Duration::days(11);
+        let v = PeriodView::build(
+            a.clone(),
+            &PlanTable::default(),
+            &SavingsSettings::default(),
+            during,
+        );
+        assert_eq!(
+            v.total_cost_usd,
+            Decimal::from(73),
+            "the bill, tax included"
+        );
+        assert_eq!(
+            v.totals.total_usd + a.unattributed_usd + a.tax_usd,
+            v.total_cost_usd
+        );
+        assert_eq!(v.forecast.factor, Decimal::from(3));
+        // No seat information: credits and fees as billed, overage dollars extrapolated
+        // (10 → 30) into the seat's main cost center.
+        let seat = v.seat(&SeatId::new("1", "", "u")).unwrap();
+        assert_eq!(seat.cost_center, "b", "the unit with most cost");
+        assert_eq!(v.forecast.cost_centers["a"], Decimal::from(29));
+        assert_eq!(v.forecast.cost_centers["b"], Decimal::from(39 + 20));
+        assert_eq!(seat.forecast_usd, Decimal::from(29 + 39 + 20));
+        assert_eq!(seat.cost_usd, Decimal::from(29 + 39));
+        assert_eq!(v.forecast.total, Decimal::from(29 + 59 - 2 + 7));
+        // A month that is over is its own forecast.
+        let later = PeriodView::build(
+            a.clone(),
+            &PlanTable::default(),
+            &SavingsSettings::default(),
+            a.period.end() + Duration::days(2),
+        );
+        assert_eq!(later.forecast.total, later.total_cost_usd);
+    }
+}
