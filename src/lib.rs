@@ -14,6 +14,7 @@ pub mod config;
 pub mod config_error;
 pub mod curgen;
 pub mod daemon;
+pub mod failure;
 pub mod notify;
 pub mod output;
 pub mod period;

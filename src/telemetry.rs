@@ -7,6 +7,7 @@
 //! `kiro_exporter_sink_last_success_timestamp_seconds{sink}`, node_exporter's per-collector
 //! health), besides the sinks' own counters.
 
+use crate::failure::FailureKind;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -170,10 +171,6 @@ pub struct Telemetry {
     budget_forecast: GaugeVec,
 }
 
-/// Refresh failure kinds, each a fixed label value of `kiro_exporter_refresh_failures_total`.
-pub const REFRESH_FAILURE_KINDS: &str =
-    "no_data, io, bad_input, engine, decode, reconciliation, timeout, aws, config, encode";
-
 impl Telemetry {
     /// `interval` is the configured refresh interval, published so that staleness alerts can
     /// compare the last success against it.
@@ -202,15 +199,16 @@ impl Telemetry {
         for o in [Outcome::Success, Outcome::Failure] {
             refreshes.with_label_values(&[o.as_str()]).inc_by(0);
         }
+        let kinds: Vec<&str> = FailureKind::REFRESH.iter().map(|k| k.as_str()).collect();
         let failures = counter_vec(
             &r,
             "kiro_exporter_refresh_failures_total",
-            &format!("Failed refreshes by kind ({REFRESH_FAILURE_KINDS})."),
+            &format!("Failed refreshes by kind ({}).", kinds.join(", ")),
             &["kind"],
         )?;
         // Counters exist at 0 for their known label values from the start: a first failure
         // after a start is an increase that alerts can see.
-        for kind in REFRESH_FAILURE_KINDS.split(", ") {
+        for kind in kinds {
             failures.with_label_values(&[kind]).inc_by(0);
         }
         let last_success = gauge(
@@ -443,8 +441,10 @@ impl Telemetry {
     }
 
     /// A sink failed with an error of `kind`.
-    pub fn record_sink_error(&self, sink: &str, kind: &str) {
-        self.sink_errors.with_label_values(&[sink, kind]).inc();
+    pub fn record_sink_error(&self, sink: &str, kind: FailureKind) {
+        self.sink_errors
+            .with_label_values(&[sink, kind.as_str()])
+            .inc();
     }
 
     /// A refresh succeeded at `taken_at` after `took`; `scanned` are the bytes per period.
@@ -481,11 +481,11 @@ impl Telemetry {
     }
 
     /// A refresh failed with an error of `kind` after `took`.
-    pub fn record_failure(&self, kind: &str, took: Duration) {
+    pub fn record_failure(&self, kind: FailureKind, took: Duration) {
         self.refreshes
             .with_label_values(&[Outcome::Failure.as_str()])
             .inc();
-        self.failures.with_label_values(&[kind]).inc();
+        self.failures.with_label_values(&[kind.as_str()]).inc();
         self.duration.set(took.as_secs_f64());
     }
 }

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use tokio::sync::watch;
 
+use crate::failure::FailureKind;
 use crate::server::{Published, State};
 use crate::sink::prometheus::{self as prom, EncodeError};
 use crate::sink::{Delivery, Sink, landing};
@@ -39,12 +40,12 @@ pub enum RefreshError {
 
 impl RefreshError {
     /// Fixed label value for the exporter's failure counter.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> FailureKind {
         match self {
             Self::Source(e) => e.kind(),
-            Self::Timeout(_) => "timeout",
-            Self::NoData(_) => "no_data",
-            Self::Encode(_) => "encode",
+            Self::Timeout(_) => FailureKind::Timeout,
+            Self::NoData(_) => FailureKind::NoData,
+            Self::Encode(_) => FailureKind::Encode,
         }
     }
 }
@@ -236,7 +237,7 @@ impl Refresher {
             Err(e) => {
                 self.telemetry.record_failure(e.kind(), took);
                 tracing::warn!(
-                    kind = e.kind(),
+                    kind = e.kind().as_str(),
                     "refresh failed, keeping the last good snapshot: {e}"
                 );
                 Some(e)
@@ -301,7 +302,7 @@ impl Refresher {
                     if let Some(h) = self.sink_health.get_mut(sink.name()) {
                         h.last_error = Some((now, e.to_string()));
                     }
-                    tracing::error!(sink = sink.name(), kind = e.kind, "{e}");
+                    tracing::error!(sink = sink.name(), kind = e.kind.as_str(), "{e}");
                 }
             }
         }

@@ -4,6 +4,7 @@
 //! owned budgets no longer declared only when `prune` is on. A budget without the prefix is
 //! never touched.
 
+use crate::failure::FailureKind;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
@@ -860,7 +861,7 @@ impl Sink for BudgetsSink {
             Err(e) => {
                 self.telemetry.record_budget_sync(false);
                 return Err(SinkError::new(
-                    "aws",
+                    FailureKind::Aws,
                     format!("budgets sync failed; retried after the next refresh: {e}"),
                 ));
             }
@@ -876,7 +877,7 @@ impl Sink for BudgetsSink {
                 // Read back at the next refresh, not after the next sync interval.
                 self.last_sync = None;
                 Err(SinkError::new(
-                    "aws",
+                    FailureKind::Aws,
                     format!("cannot read the budgets back; retried after the next refresh: {e}"),
                 ))
             }

@@ -9,6 +9,7 @@
 //! monthly. Datums go out in batches of at most 1,000 (the API's limit), a few calls at a time;
 //! throttling and 5xx answers are retried by the SDK with capped, jittered backoff.
 
+use crate::failure::FailureKind;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -397,7 +398,7 @@ impl Sink for CloudWatchSink {
         let p = self
             .push(snapshot)
             .await
-            .map_err(|e| SinkError::new("aws", e))?;
+            .map_err(|e| SinkError::new(FailureKind::Aws, e))?;
         tracing::info!(
             distinct_metrics = p.datums,
             calls = p.calls,

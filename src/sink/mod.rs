@@ -16,6 +16,7 @@ pub mod landing;
 pub mod prometheus;
 pub mod report;
 
+use crate::failure::FailureKind;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -34,13 +35,13 @@ pub enum Delivery {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct SinkError {
-    /// Fixed, low-cardinality label of `kiro_exporter_sink_errors_total`.
-    pub kind: &'static str,
+    /// The `kind` label of `kiro_exporter_sink_errors_total`.
+    pub kind: FailureKind,
     pub message: String,
 }
 
 impl SinkError {
-    pub fn new(kind: &'static str, e: impl std::fmt::Display) -> Self {
+    pub fn new(kind: FailureKind, e: impl std::fmt::Display) -> Self {
         Self {
             kind,
             message: e.to_string(),

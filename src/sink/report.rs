@@ -20,6 +20,7 @@ use super::{Delivery, Sink, SinkError};
 use crate::allocation::savings::Recommendation;
 use crate::aws::S3Location;
 use crate::config_error::{ConfigError, ensure};
+use crate::failure::FailureKind;
 use crate::notify::{Channel, NotifyError, feishu};
 use crate::period::BillingPeriod;
 use crate::snapshot::{PeriodView, Snapshot, SnapshotBuilder};
@@ -267,11 +268,11 @@ pub enum ReportError {
 
 impl ReportError {
     /// Fixed label value for the exporter's sink errors.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> FailureKind {
         match self {
-            Self::Csv(_) | Self::Io { .. } => "io",
-            Self::Upload { .. } => "aws",
-            Self::Undelivered { .. } => "delivery",
+            Self::Csv(_) | Self::Io { .. } => FailureKind::Io,
+            Self::Upload { .. } => FailureKind::Aws,
+            Self::Undelivered { .. } => FailureKind::Delivery,
         }
     }
 }
@@ -830,14 +831,14 @@ impl Sink for ReportSink {
                     }
                 }
                 // The export has no such month: say so rather than stay silent.
-                Err(e) if e.kind() == "no_data" => {
+                Err(e) if e.kind() == FailureKind::NoData => {
                     let card = no_data_card(period, &e.to_string(), self.settings.locale);
                     for ch in &channels {
                         if let Err(e) = ch.send(&card).await {
                             // The channels that have it are not sent it again.
                             self.save("the report's deliveries").await;
                             return Err(SinkError::new(
-                                "delivery",
+                                FailureKind::Delivery,
                                 format!("monthly report for {period}: the no-data card: {e}"),
                             ));
                         }

@@ -11,6 +11,7 @@ pub mod local;
 pub mod map_value;
 pub mod scan;
 
+use crate::failure::FailureKind;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -285,29 +286,27 @@ pub enum SourceError {
 
 impl SourceError {
     /// A fixed, low-cardinality label for the exporter's own metrics.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> FailureKind {
         match self {
-            Self::MissingExport { .. } | Self::NoPartition { .. } | Self::NoFiles { .. } => {
-                "no_data"
-            }
-            Self::Io { .. } => "io",
+            Self::MissingExport { .. }
+            | Self::NoPartition { .. }
+            | Self::NoFiles { .. }
+            | Self::NoObjects { .. } => FailureKind::NoData,
+            Self::Io { .. } | Self::Store { .. } => FailureKind::Io,
             Self::NotParquet { .. } | Self::MissingColumn { .. } | Self::WrongType { .. } => {
-                "bad_input"
+                FailureKind::BadInput
             }
-            Self::Engine { .. } => "engine",
-            Self::Decode { .. } => "decode",
-            Self::Reconciliation(_) => "reconciliation",
-            Self::Store { .. } => "io",
+            Self::Engine { .. } | Self::QueryFailed { .. } => FailureKind::Engine,
+            Self::Decode { .. } => FailureKind::Decode,
+            Self::Reconciliation(_) => FailureKind::Reconciliation,
             Self::Delivery(e) => match e {
-                delivery::DeliveryError::NoFiles { .. } => "no_data",
+                delivery::DeliveryError::NoFiles { .. } => FailureKind::NoData,
                 delivery::DeliveryError::BadManifest { .. }
-                | delivery::DeliveryError::Missing { .. } => "bad_input",
+                | delivery::DeliveryError::Missing { .. } => FailureKind::BadInput,
             },
-            Self::AwsSetup { .. } => "config",
-            Self::Aws { .. } => "aws",
-            Self::NoObjects { .. } => "no_data",
-            Self::QueryFailed { .. } => "engine",
-            Self::QueryTimeout { .. } => "timeout",
+            Self::AwsSetup { .. } => FailureKind::Config,
+            Self::Aws { .. } => FailureKind::Aws,
+            Self::QueryTimeout { .. } => FailureKind::Timeout,
         }
     }
 }

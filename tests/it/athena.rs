@@ -246,7 +246,7 @@ async fn a_failed_query_reports_athenas_reason() {
     let text = err.to_string();
     eprintln!("{text}");
     assert!(matches!(err, SourceError::QueryFailed { .. }), "{text}");
-    assert_eq!(err.kind(), "engine");
+    assert_eq!(err.kind().as_str(), "engine");
     assert!(text.contains("ended FAILED"), "{text}");
     assert!(text.contains("no_such_table"), "{text}");
     assert!(text.contains("2026-10"), "{text}");
@@ -375,7 +375,7 @@ async fn an_unchanged_partition_is_not_queried_again() {
 
     // A month with no objects is named, not queried.
     let err = src.allocate(period("2026-09")).await.unwrap_err();
-    assert_eq!(err.kind(), "no_data");
+    assert_eq!(err.kind().as_str(), "no_data");
     assert!(
         err.to_string()
             .contains("s3://kiro-cur/exports/kiro-cur/data/BILLING_PERIOD=2026-09/"),
@@ -414,7 +414,7 @@ async fn a_query_past_its_timeout_is_stopped() {
     assert!(*stopped, "{text}");
     assert!(text.contains("source.athena.query_timeout"), "{text}");
     assert!(text.contains("800ms"), "{text}");
-    assert_eq!(err.kind(), "timeout");
+    assert_eq!(err.kind().as_str(), "timeout");
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(proxy.count("StopQueryExecution"), 1);
     assert!(proxy.count("GetQueryExecution") >= 2, "polled");
@@ -640,7 +640,7 @@ async fn persistent_faults_give_up_with_a_clear_error() {
     proxy.fail_next(None);
     let err = src.allocate(period("2026-10")).await.unwrap_err();
     let text = err.to_string();
-    assert_eq!(err.kind(), "aws", "{text}");
+    assert_eq!(err.kind().as_str(), "aws", "{text}");
     assert!(
         text.starts_with("athena:StartQueryExecution failed: workgroup primary: "),
         "{text}"

@@ -383,7 +383,7 @@ async fn one_delivery_is_read_never_two_versions() {
     // A manifest naming a file the local copy lacks is an error naming it, not a guess.
     manifest(e.path(), &[&newer.join("missing.snappy.parquet")]);
     let err = e.allocate("2026-10").await.unwrap_err();
-    assert_eq!(err.kind(), "bad_input");
+    assert_eq!(err.kind().as_str(), "bad_input");
     assert!(err.to_string().contains("missing.snappy.parquet"), "{err}");
 }
 

@@ -523,7 +523,7 @@ async fn counters_exist_at_zero_from_the_start_and_the_period_is_marked() {
     })
     .await;
     // Every failure kind reads 0 before its first failure, so that increase() sees the first.
-    for kind in kiro_cost_exporter::telemetry::REFRESH_FAILURE_KINDS.split(", ") {
+    for kind in kiro_cost_exporter::failure::FailureKind::REFRESH.map(|k| k.as_str()) {
         assert_eq!(
             value(
                 &m,

@@ -507,7 +507,7 @@ fn arbitrary_cur_rows_allocate_and_reconcile_or_fail_cleanly() {
                 );
                 prop_assert!(
                     matches!(
-                        err.kind(),
+                        err.kind().as_str(),
                         "decode" | "bad_input" | "engine" | "reconciliation"
                     ),
                     "{}: {message}",

@@ -5,6 +5,7 @@ pub mod cards;
 pub mod rules;
 pub mod state;
 
+use crate::failure::FailureKind;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -158,7 +159,7 @@ impl AlertsSink {
         self.file
             .save()
             .await
-            .map_err(|e| SinkError::new("state", e))
+            .map_err(|e| SinkError::new(FailureKind::State, e))
     }
 
     /// Evaluates the rules on the snapshot's current period, sends what is due, and saves
@@ -259,7 +260,7 @@ impl Sink for AlertsSink {
         let evaluated = self.evaluate(snapshot, now).await;
         // One save counted per evaluation, whatever else failed.
         self.telemetry
-            .record_state_save(!matches!(&evaluated, Err(e) if e.kind == "state"));
+            .record_state_save(!matches!(&evaluated, Err(e) if e.kind == FailureKind::State));
         match evaluated {
             Ok(round) => {
                 if round.due > 0 || round.firing > 0 {
@@ -273,7 +274,7 @@ impl Sink for AlertsSink {
                 }
                 if round.undelivered > 0 {
                     return Err(SinkError {
-                        kind: "delivery",
+                        kind: FailureKind::Delivery,
                         message: format!(
                             "{} of {} notices not delivered; they stay due for the next evaluation",
                             round.undelivered,
@@ -283,7 +284,7 @@ impl Sink for AlertsSink {
                 }
                 Ok(Delivery::Done)
             }
-            Err(e) if e.kind == "state" => Err(SinkError {
+            Err(e) if e.kind == FailureKind::State => Err(SinkError {
                 kind: e.kind,
                 message: format!(
                     "{}; what was delivered stays recorded in memory and is saved at the next evaluation",
