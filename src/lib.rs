@@ -15,6 +15,7 @@ pub mod config_error;
 pub mod curgen;
 pub mod daemon;
 pub mod failure;
+pub mod locale;
 pub mod notify;
 pub mod output;
 pub mod period;

@@ -262,9 +262,7 @@ pub fn unit_fields(period: &str, u: &crate::allocation::UserCost) -> [String; 11
     ]
 }
 
-fn money(d: Decimal) -> String {
-    format!("{:.2}", d.round_dp(2))
-}
+use crate::locale::plain_money as money;
 
 fn width(s: &str) -> usize {
     s.chars().map(|c| if c.is_ascii() { 1 } else { 2 }).sum()

@@ -4,7 +4,7 @@
 //! What rustls cannot do is refused by name rather than quietly served differently: TLS 1.0
 //! and 1.1, the CBC cipher suites and the P-521 curve. Go accepts a client certificate that is
 //! itself one of the client CAs (a self-signed certificate, what `openssl req -x509` makes);
-//! webpki refuses it as "CA used as end entity", so [`ClientVerifier`] accepts that case the way
+//! webpki refuses it as "CA used as end entity", so `ClientVerifier` accepts that case the way
 //! Go does and hands every other chain to webpki.
 
 use std::net::IpAddr;

@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::alerts::rules::BudgetLimits;
+use super::BudgetLimits;
 use super::{Delivery, Sink, SinkError};
 use crate::config_error::ConfigError;
 use crate::snapshot::Snapshot;

@@ -19,9 +19,9 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
 use crate::allocation::UNTAGGED;
+use crate::locale::{Locale, PageTexts as Texts, money, percent, quantity};
 use crate::period::BillingPeriod;
-use crate::sink::alerts::rules::BudgetLimits;
-use crate::sink::report::Locale;
+use crate::sink::BudgetLimits;
 use crate::snapshot::{PeriodView, SeatView, Snapshot};
 
 /// How many rows a list shows (the rest is counted).
@@ -58,172 +58,6 @@ pub struct SinkHealth {
     pub last_error: Option<(DateTime<Utc>, String)>,
 }
 
-struct Texts {
-    lang: &'static str,
-    no_data: &'static str,
-    last_refresh: &'static str,
-    failed: &'static str,
-    serving_last: &'static str,
-    freshness: &'static str,
-    cur_as_of: &'static str,
-    activity_as_of: &'static str,
-    not_read: &'static str,
-    sinks: &'static str,
-    sink: &'static str,
-    last_ok: &'static str,
-    last_err: &'static str,
-    never: &'static str,
-    current: &'static str,
-    closing: &'static str,
-    total: &'static str,
-    forecast: &'static str,
-    users: &'static str,
-    credits: &'static str,
-    savings_month: &'static str,
-    tax: &'static str,
-    unattributed: &'static str,
-    by_cost_center: &'static str,
-    untagged: &'static str,
-    others: &'static str,
-    budgets: &'static str,
-    cost_center: &'static str,
-    limit: &'static str,
-    actual: &'static str,
-    over: &'static str,
-    no_budgets: &'static str,
-    top_users: &'static str,
-    user: &'static str,
-    plan: &'static str,
-    overage: &'static str,
-    cost: &'static str,
-    near_limit: &'static str,
-    used: &'static str,
-    none: &'static str,
-    more: &'static str,
-    idle: &'static str,
-    idle_seats: &'static str,
-    duplicates: &'static str,
-    change: &'static str,
-    reason: &'static str,
-    saving: &'static str,
-    a_month: &'static str,
-    report: &'static str,
-    dashboards: &'static str,
-}
-
-const EN: Texts = Texts {
-    lang: "en",
-    no_data: "No data yet: the first refresh has not completed.",
-    last_refresh: "Last refresh",
-    failed: "Last refresh failed",
-    serving_last: "Serving the last good data.",
-    freshness: "Freshness and health",
-    cur_as_of: "Newest usage in the CUR",
-    activity_as_of: "Newest activity report",
-    not_read: "not read",
-    sinks: "Deliveries",
-    sink: "Sink",
-    last_ok: "Last success",
-    last_err: "Last error",
-    never: "never",
-    current: "current month",
-    closing: "closing: AWS may still revise it",
-    total: "Total cost",
-    forecast: "Month-end forecast",
-    users: "Users",
-    credits: "Credits used",
-    savings_month: "Possible savings a month",
-    tax: "tax",
-    unattributed: "without a user",
-    by_cost_center: "Cost by cost center",
-    untagged: "untagged (no cost center)",
-    others: "other cost centers",
-    budgets: "Budgets",
-    cost_center: "Cost center",
-    limit: "Limit",
-    actual: "Actual",
-    over: "forecast over limit",
-    no_budgets: "No budgets configured ([budgets]).",
-    top_users: "Top users by cost",
-    user: "User",
-    plan: "Plan",
-    overage: "Overage",
-    cost: "Cost",
-    near_limit: "At 80% or more of their plan's credits",
-    used: "Used",
-    none: "None.",
-    more: "more",
-    idle: "Idle seats and right-sizing",
-    idle_seats: "idle seats",
-    duplicates: "duplicate subscriptions",
-    change: "Change",
-    reason: "Reason",
-    saving: "Saving a month",
-    a_month: "a month",
-    report: "Monthly report (CSV)",
-    dashboards: "Dashboards",
-};
-
-const ZH: Texts = Texts {
-    lang: "zh-CN",
-    no_data: "暂无数据：首次刷新尚未完成。",
-    last_refresh: "上次刷新",
-    failed: "上次刷新失败",
-    serving_last: "当前显示最近一次成功的数据。",
-    freshness: "数据新鲜度与运行状况",
-    cur_as_of: "CUR 中最新用量",
-    activity_as_of: "最新活动报告",
-    not_read: "未读取",
-    sinks: "投递",
-    sink: "目标",
-    last_ok: "上次成功",
-    last_err: "上次错误",
-    never: "从未",
-    current: "本月",
-    closing: "结账中：AWS 可能仍会修订",
-    total: "总费用",
-    forecast: "月末预测",
-    users: "用户数",
-    credits: "已用积分",
-    savings_month: "每月可节省",
-    tax: "税费",
-    unattributed: "无用户归属",
-    by_cost_center: "按成本中心的费用",
-    untagged: "未设置（无成本中心）",
-    others: "其他成本中心",
-    budgets: "预算",
-    cost_center: "成本中心",
-    limit: "上限",
-    actual: "实际",
-    over: "预测超出上限",
-    no_budgets: "未配置预算（[budgets]）。",
-    top_users: "费用最高的用户",
-    user: "用户",
-    plan: "套餐",
-    overage: "超额费用",
-    cost: "费用",
-    near_limit: "已用套餐积分 80% 及以上",
-    used: "已用",
-    none: "无。",
-    more: "更多",
-    idle: "闲置席位与套餐调整",
-    idle_seats: "闲置席位",
-    duplicates: "重复订阅",
-    change: "调整",
-    reason: "原因",
-    saving: "每月节省",
-    a_month: "每月",
-    report: "月度报告（CSV）",
-    dashboards: "仪表板",
-};
-
-fn texts(locale: Locale) -> &'static Texts {
-    match locale {
-        Locale::En => &EN,
-        Locale::ZhCn => &ZH,
-    }
-}
-
 fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -237,51 +71,6 @@ fn escape(s: &str) -> String {
         }
     }
     out
-}
-
-/// `d` grouped in thousands with `decimals` places: `12,345.60`.
-fn grouped(d: Decimal, decimals: u32) -> String {
-    let d = d.abs().round_dp_with_strategy(
-        decimals,
-        rust_decimal::RoundingStrategy::MidpointAwayFromZero,
-    );
-    let text = format!("{d:.prec$}", prec = decimals as usize);
-    let (int, frac) = match text.split_once('.') {
-        Some((i, f)) => (i.to_owned(), Some(f.to_owned())),
-        None => (text, None),
-    };
-    let mut out = String::new();
-    for (i, c) in int.chars().enumerate() {
-        if i > 0 && (int.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if let Some(f) = frac {
-        out.push('.');
-        out.push_str(&f);
-    }
-    out
-}
-
-/// Money as currency: `$1,234.50`, `-$207.60`.
-pub fn money(d: Decimal) -> String {
-    let sign = if d.round_dp(2) < Decimal::ZERO {
-        "-"
-    } else {
-        ""
-    };
-    format!("{sign}${}", grouped(d, 2))
-}
-
-/// A count or credits: `12,345` (credits with up to one decimal when not whole).
-fn quantity(d: Decimal) -> String {
-    let sign = if d < Decimal::ZERO { "-" } else { "" };
-    if d.fract().is_zero() {
-        format!("{sign}{}", grouped(d, 0))
-    } else {
-        format!("{sign}{}", grouped(d, 1))
-    }
 }
 
 fn time(t: DateTime<Utc>) -> String {
@@ -328,7 +117,7 @@ svg .bar{fill:var(--bar)}svg .untagged{fill:var(--untagged)}svg text{fill:var(--
 
 /// The landing page for `snapshot` (none yet: a page that says so).
 pub fn render(snapshot: Option<&Snapshot>, settings: &LandingSettings, health: &Health) -> Bytes {
-    let t = texts(settings.locale);
+    let t = settings.locale.page();
     let mut h = String::with_capacity(32 * 1024);
     let _ = write!(
         h,
@@ -472,7 +261,7 @@ fn period(
         v.savings.idle_seats,
         t.idle_seats,
     );
-    let report = crate::sink::report::file_name(p);
+    let report = crate::sink::report_file_name(p);
     if health.reports.contains(&report) {
         let _ = write!(
             h,
@@ -614,7 +403,7 @@ fn budgets(h: &mut String, v: &PeriodView, settings: &LandingSettings, t: &Texts
         let pct = if limit.is_zero() {
             "-".to_owned()
         } else {
-            format!("{}%", (forecast / limit * Decimal::ONE_HUNDRED).round())
+            percent(*forecast / *limit)
         };
         let _ = write!(
             h,
@@ -706,14 +495,14 @@ fn near_limit(h: &mut String, s: &Snapshot, v: &PeriodView, seats: &[&SeatView],
     for (seat, included, share) in near.iter().take(TOP) {
         let _ = write!(
             h,
-            "<tr data-user=\"{}\" data-share=\"{}\"><td>{}</td><td>{}</td><td class=\"n\">{} / {}</td><td class=\"n\">{}%</td>{}</tr>",
+            "<tr data-user=\"{}\" data-share=\"{}\"><td>{}</td><td>{}</td><td class=\"n\">{} / {}</td><td class=\"n\">{}</td>{}</tr>",
             escape(&seat.id.user_id),
             share.round_dp(4).normalize(),
             person(s, &seat.id.user_id),
             escape(&seat.plan),
             quantity(seat.credits_used),
             quantity(*included),
-            (share * Decimal::ONE_HUNDRED).round(),
+            percent(*share),
             money_td(seat.overage_usd),
         );
     }
@@ -776,17 +565,6 @@ fn savings(h: &mut String, s: &Snapshot, v: &PeriodView, t: &Texts) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn money_is_currency() {
-        assert_eq!(money(Decimal::new(-20760, 2)), "-$207.60");
-        assert_eq!(money(Decimal::new(123456789, 2)), "$1,234,567.89");
-        assert_eq!(money(Decimal::new(5, 3)), "$0.01");
-        assert_eq!(money(Decimal::new(-4, 3)), "$0.00");
-        assert_eq!(money(Decimal::ZERO), "$0.00");
-        assert_eq!(quantity(Decimal::new(12345, 0)), "12,345");
-        assert_eq!(quantity(Decimal::new(12345, 1)), "1,234.5");
-    }
 
     #[test]
     fn the_page_without_data_says_so() {

@@ -16,6 +16,10 @@ pub mod landing;
 pub mod prometheus;
 pub mod report;
 
+use std::collections::BTreeMap;
+
+use rust_decimal::Decimal;
+
 use crate::failure::FailureKind;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -62,4 +66,27 @@ pub trait Sink: Send + Sync {
         snapshot: &Snapshot,
         now: DateTime<Utc>,
     ) -> Result<Delivery, SinkError>;
+}
+
+/// Monthly limits per cost center (`[budgets]`): what the budgets sink keeps AWS Budgets at,
+/// what alert rules relative to a budget compare with, what the landing page shows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BudgetLimits {
+    pub default_limit_usd: Option<Decimal>,
+    pub cost_centers: BTreeMap<String, Decimal>,
+}
+
+impl BudgetLimits {
+    pub fn limit(&self, cost_center: &str) -> Option<Decimal> {
+        self.cost_centers
+            .get(cost_center)
+            .copied()
+            .or(self.default_limit_usd)
+    }
+}
+
+/// The monthly report's file name for a period (written by the report, linked by the landing
+/// page).
+pub fn report_file_name(period: crate::period::BillingPeriod) -> String {
+    format!("kiro-cost-report-{period}.csv")
 }

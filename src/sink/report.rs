@@ -21,6 +21,8 @@ use crate::allocation::savings::Recommendation;
 use crate::aws::S3Location;
 use crate::config_error::{ConfigError, ensure};
 use crate::failure::FailureKind;
+pub use crate::locale::Locale;
+use crate::locale::{ZH_CN_HEADER, money};
 use crate::notify::{Channel, NotifyError, feishu};
 use crate::period::BillingPeriod;
 use crate::snapshot::{PeriodView, Snapshot, SnapshotBuilder};
@@ -57,122 +59,6 @@ pub struct ReportSettings {
     /// the card then also links `/reports/FILE`, served by the exporter behind the same
     /// authentication as `/metrics`, a link that does not expire. Empty = none.
     pub exporter_url: String,
-}
-
-/// Language of the report's card and CSV header.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Locale {
-    #[default]
-    #[serde(rename = "en")]
-    En,
-    #[serde(rename = "zh-CN")]
-    ZhCn,
-}
-
-/// The report's words in one language.
-struct Texts {
-    untagged: &'static str,
-    no_user: &'static str,
-    tax: &'static str,
-    title: &'static str,
-    period: &'static str,
-    users: &'static str,
-    credits: &'static str,
-    total: &'static str,
-    tax_word: &'static str,
-    overage_users: &'static str,
-    untagged_users: &'static str,
-    top_centers: &'static str,
-    savings: &'static str,
-    a_month: &'static str,
-    idle_seats: &'static str,
-    saves: &'static str,
-    cancel: &'static str,
-    link_until: &'static str,
-    download: &'static str,
-    dashboard: &'static str,
-    no_data_title: &'static str,
-    no_data: &'static str,
-}
-
-const EN: Texts = Texts {
-    untagged: crate::allocation::UNTAGGED,
-    no_user: "(no user)",
-    tax: "(tax)",
-    title: "Kiro cost report",
-    period: "Period",
-    users: "Users",
-    credits: "Credits used",
-    total: "Total cost",
-    tax_word: "tax",
-    overage_users: "Users with overage",
-    untagged_users: "Untagged users",
-    top_centers: "Top cost centers",
-    savings: "Possible savings",
-    a_month: "a month",
-    idle_seats: "idle seats",
-    saves: "saves",
-    cancel: "cancel",
-    link_until: "The download link works until",
-    download: "Download the CSV",
-    dashboard: "Open the dashboard",
-    no_data_title: "no data",
-    no_data: "the export has no lines for this month, so there is no report.",
-};
-
-/// The CSV's columns in Chinese, in the order of [`header`].
-const ZH_CN_HEADER: [&str; 17] = [
-    "计费周期",
-    "账户ID",
-    "区域",
-    "用户ID",
-    "成本中心",
-    "套餐",
-    "已用积分",
-    "订阅费用(USD)",
-    "超额费用(USD)",
-    "其他费用(USD)",
-    "总费用(USD)",
-    "建议套餐",
-    "可节省(USD)",
-    "节省原因",
-    "用户名",
-    "显示名称",
-    "邮箱",
-];
-
-const ZH_CN: Texts = Texts {
-    untagged: "未设置",
-    no_user: "（无用户）",
-    tax: "（税费）",
-    title: "Kiro 费用报告",
-    period: "周期",
-    users: "用户数",
-    credits: "已用积分",
-    total: "总费用",
-    tax_word: "税费",
-    overage_users: "产生超额费用的用户",
-    untagged_users: "未设置成本中心的用户",
-    top_centers: "费用最高的成本中心",
-    savings: "可节省",
-    a_month: "每月",
-    idle_seats: "个闲置席位",
-    saves: "可节省",
-    cancel: "取消",
-    link_until: "下载链接有效期至",
-    download: "下载 CSV",
-    dashboard: "打开仪表盘",
-    no_data_title: "无数据",
-    no_data: "导出中没有该月的 Kiro 费用记录，因此没有报告。",
-};
-
-impl Locale {
-    fn texts(self) -> &'static Texts {
-        match self {
-            Self::En => &EN,
-            Self::ZhCn => &ZH_CN,
-        }
-    }
 }
 
 impl Default for ReportSettings {
@@ -289,7 +175,7 @@ pub fn csv_in(
     people: &BTreeMap<String, Person>,
     locale: Locale,
 ) -> Result<Vec<u8>, csv::Error> {
-    let t = locale.texts();
+    let t = locale.report();
     let (a, savings) = (&view.allocation, &view.savings);
     let mut out = "\u{feff}".as_bytes().to_vec();
     {
@@ -389,10 +275,7 @@ pub async fn load_written(dir: &Path) -> Vec<(String, bytes::Bytes)> {
     out
 }
 
-/// The report file's name for a period.
-pub fn file_name(period: BillingPeriod) -> String {
-    format!("kiro-cost-report-{period}.csv")
-}
+pub use super::report_file_name as file_name;
 
 /// Writes `bytes` to `dir/name` atomically, on a blocking thread; returns the path.
 pub async fn write(dir: &Path, name: &str, bytes: Vec<u8>) -> Result<PathBuf, ReportError> {
@@ -497,10 +380,6 @@ pub async fn upload(
     })
 }
 
-fn usd(d: Decimal) -> String {
-    format!("${:.2}", d.round_dp(2))
-}
-
 /// The summary card: period, users, credits, cost, top cost centers, overage and untagged
 /// users, possible savings with the top items, and the download link.
 pub fn summary_card(
@@ -518,7 +397,7 @@ pub fn summary_card(
         seen.len()
     };
     let untagged = view.untagged_users.len();
-    let t = settings.locale.texts();
+    let t = settings.locale.report();
     let mut centers = String::new();
     for (cc, r) in view.cost_centers_by_cost().into_iter().take(settings.top) {
         let name = match (cc.is_empty(), settings.locale) {
@@ -527,7 +406,7 @@ pub fn summary_card(
         };
         centers.push_str(&format!(
             "- {name}: {} ({} {})\n",
-            usd(r.total_usd),
+            money(r.total_usd),
             r.users,
             match settings.locale {
                 Locale::En => "users",
@@ -550,7 +429,7 @@ pub fn summary_card(
             r.reason.as_str(),
             r.plan,
             t.saves,
-            usd(r.saving_usd)
+            money(r.saving_usd)
         ));
     }
     let mut body = format!(
@@ -566,12 +445,12 @@ pub fn summary_card(
         period = a.period,
         users = totals.users,
         credits = totals.credits_used.round_dp(0),
-        total = usd(view.total_cost_usd),
-        tax = usd(a.tax_usd),
+        total = money(view.total_cost_usd),
+        tax = money(a.tax_usd),
     );
     let per_month = match settings.locale {
-        Locale::En => format!("{} {}", usd(savings.total_usd), t.a_month),
-        Locale::ZhCn => format!("{} {}", t.a_month, usd(savings.total_usd)),
+        Locale::En => format!("{} {}", money(savings.total_usd), t.a_month),
+        Locale::ZhCn => format!("{} {}", t.a_month, money(savings.total_usd)),
     };
     body.push_str(&format!(
         "\n**{}**: {per_month} ({} {})\n{top_savings}",
@@ -608,7 +487,7 @@ pub fn summary_card(
 
 /// The card of a month the export has no data for.
 pub fn no_data_card(period: BillingPeriod, reason: &str, locale: Locale) -> Value {
-    let t = locale.texts();
+    let t = locale.report();
     let lead = match locale {
         Locale::En => format!("No Kiro data for **{period}**: {}", t.no_data),
         Locale::ZhCn => format!("**{period}** {}", t.no_data),

@@ -11,8 +11,28 @@ use std::path::PathBuf;
 use object_store::path::Path as Key;
 use serde::Deserialize;
 
-use super::export::Object;
 use crate::period::PARTITION_COLUMN;
+
+/// An object of the export: its key and version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    pub key: Key,
+    pub size: u64,
+    pub modified: chrono::DateTime<chrono::Utc>,
+    /// ETag (S3) or the file system's equivalent.
+    pub e_tag: Option<String>,
+}
+
+impl From<object_store::ObjectMeta> for Object {
+    fn from(m: object_store::ObjectMeta) -> Self {
+        Self {
+            key: m.location,
+            size: m.size,
+            modified: m.last_modified,
+            e_tag: m.e_tag,
+        }
+    }
+}
 
 /// How the files of a period were chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -55,26 +55,7 @@ impl fmt::Debug for Export {
     }
 }
 
-/// An object of the export: its key and version.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Object {
-    pub key: Key,
-    pub size: u64,
-    pub modified: chrono::DateTime<chrono::Utc>,
-    /// ETag (S3) or the file system's equivalent.
-    pub e_tag: Option<String>,
-}
-
-impl From<ObjectMeta> for Object {
-    fn from(m: ObjectMeta) -> Self {
-        Self {
-            key: m.location,
-            size: m.size,
-            modified: m.last_modified,
-            e_tag: m.e_tag,
-        }
-    }
-}
+pub use super::delivery::Object;
 
 impl Export {
     /// An export on local disk: `root` is the export root or its `data/` folder.

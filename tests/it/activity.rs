@@ -7,7 +7,8 @@ use std::path::Path;
 
 use kiro_cost_exporter::allocation::PlanTable;
 use kiro_cost_exporter::allocation::savings::{Reason, SavingsSettings};
-use kiro_cost_exporter::sink::alerts::rules::{self, BudgetLimits, Measure, Rule, Scope};
+use kiro_cost_exporter::sink::BudgetLimits;
+use kiro_cost_exporter::sink::alerts::rules::{self, Measure, Rule, Scope};
 use kiro_cost_exporter::snapshot::PeriodView;
 use kiro_cost_exporter::source::activity::ActivityReader;
 

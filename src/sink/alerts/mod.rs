@@ -15,13 +15,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::BudgetLimits;
 use super::{Delivery, Sink, SinkError};
 use crate::config_error::ConfigError;
 use crate::notify::{Channel, ChannelConfig, ChannelKind};
 use crate::snapshot::Snapshot;
 use crate::state::StateFile;
 use crate::telemetry::Telemetry;
-use rules::{BudgetLimits, Rule};
+use rules::Rule;
 use state::{AlertState, Notice};
 
 /// `[alerts]`.

@@ -12,6 +12,7 @@ use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 
 use crate::period::BillingPeriod;
+use crate::sink::BudgetLimits;
 use crate::snapshot::{PeriodView, SeatId, SeatTotals, SeatView};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -179,22 +180,6 @@ impl Rule {
             ));
         }
         Ok(())
-    }
-}
-
-/// Monthly limits per cost center, for rules relative to a budget.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct BudgetLimits {
-    pub default_limit_usd: Option<Decimal>,
-    pub cost_centers: BTreeMap<String, Decimal>,
-}
-
-impl BudgetLimits {
-    pub fn limit(&self, cost_center: &str) -> Option<Decimal> {
-        self.cost_centers
-            .get(cost_center)
-            .copied()
-            .or(self.default_limit_usd)
     }
 }
 
