@@ -68,6 +68,59 @@ impl AwsSettings {
     }
 }
 
+/// A setting that calls AWS found no region to call it in.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{setting} needs an AWS region: set aws.region, AWS_REGION or a profile's region")]
+pub struct NoRegion {
+    /// The setting that turned the AWS client on.
+    pub setting: String,
+}
+
+/// The `[aws]` settings and the one SDK configuration every client of the process shares,
+/// loaded on first use (a process that calls no AWS API never loads it).
+#[derive(Debug, Default)]
+pub struct AwsContext {
+    settings: AwsSettings,
+    config: tokio::sync::OnceCell<aws_config::SdkConfig>,
+}
+
+impl AwsContext {
+    pub fn new(settings: AwsSettings) -> Self {
+        Self {
+            settings,
+            config: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The `[aws]` settings.
+    pub fn settings(&self) -> &AwsSettings {
+        &self.settings
+    }
+
+    /// The shared SDK configuration ([`AwsSettings::sdk_config`]), loaded once.
+    pub async fn config(&self) -> &aws_config::SdkConfig {
+        self.config.get_or_init(|| self.settings.sdk_config()).await
+    }
+
+    /// The shared SDK configuration for a client that `setting` turned on and that needs a
+    /// region (CloudWatch, Identity Store).
+    pub async fn regional(&self, setting: &str) -> Result<&aws_config::SdkConfig, NoRegion> {
+        let shared = self.config().await;
+        match shared.region() {
+            Some(_) => Ok(shared),
+            None => Err(NoRegion {
+                setting: setting.to_owned(),
+            }),
+        }
+    }
+
+    /// An S3 client on the shared configuration ([`AwsSettings::s3_client`]).
+    pub async fn s3_client(&self) -> aws_sdk_s3::Client {
+        let shared = self.config().await;
+        self.settings.s3_client(shared)
+    }
+}
+
 /// The SDK's standard retry strategy (throttling, 5xx and transport errors) with capped,
 /// jittered exponential backoff: `attempts` in all, the first delay `initial`, at most `max`.
 pub fn retry_config(attempts: u32, initial: Duration, max: Duration) -> RetryConfig {

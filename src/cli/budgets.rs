@@ -27,11 +27,12 @@ pub async fn run(action: BudgetsAction) -> anyhow::Result<()> {
         !settings.budgets.account_id.is_empty(),
         "config key budgets.account_id: set the account that holds the budgets"
     );
+    let aws = kiro_cost_exporter::aws::AwsContext::new(settings.aws.clone());
     let seen: Vec<String> = if settings.budgets.auto_cost_centers {
         let now = chrono::Utc::now();
         let a = settings
             .source
-            .build(settings.allocation_settings(), &settings.aws)
+            .build(settings.allocation_settings(), &aws)
             .await?
             .allocate(BillingPeriod::containing(now))
             .await?;
@@ -39,8 +40,7 @@ pub async fn run(action: BudgetsAction) -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
-    let shared = settings.aws.sdk_config().await;
-    let reconciler = Reconciler::new(&shared, settings.budgets.clone());
+    let reconciler = Reconciler::new(aws.config().await, settings.budgets.clone());
     let changes = reconciler
         .sync(seen.iter().map(String::as_str), dry_run)
         .await?;

@@ -61,7 +61,10 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<()> {
     let settings = load_settings(&config, |s| use_cur(s, cur))?;
     let source = settings
         .source
-        .build(settings.allocation_settings(), &settings.aws)
+        .build(
+            settings.allocation_settings(),
+            &kiro_cost_exporter::aws::AwsContext::new(settings.aws.clone()),
+        )
         .await?;
     let ins = source.inspect(period).await?;
     let mut out = std::io::stdout().lock();

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
+use kiro_cost_exporter::aws::AwsContext;
 use kiro_cost_exporter::config::{self, Settings};
 use kiro_cost_exporter::source::Engine;
 
@@ -112,18 +113,15 @@ pub fn use_cur(settings: &mut Settings, cur: Option<PathBuf>) {
 /// The Identity Store resolver when `identity.identity_store_id` is set; it needs a region.
 pub async fn identity_resolver(
     settings: &Settings,
+    aws: &AwsContext,
 ) -> anyhow::Result<Option<kiro_cost_exporter::source::identity::IdentityResolver>> {
     if settings.identity.identity_store_id.is_empty() {
         return Ok(None);
     }
-    let shared = settings.aws.sdk_config().await;
-    anyhow::ensure!(
-        shared.region().is_some(),
-        "identity.identity_store_id needs an AWS region: set aws.region, AWS_REGION or a profile's region"
-    );
+    let shared = aws.regional("identity.identity_store_id").await?;
     Ok(Some(
         kiro_cost_exporter::source::identity::IdentityResolver::new(
-            &shared,
+            shared,
             settings.identity.clone(),
         ),
     ))
@@ -134,15 +132,16 @@ pub async fn identity_resolver(
 /// report's e-mails; the labels `identity.labels` exports).
 pub async fn snapshot_builder(
     settings: &Settings,
+    aws: &AwsContext,
 ) -> anyhow::Result<kiro_cost_exporter::snapshot::SnapshotBuilder> {
-    let activity = settings.activity.reader(&settings.aws).await;
+    let activity = settings.activity.reader(aws).await;
     Ok(kiro_cost_exporter::snapshot::SnapshotBuilder::new(
         settings.plans.clone(),
         settings.savings.clone(),
     )
     .with_activity(activity)
     .with_identity(
-        identity_resolver(settings).await?,
+        identity_resolver(settings, aws).await?,
         settings.identity.clone(),
     ))
 }
@@ -151,13 +150,14 @@ pub async fn snapshot_builder(
 /// its snapshot ([`snapshot_builder`]), and the people it names.
 pub async fn period_view(
     settings: &Settings,
+    aws: &AwsContext,
     allocation: kiro_cost_exporter::allocation::Allocation,
     now: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<(
     kiro_cost_exporter::snapshot::PeriodView,
     std::collections::BTreeMap<String, kiro_cost_exporter::source::identity::Person>,
 )> {
-    let builder = snapshot_builder(settings).await?;
+    let builder = snapshot_builder(settings, aws).await?;
     let mut snapshot = builder.build(now, vec![allocation]).await.snapshot;
     let view = snapshot
         .periods

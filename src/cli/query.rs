@@ -48,9 +48,10 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
             s.activity.path = a;
         }
     })?;
+    let aws = kiro_cost_exporter::aws::AwsContext::new(settings.aws.clone());
     let source = settings
         .source
-        .build_once(settings.allocation_settings(), &settings.aws)
+        .build_once(settings.allocation_settings(), &aws)
         .await?;
     let allocation = source.allocate(period).await?;
     // Printed once the output is written, with the process's peak resident size by then.
@@ -67,7 +68,8 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
             "result_rows": allocation.units.len(),
         })
     });
-    let (view, people) = super::period_view(&settings, allocation, chrono::Utc::now()).await?;
+    let (view, people) =
+        super::period_view(&settings, &aws, allocation, chrono::Utc::now()).await?;
     tracing::debug!(%period, "view built");
     let mut stdout = std::io::stdout().lock();
     match format {

@@ -62,14 +62,15 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
     })?;
     let now = chrono::Utc::now();
     let period = period.unwrap_or_else(|| BillingPeriod::containing(now).previous());
+    let aws = kiro_cost_exporter::aws::AwsContext::new(settings.aws.clone());
     let allocation = settings
         .source
-        .build(settings.allocation_settings(), &settings.aws)
+        .build(settings.allocation_settings(), &aws)
         .await?
         .allocate(period)
         .await?;
-    let (view, people) = super::period_view(&settings, allocation, now).await?;
-    let s3 = super::serve::report_s3(&settings).await;
+    let (view, people) = super::period_view(&settings, &aws, allocation, now).await?;
+    let s3 = kiro_cost_exporter::sink::report::ReportS3::of(&settings.report, &aws).await;
     let channels = if no_notify {
         Vec::new()
     } else {

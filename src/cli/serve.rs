@@ -9,15 +9,13 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Args;
 
+use kiro_cost_exporter::aws::AwsContext;
 use kiro_cost_exporter::config::Settings;
 use kiro_cost_exporter::daemon::Refresher;
-use kiro_cost_exporter::notify::{Channel, ChannelKind};
+use kiro_cost_exporter::notify::Channel;
 use kiro_cost_exporter::period::BillingPeriod;
 use kiro_cost_exporter::server;
-use kiro_cost_exporter::sink::alerts::AlertsSink;
-use kiro_cost_exporter::sink::aws_budgets::{BudgetsSink, Reconciler};
-use kiro_cost_exporter::sink::cloudwatch::CloudWatchSink;
-use kiro_cost_exporter::sink::report::{ReportContext, ReportSink};
+use kiro_cost_exporter::sink::SinkContext;
 use kiro_cost_exporter::source::Engine;
 use kiro_cost_exporter::state::StateFile;
 use kiro_cost_exporter::telemetry::Telemetry;
@@ -75,18 +73,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     serve(settings).await
 }
 
-/// The S3 client for the report's upload, when `report.s3` is set.
-pub async fn report_s3(settings: &Settings) -> Option<kiro_cost_exporter::sink::report::ReportS3> {
-    if settings.report.s3.is_empty() {
-        return None;
-    }
-    let shared = settings.aws.sdk_config().await;
-    Some(kiro_cost_exporter::sink::report::ReportS3::new(
-        &settings.aws,
-        &shared,
-    ))
-}
-
 async fn shutdown_signal() -> std::io::Result<&'static str> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -97,9 +83,10 @@ async fn shutdown_signal() -> std::io::Result<&'static str> {
 
 /// Builds the refresher with every configured sink.
 async fn refresher(settings: &Settings) -> anyhow::Result<Refresher> {
+    let aws = Arc::new(AwsContext::new(settings.aws.clone()));
     let source = settings
         .source
-        .build(settings.allocation_settings(), &settings.aws)
+        .build(settings.allocation_settings(), &aws)
         .await?;
     let engine = match settings.source.engine {
         Engine::Local => "local",
@@ -109,113 +96,70 @@ async fn refresher(settings: &Settings) -> anyhow::Result<Refresher> {
     if !settings.activity.path.is_empty() {
         tracing::info!(path = %settings.activity.path, "reading the Kiro user activity report");
     }
-    let builder = Arc::new(super::snapshot_builder(settings).await?);
+    let builder = Arc::new(super::snapshot_builder(settings, &aws).await?);
     let mut refresher = Refresher::new(
         source.clone(),
         settings.refresh.clone(),
         builder.clone(),
         telemetry.clone(),
     )?
-    .after_refresh(release_free_memory);
-    refresher = refresher
-        .with_prometheus(settings.prometheus.clone())
-        .with_landing(kiro_cost_exporter::sink::landing::LandingSettings {
-            locale: settings.report.locale,
-            dashboard_url: Some(settings.alerts.dashboard_url.clone()).filter(|u| !u.is_empty()),
-            budgets: settings.budgets.limits(),
-        });
-    if settings.cloudwatch.enabled {
-        let shared = settings.aws.sdk_config().await;
-        anyhow::ensure!(
-            shared.region().is_some(),
-            "cloudwatch.enabled needs an AWS region: set aws.region, AWS_REGION or a profile's region"
-        );
-        if let Some(note) = settings.cloudwatch.per_user_cost_note() {
-            tracing::warn!("{note}");
-        }
-        refresher = refresher.with_sink(Box::new(CloudWatchSink::new(
-            &shared,
-            settings.cloudwatch.clone(),
-            telemetry.cloudwatch_datums(),
-        )));
-    }
-    if settings.budgets.enabled {
-        let shared = settings.aws.sdk_config().await;
-        let reconciler = Reconciler::new(&shared, settings.budgets.clone());
-        refresher = refresher.with_sink(Box::new(BudgetsSink::new(reconciler, telemetry.clone())));
-    }
-    let alerts_on = !settings.alerts.channels.is_empty();
-    // The scheduled report needs somewhere to deliver to.
-    let report_on =
-        settings.report.schedule_day != 0 && (alerts_on || !settings.report.s3.is_empty());
-    if alerts_on || report_on {
-        let opened = StateFile::open(&settings.alerts.state_file)?;
-        if let Some((aside, reason)) = &opened.moved_aside {
-            tracing::error!(
-                file = %settings.alerts.state_file.display(),
-                moved_to = %aside.display(),
-                "state file unreadable ({reason}); moved aside, starting with no alerts and no reports recorded"
-            );
-        }
-        let env = |k: &str| std::env::var(k).ok();
-        let channels = settings
-            .alerts
-            .channels
-            .iter()
-            .map(|c| Channel::new(c.clone(), &env, telemetry.notifications()).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
-        if alerts_on {
-            tracing::info!(
-                channels = channels.len(),
-                rules = settings.alerts.rules.len(),
-                state_file = %settings.alerts.state_file.display(),
-                "alerts enabled"
-            );
-            refresher = refresher.with_sink(Box::new(AlertsSink::new(
-                settings.alerts.clone(),
-                settings.budgets.limits(),
-                channels.clone(),
-                opened.state.clone(),
-                telemetry.clone(),
-            )));
-        }
-        if report_on {
-            // Reports written before this start are served too.
-            let served = refresher.state();
-            for (name, bytes) in
-                kiro_cost_exporter::sink::report::load_written(&settings.report.out_dir).await
-            {
-                served.put_report(&name, bytes);
-            }
-            let wanted = &settings.report.channels;
-            let feishu = channels
-                .iter()
-                .filter(|c| {
-                    c.config.kind == ChannelKind::Feishu
-                        && (wanted.is_empty() || wanted.iter().any(|w| w == c.name()))
-                })
-                .cloned()
-                .collect();
-            tracing::info!(
-                report_day = settings.report.schedule_day,
-                "monthly report enabled"
-            );
-            refresher = refresher.with_sink(Box::new(ReportSink::new(
-                settings.report.clone(),
-                ReportContext {
-                    served: Some(served.clone()),
-                    s3: report_s3(settings).await,
-                    channels: feishu,
-                    dashboard_url: settings.alerts.dashboard_url.clone(),
-                    source,
-                    builder,
-                    file: opened.state,
-                    telemetry: telemetry.clone(),
-                },
-            )));
-        }
+    .after_refresh(release_free_memory)
+    .with_prometheus(settings.prometheus.clone())
+    .with_landing(kiro_cost_exporter::sink::landing::LandingSettings {
+        locale: settings.report.locale,
+        dashboard_url: Some(settings.alerts.dashboard_url.clone()).filter(|u| !u.is_empty()),
+        budgets: settings.budgets.limits(),
+    });
+    let cx = SinkContext {
+        state_file: state_file(settings)?,
+        channels: channels(settings, &telemetry)?,
+        aws,
+        telemetry,
+        server: refresher.state(),
+        source,
+        builder,
+        dashboard_url: settings.alerts.dashboard_url.clone(),
+        budgets: settings.budgets.limits(),
+    };
+    // Every sink, in the order they are handed each snapshot.
+    let sinks = [
+        settings.cloudwatch.build(&cx).await?,
+        settings.budgets.build(&cx).await?,
+        settings.alerts.build(&cx).await?,
+        settings.report.build(&cx).await?,
+    ];
+    for sink in sinks.into_iter().flatten() {
+        refresher = refresher.with_sink(sink);
     }
     Ok(refresher)
+}
+
+/// The alerts' and reports' state file, opened (a corrupt one moved aside) when either is on.
+fn state_file(settings: &Settings) -> anyhow::Result<Option<Arc<StateFile>>> {
+    let alerts_on = settings.alerts.is_on();
+    if !alerts_on && !settings.report.is_on(alerts_on) {
+        return Ok(None);
+    }
+    let opened = StateFile::open(&settings.alerts.state_file)?;
+    if let Some((aside, reason)) = &opened.moved_aside {
+        tracing::error!(
+            file = %settings.alerts.state_file.display(),
+            moved_to = %aside.display(),
+            "state file unreadable ({reason}); moved aside, starting with no alerts and no reports recorded"
+        );
+    }
+    Ok(Some(opened.state))
+}
+
+/// The notification channels, their URLs and secrets read from the environment or files.
+fn channels(settings: &Settings, telemetry: &Telemetry) -> anyhow::Result<Vec<Arc<Channel>>> {
+    let env = |k: &str| std::env::var(k).ok();
+    Ok(settings
+        .alerts
+        .channels
+        .iter()
+        .map(|c| Channel::new(c.clone(), &env, telemetry.notifications()).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Runs the refresh loop and the HTTP server until SIGTERM or SIGINT.

@@ -251,6 +251,18 @@ impl BudgetSettings {
         Ok(())
     }
 
+    /// The sink, when `budgets.enabled`.
+    pub async fn build(&self, cx: &super::SinkContext) -> super::Built {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let reconciler = Reconciler::new(cx.aws.config().await, self.clone());
+        Ok(Some(Box::new(BudgetsSink::new(
+            reconciler,
+            cx.telemetry.clone(),
+        ))))
+    }
+
     /// The limits forecast rules compare with.
     pub fn limits(&self) -> BudgetLimits {
         BudgetLimits {

@@ -114,6 +114,22 @@ impl CloudWatchSettings {
         )
     }
 
+    /// The sink, when `cloudwatch.enabled`; it needs a region.
+    pub async fn build(&self, cx: &super::SinkContext) -> super::Built {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let shared = cx.aws.regional("cloudwatch.enabled").await?;
+        if let Some(note) = self.per_user_cost_note() {
+            tracing::warn!("{note}");
+        }
+        Ok(Some(Box::new(CloudWatchSink::new(
+            shared,
+            self.clone(),
+            cx.telemetry.cloudwatch_datums(),
+        ))))
+    }
+
     /// What per-user metrics cost, for `check-config`'s warning.
     pub fn per_user_cost_note(&self) -> Option<String> {
         self.per_user.then(|| {

@@ -17,6 +17,7 @@ pub mod prometheus;
 pub mod report;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use rust_decimal::Decimal;
 
@@ -90,3 +91,37 @@ impl BudgetLimits {
 pub fn report_file_name(period: crate::period::BillingPeriod) -> String {
     format!("kiro-cost-report-{period}.csv")
 }
+
+/// What sinks are built with, made once by `serve`. Each sink's settings build their sink from
+/// it (`build(&self, cx)`), or build nothing when the sink is off.
+pub struct SinkContext {
+    /// The one AWS SDK configuration of the process.
+    pub aws: Arc<crate::aws::AwsContext>,
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
+    /// The state file of the alerts and the report, opened when either is on.
+    pub state_file: Option<Arc<crate::state::StateFile>>,
+    /// The notification channels (`[[alerts.channels]]`), shared by the alerts and the report.
+    pub channels: Vec<Arc<crate::notify::Channel>>,
+    /// What the HTTP server serves (written reports at `/reports/`).
+    pub server: Arc<crate::server::State>,
+    /// Allocates a month the snapshot no longer holds (the report).
+    pub source: Arc<dyn crate::source::Source>,
+    /// Builds a view of such a month as the daemon builds its snapshot.
+    pub builder: Arc<crate::snapshot::SnapshotBuilder>,
+    /// Grafana's overview dashboard (`alerts.dashboard_url`), linked from cards; empty = none.
+    pub dashboard_url: String,
+    /// Budgets per cost center (`[budgets]`).
+    pub budgets: BudgetLimits,
+}
+
+/// A sink that cannot be built from its settings and context.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    NoRegion(#[from] crate::aws::NoRegion),
+    #[error("{0} needs the state file, which was not opened")]
+    NoStateFile(&'static str),
+}
+
+/// What a sink's settings build: the sink, or nothing when it is off.
+pub type Built = Result<Option<Box<dyn Sink>>, BuildError>;

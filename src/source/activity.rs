@@ -38,14 +38,13 @@ pub struct ActivitySettings {
 impl ActivitySettings {
     /// A reader of the configured report, or `None` when it is off. An `s3://` path is read
     /// with the S3 client of `aws`.
-    pub async fn reader(&self, aws: &crate::aws::AwsSettings) -> Option<ActivityReader> {
+    pub async fn reader(&self, aws: &crate::aws::AwsContext) -> Option<ActivityReader> {
         if self.path.is_empty() {
             return None;
         }
         match crate::aws::S3Location::parse(&self.path) {
             Ok(location) if self.path.starts_with("s3://") => {
-                let shared = aws.sdk_config().await;
-                Some(ActivityReader::s3(aws.s3_client(&shared), location))
+                Some(ActivityReader::s3(aws.s3_client().await, location))
             }
             _ => Some(ActivityReader::new(&self.path)),
         }
@@ -55,7 +54,7 @@ impl ActivitySettings {
     /// daemon keeps an [`ActivityReader`] across refreshes).
     pub async fn read_once(
         &self,
-        aws: &crate::aws::AwsSettings,
+        aws: &crate::aws::AwsContext,
         period: BillingPeriod,
     ) -> Option<Activity> {
         Some(self.reader(aws).await?.read(period).await)

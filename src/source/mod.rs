@@ -99,13 +99,13 @@ impl SourceSettings {
     pub async fn local(
         &self,
         allocation: AllocationSettings,
-        aws: &crate::aws::AwsSettings,
+        aws: &crate::aws::AwsContext,
     ) -> Result<LocalSource, SourceError> {
         let export = match self.s3_cur() {
             Some(url) => {
                 let location = crate::aws::S3Location::parse(url)
                     .map_err(|message| SourceError::AwsSetup { message })?;
-                export::Export::s3(&location, &aws.sdk_config().await)?
+                export::Export::s3(&location, aws.config().await)?
             }
             None => export::Export::local(&self.cur),
         };
@@ -121,7 +121,7 @@ impl SourceSettings {
     pub async fn build(
         &self,
         allocation: AllocationSettings,
-        aws: &crate::aws::AwsSettings,
+        aws: &crate::aws::AwsContext,
     ) -> Result<std::sync::Arc<dyn Source>, SourceError> {
         self.build_as(allocation, aws, true).await
     }
@@ -131,7 +131,7 @@ impl SourceSettings {
     pub async fn build_once(
         &self,
         allocation: AllocationSettings,
-        aws: &crate::aws::AwsSettings,
+        aws: &crate::aws::AwsContext,
     ) -> Result<std::sync::Arc<dyn Source>, SourceError> {
         self.build_as(allocation, aws, false).await
     }
@@ -139,7 +139,7 @@ impl SourceSettings {
     async fn build_as(
         &self,
         allocation: AllocationSettings,
-        aws: &crate::aws::AwsSettings,
+        aws: &crate::aws::AwsContext,
         keep: bool,
     ) -> Result<std::sync::Arc<dyn Source>, SourceError> {
         Ok(match self.engine {

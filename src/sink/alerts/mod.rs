@@ -55,6 +55,35 @@ impl Default for AlertSettings {
 }
 
 impl AlertSettings {
+    /// Whether alerts are on: at least one channel to notify.
+    pub fn is_on(&self) -> bool {
+        !self.channels.is_empty()
+    }
+
+    /// The sink, when a channel is configured.
+    pub async fn build(&self, cx: &crate::sink::SinkContext) -> crate::sink::Built {
+        if !self.is_on() {
+            return Ok(None);
+        }
+        let file = cx
+            .state_file
+            .clone()
+            .ok_or(crate::sink::BuildError::NoStateFile("alerts"))?;
+        tracing::info!(
+            channels = cx.channels.len(),
+            rules = self.rules.len(),
+            state_file = %self.state_file.display(),
+            "alerts enabled"
+        );
+        Ok(Some(Box::new(AlertsSink::new(
+            self.clone(),
+            cx.budgets.clone(),
+            cx.channels.clone(),
+            file,
+            cx.telemetry.clone(),
+        ))))
+    }
+
     /// Checks values (no I/O); errors name the key under `alerts`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let key = |k: &str| format!("alerts.{k}");
