@@ -270,7 +270,7 @@ fn width(s: &str) -> usize {
 
 /// An aligned table of units, with the roll-ups, totals and savings at the bottom.
 pub fn to_table(view: &PeriodView) -> String {
-    let (a, savings) = (&view.allocation, &view.savings);
+    let a = &view.allocation;
     let header = [
         "ACCOUNT",
         "REGION",
@@ -350,6 +350,13 @@ pub fn to_table(view: &PeriodView) -> String {
         }
         line(r);
     }
+    summary(&mut out, view);
+    out
+}
+
+/// Below the table: the bill's totals, untagged users, duplicates, savings, cost centers.
+fn summary(out: &mut String, view: &PeriodView) {
+    let (a, savings, t) = (&view.allocation, &view.savings, &view.totals);
     let _ = writeln!(out);
     let _ = writeln!(out, "Billing period      {}", a.period);
     let _ = writeln!(out, "Users' total        {}", money(t.total_usd));
@@ -384,5 +391,4 @@ pub fn to_table(view: &PeriodView) -> String {
             money(r.total_usd)
         );
     }
-    out
 }

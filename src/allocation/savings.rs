@@ -242,45 +242,51 @@ pub fn recommend_with_use(
                 active.push(seat);
             }
         }
-        // Keep the seat with most credits (then the dearer plan, then the first account).
-        active.sort_by(|x, y| {
-            y.credits
-                .cmp(&x.credits)
-                .then(y.plan.monthly_usd.cmp(&x.plan.monthly_usd))
-                .then(x.account_id.cmp(y.account_id))
-                .then(x.region.cmp(y.region))
-        });
-        let Some((kept, others)) = active.split_first() else {
-            continue;
-        };
-        let mut merged = kept.credits;
-        for s in others {
-            let extra = plan_cost(kept.plan, merged + s.credits) - plan_cost(kept.plan, merged);
-            let saving = plan_cost(s.plan, s.credits) - extra;
-            // Only when moving the credits costs less than the seat; otherwise both stay.
-            if saving > Decimal::ZERO {
-                merged += s.credits;
-                out.recommendations
-                    .push(rec(user, s, "", Reason::Duplicate, s.credits, saving));
-            }
-        }
-        let best = cheapest(plans, merged, kept.plan);
-        if best.name != kept.plan.name {
-            let reason = if best.monthly_usd < kept.plan.monthly_usd {
-                Reason::Downgrade
-            } else {
-                Reason::Upgrade
-            };
-            let saving = plan_cost(kept.plan, merged) - plan_cost(best, merged);
-            out.recommendations
-                .push(rec(user, kept, &best.name, reason, merged, saving));
-        }
+        merge_and_size(user, active, plans, &mut out);
     }
     out.recommendations.sort_by(|x, y| {
         (&x.account_id, &x.region, &x.user_id).cmp(&(&y.account_id, &y.region, &y.user_id))
     });
     out.total_usd = out.recommendations.iter().map(|r| r.saving_usd).sum();
     out
+}
+
+/// A user's seats in use: the one with most credits is kept, another seat whose credits fit
+/// there for less than its fee is a duplicate, and the kept seat is sized for all of them.
+fn merge_and_size(user: &str, mut active: Vec<Seat<'_>>, plans: &PlanTable, out: &mut Savings) {
+    // Keep the seat with most credits (then the dearer plan, then the first account).
+    active.sort_by(|x, y| {
+        y.credits
+            .cmp(&x.credits)
+            .then(y.plan.monthly_usd.cmp(&x.plan.monthly_usd))
+            .then(x.account_id.cmp(y.account_id))
+            .then(x.region.cmp(y.region))
+    });
+    let Some((kept, others)) = active.split_first() else {
+        return;
+    };
+    let mut merged = kept.credits;
+    for s in others {
+        let extra = plan_cost(kept.plan, merged + s.credits) - plan_cost(kept.plan, merged);
+        let saving = plan_cost(s.plan, s.credits) - extra;
+        // Only when moving the credits costs less than the seat; otherwise both stay.
+        if saving > Decimal::ZERO {
+            merged += s.credits;
+            out.recommendations
+                .push(rec(user, s, "", Reason::Duplicate, s.credits, saving));
+        }
+    }
+    let best = cheapest(plans, merged, kept.plan);
+    if best.name != kept.plan.name {
+        let reason = if best.monthly_usd < kept.plan.monthly_usd {
+            Reason::Downgrade
+        } else {
+            Reason::Upgrade
+        };
+        let saving = plan_cost(kept.plan, merged) - plan_cost(best, merged);
+        out.recommendations
+            .push(rec(user, kept, &best.name, reason, merged, saving));
+    }
 }
 
 fn rec(

@@ -111,6 +111,18 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<()> {
             writeln!(out, "  … {} more", values.len() - top)?;
         }
     }
+    tags_and_tiers(&mut out, &settings, &ins)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Whether the configured cost-center tag is on any line, and the tiers the seat-fee lines
+/// name against the plan table.
+fn tags_and_tiers(
+    out: &mut impl std::io::Write,
+    settings: &kiro_cost_exporter::config::Settings,
+    ins: &kiro_cost_exporter::source::Inspection,
+) -> anyhow::Result<()> {
     let tag = &settings.allocation.cost_center_tag;
     let tagged = ins
         .facet("tag_key")
@@ -149,6 +161,5 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<()> {
             )?,
         }
     }
-    out.flush()?;
     Ok(())
 }

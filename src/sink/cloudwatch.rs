@@ -258,36 +258,56 @@ fn push_period(
         rollups(&mut |n, value, u| add(n, d.clone(), value, u), r);
     }
     if per_user {
-        for u in v.allocation.units.iter().filter(|u| !u.user_id.is_empty()) {
-            let mut seat = vec![
-                ("AccountId", u.account_id.clone()),
-                ("UserId", u.user_id.clone()),
-                ("CostCenter", cc_name(&u.cost_center)),
-            ];
-            // A seat is per account and region; the region where the bill names one.
-            if !u.region.is_empty() {
-                seat.push(("Region", u.region.clone()));
-            }
-            let d = dims(&seat);
-            add(
-                "UserCostUsd",
-                d.clone(),
-                usd(u.total_usd),
-                StandardUnit::None,
-            );
-            add(
-                "UserOverageUsd",
-                d.clone(),
-                usd(u.overage_usd),
-                StandardUnit::None,
-            );
-            add(
-                "UserCreditsUsed",
-                d,
-                usd(u.credits_used),
-                StandardUnit::Count,
-            );
+        push_users(out, v, period_dim);
+    }
+}
+
+/// Per-unit metrics (`cloudwatch.per_user`): each costs a custom metric.
+fn push_users(out: &mut Vec<Datum>, v: &PeriodView, period_dim: &[(&'static str, String)]) {
+    let dims = |extra: &[(&'static str, String)]| -> Vec<(&'static str, String)> {
+        extra
+            .iter()
+            .cloned()
+            .chain(period_dim.iter().cloned())
+            .collect()
+    };
+    let mut add = |name: &'static str, d: Vec<(&'static str, String)>, value: f64, unit| {
+        out.push(Datum {
+            name,
+            dimensions: d,
+            value,
+            unit,
+        });
+    };
+    for u in v.allocation.units.iter().filter(|u| !u.user_id.is_empty()) {
+        let mut seat = vec![
+            ("AccountId", u.account_id.clone()),
+            ("UserId", u.user_id.clone()),
+            ("CostCenter", cc_name(&u.cost_center)),
+        ];
+        // A seat is per account and region; the region where the bill names one.
+        if !u.region.is_empty() {
+            seat.push(("Region", u.region.clone()));
         }
+        let d = dims(&seat);
+        add(
+            "UserCostUsd",
+            d.clone(),
+            usd(u.total_usd),
+            StandardUnit::None,
+        );
+        add(
+            "UserOverageUsd",
+            d.clone(),
+            usd(u.overage_usd),
+            StandardUnit::None,
+        );
+        add(
+            "UserCreditsUsed",
+            d,
+            usd(u.credits_used),
+            StandardUnit::Count,
+        );
     }
 }
 

@@ -147,30 +147,7 @@ impl PeriodView {
             .collect();
         let main_cc = |seat: SeatRef<'_>| seat_cost_centers.get(&seat).copied().unwrap_or("");
         let extra = allocation.forecast_extra(&plans, now);
-        // Per cost center and account as billed (a few keys), per seat from its units.
-        let mut cost_centers: BTreeMap<&str, Decimal> = BTreeMap::new();
-        let mut accounts: BTreeMap<&str, Decimal> = BTreeMap::new();
-        for u in &allocation.units {
-            *cost_centers.entry(&u.cost_center).or_default() += u.total_usd;
-            *accounts.entry(&u.account_id).or_default() += u.total_usd;
-        }
-        let mut forecast = Forecast {
-            factor: allocation.extrapolation_factor(now),
-            cost_centers: owned(cost_centers),
-            accounts: owned(accounts),
-            total: Decimal::ZERO,
-        };
-        // What a seat adds by month end accrues where the seat has most cost.
-        for ((a, r, u), more) in &extra {
-            let cc = main_cc((a, r, u));
-            *forecast.cost_centers.entry(cc.to_owned()).or_default() += *more;
-            *forecast.accounts.entry(a.clone()).or_default() += *more;
-        }
-        // Sums of exact amounts and of extras rounded to 6 decimals: a month that is its own
-        // forecast forecasts exactly what it cost.
-        forecast.total = forecast.cost_centers.values().copied().sum::<Decimal>()
-            + allocation.unattributed_usd
-            + allocation.tax_usd;
+        let forecast = forecast(&allocation, &extra, now, main_cc);
         let used: BTreeMap<SeatKey, Decimal> = activity
             .as_ref()
             .map(|a| {
@@ -180,19 +157,11 @@ impl PeriodView {
                     .collect()
             })
             .unwrap_or_default();
-        // The bill's credits per seat, against the report's, in the seat's main cost center.
-        let mut unbilled: BTreeMap<String, Decimal> = BTreeMap::new();
-        if activity.is_some() {
-            let billed: HashMap<SeatRef<'_>, Decimal, foldhash::fast::RandomState> = order
-                .chunk_by(same_seat)
-                .map(|run| (run[0].seat(), run.iter().map(|u| u.credits_used).sum()))
-                .collect();
-            for ((a, r, u), seen) in &used {
-                let seat = (a.as_str(), r.as_str(), u.as_str());
-                let gap = *seen - billed.get(&seat).copied().unwrap_or_default();
-                *unbilled.entry(main_cc(seat).to_owned()).or_default() += gap.max(Decimal::ZERO);
-            }
-        }
+        let unbilled = if activity.is_some() {
+            unbilled(&order, &used, main_cc)
+        } else {
+            BTreeMap::new()
+        };
         let savings =
             savings::recommend_with_use(&allocation, &plans, savings_settings, now, &used);
         let included_by_plan: BTreeMap<String, Decimal> = allocation
@@ -204,28 +173,7 @@ impl PeriodView {
             .filter_map(|p| Some((p.to_owned(), plans.by_name(p)?.included_credits)))
             .collect();
         let seats = seat_views(&order, &extra, &used, &savings, &included_by_plan);
-        let (mut cost_center_seats, mut account_seats) = (BTreeMap::new(), BTreeMap::new());
-        let mut seat_totals = SeatTotals::default();
-        for s in &seats {
-            let inc = s.included_credits.unwrap_or_default();
-            let t: &mut SeatTotals = cost_center_seats.entry(s.cost_center.clone()).or_default();
-            t.included_credits += inc;
-            let t: &mut SeatTotals = account_seats.entry(s.id.account_id.clone()).or_default();
-            t.included_credits += inc;
-            seat_totals.included_credits += inc;
-        }
-        for r in &savings.recommendations {
-            for t in [
-                cost_center_seats.entry(r.cost_center.clone()).or_default(),
-                account_seats.entry(r.account_id.clone()).or_default(),
-            ] {
-                let t: &mut SeatTotals = t;
-                t.savings_usd += r.saving_usd;
-                t.recommendations += 1;
-            }
-        }
-        seat_totals.savings_usd = savings.total_usd;
-        seat_totals.recommendations = savings.recommendations.len();
+        let (cost_center_seats, account_seats, seat_totals) = seat_totals(&seats, &savings);
         drop(seat_cost_centers);
         drop(order);
         Self {
@@ -268,6 +216,95 @@ impl PeriodView {
             .ok()
             .map(|i| &self.seats[i])
     }
+}
+
+/// The month-end forecast: cost as billed per cost center and account, plus what each seat
+/// adds by month end (`extra`) where the seat has most cost (`main_cc`).
+fn forecast<'a>(
+    allocation: &'a Allocation,
+    extra: &'a BTreeMap<SeatKey, Decimal>,
+    now: DateTime<Utc>,
+    main_cc: impl Fn(SeatRef<'a>) -> &'a str,
+) -> Forecast {
+    // Per cost center and account as billed (a few keys).
+    let mut cost_centers: BTreeMap<&str, Decimal> = BTreeMap::new();
+    let mut accounts: BTreeMap<&str, Decimal> = BTreeMap::new();
+    for u in &allocation.units {
+        *cost_centers.entry(&u.cost_center).or_default() += u.total_usd;
+        *accounts.entry(&u.account_id).or_default() += u.total_usd;
+    }
+    let mut forecast = Forecast {
+        factor: allocation.extrapolation_factor(now),
+        cost_centers: owned(cost_centers),
+        accounts: owned(accounts),
+        total: Decimal::ZERO,
+    };
+    for ((a, r, u), more) in extra {
+        let cc = main_cc((a, r, u));
+        *forecast.cost_centers.entry(cc.to_owned()).or_default() += *more;
+        *forecast.accounts.entry(a.clone()).or_default() += *more;
+    }
+    // Sums of exact amounts and of extras rounded to 6 decimals: a month that is its own
+    // forecast forecasts exactly what it cost.
+    forecast.total = forecast.cost_centers.values().copied().sum::<Decimal>()
+        + allocation.unattributed_usd
+        + allocation.tax_usd;
+    forecast
+}
+
+/// Per cost center: credits the activity report (`used`) counts beyond the bill's credits of
+/// the same seat, in the seat's main cost center.
+fn unbilled<'a>(
+    order: &[&'a crate::allocation::UserCost],
+    used: &'a BTreeMap<SeatKey, Decimal>,
+    main_cc: impl Fn(SeatRef<'a>) -> &'a str,
+) -> BTreeMap<String, Decimal> {
+    let billed: HashMap<SeatRef<'_>, Decimal, foldhash::fast::RandomState> = order
+        .chunk_by(same_seat)
+        .map(|run| (run[0].seat(), run.iter().map(|u| u.credits_used).sum()))
+        .collect();
+    let mut out: BTreeMap<String, Decimal> = BTreeMap::new();
+    for ((a, r, u), seen) in used {
+        let seat = (a.as_str(), r.as_str(), u.as_str());
+        let gap = *seen - billed.get(&seat).copied().unwrap_or_default();
+        *out.entry(main_cc(seat).to_owned()).or_default() += gap.max(Decimal::ZERO);
+    }
+    out
+}
+
+/// Included credits (each seat once, in its main cost center) and savings per cost center,
+/// per account and in all.
+fn seat_totals(
+    seats: &[SeatView],
+    savings: &Savings,
+) -> (
+    BTreeMap<String, SeatTotals>,
+    BTreeMap<String, SeatTotals>,
+    SeatTotals,
+) {
+    let (mut cost_centers, mut accounts) = (BTreeMap::new(), BTreeMap::new());
+    let mut all = SeatTotals::default();
+    for s in seats {
+        let inc = s.included_credits.unwrap_or_default();
+        let t: &mut SeatTotals = cost_centers.entry(s.cost_center.clone()).or_default();
+        t.included_credits += inc;
+        let t: &mut SeatTotals = accounts.entry(s.id.account_id.clone()).or_default();
+        t.included_credits += inc;
+        all.included_credits += inc;
+    }
+    for r in &savings.recommendations {
+        for t in [
+            cost_centers.entry(r.cost_center.clone()).or_default(),
+            accounts.entry(r.account_id.clone()).or_default(),
+        ] {
+            let t: &mut SeatTotals = t;
+            t.savings_usd += r.saving_usd;
+            t.recommendations += 1;
+        }
+    }
+    all.savings_usd = savings.total_usd;
+    all.recommendations = savings.recommendations.len();
+    (cost_centers, accounts, all)
 }
 
 /// One view per named seat, in seat order: `order` is the units in seat order.

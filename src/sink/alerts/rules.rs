@@ -211,6 +211,29 @@ struct Values {
     savings: Decimal,
 }
 
+impl Measure {
+    /// The measure of a subject's values; `None` where it means nothing (a ratio of no
+    /// included credits).
+    fn of(self, v: &Values, view: &PeriodView) -> Option<f64> {
+        let d = match self {
+            Self::CostUsd => v.cost,
+            Self::OverageUsd => v.overage,
+            Self::CreditsUsed => v.credits,
+            Self::CreditsUsedRatio => {
+                if v.included.is_zero() {
+                    return None;
+                }
+                v.credits / v.included
+            }
+            Self::ForecastUsd => v.forecast,
+            Self::SavingsUsd => v.savings,
+            Self::UntaggedUsers => Decimal::from(view.untagged_users.len()),
+            Self::DuplicateSubscriptions => Decimal::from(view.duplicate_subscriptions.len()),
+        };
+        d.to_f64()
+    }
+}
+
 impl Values {
     fn of(
         r: &crate::allocation::Rollup,
@@ -282,26 +305,7 @@ pub fn evaluate(rules: &[Rule], view: &PeriodView, budgets: &BudgetLimits) -> Ve
         forecast: view.forecast.total,
         savings: view.seat_totals.savings_usd,
     };
-    let untagged = view.untagged_users.len();
-    let duplicates = view.duplicate_subscriptions.len();
-    let measure = |m: Measure, v: &Values| -> Option<f64> {
-        let d = match m {
-            Measure::CostUsd => v.cost,
-            Measure::OverageUsd => v.overage,
-            Measure::CreditsUsed => v.credits,
-            Measure::CreditsUsedRatio => {
-                if v.included.is_zero() {
-                    return None;
-                }
-                v.credits / v.included
-            }
-            Measure::ForecastUsd => v.forecast,
-            Measure::SavingsUsd => v.savings,
-            Measure::UntaggedUsers => Decimal::from(untagged),
-            Measure::DuplicateSubscriptions => Decimal::from(duplicates),
-        };
-        d.to_f64()
-    };
+    let measure = |m: Measure, v: &Values| m.of(v, view);
     let mut out = Vec::new();
     for rule in rules {
         let mut fire = |subject: String, label: String, value: Option<f64>, threshold: f64| {

@@ -21,7 +21,7 @@ use rust_decimal::prelude::ToPrimitive;
 
 use crate::allocation::cost_center_label;
 use crate::server::Exposition;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{PeriodView, Snapshot};
 use crate::telemetry::Telemetry;
 use catalog::{Def, F};
 
@@ -178,45 +178,8 @@ pub fn encode_snapshot_with(s: &Snapshot, settings: &PrometheusSettings) -> Vec<
             "closing"
         };
         sample(F::PeriodInfo, &[p, state], 1.0);
+        sample_savings(view, p, &mut sample);
         let sv = &view.savings;
-        for rec in &sv.recommendations {
-            let reason = rec.reason.as_str();
-            let (acc, region, user, cc, plan) = (
-                rec.account_id.as_str(),
-                rec.region.as_str(),
-                rec.user_id.as_str(),
-                cost_center_label(&rec.cost_center),
-                rec.plan.as_str(),
-            );
-            sample(
-                F::RecommendedPlanInfo,
-                &[
-                    acc,
-                    p,
-                    cc,
-                    plan,
-                    reason,
-                    &rec.recommended_plan,
-                    region,
-                    user,
-                ],
-                1.0,
-            );
-            sample(
-                F::UserSavings,
-                &[acc, p, cc, plan, reason, region, user],
-                f(rec.saving_usd),
-            );
-        }
-        for (cc, t) in &view.cost_center_seats {
-            if t.recommendations > 0 {
-                sample(
-                    F::CostCenterSavings,
-                    &[p, cost_center_label(cc)],
-                    f(t.savings_usd),
-                );
-            }
-        }
         sample(F::IdleSeats, &[p], sv.idle_seats as f64);
         sample(F::Savings, &[p], f(sv.total_usd));
         for u in &a.units {
@@ -268,36 +231,7 @@ pub fn encode_snapshot_with(s: &Snapshot, settings: &PrometheusSettings) -> Vec<
             sample(F::DataAsOf, &[p], t.timestamp() as f64);
         }
         if let Some(act) = &view.activity {
-            for ((acc, region, user), u) in &act.users {
-                let l = [acc.as_str(), p, region.as_str(), user.as_str()];
-                sample(F::ActivityCredits, &l, f(u.credits_used));
-                sample(F::ActivityOverageCredits, &l, f(u.overage_credits_used));
-                if let Some(t) = u.last_active {
-                    sample(F::LastActive, &l, t.timestamp() as f64);
-                }
-                if let Some(cap) = u.overage_cap {
-                    sample(F::OverageCap, &l, f(cap));
-                }
-                for (client, n) in &u.messages {
-                    sample(
-                        F::Messages,
-                        &[
-                            acc.as_str(),
-                            p,
-                            client.as_str(),
-                            region.as_str(),
-                            user.as_str(),
-                        ],
-                        *n as f64,
-                    );
-                }
-            }
-            if let Some(t) = act.as_of {
-                sample(F::ActivityAsOf, &[p], t.timestamp() as f64);
-            }
-            for (cc, n) in &view.unbilled_credits {
-                sample(F::UnbilledCredits, &[p, cost_center_label(cc)], f(*n));
-            }
+            sample_activity(view, act, p, &mut sample);
         }
     }
     for (id, p) in &s.people {
@@ -318,6 +252,88 @@ pub fn encode_snapshot_with(s: &Snapshot, settings: &PrometheusSettings) -> Vec<
         family.write_to(&mut out);
     }
     out
+}
+
+/// The savings recommendations: one info series and one saving per seat, per cost center.
+fn sample_savings(view: &PeriodView, p: &str, sample: &mut impl FnMut(F, &[&str], f64)) {
+    let sv = &view.savings;
+    for rec in &sv.recommendations {
+        let reason = rec.reason.as_str();
+        let (acc, region, user, cc, plan) = (
+            rec.account_id.as_str(),
+            rec.region.as_str(),
+            rec.user_id.as_str(),
+            cost_center_label(&rec.cost_center),
+            rec.plan.as_str(),
+        );
+        sample(
+            F::RecommendedPlanInfo,
+            &[
+                acc,
+                p,
+                cc,
+                plan,
+                reason,
+                &rec.recommended_plan,
+                region,
+                user,
+            ],
+            1.0,
+        );
+        sample(
+            F::UserSavings,
+            &[acc, p, cc, plan, reason, region, user],
+            f(rec.saving_usd),
+        );
+    }
+    for (cc, t) in &view.cost_center_seats {
+        if t.recommendations > 0 {
+            sample(
+                F::CostCenterSavings,
+                &[p, cost_center_label(cc)],
+                f(t.savings_usd),
+            );
+        }
+    }
+}
+
+/// What the activity report says: per seat, the period's freshness, unbilled credits.
+fn sample_activity(
+    view: &PeriodView,
+    act: &crate::source::activity::Activity,
+    p: &str,
+    sample: &mut impl FnMut(F, &[&str], f64),
+) {
+    for ((acc, region, user), u) in &act.users {
+        let l = [acc.as_str(), p, region.as_str(), user.as_str()];
+        sample(F::ActivityCredits, &l, f(u.credits_used));
+        sample(F::ActivityOverageCredits, &l, f(u.overage_credits_used));
+        if let Some(t) = u.last_active {
+            sample(F::LastActive, &l, t.timestamp() as f64);
+        }
+        if let Some(cap) = u.overage_cap {
+            sample(F::OverageCap, &l, f(cap));
+        }
+        for (client, n) in &u.messages {
+            sample(
+                F::Messages,
+                &[
+                    acc.as_str(),
+                    p,
+                    client.as_str(),
+                    region.as_str(),
+                    user.as_str(),
+                ],
+                *n as f64,
+            );
+        }
+    }
+    if let Some(t) = act.as_of {
+        sample(F::ActivityAsOf, &[p], t.timestamp() as f64);
+    }
+    for (cc, n) in &view.unbilled_credits {
+        sample(F::UnbilledCredits, &[p, cost_center_label(cc)], f(*n));
+    }
 }
 
 /// The exposition: the snapshot's pre-encoded families (if any) and the exporter's own

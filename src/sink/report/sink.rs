@@ -86,6 +86,35 @@ impl ReportSink {
         }
     }
 
+    /// Tells `channels` the export has no data for `period`, once (a channel that has the card
+    /// is not sent it again).
+    async fn send_no_data(
+        &mut self,
+        period: BillingPeriod,
+        reason: &str,
+        channels: &[&Channel],
+    ) -> Result<Delivery, SinkError> {
+        let card = no_data_card(period, reason, self.settings.locale);
+        for ch in channels {
+            if let Err(e) = ch.send(&card).await {
+                self.save("the report's deliveries").await;
+                return Err(SinkError::new(
+                    FailureKind::Delivery,
+                    format!("monthly report for {period}: the no-data card: {e}"),
+                ));
+            }
+            self.partly_sent
+                .entry(period)
+                .or_default()
+                .insert(ch.name().to_owned());
+        }
+        self.partly_sent.remove(&period);
+        self.sent.insert(period);
+        self.save("the report").await;
+        tracing::info!(%period, "no Kiro data for the month; a no-data card was sent");
+        Ok(Delivery::Done)
+    }
+
     /// Records what was sent in the state file; a failure is counted and logged, and what was
     /// recorded stays in memory for the next save.
     async fn save(&self, what: &str) {
@@ -128,15 +157,16 @@ impl Sink for ReportSink {
         }
         let wanted = &self.settings.channels;
         let done = self.partly_sent.get(&period).cloned().unwrap_or_default();
-        let channels: Vec<&Channel> = self
+        let owned: Vec<Arc<Channel>> = self
             .channels
             .iter()
-            .map(Arc::as_ref)
             .filter(|c| {
                 (wanted.is_empty() || wanted.iter().any(|w| w == c.name()))
                     && !done.contains(c.name())
             })
+            .cloned()
             .collect();
+        let channels: Vec<&Channel> = owned.iter().map(Arc::as_ref).collect();
         let built;
         let (view, people) = match snapshot.period(period) {
             Some(v) => (v, &snapshot.people),
@@ -151,26 +181,7 @@ impl Sink for ReportSink {
                 }
                 // The export has no such month: say so rather than stay silent.
                 Err(e) if e.kind() == FailureKind::NoData => {
-                    let card = no_data_card(period, &e.to_string(), self.settings.locale);
-                    for ch in &channels {
-                        if let Err(e) = ch.send(&card).await {
-                            // The channels that have it are not sent it again.
-                            self.save("the report's deliveries").await;
-                            return Err(SinkError::new(
-                                FailureKind::Delivery,
-                                format!("monthly report for {period}: the no-data card: {e}"),
-                            ));
-                        }
-                        self.partly_sent
-                            .entry(period)
-                            .or_default()
-                            .insert(ch.name().to_owned());
-                    }
-                    self.partly_sent.remove(&period);
-                    self.sent.insert(period);
-                    self.save("the report").await;
-                    tracing::info!(%period, "no Kiro data for the month; a no-data card was sent");
-                    return Ok(Delivery::Done);
+                    return self.send_no_data(period, &e.to_string(), &channels).await;
                 }
                 Err(e) => {
                     return Err(SinkError::new(
