@@ -13,7 +13,11 @@ use kiro_cost_exporter::period::BillingPeriod;
 use rust_decimal::Decimal;
 use serde_json::Value;
 
+use kiro_cost_exporter::notify::ChannelConfig;
+use kiro_cost_exporter::sink::alerts::rules::{Measure, Rule, Scope};
+
 use crate::support::feishu::{Receiver, blocks, title};
+use crate::support::fixture::{Setup, start_with};
 use crate::support::*;
 
 const SECRET: &str = "kiro-consistency-secret";
@@ -88,32 +92,39 @@ carol,carol,Carol Danvers,carol@example.com\n\
 dave,dave,Dave Bowman,dave@example.com\n\
 erin,erin,Erin Brockovich,erin@example.com\n";
 
-const RULES: &str = "[[alerts.rules]]\nname = \"duplicates\"\nscope = \"total\"\nmeasure = \"duplicate_subscriptions\"\nthreshold = 1.0\n\
-[[alerts.rules]]\nname = \"savings\"\nscope = \"total\"\nmeasure = \"savings_usd\"\nthreshold = 0.01\n\
-[[alerts.rules]]\nname = \"every-seat\"\nscope = \"user\"\nmeasure = \"cost_usd\"\nthreshold = 0.0\n";
-
-/// A config watching `watched`, with the activity report, the directory, alerts and the
-/// monthly report (due from the 1st).
-fn config(dir: &Path, name: &str, watched: BillingPeriod) -> std::path::PathBuf {
-    let path = dir.join(format!("{name}.toml"));
-    let (cur, act, people) = (
-        dir.join("cur"),
-        dir.join("activity"),
-        dir.join("people.csv"),
-    );
-    let (state, reports) = (dir.join(format!("{name}-state.json")), dir.join(name));
-    std::fs::write(
-        &path,
-        format!(
-            "[source]\ncur = {cur:?}\n[refresh]\nperiod = \"{watched}\"\n[activity]\npath = {act:?}\n\
-             [identity]\ndirectory = {people:?}\n\
-             [alerts]\nstate_file = {state:?}\n{RULES}\
-             [[alerts.channels]]\nname = \"feishu\"\nurl_env = \"TEST_FEISHU_URL\"\nsecret_env = \"TEST_FEISHU_SECRET\"\nmin_interval = \"10ms\"\n\
-             [report]\nout_dir = {reports:?}\nschedule_day = 1\n"
+/// Rules that show what the test compares: the duplicates, the savings, every seat by name.
+fn rules() -> Vec<Rule> {
+    vec![
+        Rule::new(
+            "duplicates",
+            Scope::Total,
+            Measure::DuplicateSubscriptions,
+            1.0,
         ),
-    )
-    .unwrap();
-    path
+        Rule::new("savings", Scope::Total, Measure::SavingsUsd, 0.01),
+        Rule::new("every-seat", Scope::User, Measure::CostUsd, 0.0),
+    ]
+}
+
+/// Settings watching `watched`, with the activity report, the directory, alerts and the
+/// monthly report (due from the 1st), their state and reports under `name`.
+fn watching(setup: &mut Setup, name: &str, watched: BillingPeriod) -> std::path::PathBuf {
+    let s = &mut setup.settings;
+    s.refresh.period = Some(watched);
+    s.activity.path = setup.dir.path().join("activity").display().to_string();
+    s.identity.directory = setup.dir.path().join("people.csv").display().to_string();
+    s.alerts.state_file = setup.dir.path().join(format!("{name}-state.json"));
+    s.alerts.rules = rules();
+    s.alerts.channels = vec![ChannelConfig {
+        name: "feishu".into(),
+        url_env: "TEST_FEISHU_URL".into(),
+        secret_env: "TEST_FEISHU_SECRET".into(),
+        min_interval: std::time::Duration::from_millis(10),
+        ..ChannelConfig::default()
+    }];
+    s.report.out_dir = setup.dir.path().join(name);
+    s.report.schedule_day = 1;
+    setup.write_config(&format!("{name}.toml"))
 }
 
 /// Runs the daemon on `config` until its report and alerts went out: the cards it sent, the
@@ -133,8 +144,7 @@ async fn run_daemon(
         ("TEST_FEISHU_URL", url.as_str()),
         ("TEST_FEISHU_SECRET", SECRET),
     ];
-    let d = Daemon::start(&["--config", config.to_str().unwrap()], &env);
-    wait_status(&d.url("/readyz"), 200, 60).await;
+    let d = start_with(config, &env).await;
     wait_log(&d, "monthly report sent", 60);
     wait_log(&d, "alerts evaluated", 30);
     let m = scrape(&d).await;
@@ -176,26 +186,21 @@ fn attribute(page: &str, id: &str, attr: &str) -> String {
     tag[start..start + tag[start..].find('"').unwrap()].to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_sink_agrees_on_duplicates_idle_seats_savings_and_names() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = BillingPeriod::containing(Utc::now()).previous();
-    let earlier = p.previous();
-    // The month before holds one seat, for a daemon that watches only that month.
-    let mut lines = month(p);
-    lines.push(moved(seat("erin", Some("data"), "Pro", 1, 20.0), earlier));
-    lines.push(moved(credits("erin", Some("data"), 2, 50.0, 0.0), earlier));
-    let export = Export::write(lines);
-    std::fs::rename(export.path(), dir.path().join("cur")).unwrap();
-    write_activity(&dir.path().join("activity"), p);
-    std::fs::write(dir.path().join("people.csv"), PEOPLE).unwrap();
+/// What `query --format json` says: the reference every sink is held to.
+struct Reference {
+    period: BillingPeriod,
+    json: Value,
+    duplicates: Vec<String>,
+    idle: Vec<String>,
+    savings: Decimal,
+}
 
-    // query: the reference.
-    let watching = config(dir.path(), "watching", p);
+/// Step 1: `query`, with the same config as the daemon.
+fn query(config: &Path, p: BillingPeriod) -> Reference {
     let o = run(&[
         "query",
         "--config",
-        watching.to_str().unwrap(),
+        config.to_str().unwrap(),
         "--period",
         &p.to_string(),
         "--format",
@@ -213,11 +218,12 @@ async fn every_sink_agrees_on_duplicates_idle_seats_savings_and_names() {
     };
     let duplicates = strings(&json["duplicate_subscriptions"]);
     assert_eq!(duplicates, ["bob-a", "bob-b"], "one e-mail, two ids");
-    let recs = json["savings"]["recommendations"].as_array().unwrap();
-    let idle: Vec<&str> = recs
+    let idle: Vec<String> = json["savings"]["recommendations"]
+        .as_array()
+        .unwrap()
         .iter()
         .filter(|r| r["reason"] == "idle")
-        .map(|r| r["user_id"].as_str().unwrap())
+        .map(|r| r["user_id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(idle, ["dave"], "carol uses her seat inside the plan");
     assert_eq!(json["savings"]["idle_seats"], 1);
@@ -225,32 +231,35 @@ async fn every_sink_agrees_on_duplicates_idle_seats_savings_and_names() {
     assert!(savings > Decimal::ZERO);
     assert_eq!(json["people"]["alice"]["display_name"], "Alice Liddell");
     assert_eq!(json["people"]["bob-b"]["user_name"], "bob.m");
+    Reference {
+        period: p,
+        json,
+        duplicates,
+        idle,
+        savings,
+    }
+}
 
-    // The daemon watching the month: /metrics, the landing page, the cards, the report.
-    let (cards, m, page, csv) = run_daemon(
-        &watching,
-        &dir.path()
-            .join(format!("watching/kiro-cost-report-{p}.csv")),
-    )
-    .await;
-    let ps = p.to_string();
-    assert_scrape_reconciles(&m, &ps);
+/// Step 2: `/metrics` counts the same duplicates, idle seats and savings, and names people.
+fn check_metrics(r: &Reference, m: &std::collections::BTreeMap<Series, f64>) {
+    let ps = r.period.to_string();
+    assert_scrape_reconciles(m, &ps);
     let bp = [("billing_period", ps.as_str())];
     assert_eq!(
-        value(&m, "kiro_duplicate_subscriptions", &bp),
-        Some(duplicates.len() as f64)
+        value(m, "kiro_duplicate_subscriptions", &bp),
+        Some(r.duplicates.len() as f64)
     );
-    assert_eq!(value(&m, "kiro_idle_seats", &bp), Some(1.0));
+    assert_eq!(value(m, "kiro_idle_seats", &bp), Some(1.0));
     assert_eq!(
-        value(&m, "kiro_savings_usd", &bp),
-        Some(json["savings"]["total_usd"].as_f64().unwrap())
+        value(m, "kiro_savings_usd", &bp),
+        Some(r.json["savings"]["total_usd"].as_f64().unwrap())
     );
-    let idle_scraped: Vec<&str> = m
+    let idle: Vec<&str> = m
         .iter()
         .filter(|((n, l), _)| n == "kiro_user_recommended_plan_info" && l["reason"] == "idle")
         .map(|((_, l), _)| l["user_id"].as_str())
         .collect();
-    assert_eq!(idle_scraped, idle);
+    assert_eq!(idle, r.idle);
     let named: BTreeSet<(&str, &str)> = m
         .keys()
         .filter(|(n, _)| n == "kiro_user_info")
@@ -258,16 +267,20 @@ async fn every_sink_agrees_on_duplicates_idle_seats_savings_and_names() {
         .collect();
     assert!(named.contains(&("alice", "Alice Liddell")), "{named:?}");
     assert!(named.contains(&("carol", "Carol Danvers")), "{named:?}");
+}
 
+/// Step 3: the landing page shows the same duplicates, savings and idle seat, by name.
+fn check_landing(r: &Reference, page: &str) {
+    let p = r.period;
     assert_eq!(
-        attribute(&page, &format!("duplicates-{p}"), "data-users"),
-        duplicates.join(" ")
+        attribute(page, &format!("duplicates-{p}"), "data-users"),
+        r.duplicates.join(" ")
     );
     assert_eq!(
-        attribute(&page, &format!("savings-{p}"), "data-usd")
+        attribute(page, &format!("savings-{p}"), "data-usd")
             .parse::<Decimal>()
             .unwrap(),
-        savings
+        r.savings
     );
     assert!(page.contains("<span title=\"alice\">Alice Liddell</span>"));
     let listed = page
@@ -279,79 +292,91 @@ async fn every_sink_agrees_on_duplicates_idle_seats_savings_and_names() {
         .unwrap();
     assert!(listed.contains("<tr data-user=\"dave\">"), "{listed}");
     assert!(!listed.contains("<tr data-user=\"carol\">"), "{listed}");
+}
 
-    // The report: the same idle seat, the same savings, the same names.
-    let rows = csv_rows(&csv);
-    let csv_idle: Vec<&str> = rows
+/// Step 4: the report's CSV: the same idle seat, savings and names, summing to the bill.
+fn check_report(r: &Reference, csv: &[u8]) {
+    let rows = csv_rows(csv);
+    let idle: Vec<&str> = rows
         .iter()
-        .filter(|r| r["savings_reason"] == "idle")
-        .map(|r| r["user_id"].as_str())
+        .filter(|row| row["savings_reason"] == "idle")
+        .map(|row| row["user_id"].as_str())
         .collect();
-    assert_eq!(csv_idle, idle);
-    let csv_savings: Decimal = rows
-        .iter()
-        .map(|r| r["savings_usd"].parse::<Decimal>().unwrap_or_default())
-        .sum();
-    assert_eq!(csv_savings, savings);
-    let csv_total: Decimal = rows
-        .iter()
-        .map(|r| r["total_usd"].parse::<Decimal>().unwrap())
-        .sum();
-    assert_eq!(
-        csv_total,
-        json["kiro_total_usd"]
-            .to_string()
-            .parse::<Decimal>()
-            .unwrap(),
-        "the report sums to the bill"
-    );
-    let carol = rows.iter().find(|r| r["user_id"] == "carol").unwrap();
+    assert_eq!(idle, r.idle);
+    let sum = |column: &str| -> Decimal {
+        rows.iter()
+            .map(|row| row[column].parse::<Decimal>().unwrap_or_default())
+            .sum()
+    };
+    assert_eq!(sum("savings_usd"), r.savings);
+    let bill: Decimal = r.json["kiro_total_usd"].to_string().parse().unwrap();
+    assert_eq!(sum("total_usd"), bill, "the report sums to the bill");
+    let carol = rows.iter().find(|row| row["user_id"] == "carol").unwrap();
     assert_eq!(carol["display_name"], "Carol Danvers");
     assert_eq!(carol["savings_reason"], "");
+}
 
-    // The cards: the alerts count the same duplicates and savings, and name the people.
-    let alert_text: String = cards
+/// The report card of the period, as text.
+fn report_card(r: &Reference, cards: &[Value]) -> String {
+    cards
+        .iter()
+        .find(|c| title(c) == format!("Kiro cost report {}", r.period))
+        .map(|c| blocks(c).join("\n"))
+        .expect("a report card")
+}
+
+/// Step 5: the alert cards count the same duplicates and savings and name people; the report
+/// card lists the same idle seat.
+fn check_cards(r: &Reference, cards: &[Value]) {
+    let alerts: String = cards
         .iter()
         .filter(|c| title(c).starts_with("Kiro cost alerts"))
         .flat_map(blocks)
         .collect::<Vec<_>>()
         .join("\n");
-    assert!(
-        alert_text.contains(&format!(
-            "duplicate_subscriptions = **{}**",
-            duplicates.len()
-        )),
-        "{alert_text}"
-    );
-    assert!(
-        alert_text.contains(&format!("savings_usd = **${:.2}**", savings)),
-        "{alert_text}"
-    );
-    assert!(
-        alert_text.contains("Alice Liddell · alice ("),
-        "{alert_text}"
-    );
-    let report_card = |cards: &[Value]| -> String {
-        cards
-            .iter()
-            .find(|c| title(c) == format!("Kiro cost report {p}"))
-            .map(|c| blocks(c).join("\n"))
-            .expect("a report card")
-    };
-    let card = report_card(&cards);
+    let duplicates = format!("duplicate_subscriptions = **{}**", r.duplicates.len());
+    assert!(alerts.contains(&duplicates), "{alerts}");
+    let savings = format!("savings_usd = **${:.2}**", r.savings);
+    assert!(alerts.contains(&savings), "{alerts}");
+    assert!(alerts.contains("Alice Liddell · alice ("), "{alerts}");
+    let card = report_card(r, cards);
     assert!(card.contains("- dave (idle)"), "{card}");
     assert!(!card.contains("carol"), "{card}");
+}
 
-    // A daemon watching only the month before: the report of the month is built as the
-    // snapshot would be (activity and names), and says the same, byte for byte.
-    let (later_cards, _, _, later_csv) = run_daemon(
-        &config(dir.path(), "after", earlier),
-        &dir.path().join(format!("after/kiro-cost-report-{p}.csv")),
-    )
-    .await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sink_agrees_on_duplicates_idle_seats_savings_and_names() {
+    let p = BillingPeriod::containing(Utc::now()).previous();
+    let earlier = p.previous();
+    // The month before holds one seat, for a daemon that watches only that month.
+    let mut lines = month(p);
+    lines.push(moved(seat("erin", Some("data"), "Pro", 1, 20.0), earlier));
+    lines.push(moved(credits("erin", Some("data"), 2, 50.0, 0.0), earlier));
+    let mut setup = Setup::with_lines(lines);
+    write_activity(&setup.path("activity"), p);
+    std::fs::write(setup.path("people.csv"), PEOPLE).unwrap();
+
+    let config = watching(&mut setup, "watching", p);
+    let reference = query(&config, p);
+    // The daemon watching the month.
+    let report = setup.path(&format!("watching/kiro-cost-report-{p}.csv"));
+    let (cards, m, page, csv) = run_daemon(&config, &report).await;
+    check_metrics(&reference, &m);
+    check_landing(&reference, &page);
+    check_report(&reference, &csv);
+    check_cards(&reference, &cards);
+
+    // Step 6: a daemon watching only the month before. The report of the month is built as
+    // the snapshot would be (activity and names), and says the same, byte for byte.
+    let later = watching(&mut setup, "after", earlier);
+    let report = setup.path(&format!("after/kiro-cost-report-{p}.csv"));
+    let (later_cards, _, _, later_csv) = run_daemon(&later, &report).await;
     assert_eq!(
         String::from_utf8(later_csv).unwrap(),
         String::from_utf8(csv).unwrap()
     );
-    assert_eq!(report_card(&later_cards), card);
+    assert_eq!(
+        report_card(&reference, &later_cards),
+        report_card(&reference, &cards)
+    );
 }

@@ -1,6 +1,7 @@
 //! The harness every test module shares, one concern per file: CUR fixtures ([`cur`]), the
 //! binary and its daemon as child processes ([`process`], also used by the benchmark), HTTP
-//! helpers and a loopback server ([`http`]), hand-written Parquet files ([`files`]), AWS emulators
+//! helpers and a loopback server ([`http`]), "an export, settings, a running daemon"
+//! ([`fixture`]), hand-written Parquet files ([`files`]), AWS emulators
 //! and the fault proxy ([`aws`]), and a Feishu receiver that checks signatures ([`feishu`]).
 
 #![allow(dead_code)]
@@ -9,6 +10,7 @@ pub mod aws;
 pub mod cur;
 pub mod feishu;
 pub mod files;
+pub mod fixture;
 pub mod http;
 pub mod process;
 
