@@ -21,6 +21,7 @@ mod layout;
 mod ledger;
 mod monitoring;
 mod report;
+mod report_delivery;
 mod s3;
 mod savings;
 mod scan;
