@@ -24,6 +24,7 @@ use rust_decimal::prelude::ToPrimitive;
 use serde_json::Value;
 
 use crate::support::feishu::{Fault, Receiver, blocks, title};
+use crate::support::fixture::{Setup, start_with};
 use crate::support::*;
 
 const SECRET: &str = "kiro-test-signing-secret";
@@ -631,42 +632,35 @@ fn the_default_rules_are_valid_and_shipped() {
     }
 }
 
-/// Polls the daemon's log for `needle`, at most `secs`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_notifies_feishu_sends_the_monthly_report_and_survives_a_corrupt_state_file() {
     let rx = Receiver::start(Some(SECRET));
-    let dir = tempfile::tempdir().unwrap();
     let now = Utc::now();
     let current = kiro_cost_exporter::period::BillingPeriod::containing(now);
     let mut spec = GenSpec::new(40, current.previous());
     spec.months = 2;
     spec.seed = 5;
     spec.until = Some(now - chrono::Duration::hours(24));
-    let export = dir.path().join("cur");
-    curgen::write_export(&spec, &export, |_| {}).unwrap();
-
-    let state = dir.path().join("state.json");
+    let mut setup = Setup::generated(&spec);
+    let dir = &setup.dir;
+    let state = setup.settings.alerts.state_file.clone();
     let garbage = b"{\"version\": 1, \"alerts\": {\"x\": tru";
     std::fs::write(&state, garbage).unwrap();
-    let reports = dir.path().join("reports");
-    let config = dir.path().join("alerts.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[source]\ncur = {export:?}\n[alerts]\nstate_file = {state:?}\ndashboard_url = \"https://grafana.example.com/d/kiro\"\n\
-             [[alerts.channels]]\nname = \"feishu\"\nurl_env = \"TEST_FEISHU_URL\"\nsecret_env = \"TEST_FEISHU_SECRET\"\nmin_interval = \"10ms\"\n\
-             [report]\nout_dir = {reports:?}\nschedule_day = 1\n"
-        ),
-    )
-    .unwrap();
+    let reports = setup.settings.report.out_dir.clone();
+    setup.settings.alerts.dashboard_url = "https://grafana.example.com/d/kiro".into();
+    setup.settings.alerts.channels = vec![ChannelConfig {
+        min_interval: Duration::from_millis(10),
+        ..channel("feishu")
+    }];
+    setup.settings.report.schedule_day = 1;
+    let config = setup.write_config("alerts.toml");
     let config = config.to_str().unwrap();
     let url = rx.url();
     let env = [
         ("TEST_FEISHU_URL", url.as_str()),
         ("TEST_FEISHU_SECRET", SECRET),
     ];
-    let d = Daemon::start(&["--config", config], &env);
-    wait_status(&d.url("/readyz"), 200, 60).await;
+    let d = start_with(Path::new(config), &env).await;
     let log = wait_log(&d, "monthly report sent", 60);
     assert!(log.contains("moved aside"), "{log}");
     // The corrupt file is kept, byte for byte, beside the new state.

@@ -19,6 +19,7 @@ use rust_decimal::prelude::ToPrimitive;
 use serde_json::Value;
 
 use crate::support::aws::{self, Emulator, Kind, Proxy};
+use crate::support::fixture::Setup;
 use crate::support::*;
 
 const NS: &str = "Kiro/Cost";
@@ -290,27 +291,20 @@ async fn throttling_and_500s_are_retried_and_a_persistent_failure_is_reported() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_keeps_serving_when_cloudwatch_is_down() {
-    let dir = tempfile::tempdir().unwrap();
     let mut spec = GenSpec::new(20, period("2026-10"));
     spec.seed = 9;
-    curgen::write_export(&spec, dir.path(), |_| {}).unwrap();
+    let mut setup = Setup::generated(&spec);
+    let s = &mut setup.settings;
+    s.refresh.period = Some(period("2026-10"));
+    s.cloudwatch.enabled = true;
+    s.cloudwatch.max_attempts = 2;
+    s.cloudwatch.retry_initial_backoff = Duration::from_millis(10);
+    s.aws.region = "us-east-1".into();
     // Nothing listens there.
-    let dead = format!("http://127.0.0.1:{}", free_port());
-    let config = dir.path().join("cw.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[source]\ncur = {:?}\n[cloudwatch]\nenabled = true\nmax_attempts = 2\nretry_initial_backoff = \"10ms\"\n\
-             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{dead}\"\n",
-            dir.path()
-        ),
-    )
-    .unwrap();
-    let d = Daemon::start(
-        &["--config", config.to_str().unwrap(), "--period", "2026-10"],
-        &crate::support::aws::aws_env(),
-    );
-    wait_status(&d.url("/readyz"), 200, 60).await;
+    s.aws.endpoint_url = format!("http://127.0.0.1:{}", free_port());
+    let d = setup
+        .start("cw.toml", &crate::support::aws::aws_env())
+        .await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let m = loop {
         let m = scrape(&d).await;
