@@ -25,6 +25,10 @@ use kiro_cost_exporter::curgen::{self, GenSpec};
 use serde_json::Value;
 
 use crate::support::feishu::Receiver;
+use kiro_cost_exporter::config::Settings;
+use kiro_cost_exporter::notify::ChannelConfig;
+
+use crate::support::fixture::{feishu_channel, write_settings};
 use crate::support::*;
 
 /// The data families of a scrape (everything but the exporter's own health and the budgets
@@ -266,16 +270,13 @@ fn which(program: &str) -> bool {
 /// `dir/reports` on `report_day` (0: never).
 fn alerts_config(dir: &Path, export: &Path, state: &Path, report_day: u32) -> PathBuf {
     let config = dir.join("alerts.toml");
-    let reports = dir.join("reports");
-    std::fs::write(
-        &config,
-        format!(
-            "[source]\ncur = {export:?}\n[alerts]\nstate_file = {state:?}\n\
-             [[alerts.channels]]\nname = \"feishu\"\nurl_env = \"TEST_FEISHU_URL\"\nmin_interval = \"10ms\"\n\
-             [report]\nout_dir = {reports:?}\nschedule_day = {report_day}\n"
-        ),
-    )
-    .unwrap();
+    let mut s = Settings::default();
+    s.source.cur = export.to_owned();
+    s.alerts.state_file = state.to_owned();
+    s.alerts.channels = vec![feishu_channel("feishu", "TEST_FEISHU_URL")];
+    s.report.out_dir = dir.join("reports");
+    s.report.schedule_day = report_day;
+    write_settings(&config, &s);
     config
 }
 
@@ -501,16 +502,21 @@ async fn a_report_for_two_channels_reaches_each_once_when_one_is_down() {
     let state = dir.path().join("state.json");
     let reports = dir.path().join("reports");
     let config = dir.path().join("report.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[source]\ncur = {export:?}\n[alerts]\nstate_file = {state:?}\n\
-             [[alerts.channels]]\nname = \"finance\"\nurl_env = \"TEST_FEISHU_URL_A\"\nmin_interval = \"10ms\"\nmax_attempts = 1\n\
-             [[alerts.channels]]\nname = \"platform\"\nurl_env = \"TEST_FEISHU_URL_B\"\nmin_interval = \"10ms\"\nmax_attempts = 1\n\
-             [report]\nout_dir = {reports:?}\nschedule_day = 1\n"
-        ),
-    )
-    .unwrap();
+    let mut s = Settings::default();
+    s.source.cur = export.clone();
+    s.alerts.state_file = state.clone();
+    s.alerts.channels = [
+        ("finance", "TEST_FEISHU_URL_A"),
+        ("platform", "TEST_FEISHU_URL_B"),
+    ]
+    .map(|(name, url)| ChannelConfig {
+        max_attempts: 1,
+        ..feishu_channel(name, url)
+    })
+    .to_vec();
+    s.report.out_dir = reports.clone();
+    s.report.schedule_day = 1;
+    write_settings(&config, &s);
     let (a, b) = (Receiver::start(None), Receiver::start(None));
     // The second channel's webhook is down until the test says otherwise.
     b.fail_with(&[Fault::ServerError; 10_000]);

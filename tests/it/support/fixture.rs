@@ -53,7 +53,7 @@ impl Setup {
     /// Writes the settings to `name` in the folder, as TOML; returns its path.
     pub fn write_config(&self, name: &str) -> PathBuf {
         let path = self.path(name);
-        std::fs::write(&path, toml::to_string_pretty(&self.settings).unwrap()).unwrap();
+        write_settings(&path, &self.settings);
         path
     }
 
@@ -62,6 +62,22 @@ impl Setup {
     pub async fn start(&self, name: &str, env: &[(&str, &str)]) -> Daemon {
         let config = self.write_config(name);
         start_with(&config, env).await
+    }
+}
+
+/// Writes `settings` to `path` as TOML, as `check-config` prints them.
+pub fn write_settings(path: &Path, settings: &Settings) {
+    std::fs::write(path, toml::to_string_pretty(settings).unwrap()).unwrap();
+}
+
+/// A Feishu channel named `name` whose URL is in the variable `url_env` (no signing secret),
+/// sending at most every 10 ms.
+pub fn feishu_channel(name: &str, url_env: &str) -> kiro_cost_exporter::notify::ChannelConfig {
+    kiro_cost_exporter::notify::ChannelConfig {
+        name: name.into(),
+        url_env: url_env.into(),
+        min_interval: std::time::Duration::from_millis(10),
+        ..Default::default()
     }
 }
 
