@@ -155,20 +155,132 @@ pub struct Telemetry {
     scanned_bytes: GaugeVec,
     read_bytes: prometheus::IntCounter,
     cache_bytes: Gauge,
+    closed_revisions: prometheus::IntCounter,
+    activity_malformed: Gauge,
+    identity_lookups: IntCounterVec,
+    web_config: WebConfigGauges,
+    budgets: BudgetGauges,
+    sinks: SinkMetrics,
+}
+
+/// How the sinks delivered: notifications, CloudWatch datums, budget syncs, state saves,
+/// errors by sink and kind, each sink's last success.
+struct SinkMetrics {
     notifications: IntCounterVec,
     cloudwatch_datums: IntCounterVec,
     budget_syncs: IntCounterVec,
     state_saves: IntCounterVec,
     sink_errors: IntCounterVec,
     sink_last_success: GaugeVec,
-    closed_revisions: prometheus::IntCounter,
-    activity_malformed: Gauge,
-    identity_lookups: IntCounterVec,
-    web_config_reload_ok: Gauge,
-    web_config_reload_at: Gauge,
-    budget_limit: GaugeVec,
-    budget_actual: GaugeVec,
-    budget_forecast: GaugeVec,
+}
+
+/// Whether the web config file was last read well, and when.
+struct WebConfigGauges {
+    reload_ok: Gauge,
+    reload_at: Gauge,
+}
+
+impl WebConfigGauges {
+    /// Named as Prometheus names its own configuration reloads.
+    fn register(r: &Registry) -> Result<Self, prometheus::Error> {
+        let reload_ok = gauge(
+            r,
+            "kiro_exporter_web_config_last_reload_successful",
+            "Whether the last reading of the web config file (and the files it names) succeeded; 0 keeps the previous settings in force.",
+        )?;
+        reload_ok.set(1.0);
+        let reload_at = gauge(
+            r,
+            "kiro_exporter_web_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful reading of the web config file (the start, until it changes).",
+        )?;
+        reload_at.set(Utc::now().timestamp_millis() as f64 / 1000.0);
+        Ok(Self {
+            reload_ok,
+            reload_at,
+        })
+    }
+}
+
+/// What AWS Budgets reports for the budgets the exporter owns.
+struct BudgetGauges {
+    limit: GaugeVec,
+    actual: GaugeVec,
+    forecast: GaugeVec,
+}
+
+impl BudgetGauges {
+    fn register(r: &Registry) -> Result<Self, prometheus::Error> {
+        let budget = |name: &str, help: &str| gauge_vec(r, name, help, &["budget", "cost_center"]);
+        Ok(Self {
+            limit: budget(
+                "kiro_budget_limit_usd",
+                "Monthly limit of an AWS Budget the exporter owns (cost_center \"(all)\": all of Kiro).",
+            )?,
+            actual: budget(
+                "kiro_budget_actual_usd",
+                "Actual spend AWS Budgets reports for the budget this month.",
+            )?,
+            forecast: budget(
+                "kiro_budget_forecast_usd",
+                "Forecasted spend AWS Budgets reports for the budget this month.",
+            )?,
+        })
+    }
+}
+
+impl SinkMetrics {
+    fn register(r: &Registry) -> Result<Self, prometheus::Error> {
+        let notifications = counter_vec(
+            r,
+            "kiro_exporter_notifications_total",
+            "Notification messages by channel and result (success, failure, retry).",
+            &["channel", "result"],
+        )?;
+        let cloudwatch_datums = counter_vec(
+            r,
+            "kiro_exporter_cloudwatch_datums_total",
+            "Datums pushed to CloudWatch by result (success, failure).",
+            &["result"],
+        )?;
+        let budget_syncs = counter_vec(
+            r,
+            "kiro_exporter_budget_syncs_total",
+            "AWS Budgets reconciliations by result (success, failure); a failure is retried after the next refresh.",
+            &["result"],
+        )?;
+        let state_saves = counter_vec(
+            r,
+            "kiro_exporter_state_saves_total",
+            "State file saves by result (success, failure); after a failure the state is kept in memory and saved at the next evaluation.",
+            &["result"],
+        )?;
+        for c in [&cloudwatch_datums, &budget_syncs, &state_saves] {
+            for o in [Outcome::Success, Outcome::Failure] {
+                c.with_label_values(&[o.as_str()]).inc_by(0);
+            }
+        }
+        let sink_errors = counter_vec(
+            r,
+            "kiro_exporter_sink_errors_total",
+            "Failed deliveries of a snapshot by sink (cloudwatch, aws_budgets, alerts, report) and kind.",
+            &["sink", "kind"],
+        )?;
+        let sink_last_success = gauge_vec(
+            r,
+            "kiro_exporter_sink_last_success_timestamp_seconds",
+            "Unix time a sink last delivered a snapshot completely; 0 before its first.",
+            &["sink"],
+        )?;
+        Ok(Self {
+            notifications,
+            cloudwatch_datums,
+            budget_syncs,
+            state_saves,
+            sink_errors,
+            sink_last_success,
+        })
+    }
 }
 
 impl Telemetry {
@@ -227,47 +339,7 @@ impl Telemetry {
             "Bytes the query engine read for a billing period in the last successful refresh.",
             &["billing_period"],
         )?;
-        let notifications = counter_vec(
-            &r,
-            "kiro_exporter_notifications_total",
-            "Notification messages by channel and result (success, failure, retry).",
-            &["channel", "result"],
-        )?;
-        let cloudwatch_datums = counter_vec(
-            &r,
-            "kiro_exporter_cloudwatch_datums_total",
-            "Datums pushed to CloudWatch by result (success, failure).",
-            &["result"],
-        )?;
-        let budget_syncs = counter_vec(
-            &r,
-            "kiro_exporter_budget_syncs_total",
-            "AWS Budgets reconciliations by result (success, failure); a failure is retried after the next refresh.",
-            &["result"],
-        )?;
-        let state_saves = counter_vec(
-            &r,
-            "kiro_exporter_state_saves_total",
-            "State file saves by result (success, failure); after a failure the state is kept in memory and saved at the next evaluation.",
-            &["result"],
-        )?;
-        for c in [&cloudwatch_datums, &budget_syncs, &state_saves] {
-            for o in [Outcome::Success, Outcome::Failure] {
-                c.with_label_values(&[o.as_str()]).inc_by(0);
-            }
-        }
-        let sink_errors = counter_vec(
-            &r,
-            "kiro_exporter_sink_errors_total",
-            "Failed deliveries of a snapshot by sink (cloudwatch, aws_budgets, alerts, report) and kind.",
-            &["sink", "kind"],
-        )?;
-        let sink_last_success = gauge_vec(
-            &r,
-            "kiro_exporter_sink_last_success_timestamp_seconds",
-            "Unix time a sink last delivered a snapshot completely; 0 before its first.",
-            &["sink"],
-        )?;
+        let sinks = SinkMetrics::register(&r)?;
         let read_bytes = prometheus::IntCounter::new(
             "kiro_exporter_source_read_bytes_total",
             "Bytes the embedded engine fetched from the export (local disk or S3: footers and the column ranges scanned).",
@@ -297,32 +369,8 @@ impl Telemetry {
         for result in ["success", "not_found", "failure"] {
             identity_lookups.with_label_values(&[result]).inc_by(0);
         }
-        // Named as Prometheus names its own configuration reloads.
-        let web_config_reload_ok = gauge(
-            &r,
-            "kiro_exporter_web_config_last_reload_successful",
-            "Whether the last reading of the web config file (and the files it names) succeeded; 0 keeps the previous settings in force.",
-        )?;
-        web_config_reload_ok.set(1.0);
-        let web_config_reload_at = gauge(
-            &r,
-            "kiro_exporter_web_config_last_reload_success_timestamp_seconds",
-            "Unix time of the last successful reading of the web config file (the start, until it changes).",
-        )?;
-        web_config_reload_at.set(Utc::now().timestamp_millis() as f64 / 1000.0);
-        let budget = |name: &str, help: &str| gauge_vec(&r, name, help, &["budget", "cost_center"]);
-        let budget_limit = budget(
-            "kiro_budget_limit_usd",
-            "Monthly limit of an AWS Budget the exporter owns (cost_center \"(all)\": all of Kiro).",
-        )?;
-        let budget_actual = budget(
-            "kiro_budget_actual_usd",
-            "Actual spend AWS Budgets reports for the budget this month.",
-        )?;
-        let budget_forecast = budget(
-            "kiro_budget_forecast_usd",
-            "Forecasted spend AWS Budgets reports for the budget this month.",
-        )?;
+        let web_config = WebConfigGauges::register(&r)?;
+        let budgets = BudgetGauges::register(&r)?;
         Ok(Self {
             registry: r,
             refreshes,
@@ -332,20 +380,12 @@ impl Telemetry {
             scanned_bytes,
             read_bytes,
             cache_bytes,
-            notifications,
-            cloudwatch_datums,
-            budget_syncs,
-            state_saves,
-            sink_errors,
-            sink_last_success,
             closed_revisions,
             activity_malformed,
             identity_lookups,
-            web_config_reload_ok,
-            web_config_reload_at,
-            budget_limit,
-            budget_actual,
-            budget_forecast,
+            web_config,
+            budgets,
+            sinks,
         })
     }
 
@@ -356,41 +396,43 @@ impl Telemetry {
 
     /// Replaces the budget gauges with what AWS Budgets reported.
     pub fn set_budgets(&self, readings: &[BudgetReading]) {
-        self.budget_limit.reset();
-        self.budget_actual.reset();
-        self.budget_forecast.reset();
+        self.budgets.limit.reset();
+        self.budgets.actual.reset();
+        self.budgets.forecast.reset();
         for b in readings {
             let l = [b.budget.as_str(), b.cost_center.as_str()];
-            self.budget_limit.with_label_values(&l).set(b.limit_usd);
+            self.budgets.limit.with_label_values(&l).set(b.limit_usd);
             if let Some(v) = b.actual_usd {
-                self.budget_actual.with_label_values(&l).set(v);
+                self.budgets.actual.with_label_values(&l).set(v);
             }
             if let Some(v) = b.forecast_usd {
-                self.budget_forecast.with_label_values(&l).set(v);
+                self.budgets.forecast.with_label_values(&l).set(v);
             }
         }
     }
 
     /// The CloudWatch datums counter, for the sink to count into.
     pub fn cloudwatch_datums(&self) -> IntCounterVec {
-        self.cloudwatch_datums.clone()
+        self.sinks.cloudwatch_datums.clone()
     }
 
     /// The notifications counter, for the channels to count into.
     pub fn notifications(&self) -> IntCounterVec {
-        self.notifications.clone()
+        self.sinks.notifications.clone()
     }
 
     /// Counts one AWS Budgets reconciliation.
     pub fn record_budget_sync(&self, ok: bool) {
-        self.budget_syncs
+        self.sinks
+            .budget_syncs
             .with_label_values(&[Outcome::of(ok).as_str()])
             .inc();
     }
 
     /// Counts one save of the state file.
     pub fn record_state_save(&self, ok: bool) {
-        self.state_saves
+        self.sinks
+            .state_saves
             .with_label_values(&[Outcome::of(ok).as_str()])
             .inc();
     }
@@ -411,9 +453,10 @@ impl Telemetry {
     /// The web config was read again: successfully (now in force) or not (the previous one
     /// stays).
     pub fn record_web_config_reload(&self, ok: bool) {
-        self.web_config_reload_ok.set(if ok { 1.0 } else { 0.0 });
+        self.web_config.reload_ok.set(if ok { 1.0 } else { 0.0 });
         if ok {
-            self.web_config_reload_at
+            self.web_config
+                .reload_at
                 .set(Utc::now().timestamp_millis() as f64 / 1000.0);
         }
     }
@@ -430,19 +473,24 @@ impl Telemetry {
 
     /// A sink exists: its last success reads 0 until its first.
     pub fn register_sink(&self, sink: &str) {
-        self.sink_last_success.with_label_values(&[sink]).set(0.0);
+        self.sinks
+            .sink_last_success
+            .with_label_values(&[sink])
+            .set(0.0);
     }
 
     /// A sink delivered a snapshot completely at `at`.
     pub fn record_sink_success(&self, sink: &str, at: DateTime<Utc>) {
-        self.sink_last_success
+        self.sinks
+            .sink_last_success
             .with_label_values(&[sink])
             .set(at.timestamp_millis() as f64 / 1000.0);
     }
 
     /// A sink failed with an error of `kind`.
     pub fn record_sink_error(&self, sink: &str, kind: FailureKind) {
-        self.sink_errors
+        self.sinks
+            .sink_errors
             .with_label_values(&[sink, kind.as_str()])
             .inc();
     }

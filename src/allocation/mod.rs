@@ -184,6 +184,17 @@ pub struct UserCost {
 }
 
 impl UserCost {
+    /// A unit of `seat` in `cost_center`, with nothing added yet.
+    fn empty(seat: &SeatKey, cost_center: String) -> Self {
+        Self {
+            account_id: seat.0.clone(),
+            region: seat.1.clone(),
+            user_id: seat.2.clone(),
+            cost_center,
+            ..Self::default()
+        }
+    }
+
     /// The unit's seat: (account, region, user).
     pub fn seat(&self) -> SeatRef<'_> {
         (&self.account_id, &self.region, &self.user_id)
@@ -273,6 +284,88 @@ pub struct ReconciliationError {
     pub total: Decimal,
 }
 
+/// What a seat's latest seat fee says: when, the plan's usage type, the full-month fee.
+type PlanSeen = (Option<DateTime<Utc>>, Option<String>, Option<Decimal>);
+
+/// Each seat's plan from its latest seat-fee line (`keys` and `seat_plan` by seat index): the
+/// plan per seat index, the seats with billed lines (`billed`), the fee learned per plan (the
+/// most frequent full-month fee, the larger on a tie), and the tiers the table does not know.
+fn seat_plans(
+    keys: Vec<(SeatKey, usize)>,
+    seat_plan: Vec<(PlanSeen, i64)>,
+    billed: &[bool],
+    plans: &PlanTable,
+) -> SeatPlans {
+    type Fast = foldhash::fast::RandomState;
+    let mut plan_of: Vec<String> = Vec::with_capacity(seat_plan.len());
+    let mut seats: Vec<(SeatKey, Seat)> = Vec::with_capacity(seat_plan.len());
+    let mut fees: BTreeMap<String, BTreeMap<Decimal, usize>> = BTreeMap::new();
+    let mut unknown_plans = BTreeSet::new();
+    // Plan names per usage type as billed (a few distinct ones).
+    let mut plan_names: HashMap<String, String, Fast> = HashMap::default();
+    for (ix, ((key, _), ((last, usage_type, fee), seat_fee_lines))) in
+        keys.into_iter().zip(seat_plan).enumerate()
+    {
+        let plan = match usage_type {
+            None => String::new(),
+            Some(u) => match plan_names.get(&u) {
+                Some(name) => name.clone(),
+                None => {
+                    let name = plans.name_for_usage_type(&u);
+                    plan_names.insert(u, name.clone());
+                    name
+                }
+            },
+        };
+        if !plan.is_empty() && plans.by_name(&plan).is_none() {
+            unknown_plans.insert(plan.clone());
+        }
+        if let Some(fee) = fee.filter(|f| *f > Decimal::ZERO)
+            && !plan.is_empty()
+        {
+            *fees
+                .entry(plan.clone())
+                .or_default()
+                .entry(fee.normalize())
+                .or_default() += 1;
+        }
+        plan_of.push(plan.clone());
+        if billed[ix] {
+            seats.push((
+                key,
+                Seat {
+                    plan,
+                    last_seat_fee: last,
+                    seat_fee_lines,
+                },
+            ));
+        }
+    }
+    let seats: BTreeMap<SeatKey, Seat> = seats.into_iter().collect();
+    let learned_fees: BTreeMap<String, Decimal> = fees
+        .into_iter()
+        .filter_map(|(plan, counts)| {
+            let (fee, _) = counts.into_iter().max_by_key(|(fee, n)| (*n, *fee))?;
+            Some((plan, fee))
+        })
+        .collect();
+    SeatPlans {
+        plan_of,
+        seats,
+        learned_fees,
+        unknown_plans,
+    }
+}
+
+/// What [`seat_plans`] finds.
+struct SeatPlans {
+    /// By seat index.
+    plan_of: Vec<String>,
+    seats: BTreeMap<SeatKey, Seat>,
+    learned_fees: BTreeMap<String, Decimal>,
+    unknown_plans: BTreeSet<String>,
+}
+
 impl Allocation {
     /// Builds the allocation from the query's group rows (in any order): maps region keys to
     /// regions (merging the groups that name one region two ways), picks each seat's plan
@@ -290,7 +383,6 @@ impl Allocation {
         let mut regions: HashMap<String, String, Fast> = HashMap::default();
         // Per seat: its index (the map holds the one copy of its key); by index, (latest seat
         // fee, plan usage type, full-month fee of that plan) and its seat-fee lines.
-        type PlanSeen = (Option<DateTime<Utc>>, Option<String>, Option<Decimal>);
         let mut seat_index: HashMap<SeatKey, usize, Fast> =
             HashMap::with_capacity_and_hasher(rows.len(), Fast::default());
         let mut seat_plan: Vec<(PlanSeen, i64)> = Vec::with_capacity(rows.len());
@@ -307,11 +399,10 @@ impl Allocation {
             }
             let region = match regions.get(&row.region) {
                 Some(name) => name.clone(),
-                None => {
-                    let name = region::region_name(&row.region);
-                    regions.insert(row.region, name.clone());
-                    name
-                }
+                None => regions
+                    .entry(row.region)
+                    .or_insert_with_key(|k| region::region_name(k))
+                    .clone(),
             };
             let entry = match seat_index.entry((row.account_id, region, row.user_id)) {
                 std::collections::hash_map::Entry::Occupied(o) => o,
@@ -331,16 +422,7 @@ impl Allocation {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {
                     let cost_center = v.key().1.clone();
-                    v.insert((
-                        UserCost {
-                            account_id: seat.0.clone(),
-                            region: seat.1.clone(),
-                            user_id: seat.2.clone(),
-                            cost_center,
-                            ..UserCost::default()
-                        },
-                        0,
-                    ))
+                    v.insert((UserCost::empty(seat, cost_center), 0))
                 }
             };
             u.credits_used += row.credits_used;
@@ -361,58 +443,12 @@ impl Allocation {
                 billed[*ix] = true;
             }
         }
-        let mut plan_of: Vec<String> = Vec::with_capacity(seat_plan.len());
-        let mut seats: Vec<(SeatKey, Seat)> = Vec::with_capacity(seat_plan.len());
-        let mut fees: BTreeMap<String, BTreeMap<Decimal, usize>> = BTreeMap::new();
-        let mut unknown_plans = BTreeSet::new();
-        // Plan names per usage type as billed (a few distinct ones).
-        let mut plan_names: HashMap<String, String, Fast> = HashMap::default();
-        for (ix, ((key, _), ((last, usage_type, fee), seat_fee_lines))) in
-            keys.into_iter().zip(seat_plan).enumerate()
-        {
-            let plan = match usage_type {
-                None => String::new(),
-                Some(u) => match plan_names.get(&u) {
-                    Some(name) => name.clone(),
-                    None => {
-                        let name = plans.name_for_usage_type(&u);
-                        plan_names.insert(u, name.clone());
-                        name
-                    }
-                },
-            };
-            if !plan.is_empty() && plans.by_name(&plan).is_none() {
-                unknown_plans.insert(plan.clone());
-            }
-            if let Some(fee) = fee.filter(|f| *f > Decimal::ZERO)
-                && !plan.is_empty()
-            {
-                *fees
-                    .entry(plan.clone())
-                    .or_default()
-                    .entry(fee.normalize())
-                    .or_default() += 1;
-            }
-            plan_of.push(plan.clone());
-            if billed[ix] {
-                seats.push((
-                    key,
-                    Seat {
-                        plan,
-                        last_seat_fee: last,
-                        seat_fee_lines,
-                    },
-                ));
-            }
-        }
-        let seats: BTreeMap<SeatKey, Seat> = seats.into_iter().collect();
-        let learned_fees = fees
-            .into_iter()
-            .filter_map(|(plan, counts)| {
-                let (fee, _) = counts.into_iter().max_by_key(|(fee, n)| (*n, *fee))?;
-                Some((plan, fee))
-            })
-            .collect();
+        let SeatPlans {
+            plan_of,
+            seats,
+            learned_fees,
+            unknown_plans,
+        } = seat_plans(keys, seat_plan, &billed, plans);
         let mut units: Vec<UserCost> = merged
             .into_iter()
             .filter(|(_, (_, lines))| *lines > 0)

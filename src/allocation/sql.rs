@@ -234,6 +234,10 @@ pub fn validate_tag_key(key: &str) -> Result<(), String> {
 /// The first two CTEs every query over the lines shares: `lines` (Kiro lines of the period,
 /// with what the allocation reads of them) and `attributed` (each line's user, region and
 /// category). Parameters go through `param`.
+#[allow(
+    clippy::too_many_lines,
+    reason = "SQL text: the two CTEs read top to bottom as the query Athena runs"
+)]
 fn line_ctes(
     dialect: Dialect,
     spec: &QuerySpec<'_>,

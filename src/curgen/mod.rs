@@ -328,6 +328,20 @@ struct User {
     second_region: bool,
 }
 
+/// What the parts of one user's month share.
+#[derive(Clone, Copy)]
+struct Month<'a> {
+    /// The user's index.
+    ui: usize,
+    /// The first day of the month the user has a seat.
+    first: u32,
+    upgrade_day: Option<u32>,
+    /// The user's home account, then a second one.
+    accounts: &'a [usize],
+    /// The cost-center tag on a day (a mover changes it mid-month).
+    tag_on: &'a dyn Fn(u32) -> Tag,
+}
+
 /// Per (account, user) charges emitted so far in the current period, for tax.
 #[derive(Default)]
 struct Charges {
@@ -830,8 +844,95 @@ impl<S: LineSink> Gen<'_, S> {
         let home = user.account;
         let accounts: Vec<usize> = std::iter::once(home).chain(user.second_account).collect();
         let old_plan = user.plan;
+        let month = Month {
+            ui,
+            first,
+            upgrade_day,
+            accounts: &accounts,
+            tag_on: &tag_on,
+        };
+        self.seat_month(&month, user, charges)?;
+        let overage_usd = self.credits_month(&month, user, old_plan, ratio, charges)?;
+        if self.rng.random::<f64>() < self.a.snapshot_share {
+            // A `q-developer-snapshot` line: neither consumption nor a seat, whatever its unit.
+            let day = first.max(days.min(20));
+            let region = self.accounts[home].region;
+            let start = p.start() + Duration::days(i64::from(day - 1)) + Duration::hours(3);
+            let line = self.kiro_line(
+                home,
+                region,
+                user,
+                &tag_on(day),
+                "Usage",
+                format!("{}-KiroEnterprise-Credits", region.prefix),
+                "q-developer-snapshot",
+                "Credits",
+                start,
+                start + Duration::hours(1),
+                12.5,
+                0.0,
+                0.0,
+                "Kiro snapshot".to_owned(),
+            );
+            self.charge(charges, (home, ui), line)?;
+        }
+        if refund && overage_usd > 0.0 {
+            let amount = round_to(overage_usd * 0.5, 2);
+            let day = days.min(27);
+            let line = self.adjustment(
+                home,
+                user,
+                &tag_on(day),
+                "Refund",
+                "Credits",
+                day,
+                -amount,
+                "Goodwill refund of Kiro overage",
+            );
+            self.charge(charges, (home, ui), line)?;
+        }
+        if credit {
+            let day = days.min(26);
+            let line = self.adjustment(
+                home,
+                user,
+                &tag_on(day),
+                "Credit",
+                "",
+                day,
+                -5.0,
+                "AWS promotional credit",
+            );
+            self.charge(charges, (home, ui), line)?;
+        }
+        if let Some(t) = new_tag {
+            user.tag = t;
+        }
+        Ok(())
+    }
+
+    /// The month's seat fees: in each account of the user, in a second region, and on an
+    /// upgrade (the lower tier refunded where fees are billed at once, the higher one from the
+    /// day of the upgrade).
+    fn seat_month(
+        &mut self,
+        m: &Month<'_>,
+        user: &mut User,
+        charges: &mut std::collections::BTreeMap<(usize, usize), Charges>,
+    ) -> Result<(), S::Error> {
+        let Month {
+            ui,
+            first,
+            upgrade_day,
+            accounts,
+            tag_on,
+        } = *m;
+        let p = self.current_period;
+        let days = p.days();
+        let home = user.account;
+        let old_plan = user.plan;
         let home_daily = self.accounts[home].daily_fees;
-        for &acc in &accounts {
+        for &acc in accounts {
             // Billed daily, the lower tier's fee stops the day before an upgrade.
             let to_day = match upgrade_day {
                 Some(d) if acc == home && home_daily => d - 1,
@@ -842,7 +943,7 @@ impl<S: LineSink> Gen<'_, S> {
                 acc,
                 region,
                 user,
-                &tag_on,
+                tag_on,
                 old_plan,
                 first,
                 to_day,
@@ -855,16 +956,9 @@ impl<S: LineSink> Gen<'_, S> {
             // The same person subscribed in the account's other region: a second profile,
             // billed again.
             let region = REGIONS[usize::from(self.accounts[home].region.code == REGIONS[0].code)];
-            for line in self.seat_lines(
-                home,
-                region,
-                user,
-                &tag_on,
-                old_plan,
-                first,
-                days,
-                first > 1,
-            ) {
+            for line in
+                self.seat_lines(home, region, user, tag_on, old_plan, first, days, first > 1)
+            {
                 self.charge(charges, (home, ui), line)?;
             }
         }
@@ -873,16 +967,9 @@ impl<S: LineSink> Gen<'_, S> {
             if !home_daily {
                 // The lower tier's seat line, refunded on the day of the upgrade.
                 let region = self.accounts[home].region;
-                for mut refund_line in self.seat_lines(
-                    home,
-                    region,
-                    user,
-                    &tag_on,
-                    old_plan,
-                    first,
-                    days,
-                    first > 1,
-                ) {
+                for mut refund_line in
+                    self.seat_lines(home, region, user, tag_on, old_plan, first, days, first > 1)
+                {
                     refund_line.line_type = "Refund";
                     refund_line.usage_amount = -refund_line.usage_amount;
                     refund_line.unblended_cost = -refund_line.unblended_cost;
@@ -897,11 +984,33 @@ impl<S: LineSink> Gen<'_, S> {
                 }
             }
             let region = self.accounts[home].region;
-            for line in self.seat_lines(home, region, user, &tag_on, new_plan, d, days, false) {
+            for line in self.seat_lines(home, region, user, tag_on, new_plan, d, days, false) {
                 self.charge(charges, (home, ui), line)?;
             }
             user.plan = new_plan;
         }
+        Ok(())
+    }
+
+    /// The month's credits: hourly lines on working days, free up to the plan's credits, then
+    /// overage (where the account allows it). Returns the overage billed in the home account.
+    fn credits_month(
+        &mut self,
+        m: &Month<'_>,
+        user: &User,
+        old_plan: PlanKind,
+        ratio: f64,
+        charges: &mut std::collections::BTreeMap<(usize, usize), Charges>,
+    ) -> Result<f64, S::Error> {
+        let Month {
+            ui,
+            first,
+            upgrade_day,
+            accounts,
+            tag_on,
+        } = *m;
+        let p = self.current_period;
+        let days = p.days();
         // Credits: hourly lines on working days, free up to the plan's credits, then overage.
         let target = ratio * old_plan.included_credits();
         let work_days: Vec<u32> = (first..=days)
@@ -984,62 +1093,7 @@ impl<S: LineSink> Gen<'_, S> {
                 }
             }
         }
-        if self.rng.random::<f64>() < self.a.snapshot_share {
-            // A `q-developer-snapshot` line: neither consumption nor a seat, whatever its unit.
-            let day = first.max(days.min(20));
-            let region = self.accounts[home].region;
-            let start = p.start() + Duration::days(i64::from(day - 1)) + Duration::hours(3);
-            let line = self.kiro_line(
-                home,
-                region,
-                user,
-                &tag_on(day),
-                "Usage",
-                format!("{}-KiroEnterprise-Credits", region.prefix),
-                "q-developer-snapshot",
-                "Credits",
-                start,
-                start + Duration::hours(1),
-                12.5,
-                0.0,
-                0.0,
-                "Kiro snapshot".to_owned(),
-            );
-            self.charge(charges, (home, ui), line)?;
-        }
-        if refund && overage_usd > 0.0 {
-            let amount = round_to(overage_usd * 0.5, 2);
-            let day = days.min(27);
-            let line = self.adjustment(
-                home,
-                user,
-                &tag_on(day),
-                "Refund",
-                "Credits",
-                day,
-                -amount,
-                "Goodwill refund of Kiro overage",
-            );
-            self.charge(charges, (home, ui), line)?;
-        }
-        if credit {
-            let day = days.min(26);
-            let line = self.adjustment(
-                home,
-                user,
-                &tag_on(day),
-                "Credit",
-                "",
-                day,
-                -5.0,
-                "AWS promotional credit",
-            );
-            self.charge(charges, (home, ui), line)?;
-        }
-        if let Some(t) = new_tag {
-            user.tag = t;
-        }
-        Ok(())
+        Ok(overage_usd)
     }
 
     fn month_end(

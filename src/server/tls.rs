@@ -247,29 +247,11 @@ pub(super) struct HttpOptions {
     pub http2: bool,
 }
 
-/// Builds the server's TLS configuration from the section (which [`TlsFile::is_enabled`]).
-pub(super) fn server_config(
+/// The server's certificate chain and key: inline or from files, exactly one of each.
+fn cert_and_key(
     t: &TlsFile,
-    http: &HttpOptions,
     files: &mut Files<'_>,
-) -> Result<rustls::ServerConfig, String> {
-    // exporter-toolkit's order: names of versions, suites and curves (checked as it parses
-    // the file), then the certificate and key (named, then read), then the client policy.
-    let min = tls_version(t.min_version.as_deref().unwrap_or("TLS12"), "min_version")?;
-    let max = tls_version(t.max_version.as_deref().unwrap_or("TLS13"), "max_version")?;
-    let mut tls12_suites = Vec::new();
-    for name in &t.cipher_suites {
-        if let Some(s) = cipher_suite(name)?
-            && !tls12_suites.contains(&s)
-        {
-            tls12_suites.push(s);
-        }
-    }
-    let groups: Vec<&'static dyn SupportedKxGroup> = t
-        .curve_preferences
-        .iter()
-        .map(|c| curve(c))
-        .collect::<Result<_, _>>()?;
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
     if t.cert_file.is_empty() && t.cert.is_empty() {
         return Err("tls_server_config: missing one of cert or cert_file".into());
     }
@@ -302,6 +284,33 @@ pub(super) fn server_config(
     let key_key = if t.key.is_empty() { "key_file" } else { "key" };
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| format!("tls_server_config.{key_key}: no PEM private key in it ({e})"))?;
+    Ok((certs, key))
+}
+
+/// Builds the server's TLS configuration from the section (which [`TlsFile::is_enabled`]).
+pub(super) fn server_config(
+    t: &TlsFile,
+    http: &HttpOptions,
+    files: &mut Files<'_>,
+) -> Result<rustls::ServerConfig, String> {
+    // exporter-toolkit's order: names of versions, suites and curves (checked as it parses
+    // the file), then the certificate and key (named, then read), then the client policy.
+    let min = tls_version(t.min_version.as_deref().unwrap_or("TLS12"), "min_version")?;
+    let max = tls_version(t.max_version.as_deref().unwrap_or("TLS13"), "max_version")?;
+    let mut tls12_suites = Vec::new();
+    for name in &t.cipher_suites {
+        if let Some(s) = cipher_suite(name)?
+            && !tls12_suites.contains(&s)
+        {
+            tls12_suites.push(s);
+        }
+    }
+    let groups: Vec<&'static dyn SupportedKxGroup> = t
+        .curve_preferences
+        .iter()
+        .map(|c| curve(c))
+        .collect::<Result<_, _>>()?;
+    let (certs, key) = cert_and_key(t, files)?;
 
     let tls12_allowed = min.version == rustls::ProtocolVersion::TLSv1_2;
     let versions: Vec<&'static rustls::SupportedProtocolVersion> = match (

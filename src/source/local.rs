@@ -254,13 +254,14 @@ impl LocalSource {
         self.check(period, objects).await
     }
 
-    /// Checks the footers of `objects` (read concurrently, or known from an earlier refresh
-    /// when the file has not changed).
-    async fn check(
+    /// The footers of `objects`: read concurrently, or known from an earlier refresh when the
+    /// file has not changed; remembered for the next refresh, and those of files no longer
+    /// among the period's forgotten.
+    async fn footers(
         &self,
         period: BillingPeriod,
-        objects: Vec<Object>,
-    ) -> Result<PeriodFiles, SourceError> {
+        objects: &[Object],
+    ) -> Result<Vec<ArrowReaderMetadata>, SourceError> {
         let store = self.export.store();
         let jobs: Vec<_> = {
             let cache = self.cache();
@@ -320,15 +321,6 @@ impl LocalSource {
         .buffered(16)
         .collect()
         .await;
-        let cost = self.settings.cost_column.column();
-        // Every column the query may read: the required ones must be in every file.
-        let wanted: Vec<&str> = sql::REQUIRED_COLUMNS
-            .iter()
-            .chain(sql::OPTIONAL_COLUMNS)
-            .copied()
-            .collect();
-        let mut fields: Vec<Option<(Field, PathBuf)>> = vec![None; wanted.len()];
-        let mut sizes = Vec::with_capacity(objects.len());
         let footers = footers.into_iter().collect::<Result<Vec<_>, _>>()?;
         {
             // Footers of files no longer among the period's are forgotten.
@@ -345,6 +337,26 @@ impl LocalSource {
                     .insert(o.key.to_string(), (version(o), m.clone()));
             }
         }
+        Ok(footers)
+    }
+
+    /// Checks the footers of `objects` (read concurrently, or known from an earlier refresh
+    /// when the file has not changed).
+    async fn check(
+        &self,
+        period: BillingPeriod,
+        objects: Vec<Object>,
+    ) -> Result<PeriodFiles, SourceError> {
+        let footers = self.footers(period, &objects).await?;
+        let cost = self.settings.cost_column.column();
+        // Every column the query may read: the required ones must be in every file.
+        let wanted: Vec<&str> = sql::REQUIRED_COLUMNS
+            .iter()
+            .chain(sql::OPTIONAL_COLUMNS)
+            .copied()
+            .collect();
+        let mut fields: Vec<Option<(Field, PathBuf)>> = vec![None; wanted.len()];
+        let mut sizes = Vec::with_capacity(objects.len());
         for (o, meta) in objects.iter().zip(&footers) {
             let path = self.export.name_of(&o.key);
             let schema = meta.schema();
@@ -378,23 +390,7 @@ impl LocalSource {
                     Some(_) => {}
                 }
             }
-            let md = meta.metadata();
-            let rows = md.file_metadata().num_rows().max(0) as u64;
-            let mut bytes = 0u64;
-            for rg in md.row_groups() {
-                for col in rg.columns() {
-                    let top = col
-                        .column_path()
-                        .parts()
-                        .first()
-                        .map(String::as_str)
-                        .unwrap_or("");
-                    if wanted.contains(&top) {
-                        bytes += col.compressed_size().max(0) as u64;
-                    }
-                }
-            }
-            sizes.push((rows, bytes));
+            sizes.push(scanned_size(meta.metadata(), &wanted));
         }
         let present = wanted
             .iter()
@@ -503,6 +499,36 @@ impl LocalSource {
         self.query(&files.objects, &files.schema, &rendered).await
     }
 
+    /// Each file's groups kept from an earlier refresh, where the file and the scan are the
+    /// same (`query` hashes the scan's settings), and the period's string pool; nothing when
+    /// this source keeps nothing.
+    fn known_groups(
+        &self,
+        period: BillingPeriod,
+        files: &PeriodFiles,
+        query: u64,
+    ) -> (Vec<Option<Arc<scan::KeptGroups>>>, scan::SharedPool) {
+        if !self.keep {
+            return (vec![None; files.objects.len()], scan::SharedPool::default());
+        }
+        let mut cache = self.cache();
+        let pool = cache.pools.entry(period).or_default().clone();
+        let known = files
+            .objects
+            .iter()
+            .map(|o| {
+                cache
+                    .partials
+                    .get(o.key.as_ref())
+                    .filter(|p| {
+                        p.version == version(o) && p.query == query && Arc::ptr_eq(&p.pool, &pool)
+                    })
+                    .map(|p| p.groups.clone())
+            })
+            .collect();
+        (known, pool)
+    }
+
     /// The period's result rows: each file's per-seat groups ([`scan`]; read again only for
     /// files that changed, or when the settings changed), merged. Returns the rows, and how
     /// many files, rows and bytes were scanned.
@@ -524,28 +550,7 @@ impl LocalSource {
             format!("{:?}", files.schema).hash(&mut h);
             h.finish()
         };
-        let (mut known, pool): (Vec<Option<Arc<scan::KeptGroups>>>, _) = if !self.keep {
-            (vec![None; files.objects.len()], scan::SharedPool::default())
-        } else {
-            let mut cache = self.cache();
-            let pool = cache.pools.entry(period).or_default().clone();
-            let known = files
-                .objects
-                .iter()
-                .map(|o| {
-                    cache
-                        .partials
-                        .get(o.key.as_ref())
-                        .filter(|p| {
-                            p.version == version(o)
-                                && p.query == query
-                                && Arc::ptr_eq(&p.pool, &pool)
-                        })
-                        .map(|p| p.groups.clone())
-                })
-                .collect();
-            (known, pool)
-        };
+        let (mut known, pool) = self.known_groups(period, files, query);
         let changed: Vec<usize> = (0..files.objects.len())
             .filter(|&i| known[i].is_none())
             .collect();
@@ -657,6 +662,26 @@ impl LocalSource {
             stats,
         )?)
     }
+}
+
+/// A file's rows, and the compressed bytes of the columns in `wanted`: what a scan reads.
+fn scanned_size(md: &parquet::file::metadata::ParquetMetaData, wanted: &[&str]) -> (u64, u64) {
+    let rows = md.file_metadata().num_rows().max(0) as u64;
+    let mut bytes = 0u64;
+    for rg in md.row_groups() {
+        for col in rg.columns() {
+            let top = col
+                .column_path()
+                .parts()
+                .first()
+                .map(String::as_str)
+                .unwrap_or("");
+            if wanted.contains(&top) {
+                bytes += col.compressed_size().max(0) as u64;
+            }
+        }
+    }
+    (rows, bytes)
 }
 
 /// The parameters of `rendered` as DataFusion values, in placeholder order.

@@ -109,6 +109,22 @@ enum Category {
     Other,
 }
 
+impl Category {
+    /// The template's rules in order: tax; an ignored operation is other; usage or a seat-fee
+    /// line that counts credits (by operation, usage type or pricing unit) is credits; another
+    /// seat-fee line is subscription; the rest other.
+    #[inline]
+    fn of(line_type: LineType, ignored: bool, counts_credits: bool) -> Self {
+        match line_type {
+            LineType::Tax => Self::Tax,
+            _ if ignored => Self::Other,
+            LineType::Usage | LineType::FlatRateSubscription if counts_credits => Self::Credits,
+            LineType::FlatRateSubscription => Self::Subscription,
+            _ => Self::Other,
+        }
+    }
+}
+
 /// The sums of one (account, region, user, cost center) over its lines other than the seat
 /// fees of a named user (those are [`SeatFee`]s), in fixed point at scale 10 and timestamps in
 /// the files' unit. The template's `total_usd` is not kept: it is the sum of the categories but
@@ -127,6 +143,35 @@ pub struct Sums {
 }
 
 impl Sums {
+    /// Adds one line of `category`: its usage amount, cost, start and end.
+    #[inline]
+    fn add(
+        &mut self,
+        category: Category,
+        amount: i128,
+        cost: i128,
+        starts: Option<i64>,
+        ends: Option<i64>,
+    ) {
+        self.all_cost_usd = self.all_cost_usd.saturating_add(cost);
+        match category {
+            Category::Tax => self.tax_usd = self.tax_usd.saturating_add(cost),
+            Category::Credits => {
+                self.credits_used = self.credits_used.saturating_add(amount);
+                self.overage_usd = self.overage_usd.saturating_add(cost);
+                self.usage_end_max = self.usage_end_max.max(ends);
+            }
+            Category::Subscription => {
+                self.last_seat_fee = self.last_seat_fee.max(starts);
+                self.subscription_usd = self.subscription_usd.saturating_add(cost);
+            }
+            Category::Other => self.other_usd = self.other_usd.saturating_add(cost),
+        }
+        if category != Category::Tax {
+            self.billed_lines += 1;
+        }
+    }
+
     /// Adds another file's sums of the same unit (sums added, maxima taken).
     fn merge(&mut self, o: &Self) {
         self.credits_used = self.credits_used.saturating_add(o.credits_used);
@@ -969,17 +1014,7 @@ impl<'s> Accumulator<'s> {
                 u32::MAX => rows.resources[i],
                 id => id,
             };
-            let cost_center = match tags.get(i, tag) {
-                None | Some("") => self.names.id(""),
-                Some(v) => match self.cost_centers.get(v) {
-                    Some(&id) => id,
-                    None => {
-                        let id = self.names.id(v);
-                        self.cost_centers.insert(v.into(), id);
-                        id
-                    }
-                },
-            };
+            let cost_center = self.cost_center_id(tags.get(i, tag));
             let ut = rows.usage_types[i];
             let region = match rows.regions[i] {
                 u32::MAX => match product.as_ref().and_then(|p| p.get(i, "region")) {
@@ -989,17 +1024,11 @@ impl<'s> Accumulator<'s> {
                 id => id,
             };
             let op = rows.operations[i];
-            let category = match rows.line_types[i] {
-                LineType::Tax => Category::Tax,
-                _ if op.ignored => Category::Other,
-                LineType::Usage | LineType::FlatRateSubscription
-                    if op.credits || ut.credits || rows.units[i] =>
-                {
-                    Category::Credits
-                }
-                LineType::FlatRateSubscription => Category::Subscription,
-                _ => Category::Other,
-            };
+            let category = Category::of(
+                rows.line_types[i],
+                op.ignored,
+                op.credits || ut.credits || rows.units[i],
+            );
             let amount = if amount.is_null(i) {
                 0
             } else {
@@ -1029,27 +1058,29 @@ impl<'s> Accumulator<'s> {
                 }
                 continue;
             }
-            let g = self.units_sums.entry(unit).or_default();
-            g.all_cost_usd = g.all_cost_usd.saturating_add(cost);
-            match category {
-                Category::Tax => g.tax_usd = g.tax_usd.saturating_add(cost),
-                Category::Credits => {
-                    g.credits_used = g.credits_used.saturating_add(amount);
-                    g.overage_usd = g.overage_usd.saturating_add(cost);
-                    g.usage_end_max = g.usage_end_max.max(ends);
-                }
-                Category::Subscription => {
-                    g.last_seat_fee = g.last_seat_fee.max(starts);
-                    g.subscription_usd = g.subscription_usd.saturating_add(cost);
-                }
-                Category::Other => g.other_usd = g.other_usd.saturating_add(cost),
-            }
-            if category != Category::Tax {
-                g.billed_lines += 1;
-            }
+            self.units_sums
+                .entry(unit)
+                .or_default()
+                .add(category, amount, cost, starts, ends);
         }
         self.rows = rows;
         Ok(())
+    }
+
+    /// The id of a line's cost center (`""`: no tag, or an empty one), remembered by value.
+    #[inline]
+    fn cost_center_id(&mut self, tag: Option<&str>) -> u32 {
+        match tag {
+            None | Some("") => self.names.id(""),
+            Some(v) => match self.cost_centers.get(v) {
+                Some(&id) => id,
+                None => {
+                    let id = self.names.id(v);
+                    self.cost_centers.insert(v.into(), id);
+                    id
+                }
+            },
+        }
     }
 
     /// The groups, their strings moved to the period's `pool` (locked once).
