@@ -699,24 +699,14 @@ async fn serve_notifies_feishu_sends_the_monthly_report_and_survives_a_corrupt_s
             .is_file()
     );
     // Counted, once the round has re-published the exposition (just after the log line).
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let m = loop {
-        let m = scrape(&d).await;
-        let sent = value(
-            &m,
-            "kiro_exporter_notifications_total",
-            &[("channel", "feishu"), ("result", "success")],
-        );
-        if sent == Some(cards.len() as f64) {
-            break m;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "sent {sent:?}, cards {}",
-            cards.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let sent = |m: &std::collections::BTreeMap<Series, f64>| {
+        let l = [("channel", "feishu"), ("result", "success")];
+        value(m, "kiro_exporter_notifications_total", &l)
     };
+    let m = wait_for(&d, "every card counted", |m| {
+        sent(m) == Some(cards.len() as f64)
+    })
+    .await;
     assert_scrape_reconciles(&m, &current.to_string());
     // Secrets: nowhere in the log, the metrics or check-config.
     let metrics = get(&d.url("/metrics"), false).await.unwrap();

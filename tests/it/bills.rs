@@ -353,12 +353,7 @@ async fn one_delivery_is_read_never_two_versions() {
     let older = e.partition("2026-10").join("exec-1");
     std::fs::create_dir_all(&older).unwrap();
     let old_file = older.join("old-00001.snappy.parquet");
-    std::fs::copy(
-        old.partition("2026-10")
-            .join("test-export-00001.snappy.parquet"),
-        &old_file,
-    )
-    .unwrap();
+    copy_first_file(&old, &old_file);
     // The older delivery is older on disk too.
     let past = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
     std::fs::File::options()
@@ -537,6 +532,14 @@ fn books(a: &Allocation) -> Allocation {
     }
 }
 
+/// Copies the first file of `from`'s October partition to `to`.
+fn copy_first_file(from: &Export, to: &Path) {
+    let file = from
+        .partition("2026-10")
+        .join("test-export-00001.snappy.parquet");
+    std::fs::copy(file, to).unwrap();
+}
+
 #[tokio::test]
 async fn an_unchanged_export_is_not_scanned_again_and_changes_are_seen_exactly() {
     let e = Export::write([
@@ -565,13 +568,7 @@ async fn an_unchanged_export_is_not_scanned_again_and_changes_are_seen_exactly()
     let file = e
         .partition("2026-10")
         .join("test-export-00001.snappy.parquet");
-    std::fs::copy(
-        newer
-            .partition("2026-10")
-            .join("test-export-00001.snappy.parquet"),
-        &file,
-    )
-    .unwrap();
+    copy_first_file(&newer, &file);
     let replaced = source.allocate(period("2026-10")).await.unwrap();
     assert!(replaced.stats.scanned_rows.unwrap() > 0);
     assert_eq!(books(&replaced), books(&fresh().await));
@@ -583,12 +580,7 @@ async fn an_unchanged_export_is_not_scanned_again_and_changes_are_seen_exactly()
     let added = e
         .partition("2026-10")
         .join("test-export-00002.snappy.parquet");
-    std::fs::copy(
-        more.partition("2026-10")
-            .join("test-export-00001.snappy.parquet"),
-        &added,
-    )
-    .unwrap();
+    copy_first_file(&more, &added);
     let with = source.allocate(period("2026-10")).await.unwrap();
     assert_eq!(books(&with), books(&fresh().await));
     assert_eq!(with.kiro_total_usd, dec("228"));
@@ -603,26 +595,14 @@ async fn an_unchanged_export_is_not_scanned_again_and_changes_are_seen_exactly()
         seat("u1", Some("A"), "Pro", 1, 20.0),
         credits("u1", Some("A"), 3, 1_300.0, 300.0),
     ]);
-    std::fs::copy(
-        third
-            .partition("2026-10")
-            .join("test-export-00001.snappy.parquet"),
-        &file,
-    )
-    .unwrap();
+    copy_first_file(&third, &file);
     filetime_later(&file);
     let one = source.allocate(period("2026-10")).await.unwrap();
     assert_eq!(one.stats.scanned_rows, Some(rows_in(&file)));
     assert_eq!(books(&one), books(&fresh().await));
     assert_eq!(one.kiro_total_usd, dec("232"));
     assert_reconciles(&one);
-    std::fs::copy(
-        newer
-            .partition("2026-10")
-            .join("test-export-00001.snappy.parquet"),
-        &file,
-    )
-    .unwrap();
+    copy_first_file(&newer, &file);
     std::fs::remove_file(&added).unwrap();
     let without = source.allocate(period("2026-10")).await.unwrap();
     assert_eq!(books(&without), books(&replaced));
@@ -634,12 +614,7 @@ async fn an_unchanged_export_is_not_scanned_again_and_changes_are_seen_exactly()
     let newest = e.partition("2026-10").join("exec-2");
     std::fs::create_dir_all(&newest).unwrap();
     let new_file = newest.join("test-export-00001.snappy.parquet");
-    std::fs::copy(
-        more.partition("2026-10")
-            .join("test-export-00001.snappy.parquet"),
-        &new_file,
-    )
-    .unwrap();
+    copy_first_file(&more, &new_file);
     manifest(e.path(), &[&old_file]);
     let v1 = source.allocate(period("2026-10")).await.unwrap();
     assert_eq!(books(&v1), books(&fresh().await));
@@ -676,12 +651,7 @@ async fn a_file_kept_between_refreshes_keeps_amounts_of_any_size() {
     let added = e
         .partition("2026-10")
         .join("test-export-00002.snappy.parquet");
-    std::fs::copy(
-        more.partition("2026-10")
-            .join("test-export-00001.snappy.parquet"),
-        &added,
-    )
-    .unwrap();
+    copy_first_file(&more, &added);
     let kept = source.allocate(period("2026-10")).await.unwrap();
     assert_eq!(
         kept.stats.scanned_rows,
