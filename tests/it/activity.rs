@@ -277,6 +277,17 @@ async fn the_generator_writes_an_activity_report_the_reader_reads() {
     assert!(a.as_of.is_some());
 }
 
+/// Puts `body` at `key` of the activity bucket.
+async fn put(s3: &aws_sdk_s3::Client, key: &str, body: Vec<u8>) {
+    s3.put_object()
+        .bucket("kiro-activity")
+        .key(key)
+        .body(body.into())
+        .send()
+        .await
+        .unwrap();
+}
+
 /// The report read straight from S3 (moto) is the report read from a copy on disk: same users,
 /// same savings; a file replaced by a broken one is named by its key and skipped, and a fixed
 /// one is read again.
@@ -325,17 +336,8 @@ async fn activity_is_read_straight_from_s3() {
         .await
         .unwrap();
     let key = listed.contents()[0].key().unwrap().to_owned();
-    s3.put_object()
-        .bucket("kiro-activity")
-        .key(&key)
-        .body(
-            format!("{HEADER}\n2026-10-05,u2,IDE,1,9")
-                .into_bytes()
-                .into(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let truncated = format!("{HEADER}\n2026-10-05,u2,IDE,1,9");
+    put(&s3, &key, truncated.into_bytes()).await;
     let broken = remote.read(period("2026-10")).await;
     assert_eq!(broken.malformed, vec![std::path::PathBuf::from(&key)]);
     assert!(!broken.users.is_empty());
@@ -343,21 +345,11 @@ async fn activity_is_read_straight_from_s3() {
 
     // The same thing through the command line: `query --activity s3://...` gives the answer
     // of `query --activity <folder>`, savings included.
-    s3.put_object()
-        .bucket("kiro-activity")
-        .key(&key)
-        .body(
-            std::fs::read(
-                dir.path()
-                    .join("activity")
-                    .join(key.trim_start_matches("reports/")),
-            )
-            .unwrap()
-            .into(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let on_disk = dir
+        .path()
+        .join("activity")
+        .join(key.trim_start_matches("reports/"));
+    put(&s3, &key, std::fs::read(on_disk).unwrap()).await;
     assert_eq!(remote.read(period("2026-10")).await.users, local.users);
     let config = dir.path().join("aws.toml");
     std::fs::write(

@@ -434,6 +434,33 @@ async fn a_query_past_its_timeout_is_stopped() {
     assert_eq!(state.as_str(), "CANCELLED");
 }
 
+/// Puts a file (only its Parquet magic: a change to the listing) numbered `n` in the export.
+async fn put_marker(s3: aws_sdk_s3::Client, n: u32) {
+    s3.put_object()
+        .bucket(CUR_BUCKET)
+        .key(format!(
+            "{CUR_PREFIX}BILLING_PERIOD=2026-10/kiro-cur-{n:05}.snappy.parquet"
+        ))
+        .body(b"PAR1".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Moto's Athena answers the same rows to the next 40 queries.
+fn answer_every_query(moto: &Emulator) {
+    let results: Vec<_> = (0..40)
+        .map(|_| canned(&[alice("1100.0000000000", "4.0000000000")]))
+        .collect();
+    assert_eq!(
+        moto.post_json(
+            "/moto-api/static/athena/query-results",
+            &json!({ "region": REGION, "results": results })
+        ),
+        201
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_rides_out_athena_and_s3_faults() {
     use crate::faults::{data, fault_and_recover, successes};
@@ -445,32 +472,9 @@ async fn the_daemon_rides_out_athena_and_s3_faults() {
     for bucket in [CUR_BUCKET, "athena-results"] {
         s3.create_bucket().bucket(bucket).send().await.unwrap();
     }
-    let put = |n: u32| {
-        let s3 = s3.clone();
-        async move {
-            s3.put_object()
-                .bucket(CUR_BUCKET)
-                .key(format!(
-                    "{CUR_PREFIX}BILLING_PERIOD=2026-10/kiro-cur-{n:05}.snappy.parquet"
-                ))
-                .body(b"PAR1".to_vec().into())
-                .send()
-                .await
-                .unwrap();
-        }
-    };
+    let put = |n: u32| put_marker(s3.clone(), n);
     put(1).await;
-    // The same answer to every query.
-    let results: Vec<_> = (0..40)
-        .map(|_| canned(&[alice("1100.0000000000", "4.0000000000")]))
-        .collect();
-    assert_eq!(
-        moto.post_json(
-            "/moto-api/static/athena/query-results",
-            &json!({ "region": REGION, "results": results })
-        ),
-        201
-    );
+    answer_every_query(&moto);
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),

@@ -10,6 +10,7 @@ use kiro_cost_exporter::sink::aws_budgets::{BudgetSettings, Change, Reconciler, 
 use rust_decimal::Decimal;
 
 use crate::support::aws::{self, Emulator, Kind, Proxy};
+use crate::support::fixture::Setup;
 use crate::support::*;
 
 const ACCOUNT_ID: &str = "123456789012";
@@ -281,6 +282,41 @@ async fn cli_dry_run_and_the_daemons_budget_gauges() {
     );
 }
 
+/// Each sink's health, counted the same way: errors of kind `aws` and no success while
+/// `down`; a success `later`.
+fn assert_sink_health(down: &BTreeMap<Series, f64>, later: &BTreeMap<Series, f64>) {
+    use crate::faults::count;
+    let (down, later) = (down.clone(), later.clone());
+    for sink in ["cloudwatch", "aws_budgets"] {
+        assert!(
+            count(
+                &down,
+                "kiro_exporter_sink_errors_total",
+                &[("sink", sink), ("kind", "aws")]
+            ) >= 1.0,
+            "{sink}"
+        );
+        assert_eq!(
+            value(
+                &down,
+                "kiro_exporter_sink_last_success_timestamp_seconds",
+                &[("sink", sink)]
+            ),
+            Some(0.0),
+            "{sink}"
+        );
+        assert!(
+            value(
+                &later,
+                "kiro_exporter_sink_last_success_timestamp_seconds",
+                &[("sink", sink)]
+            )
+            .is_some_and(|t| t > 0.0),
+            "{sink}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloudwatch_and_budgets_outages_are_counted_and_recovered_from() {
     use crate::faults::{count, data};
@@ -288,23 +324,24 @@ async fn cloudwatch_and_budgets_outages_are_counted_and_recovered_from() {
         return;
     };
     let proxy = Proxy::start(&ms.url(), false);
-    let dir = tempfile::tempdir().unwrap();
     let mut spec = GenSpec::new(20, period("2026-10"));
     spec.seed = 8;
-    curgen::write_export(&spec, dir.path(), |_| {}).unwrap();
-    let config = dir.path().join("aws.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[source]\ncur = {:?}\n[cloudwatch]\nenabled = true\nmax_attempts = 2\nretry_initial_backoff = \"10ms\"\n\
-             [budgets]\nenabled = true\naccount_id = \"{ACCOUNT_ID}\"\ntotal_limit_usd = 20000\n\
-             [budgets.cost_centers]\nplatform = 5000\n[budgets.subscribers]\nemails = [\"finops@example.com\"]\n\
-             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
-            dir.path(),
-            proxy.url()
-        ),
-    )
-    .unwrap();
+    let mut setup = Setup::generated(&spec);
+    let st = &mut setup.settings;
+    st.cloudwatch.enabled = true;
+    st.cloudwatch.max_attempts = 2;
+    st.cloudwatch.retry_initial_backoff = std::time::Duration::from_millis(10);
+    st.budgets = BudgetSettings {
+        cost_centers: [("platform".to_owned(), Decimal::from(5000))].into(),
+        subscribers: Subscribers {
+            sns: vec![],
+            emails: vec!["finops@example.com".into()],
+        },
+        ..settings()
+    };
+    st.aws.region = "us-east-1".into();
+    st.aws.endpoint_url = proxy.url();
+    let config = setup.write_config("aws.toml");
     // Both services down from the start.
     proxy.fail_next(None);
     let env: Vec<(&str, &str)> = FAST.iter().copied().chain(aws::aws_env()).collect();
@@ -357,34 +394,7 @@ async fn cloudwatch_and_budgets_outages_are_counted_and_recovered_from() {
     names.sort_unstable();
     assert_eq!(names, ["kiro-cc-platform", "kiro-total"]);
     // Each sink's health, counted the same way: errors by kind while down, then a success.
-    for sink in ["cloudwatch", "aws_budgets"] {
-        assert!(
-            count(
-                &down,
-                "kiro_exporter_sink_errors_total",
-                &[("sink", sink), ("kind", "aws")]
-            ) >= 1.0,
-            "{sink}"
-        );
-        assert_eq!(
-            value(
-                &down,
-                "kiro_exporter_sink_last_success_timestamp_seconds",
-                &[("sink", sink)]
-            ),
-            Some(0.0),
-            "{sink}"
-        );
-        assert!(
-            value(
-                &later,
-                "kiro_exporter_sink_last_success_timestamp_seconds",
-                &[("sink", sink)]
-            )
-            .is_some_and(|t| t > 0.0),
-            "{sink}"
-        );
-    }
+    assert_sink_health(&down, &later);
     assert_eq!(
         value(
             &later,

@@ -17,15 +17,9 @@ use rust_decimal::prelude::ToPrimitive;
 
 use crate::support::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prometheus_cloudwatch_and_alerts_agree_with_query_json() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut spec = GenSpec::new(60, period("2026-10"));
-    spec.seed = 21;
-    curgen::write_export(&spec, dir.path(), |_| {}).unwrap();
-    let cur = dir.path().to_str().unwrap();
-
-    // query --format json, from the binary.
+/// `query --format json` of `cur`'s October: the whole bill, and per cost center its cost
+/// and forecast.
+fn query_reference(cur: &str) -> (f64, BTreeMap<String, (f64, f64)>) {
     let o = run(&[
         "query", "--cur", cur, "--period", "2026-10", "--format", "json",
     ]);
@@ -49,6 +43,19 @@ async fn prometheus_cloudwatch_and_alerts_agree_with_query_json() {
         );
     }
     assert!(centers.len() > 2, "{centers:?}");
+    (total, centers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_cloudwatch_and_alerts_agree_with_query_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = GenSpec::new(60, period("2026-10"));
+    spec.seed = 21;
+    curgen::write_export(&spec, dir.path(), |_| {}).unwrap();
+    let cur = dir.path().to_str().unwrap();
+
+    // query --format json, from the binary.
+    let (total, centers) = query_reference(cur);
 
     // /metrics of the real daemon.
     let d = Daemon::start(&["--cur", cur, "--period", "2026-10"], FAST);
