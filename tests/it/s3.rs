@@ -187,24 +187,23 @@ async fn the_daemon_refreshes_over_s3_through_faults_and_names_a_denied_key() {
     s3.create_bucket().bucket(BUCKET).send().await.unwrap();
     aws::upload_dir(&s3, first.path(), BUCKET, "kiro/").await;
     let proxy = Proxy::start(&moto.url(), false);
+    let mut settings = kiro_cost_exporter::config::Settings::default();
+    settings.source.cur = format!("s3://{BUCKET}/kiro").into();
+    settings.aws.region = "us-east-1".into();
+    settings.aws.endpoint_url = proxy.url();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("s3.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[source]\ncur = \"s3://{BUCKET}/kiro\"\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
-            proxy.url()
-        ),
-    )
-    .unwrap();
+    crate::support::fixture::write_settings(&config, &settings);
     let mut env = aws::aws_env();
     env.extend_from_slice(FAST);
     let d = Daemon::start(
         &["--config", config.to_str().unwrap(), "--period", "2026-10"],
         &env,
     );
-    let total = |m: &std::collections::BTreeMap<Series, f64>| {
-        value(m, "kiro_cost_usd", &[("billing_period", "2026-10")])
+    type Scrape = std::collections::BTreeMap<Series, f64>;
+    let total = |m: &Scrape| value(m, "kiro_cost_usd", &[("billing_period", "2026-10")]);
+    let refreshes = |m: &Scrape, result: &str| {
+        value(m, "kiro_exporter_refresh_total", &[("result", result)]).unwrap_or(0.0)
     };
     let m = wait_for(&d, "the first allocation over S3", |m| {
         total(m) == Some(24.0)
@@ -221,32 +220,22 @@ async fn the_daemon_refreshes_over_s3_through_faults_and_names_a_denied_key() {
     );
     // Unchanged: later refreshes list the export and fetch nothing.
     let fetched = read(&m);
-    let successes_now =
-        value(&m, "kiro_exporter_refresh_total", &[("result", "success")]).unwrap_or(0.0);
+    let successes_now = refreshes(&m, "success");
     let m = wait_for(&d, "two more refreshes", |m| {
-        value(m, "kiro_exporter_refresh_total", &[("result", "success")]).unwrap_or(0.0)
-            >= successes_now + 2.0
+        refreshes(m, "success") >= successes_now + 2.0
     })
     .await;
     assert_eq!(read(&m), fetched, "an unchanged export is not read again");
 
     // Throttled (503 SlowDown) and failing (500) calls are retried within the refresh.
-    let successes = |m: &std::collections::BTreeMap<Series, f64>| {
-        value(m, "kiro_exporter_refresh_total", &[("result", "success")]).unwrap_or(0.0)
-    };
-    let before = successes(&scrape(&d).await);
+    let before = refreshes(&scrape(&d).await, "success");
     proxy.fail_next(Some(4));
     let m = wait_for(&d, "a refresh through the faults", |m| {
-        successes(m) >= before + 2.0
+        refreshes(m, "success") >= before + 2.0
     })
     .await;
     assert_eq!(proxy.injected(), 4);
-    assert_eq!(
-        value(&m, "kiro_exporter_refresh_total", &[("result", "failure")]).unwrap_or(0.0),
-        0.0,
-        "{}",
-        d.log()
-    );
+    assert_eq!(refreshes(&m, "failure"), 0.0, "{}", d.log());
 
     // The export's file replaced by a newer version mid-run: the next refresh reads it.
     aws::upload_dir(&s3, second.path(), BUCKET, "kiro/").await;
@@ -261,10 +250,7 @@ async fn the_daemon_refreshes_over_s3_through_faults_and_names_a_denied_key() {
     aws::upload_dir(&s3, first.path(), BUCKET, "kiro/").await;
     let key =
         format!("s3://{BUCKET}/kiro/data/BILLING_PERIOD=2026-10/test-export-00001.snappy.parquet");
-    wait_for(&d, "a failed refresh", |m| {
-        value(m, "kiro_exporter_refresh_total", &[("result", "failure")]).unwrap_or(0.0) >= 1.0
-    })
-    .await;
+    wait_for(&d, "a failed refresh", |m| refreshes(m, "failure") >= 1.0).await;
     let log = d.log();
     let line = log
         .lines()
@@ -279,10 +265,9 @@ async fn the_daemon_refreshes_over_s3_through_faults_and_names_a_denied_key() {
     assert_eq!(total(&m), Some(224.0));
     // Listing denied (no s3:ListBucket): named with the prefix.
     proxy.deny(Some(&format!("/{BUCKET}")));
-    let failures =
-        value(&m, "kiro_exporter_refresh_total", &[("result", "failure")]).unwrap_or(0.0);
+    let failures = refreshes(&m, "failure");
     wait_for(&d, "a failed listing", |m| {
-        value(m, "kiro_exporter_refresh_total", &[("result", "failure")]).unwrap_or(0.0) > failures
+        refreshes(m, "failure") > failures
     })
     .await;
     assert!(

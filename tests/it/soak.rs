@@ -127,6 +127,37 @@ async fn client(url: String, stop: Arc<AtomicBool>, max: usize) -> Result<Seen, 
     Ok(seen)
 }
 
+/// Adds files to `partition` `additions` times over the first 60% of `length`.
+fn changing(
+    root: PathBuf,
+    partition: PathBuf,
+    length: Duration,
+    additions: u64,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for k in 1..=additions {
+            std::thread::sleep(length * 6 / 10 / (additions as u32 + 1));
+            add_files(&root, &partition, k);
+        }
+    })
+}
+
+/// What the clients saw, together; each must have scraped.
+async fn joined(clients: Vec<tokio::task::JoinHandle<Result<Seen, String>>>, d: &Daemon) -> Seen {
+    let mut seen = Seen::default();
+    for c in clients {
+        let s = c
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{e}\nlog: {}", d.log()));
+        assert!(s.scrapes > 0);
+        seen.scrapes += s.scrapes;
+        seen.resent += s.resent;
+        seen.totals.extend(s.totals);
+    }
+    seen
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_stays_flat_under_load_over_a_changing_export() {
     let secs = soak_secs();
@@ -152,15 +183,7 @@ async fn the_daemon_stays_flat_under_load_over_a_changing_export() {
 
     // The export changes during the first 60% of the soak, then stays as it is.
     const ADDITIONS: u64 = 6;
-    let changer = {
-        let (root, partition) = (dir.path().to_owned(), partition.clone());
-        std::thread::spawn(move || {
-            for k in 1..=ADDITIONS {
-                std::thread::sleep(length * 6 / 10 / (ADDITIONS as u32 + 1));
-                add_files(&root, &partition, k);
-            }
-        })
-    };
+    let changer = changing(dir.path().to_owned(), partition.clone(), length, ADDITIONS);
 
     // The load: three clients, bounded in time and count.
     let stop = Arc::new(AtomicBool::new(false));
@@ -176,17 +199,7 @@ async fn the_daemon_stays_flat_under_load_over_a_changing_export() {
     }
     stop.store(true, Ordering::Relaxed);
     changer.join().unwrap();
-    let mut seen = Seen::default();
-    for c in clients {
-        let s = c
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| panic!("{e}\nlog: {}", d.log()));
-        assert!(s.scrapes > 0);
-        seen.scrapes += s.scrapes;
-        seen.resent += s.resent;
-        seen.totals.extend(s.totals);
-    }
+    let seen = joined(clients, &d).await;
     let m = scrape(&d).await;
     let refreshes = value(&m, "kiro_exporter_refresh_total", &[("result", "success")]).unwrap();
 
