@@ -43,33 +43,8 @@ fn writes(proxy: &Proxy, from: usize) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn sync_creates_then_changes_nothing_updates_prunes_and_leaves_others_alone() {
-    let Some(ms) = Emulator::start(Kind::Ministack) else {
-        return;
-    };
-    let proxy = Proxy::start(&ms.url(), false);
-    let shared = aws::sdk_config(&proxy.url()).await;
-    let client = aws_sdk_budgets::Client::new(&shared);
-    // Someone else's budget.
-    client
-        .create_budget()
-        .account_id(ACCOUNT_ID)
-        .budget(
-            Budget::builder()
-                .budget_name("team-budget")
-                .budget_type(BudgetType::Cost)
-                .time_unit(TimeUnit::Monthly)
-                .budget_limit(Spend::builder().amount("100").unit("USD").build().unwrap())
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-
-    // Dry run: the plan, and no write.
-    let r = Reconciler::new(&shared, settings());
+/// Dry run: the plan, and no write.
+async fn dry_run_plans_and_writes_nothing(r: &Reconciler, proxy: &Proxy) {
     let start = proxy.calls().len();
     let plan = r.sync([], true).await.unwrap();
     let lines: Vec<String> = plan.iter().map(ToString::to_string).collect();
@@ -92,10 +67,12 @@ async fn sync_creates_then_changes_nothing_updates_prunes_and_leaves_others_alon
         lines.iter().filter(|l| l.starts_with("+ notify")).count(),
         9
     );
-    assert!(writes(&proxy, start).is_empty(), "dry run writes nothing");
+    assert!(writes(proxy, start).is_empty(), "dry run writes nothing");
     assert!(r.current().await.unwrap().is_empty());
+}
 
-    // First sync: created as configured.
+/// First sync: created as configured, with their filters and notifications.
+async fn first_sync_creates_as_configured(r: &Reconciler) {
     let plan = r.sync([], false).await.unwrap();
     assert_eq!(plan.len(), 12);
     let current = r.current().await.unwrap();
@@ -124,6 +101,36 @@ async fn sync_creates_then_changes_nothing_updates_prunes_and_leaves_others_alon
             ]
         );
     }
+}
+
+#[tokio::test]
+async fn sync_creates_then_changes_nothing_updates_prunes_and_leaves_others_alone() {
+    let Some(ms) = Emulator::start(Kind::Ministack) else {
+        return;
+    };
+    let proxy = Proxy::start(&ms.url(), false);
+    let shared = aws::sdk_config(&proxy.url()).await;
+    let client = aws_sdk_budgets::Client::new(&shared);
+    // Someone else's budget.
+    client
+        .create_budget()
+        .account_id(ACCOUNT_ID)
+        .budget(
+            Budget::builder()
+                .budget_name("team-budget")
+                .budget_type(BudgetType::Cost)
+                .time_unit(TimeUnit::Monthly)
+                .budget_limit(Spend::builder().amount("100").unit("USD").build().unwrap())
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    let r = Reconciler::new(&shared, settings());
+    dry_run_plans_and_writes_nothing(&r, &proxy).await;
+    first_sync_creates_as_configured(&r).await;
 
     // Second sync, nothing changed: no write call at all.
     let start = proxy.calls().len();

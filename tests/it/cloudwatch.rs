@@ -361,12 +361,9 @@ fn shipped() -> (Vec<PathBuf>, PathBuf) {
     (files, root.join("kiro-cost-alarms.cfn.json"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shipped_alarms_are_valid_for_aws_and_watch_pushed_metrics() {
-    let (files, cfn) = shipped();
-    assert!(files.len() >= 5, "{files:?}");
-
-    // 1. The metric, namespace and dimension names are ones the sink pushes.
+/// The alarms of `files` and the template `cfn` name metrics, a namespace and dimensions the
+/// sink pushes, and the template holds every alarm; the alarms, parsed.
+async fn alarms_watch_pushed_metrics(files: &[std::path::PathBuf], cfn: &Path) -> Vec<Value> {
     let (_dir, snapshot) = two_months(30).await;
     let pushed = cloudwatch::shapes(&cloudwatch::datums(&snapshot, false));
     let check = |name: &str, metric: &str, dims: Vec<String>| {
@@ -386,7 +383,7 @@ async fn shipped_alarms_are_valid_for_aws_and_watch_pushed_metrics() {
             .collect()
     };
     let mut alarms = Vec::new();
-    for f in &files {
+    for f in files {
         let a: Value = serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
         assert_eq!(a["Namespace"], CloudWatchSettings::default().namespace);
         check(
@@ -396,7 +393,7 @@ async fn shipped_alarms_are_valid_for_aws_and_watch_pushed_metrics() {
         );
         alarms.push(a);
     }
-    let template: Value = serde_json::from_str(&std::fs::read_to_string(&cfn).unwrap()).unwrap();
+    let template: Value = serde_json::from_str(&std::fs::read_to_string(cfn).unwrap()).unwrap();
     assert_eq!(
         template["Parameters"]["Namespace"]["Default"],
         CloudWatchSettings::default().namespace
@@ -415,6 +412,16 @@ async fn shipped_alarms_are_valid_for_aws_and_watch_pushed_metrics() {
             "{name} matches a put-metric-alarm file"
         );
     }
+    alarms
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_alarms_are_valid_for_aws_and_watch_pushed_metrics() {
+    let (files, cfn) = shipped();
+    assert!(files.len() >= 5, "{files:?}");
+
+    // 1. The metric, namespace and dimension names are ones the sink pushes.
+    let alarms = alarms_watch_pushed_metrics(&files, &cfn).await;
 
     // 2. Valid against the AWS API model (botocore), which the emulators do not check.
     let Some(python) = external(
@@ -443,7 +450,8 @@ async fn shipped_alarms_are_valid_for_aws_and_watch_pushed_metrics() {
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert_eq!(
         stdout(&o).lines().filter(|l| l.starts_with("OK ")).count(),
-        resources.len()
+        files.len(),
+        "the template holds one alarm per file"
     );
     // The validator does reject what AWS rejects.
     let bad = tempfile::NamedTempFile::new().unwrap();
