@@ -26,6 +26,97 @@ fn close(a: f64, b: f64, what: &str) {
     assert!((a - b).abs() < 1e-6, "{what}: /metrics {a} vs query {b}");
 }
 
+/// Each user's series equal the query's unit, and included credits are the plan table's.
+fn check_user_series(m: &BTreeMap<Series, f64>, json: &serde_json::Value) {
+    let plans = PlanTable::default();
+    let users = json["users"].as_array().unwrap();
+    assert_eq!(
+        m.keys().filter(|(n, _)| n == "kiro_user_cost_usd").count(),
+        users.len()
+    );
+    for u in users {
+        let s = |k: &str| u[k].as_str().unwrap();
+        let labels = [
+            ("account_id", s("account_id")),
+            ("region", s("region")),
+            ("user_id", s("user_id")),
+            ("cost_center", cost_center_label(s("cost_center"))),
+            ("plan", s("plan")),
+            ("billing_period", "2026-10"),
+        ];
+        for (metric, key) in [
+            ("kiro_user_cost_usd", "total_usd"),
+            ("kiro_user_subscription_usd", "subscription_usd"),
+            ("kiro_user_overage_usd", "overage_usd"),
+            ("kiro_user_credits_used", "credits_used"),
+        ] {
+            let got = value(m, metric, &labels)
+                .unwrap_or_else(|| panic!("{metric} missing for {labels:?}"));
+            close(got, u[key].as_f64().unwrap(), metric);
+        }
+        let included = value(m, "kiro_user_credits_included", &labels);
+        match plans.by_name(s("plan")) {
+            Some(plan) => close(
+                included.unwrap(),
+                plan.included_credits.try_into().unwrap(),
+                "included credits",
+            ),
+            None => assert_eq!(included, None),
+        }
+    }
+}
+
+/// The cost centers' series equal the query's roll-ups, and the users' series add up to them;
+/// the users' cost per cost center.
+fn check_cost_centers(
+    m: &BTreeMap<Series, f64>,
+    json: &serde_json::Value,
+) -> BTreeMap<String, f64> {
+    let mut by_cc: BTreeMap<String, f64> = BTreeMap::new();
+    for ((name, labels), v) in m {
+        if name == "kiro_user_cost_usd" {
+            *by_cc.entry(labels["cost_center"].clone()).or_default() += v;
+        }
+    }
+    for cc in json["cost_centers"].as_array().unwrap() {
+        let name = cost_center_label(cc["cost_center"].as_str().unwrap());
+        let l = [("billing_period", "2026-10"), ("cost_center", name)];
+        close(
+            value(m, "kiro_cost_center_cost_usd", &l).unwrap(),
+            cc["total_usd"].as_f64().unwrap(),
+            "cost center cost",
+        );
+        close(
+            by_cc[name],
+            cc["total_usd"].as_f64().unwrap(),
+            "sum of users by cost center",
+        );
+        close(
+            value(m, "kiro_cost_center_overage_usd", &l).unwrap(),
+            cc["overage_usd"].as_f64().unwrap(),
+            "cost center overage",
+        );
+        close(
+            value(m, "kiro_cost_center_credits_used", &l).unwrap(),
+            cc["credits_used"].as_f64().unwrap(),
+            "cost center credits",
+        );
+        close(
+            value(m, "kiro_cost_center_users", &l).unwrap(),
+            cc["users"].as_f64().unwrap(),
+            "cost center users",
+        );
+        // October is over: the forecast is the actual cost.
+        close(
+            value(m, "kiro_cost_center_forecast_usd", &l).unwrap(),
+            cc["total_usd"].as_f64().unwrap(),
+            "forecast of a past month",
+        );
+    }
+    assert_eq!(by_cc.len(), json["cost_centers"].as_array().unwrap().len());
+    by_cc
+}
+
 #[tokio::test]
 async fn metrics_equal_query_output() {
     let cur = generated(60, 11);
@@ -55,85 +146,9 @@ async fn metrics_equal_query_output() {
     );
 
     let p = [("billing_period", "2026-10")];
-    let plans = PlanTable::default();
     let users = json["users"].as_array().unwrap();
-    assert_eq!(
-        m.keys().filter(|(n, _)| n == "kiro_user_cost_usd").count(),
-        users.len()
-    );
-    for u in users {
-        let s = |k: &str| u[k].as_str().unwrap();
-        let labels = [
-            ("account_id", s("account_id")),
-            ("region", s("region")),
-            ("user_id", s("user_id")),
-            ("cost_center", cost_center_label(s("cost_center"))),
-            ("plan", s("plan")),
-            ("billing_period", "2026-10"),
-        ];
-        for (metric, key) in [
-            ("kiro_user_cost_usd", "total_usd"),
-            ("kiro_user_subscription_usd", "subscription_usd"),
-            ("kiro_user_overage_usd", "overage_usd"),
-            ("kiro_user_credits_used", "credits_used"),
-        ] {
-            let got = value(&m, metric, &labels)
-                .unwrap_or_else(|| panic!("{metric} missing for {labels:?}"));
-            close(got, u[key].as_f64().unwrap(), metric);
-        }
-        let included = value(&m, "kiro_user_credits_included", &labels);
-        match plans.by_name(s("plan")) {
-            Some(plan) => close(
-                included.unwrap(),
-                plan.included_credits.try_into().unwrap(),
-                "included credits",
-            ),
-            None => assert_eq!(included, None),
-        }
-    }
-    // Roll-ups equal the query's, and the users' series add up to them.
-    let mut by_cc: BTreeMap<String, f64> = BTreeMap::new();
-    for ((name, labels), v) in &m {
-        if name == "kiro_user_cost_usd" {
-            *by_cc.entry(labels["cost_center"].clone()).or_default() += v;
-        }
-    }
-    for cc in json["cost_centers"].as_array().unwrap() {
-        let name = cost_center_label(cc["cost_center"].as_str().unwrap());
-        let l = [("billing_period", "2026-10"), ("cost_center", name)];
-        close(
-            value(&m, "kiro_cost_center_cost_usd", &l).unwrap(),
-            cc["total_usd"].as_f64().unwrap(),
-            "cost center cost",
-        );
-        close(
-            by_cc[name],
-            cc["total_usd"].as_f64().unwrap(),
-            "sum of users by cost center",
-        );
-        close(
-            value(&m, "kiro_cost_center_overage_usd", &l).unwrap(),
-            cc["overage_usd"].as_f64().unwrap(),
-            "cost center overage",
-        );
-        close(
-            value(&m, "kiro_cost_center_credits_used", &l).unwrap(),
-            cc["credits_used"].as_f64().unwrap(),
-            "cost center credits",
-        );
-        close(
-            value(&m, "kiro_cost_center_users", &l).unwrap(),
-            cc["users"].as_f64().unwrap(),
-            "cost center users",
-        );
-        // October is over: the forecast is the actual cost.
-        close(
-            value(&m, "kiro_cost_center_forecast_usd", &l).unwrap(),
-            cc["total_usd"].as_f64().unwrap(),
-            "forecast of a past month",
-        );
-    }
-    assert_eq!(by_cc.len(), json["cost_centers"].as_array().unwrap().len());
+    check_user_series(&m, &json);
+    let by_cc = check_cost_centers(&m, &json);
     close(
         value(&m, "kiro_cost_usd", &p).unwrap(),
         json["kiro_total_usd"].as_f64().unwrap(),
