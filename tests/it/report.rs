@@ -16,6 +16,24 @@ use crate::support::*;
 
 const SECRET: &str = "kiro-test-signing-secret";
 
+/// A JSON amount as people read it on the card: `$12,345.68` (cents rounded half away from
+/// zero, thousands grouped).
+fn grouped_usd(v: &Value) -> String {
+    let d: Decimal = v.to_string().parse().unwrap();
+    let cents = d
+        .round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
+        .to_string();
+    let (int, frac) = cents.split_once('.').unwrap_or((&cents, "00"));
+    let mut grouped = String::new();
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    format!("${grouped}.{frac:0<2}")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_writes_the_csv_uploads_it_and_sends_the_summary_card() {
     let Some(moto) = crate::support::aws::Emulator::start(crate::support::aws::Kind::Moto) else {
@@ -178,15 +196,15 @@ async fn report_writes_the_csv_uploads_it_and_sends_the_summary_card() {
     for needle in [
         "**Period**: 2026-10".to_owned(),
         format!("**Users**: {}", distinct_users.len()),
-        format!(
-            "**Total cost**: ${:.2}",
-            v["kiro_total_usd"].as_f64().unwrap()
-        ),
+        format!("**Total cost**: {}", grouped_usd(&v["kiro_total_usd"])),
         format!(
             "**Untagged users**: {}",
             v["untagged_users"].as_array().unwrap().len()
         ),
-        format!("**Possible savings**: ${json_saving:.2}"),
+        format!(
+            "**Possible savings**: {}",
+            grouped_usd(&v["savings"]["total_usd"])
+        ),
         "**Top cost centers**".to_owned(),
         "**Users with overage**: ".to_owned(),
         // Static credentials do not expire: the link lives link_ttl (1 h).
