@@ -5,6 +5,10 @@
 use aws_sdk_identitystore::types::Email;
 
 use crate::support::aws::{self, Emulator, Kind, Proxy};
+use kiro_cost_exporter::config::Settings;
+use kiro_cost_exporter::sink::alerts::rules::{Measure, Rule, Scope};
+
+use crate::support::fixture::{feishu_channel, write_settings};
 use crate::support::*;
 
 const STORE: &str = "d-1234567890";
@@ -45,6 +49,52 @@ async fn create_with_title(
         .to_owned()
 }
 
+/// Alice and Bob (under his prefixed id) are named as exported, without e-mails; the unknown
+/// id has no info, is shown by id and counted.
+fn check_named(
+    m: &std::collections::BTreeMap<Series, f64>,
+    alice: &str,
+    bob_prefixed: &str,
+    unknown: &str,
+) {
+    let info = |m: &std::collections::BTreeMap<Series, f64>, id: &str| {
+        m.iter()
+            .find(|((n, l), _)| n == "kiro_user_info" && l["user_id"] == id)
+            .map(|((_, l), v)| (l.clone(), *v))
+    };
+    let (a, v) = info(m, alice).unwrap();
+    assert_eq!(v, 1.0);
+    assert_eq!(a["user_name"], "alice");
+    assert_eq!(a["display_name"], "Alice Liddell");
+    assert!(
+        a.get("email").is_none_or(String::is_empty),
+        "no e-mail unless asked: {a:?}"
+    );
+    assert_eq!(info(m, bob_prefixed).unwrap().0["user_name"], "bob");
+    // The unknown id: no info, shown by id, counted.
+    assert!(info(m, unknown).is_none());
+    assert!(
+        m.keys()
+            .any(|(n, l)| n == "kiro_user_cost_usd" && l["user_id"] == unknown)
+    );
+    assert_eq!(
+        value(
+            m,
+            "kiro_exporter_identity_lookups_total",
+            &[("result", "not_found")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            m,
+            "kiro_exporter_identity_lookups_total",
+            &[("result", "success")]
+        ),
+        Some(2.0)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_are_named_from_identity_store_through_throttling() {
     let Some(moto) = Emulator::start(Kind::Moto) else {
@@ -63,22 +113,19 @@ async fn users_are_named_from_identity_store_through_throttling() {
     ]);
     let proxy = Proxy::start(&moto.url(), false);
     let dir = tempfile::tempdir().unwrap();
-    let config = |labels: &str| {
-        let path = dir.path().join(format!("identity-{}.toml", labels.len()));
-        std::fs::write(
-            &path,
-            format!(
-                "[identity]\nidentity_store_id = \"{STORE}\"\nmin_interval = \"1ms\"\nlabels = [{labels}]\n\
-                 [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
-                proxy.url()
-            ),
-        )
-        .unwrap();
-        path
+    let settings = |labels: &[&str]| {
+        let mut s = Settings::default();
+        s.identity.identity_store_id = STORE.into();
+        s.identity.min_interval = std::time::Duration::from_millis(1);
+        s.identity.labels = labels.iter().map(|l| (*l).to_owned()).collect();
+        s.aws.region = "us-east-1".into();
+        s.aws.endpoint_url = proxy.url();
+        s
     };
     // Throttled, then a 500, then through: the SDK retries.
     proxy.fail_next(Some(2));
-    let plain = config("\"user_name\", \"display_name\"");
+    let plain = dir.path().join("identity.toml");
+    write_settings(&plain, &settings(&["user_name", "display_name"]));
     let cur = e.path().to_str().unwrap();
     let d = Daemon::start(
         &[
@@ -103,37 +150,7 @@ async fn users_are_named_from_identity_store_through_throttling() {
             .find(|((n, l), _)| n == "kiro_user_info" && l["user_id"] == id)
             .map(|((_, l), v)| (l.clone(), *v))
     };
-    let (a, v) = info(&m, &alice).unwrap();
-    assert_eq!(v, 1.0);
-    assert_eq!(a["user_name"], "alice");
-    assert_eq!(a["display_name"], "Alice Liddell");
-    assert!(
-        a.get("email").is_none_or(String::is_empty),
-        "no e-mail unless asked: {a:?}"
-    );
-    assert_eq!(info(&m, &bob_prefixed).unwrap().0["user_name"], "bob");
-    // The unknown id: no info, shown by id, counted.
-    assert!(info(&m, unknown).is_none());
-    assert!(
-        m.keys()
-            .any(|(n, l)| n == "kiro_user_cost_usd" && l["user_id"] == unknown)
-    );
-    assert_eq!(
-        value(
-            &m,
-            "kiro_exporter_identity_lookups_total",
-            &[("result", "not_found")]
-        ),
-        Some(1.0)
-    );
-    assert_eq!(
-        value(
-            &m,
-            "kiro_exporter_identity_lookups_total",
-            &[("result", "success")]
-        ),
-        Some(2.0)
-    );
+    check_named(&m, &alice, &bob_prefixed, unknown);
     // Cached: the next refreshes look nothing up again.
     let calls = proxy.count("DescribeUser");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -150,16 +167,14 @@ async fn users_are_named_from_identity_store_through_throttling() {
     drop(d);
 
     // With the e-mail switched on, and a Feishu channel: cards name the user.
-    let with_email = config("\"user_name\", \"email\"");
+    let mut named = settings(&["user_name", "email"]);
+    named.alerts.state_file = dir.path().join("state.json");
+    named.alerts.channels = vec![feishu_channel("feishu", "TEST_FEISHU_URL")];
+    named.alerts.rules = vec![Rule::new("user-cost", Scope::User, Measure::CostUsd, 1.0)];
+    named.report.schedule_day = 0;
+    let with_email = dir.path().join("identity-email.toml");
+    write_settings(&with_email, &named);
     let rx = crate::support::feishu::Receiver::start(None);
-    let mut text = std::fs::read_to_string(&with_email).unwrap();
-    text.push_str(&format!(
-        "[alerts]\nstate_file = {:?}\n[[alerts.channels]]\nname = \"feishu\"\nurl_env = \"TEST_FEISHU_URL\"\nsecret_env = \"\"\nmin_interval = \"10ms\"\n\
-         [[alerts.rules]]\nname = \"user-cost\"\nscope = \"user\"\nmeasure = \"cost_usd\"\nthreshold = 1\n\
-         [report]\nschedule_day = 0\n",
-        dir.path().join("state.json")
-    ));
-    std::fs::write(&with_email, text).unwrap();
     let url = rx.url();
     let mut env = aws::aws_env();
     env.push(("TEST_FEISHU_URL", &url));
