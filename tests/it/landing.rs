@@ -135,6 +135,114 @@ fn seat_totals(json: &Value) -> BTreeMap<(String, String, String), f64> {
     out
 }
 
+/// Cost-center bars: each the query's cost, widths proportional to it, untagged marked.
+fn check_bars(dom: &str, json: &serde_json::Value) {
+    let centers: BTreeMap<String, f64> = json["cost_centers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let name = c["cost_center"].as_str().unwrap();
+            (
+                if name.is_empty() { "untagged" } else { name }.to_owned(),
+                c["total_usd"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let svg_at = dom.find("id=\"cc-bars-2026-10\"").unwrap();
+    let svg = &dom[svg_at..svg_at + dom[svg_at..].find("</svg>").unwrap()];
+    let groups = tags(svg, "data-cost-center=");
+    let rects = tags(svg, "<rect ");
+    assert_eq!(
+        groups.len(),
+        centers.len().min(12),
+        "one bar per cost center"
+    );
+    assert_eq!(rects.len(), groups.len());
+    let widest = rects
+        .iter()
+        .map(|r| attr(r, "width").unwrap().parse::<f64>().unwrap())
+        .fold(0.0, f64::max);
+    let largest = centers.values().copied().fold(0.0, f64::max);
+    let mut untagged_bars = 0;
+    for (g, r) in groups.iter().zip(&rects) {
+        let cc = attr(g, "data-cost-center")
+            .unwrap()
+            .replace("&amp;", "&")
+            .replace("&quot;", "\"");
+        let cost = usd(g);
+        close(cost, centers[&cc], &cc);
+        let width: f64 = attr(r, "width").unwrap().parse().unwrap();
+        assert!(
+            (width / widest - cost / largest).abs() < 0.01,
+            "{cc}: bar {width} of {widest} for {cost} of {largest}"
+        );
+        if cc == "untagged" {
+            assert_eq!(attr(r, "class"), Some("untagged"));
+            untagged_bars += 1;
+        }
+    }
+    assert_eq!(untagged_bars, 1, "the generator has untagged cost");
+}
+
+/// Budgets (the one over its limit first), top users by name, seats near their limit, and the
+/// largest saving first: each as the query says.
+fn check_lists(dom: &str, json: &serde_json::Value, dir: &Path) {
+    // Budgets: the one forecast over its limit comes first and is marked.
+    let rows = tags(dom, "data-over=");
+    let budgeted: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                attr(r, "data-cost-center").unwrap(),
+                attr(r, "data-over").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        budgeted,
+        vec![("CC-1001 Platform", "true"), ("CC-1002 Payments", "false")]
+    );
+
+    // Top users: the seat that costs most first, by name.
+    let seats = seat_totals(json);
+    let (top_seat, _) = seats
+        .iter()
+        .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(a.0)))
+        .unwrap();
+    let top_table = by_id(dom, "top-users-2026-10");
+    let first = tags(top_table, "data-user=")[0];
+    assert_eq!(attr(first, "data-user"), Some(top_seat.2.as_str()));
+    let people = std::fs::read_to_string(dir.join("cur/activity/people.csv")).unwrap();
+    assert!(
+        people.lines().skip(1).any(|l| {
+            l.split(',')
+                .nth(2)
+                .is_some_and(|name| !name.is_empty() && top_table.contains(name))
+        }),
+        "names from the directory file are shown"
+    );
+
+    // Near the credit limit: each at 80% or more; at most ten.
+    let near = tags(dom, "data-share=");
+    assert!(!near.is_empty(), "the generator has users past 80%");
+    assert!(near.len() <= 10);
+    for n in &near {
+        let share: f64 = attr(n, "data-share").unwrap().parse().unwrap();
+        assert!(share >= 0.8, "{n}");
+    }
+
+    // Idle seats and right-sizing: the largest saving first, equal to the query's.
+    let recs = json["savings"]["recommendations"].as_array().unwrap();
+    let best = recs
+        .iter()
+        .map(|r| r["saving_usd"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    let list = by_id(dom, "savings-list-2026-10");
+    let first_saving = tags(list, "data-usd=")[0];
+    close(usd(first_saving), best, "largest saving");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_landing_page_in_a_real_browser_shows_the_snapshots_numbers() {
     let Some(chromium) = chromium() else {
@@ -217,107 +325,8 @@ async fn the_landing_page_in_a_real_browser_shows_the_snapshots_numbers() {
         by_id(&dom, "users-2026-10")
     );
 
-    // Cost-center bars: each the query's cost, widths proportional to it, untagged marked.
-    let centers: BTreeMap<String, f64> = json["cost_centers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            let name = c["cost_center"].as_str().unwrap();
-            (
-                if name.is_empty() { "untagged" } else { name }.to_owned(),
-                c["total_usd"].as_f64().unwrap(),
-            )
-        })
-        .collect();
-    let svg_at = dom.find("id=\"cc-bars-2026-10\"").unwrap();
-    let svg = &dom[svg_at..svg_at + dom[svg_at..].find("</svg>").unwrap()];
-    let groups = tags(svg, "data-cost-center=");
-    let rects = tags(svg, "<rect ");
-    assert_eq!(
-        groups.len(),
-        centers.len().min(12),
-        "one bar per cost center"
-    );
-    assert_eq!(rects.len(), groups.len());
-    let widest = rects
-        .iter()
-        .map(|r| attr(r, "width").unwrap().parse::<f64>().unwrap())
-        .fold(0.0, f64::max);
-    let largest = centers.values().copied().fold(0.0, f64::max);
-    let mut untagged_bars = 0;
-    for (g, r) in groups.iter().zip(&rects) {
-        let cc = attr(g, "data-cost-center")
-            .unwrap()
-            .replace("&amp;", "&")
-            .replace("&quot;", "\"");
-        let cost = usd(g);
-        close(cost, centers[&cc], &cc);
-        let width: f64 = attr(r, "width").unwrap().parse().unwrap();
-        assert!(
-            (width / widest - cost / largest).abs() < 0.01,
-            "{cc}: bar {width} of {widest} for {cost} of {largest}"
-        );
-        if cc == "untagged" {
-            assert_eq!(attr(r, "class"), Some("untagged"));
-            untagged_bars += 1;
-        }
-    }
-    assert_eq!(untagged_bars, 1, "the generator has untagged cost");
-
-    // Budgets: the one forecast over its limit comes first and is marked.
-    let rows = tags(&dom, "data-over=");
-    let budgeted: Vec<(&str, &str)> = rows
-        .iter()
-        .map(|r| {
-            (
-                attr(r, "data-cost-center").unwrap(),
-                attr(r, "data-over").unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        budgeted,
-        vec![("CC-1001 Platform", "true"), ("CC-1002 Payments", "false")]
-    );
-
-    // Top users: the seat that costs most first, by name.
-    let seats = seat_totals(&json);
-    let (top_seat, _) = seats
-        .iter()
-        .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(a.0)))
-        .unwrap();
-    let top_table = by_id(&dom, "top-users-2026-10");
-    let first = tags(top_table, "data-user=")[0];
-    assert_eq!(attr(first, "data-user"), Some(top_seat.2.as_str()));
-    let people = std::fs::read_to_string(dir.path().join("cur/activity/people.csv")).unwrap();
-    assert!(
-        people.lines().skip(1).any(|l| {
-            l.split(',')
-                .nth(2)
-                .is_some_and(|name| !name.is_empty() && top_table.contains(name))
-        }),
-        "names from the directory file are shown"
-    );
-
-    // Near the credit limit: each at 80% or more; at most ten.
-    let near = tags(&dom, "data-share=");
-    assert!(!near.is_empty(), "the generator has users past 80%");
-    assert!(near.len() <= 10);
-    for n in &near {
-        let share: f64 = attr(n, "data-share").unwrap().parse().unwrap();
-        assert!(share >= 0.8, "{n}");
-    }
-
-    // Idle seats and right-sizing: the largest saving first, equal to the query's.
-    let recs = json["savings"]["recommendations"].as_array().unwrap();
-    let best = recs
-        .iter()
-        .map(|r| r["saving_usd"].as_f64().unwrap())
-        .fold(0.0, f64::max);
-    let list = by_id(&dom, "savings-list-2026-10");
-    let first_saving = tags(list, "data-usd=")[0];
-    close(usd(first_saving), best, "largest saving");
+    check_bars(&dom, &json);
+    check_lists(&dom, &json, dir.path());
 
     // Freshness, sinks, links, currency.
     assert!(by_id(&dom, "last-refresh").contains("<time datetime=\""));
