@@ -28,19 +28,12 @@ fn write_day(root: &Path, day: u32, name: &str, body: &str) -> std::path::PathBu
     file
 }
 
-#[tokio::test]
-async fn activity_is_read_as_kiro_writes_it_and_a_seat_in_use_is_never_idle() {
-    let e = Export::write([
-        // Both seats show no credits in the bill.
-        seat("u1", Some("A"), "Pro", 1, 20.0),
-        seat("u2", Some("A"), "Pro", 1, 20.0),
-        seat("u3", Some("B"), "Pro", 1, 20.0),
-        credits("u3", Some("B"), 3, 100.0, 0.0),
-    ]);
-    let act = tempfile::tempdir().unwrap();
+/// October's 3rd to 5th as Kiro writes them: quoted ids, a missing e-mail, an extra column,
+/// a day split in two parts, the CLI client, and a truncated file (returned).
+fn write_first_days(root: &Path) -> std::path::PathBuf {
     // Quoted ids, a missing e-mail, an extra column Kiro may add.
     write_day(
-        act.path(),
+        root,
         3,
         "KIRO_IDE_111122223333_user_report_202610030000.csv",
         &format!(
@@ -51,30 +44,43 @@ async fn activity_is_read_as_kiro_writes_it_and_a_seat_in_use_is_never_idle() {
     );
     // A split day: two parts, and the CLI client.
     write_day(
-        act.path(),
+        root,
         4,
         "KIRO_IDE_111122223333_user_report_202610040000.csv",
         &format!("{HEADER}\n2026-10-04,u1,IDE,1,10,,0,true,p1,PRO,3,false,u1@example.com\n"),
     );
     write_day(
-        act.path(),
+        root,
         4,
         "KIRO_IDE_111122223333_user_report_202610040000_part2.csv",
         &format!("{HEADER}\n2026-10-04,u3,IDE,1,5,,0,true,p1,PRO,1,false,\n"),
     );
     write_day(
-        act.path(),
+        root,
         4,
         "KIRO_CLI_111122223333_user_report_202610040000.csv",
         &format!("{HEADER}\n2026-10-04,u1,CLI,1,2,,0,true,p1,PRO,2,false,\n"),
     );
     // A truncated file: skipped, named, counted.
-    let broken = write_day(
-        act.path(),
+    write_day(
+        root,
         5,
         "KIRO_IDE_111122223333_user_report_202610050000.csv",
         &format!("{HEADER}\n2026-10-05,u2,IDE,1,9"),
-    );
+    )
+}
+
+#[tokio::test]
+async fn activity_is_read_as_kiro_writes_it_and_a_seat_in_use_is_never_idle() {
+    let e = Export::write([
+        // Both seats show no credits in the bill.
+        seat("u1", Some("A"), "Pro", 1, 20.0),
+        seat("u2", Some("A"), "Pro", 1, 20.0),
+        seat("u3", Some("B"), "Pro", 1, 20.0),
+        credits("u3", Some("B"), 3, 100.0, 0.0),
+    ]);
+    let act = tempfile::tempdir().unwrap();
+    let broken = write_first_days(act.path());
 
     let reader = ActivityReader::new(act.path());
     let activity = reader.read(period("2026-10")).await;
