@@ -149,31 +149,22 @@ async fn metrics_equal_query_output() {
     let users = json["users"].as_array().unwrap();
     check_user_series(&m, &json);
     let by_cc = check_cost_centers(&m, &json);
-    close(
-        value(&m, "kiro_cost_usd", &p).unwrap(),
-        json["kiro_total_usd"].as_f64().unwrap(),
-        "total",
-    );
-    close(
-        value(&m, "kiro_tax_usd", &p).unwrap(),
-        json["tax_usd"].as_f64().unwrap(),
-        "tax",
-    );
-    close(
-        value(&m, "kiro_unattributed_usd", &p).unwrap(),
-        json["unattributed_usd"].as_f64().unwrap(),
-        "unattributed",
-    );
-    close(
-        value(&m, "kiro_untagged_users", &p).unwrap(),
-        json["untagged_users"].as_array().unwrap().len() as f64,
-        "untagged",
-    );
-    close(
-        value(&m, "kiro_duplicate_subscriptions", &p).unwrap(),
-        json["duplicate_subscriptions"].as_array().unwrap().len() as f64,
-        "duplicates",
-    );
+    let count = |key: &str| json[key].as_array().unwrap().len() as f64;
+    for (metric, expected) in [
+        ("kiro_cost_usd", json["kiro_total_usd"].as_f64().unwrap()),
+        ("kiro_tax_usd", json["tax_usd"].as_f64().unwrap()),
+        (
+            "kiro_unattributed_usd",
+            json["unattributed_usd"].as_f64().unwrap(),
+        ),
+        ("kiro_untagged_users", count("untagged_users")),
+        (
+            "kiro_duplicate_subscriptions",
+            count("duplicate_subscriptions"),
+        ),
+    ] {
+        close(value(&m, metric, &p).unwrap(), expected, metric);
+    }
     // The reconciliation invariant, on the scraped values.
     let users_total: f64 = by_cc.values().sum();
     close(
