@@ -361,6 +361,48 @@ fn shipped() -> (Vec<PathBuf>, PathBuf) {
     (files, root.join("kiro-cost-alarms.cfn.json"))
 }
 
+/// Creates the alarm of a put-metric-alarm file through the Rust SDK.
+async fn put_alarm(client: &aws_sdk_cloudwatch::Client, a: &Value) {
+    let s = |k: &str| a[k].as_str().unwrap().to_owned();
+    let actions = |k: &str| -> Vec<String> {
+        a[k].as_array()
+            .map(|v| v.iter().map(|x| x.as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default()
+    };
+    client
+        .put_metric_alarm()
+        .alarm_name(s("AlarmName"))
+        .alarm_description(s("AlarmDescription"))
+        .actions_enabled(a["ActionsEnabled"].as_bool().unwrap())
+        .set_alarm_actions(Some(actions("AlarmActions")))
+        .set_ok_actions(Some(actions("OKActions")))
+        .metric_name(s("MetricName"))
+        .namespace(s("Namespace"))
+        .set_dimensions(Some(
+            a["Dimensions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| {
+                    Dimension::builder()
+                        .name(d["Name"].as_str().unwrap())
+                        .value(d["Value"].as_str().unwrap())
+                        .build()
+                })
+                .collect(),
+        ))
+        .statistic(s("Statistic").as_str().into())
+        .period(a["Period"].as_i64().unwrap() as i32)
+        .evaluation_periods(a["EvaluationPeriods"].as_i64().unwrap() as i32)
+        .set_datapoints_to_alarm(a["DatapointsToAlarm"].as_i64().map(|v| v as i32))
+        .threshold(a["Threshold"].as_f64().unwrap())
+        .comparison_operator(s("ComparisonOperator").as_str().into())
+        .treat_missing_data(s("TreatMissingData"))
+        .send()
+        .await
+        .unwrap();
+}
+
 /// The alarms of `files` and the template `cfn` name metrics, a namespace and dimensions the
 /// sink pushes, and the template holds every alarm; the alarms, parsed.
 async fn alarms_watch_pushed_metrics(files: &[std::path::PathBuf], cfn: &Path) -> Vec<Value> {
@@ -481,44 +523,7 @@ async fn shipped_alarms_are_valid_for_aws_and_watch_pushed_metrics() {
     };
     let client = aws_sdk_cloudwatch::Client::new(&aws::sdk_config(&ms.url()).await);
     for a in &alarms {
-        let s = |k: &str| a[k].as_str().unwrap().to_owned();
-        let actions = |k: &str| -> Vec<String> {
-            a[k].as_array()
-                .map(|v| v.iter().map(|x| x.as_str().unwrap().to_owned()).collect())
-                .unwrap_or_default()
-        };
-        client
-            .put_metric_alarm()
-            .alarm_name(s("AlarmName"))
-            .alarm_description(s("AlarmDescription"))
-            .actions_enabled(a["ActionsEnabled"].as_bool().unwrap())
-            .set_alarm_actions(Some(actions("AlarmActions")))
-            .set_ok_actions(Some(actions("OKActions")))
-            .metric_name(s("MetricName"))
-            .namespace(s("Namespace"))
-            .set_dimensions(Some(
-                a["Dimensions"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|d| {
-                        Dimension::builder()
-                            .name(d["Name"].as_str().unwrap())
-                            .value(d["Value"].as_str().unwrap())
-                            .build()
-                    })
-                    .collect(),
-            ))
-            .statistic(s("Statistic").as_str().into())
-            .period(a["Period"].as_i64().unwrap() as i32)
-            .evaluation_periods(a["EvaluationPeriods"].as_i64().unwrap() as i32)
-            .set_datapoints_to_alarm(a["DatapointsToAlarm"].as_i64().map(|v| v as i32))
-            .threshold(a["Threshold"].as_f64().unwrap())
-            .comparison_operator(s("ComparisonOperator").as_str().into())
-            .treat_missing_data(s("TreatMissingData"))
-            .send()
-            .await
-            .unwrap();
+        put_alarm(&client, a).await;
     }
     let described = client.describe_alarms().send().await.unwrap();
     let got: BTreeMap<String, (String, String)> = described
