@@ -34,67 +34,9 @@ fn grouped_usd(v: &Value) -> String {
     format!("${grouped}.{frac:0<2}")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn report_writes_the_csv_uploads_it_and_sends_the_summary_card() {
-    let Some(moto) = crate::support::aws::Emulator::start(crate::support::aws::Kind::Moto) else {
-        return;
-    };
-    let s3 = crate::support::aws::s3_client(&moto.url()).await;
-    s3.create_bucket()
-        .bucket("finance-reports")
-        .send()
-        .await
-        .unwrap();
-    let rx = Receiver::start(Some(SECRET));
-    let dir = tempfile::tempdir().unwrap();
-    let mut spec = GenSpec::new(60, period("2026-10"));
-    spec.seed = 21;
-    let export = dir.path().join("cur");
-    curgen::write_export(&spec, &export, |_| {}).unwrap();
-    let out = dir.path().join("out");
-    let config = dir.path().join("report.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[alerts]\nstate_file = {:?}\n[[alerts.channels]]\nname = \"finance\"\nurl_env = \"TEST_FEISHU_URL\"\nsecret_env = \"TEST_FEISHU_SECRET\"\n\
-             [report]\ns3 = \"s3://finance-reports/kiro/\"\nlink_ttl = \"1h\"\ntop = 3\n\
-             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
-            dir.path().join("state.json"),
-            moto.url()
-        ),
-    )
-    .unwrap();
-    let cur = export.to_str().unwrap();
-    let o = std::process::Command::new(bin())
-        .args(["report", "--config", config.to_str().unwrap(), "--cur", cur])
-        .args(["--period", "2026-10", "--out", out.to_str().unwrap()])
-        .env("TEST_FEISHU_URL", rx.url())
-        .env("TEST_FEISHU_SECRET", SECRET)
-        .envs(crate::support::aws::aws_env())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let printed = stdout(&o);
-    let path = out.join("kiro-cost-report-2026-10.csv");
-    assert!(
-        printed.contains(&format!("report: {}", path.display())),
-        "{printed}"
-    );
-    let link = printed
-        .lines()
-        .find_map(|l| l.strip_prefix("download link: "))
-        .expect("a download link")
-        .to_owned();
-    assert!(printed.contains("summary cards sent: 1"));
-
-    // The CSV is the allocation: same units and amounts, reconciled to the Kiro total.
-    let bytes = std::fs::read(&path).unwrap();
-    assert!(bytes.starts_with("\u{feff}".as_bytes()), "UTF-8 with BOM");
-    let json = run(&[
-        "query", "--cur", cur, "--period", "2026-10", "--format", "json",
-    ]);
-    let v: Value = serde_json::from_str(&stdout(&json)).unwrap();
-    assert_json_reconciles(&v);
+/// The CSV's header, and its rows: the query's units in order with their amounts, then the
+/// rows without a user and of tax, summing to the bill and to the query's savings.
+fn check_csv(bytes: &[u8], v: &Value) {
     let mut r = csv::Reader::from_reader(&bytes[3..]);
     assert_eq!(
         r.headers().unwrap().iter().collect::<Vec<_>>(),
@@ -163,6 +105,71 @@ async fn report_writes_the_csv_uploads_it_and_sends_the_summary_card() {
         "{saving} vs {json_saving}"
     );
     assert!(json_saving > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_writes_the_csv_uploads_it_and_sends_the_summary_card() {
+    let Some(moto) = crate::support::aws::Emulator::start(crate::support::aws::Kind::Moto) else {
+        return;
+    };
+    let s3 = crate::support::aws::s3_client(&moto.url()).await;
+    s3.create_bucket()
+        .bucket("finance-reports")
+        .send()
+        .await
+        .unwrap();
+    let rx = Receiver::start(Some(SECRET));
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = GenSpec::new(60, period("2026-10"));
+    spec.seed = 21;
+    let export = dir.path().join("cur");
+    curgen::write_export(&spec, &export, |_| {}).unwrap();
+    let out = dir.path().join("out");
+    let config = dir.path().join("report.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[alerts]\nstate_file = {:?}\n[[alerts.channels]]\nname = \"finance\"\nurl_env = \"TEST_FEISHU_URL\"\nsecret_env = \"TEST_FEISHU_SECRET\"\n\
+             [report]\ns3 = \"s3://finance-reports/kiro/\"\nlink_ttl = \"1h\"\ntop = 3\n\
+             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
+            dir.path().join("state.json"),
+            moto.url()
+        ),
+    )
+    .unwrap();
+    let cur = export.to_str().unwrap();
+    let o = std::process::Command::new(bin())
+        .args(["report", "--config", config.to_str().unwrap(), "--cur", cur])
+        .args(["--period", "2026-10", "--out", out.to_str().unwrap()])
+        .env("TEST_FEISHU_URL", rx.url())
+        .env("TEST_FEISHU_SECRET", SECRET)
+        .envs(crate::support::aws::aws_env())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = stdout(&o);
+    let path = out.join("kiro-cost-report-2026-10.csv");
+    assert!(
+        printed.contains(&format!("report: {}", path.display())),
+        "{printed}"
+    );
+    let link = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("download link: "))
+        .expect("a download link")
+        .to_owned();
+    assert!(printed.contains("summary cards sent: 1"));
+
+    // The CSV is the allocation: same units and amounts, reconciled to the Kiro total.
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.starts_with("\u{feff}".as_bytes()), "UTF-8 with BOM");
+    let json = run(&[
+        "query", "--cur", cur, "--period", "2026-10", "--format", "json",
+    ]);
+    let v: Value = serde_json::from_str(&stdout(&json)).unwrap();
+    assert_json_reconciles(&v);
+    check_csv(&bytes, &v);
+    let users = v["users"].as_array().unwrap();
 
     // Uploaded, and the presigned link downloads the same bytes.
     let object = s3
