@@ -243,6 +243,49 @@ fn check_lists(dom: &str, json: &serde_json::Value, dir: &Path) {
     close(usd(first_saving), best, "largest saving");
 }
 
+/// Polls the landing page until it contains `needle`, at most 60 s.
+async fn wait_page(d: &Daemon, needle: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !String::from_utf8_lossy(&get(&d.url("/"), false).await.unwrap().body).contains(needle) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{needle} never shows; log: {}",
+            d.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// The page passes html-validate, which does find errors in a broken copy of it.
+fn validate_html(dir: &Path, body: &[u8]) {
+    let page = dir.join("landing.html");
+    std::fs::write(&page, body).unwrap();
+    if let Some(validator) = external(
+        "html-validate (npm, under target/html-validate)",
+        &root().join("target/html-validate/node_modules/.bin/html-validate"),
+    ) {
+        let o = Command::new(validator).arg(&page).output().unwrap();
+        assert!(
+            o.status.success(),
+            "html-validate:\n{}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        // It does find errors.
+        let broken = dir.join("broken.html");
+        std::fs::write(
+            &broken,
+            String::from_utf8_lossy(body).replacen("</table>", "", 1),
+        )
+        .unwrap();
+        let o = Command::new(root().join("target/html-validate/node_modules/.bin/html-validate"))
+            .arg(&broken)
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "a broken page passes the validator");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_landing_page_in_a_real_browser_shows_the_snapshots_numbers() {
     let Some(chromium) = chromium() else {
@@ -258,17 +301,7 @@ async fn the_landing_page_in_a_real_browser_shows_the_snapshots_numbers() {
     ];
     let d = Daemon::start(&["--config", config_arg, "--period", "2026-10"], &aws_env);
     wait_status(&d.url("/readyz"), 200, 60).await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !String::from_utf8_lossy(&get(&d.url("/"), false).await.unwrap().body)
-        .contains("data-sink=\"cloudwatch\" data-healthy=\"false\"")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the failed CloudWatch delivery never shows; log: {}",
-            d.log()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    wait_page(&d, "data-sink=\"cloudwatch\" data-healthy=\"false\"").await;
     let json = query_json_with(&["--config", config_arg], &aws_env);
     assert_json_reconciles(&json);
 
@@ -346,32 +379,7 @@ async fn the_landing_page_in_a_real_browser_shows_the_snapshots_numbers() {
 
     // The served HTML passes the validator.
     let html = get(&d.url("/"), false).await.unwrap();
-    let page = dir.path().join("landing.html");
-    std::fs::write(&page, &html.body).unwrap();
-    if let Some(validator) = external(
-        "html-validate (npm, under target/html-validate)",
-        &root().join("target/html-validate/node_modules/.bin/html-validate"),
-    ) {
-        let o = Command::new(validator).arg(&page).output().unwrap();
-        assert!(
-            o.status.success(),
-            "html-validate:\n{}{}",
-            stdout(&o),
-            stderr(&o)
-        );
-        // It does find errors.
-        let broken = dir.path().join("broken.html");
-        std::fs::write(
-            &broken,
-            String::from_utf8_lossy(&html.body).replacen("</table>", "", 1),
-        )
-        .unwrap();
-        let o = Command::new(root().join("target/html-validate/node_modules/.bin/html-validate"))
-            .arg(&broken)
-            .output()
-            .unwrap();
-        assert!(!o.status.success(), "a broken page passes the validator");
-    }
+    validate_html(dir.path(), &html.body);
 
     // zh-CN: the same page in Chinese.
     drop(d);
