@@ -2,6 +2,8 @@
 //! proxy): looked up, paced and retried through throttling and 5xx, unknown ids shown as they
 //! are and counted, `kiro_user_info` for joins, and the e-mail only when switched on.
 
+use std::path::Path;
+
 use aws_sdk_identitystore::types::Email;
 
 use crate::support::aws::{self, Emulator, Kind, Proxy};
@@ -93,6 +95,59 @@ fn check_named(
         ),
         Some(2.0)
     );
+}
+
+/// The report's CSV and `query`'s JSON (by user id) name the users with the exported labels.
+fn check_commands(config: &Path, cur: &str, out: &Path, ids: [&str; 3]) {
+    let [alice, bob_prefixed, unknown] = ids;
+    let o = run_env(
+        &[
+            "report",
+            "--config",
+            config.to_str().unwrap(),
+            "--cur",
+            cur,
+            "--period",
+            "2026-10",
+            "--out",
+            out.to_str().unwrap(),
+            "--no-notify",
+        ],
+        &aws::aws_env(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = std::fs::read_to_string(out.join("kiro-cost-report-2026-10.csv")).unwrap();
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .ends_with("user_name,display_name,email"),
+        "{csv}"
+    );
+    assert!(csv.contains("alice,,alice@example.com"), "{csv}");
+    // And `query`'s JSON, by user id, with the exported labels only.
+    let o = run_env(
+        &[
+            "query",
+            "--config",
+            config.to_str().unwrap(),
+            "--cur",
+            cur,
+            "--period",
+            "2026-10",
+            "--format",
+            "json",
+        ],
+        &aws::aws_env(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        json["people"][alice],
+        serde_json::json!({"user_name": "alice", "email": "alice@example.com"})
+    );
+    assert_eq!(json["people"][bob_prefixed]["user_name"], "bob");
+    assert!(json["people"].get(unknown).is_none(), "{json}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,56 +259,9 @@ async fn users_are_named_from_identity_store_through_throttling() {
         cards.contains(unknown),
         "the unknown id is shown as it is: {cards}"
     );
-    // The report CSV names them too.
+    // The report CSV and `query`'s JSON name them too.
     let out = dir.path().join("reports");
-    let o = run_env(
-        &[
-            "report",
-            "--config",
-            with_email.to_str().unwrap(),
-            "--cur",
-            cur,
-            "--period",
-            "2026-10",
-            "--out",
-            out.to_str().unwrap(),
-            "--no-notify",
-        ],
-        &aws::aws_env(),
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let csv = std::fs::read_to_string(out.join("kiro-cost-report-2026-10.csv")).unwrap();
-    assert!(
-        csv.lines()
-            .next()
-            .unwrap()
-            .ends_with("user_name,display_name,email"),
-        "{csv}"
-    );
-    assert!(csv.contains("alice,,alice@example.com"), "{csv}");
-    // And `query`'s JSON, by user id, with the exported labels only.
-    let o = run_env(
-        &[
-            "query",
-            "--config",
-            with_email.to_str().unwrap(),
-            "--cur",
-            cur,
-            "--period",
-            "2026-10",
-            "--format",
-            "json",
-        ],
-        &aws::aws_env(),
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let json: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!(
-        json["people"][&alice],
-        serde_json::json!({"user_name": "alice", "email": "alice@example.com"})
-    );
-    assert_eq!(json["people"][&bob_prefixed]["user_name"], "bob");
-    assert!(json["people"].get(unknown).is_none(), "{json}");
+    check_commands(&with_email, cur, &out, [&alice, &bob_prefixed, unknown]);
     assert!(!d.log().contains("testing"), "no credentials in the log");
 }
 
