@@ -97,6 +97,17 @@ fn check_named(
     );
 }
 
+/// Identity Store on at `endpoint`, exporting `labels`.
+fn store_settings(endpoint: &str, labels: &[&str]) -> Settings {
+    let mut s = Settings::default();
+    s.identity.identity_store_id = STORE.into();
+    s.identity.min_interval = std::time::Duration::from_millis(1);
+    s.identity.labels = labels.iter().map(|l| (*l).to_owned()).collect();
+    s.aws.region = "us-east-1".into();
+    s.aws.endpoint_url = endpoint.into();
+    s
+}
+
 /// The report's CSV and `query`'s JSON (by user id) name the users with the exported labels.
 fn check_commands(config: &Path, cur: &str, out: &Path, ids: [&str; 3]) {
     let [alice, bob_prefixed, unknown] = ids;
@@ -168,15 +179,7 @@ async fn users_are_named_from_identity_store_through_throttling() {
     ]);
     let proxy = Proxy::start(&moto.url(), false);
     let dir = tempfile::tempdir().unwrap();
-    let settings = |labels: &[&str]| {
-        let mut s = Settings::default();
-        s.identity.identity_store_id = STORE.into();
-        s.identity.min_interval = std::time::Duration::from_millis(1);
-        s.identity.labels = labels.iter().map(|l| (*l).to_owned()).collect();
-        s.aws.region = "us-east-1".into();
-        s.aws.endpoint_url = proxy.url();
-        s
-    };
+    let settings = |labels: &[&str]| store_settings(&proxy.url(), labels);
     // Throttled, then a 500, then through: the SDK retries.
     proxy.fail_next(Some(2));
     let plain = dir.path().join("identity.toml");
