@@ -180,27 +180,30 @@ pub fn datums(snapshot: &Snapshot, per_user: bool) -> Vec<Datum> {
     out
 }
 
+/// `extra` dimensions followed by the period's.
+fn with_period(
+    extra: &[(&'static str, String)],
+    period_dim: &[(&'static str, String)],
+) -> Vec<(&'static str, String)> {
+    extra.iter().chain(period_dim).cloned().collect()
+}
+
 fn push_period(
     out: &mut Vec<Datum>,
     v: &PeriodView,
     period_dim: &[(&'static str, String)],
     per_user: bool,
 ) {
-    let dims = |extra: &[(&'static str, String)]| -> Vec<(&'static str, String)> {
-        extra
-            .iter()
-            .cloned()
-            .chain(period_dim.iter().cloned())
-            .collect()
-    };
-    let mut add = |name: &'static str, d: Vec<(&'static str, String)>, value: f64, unit| {
-        out.push(Datum {
-            name,
-            dimensions: d,
-            value,
-            unit,
-        });
-    };
+    let dims = |extra: &[(&'static str, String)]| with_period(extra, period_dim);
+    let mut add =
+        |name: &'static str, dimensions: Vec<(&'static str, String)>, value: f64, unit| {
+            out.push(Datum {
+                name,
+                dimensions,
+                value,
+                unit,
+            });
+        };
     let rollups = |add: &mut dyn FnMut(&'static str, f64, StandardUnit), r: &Rollup| {
         add("CostUsd", usd(r.total_usd), StandardUnit::None);
         add("OverageUsd", usd(r.overage_usd), StandardUnit::None);
@@ -264,21 +267,16 @@ fn push_period(
 
 /// Per-unit metrics (`cloudwatch.per_user`): each costs a custom metric.
 fn push_users(out: &mut Vec<Datum>, v: &PeriodView, period_dim: &[(&'static str, String)]) {
-    let dims = |extra: &[(&'static str, String)]| -> Vec<(&'static str, String)> {
-        extra
-            .iter()
-            .cloned()
-            .chain(period_dim.iter().cloned())
-            .collect()
-    };
-    let mut add = |name: &'static str, d: Vec<(&'static str, String)>, value: f64, unit| {
-        out.push(Datum {
-            name,
-            dimensions: d,
-            value,
-            unit,
-        });
-    };
+    let dims = |extra: &[(&'static str, String)]| with_period(extra, period_dim);
+    let mut add =
+        |name: &'static str, dimensions: Vec<(&'static str, String)>, value: f64, unit| {
+            out.push(Datum {
+                name,
+                dimensions,
+                value,
+                unit,
+            });
+        };
     for u in v.allocation.units.iter().filter(|u| !u.user_id.is_empty()) {
         let mut seat = vec![
             ("AccountId", u.account_id.clone()),

@@ -66,11 +66,6 @@ impl SnapshotBuilder {
         self
     }
 
-    /// The plan table the snapshot is priced with.
-    pub fn plans(&self) -> &PlanTable {
-        &self.plans
-    }
-
     /// The snapshot of `allocations` (oldest first) as of `taken_at`.
     pub async fn build(&self, taken_at: DateTime<Utc>, allocations: Vec<Allocation>) -> Built {
         let mut periods = Vec::with_capacity(allocations.len());

@@ -157,11 +157,6 @@ impl PeriodView {
                     .collect()
             })
             .unwrap_or_default();
-        let unbilled = if activity.is_some() {
-            unbilled(&order, &used, main_cc)
-        } else {
-            BTreeMap::new()
-        };
         let savings =
             savings::recommend_with_use(&allocation, &plans, savings_settings, now, &used);
         let included_by_plan: BTreeMap<String, Decimal> = allocation
@@ -174,6 +169,11 @@ impl PeriodView {
             .collect();
         let seats = seat_views(&order, &extra, &used, &savings, &included_by_plan);
         let (cost_center_seats, account_seats, seat_totals) = seat_totals(&seats, &savings);
+        let unbilled = if activity.is_some() {
+            unbilled(&seats, &used)
+        } else {
+            BTreeMap::new()
+        };
         drop(seat_cost_centers);
         drop(order);
         Self {
@@ -253,21 +253,25 @@ fn forecast<'a>(
 }
 
 /// Per cost center: credits the activity report (`used`) counts beyond the bill's credits of
-/// the same seat, in the seat's main cost center.
-fn unbilled<'a>(
-    order: &[&'a crate::allocation::UserCost],
-    used: &'a BTreeMap<SeatKey, Decimal>,
-    main_cc: impl Fn(SeatRef<'a>) -> &'a str,
-) -> BTreeMap<String, Decimal> {
-    let billed: HashMap<SeatRef<'_>, Decimal, foldhash::fast::RandomState> = order
-        .chunk_by(same_seat)
-        .map(|run| (run[0].seat(), run.iter().map(|u| u.credits_used).sum()))
-        .collect();
+/// the same seat, in the seat's main cost center (`""` for a seat the bill does not show).
+fn unbilled(seats: &[SeatView], used: &BTreeMap<SeatKey, Decimal>) -> BTreeMap<String, Decimal> {
     let mut out: BTreeMap<String, Decimal> = BTreeMap::new();
     for ((a, r, u), seen) in used {
-        let seat = (a.as_str(), r.as_str(), u.as_str());
-        let gap = *seen - billed.get(&seat).copied().unwrap_or_default();
-        *out.entry(main_cc(seat).to_owned()).or_default() += gap.max(Decimal::ZERO);
+        let seat = seats
+            .binary_search_by(|s| {
+                (
+                    s.id.account_id.as_str(),
+                    s.id.region.as_str(),
+                    s.id.user_id.as_str(),
+                )
+                    .cmp(&(a.as_str(), r.as_str(), u.as_str()))
+            })
+            .ok()
+            .map(|i| &seats[i]);
+        let (billed, cc) = seat.map_or((Decimal::ZERO, ""), |s| {
+            (s.billed_credits, s.cost_center.as_str())
+        });
+        *out.entry(cc.to_owned()).or_default() += (*seen - billed).max(Decimal::ZERO);
     }
     out
 }

@@ -293,11 +293,10 @@ async fn cli_dry_run_and_the_daemons_budget_gauges() {
 /// `down`; a success `later`.
 fn assert_sink_health(down: &BTreeMap<Series, f64>, later: &BTreeMap<Series, f64>) {
     use crate::faults::count;
-    let (down, later) = (down.clone(), later.clone());
     for sink in ["cloudwatch", "aws_budgets"] {
         assert!(
             count(
-                &down,
+                down,
                 "kiro_exporter_sink_errors_total",
                 &[("sink", sink), ("kind", "aws")]
             ) >= 1.0,
@@ -305,7 +304,7 @@ fn assert_sink_health(down: &BTreeMap<Series, f64>, later: &BTreeMap<Series, f64
         );
         assert_eq!(
             value(
-                &down,
+                down,
                 "kiro_exporter_sink_last_success_timestamp_seconds",
                 &[("sink", sink)]
             ),
@@ -314,7 +313,7 @@ fn assert_sink_health(down: &BTreeMap<Series, f64>, later: &BTreeMap<Series, f64
         );
         assert!(
             value(
-                &later,
+                later,
                 "kiro_exporter_sink_last_success_timestamp_seconds",
                 &[("sink", sink)]
             )
