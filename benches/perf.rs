@@ -28,6 +28,7 @@
 // A measuring harness: it may unwrap, its helper threads sleep, and it measures its children
 // with wait4 and stops them with kill.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods, unsafe_code)]
+#![warn(clippy::too_many_lines)]
 
 /// The daemon harness the integration tests use.
 #[path = "../tests/it/support/process.rs"]
@@ -53,6 +54,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use kiro_cost_exporter::allocation::Allocation;
 use kiro_cost_exporter::allocation::sql::{self, Columns, Dialect, QuerySpec};
 use kiro_cost_exporter::config::Settings;
 use kiro_cost_exporter::period::BillingPeriod;
@@ -348,17 +350,18 @@ fn run_measured(cmd: &mut Command) -> anyhow::Result<(Duration, u64)> {
     Ok((elapsed, usage.ru_maxrss.max(0) as u64 * 1024))
 }
 
-fn measure_scale(
-    args: &Args,
-    python: &Path,
-    rt: &tokio::runtime::Runtime,
-    users: usize,
-    shape: &str,
-) -> anyhow::Result<Value> {
-    let (root, generated) = export(args, users, shape)?;
-    let work = args.dir.join(format!("work-{users}u"));
-    fs::create_dir_all(&work)?;
+/// `query`'s runs on one export: process wall times, engine times, its peak RSS, the last
+/// run's statistics and output.
+struct QueryRuns {
+    walls: Vec<f64>,
+    engine: Vec<f64>,
+    rss: u64,
+    stats: Value,
+    output: Value,
+}
 
+/// Runs `query --stats` on `root` once to warm up, then `args.runs` times.
+fn measure_query(args: &Args, root: &Path, work: &Path) -> anyhow::Result<QueryRuns> {
     eprintln!("local engine: {} runs", args.runs);
     let (mut walls, mut engine, mut rss) = (Vec::new(), Vec::new(), 0u64);
     let mut stats = Value::Null;
@@ -369,7 +372,7 @@ fn measure_scale(
             Command::new(BIN)
                 .arg("query")
                 .arg("--cur")
-                .arg(&root)
+                .arg(root)
                 .args(["--period", PERIOD, "--format", "json", "--stats"])
                 .stdout(stdout)
                 .stderr(stderr),
@@ -386,16 +389,30 @@ fn measure_scale(
             rss = rss.max(own_peak(&stats).unwrap_or(peak));
         }
     }
-    let query: Value = serde_json::from_slice(&fs::read(work.join("query.json"))?)?;
+    let output = serde_json::from_slice(&fs::read(work.join("query.json"))?)?;
+    Ok(QueryRuns {
+        walls,
+        engine,
+        rss,
+        stats,
+        output,
+    })
+}
 
+/// DuckDB's runs on the same files with the same SQL text: its JSON, peak RSS and times.
+fn measure_duckdb(
+    args: &Args,
+    python: &Path,
+    root: &Path,
+    work: &Path,
+    settings: &Settings,
+) -> anyhow::Result<(Value, u64, Vec<f64>)> {
     eprintln!("DuckDB: {} runs", args.runs);
-    let settings = Settings::default();
-    let period: BillingPeriod = PERIOD.parse()?;
     let spec = QuerySpec {
         table: "cur",
         cost_center_tag: &settings.allocation.cost_center_tag,
         cost_column: settings.allocation.cost_column,
-        period,
+        period: PERIOD.parse()?,
         columns: Columns::default(),
         ignored_operations: &settings.allocation.ignored_operations,
         period_filter: true,
@@ -418,7 +435,7 @@ fn measure_scale(
     let (_, duck_rss) = run_measured(
         Command::new(python)
             .arg(script)
-            .arg(&root)
+            .arg(root)
             .arg(&sql_file)
             .arg(args.runs.to_string())
             .args(&rendered.params)
@@ -431,23 +448,33 @@ fn measure_scale(
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_f64).collect())
         .unwrap_or_default();
+    Ok((duck, duck_rss, duck_times))
+}
 
+/// The Parquet floor's runs after one warm-up: times and rows read.
+fn measure_floor(args: &Args, root: &Path, settings: &Settings) -> anyhow::Result<(Vec<f64>, u64)> {
     eprintln!("Parquet floor: {} runs", args.runs);
     let mut floor = Vec::new();
     let mut floor_rows = 0;
     for _ in 0..=args.runs {
-        let (t, rows) = parquet_floor(&root, settings.allocation.cost_column.column())?;
+        let (t, rows) = parquet_floor(root, settings.allocation.cost_column.column())?;
         floor.push(t.as_secs_f64());
         floor_rows = rows;
     }
     floor.remove(0);
+    Ok((floor, floor_rows))
+}
 
-    eprintln!("refresh: allocation in process, snapshot families, encoding");
-    let source = LocalSource::new(&root, settings.allocation_settings())
-        .with_options(settings.source.datafusion.clone());
-    let allocation = rt.block_on(source.allocate(period))?;
-    check_allocation(&allocation, &duck, &query)?;
-    // The SQL template run by DataFusion (the engine before the scan), same files, same run.
+/// Refreshes in process: the SQL template by DataFusion, an unchanged export (a listing, no
+/// scan), and one changed file (only it scanned again); each must give `allocation`.
+fn measure_refreshes(
+    args: &Args,
+    rt: &tokio::runtime::Runtime,
+    source: &LocalSource,
+    allocation: &Allocation,
+    root: &Path,
+) -> anyhow::Result<Value> {
+    let period: BillingPeriod = PERIOD.parse()?;
     eprintln!("DataFusion SQL: {} runs", args.runs);
     let mut sql_times = Vec::new();
     for i in 0..=args.runs {
@@ -461,7 +488,6 @@ fn measure_scale(
             "the SQL template and the scan disagree"
         );
     }
-    // A refresh of an unchanged export: a listing, no scan.
     let mut unchanged = Vec::new();
     for _ in 0..args.runs {
         let t = Instant::now();
@@ -472,10 +498,8 @@ fn measure_scale(
             "an unchanged refresh scanned again or changed the answer"
         );
     }
-    // A refresh where one file of the period changed (a new modification time): only it is
-    // scanned again.
     let mut one_changed = Vec::new();
-    let first_file = period_files(&root)?
+    let first_file = period_files(root)?
         .into_iter()
         .next()
         .context("the export has no file")?;
@@ -491,45 +515,93 @@ fn measure_scale(
             "a refresh after one file changed gave another answer"
         );
     }
+    Ok(json!({
+        "datafusion_sql_seconds": median(&sql_times),
+        "datafusion_sql_runs": sql_times,
+        "unchanged_refresh_seconds": median(&unchanged),
+        "unchanged_refresh_runs": unchanged,
+        "one_file_changed_refresh_seconds": median(&one_changed),
+    }))
+}
+
+fn measure_scale(
+    args: &Args,
+    python: &Path,
+    rt: &tokio::runtime::Runtime,
+    users: usize,
+    shape: &str,
+) -> anyhow::Result<Value> {
+    let (root, generated) = export(args, users, shape)?;
+    let work = args.dir.join(format!("work-{users}u"));
+    fs::create_dir_all(&work)?;
+    let settings = Settings::default();
+    let q = measure_query(args, &root, &work)?;
+    let (duck, duck_rss, duck_times) = measure_duckdb(args, python, &root, &work, &settings)?;
+    let (floor, floor_rows) = measure_floor(args, &root, &settings)?;
+
+    eprintln!("refresh: allocation in process, snapshot families, encoding");
+    let source = LocalSource::new(&root, settings.allocation_settings())
+        .with_options(settings.source.datafusion.clone());
+    let allocation = rt.block_on(source.allocate(PERIOD.parse()?))?;
+    check_allocation(&allocation, &duck, &q.output)?;
+    let refreshes = measure_refreshes(args, rt, &source, &allocation, &root)?;
     let (local_median, duck_median, floor_median) =
-        (median(&engine), median(&duck_times), median(&floor));
+        (median(&q.engine), median(&duck_times), median(&floor));
+    let sql_median = refreshes["datafusion_sql_seconds"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
     let mut allocation_json = json!({
-        "result_units": query["users"].as_array().map_or(0, Vec::len),
+        "result_units": q.output["users"].as_array().map_or(0, Vec::len),
         "local_engine_seconds": local_median,
-        "local_engine_runs": engine,
-        "local_process_seconds": median(&walls),
-        "local_process_runs": walls,
-        "local_peak_rss_bytes": rss,
-        "scanned_rows": stats["scanned_rows"],
-        "scanned_bytes": stats["scanned_bytes"],
-        "files": stats["files"],
-        "local_outside_engine_seconds": median(&walls) - local_median,
+        "local_engine_runs": q.engine,
+        "local_process_seconds": median(&q.walls),
+        "local_process_runs": q.walls,
+        "local_peak_rss_bytes": q.rss,
+        "scanned_rows": q.stats["scanned_rows"],
+        "scanned_bytes": q.stats["scanned_bytes"],
+        "files": q.stats["files"],
+        "local_outside_engine_seconds": median(&q.walls) - local_median,
         "duckdb_seconds": duck_median,
         "duckdb_peak_rss_bytes": duck_rss,
         "duckdb": duck,
-        "ratio_process_to_duckdb": median(&walls) / duck_median,
-        "datafusion_sql_seconds": median(&sql_times),
-        "datafusion_sql_runs": sql_times,
-        "ratio_local_to_datafusion_sql": local_median / median(&sql_times),
+        "ratio_process_to_duckdb": median(&q.walls) / duck_median,
+        "ratio_local_to_datafusion_sql": local_median / sql_median,
         "ratio_local_to_duckdb": local_median / duck_median,
         "parquet_floor_seconds": floor_median,
         "parquet_floor_runs": floor,
         "parquet_floor_rows": floor_rows,
         "ratio_local_to_floor": local_median / floor_median,
-        "unchanged_refresh_seconds": median(&unchanged),
-        "unchanged_refresh_runs": unchanged,
-        "one_file_changed_refresh_seconds": median(&one_changed),
     });
+    merge(&mut allocation_json, refreshes);
     if args.allocation_only {
         return Ok(json!({"users": users, "export": generated, "allocation": allocation_json}));
     }
-    let s3 = if args.moto.exists() {
+    allocation_json["s3"] = if args.moto.exists() {
         eprintln!("S3 path: the export in moto's S3 on loopback");
-        measure_s3(args, rt, &root, &work, &query)?
+        measure_s3(args, rt, &root, &work, &q.output)?
     } else {
         eprintln!("S3 path: skipped ({} not found)", args.moto.display());
         Value::Null
     };
+    let (snapshot, mut refresh, metrics) = measure_encoding(args, &allocation, &settings)?;
+    let (scrape, served) = measure_scrapes(args, rt, &root, &work, snapshot, settings, metrics)?;
+    merge(&mut refresh, served);
+    Ok(json!({
+        "users": users,
+        "export": generated,
+        "allocation": allocation_json,
+        "refresh": refresh,
+        "scrape": scrape,
+    }))
+}
+
+/// The refresh's own cost: the snapshot's views and families, and the exposition (plain and
+/// gzip), after one warm-up run.
+fn measure_encoding(
+    args: &Args,
+    allocation: &Allocation,
+    settings: &Settings,
+) -> anyhow::Result<(Snapshot, Value, Telemetry)> {
     let metrics = Telemetry::new("local", Duration::from_secs(3600))?;
     let (mut build, mut encode, mut exposition) = (Vec::new(), Vec::new(), None);
     let mut snapshot = None;
@@ -552,49 +624,64 @@ fn measure_scale(
     build.remove(0);
     encode.remove(0);
     let exposition = exposition.expect("at least one run");
+    let refresh = json!({
+        "families_seconds": median(&build),
+        "encode_seconds": median(&encode),
+        "total_seconds": median(&build) + median(&encode),
+        "exposition_plain_bytes": exposition.plain.len(),
+        "exposition_gzip_bytes": exposition.gzip.len(),
+    });
+    Ok((snapshot.context("no run")?, refresh, metrics))
+}
 
+/// Adds `from`'s keys to the object `into`.
+fn merge(into: &mut Value, from: Value) {
+    if let (Some(into), Value::Object(from)) = (into.as_object_mut(), from) {
+        into.extend(from);
+    }
+}
+
+/// The daemon (`serve`) and a naive server of the same snapshot under the scrape load; and
+/// what the daemon served (its refresh time, exposition size and series).
+fn measure_scrapes(
+    args: &Args,
+    rt: &tokio::runtime::Runtime,
+    root: &Path,
+    work: &Path,
+    snapshot: Snapshot,
+    settings: Settings,
+    metrics: Telemetry,
+) -> anyhow::Result<(Value, Value)> {
     eprintln!("daemon: scrape load");
-    let daemon = start_daemon(&root, &work)?;
+    let daemon = start_daemon(root, work)?;
     let served_plain = scrape_once(daemon.addr, false)?;
     let served_gzip = scrape_once(daemon.addr, true)?;
     let daemon_plain = load(daemon.addr, false, args, served_plain.len())?;
     let daemon_gzip = load(daemon.addr, true, args, served_gzip.len())?;
     let usage = process::usage(daemon.child.id())?;
-    let (daemon_rss, daemon_hwm, daemon_fds) = (usage.rss_bytes, usage.peak_rss_bytes, usage.fds);
     let refresh_seconds = scrape_value(&served_plain, "kiro_exporter_refresh_duration_seconds");
     drop(daemon);
 
     eprintln!("naive server: scrape load");
-    let naive = NaiveServer::start(rt, snapshot.context("no run")?, settings, metrics)?;
+    let naive = NaiveServer::start(rt, snapshot, settings, metrics)?;
     let naive_plain = load(naive.addr, false, args, 0)?;
     let naive_gzip = load(naive.addr, true, args, 0)?;
     drop(naive);
-
-    allocation_json["s3"] = s3;
-    Ok(json!({
-        "users": users,
-        "export": generated,
-        "allocation": allocation_json,
-        "refresh": {
-            "families_seconds": median(&build),
-            "encode_seconds": median(&encode),
-            "total_seconds": median(&build) + median(&encode),
-            "daemon_refresh_seconds": refresh_seconds,
-            "exposition_plain_bytes": exposition.plain.len(),
-            "exposition_gzip_bytes": exposition.gzip.len(),
-            "served_plain_bytes": served_plain.len(),
-            "series": served_plain.split(|&b| b == b'\n').filter(|l| !l.is_empty() && l[0] != b'#').count(),
-        },
-        "scrape": {
-            "daemon_plain": daemon_plain,
-            "daemon_gzip": daemon_gzip,
-            "naive_plain": naive_plain,
-            "naive_gzip": naive_gzip,
-            "daemon_rss_bytes": daemon_rss,
-            "daemon_peak_rss_bytes": daemon_hwm,
-            "daemon_open_fds": daemon_fds,
-        },
-    }))
+    let scrape = json!({
+        "daemon_plain": daemon_plain,
+        "daemon_gzip": daemon_gzip,
+        "naive_plain": naive_plain,
+        "naive_gzip": naive_gzip,
+        "daemon_rss_bytes": usage.rss_bytes,
+        "daemon_peak_rss_bytes": usage.peak_rss_bytes,
+        "daemon_open_fds": usage.fds,
+    });
+    let served = json!({
+        "daemon_refresh_seconds": refresh_seconds,
+        "served_plain_bytes": served_plain.len(),
+        "series": served_plain.split(|&b| b == b'\n').filter(|l| !l.is_empty() && l[0] != b'#').count(),
+    });
+    Ok((scrape, served))
 }
 
 /// The export in moto's S3 on loopback: `query --cur s3://…` (engine time and bytes fetched,
@@ -616,131 +703,156 @@ fn measure_s3(
         .stderr(log)
         .spawn()
         .with_context(|| format!("starting {}", args.moto.display()))?;
-    let result = (|| -> anyhow::Result<Value> {
-        let env = [
-            ("AWS_ACCESS_KEY_ID", "AKIABENCHKIRO"),
-            ("AWS_SECRET_ACCESS_KEY", "bench-secret"),
-            ("AWS_REGION", "us-east-1"),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-            ("AWS_ENDPOINT_URL", endpoint.as_str()),
-        ];
-        let aws = kiro_cost_exporter::aws::AwsSettings {
-            region: "us-east-1".into(),
-            endpoint_url: endpoint.clone(),
-            ..Default::default()
-        };
-        let shared = rt.block_on(async {
-            aws.loader()
-                .credentials_provider(aws_credential_types::Credentials::new(
-                    "AKIABENCHKIRO",
-                    "bench-secret",
-                    None,
-                    None,
-                    "bench",
-                ))
-                .load()
-                .await
-        });
-        let client = aws.s3_client(&shared);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while rt
-            .block_on(client.create_bucket().bucket("kiro-bench").send())
-            .is_err()
-        {
-            ensure!(Instant::now() < deadline, "moto did not start");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let started = Instant::now();
-        let mut uploaded = 0u64;
-        let mut stack = vec![root.to_owned()];
-        while let Some(dir) = stack.pop() {
-            for e in fs::read_dir(&dir)? {
-                let path = e?.path();
-                if path.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                let key = format!(
-                    "exp/{}",
-                    path.strip_prefix(root)?
-                        .to_string_lossy()
-                        .replace('\\', "/")
-                );
-                let body = aws_sdk_s3::primitives::ByteStream::from(fs::read(&path)?);
-                rt.block_on(
-                    client
-                        .put_object()
-                        .bucket("kiro-bench")
-                        .key(key)
-                        .body(body)
-                        .send(),
-                )?;
-                uploaded += fs::metadata(&path)?.len();
-            }
-        }
-        let upload_seconds = started.elapsed().as_secs_f64();
-        let (mut engine, mut fetched) = (Vec::new(), 0u64);
-        for i in 0..=args.runs {
-            let out = Command::new(BIN)
-                .args(["query", "--cur", "s3://kiro-bench/exp", "--period", PERIOD])
-                .args(["--format", "json", "--stats"])
-                .envs(env)
-                .output()?;
-            ensure!(
-                out.status.success(),
-                "query over S3 failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let stats: Value = String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .rev()
-                .find_map(|l| serde_json::from_str(l).ok())
-                .context("query --stats printed no statistics")?;
-            let answer: Value = serde_json::from_slice(&out.stdout)?;
-            ensure!(answer == *local, "the S3 answer differs from the local one");
-            if i > 0 {
-                engine.push(stats["elapsed_seconds"].as_f64().unwrap_or(f64::NAN));
-                fetched = stats["fetched_bytes"].as_u64().unwrap_or(0);
-            }
-        }
-        let settings = Settings::default();
-        let location = kiro_cost_exporter::aws::S3Location::parse("s3://kiro-bench/exp")
-            .map_err(anyhow::Error::msg)?;
-        let export = kiro_cost_exporter::source::export::Export::s3(&location, &shared)?;
-        let source = LocalSource::over(export, settings.allocation_settings());
-        let period: BillingPeriod = PERIOD.parse()?;
-        rt.block_on(source.allocate(period))?;
-        let mut unchanged = Vec::new();
-        for _ in 0..args.runs {
-            let t = Instant::now();
-            let a = rt.block_on(source.allocate(period))?;
-            unchanged.push(t.elapsed().as_secs_f64());
-            ensure!(
-                a.stats.scanned_rows == Some(0),
-                "an unchanged S3 refresh scanned"
-            );
-        }
-        Ok(json!({
-            "export_bytes": uploaded,
-            "upload_seconds": upload_seconds,
-            "engine_seconds": median(&engine),
-            "engine_runs": engine,
-            "fetched_bytes": fetched,
-            "unchanged_refresh_seconds": median(&unchanged),
-            "unchanged_refresh_runs": unchanged,
-        }))
-    })();
+    let result = measure_s3_at(args, rt, root, &endpoint, local);
     let _ = moto.kill();
     let _ = moto.wait();
     result
 }
 
+/// The bench's credentials (moto accepts any).
+const BENCH_KEY: (&str, &str) = ("AKIABENCHKIRO", "bench-secret");
+
+/// [`measure_s3`] against the S3 at `endpoint`.
+fn measure_s3_at(
+    args: &Args,
+    rt: &tokio::runtime::Runtime,
+    root: &Path,
+    endpoint: &str,
+    local: &Value,
+) -> anyhow::Result<Value> {
+    let aws = kiro_cost_exporter::aws::AwsSettings {
+        region: "us-east-1".into(),
+        endpoint_url: endpoint.into(),
+        ..Default::default()
+    };
+    let shared = rt.block_on(async {
+        aws.loader()
+            .credentials_provider(aws_credential_types::Credentials::new(
+                BENCH_KEY.0,
+                BENCH_KEY.1,
+                None,
+                None,
+                "bench",
+            ))
+            .load()
+            .await
+    });
+    let client = aws.s3_client(&shared);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rt
+        .block_on(client.create_bucket().bucket("kiro-bench").send())
+        .is_err()
+    {
+        ensure!(Instant::now() < deadline, "moto did not start");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let started = Instant::now();
+    let uploaded = upload(rt, &client, root)?;
+    let upload_seconds = started.elapsed().as_secs_f64();
+    let (engine, fetched) = s3_query_runs(args, endpoint, local)?;
+    let settings = Settings::default();
+    let location = kiro_cost_exporter::aws::S3Location::parse("s3://kiro-bench/exp")
+        .map_err(anyhow::Error::msg)?;
+    let export = kiro_cost_exporter::source::export::Export::s3(&location, &shared)?;
+    let source = LocalSource::over(export, settings.allocation_settings());
+    let period: BillingPeriod = PERIOD.parse()?;
+    rt.block_on(source.allocate(period))?;
+    let mut unchanged = Vec::new();
+    for _ in 0..args.runs {
+        let t = Instant::now();
+        let a = rt.block_on(source.allocate(period))?;
+        unchanged.push(t.elapsed().as_secs_f64());
+        ensure!(
+            a.stats.scanned_rows == Some(0),
+            "an unchanged S3 refresh scanned"
+        );
+    }
+    Ok(json!({
+        "export_bytes": uploaded,
+        "upload_seconds": upload_seconds,
+        "engine_seconds": median(&engine),
+        "engine_runs": engine,
+        "fetched_bytes": fetched,
+        "unchanged_refresh_seconds": median(&unchanged),
+        "unchanged_refresh_runs": unchanged,
+    }))
+}
+
+/// Uploads every file under `root` to `s3://kiro-bench/exp/`; the bytes uploaded.
+fn upload(
+    rt: &tokio::runtime::Runtime,
+    client: &aws_sdk_s3::Client,
+    root: &Path,
+) -> anyhow::Result<u64> {
+    let mut uploaded = 0u64;
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir)? {
+            let path = e?.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let key = format!(
+                "exp/{}",
+                path.strip_prefix(root)?
+                    .to_string_lossy()
+                    .replace('\\', "/")
+            );
+            let body = aws_sdk_s3::primitives::ByteStream::from(fs::read(&path)?);
+            rt.block_on(
+                client
+                    .put_object()
+                    .bucket("kiro-bench")
+                    .key(key)
+                    .body(body)
+                    .send(),
+            )?;
+            uploaded += fs::metadata(&path)?.len();
+        }
+    }
+    Ok(uploaded)
+}
+
+/// `query --cur s3://kiro-bench/exp` once to warm up and `args.runs` times: engine times and
+/// bytes fetched; each answer must equal `local`.
+fn s3_query_runs(args: &Args, endpoint: &str, local: &Value) -> anyhow::Result<(Vec<f64>, u64)> {
+    let env = [
+        ("AWS_ACCESS_KEY_ID", BENCH_KEY.0),
+        ("AWS_SECRET_ACCESS_KEY", BENCH_KEY.1),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_ENDPOINT_URL", endpoint),
+    ];
+    let (mut engine, mut fetched) = (Vec::new(), 0u64);
+    for i in 0..=args.runs {
+        let out = Command::new(BIN)
+            .args(["query", "--cur", "s3://kiro-bench/exp", "--period", PERIOD])
+            .args(["--format", "json", "--stats"])
+            .envs(env)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "query over S3 failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stats: Value = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str(l).ok())
+            .context("query --stats printed no statistics")?;
+        let answer: Value = serde_json::from_slice(&out.stdout)?;
+        ensure!(answer == *local, "the S3 answer differs from the local one");
+        if i > 0 {
+            engine.push(stats["elapsed_seconds"].as_f64().unwrap_or(f64::NAN));
+            fetched = stats["fetched_bytes"].as_u64().unwrap_or(0);
+        }
+    }
+    Ok((engine, fetched))
+}
+
 /// DuckDB's total equals ours, and ours reconciles (units + unattributed + tax = Kiro total).
-fn check_allocation(
-    a: &kiro_cost_exporter::allocation::Allocation,
-    duck: &Value,
-    query: &Value,
-) -> anyhow::Result<()> {
+fn check_allocation(a: &Allocation, duck: &Value, query: &Value) -> anyhow::Result<()> {
     let tolerance = Decimal::new(1, 6);
     let units: Decimal = a.units.iter().map(|u| u.total_usd).sum();
     let gap = units + a.unattributed_usd + a.tax_usd - a.kiro_total_usd;
@@ -1035,13 +1147,119 @@ fn load(addr: SocketAddr, gzip: bool, args: &Args, expect_len: usize) -> anyhow:
     }))
 }
 
+/// Seconds as milliseconds, one decimal.
+fn ms(v: &Value) -> String {
+    v.as_f64()
+        .map_or("-".into(), |s| format!("{:.1}", s * 1000.0))
+}
+
+/// Bytes as megabytes, one decimal.
+fn mb(v: &Value) -> String {
+    v.as_f64().map_or("-".into(), |b| format!("{:.1}", b / 1e6))
+}
+
+/// A ratio, two decimals.
+fn ratio(v: &Value) -> String {
+    v.as_f64().map_or("-".into(), |r| format!("{r:.2}"))
+}
+
+/// p50/p99 of a scrape load, in ms.
+fn p50_p99(v: &Value) -> String {
+    format!("{}/{}", ms(&v["p50_seconds"]), ms(&v["p99_seconds"]))
+}
+
+/// A table column: its header and how a scale's result gives its cell.
+type Column = (&'static str, fn(&Value) -> String);
+
+const ALLOCATION_COLUMNS: &[Column] = &[
+    ("shape", |s| {
+        s["shape"].as_str().unwrap_or("generator").to_owned()
+    }),
+    ("users", |s| s["users"].to_string()),
+    ("files", |s| s["allocation"]["files"].to_string()),
+    ("CUR rows", |s| s["export"]["lines"].to_string()),
+    ("Kiro rows", |s| s["export"]["kiro_lines"].to_string()),
+    ("MB", |s| mb(&s["export"]["bytes"])),
+    ("engine", |s| ms(&s["allocation"]["local_engine_seconds"])),
+    ("process", |s| ms(&s["allocation"]["local_process_seconds"])),
+    ("outside engine", |s| {
+        ms(&s["allocation"]["local_outside_engine_seconds"])
+    }),
+    ("peak RSS MB", |s| {
+        mb(&s["allocation"]["local_peak_rss_bytes"])
+    }),
+    ("DuckDB", |s| ms(&s["allocation"]["duckdb_seconds"])),
+    ("DuckDB RSS MB", |s| {
+        mb(&s["allocation"]["duckdb_peak_rss_bytes"])
+    }),
+    ("ours/DuckDB", |s| {
+        ratio(&s["allocation"]["ratio_local_to_duckdb"])
+    }),
+    ("process/DuckDB", |s| {
+        ratio(&s["allocation"]["ratio_process_to_duckdb"])
+    }),
+    ("DataFusion SQL", |s| {
+        ms(&s["allocation"]["datafusion_sql_seconds"])
+    }),
+    ("ours/SQL", |s| {
+        ratio(&s["allocation"]["ratio_local_to_datafusion_sql"])
+    }),
+    ("Parquet floor", |s| {
+        ms(&s["allocation"]["parquet_floor_seconds"])
+    }),
+    ("ours/floor", |s| {
+        ratio(&s["allocation"]["ratio_local_to_floor"])
+    }),
+    ("unchanged refresh", |s| {
+        ms(&s["allocation"]["unchanged_refresh_seconds"])
+    }),
+    ("1 file changed", |s| {
+        ms(&s["allocation"]["one_file_changed_refresh_seconds"])
+    }),
+    ("S3 engine", |s| {
+        ms(&s["allocation"]["s3"]["engine_seconds"])
+    }),
+    ("S3 fetched MB", |s| {
+        mb(&s["allocation"]["s3"]["fetched_bytes"])
+    }),
+    ("S3 unchanged", |s| {
+        ms(&s["allocation"]["s3"]["unchanged_refresh_seconds"])
+    }),
+];
+
+const SCRAPE_COLUMNS: &[Column] = &[
+    ("users", |s| s["users"].to_string()),
+    ("series", |s| s["refresh"]["series"].to_string()),
+    ("plain MB", |s| mb(&s["refresh"]["exposition_plain_bytes"])),
+    ("gzip MB", |s| mb(&s["refresh"]["exposition_gzip_bytes"])),
+    ("families+encode", |s| ms(&s["refresh"]["total_seconds"])),
+    ("daemon refresh", |s| {
+        ms(&s["refresh"]["daemon_refresh_seconds"])
+    }),
+    ("plain p50/p99", |s| p50_p99(&s["scrape"]["daemon_plain"])),
+    ("gzip p50/p99", |s| p50_p99(&s["scrape"]["daemon_gzip"])),
+    ("naive plain p50/p99", |s| {
+        p50_p99(&s["scrape"]["naive_plain"])
+    }),
+    ("naive gzip p50/p99", |s| {
+        p50_p99(&s["scrape"]["naive_gzip"])
+    }),
+    ("daemon RSS MB", |s| mb(&s["scrape"]["daemon_rss_bytes"])),
+];
+
+/// A table of `columns` with a row per scale.
+fn table(columns: &[Column], scales: &[Value]) -> Vec<Vec<String>> {
+    let header = columns.iter().map(|(h, _)| (*h).to_owned()).collect();
+    std::iter::once(header)
+        .chain(
+            scales
+                .iter()
+                .map(|s| columns.iter().map(|(_, cell)| cell(s)).collect()),
+        )
+        .collect()
+}
+
 fn print_tables(report: &Value) {
-    let ms = |v: &Value| {
-        v.as_f64()
-            .map_or("-".into(), |s| format!("{:.1}", s * 1000.0))
-    };
-    let mb = |v: &Value| v.as_f64().map_or("-".into(), |b| format!("{:.1}", b / 1e6));
-    let x = |v: &Value| v.as_f64().map_or("-".into(), |r| format!("{r:.2}"));
     let m = &report["machine"];
     println!(
         "\n{} build, {} cores ({}), period {}, noise ratio {}, median of {} runs",
@@ -1054,65 +1272,7 @@ fn print_tables(report: &Value) {
     );
     let scales = report["scales"].as_array().cloned().unwrap_or_default();
     println!("\nAllocation (ms unless noted)");
-    let mut t = vec![
-        vec![
-            "shape",
-            "users",
-            "files",
-            "CUR rows",
-            "Kiro rows",
-            "MB",
-            "engine",
-            "process",
-            "outside engine",
-            "peak RSS MB",
-            "DuckDB",
-            "DuckDB RSS MB",
-            "ours/DuckDB",
-            "process/DuckDB",
-            "DataFusion SQL",
-            "ours/SQL",
-            "Parquet floor",
-            "ours/floor",
-            "unchanged refresh",
-            "1 file changed",
-            "S3 engine",
-            "S3 fetched MB",
-            "S3 unchanged",
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>(),
-    ];
-    for s in &scales {
-        let a = &s["allocation"];
-        t.push(vec![
-            s["shape"].as_str().unwrap_or("generator").to_owned(),
-            s["users"].to_string(),
-            a["files"].to_string(),
-            s["export"]["lines"].to_string(),
-            s["export"]["kiro_lines"].to_string(),
-            mb(&s["export"]["bytes"]),
-            ms(&a["local_engine_seconds"]),
-            ms(&a["local_process_seconds"]),
-            ms(&a["local_outside_engine_seconds"]),
-            mb(&a["local_peak_rss_bytes"]),
-            ms(&a["duckdb_seconds"]),
-            mb(&a["duckdb_peak_rss_bytes"]),
-            x(&a["ratio_local_to_duckdb"]),
-            x(&a["ratio_process_to_duckdb"]),
-            ms(&a["datafusion_sql_seconds"]),
-            x(&a["ratio_local_to_datafusion_sql"]),
-            ms(&a["parquet_floor_seconds"]),
-            x(&a["ratio_local_to_floor"]),
-            ms(&a["unchanged_refresh_seconds"]),
-            ms(&a["one_file_changed_refresh_seconds"]),
-            ms(&a["s3"]["engine_seconds"]),
-            mb(&a["s3"]["fetched_bytes"]),
-            ms(&a["s3"]["unchanged_refresh_seconds"]),
-        ]);
-    }
-    print_table(&t);
+    print_table(&table(ALLOCATION_COLUMNS, &scales));
     if scales.iter().all(|s| s["scrape"].is_null()) {
         return; // --allocation-only
     }
@@ -1120,42 +1280,7 @@ fn print_tables(report: &Value) {
         "\nExposition and scrapes (ms unless noted; p50/p99 under {} clients)",
         report["clients"]
     );
-    let mut t = vec![
-        vec![
-            "users",
-            "series",
-            "plain MB",
-            "gzip MB",
-            "families+encode",
-            "daemon refresh",
-            "plain p50/p99",
-            "gzip p50/p99",
-            "naive plain p50/p99",
-            "naive gzip p50/p99",
-            "daemon RSS MB",
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>(),
-    ];
-    for s in &scales {
-        let (r, c) = (&s["refresh"], &s["scrape"]);
-        let p = |v: &Value| format!("{}/{}", ms(&v["p50_seconds"]), ms(&v["p99_seconds"]));
-        t.push(vec![
-            s["users"].to_string(),
-            r["series"].to_string(),
-            mb(&r["exposition_plain_bytes"]),
-            mb(&r["exposition_gzip_bytes"]),
-            ms(&r["total_seconds"]),
-            ms(&r["daemon_refresh_seconds"]),
-            p(&c["daemon_plain"]),
-            p(&c["daemon_gzip"]),
-            p(&c["naive_plain"]),
-            p(&c["naive_gzip"]),
-            mb(&c["daemon_rss_bytes"]),
-        ]);
-    }
-    print_table(&t);
+    print_table(&table(SCRAPE_COLUMNS, &scales));
 }
 
 fn print_table(rows: &[Vec<String>]) {

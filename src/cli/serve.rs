@@ -105,11 +105,7 @@ async fn refresher(settings: &Settings) -> anyhow::Result<Refresher> {
     )?
     .after_refresh(release_free_memory)
     .with_prometheus(settings.prometheus.clone())
-    .with_landing(kiro_cost_exporter::sink::landing::LandingSettings {
-        locale: settings.report.locale,
-        dashboard_url: Some(settings.alerts.dashboard_url.clone()).filter(|u| !u.is_empty()),
-        budgets: settings.budgets.limits(),
-    });
+    .with_landing(settings.landing_settings());
     let cx = SinkContext {
         state_file: state_file(settings)?,
         channels: channels(settings, &telemetry)?,

@@ -181,6 +181,17 @@ impl Settings {
         self.allocation.with_plans(&self.plans)
     }
 
+    /// What the landing page shows besides the snapshot. It has no section of its own: it
+    /// speaks the report's language (`report.locale`), links the dashboard the alert cards
+    /// link (`alerts.dashboard_url`) and compares with the budgets (`[budgets]`).
+    pub fn landing_settings(&self) -> crate::sink::landing::LandingSettings {
+        crate::sink::landing::LandingSettings {
+            locale: self.report.locale,
+            dashboard_url: Some(self.alerts.dashboard_url.clone()).filter(|u| !u.is_empty()),
+            budgets: self.budgets.limits(),
+        }
+    }
+
     /// The effective settings as TOML, with secrets redacted (secrets are named by the
     /// settings, never held in them).
     pub fn to_redacted_toml(&self) -> String {

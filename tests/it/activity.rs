@@ -7,12 +7,14 @@ use std::path::Path;
 
 use kiro_cost_exporter::allocation::PlanTable;
 use kiro_cost_exporter::allocation::savings::{Reason, SavingsSettings};
+use kiro_cost_exporter::config::Settings;
 use kiro_cost_exporter::sink::BudgetLimits;
 use kiro_cost_exporter::sink::alerts::rules::{self, Measure, Rule, Scope};
 use kiro_cost_exporter::snapshot::PeriodView;
-use kiro_cost_exporter::source::activity::ActivityReader;
+use kiro_cost_exporter::source::activity::{Activity, ActivityReader};
 
 use crate::support::aws::{self, Emulator, Kind};
+use crate::support::fixture::write_settings;
 use crate::support::*;
 
 const HEADER: &str = "Date,UserId,Client_Type,Chat_Conversations,Credits_Used,Overage_Cap,Overage_Credits_Used,Overage_Enabled,ProfileId,Subscription_Tier,Total_Messages,New_User,User_Email";
@@ -84,9 +86,21 @@ async fn activity_is_read_as_kiro_writes_it_and_a_seat_in_use_is_never_idle() {
 
     let reader = ActivityReader::new(act.path());
     let activity = reader.read(period("2026-10")).await;
-    assert_eq!(activity.malformed, vec![broken.clone()]);
-    let seat = |u: &str| (ACCOUNT.to_owned(), "us-east-1".to_owned(), u.to_owned());
-    let u1 = &activity.users[&seat("u1")];
+    the_report_is_read_as_written(&activity, &broken);
+    a_seat_used_inside_its_plan_is_not_idle(&e, activity).await;
+    a_repaired_file_is_read_again(&reader, &broken).await;
+    the_daemon_exports_activity_and_counts_broken_files(&e, act.path()).await;
+}
+
+/// The seat key of `u` in `ACCOUNT`, us-east-1.
+fn seat_key(u: &str) -> (String, String, String) {
+    (ACCOUNT.to_owned(), "us-east-1".to_owned(), u.to_owned())
+}
+
+/// Step: quoted ids, split days, missing e-mails and a truncated file, read as Kiro writes them.
+fn the_report_is_read_as_written(activity: &Activity, broken: &Path) {
+    assert_eq!(activity.malformed, vec![broken.to_path_buf()]);
+    let u1 = &activity.users[&seat_key("u1")];
     assert_eq!(u1.credits_used, dec("42.5"));
     assert_eq!(u1.messages["IDE"], 12);
     assert_eq!(u1.messages["CLI"], 2);
@@ -95,43 +109,42 @@ async fn activity_is_read_as_kiro_writes_it_and_a_seat_in_use_is_never_idle() {
         "the e-mail from the day that has one"
     );
     assert_eq!(u1.last_active, Some(utc(2026, 10, 4)));
-    assert_eq!(activity.users[&seat("u3")].credits_used, dec("155"));
+    assert_eq!(activity.users[&seat_key("u3")].credits_used, dec("155"));
     assert!(
-        !activity.users.contains_key(&seat("u2")),
+        !activity.users.contains_key(&seat_key("u2")),
         "u2's only row was in the broken file"
     );
     assert_eq!(activity.as_of, Some(utc(2026, 10, 5)));
+}
 
-    // Decisions: u1 uses Kiro inside the plan though the bill shows no credits: not idle.
+/// The users `view` recommends cancelling as idle.
+fn idle_users(view: &PeriodView) -> Vec<&str> {
+    view.savings
+        .recommendations
+        .iter()
+        .filter(|r| r.reason == Reason::Idle)
+        .map(|r| r.user_id.as_str())
+        .collect()
+}
+
+/// Step: u1 uses Kiro inside the plan though the bill shows no credits: not idle, and the
+/// credit-ratio alerts and the unbilled credits count what the report shows.
+async fn a_seat_used_inside_its_plan_is_not_idle(e: &Export, activity: Activity) {
     let a = e.allocate("2026-10").await.unwrap();
     assert_reconciles(&a);
     let now = utc(2026, 11, 3);
     let view = PeriodView::derive(
         a.clone(),
-        Some(activity.clone()),
+        Some(activity),
         &Default::default(),
         &PlanTable::default(),
         &SavingsSettings::default(),
         now,
     );
-    let idle: Vec<&str> = view
-        .savings
-        .recommendations
-        .iter()
-        .filter(|r| r.reason == Reason::Idle)
-        .map(|r| r.user_id.as_str())
-        .collect();
-    assert_eq!(idle, ["u2"]);
+    assert_eq!(idle_users(&view), ["u2"]);
     let bill_only = PeriodView::build(a, &PlanTable::default(), &SavingsSettings::default(), now);
-    let idle_by_bill: Vec<&str> = bill_only
-        .savings
-        .recommendations
-        .iter()
-        .filter(|r| r.reason == Reason::Idle)
-        .map(|r| r.user_id.as_str())
-        .collect();
     assert_eq!(
-        idle_by_bill,
+        idle_users(&bill_only),
         ["u1", "u2"],
         "the bill alone would cancel a seat in use"
     );
@@ -154,27 +167,31 @@ async fn activity_is_read_as_kiro_writes_it_and_a_seat_in_use_is_never_idle() {
     // How far the bill lags: A has 42.5 credits unbilled, B 155 - 100.
     assert_eq!(view.unbilled_credits["A"], dec("42.5"));
     assert_eq!(view.unbilled_credits["B"], dec("55"));
+}
 
-    // Read again: unchanged files come from memory; a repaired file is read again.
+/// Step: unchanged files come from memory; a repaired file is read again.
+async fn a_repaired_file_is_read_again(reader: &ActivityReader, broken: &Path) {
     std::fs::write(
-        &broken,
+        broken,
         format!("{HEADER}\n2026-10-05,u2,IDE,1,9,,0,true,p1,PRO,1,false,\n"),
     )
     .unwrap();
     let again = reader.read(period("2026-10")).await;
     assert!(again.malformed.is_empty());
-    assert_eq!(again.users[&seat("u2")].credits_used, dec("9"));
+    assert_eq!(again.users[&seat_key("u2")].credits_used, dec("9"));
+}
 
-    // u2 turns out to be u1 under an id of another Identity Center instance: one e-mail.
+/// Step: u2 turns out to be u1 under an id of another Identity Center instance (one e-mail).
+/// The daemon exports the activity, names the broken file, counts it, and calls nobody idle.
+async fn the_daemon_exports_activity_and_counts_broken_files(e: &Export, act: &Path) {
     write_day(
-        act.path(),
+        act,
         7,
         "KIRO_IDE_111122223333_user_report_202610070000.csv",
         &format!("{HEADER}\n2026-10-07,u2,IDE,0,0,,0,true,p1,PRO,0,false,U1@example.com\n"),
     );
-    // The daemon exports it, names the broken file, counts it, and does not call u1 idle.
     write_day(
-        act.path(),
+        act,
         6,
         "KIRO_IDE_111122223333_user_report_202610060000.csv",
         "Date,UserId\nnot,enough",
@@ -186,47 +203,14 @@ async fn activity_is_read_as_kiro_writes_it_and_a_seat_in_use_is_never_idle() {
             "--period",
             "2026-10",
             "--activity",
-            act.path().to_str().unwrap(),
+            act.to_str().unwrap(),
         ],
         &[],
     );
     wait_status(&d.url("/readyz"), 200, 60).await;
     let m = scrape(&d).await;
     assert_scrape_reconciles(&m, "2026-10");
-    fn l(u: &str) -> [(&str, &str); 4] {
-        [
-            ("account_id", ACCOUNT),
-            ("billing_period", "2026-10"),
-            ("region", "us-east-1"),
-            ("user_id", u),
-        ]
-    }
-    assert_eq!(
-        value(&m, "kiro_user_activity_credits_used", &l("u1")),
-        Some(42.5)
-    );
-    assert_eq!(
-        value(&m, "kiro_user_last_active_timestamp_seconds", &l("u1")),
-        Some(utc(2026, 10, 4).timestamp() as f64)
-    );
-    assert_eq!(
-        value(
-            &m,
-            "kiro_user_messages",
-            &[
-                ("account_id", ACCOUNT),
-                ("billing_period", "2026-10"),
-                ("client_type", "CLI"),
-                ("region", "us-east-1"),
-                ("user_id", "u1"),
-            ]
-        ),
-        Some(2.0)
-    );
-    assert_eq!(
-        value(&m, "kiro_user_overage_cap_credits", &l("u1")),
-        Some(1000.0)
-    );
+    the_activity_gauges_are_exported(&m);
     assert_eq!(
         value(&m, "kiro_exporter_activity_malformed_files", &[]),
         Some(1.0)
@@ -261,6 +245,44 @@ async fn activity_is_read_as_kiro_writes_it_and_a_seat_in_use_is_never_idle() {
     );
     let log = wait_log(&d, "activity report file skipped", 10);
     assert!(log.contains("202610060000.csv"), "{log}");
+}
+
+/// u1's activity gauges: credits, last activity, messages per client, overage cap.
+fn the_activity_gauges_are_exported(m: &Scrape) {
+    fn l(u: &str) -> [(&str, &str); 4] {
+        [
+            ("account_id", ACCOUNT),
+            ("billing_period", "2026-10"),
+            ("region", "us-east-1"),
+            ("user_id", u),
+        ]
+    }
+    assert_eq!(
+        value(m, "kiro_user_activity_credits_used", &l("u1")),
+        Some(42.5)
+    );
+    assert_eq!(
+        value(m, "kiro_user_last_active_timestamp_seconds", &l("u1")),
+        Some(utc(2026, 10, 4).timestamp() as f64)
+    );
+    assert_eq!(
+        value(
+            m,
+            "kiro_user_messages",
+            &[
+                ("account_id", ACCOUNT),
+                ("billing_period", "2026-10"),
+                ("client_type", "CLI"),
+                ("region", "us-east-1"),
+                ("user_id", "u1"),
+            ]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(m, "kiro_user_overage_cap_credits", &l("u1")),
+        Some(1000.0)
+    );
 }
 
 #[tokio::test]
@@ -358,14 +380,10 @@ async fn activity_is_read_straight_from_s3() {
     put(&s3, &key, std::fs::read(on_disk).unwrap()).await;
     assert_eq!(remote.read(period("2026-10")).await.users, local.users);
     let config = dir.path().join("aws.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
-            moto.url()
-        ),
-    )
-    .unwrap();
+    let mut settings = Settings::default();
+    settings.aws.region = "us-east-1".into();
+    settings.aws.endpoint_url = moto.url();
+    write_settings(&config, &settings);
     let cur = dir.path();
     let query = |activity: &str| {
         let out = run_env(

@@ -14,12 +14,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kiro_cost_exporter::allocation::AllocationSettings;
+use kiro_cost_exporter::config::Settings;
 use kiro_cost_exporter::curgen::{self, GenSpec};
 use kiro_cost_exporter::source::AthenaSettings;
-use kiro_cost_exporter::source::{AthenaSource, Source, SourceError};
+use kiro_cost_exporter::source::{AthenaSource, Engine, Source, SourceError};
 use serde_json::json;
 
 use crate::support::aws::{self, Emulator, Kind, Proxy, REGION, SECRET_KEY, aws_env};
+use crate::support::fixture::write_settings;
 use crate::support::*;
 
 const CUR_BUCKET: &str = "kiro-cur";
@@ -55,16 +57,13 @@ async fn source(settings: AthenaSettings) -> AthenaSource {
     AthenaSource::from_sdk_config(&shared, settings, AllocationSettings::default()).unwrap()
 }
 
-/// A config file for the binary's Athena source.
-fn write_config(dir: &Path, s: &AthenaSettings, extra: &str) -> PathBuf {
+/// A config file for the binary's Athena source, written from the daemon's `Settings`.
+fn write_config(dir: &Path, athena: AthenaSettings) -> PathBuf {
     let path = dir.join("athena.toml");
-    let text = format!(
-        "[source]\nengine = \"athena\"\n[source.athena]\nregion = \"{}\"\nendpoint_url = \"{}\"\n\
-         database = \"{}\"\ntable = \"{}\"\noutput_location = \"{}\"\npoll_interval = \"50ms\"\n\
-         max_attempts = 3\nretry_initial_backoff = \"10ms\"\n{extra}",
-        s.region, s.endpoint_url, s.database, s.table, s.output_location
-    );
-    std::fs::write(&path, text).unwrap();
+    let mut settings = Settings::default();
+    settings.source.engine = Engine::Athena;
+    settings.source.athena = athena;
+    write_settings(&path, &settings);
     path
 }
 
@@ -160,7 +159,7 @@ async fn athena_on_ministack_matches_the_local_engine_end_to_end() {
     let Some(lake) = lake(1100).await else { return };
     let dir = tempfile::tempdir().unwrap();
     let s = settings(&lake.proxy.url());
-    let config = write_config(dir.path(), &s, "");
+    let config = write_config(dir.path(), s.clone());
     let config = config.to_str().unwrap();
 
     let local = run(&[
@@ -478,8 +477,11 @@ async fn the_daemon_rides_out_athena_and_s3_faults() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
-        &settings(&proxy.url()),
-        &format!("query_timeout = \"1s\"\nskip_unchanged = \"s3://{CUR_BUCKET}/{CUR_PREFIX}\"\n"),
+        AthenaSettings {
+            query_timeout: Duration::from_secs(1),
+            skip_unchanged: format!("s3://{CUR_BUCKET}/{CUR_PREFIX}"),
+            ..settings(&proxy.url())
+        },
     );
     let env: Vec<(&str, &str)> = FAST.iter().copied().chain(aws_env()).collect();
     let d = Daemon::start(
@@ -667,7 +669,7 @@ fn without_a_region_the_error_says_where_to_set_one() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = settings("");
     s.region = String::new();
-    let config = write_config(dir.path(), &s, "");
+    let config = write_config(dir.path(), s.clone());
     let o = std::process::Command::new(bin())
         .args([
             "query",

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_budgets::types::{Budget, BudgetType, Spend, TimeUnit};
-use kiro_cost_exporter::curgen::{self, GenSpec};
+use kiro_cost_exporter::curgen::GenSpec;
 use kiro_cost_exporter::sink::aws_budgets::{BudgetSettings, Change, Reconciler, Subscribers};
 use rust_decimal::Decimal;
 
@@ -209,22 +209,20 @@ async fn cli_dry_run_and_the_daemons_budget_gauges() {
     let Some(ms) = Emulator::start(Kind::Ministack) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let mut spec = GenSpec::new(20, period("2026-10"));
     spec.seed = 4;
-    curgen::write_export(&spec, dir.path(), |_| {}).unwrap();
-    let config = dir.path().join("budgets.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[source]\ncur = {:?}\n[budgets]\nenabled = true\naccount_id = \"{ACCOUNT_ID}\"\ntotal_limit_usd = 20000\n\
-             [budgets.cost_centers]\nplatform = 5000\n[budgets.subscribers]\nemails = [\"finops@example.com\"]\n\
-             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
-            dir.path(),
-            ms.url()
-        ),
-    )
-    .unwrap();
+    let mut setup = Setup::generated(&spec);
+    setup.settings.budgets = BudgetSettings {
+        cost_centers: [("platform".to_owned(), Decimal::from(5000))].into(),
+        subscribers: Subscribers {
+            sns: vec![],
+            emails: vec!["finops@example.com".into()],
+        },
+        ..settings()
+    };
+    setup.settings.aws.region = "us-east-1".into();
+    setup.settings.aws.endpoint_url = ms.url();
+    let config = setup.write_config("budgets.toml");
     let config = config.to_str().unwrap();
     let env = aws::aws_env();
     let o = std::process::Command::new(bin())

@@ -663,9 +663,200 @@ impl Drop for Group {
     }
 }
 
+/// buildah with its storage under `work`.
+struct Buildah {
+    bin: PathBuf,
+    work: PathBuf,
+}
+
+impl Buildah {
+    /// `buildah` with the storage options and `args`.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.args(["--storage-driver", "vfs", "--root"])
+            .arg(self.work.join("storage"))
+            .arg("--runroot")
+            .arg(self.work.join("run"))
+            .args(args);
+        c
+    }
+
+    /// `buildah args`: must succeed; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        run_ok(&mut self.cmd(args))
+    }
+
+    /// A base image made from Debian's packages (no registry can be reached): once, cached.
+    fn base_image(&self, debootstrap: &Path) -> &'static str {
+        let base = "localhost/kiro-base:bookworm";
+        let have_base = self
+            .cmd(&["inspect", "--type", "image", base])
+            .output()
+            .unwrap()
+            .status
+            .success();
+        if have_base {
+            return base;
+        }
+        let rootfs = self.work.join("rootfs");
+        if !rootfs.join("etc/debian_version").exists() {
+            let mirror = std::env::var("KIRO_EXPORTER_DEBIAN_MIRROR")
+                .unwrap_or_else(|_| "http://deb.debian.org/debian".into());
+            let _ = std::fs::remove_dir_all(&rootfs);
+            run_ok(
+                Command::new(debootstrap)
+                    .args(["--variant=minbase", "bookworm"])
+                    .arg(&rootfs)
+                    .arg(&mirror),
+            );
+        }
+        let ctr = self.ok(&["from", "scratch"]);
+        let ctr = ctr.trim();
+        self.ok(&["copy", ctr, &format!("{}/", rootfs.display()), "/"]);
+        self.ok(&["commit", "--rm", ctr, base]);
+        base
+    }
+
+    /// The runtime-only image from this build's binary (stripped of debug information), on
+    /// `base`; returns its tag.
+    fn build_prebuilt(&self, prebuilt: &str, base: &str) -> String {
+        let ctx = tempfile::tempdir_in(&self.work).unwrap();
+        std::fs::create_dir(ctx.path().join("state")).unwrap();
+        let packed = ctx.path().join("kiro-cost-exporter");
+        let stripped = Command::new("strip")
+            .arg("-o")
+            .arg(&packed)
+            .arg(bin())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !stripped {
+            std::fs::copy(bin(), &packed).unwrap();
+        }
+        std::fs::write(ctx.path().join("Containerfile.prebuilt"), prebuilt).unwrap();
+        let tag = format!("localhost/kiro-cost-exporter:test-{}", std::process::id());
+        run_ok(
+            self.cmd(&[
+                "bud",
+                "--isolation",
+                "chroot",
+                "--format",
+                "docker",
+                "-f",
+                "Containerfile.prebuilt",
+                "--build-arg",
+                &format!("BASE={base}"),
+                "--build-arg",
+                "BIN=kiro-cost-exporter",
+                "-t",
+                &tag,
+                ".",
+            ])
+            .current_dir(ctx.path()),
+        );
+        tag
+    }
+
+    /// `command` run in container `ctr` (chroot isolation); must succeed; its stdout.
+    fn run_in(&self, ctr: &str, command: &[&str]) -> String {
+        self.ok(&[&["run", "--isolation", "chroot", ctr, "--"], command].concat())
+    }
+}
+
+/// Runs `c`; it must succeed; its stdout.
+fn run_ok(c: &mut Command) -> String {
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{c:?}:\n{}{}", stdout(&o), stderr(&o));
+    stdout(&o)
+}
+
+/// Step: what the image says about itself (user, port, volume, health check, entrypoint).
+fn the_image_describes_itself(buildah: &Buildah, tag: &str) {
+    let inspect: serde_json::Value =
+        serde_json::from_str(&buildah.ok(&["inspect", "--type", "image", tag])).unwrap();
+    let config = &inspect["Docker"]["config"];
+    assert_eq!(config["User"], "65532:65532");
+    assert!(config["ExposedPorts"]["19877/tcp"].is_object(), "{config}");
+    assert!(
+        config["Volumes"]["/var/lib/kiro-cost-exporter"].is_object(),
+        "{config}"
+    );
+    assert_eq!(config["Healthcheck"]["Test"][2], "healthcheck", "{config}");
+    assert_eq!(config["Entrypoint"][0], "/usr/local/bin/kiro-cost-exporter");
+}
+
+/// Waits (up to two minutes) until `listen` serves cost figures at /metrics; the response.
+fn wait_for_cost_figures(listen: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let got = std::net::TcpStream::connect(listen).ok().and_then(|mut s| {
+            use std::io::{Read as _, Write as _};
+            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+                .ok()?;
+            let mut body = String::new();
+            s.read_to_string(&mut body).ok()?;
+            body.contains("\nkiro_cost_usd{").then_some(body)
+        });
+        if let Some(body) = got {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the image's demo served no cost figures on {listen}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// Step: the image's demo, started in the image (chroot isolation shares the host's
+/// loopback), scraped from the host; its health check passes and it runs unprivileged.
+fn the_image_serves_the_demo_unprivileged(buildah: &Buildah, tag: &str) {
+    use std::os::unix::process::CommandExt as _;
+    let ctr = buildah.ok(&["from", tag]);
+    let ctr = ctr.trim().to_owned();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let demo = Group(
+        buildah
+            .cmd(&[
+                "run",
+                "--isolation",
+                "chroot",
+                &ctr,
+                "--",
+                "/usr/local/bin/kiro-cost-exporter",
+                "demo",
+                "--listen",
+                &listen,
+                "--data",
+                "/var/lib/kiro-cost-exporter/demo",
+                "--users",
+                "30",
+            ])
+            .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let metrics = wait_for_cost_figures(&listen);
+    assert!(metrics.starts_with("HTTP/1.1 200") || metrics.starts_with("HTTP/1.0 200"));
+    let health = buildah.run_in(
+        &ctr,
+        &[
+            "/usr/local/bin/kiro-cost-exporter",
+            "healthcheck",
+            "--url",
+            &format!("http://{listen}/healthz"),
+        ],
+    );
+    assert!(health.contains("200"), "{health}");
+    let uid = buildah.run_in(&ctr, &["id", "-u"]);
+    assert_eq!(uid.trim(), "65532");
+    drop(demo);
+    let _ = buildah.cmd(&["rm", &ctr]).output();
+}
+
 #[test]
 fn the_container_image_builds_runs_unprivileged_and_serves_the_demo() {
-    use std::os::unix::process::CommandExt as _;
     let source = read("Containerfile");
     let prebuilt = read("Containerfile.prebuilt");
     assert_eq!(
@@ -674,7 +865,7 @@ fn the_container_image_builds_runs_unprivileged_and_serves_the_demo() {
         "the two Containerfiles' runtime stages differ"
     );
     assert!(runtime_stage(&source).contains(&"USER 65532:65532"));
-    let Some(buildah) = external(
+    let Some(bin) = external(
         "buildah (Debian package buildah)",
         Path::new("/usr/bin/buildah"),
     ) else {
@@ -688,171 +879,10 @@ fn the_container_image_builds_runs_unprivileged_and_serves_the_demo() {
     };
     let work = root().join("target/container");
     std::fs::create_dir_all(&work).unwrap();
-    let storage: Vec<String> = vec![
-        "--storage-driver".into(),
-        "vfs".into(),
-        "--root".into(),
-        work.join("storage").display().to_string(),
-        "--runroot".into(),
-        work.join("run").display().to_string(),
-    ];
-    let buildah_cmd = |args: &[&str]| {
-        let mut c = Command::new(&buildah);
-        c.args(&storage).args(args);
-        c
-    };
-    let ok = |c: &mut Command| {
-        let o = c.output().unwrap();
-        assert!(o.status.success(), "{c:?}:\n{}{}", stdout(&o), stderr(&o));
-        stdout(&o)
-    };
-    // A base image made from Debian's packages (no registry can be reached): once, cached.
-    let base = "localhost/kiro-base:bookworm";
-    let have_base = buildah_cmd(&["inspect", "--type", "image", base])
-        .output()
-        .unwrap()
-        .status
-        .success();
-    if !have_base {
-        let rootfs = work.join("rootfs");
-        if !rootfs.join("etc/debian_version").exists() {
-            let mirror = std::env::var("KIRO_EXPORTER_DEBIAN_MIRROR")
-                .unwrap_or_else(|_| "http://deb.debian.org/debian".into());
-            let _ = std::fs::remove_dir_all(&rootfs);
-            ok(Command::new(&debootstrap)
-                .args(["--variant=minbase", "bookworm"])
-                .arg(&rootfs)
-                .arg(&mirror));
-        }
-        let ctr = ok(&mut buildah_cmd(&["from", "scratch"]));
-        let ctr = ctr.trim();
-        ok(&mut buildah_cmd(&[
-            "copy",
-            ctr,
-            &format!("{}/", rootfs.display()),
-            "/",
-        ]));
-        ok(&mut buildah_cmd(&["commit", "--rm", ctr, base]));
-    }
-    // The runtime-only build, from this build's binary (stripped of debug information).
-    let ctx = tempfile::tempdir_in(&work).unwrap();
-    std::fs::create_dir(ctx.path().join("state")).unwrap();
-    let packed = ctx.path().join("kiro-cost-exporter");
-    let stripped = Command::new("strip")
-        .arg("-o")
-        .arg(&packed)
-        .arg(bin())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !stripped {
-        std::fs::copy(bin(), &packed).unwrap();
-    }
-    std::fs::write(ctx.path().join("Containerfile.prebuilt"), &prebuilt).unwrap();
-    let tag = format!("localhost/kiro-cost-exporter:test-{}", std::process::id());
-    ok(buildah_cmd(&[
-        "bud",
-        "--isolation",
-        "chroot",
-        "--format",
-        "docker",
-        "-f",
-        "Containerfile.prebuilt",
-        "--build-arg",
-        &format!("BASE={base}"),
-        "--build-arg",
-        "BIN=kiro-cost-exporter",
-        "-t",
-        &tag,
-        ".",
-    ])
-    .current_dir(ctx.path()));
-    // What the image says about itself.
-    let inspect: serde_json::Value =
-        serde_json::from_str(&ok(&mut buildah_cmd(&["inspect", "--type", "image", &tag]))).unwrap();
-    let config = &inspect["Docker"]["config"];
-    assert_eq!(config["User"], "65532:65532");
-    assert!(config["ExposedPorts"]["19877/tcp"].is_object(), "{config}");
-    assert!(
-        config["Volumes"]["/var/lib/kiro-cost-exporter"].is_object(),
-        "{config}"
-    );
-    assert_eq!(config["Healthcheck"]["Test"][2], "healthcheck", "{config}");
-    assert_eq!(config["Entrypoint"][0], "/usr/local/bin/kiro-cost-exporter");
-
-    // Its demo, started in the image (chroot isolation shares the host's loopback), scraped
-    // from the host.
-    let ctr = ok(&mut buildah_cmd(&["from", &tag]));
-    let ctr = ctr.trim().to_owned();
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let demo = Group(
-        buildah_cmd(&[
-            "run",
-            "--isolation",
-            "chroot",
-            &ctr,
-            "--",
-            "/usr/local/bin/kiro-cost-exporter",
-            "demo",
-            "--listen",
-            &listen,
-            "--data",
-            "/var/lib/kiro-cost-exporter/demo",
-            "--users",
-            "30",
-        ])
-        .process_group(0)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap(),
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let metrics = loop {
-        let got = std::net::TcpStream::connect(&listen)
-            .ok()
-            .and_then(|mut s| {
-                use std::io::{Read as _, Write as _};
-                s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-                    .ok()?;
-                let mut body = String::new();
-                s.read_to_string(&mut body).ok()?;
-                body.contains("\nkiro_cost_usd{").then_some(body)
-            });
-        if let Some(body) = got {
-            break body;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the image's demo served no cost figures on {listen}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    };
-    assert!(metrics.starts_with("HTTP/1.1 200") || metrics.starts_with("HTTP/1.0 200"));
-    // The image's health check passes against it, and the process runs unprivileged.
-    let health = ok(&mut buildah_cmd(&[
-        "run",
-        "--isolation",
-        "chroot",
-        &ctr,
-        "--",
-        "/usr/local/bin/kiro-cost-exporter",
-        "healthcheck",
-        "--url",
-        &format!("http://{listen}/healthz"),
-    ]));
-    assert!(health.contains("200"), "{health}");
-    let uid = ok(&mut buildah_cmd(&[
-        "run",
-        "--isolation",
-        "chroot",
-        &ctr,
-        "--",
-        "id",
-        "-u",
-    ]));
-    assert_eq!(uid.trim(), "65532");
-    drop(demo);
-    let _ = buildah_cmd(&["rm", &ctr]).output();
-    let _ = buildah_cmd(&["rmi", &tag]).output();
+    let buildah = Buildah { bin, work };
+    let base = buildah.base_image(&debootstrap);
+    let tag = buildah.build_prebuilt(&prebuilt, base);
+    the_image_describes_itself(&buildah, &tag);
+    the_image_serves_the_demo_unprivileged(&buildah, &tag);
+    let _ = buildah.cmd(&["rmi", &tag]).output();
 }

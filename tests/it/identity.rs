@@ -336,15 +336,9 @@ async fn an_identity_store_attribute_assigns_untagged_lines_behind_a_switch() {
     let dir = tempfile::tempdir().unwrap();
     let config = |from: &str| {
         let path = dir.path().join(format!("assign-{from}.toml"));
-        std::fs::write(
-            &path,
-            format!(
-                "[identity]\nidentity_store_id = \"{STORE}\"\nmin_interval = \"1ms\"\ncost_center_from = \"{from}\"\n\
-                 [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
-                moto.url()
-            ),
-        )
-        .unwrap();
+        let mut s = store_settings(&moto.url(), &["user_name", "display_name"]);
+        s.identity.cost_center_from = from.into();
+        write_settings(&path, &s);
         path
     };
     // Off: the untagged lines stay untagged.
@@ -422,14 +416,10 @@ fn a_directory_file_names_people_and_can_assign_cost_centers() {
     )
     .unwrap();
     let config = dir.path().join("c.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[identity]\ndirectory = \"{}\"\ncost_center_from = \"department\"\n",
-            people.display()
-        ),
-    )
-    .unwrap();
+    let mut settings = Settings::default();
+    settings.identity.directory = people.to_str().unwrap().into();
+    settings.identity.cost_center_from = "department".into();
+    write_settings(&config, &settings);
     let json = query_json(&config, e.path());
     assert_json_reconciles(&json);
     assert_eq!(

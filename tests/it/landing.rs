@@ -7,9 +7,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use kiro_cost_exporter::config::Settings;
 use kiro_cost_exporter::curgen::{self, GenSpec};
+use kiro_cost_exporter::locale::Locale;
 use serde_json::Value;
 
+use crate::support::fixture::write_settings;
 use crate::support::*;
 
 fn root() -> PathBuf {
@@ -92,7 +95,7 @@ fn close(a: f64, b: f64, what: &str) {
 
 /// A month-end export of 200 users with their activity and names, and a config with budgets
 /// (one cost center far over, one far under) and a dashboard link.
-fn setup(dir: &Path, locale: &str) -> PathBuf {
+fn setup(dir: &Path, locale: Locale) -> PathBuf {
     let cur = dir.join("cur");
     if !cur.exists() {
         let mut spec = GenSpec::new(200, "2026-09".parse().unwrap());
@@ -100,24 +103,24 @@ fn setup(dir: &Path, locale: &str) -> PathBuf {
         spec.activity = true;
         curgen::write_export(&spec, &cur, |_| {}).unwrap();
     }
-    let config = dir.join(format!("config-{locale}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            "[source]\ncur = {cur:?}\n\
-             [activity]\npath = {activity:?}\n\
-             [identity]\ndirectory = {people:?}\nlabels = [\"display_name\"]\n\
-             [alerts]\ndashboard_url = \"https://grafana.example.com/d/kiro-cost\"\n\
-             [budgets.cost_centers]\n\"CC-1001 Platform\" = 100\n\"CC-1002 Payments\" = 1000000\n\
-             [report]\nlocale = \"{locale}\"\n\
-             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"http://127.0.0.1:9\"\n\
-             [cloudwatch]\nenabled = true\nmax_attempts = 1\n",
-            cur = cur.display().to_string(),
-            activity = cur.join("activity").display().to_string(),
-            people = cur.join("activity/people.csv").display().to_string(),
-        ),
-    )
-    .unwrap();
+    let mut s = Settings::default();
+    s.source.cur = cur.clone();
+    s.activity.path = cur.join("activity").to_str().unwrap().into();
+    s.identity.directory = cur.join("activity/people.csv").to_str().unwrap().into();
+    s.identity.labels = vec!["display_name".into()];
+    s.alerts.dashboard_url = "https://grafana.example.com/d/kiro-cost".into();
+    s.budgets.cost_centers = [
+        ("CC-1001 Platform".to_owned(), 100.into()),
+        ("CC-1002 Payments".to_owned(), 1_000_000.into()),
+    ]
+    .into();
+    s.report.locale = locale;
+    s.aws.region = "us-east-1".into();
+    s.aws.endpoint_url = "http://127.0.0.1:9".into();
+    s.cloudwatch.enabled = true;
+    s.cloudwatch.max_attempts = 1;
+    let config = dir.join(format!("config-{locale:?}.toml"));
+    write_settings(&config, &s);
     config
 }
 
@@ -292,7 +295,7 @@ async fn the_landing_page_in_a_real_browser_shows_the_snapshots_numbers() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let config = setup(dir.path(), "en");
+    let config = setup(dir.path(), Locale::En);
     let config_arg = config.to_str().unwrap();
     // CloudWatch points at a closed port: its delivery fails, and the page says so.
     let aws_env = [
@@ -383,7 +386,7 @@ async fn the_landing_page_in_a_real_browser_shows_the_snapshots_numbers() {
 
     // zh-CN: the same page in Chinese.
     drop(d);
-    let zh = setup(dir.path(), "zh-CN");
+    let zh = setup(dir.path(), Locale::ZhCn);
     let d = Daemon::start(
         &["--config", zh.to_str().unwrap(), "--period", "2026-10"],
         &[],

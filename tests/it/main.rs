@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per area, the shared harness in `support`.
 // Tests may unwrap, and their helper threads may sleep.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+#![warn(clippy::too_many_lines)]
 
 mod activity;
 mod alerts;

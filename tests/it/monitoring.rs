@@ -12,8 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kiro_cost_exporter::curgen::{self, GenSpec};
+use kiro_cost_exporter::curgen::GenSpec;
 
+use crate::support::fixture::Setup;
 use crate::support::*;
 
 fn root() -> PathBuf {
@@ -346,74 +347,82 @@ async fn webhook_receiver() -> (
     (addr, got, task)
 }
 
-#[tokio::test]
-async fn prometheus_scrapes_the_daemon_evaluates_dashboards_and_alerts() {
-    let Some(promtool) = promtool() else { return };
-    let Some(prometheus) = external(
-        "prometheus (Debian package)",
-        Path::new("/usr/bin/prometheus"),
-    ) else {
-        return;
-    };
-    let Some(alertmanager) = external(
-        "prometheus-alertmanager (Debian package)",
-        Path::new("/usr/bin/prometheus-alertmanager"),
-    ) else {
-        return;
-    };
+/// The programs the end-to-end test needs, or `None` (the test then says it skips).
+struct Programs {
+    promtool: PathBuf,
+    prometheus: PathBuf,
+    alertmanager: PathBuf,
+    faketime: String,
+}
 
-    let cur = tempfile::tempdir().unwrap();
+impl Programs {
+    fn find() -> Option<Self> {
+        let promtool = promtool()?;
+        let prometheus = external(
+            "prometheus (Debian package)",
+            Path::new("/usr/bin/prometheus"),
+        )?;
+        let alertmanager = external(
+            "prometheus-alertmanager (Debian package)",
+            Path::new("/usr/bin/prometheus-alertmanager"),
+        )?;
+        let faketime = external(
+            "libfaketime (Debian package faketime)",
+            Path::new("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"),
+        )?;
+        Some(Self {
+            promtool,
+            prometheus,
+            alertmanager,
+            faketime: faketime.to_str().unwrap().to_owned(),
+        })
+    }
+}
+
+/// Settings for 60 users with the activity report (whose e-mails name users in
+/// kiro_user_info) and AWS Budgets on `budgets`, so that the budget panels and the
+/// forecast-over-budget alert have the daemon's real budget gauges.
+fn monitored_setup(budgets: &str) -> Setup {
     let mut spec = GenSpec::new(60, period("2026-10"));
     spec.seed = 21;
     spec.noise_ratio = 0.5;
-    // With the activity report, whose e-mails name users in kiro_user_info.
     spec.activity = true;
-    curgen::write_export(&spec, cur.path(), |_| {}).unwrap();
-    // AWS Budgets on ministack, so that the budget panels and the forecast-over-budget alert
-    // have the daemon's real budget gauges.
+    let mut setup = Setup::generated(&spec);
+    let s = &mut setup.settings;
+    s.budgets.enabled = true;
+    s.budgets.account_id = "123456789012".into();
+    s.budgets.notifications = vec![];
+    s.budgets.cost_centers = [("CC-1001 Platform".to_owned(), 500.into())].into();
+    s.aws.region = "us-east-1".into();
+    s.aws.endpoint_url = budgets.into();
+    s.activity.path = s.source.cur.join("activity").to_str().unwrap().into();
+    s.identity.labels = vec!["email".into()];
+    setup
+}
+
+#[tokio::test]
+async fn prometheus_scrapes_the_daemon_evaluates_dashboards_and_alerts() {
+    let Some(programs) = Programs::find() else {
+        return;
+    };
     let Some(budgets) = crate::support::aws::Emulator::start(crate::support::aws::Kind::Ministack)
     else {
         return;
     };
-    let config = cur.path().join("monitoring.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[budgets]\nenabled = true\naccount_id = \"123456789012\"\nnotifications = []\n\
-             [budgets.cost_centers]\n\"CC-1001 Platform\" = 500\n\
-             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
-             [activity]\npath = {:?}\n[identity]\nlabels = [\"email\"]\n",
-            budgets.url(),
-            cur.path().join("activity")
-        ),
-    )
-    .unwrap();
+    let setup = monitored_setup(&budgets.url());
+    let config = setup.write_config("monitoring.toml");
     // The daemon's clock in October 2026, so that October is the current month: the rules
     // alert on the current month only (kiro_billing_period_info{state="current"}).
-    let Some(faketime) = external(
-        "libfaketime (Debian package faketime)",
-        Path::new("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"),
-    ) else {
-        return;
-    };
-    let faketime = faketime.to_str().unwrap().to_owned();
     let mut env = crate::support::aws::aws_env();
     env.extend([
-        ("LD_PRELOAD", faketime.as_str()),
+        ("LD_PRELOAD", programs.faketime.as_str()),
         ("FAKETIME", "@2026-10-20 12:00:00"),
         ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
         ("TZ", "UTC"),
     ]);
     let start = || {
         Daemon::start(
-            &[
-                "--config",
-                config.to_str().unwrap(),
-                "--cur",
-                cur.path().to_str().unwrap(),
-                "--period",
-                "2026-10",
-            ],
+            &["--config", config.to_str().unwrap(), "--period", "2026-10"],
             &env,
         )
     };
@@ -422,10 +431,24 @@ async fn prometheus_scrapes_the_daemon_evaluates_dashboards_and_alerts() {
     let daemon = start();
     let twin = start();
     wait_status(&daemon.url("/readyz"), 200, 60).await;
+    promtool_lints_a_real_scrape(&programs.promtool, &daemon).await;
 
-    // promtool's linter on a real scrape.
+    let (hook, received, hook_task) = webhook_receiver().await;
+    let work = tempfile::tempdir().unwrap();
+    let (_am, am_port) = start_alertmanager(&programs.alertmanager, work.path(), hook);
+    let (_prom, base) =
+        start_prometheus(&programs.prometheus, work.path(), am_port, [&daemon, &twin]).await;
+    wait_for_both_targets(&base, &daemon, &twin).await;
+    every_dashboard_query_returns_data(&base, &daemon, &twin).await;
+    users_are_named_and_figures_reconcile(&base, &daemon).await;
+    one_alert_reaches_the_webhook(&received).await;
+    hook_task.abort();
+}
+
+/// Step: promtool's linter on a real scrape.
+async fn promtool_lints_a_real_scrape(promtool: &Path, daemon: &Daemon) {
     let scrape_body = get(&daemon.url("/metrics"), false).await.unwrap().body;
-    let mut lint = Command::new(&promtool)
+    let mut lint = Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -440,28 +463,23 @@ async fn prometheus_scrapes_the_daemon_evaluates_dashboards_and_alerts() {
         String::from_utf8_lossy(&lint.stdout),
         String::from_utf8_lossy(&lint.stderr)
     );
+}
 
-    let (hook, received, hook_task) = webhook_receiver().await;
-    let work = tempfile::tempdir().unwrap();
+/// An Alertmanager on a free loopback port that sends every group to `hook`.
+fn start_alertmanager(alertmanager: &Path, work: &Path, hook: SocketAddr) -> (Proc, u16) {
     let am_port = free_port();
     std::fs::write(
-        work.path().join("am.yml"),
+        work.join("am.yml"),
         format!(
             "route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
              receivers:\n  - name: hook\n    webhook_configs:\n      - url: http://{hook}/alerts\n        send_resolved: true\n"
         ),
     )
     .unwrap();
-    let _am = Proc(
+    let am = Proc(
         Command::new(alertmanager)
-            .arg(format!(
-                "--config.file={}",
-                work.path().join("am.yml").display()
-            ))
-            .arg(format!(
-                "--storage.path={}",
-                work.path().join("am-data").display()
-            ))
+            .arg(format!("--config.file={}", work.join("am.yml").display()))
+            .arg(format!("--storage.path={}", work.join("am-data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
             .arg("--cluster.listen-address=")
             .stdout(Stdio::null())
@@ -469,30 +487,38 @@ async fn prometheus_scrapes_the_daemon_evaluates_dashboards_and_alerts() {
             .spawn()
             .unwrap(),
     );
+    (am, am_port)
+}
+
+/// A Prometheus scraping `targets` every second with the shipped rules, alerting to the
+/// Alertmanager at `am_port`; returns it and its address once ready.
+async fn start_prometheus(
+    prometheus: &Path,
+    work: &Path,
+    am_port: u16,
+    targets: [&Daemon; 2],
+) -> (Proc, String) {
     let prom_port = free_port();
     let rules = root().join("alerts/kiro-cost-exporter.rules.yml");
     std::fs::write(
-        work.path().join("prom.yml"),
+        work.join("prom.yml"),
         format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              rule_files: ['{}']\n\
              alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{am_port}']\n\
              scrape_configs:\n  - job_name: kiro-cost-exporter\n    static_configs:\n      - targets: ['{}', '{}']\n",
             rules.display(),
-            daemon.addr,
-            twin.addr
+            targets[0].addr,
+            targets[1].addr
         ),
     )
     .unwrap();
-    let _prom = Proc(
+    let prom = Proc(
         Command::new(prometheus)
-            .arg(format!(
-                "--config.file={}",
-                work.path().join("prom.yml").display()
-            ))
+            .arg(format!("--config.file={}", work.join("prom.yml").display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
-                work.path().join("prom-data").display()
+                work.join("prom-data").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
             .stdout(Stdio::null())
@@ -502,23 +528,33 @@ async fn prometheus_scrapes_the_daemon_evaluates_dashboards_and_alerts() {
     );
     let base = format!("http://127.0.0.1:{prom_port}");
     wait_status(&format!("{base}/-/ready"), 200, 60).await;
+    (prom, base)
+}
 
-    // Wait until the scrape and the recording rules have produced data.
+/// Whether `expr` returns at least one series.
+async fn has_data(base: &str, expr: &str) -> bool {
+    prom_query(base, expr).await["data"]["result"]
+        .as_array()
+        .is_some_and(|r| !r.is_empty())
+}
+
+/// Step: waits until both targets' scrapes and the recording rules have produced data.
+async fn wait_for_both_targets(base: &str, daemon: &Daemon, twin: &Daemon) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let v = prom_query(
-            &base,
+        if has_data(
+            base,
             "count(count by (instance) (kiro:user_credits_used:ratio)) == 2",
         )
-        .await;
-        let b = prom_query(
-            &base,
-            "count(count by (instance) (kiro_budget_limit_usd)) == 2",
-        )
-        .await;
-        if v["data"]["result"].as_array().is_some_and(|r| !r.is_empty())
-            && b["data"]["result"].as_array().is_some_and(|r| !r.is_empty()) && !prom_query(&base, "count(count by (instance) (increase(kiro_exporter_refresh_failures_total[1m]))) == 2").await["data"]["result"].as_array().unwrap().is_empty() {
-            break;
+        .await
+            && has_data(
+                base,
+                "count(count by (instance) (kiro_budget_limit_usd)) == 2",
+            )
+            .await
+            && has_data(base, "count(count by (instance) (increase(kiro_exporter_refresh_failures_total[1m]))) == 2").await
+        {
+            return;
         }
         assert!(
             Instant::now() < deadline,
@@ -528,64 +564,78 @@ async fn prometheus_scrapes_the_daemon_evaluates_dashboards_and_alerts() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
 
-    // Every PromQL expression of every dashboard returns data, for either target.
+/// `q` with the dashboards' variables set for `instance`: single-value variables (exact
+/// matchers) get a real value, multi-value ones "All".
+fn substitute(q: &str, instance: &str) -> String {
+    let expr = q
+        .replace("$billing_period", "2026-10")
+        .replace("$job", "kiro-cost-exporter")
+        .replace("$instance", instance)
+        .replace("$topk", "20")
+        .replace("=\"$cost_center\"", "=\"CC-1001 Platform\"")
+        .replace("$cost_center", ".*")
+        .replace("$account_id", ".*")
+        .replace("$__rate_interval", "1m");
+    assert!(!expr.contains('$'), "unsubstituted variable in {q}");
+    expr
+}
+
+/// The first value of a query's result, as a number.
+fn first_value(v: &serde_json::Value) -> f64 {
+    v["data"]["result"][0]["value"][1]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Step: every PromQL expression of every dashboard returns data, for either target, and the
+/// overview's total counts a target once (it equals the daemon's own figure).
+async fn every_dashboard_query_returns_data(base: &str, daemon: &Daemon, twin: &Daemon) {
     let mut checked = BTreeSet::new();
     for instance in [daemon.addr.to_string(), twin.addr.to_string()] {
         for d in files("dashboards", ".json") {
             let dash: serde_json::Value =
                 serde_json::from_str(&std::fs::read_to_string(&d).unwrap()).unwrap();
             for q in dashboard_queries(&dash) {
-                let expr = q
-                    .replace("$billing_period", "2026-10")
-                    .replace("$job", "kiro-cost-exporter")
-                    .replace("$instance", &instance)
-                    .replace("$topk", "20")
-                    // Single-value variables (exact matchers) get a real value, multi-value ones "All".
-                    .replace("=\"$cost_center\"", "=\"CC-1001 Platform\"")
-                    .replace("$cost_center", ".*")
-                    .replace("$account_id", ".*")
-                    .replace("$__rate_interval", "1m");
-                assert!(!expr.contains('$'), "unsubstituted variable in {q}");
-                let v = prom_query(&base, &expr).await;
-                let result = &v["data"]["result"];
+                let expr = substitute(&q, &instance);
                 assert!(
-                    result.as_array().is_some_and(|r| !r.is_empty()),
+                    has_data(base, &expr).await,
                     "{}: no data for {expr}",
                     d.display()
                 );
                 checked.insert(q);
             }
         }
-        // The overview's total counts this target once: it equals the daemon's own figure.
         let total = prom_query(
-            &base,
+            base,
             &format!(
                 r#"sum(kiro_cost_usd{{job="kiro-cost-exporter", instance="{instance}", billing_period="2026-10"}})"#
             ),
         )
         .await;
         let served = value(
-            &scrape(&daemon).await,
+            &scrape(daemon).await,
             "kiro_cost_usd",
             &[("billing_period", "2026-10")],
         )
         .unwrap();
-        let got: f64 = total["data"]["result"][0]["value"][1]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let got = first_value(&total);
         assert!((got - served).abs() < 1e-6, "{got} != {served}");
     }
     assert!(checked.len() >= 20, "only {} expressions", checked.len());
+}
 
-    // The user table names users: its join with kiro_user_info carries their e-mails.
+/// Step: the user table's join with kiro_user_info carries e-mails, and Prometheus's sum of
+/// users, unattributed and tax equals the daemon's roll-up.
+async fn users_are_named_and_figures_reconcile(base: &str, daemon: &Daemon) {
+    let i = daemon.addr;
     let named = prom_query(
-        &base,
+        base,
         &format!(
-            r#"topk(20, kiro_user_cost_usd{{instance="{i}", billing_period="2026-10"}}) * on (user_id) group_left (user_name, display_name, email) kiro_user_info{{instance="{i}"}}"#,
-            i = daemon.addr
+            r#"topk(20, kiro_user_cost_usd{{instance="{i}", billing_period="2026-10"}}) * on (user_id) group_left (user_name, display_name, email) kiro_user_info{{instance="{i}"}}"#
         ),
     )
     .await;
@@ -596,30 +646,23 @@ async fn prometheus_scrapes_the_daemon_evaluates_dashboards_and_alerts() {
             .is_some_and(|e| e.ends_with("@example.com"))),
         "{named}"
     );
-
-    // The exporter's figures survive the trip: Prometheus's sum equals the daemon's roll-up.
-    let i = daemon.addr;
-    let total = prom_query(&base, &format!(r#"sum(kiro_user_cost_usd{{instance="{i}", billing_period="2026-10"}}) + sum(kiro_unattributed_usd{{instance="{i}"}}) + sum(kiro_tax_usd{{instance="{i}"}})"#)).await;
+    let total = prom_query(base, &format!(r#"sum(kiro_user_cost_usd{{instance="{i}", billing_period="2026-10"}}) + sum(kiro_unattributed_usd{{instance="{i}"}}) + sum(kiro_tax_usd{{instance="{i}"}})"#)).await;
     let cost = prom_query(
-        &base,
+        base,
         &format!(r#"sum(kiro_cost_usd{{instance="{i}", billing_period="2026-10"}})"#),
     )
     .await;
-    let num = |v: &serde_json::Value| {
-        v["data"]["result"][0]["value"][1]
-            .as_str()
-            .unwrap()
-            .parse::<f64>()
-            .unwrap()
-    };
     assert!(
-        (num(&total) - num(&cost)).abs() < 1e-6,
+        (first_value(&total) - first_value(&cost)).abs() < 1e-6,
         "reconciliation in Prometheus: {} vs {}",
-        num(&total),
-        num(&cost)
+        first_value(&total),
+        first_value(&cost)
     );
+}
 
-    // One alert travels Prometheus → Alertmanager → the webhook.
+/// Step: one alert travels Prometheus → Alertmanager → the webhook, once per user although
+/// two targets report it.
+async fn one_alert_reaches_the_webhook(received: &Mutex<Vec<String>>) {
     let deadline = Instant::now() + Duration::from_secs(90);
     let payload = loop {
         if let Some(p) = received
@@ -642,7 +685,6 @@ async fn prometheus_scrapes_the_daemon_evaluates_dashboards_and_alerts() {
     let alert = &v["alerts"][0];
     assert_eq!(alert["labels"]["severity"], "warning");
     assert_eq!(alert["labels"]["billing_period"], "2026-10");
-    // Two targets, one alert per user.
     let alerts = v["alerts"].as_array().unwrap();
     let users: BTreeSet<&str> = alerts
         .iter()
@@ -660,5 +702,4 @@ async fn prometheus_scrapes_the_daemon_evaluates_dashboards_and_alerts() {
             .contains("overage"),
         "{alert}"
     );
-    hook_task.abort();
 }

@@ -6,12 +6,15 @@
 use std::collections::BTreeSet;
 
 use kiro_cost_exporter::allocation::cost_center_label;
-use kiro_cost_exporter::curgen::{self, GenSpec};
+use kiro_cost_exporter::curgen::GenSpec;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde_json::Value;
 
+use kiro_cost_exporter::notify::ChannelConfig;
+
 use crate::support::feishu::{Receiver, blocks, title};
+use crate::support::fixture::{Setup, feishu_channel};
 use crate::support::*;
 
 const SECRET: &str = "kiro-test-signing-secret";
@@ -119,27 +122,23 @@ async fn report_writes_the_csv_uploads_it_and_sends_the_summary_card() {
         .await
         .unwrap();
     let rx = Receiver::start(Some(SECRET));
-    let dir = tempfile::tempdir().unwrap();
     let mut spec = GenSpec::new(60, period("2026-10"));
     spec.seed = 21;
-    let export = dir.path().join("cur");
-    curgen::write_export(&spec, &export, |_| {}).unwrap();
-    let out = dir.path().join("out");
-    let config = dir.path().join("report.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[alerts]\nstate_file = {:?}\n[[alerts.channels]]\nname = \"finance\"\nurl_env = \"TEST_FEISHU_URL\"\nsecret_env = \"TEST_FEISHU_SECRET\"\n\
-             [report]\ns3 = \"s3://finance-reports/kiro/\"\nlink_ttl = \"1h\"\ntop = 3\n\
-             [aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
-            dir.path().join("state.json"),
-            moto.url()
-        ),
-    )
-    .unwrap();
-    let cur = export.to_str().unwrap();
+    let mut setup = Setup::generated(&spec);
+    let s = &mut setup.settings;
+    s.alerts.channels = vec![ChannelConfig {
+        secret_env: "TEST_FEISHU_SECRET".into(),
+        ..feishu_channel("finance", "TEST_FEISHU_URL")
+    }];
+    s.report.s3 = "s3://finance-reports/kiro/".into();
+    s.report.link_ttl = std::time::Duration::from_secs(3600);
+    s.report.top = 3;
+    s.aws.region = "us-east-1".into();
+    s.aws.endpoint_url = moto.url();
+    let config = setup.write_config("report.toml");
+    let out = setup.path("out");
     let o = std::process::Command::new(bin())
-        .args(["report", "--config", config.to_str().unwrap(), "--cur", cur])
+        .args(["report", "--config", config.to_str().unwrap()])
         .args(["--period", "2026-10", "--out", out.to_str().unwrap()])
         .env("TEST_FEISHU_URL", rx.url())
         .env("TEST_FEISHU_SECRET", SECRET)
@@ -163,15 +162,21 @@ async fn report_writes_the_csv_uploads_it_and_sends_the_summary_card() {
     // The CSV is the allocation: same units and amounts, reconciled to the Kiro total.
     let bytes = std::fs::read(&path).unwrap();
     assert!(bytes.starts_with("\u{feff}".as_bytes()), "UTF-8 with BOM");
+    let cur = setup.settings.source.cur.to_str().unwrap();
     let json = run(&[
         "query", "--cur", cur, "--period", "2026-10", "--format", "json",
     ]);
     let v: Value = serde_json::from_str(&stdout(&json)).unwrap();
     assert_json_reconciles(&v);
     check_csv(&bytes, &v);
-    let users = v["users"].as_array().unwrap();
+    the_upload_and_its_link_serve_the_csv(&s3, &link, &bytes).await;
+    let cards = rx.accepted();
+    assert_eq!(cards.len(), 1);
+    the_card_summarises_the_month(&cards[0], &v, &link);
+}
 
-    // Uploaded, and the presigned link downloads the same bytes.
+/// Step: the CSV is uploaded, and the presigned link downloads the same bytes.
+async fn the_upload_and_its_link_serve_the_csv(s3: &aws_sdk_s3::Client, link: &str, csv: &[u8]) {
     let object = s3
         .get_object()
         .bucket("finance-reports")
@@ -179,24 +184,25 @@ async fn report_writes_the_csv_uploads_it_and_sends_the_summary_card() {
         .send()
         .await
         .unwrap();
-    assert_eq!(object.body.collect().await.unwrap().into_bytes(), bytes);
+    assert_eq!(object.body.collect().await.unwrap().into_bytes(), csv);
     assert!(
         link.contains("X-Amz-Signature=") && link.contains("X-Amz-Expires=3600"),
         "{link}"
     );
-    let got = get(&link, false).await.unwrap();
+    let got = get(link, false).await.unwrap();
     assert_eq!(got.status, 200);
-    assert_eq!(got.body, bytes);
+    assert_eq!(got.body, csv);
+}
 
-    // The card: period, users, credits, cost, top cost centers, overage and untagged users,
-    // savings, and the link.
-    let cards = rx.accepted();
-    assert_eq!(cards.len(), 1);
-    let card = &cards[0];
+/// Step: the card shows the period, users, credits, cost, top cost centers (biggest first),
+/// overage and untagged users, savings, and the link, as `query` (`v`) has them.
+fn the_card_summarises_the_month(card: &Value, v: &Value, link: &str) {
     assert_eq!(title(card), "Kiro cost report 2026-10");
     let text = blocks(card).join("\n");
     // People, not seats: a user subscribed in two accounts counts once.
-    let distinct_users: BTreeSet<&str> = users
+    let distinct_users: BTreeSet<&str> = v["users"]
+        .as_array()
+        .unwrap()
         .iter()
         .map(|u| u["user_id"].as_str().unwrap())
         .collect();
@@ -219,15 +225,19 @@ async fn report_writes_the_csv_uploads_it_and_sends_the_summary_card() {
     ] {
         assert!(text.contains(&needle), "{needle} in\n{text}");
     }
-    let top = v["cost_centers"].as_array().unwrap();
-    let mut by_cost: Vec<&Value> = top.iter().collect();
-    by_cost.sort_by(|a, b| {
-        b["total_usd"]
-            .as_f64()
-            .unwrap()
-            .total_cmp(&a["total_usd"].as_f64().unwrap())
-    });
-    let biggest = by_cost[0]["cost_center"].as_str().unwrap();
+    let biggest = v["cost_centers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by(|a, b| {
+            a["total_usd"]
+                .as_f64()
+                .unwrap()
+                .total_cmp(&b["total_usd"].as_f64().unwrap())
+        })
+        .unwrap()["cost_center"]
+        .as_str()
+        .unwrap();
     let biggest = if biggest.is_empty() {
         "untagged"
     } else {
@@ -243,7 +253,7 @@ async fn report_writes_the_csv_uploads_it_and_sends_the_summary_card() {
         .iter()
         .filter(|e| e["tag"] == "button")
         .collect();
-    assert_eq!(buttons[0]["behaviors"][0]["default_url"], link.as_str());
+    assert_eq!(buttons[0]["behaviors"][0]["default_url"], link);
 }
 
 /// AWS may update a month for two weeks after it ends: a month whose total changes after its
@@ -251,23 +261,20 @@ async fn report_writes_the_csv_uploads_it_and_sends_the_summary_card() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_month_that_changes_after_its_report_is_counted() {
     let rx = Receiver::start(Some(SECRET));
-    let dir = tempfile::tempdir().unwrap();
     let last = kiro_cost_exporter::period::BillingPeriod::containing(chrono::Utc::now()).previous();
     let mut spec = GenSpec::new(20, last);
     spec.seed = 9;
-    let export = dir.path().join("cur");
-    curgen::write_export(&spec, &export, |_| {}).unwrap();
-    let state = dir.path().join("state.json");
-    let config = dir.path().join("report.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[alerts]\nstate_file = {state:?}\nrules = []\n[[alerts.channels]]\nname = \"feishu\"\nurl_env = \"TEST_FEISHU_URL\"\nsecret_env = \"TEST_FEISHU_SECRET\"\nmin_interval = \"10ms\"\n\
-             [report]\nout_dir = {:?}\nschedule_day = 1\n",
-            dir.path().join("reports")
-        ),
-    )
-    .unwrap();
+    let mut setup = Setup::generated(&spec);
+    let s = &mut setup.settings;
+    s.alerts.rules = vec![];
+    s.alerts.channels = vec![ChannelConfig {
+        secret_env: "TEST_FEISHU_SECRET".into(),
+        ..feishu_channel("feishu", "TEST_FEISHU_URL")
+    }];
+    s.report.schedule_day = 1;
+    let config = setup.write_config("report.toml");
+    let export = setup.settings.source.cur.clone();
+    let state = setup.settings.alerts.state_file.clone();
     let url = rx.url();
     let mut env: Vec<(&str, &str)> =
         vec![("TEST_FEISHU_URL", &url), ("TEST_FEISHU_SECRET", SECRET)];
@@ -291,7 +298,7 @@ async fn a_month_that_changes_after_its_report_is_counted() {
         Some(0.0)
     );
     // AWS adds a late line to the month (written aside, then renamed in).
-    let late = dir.path().join("late");
+    let late = setup.path("late");
     let mut w =
         kiro_cost_exporter::curgen::ExportWriter::new(&late, "late", 1_000, |_| {}).unwrap();
     kiro_cost_exporter::curgen::LineSink::line(
@@ -353,7 +360,9 @@ fn the_report_speaks_chinese_when_asked() {
     ]);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("zh.toml");
-    std::fs::write(&config, "[report]\nlocale = \"zh-CN\"\n").unwrap();
+    let mut settings = kiro_cost_exporter::config::Settings::default();
+    settings.report.locale = kiro_cost_exporter::locale::Locale::ZhCn;
+    crate::support::fixture::write_settings(&config, &settings);
     let out = dir.path().join("reports");
     let o = run(&[
         "report",

@@ -72,6 +72,19 @@ fn basic(user: &str, password: &str) -> String {
     )
 }
 
+/// Writes settings whose `[server]` section `edit` sets to `name` in `dir`; returns its path.
+fn server_config(
+    dir: &Path,
+    name: &str,
+    edit: impl FnOnce(&mut kiro_cost_exporter::server::ServerSettings),
+) -> String {
+    let mut settings = kiro_cost_exporter::config::Settings::default();
+    edit(&mut settings.server);
+    let path = dir.join(name);
+    crate::support::fixture::write_settings(&path, &settings);
+    path.to_str().unwrap().to_owned()
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -91,13 +104,10 @@ async fn basic_auth_bearer_token_open_health_and_headers() {
         ),
     );
     let token = write(dir.path(), "token", &format!("{TOKEN}\n"));
-    let config = write(
-        dir.path(),
-        "serve.toml",
-        &format!(
-            "[server]\nbearer_token_file = {token:?}\nunauthenticated_paths = [\"/healthz\"]\n"
-        ),
-    );
+    let config = server_config(dir.path(), "serve.toml", |server| {
+        server.bearer_token_file = token.into();
+        server.unauthenticated_paths = vec!["/healthz".into()];
+    });
     let d = secured(cur.path(), &web, &["--config", &config]);
     // Open: the health path; closed: everything else, readiness included.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -360,11 +370,9 @@ fn bad_web_configs_are_named_and_exit_2() {
     ];
     for (i, (text, expect)) in cases.iter().enumerate() {
         let web = write(dir.path(), &format!("web{i}.yml"), text);
-        let cfg = write(
-            dir.path(),
-            &format!("c{i}.toml"),
-            &format!("[server]\nweb_config_file = {web:?}\n"),
-        );
+        let cfg = server_config(dir.path(), &format!("c{i}.toml"), |server| {
+            server.web_config_file = (&web).into();
+        });
         let o = run(&["check-config", "--config", &cfg]);
         assert_eq!(o.status.code(), Some(2), "{text}: {}", stderr(&o));
         let err = stderr(&o);

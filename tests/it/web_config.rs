@@ -36,33 +36,70 @@ struct Pki {
 impl Pki {
     fn new() -> Option<Self> {
         let openssl = external("openssl", Path::new("/usr/bin/openssl"))?;
-        let dir = tempfile::tempdir().unwrap();
-        let run = |args: &[&str]| {
-            let o = std::process::Command::new(&openssl)
-                .current_dir(dir.path())
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "openssl {args:?}: {}", stderr(&o));
+        let pki = Self {
+            dir: tempfile::tempdir().unwrap(),
+            openssl,
         };
-        let ext = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
-        let days = ["-days", "3"];
-        run(&[
-            &["req", "-x509", "-newkey", "rsa:2048", "-nodes"][..],
-            &days,
-            &[
-                "-subj",
-                "/CN=Test TLS CA",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-            ],
-            &["-addext", "basicConstraints=critical,CA:TRUE"],
-            &["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
-        ]
-        .concat());
-        run(&[
+        pki.ca_and_server();
+        pki.self_signed_clients();
+        pki.issued_client();
+        Some(pki)
+    }
+
+    /// Runs openssl with `args` in the folder; it must succeed.
+    fn openssl_ok(&self, args: &[&str]) {
+        let o = std::process::Command::new(&self.openssl)
+            .current_dir(self.dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "openssl {args:?}: {}", stderr(&o));
+    }
+
+    /// Signs `{name}.csr` with the CA and the extensions in `{name}.ext`, into `out`.
+    fn issue(&self, name: &str, out: &str) {
+        let (csr, ext) = (format!("{name}.csr"), format!("{name}.ext"));
+        self.openssl_ok(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-extfile",
+            &ext,
+            "-out",
+            out,
+            "-days",
+            "3",
+        ]);
+    }
+
+    /// The CA (`ca.crt`) and the RSA server certificate for localhost it issues.
+    fn ca_and_server(&self) {
+        self.openssl_ok(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "3",
+            "-subj",
+            "/CN=Test TLS CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        self.openssl_ok(&[
             "req",
             "-newkey",
             "rsa:2048",
@@ -74,32 +111,17 @@ impl Pki {
             "-out",
             "server.csr",
         ]);
-        ext(
+        let _ = self.write(
             "server.ext",
             "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
              extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
         );
-        run(&[
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-            ][..],
-            &[
-                "-CAcreateserial",
-                "-extfile",
-                "server.ext",
-                "-out",
-                "server.crt",
-            ],
-            &days,
-        ]
-        .concat());
+        self.issue("server", "server.crt");
+    }
+
+    /// `client_selfsigned` (CN test) and `client2_selfsigned` (CN test3, SAN DNS:test3): each
+    /// its own CA.
+    fn self_signed_clients(&self) {
         for (name, cn, san) in [
             ("client_selfsigned", "/CN=test", None),
             (
@@ -133,9 +155,13 @@ impl Pki {
             if let Some(san) = san {
                 args.extend(["-addext", san]);
             }
-            run(&args);
+            self.openssl_ok(&args);
         }
-        run(&[
+    }
+
+    /// `client.pem`: issued by the CA, with DNS, IP, URI and e-mail SANs.
+    fn issued_client(&self) {
+        self.openssl_ok(&[
             "req",
             "-newkey",
             "ec",
@@ -149,34 +175,13 @@ impl Pki {
             "-out",
             "client.csr",
         ]);
-        ext(
+        let _ = self.write(
             "client.ext",
             "basicConstraints=critical,CA:FALSE\nextendedKeyUsage=clientAuth\n\
              subjectAltName=DNS:scraper,IP:127.0.0.1,URI:spiffe://example.org/prometheus,\
              email:ops@example.org\n",
         );
-        run(&[
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "client.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-            ][..],
-            &[
-                "-CAcreateserial",
-                "-extfile",
-                "client.ext",
-                "-out",
-                "client.pem",
-            ],
-            &days,
-        ]
-        .concat());
-        Some(Self { dir, openssl })
+        self.issue("client", "client.pem");
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -193,6 +198,15 @@ impl Pki {
         let p = self.path(name);
         std::fs::write(&p, text).unwrap();
         p
+    }
+
+    /// `web_config_noAuth_tlsInline.good.yml`: the server's certificate and key inline.
+    fn tls_inline(&self) -> String {
+        format!(
+            "tls_server_config:\n  cert: {}  key: {}  client_auth_type: \"VerifyClientCertIfGiven\"\n",
+            self.block("server.crt"),
+            self.block("server.key")
+        )
     }
 
     /// `text` as an indented YAML block, for inline `cert:` and `key:`.
@@ -239,32 +253,16 @@ fn check(pki: &Pki, web: &Path) -> std::process::Output {
     run(&["check-config", "--config", cfg.to_str().unwrap()])
 }
 
-#[test]
-fn every_exporter_toolkit_file_loads_or_is_refused_as_it_expects() {
-    let Some(pki) = Pki::new() else { return };
-    let key_inline = format!(
-        "tls_server_config:\n  cert_file: \"server.crt\"\n  key: {}  client_auth_type: \"RequireAnyClientCert\"\n",
-        pki.block("server.key")
-    );
-    let tls_inline = format!(
-        "tls_server_config:\n  cert: {}  key: {}  client_auth_type: \"VerifyClientCertIfGiven\"\n",
-        pki.block("server.crt"),
-        pki.block("server.key")
-    );
-    let users = |tls: bool| {
-        let hash = bcrypt::hash("dave123", 4).unwrap();
-        let tls = if tls {
-            "tls_server_config:\n  cert_file: \"server.crt\"\n  key_file: \"server.key\"\n"
-        } else {
-            ""
-        };
-        format!("{tls}basic_auth_users:\n  dave: {hash}\n")
-    };
+/// A web config file's name (or what it tries), its text, and what loading it must do.
+type Case = (&'static str, String, Load);
+
+/// exporter-toolkit's TestYAMLFiles: files that load or are refused, with Go's messages.
+fn yaml_file_cases() -> Vec<Case> {
     let junk: String = (0..20)
         .map(|i| format!("hWkNKCp3fvIx3jKnsa{i:02}\n"))
         .collect();
     use Load::*;
-    let cases: Vec<(&str, String, Load)> = vec![
+    vec![
         // TestYAMLFiles.
         ("web_config_empty.yml", String::new(), Accepted),
         ("web_config_junk.yml", junk, Refused("web config")),
@@ -344,19 +342,62 @@ fn every_exporter_toolkit_file_loads_or_is_refused_as_it_expects() {
             format!("{NO_AUTH_GOOD}  min_version: TLS111\n"),
             Refused("unknown TLS version"),
         ),
+    ]
+}
+
+/// `web_config_users.good.yml` (with TLS) or `web_config_users_noTLS.good.yml`: dave's
+/// bcrypt hash.
+fn users_file(tls: bool) -> String {
+    let hash = bcrypt::hash("dave123", 4).unwrap();
+    let tls = if tls {
+        "tls_server_config:\n  cert_file: \"server.crt\"\n  key_file: \"server.key\"\n"
+    } else {
+        ""
+    };
+    format!("{tls}basic_auth_users:\n  dave: {hash}\n")
+}
+
+/// exporter-toolkit's TestServerBehaviour files: the good ones load, the bad ones are refused.
+fn server_behaviour_cases(pki: &Pki) -> Vec<Case> {
+    let key_inline = format!(
+        "tls_server_config:\n  cert_file: \"server.crt\"\n  key: {}  client_auth_type: \"RequireAnyClientCert\"\n",
+        pki.block("server.key")
+    );
+    use Load::*;
+    vec![
         // TestServerBehaviour's files: the good ones load, the bad ones are refused.
         ("web_config_noAuth.good.yml", NO_AUTH_GOOD.into(), Accepted),
-        ("web_config_noAuth.good.blocking.yml", BLOCKING.into(), Accepted),
+        (
+            "web_config_noAuth.good.blocking.yml",
+            BLOCKING.into(),
+            Accepted,
+        ),
         // Not in Go's tables; Go verifies against the system's roots, and so does this.
-        ("web_config_auth_clientCAs_missing.bad.yml", BLOCKING.into(), Accepted),
-        ("web_config_noAuth_tlsInline.good.yml", tls_inline, Accepted),
-        ("web_config_noAuth_someCiphers.good.yml", SOME_CIPHERS.into(), Accepted),
+        (
+            "web_config_auth_clientCAs_missing.bad.yml",
+            BLOCKING.into(),
+            Accepted,
+        ),
+        (
+            "web_config_noAuth_tlsInline.good.yml",
+            pki.tls_inline(),
+            Accepted,
+        ),
+        (
+            "web_config_noAuth_someCiphers.good.yml",
+            SOME_CIPHERS.into(),
+            Accepted,
+        ),
         (
             "web_config_noAuth_someCiphers_noOrder.good.yml",
             SOME_CIPHERS_NO_ORDER.into(),
             Accepted,
         ),
-        ("web_config_noAuth_noHTTP2.good.yml", NO_HTTP2.into(), Accepted),
+        (
+            "web_config_noAuth_noHTTP2.good.yml",
+            NO_HTTP2.into(),
+            Accepted,
+        ),
         (
             "web_config_noAuth_noHTTP2Cipher.bad.yml",
             NO_HTTP2.replace("http_server_config:\n  http2: false\n", ""),
@@ -378,7 +419,11 @@ fn every_exporter_toolkit_file_loads_or_is_refused_as_it_expects() {
             "http_server_config:\n  headers:\n    Content-Type: foo\n".into(),
             Refused("HTTP header \"Content-Type\" can not be configured"),
         ),
-        ("tls_config_noAuth.requireanyclientcert.good.yml", REQUIRE_ANY.into(), Accepted),
+        (
+            "tls_config_noAuth.requireanyclientcert.good.yml",
+            REQUIRE_ANY.into(),
+            Accepted,
+        ),
         (
             "tls_config_noAuth.requireanyclientcertkeyinline.good.yml",
             key_inline,
@@ -389,9 +434,17 @@ fn every_exporter_toolkit_file_loads_or_is_refused_as_it_expects() {
             REQUIRE_AND_VERIFY.into(),
             Accepted,
         ),
-        ("web_config_auth_client_san.good.yaml", CLIENT_SAN_GOOD.into(), Accepted),
+        (
+            "web_config_auth_client_san.good.yaml",
+            CLIENT_SAN_GOOD.into(),
+            Accepted,
+        ),
         // Loads; refused at the handshake (below).
-        ("web_config_auth_client_san.bad.yaml", CLIENT_SAN_BAD.into(), Accepted),
+        (
+            "web_config_auth_client_san.bad.yaml",
+            CLIENT_SAN_BAD.into(),
+            Accepted,
+        ),
         (
             "web_config_rate_limiter_nonblocking.yaml",
             "rate_limit:\n  interval: 0\n  burst: 0\n".into(),
@@ -402,8 +455,19 @@ fn every_exporter_toolkit_file_loads_or_is_refused_as_it_expects() {
             "rate_limit:\n  interval: \"1s\"\n  burst: 0\n".into(),
             Accepted,
         ),
-        ("web_config_users.good.yml", users(true), Accepted),
-        ("web_config_users_noTLS.good.yml", users(false), Accepted),
+        ("web_config_users.good.yml", users_file(true), Accepted),
+        (
+            "web_config_users_noTLS.good.yml",
+            users_file(false),
+            Accepted,
+        ),
+    ]
+}
+
+/// Where we differ from Go on purpose (refused by name), and cases of our own.
+fn our_cases(pki: &Pki) -> Vec<Case> {
+    use Load::*;
+    vec![
         // Go accepts these; rustls has no CBC suites and no P-521 (README: deliberate
         // differences), so they are refused by name rather than served differently.
         (
@@ -450,9 +514,21 @@ fn every_exporter_toolkit_file_loads_or_is_refused_as_it_expects() {
             Refused("No such file"),
         ),
         // Every client-auth name exporter-toolkit knows, the old alias included.
-        ("RequestClientCert", NO_AUTH_GOOD.replace("VerifyClientCertIfGiven", "RequestClientCert"), Accepted),
-        ("RequireClientCert", NO_AUTH_GOOD.replace("VerifyClientCertIfGiven", "RequireClientCert"), Accepted),
-        ("NoClientCert", NO_AUTH_GOOD.replace("VerifyClientCertIfGiven", "NoClientCert"), Accepted),
+        (
+            "RequestClientCert",
+            NO_AUTH_GOOD.replace("VerifyClientCertIfGiven", "RequestClientCert"),
+            Accepted,
+        ),
+        (
+            "RequireClientCert",
+            NO_AUTH_GOOD.replace("VerifyClientCertIfGiven", "RequireClientCert"),
+            Accepted,
+        ),
+        (
+            "NoClientCert",
+            NO_AUTH_GOOD.replace("VerifyClientCertIfGiven", "NoClientCert"),
+            Accepted,
+        ),
         (
             "an unknown client-auth name",
             NO_AUTH_GOOD.replace("VerifyClientCertIfGiven", "VerifyClientCert"),
@@ -460,7 +536,10 @@ fn every_exporter_toolkit_file_loads_or_is_refused_as_it_expects() {
         ),
         (
             "inline client CA",
-            format!("{BLOCKING}  client_ca: {}", pki.block("client_selfsigned.pem")),
+            format!(
+                "{BLOCKING}  client_ca: {}",
+                pki.block("client_selfsigned.pem")
+            ),
             Accepted,
         ),
         // A TLS key without TLS would be dropped (exporter-toolkit serves plain HTTP).
@@ -479,15 +558,25 @@ fn every_exporter_toolkit_file_loads_or_is_refused_as_it_expects() {
             "rate_limit:\n  interval: soon\n  burst: 5\n".into(),
             Refused("rate_limit.interval"),
         ),
-    ];
+    ]
+}
+
+#[test]
+fn every_exporter_toolkit_file_loads_or_is_refused_as_it_expects() {
+    let Some(pki) = Pki::new() else { return };
+    let cases: Vec<Case> = yaml_file_cases()
+        .into_iter()
+        .chain(server_behaviour_cases(&pki))
+        .chain(our_cases(&pki))
+        .collect();
     let mut failures = Vec::new();
     for (name, text, expect) in &cases {
         let web = pki.write("web.yml", text);
         let o = check(&pki, &web);
         let err = stderr(&o);
         let ok = match expect {
-            Accepted => o.status.success(),
-            Refused(needle) => {
+            Load::Accepted => o.status.success(),
+            Load::Refused(needle) => {
                 o.status.code() == Some(2)
                     && err.contains(needle)
                     && err.contains(web.to_str().unwrap())
@@ -757,34 +846,18 @@ fn with_group<'a>(group: &'static dyn SupportedKxGroup) -> Client<'a> {
     }
 }
 
-/// The TLS cases of TestServerBehaviour (and more of each client-auth mode): per web config,
-/// the clients and what each must get.
-#[tokio::test]
-async fn tls_clients_get_what_exporter_toolkit_gives_them() {
+/// A web config (its name or what it tries, its text) and the clients to try on it.
+type ClientFile = (&'static str, String, Vec<ClientCase<'static>>);
+
+/// Server certificates inline or from files, cipher suites, curves, versions and HTTP/2.
+fn cipher_and_curve_files(pki: &Pki) -> Vec<ClientFile> {
     use Outcome::*;
     use aws_lc_rs::cipher_suite as cs;
-    let Some(pki) = Pki::new() else { return };
-    let inline = format!(
-        "tls_server_config:\n  cert: {}  key: {}  client_auth_type: \"VerifyClientCertIfGiven\"\n",
-        pki.block("server.crt"),
-        pki.block("server.key")
-    );
-    let ca = |mode: &str| {
-        format!(
-            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_auth_type: {mode}\n  client_ca_file: ca.crt\n"
-        )
-    };
-    let san = |name: &str| {
-        format!(
-            "{}  client_allowed_sans: [\"{name}\"]\n",
-            ca("RequireAndVerifyClientCert")
-        )
-    };
     let (aes128, aes256) = (
         cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
         cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
     );
-    let files: Vec<(&str, String, Vec<ClientCase<'_>>)> = vec![
+    vec![
         (
             "web_config_noAuth.good.yml",
             NO_AUTH_GOOD.into(),
@@ -796,7 +869,7 @@ async fn tls_clients_get_what_exporter_toolkit_gives_them() {
         ),
         (
             "web_config_noAuth_tlsInline.good.yml",
-            inline,
+            pki.tls_inline(),
             vec![("TLS client", Client::default(), Served)],
         ),
         (
@@ -865,6 +938,21 @@ async fn tls_clients_get_what_exporter_toolkit_gives_them() {
             NO_HTTP2.into(),
             vec![("TLS client", Client::default(), Served)],
         ),
+    ]
+}
+
+/// A web config asking for client certificates of the CA with `mode`.
+fn with_client_ca(mode: &str) -> String {
+    format!(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_auth_type: {mode}\n  client_ca_file: ca.crt\n"
+    )
+}
+
+/// Each client-auth mode, with and without a CA, and the certificates it takes.
+fn client_auth_files() -> Vec<ClientFile> {
+    use Outcome::*;
+    let ca = with_client_ca;
+    vec![
         (
             "tls_config_noAuth.requireanyclientcert.good.yml",
             REQUIRE_ANY.into(),
@@ -931,6 +1019,19 @@ async fn tls_clients_get_what_exporter_toolkit_gives_them() {
                 ),
             ],
         ),
+    ]
+}
+
+/// Allowed SANs: Go's files, and each kind of SAN Go compares.
+fn client_san_files() -> Vec<ClientFile> {
+    use Outcome::*;
+    let san = |name: &str| {
+        format!(
+            "{}  client_allowed_sans: [\"{name}\"]\n",
+            with_client_ca("RequireAndVerifyClientCert")
+        )
+    };
+    vec![
         (
             "web_config_auth_client_san.good.yaml",
             CLIENT_SAN_GOOD.into(),
@@ -967,7 +1068,19 @@ async fn tls_clients_get_what_exporter_toolkit_gives_them() {
             san("scraper.example.org"),
             vec![("not allowed", with_cert("client"), Refused)],
         ),
-    ];
+    ]
+}
+
+/// The TLS cases of TestServerBehaviour (and more of each client-auth mode): per web config,
+/// the clients and what each must get.
+#[tokio::test]
+async fn tls_clients_get_what_exporter_toolkit_gives_them() {
+    let Some(pki) = Pki::new() else { return };
+    let files: Vec<ClientFile> = cipher_and_curve_files(&pki)
+        .into_iter()
+        .chain(client_auth_files())
+        .chain(client_san_files())
+        .collect();
     let mut failures = Vec::new();
     let mut count = 0;
     for (file, text, clients) in &files {

@@ -77,6 +77,9 @@ pub async fn wait_status(url: &str, status: u16, secs: u64) {
 /// A series: metric name and sorted labels.
 pub type Series = (String, std::collections::BTreeMap<String, String>);
 
+/// A parsed exposition: every series and its value.
+pub type Scrape = std::collections::BTreeMap<Series, f64>;
+
 /// Parses an exposition with a grammar-based parser of the Prometheus text format.
 pub fn parse_exposition(text: &str) -> std::collections::BTreeMap<Series, f64> {
     use openmetrics_parser::PrometheusValue;

@@ -1,219 +1,19 @@
-//! The landing page at `/`: the month at a glance, rendered from the snapshot's views once per
-//! publish, like the exposition; a request only copies it.
-//!
-//! Per watched period (newest first): totals and forecast, cost per cost center as horizontal
-//! bars (inline SVG, untagged marked), budgets (forecast over limit first), the top users by
-//! cost, the seats at 80% or more of their plan's credits, idle seats and right-sizing; and for
-//! the exporter: data freshness, the last refresh and its error, each sink's health, links.
-//! No script and no external asset, so it works offline and behind the same authentication as
-//! `/metrics`. Lists are top-N, so the page stays small whatever the number of users.
-//!
-//! Numbers the tests read back carry `data-*` attributes (`data-usd` with the exact amount).
+//! One period's section: totals, cost per cost center, budgets, top users, seats near their
+//! plan's limit, idle seats and right-sizing.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
+use super::html::{cost_center_name, escape, money_td, more, person, truncate};
+use super::{BARS, Health, LandingSettings, TOP};
 use crate::allocation::UNTAGGED;
-use crate::locale::{Locale, PageTexts as Texts, money, percent, quantity};
+use crate::locale::{PageTexts as Texts, money, percent, quantity};
 use crate::period::BillingPeriod;
-use crate::sink::BudgetLimits;
 use crate::snapshot::{PeriodView, SeatView, Snapshot};
 
-/// How many rows a list shows (the rest is counted).
-pub const TOP: usize = 10;
-/// How many cost centers get a bar (the rest are summed in one).
-pub const BARS: usize = 12;
-
-/// What the page shows besides the snapshot, fixed at start.
-#[derive(Debug, Clone, Default)]
-pub struct LandingSettings {
-    /// Words and labels: English or Chinese (`report.locale`).
-    pub locale: Locale,
-    /// Grafana's address of the overview dashboard (`alerts.dashboard_url`), linked when set.
-    pub dashboard_url: Option<String>,
-    /// Budgets per cost center (`[budgets]`), for the budget table.
-    pub budgets: BudgetLimits,
-}
-
-/// The exporter's own state at publish time.
-#[derive(Debug, Clone, Default)]
-pub struct Health {
-    /// The last refresh's error, when it failed (the page then shows the last good data).
-    pub last_error: Option<String>,
-    /// Per sink: the last successful delivery and the last error, if any.
-    pub sinks: BTreeMap<String, SinkHealth>,
-    /// Report files served at `/reports/NAME`.
-    pub reports: Vec<String>,
-}
-
-/// One sink's health.
-#[derive(Debug, Clone, Default)]
-pub struct SinkHealth {
-    pub last_success: Option<DateTime<Utc>>,
-    pub last_error: Option<(DateTime<Utc>, String)>,
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn time(t: DateTime<Utc>) -> String {
-    format!(
-        "<time datetime=\"{}\">{}</time>",
-        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        t.format("%Y-%m-%d %H:%M UTC")
-    )
-}
-
-/// A money cell: right-aligned, with the exact amount for machines.
-fn money_td(d: Decimal) -> String {
-    format!(
-        "<td class=\"n\" data-usd=\"{}\">{}</td>",
-        d.normalize(),
-        money(d)
-    )
-}
-
-fn cost_center_name<'a>(cc: &'a str, t: &'a Texts) -> &'a str {
-    if cc.is_empty() { t.untagged } else { cc }
-}
-
-const STYLE: &str = "\
-:root{color-scheme:light;--fg:#1d2433;--muted:#5b6475;--line:#e3e6ec;--bar:#3b6fd8;--untagged:#d9822b;--bad:#b3261e;--ok:#1e7d32}\
-*{box-sizing:border-box}\
-body{font:15px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,'Noto Sans','PingFang SC','Microsoft YaHei',sans-serif;color:var(--fg);margin:0;padding:1rem;max-width:75rem;margin-inline:auto}\
-header{display:flex;flex-wrap:wrap;align-items:baseline;gap:.5rem 1.5rem;border-bottom:1px solid var(--line);padding-bottom:.5rem}\
-h1{font-size:1.3rem;margin:0}h2{font-size:1.15rem;margin:1.6rem 0 .4rem}h3{font-size:1rem;margin:1.2rem 0 .4rem}\
-nav a{margin-right:1rem}a{color:#2452b5}\
-.muted{color:var(--muted)}.err{color:var(--bad);font-weight:600}.ok{color:var(--ok)}.bad{color:var(--bad)}\
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(11rem,1fr));gap:.6rem;margin:.6rem 0}\
-.card{border:1px solid var(--line);border-radius:.4rem;padding:.5rem .7rem}\
-.card b{display:block;font-size:1.25rem;font-variant-numeric:tabular-nums}\
-.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(30rem,100%),1fr));gap:0 2rem}.grid>div{min-width:0}\
-.scroll{overflow-x:auto}\
-table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}\
-th,td{padding:.25rem .5rem;border-bottom:1px solid var(--line);text-align:left}td.n,th.n,td time{white-space:nowrap}\
-th{font-weight:600;color:var(--muted);font-size:.85rem}td.n,th.n{text-align:right}\
-tr.over td{background:#fdecea}\
-svg{width:100%;height:auto;font:12px system-ui,sans-serif}\
-svg .bar{fill:var(--bar)}svg .untagged{fill:var(--untagged)}svg text{fill:var(--fg)}\
-@media (max-width:40rem){body{padding:.5rem;font-size:14px}.grid{grid-template-columns:1fr}th,td{padding:.2rem .3rem}}";
-
-/// The landing page for `snapshot` (none yet: a page that says so).
-pub fn render(snapshot: Option<&Snapshot>, settings: &LandingSettings, health: &Health) -> Bytes {
-    let t = settings.locale.page();
-    let mut h = String::with_capacity(32 * 1024);
-    let _ = write!(
-        h,
-        "<!DOCTYPE html><html lang=\"{}\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<title>kiro-cost-exporter</title><style>{STYLE}</style></head><body>\
-<header><h1>kiro-cost-exporter</h1><nav><a href=\"/metrics\">/metrics</a>",
-        t.lang
-    );
-    if let Some(url) = &settings.dashboard_url {
-        let _ = write!(h, "<a href=\"{}\">{}</a>", escape(url), t.dashboards);
-    }
-    h.push_str(
-        "<a href=\"/healthz\">/healthz</a><a href=\"/readyz\">/readyz</a></nav></header><main>",
-    );
-    if let Some(e) = &health.last_error {
-        let _ = write!(
-            h,
-            "<p class=\"err\" id=\"last-error\">{}: {}. {}</p>",
-            t.failed,
-            escape(e),
-            t.serving_last
-        );
-    }
-    match snapshot {
-        None => {
-            let _ = write!(h, "<p id=\"no-data\">{}</p>", t.no_data);
-        }
-        Some(s) => {
-            freshness(&mut h, s, health, t);
-            for v in s.periods.iter().rev() {
-                period(&mut h, s, v, settings, health, t);
-            }
-        }
-    }
-    h.push_str("</main></body></html>\n");
-    Bytes::from(h)
-}
-
-fn freshness(h: &mut String, s: &Snapshot, health: &Health, t: &Texts) {
-    let _ = write!(
-        h,
-        "<section id=\"freshness\"><h2>{}</h2><p>{}: <span id=\"last-refresh\">{}</span></p><ul>",
-        t.freshness,
-        t.last_refresh,
-        time(s.taken_at)
-    );
-    for v in s.periods.iter().rev() {
-        let a = &v.allocation;
-        let cur = a.data_as_of.map_or_else(|| "-".to_owned(), time);
-        let activity = match &v.activity {
-            Some(act) => act.as_of.map_or_else(|| "-".to_owned(), time),
-            None => t.not_read.to_owned(),
-        };
-        let _ = write!(
-            h,
-            "<li>{}: {} <span data-cur-as-of=\"{}\">{cur}</span> · {} {activity}</li>",
-            a.period, t.cur_as_of, a.period, t.activity_as_of
-        );
-    }
-    h.push_str("</ul>");
-    if !health.sinks.is_empty() {
-        let _ = write!(
-            h,
-            "<h3>{}</h3><div class=\"scroll\"><table id=\"sinks\"><thead><tr><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
-            t.sinks, t.sink, t.last_ok, t.last_err
-        );
-        for (name, sh) in &health.sinks {
-            let failing = match (&sh.last_error, sh.last_success) {
-                (Some((at, _)), Some(ok)) => *at > ok,
-                (Some(_), None) => true,
-                _ => false,
-            };
-            let _ = write!(
-                h,
-                "<tr data-sink=\"{}\" data-healthy=\"{}\"><td class=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",
-                escape(name),
-                !failing,
-                if failing { "bad" } else { "ok" },
-                escape(name),
-                sh.last_success.map_or_else(|| t.never.to_owned(), time),
-                sh.last_error
-                    .as_ref()
-                    .map_or_else(String::new, |(at, e)| format!(
-                        "{} {}",
-                        time(*at),
-                        escape(&truncate(e, 240))
-                    ))
-            );
-        }
-        h.push_str("</tbody></table></div>");
-    }
-    h.push_str("</section>");
-}
-
-fn period(
+pub(super) fn period(
     h: &mut String,
     s: &Snapshot,
     v: &PeriodView,
@@ -352,16 +152,6 @@ fn bars(h: &mut String, v: &PeriodView, t: &Texts) {
     h.push_str("</svg>");
 }
 
-fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_owned()
-    } else {
-        let mut out: String = s.chars().take(n - 1).collect();
-        out.push('…');
-        out
-    }
-}
-
 /// Budgets per cost center: limit, actual, forecast; the ones forecast over their limit first.
 fn budgets(h: &mut String, v: &PeriodView, settings: &LandingSettings, t: &Texts) {
     let p = v.allocation.period;
@@ -423,28 +213,6 @@ fn budgets(h: &mut String, v: &PeriodView, settings: &LandingSettings, t: &Texts
     }
     h.push_str("</tbody></table></div>");
     more(h, rows.len() - shown, t);
-}
-
-fn more(h: &mut String, rest: usize, t: &Texts) {
-    if rest > 0 {
-        let _ = write!(h, "<p class=\"muted\">+{rest} {}</p>", t.more);
-    }
-}
-
-/// A user's name where known, with the id as a tooltip.
-fn person(s: &Snapshot, user: &str) -> String {
-    match s.people.get(user) {
-        Some(p) => {
-            let name = [&p.display_name, &p.user_name, &p.email]
-                .into_iter()
-                .find(|n| !n.is_empty());
-            match name {
-                Some(n) => format!("<span title=\"{}\">{}</span>", escape(user), escape(n)),
-                None => escape(user),
-            }
-        }
-        None => escape(user),
-    }
 }
 
 fn top_users(h: &mut String, s: &Snapshot, v: &PeriodView, all: &mut [&SeatView], t: &Texts) {
@@ -560,17 +328,4 @@ fn savings(h: &mut String, s: &Snapshot, v: &PeriodView, t: &Texts) {
     }
     h.push_str("</tbody></table></div>");
     more(h, recs.len().saturating_sub(TOP), t);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_page_without_data_says_so() {
-        let page = render(None, &LandingSettings::default(), &Health::default());
-        let text = String::from_utf8(page.to_vec()).unwrap();
-        assert!(text.contains("id=\"no-data\""));
-        assert!(text.starts_with("<!DOCTYPE html><html lang=\"en\">"));
-    }
 }
