@@ -11,6 +11,7 @@ pub mod region;
 pub mod row;
 pub mod savings;
 pub mod sql;
+pub mod user_id;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;

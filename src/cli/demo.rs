@@ -40,8 +40,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let now = chrono::Utc::now();
     let current = BillingPeriod::containing(now);
     let base = data.unwrap_or_else(demo_cache_dir);
-    // v3: with the activity report and a directory of synthetic people.
-    let dir = base.join(format!("{current}-{users}users-v3"));
+    // v4: the activity report as Kiro writes it (client types, tiers, profile ARNs, prefixed
+    // ids, only days that have ended), and a directory of synthetic people.
+    let dir = base.join(format!("{current}-{users}users-v4"));
     if !dir.join("data").is_dir() {
         println!(
             "Generating a demo CUR export ({users} users, {} and {current} to date) in {} ...",

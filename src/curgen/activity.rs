@@ -1,15 +1,18 @@
 //! A Kiro user activity report to go with a generated export, for the demo and the tests.
 //!
 //! It follows the layout and columns Kiro writes (see [`crate::source::activity`]): one file a
-//! day per account and region, split into parts above 1,000 users, ids quoted in one account's
-//! files, e-mails missing for some users. Each seat's daily credits are those of its credits
-//! lines in the bill; some seats the bill shows no credits for used Kiro inside their plan all
-//! the same (AWS's own Kiro dashboard: in-plan use does not always produce a billing record).
+//! day per account, region and client (`KIRO_IDE`, `KIRO_CLI`), split into parts above 1,000
+//! users, ids quoted in one account's files and written as `d-<identity store>.<id>` in another
+//! region's, e-mails missing for some users, the seat's tier as the report spells it
+//! (`PRO_PLUS`), profile ids as ARNs. Each seat's daily credits are those of its credits lines in
+//! the bill; some seats the bill shows no credits for used Kiro inside their plan all the same
+//! (AWS's own Kiro dashboard: in-plan use does not always produce a billing record). Only days
+//! that have ended are written: Kiro writes a day's report after it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use chrono::{Datelike, NaiveDate};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
 use super::CurLine;
 use crate::period::BillingPeriod;
@@ -17,11 +20,53 @@ use crate::period::BillingPeriod;
 /// Rows per file before a new part is started.
 pub const ROWS_PER_PART: usize = 1_000;
 
+/// The identity store whose id prefixes some report rows (`d-<store>.<id>`).
+pub const STORE: &str = "d-9067640ef1";
+
+/// One row of the report: its 13 named columns.
+type ReportRow = [String; 13];
+
+/// The report's files: (account, region, client, day) → rows.
+type Files = BTreeMap<(String, String, &'static str, NaiveDate), Vec<ReportRow>>;
+
 /// What the report needs of the bill, gathered line by line.
 #[derive(Debug, Default)]
 pub struct ActivityLog {
     /// (period, account, region, user) → day → credits.
     seats: BTreeMap<(BillingPeriod, String, String, String), BTreeMap<NaiveDate, f64>>,
+    /// (period, account, region, user) → the report's spelling of the seat's tier.
+    tiers: BTreeMap<(BillingPeriod, String, String, String), &'static str>,
+    /// Days from this one on have not ended yet: not written.
+    until: Option<NaiveDate>,
+}
+
+/// The report's spelling of a plan from the usage type's suffix.
+fn tier(usage_type: &str) -> Option<&'static str> {
+    Some(match usage_type.rsplit('-').next()? {
+        "Pro" => "PRO",
+        "ProPlus" => "PRO_PLUS",
+        "ProMax" => "PRO_MAX",
+        "Power" => "POWER",
+        _ => return None,
+    })
+}
+
+/// Tiers from the lowest to the highest.
+const TIERS: [&str; 4] = ["PRO", "PRO_PLUS", "PRO_MAX", "POWER"];
+
+/// The higher of two tiers.
+fn higher(a: &'static str, b: &'static str) -> &'static str {
+    let rank = |t: &str| TIERS.iter().position(|x| *x == t);
+    if rank(b) > rank(a) { b } else { a }
+}
+
+/// The client a user works in: some in the CLI, most in the IDE.
+fn client(user: &str) -> &'static str {
+    if draw(user, 5) < 0.2 {
+        "KIRO_CLI"
+    } else {
+        "KIRO_IDE"
+    }
 }
 
 fn user_of(l: &CurLine) -> Option<&str> {
@@ -65,6 +110,14 @@ pub struct Synthetic {
 }
 
 impl ActivityLog {
+    /// A log whose report stops before `until`'s day (a month to date), or covers whole months.
+    pub fn until(until: Option<DateTime<Utc>>) -> Self {
+        Self {
+            until: until.map(|t| t.date_naive()),
+            ..Self::default()
+        }
+    }
+
     /// A synthetic name for every user, stable for a user id and unique: the first user (by id)
     /// to draw a name gets it plain, later ones get a number.
     pub fn people(&self) -> BTreeMap<String, Synthetic> {
@@ -118,18 +171,27 @@ impl ActivityLog {
             l.region.to_owned(),
             user.to_owned(),
         );
+        if l.operation == "monthly-subscription"
+            && let Some(t) = tier(&l.usage_type)
+        {
+            // The highest tier billed in the month, as the month is re-rated on an upgrade.
+            let e = self.tiers.entry(key.clone()).or_insert(t);
+            *e = higher(e, t);
+        }
         let days = self.seats.entry(key).or_default();
         if l.line_type == "Usage" && l.operation == "Credits" {
             *days.entry(l.usage_start.date_naive()).or_default() += l.usage_amount;
         }
     }
 
-    /// Writes the report under `dir` (the folder that then holds `AWSLogs/`).
-    pub fn write(&self, dir: &Path) -> std::io::Result<usize> {
-        // (account, region, day) → rows.
-        let mut files: BTreeMap<(String, String, NaiveDate), Vec<[String; 13]>> = BTreeMap::new();
+    /// The report's rows per file.
+    fn files(&self) -> Files {
+        let mut files = Files::new();
         let people = self.people();
-        for ((period, account, region, user), days) in &self.seats {
+        let ended = |day: &NaiveDate| self.until.is_none_or(|u| *day < u);
+        let prefixed_region = self.seats.keys().map(|k| k.2.as_str()).max();
+        for (key, days) in &self.seats {
+            let (period, account, region, user) = key;
             let mut days = days.clone();
             // In-plan use the bill did not show: a third of the seats without credits lines.
             if days.is_empty() && draw(user, 1) < 1.0 / 3.0 {
@@ -145,31 +207,45 @@ impl ActivityLog {
                 Some(p) if draw(user, 2) >= 0.15 => p.email.clone(),
                 _ => String::new(),
             };
-            for (day, credits) in days {
+            // One region's report writes ids with the identity store's prefix.
+            let id = if Some(region.as_str()) == prefixed_region {
+                format!("{STORE}.{user}")
+            } else {
+                user.clone()
+            };
+            let tier = self.tiers.get(key).copied().unwrap_or("PRO");
+            let client = client(user);
+            for (day, credits) in days.into_iter().filter(|(d, _)| ended(d)) {
                 let credits = (credits * 100.0).round() / 100.0;
                 files
-                    .entry((account.clone(), region.clone(), day))
+                    .entry((account.clone(), region.clone(), client, day))
                     .or_default()
                     .push([
                         day.format("%Y-%m-%d").to_string(),
-                        user.clone(),
-                        "IDE".to_owned(),
+                        id.clone(),
+                        client.to_owned(),
                         "1".to_owned(),
                         format!("{credits}"),
                         "".to_owned(),
                         "0".to_owned(),
                         "true".to_owned(),
-                        format!("profile-{region}"),
-                        "PRO".to_owned(),
+                        format!("arn:aws:codewhisperer:{region}:{account}:profile/KIROPROFILE01"),
+                        tier.to_owned(),
                         format!("{}", (credits / 2.0).ceil() as i64),
                         "false".to_owned(),
                         email.clone(),
                     ]);
             }
         }
+        files
+    }
+
+    /// Writes the report under `dir` (the folder that then holds `AWSLogs/`).
+    pub fn write(&self, dir: &Path) -> std::io::Result<usize> {
+        let files = self.files();
         let first_account = files.keys().next().map(|k| k.0.clone());
         let mut written = 0;
-        for ((account, region, day), rows) in files {
+        for ((account, region, client, day), rows) in files {
             let folder = dir
                 .join("AWSLogs")
                 .join(&account)
@@ -185,7 +261,7 @@ impl ActivityLog {
                     format!("_part{}", part + 1)
                 };
                 let name = format!(
-                    "KIRO_IDE_{account}_user_report_{}0000{suffix}.csv",
+                    "{client}_{account}_user_report_{}0000{suffix}.csv",
                     day.format("%Y%m%d")
                 );
                 let quote = if first_account.as_deref() == Some(account.as_str()) {

@@ -1169,7 +1169,7 @@ pub fn write_export(
     observe: impl FnMut(&CurLine),
 ) -> Result<writer::WriteSummary, WriteError> {
     let mut observe = observe;
-    let mut log = activity::ActivityLog::default();
+    let mut log = activity::ActivityLog::until(spec.until);
     let mut w = ExportWriter::new(dir, &spec.export_name, spec.rows_per_file, |l: &CurLine| {
         if spec.activity {
             log.observe(l);

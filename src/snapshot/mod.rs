@@ -98,9 +98,20 @@ pub struct PeriodView {
     pub users_by_plan: BTreeMap<String, usize>,
     /// What the activity report says people used, when it is read.
     pub activity: Option<Activity>,
-    /// Per cost center: credits the activity report counts beyond what the bill shows yet
-    /// (the bill lags; in-plan use is not always billed). Only with the activity report.
+    /// Per cost center: credits the activity report counts beyond what the bill shows yet for
+    /// the same seat (the bill lags; in-plan use is not always billed). Only with the activity
+    /// report.
     pub unbilled_credits: BTreeMap<String, Decimal>,
+    /// Report users with no seat in the period's bill (e.g. a free tier): never billed, so not
+    /// bill lag. Only with the activity report.
+    pub without_seat: WithoutSeat,
+}
+
+/// The activity report's users that have no seat in the bill, and their credits.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WithoutSeat {
+    pub users: usize,
+    pub credits: Decimal,
 }
 
 fn owned<V: Clone>(m: BTreeMap<&str, V>) -> BTreeMap<String, V> {
@@ -148,6 +159,8 @@ impl PeriodView {
         let main_cc = |seat: SeatRef<'_>| seat_cost_centers.get(&seat).copied().unwrap_or("");
         let extra = allocation.forecast_extra(&plans, now);
         let forecast = forecast(&allocation, &extra, now, main_cc);
+        // The report's ids in the bill's spelling, so that they meet their seats.
+        let activity = activity.map(|a| a.aligned_to(order.iter().map(|u| u.seat())));
         let used: BTreeMap<SeatKey, Decimal> = activity
             .as_ref()
             .map(|a| {
@@ -169,10 +182,10 @@ impl PeriodView {
             .collect();
         let seats = seat_views(&order, &extra, &used, &savings, &included_by_plan);
         let (cost_center_seats, account_seats, seat_totals) = seat_totals(&seats, &savings);
-        let unbilled = if activity.is_some() {
+        let (unbilled, without_seat) = if activity.is_some() {
             unbilled(&seats, &used)
         } else {
-            BTreeMap::new()
+            (BTreeMap::new(), WithoutSeat::default())
         };
         drop(seat_cost_centers);
         drop(order);
@@ -195,6 +208,7 @@ impl PeriodView {
             allocation,
             activity,
             unbilled_credits: unbilled,
+            without_seat,
         }
     }
 
@@ -253,9 +267,13 @@ fn forecast<'a>(
 }
 
 /// Per cost center: credits the activity report (`used`) counts beyond the bill's credits of
-/// the same seat, in the seat's main cost center (`""` for a seat the bill does not show).
-fn unbilled(seats: &[SeatView], used: &BTreeMap<SeatKey, Decimal>) -> BTreeMap<String, Decimal> {
+/// the same seat, in the seat's main cost center; and the report's users without a seat.
+fn unbilled(
+    seats: &[SeatView],
+    used: &BTreeMap<SeatKey, Decimal>,
+) -> (BTreeMap<String, Decimal>, WithoutSeat) {
     let mut out: BTreeMap<String, Decimal> = BTreeMap::new();
+    let mut without = WithoutSeat::default();
     for ((a, r, u), seen) in used {
         let seat = seats
             .binary_search_by(|s| {
@@ -268,12 +286,18 @@ fn unbilled(seats: &[SeatView], used: &BTreeMap<SeatKey, Decimal>) -> BTreeMap<S
             })
             .ok()
             .map(|i| &seats[i]);
-        let (billed, cc) = seat.map_or((Decimal::ZERO, ""), |s| {
-            (s.billed_credits, s.cost_center.as_str())
-        });
-        *out.entry(cc.to_owned()).or_default() += (*seen - billed).max(Decimal::ZERO);
+        match seat {
+            Some(s) => {
+                *out.entry(s.cost_center.clone()).or_default() +=
+                    (*seen - s.billed_credits).max(Decimal::ZERO);
+            }
+            None => {
+                without.users += 1;
+                without.credits += *seen;
+            }
+        }
     }
-    out
+    (out, without)
 }
 
 /// Included credits (each seat once, in its main cost center) and savings per cost center,

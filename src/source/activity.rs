@@ -74,7 +74,7 @@ impl ActivitySettings {
 pub struct UserActivity {
     pub credits_used: Decimal,
     pub overage_credits_used: Decimal,
-    /// Messages by client type (`IDE`, `CLI`).
+    /// Messages by client type as Kiro writes it (`KIRO_IDE`, `KIRO_CLI`, `PLUGIN`).
     pub messages: BTreeMap<String, i64>,
     /// The last day with any use, at its start (UTC).
     pub last_active: Option<DateTime<Utc>>,
@@ -176,7 +176,7 @@ fn parse(bytes: &[u8]) -> Result<Vec<Row>, String> {
             .map_err(|_| format!("line {line}: Date {d:?} is not a date"))?;
         rows.push(Row {
             date,
-            user: get(user),
+            user: crate::allocation::user_id::canonical(&get(user)).to_owned(),
             client: get(client),
             credits: dec(get(credits), "Credits_Used")?,
             overage_credits: dec(opt(over).unwrap_or_default(), "Overage_Credits_Used")?,
@@ -445,30 +445,88 @@ fn fold(out: &mut Activity, account: &str, region: &str, rows: &[Row], period: B
             continue;
         }
         out.as_of = out.as_of.max(Some(day + chrono::Duration::days(1)));
-        let u = out
-            .users
+        out.users
             .entry((account.to_owned(), region.to_owned(), r.user.clone()))
-            .or_default();
-        u.credits_used += r.credits;
-        u.overage_credits_used += r.overage_credits;
-        *u.messages.entry(r.client.clone()).or_default() += r.messages;
+            .or_default()
+            .add(r, day);
+    }
+}
+
+impl UserActivity {
+    /// Adds one row of `day`.
+    fn add(&mut self, r: &Row, day: DateTime<Utc>) {
+        self.credits_used += r.credits;
+        self.overage_credits_used += r.overage_credits;
+        *self.messages.entry(r.client.clone()).or_default() += r.messages;
         if r.credits > Decimal::ZERO || r.messages > 0 {
-            u.last_active = u.last_active.max(Some(day));
+            self.last_active = self.last_active.max(Some(day));
         }
-        if u.last_active.is_none_or(|t| day >= t) || u.tier.is_empty() {
+        if self.last_active.is_none_or(|t| day >= t) || self.tier.is_empty() {
             if r.overage_cap.is_some() {
-                u.overage_cap = r.overage_cap;
+                self.overage_cap = r.overage_cap;
             }
             if r.overage_enabled.is_some() {
-                u.overage_enabled = r.overage_enabled;
+                self.overage_enabled = r.overage_enabled;
             }
             if !r.tier.is_empty() {
-                u.tier = r.tier.clone();
+                self.tier = r.tier.clone();
             }
         }
         if !r.email.is_empty() {
-            u.email = r.email.clone();
+            self.email = r.email.clone();
         }
+    }
+
+    /// Adds what `other`, the same person under another spelling of the id, used.
+    fn absorb(&mut self, other: Self) {
+        let newer = other.last_active > self.last_active;
+        self.credits_used += other.credits_used;
+        self.overage_credits_used += other.overage_credits_used;
+        for (client, n) in other.messages {
+            *self.messages.entry(client).or_default() += n;
+        }
+        if newer || self.tier.is_empty() {
+            self.overage_cap = other.overage_cap.or(self.overage_cap);
+            self.overage_enabled = other.overage_enabled.or(self.overage_enabled);
+            if !other.tier.is_empty() {
+                self.tier = other.tier;
+            }
+        }
+        if !other.email.is_empty() && (newer || self.email.is_empty()) {
+            self.email = other.email;
+        }
+        self.last_active = self.last_active.max(other.last_active);
+    }
+}
+
+impl Activity {
+    /// The same activity keyed by the bill's spelling of each user id: a report user whose id
+    /// meets a seat's (account, region, [`join_key`]) takes the seat's id; two spellings of one
+    /// user are summed. Users without a seat keep their own id.
+    ///
+    /// [`join_key`]: crate::allocation::user_id::join_key
+    pub fn aligned_to<'a>(
+        self,
+        seats: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+    ) -> Self {
+        use crate::allocation::user_id::join_key;
+        let billed: HashMap<(&str, &str, String), &str> = seats
+            .into_iter()
+            .map(|(a, r, u)| ((a, r, join_key(u)), u))
+            .collect();
+        let mut users: BTreeMap<(String, String, String), UserActivity> = BTreeMap::new();
+        for ((a, r, u), activity) in self.users {
+            let user = billed
+                .get(&(a.as_str(), r.as_str(), join_key(&u)))
+                .map_or(u, |b| (*b).to_owned());
+            match users.entry((a, r, user)) {
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(activity);
+                }
+                std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().absorb(activity),
+            }
+        }
+        Self { users, ..self }
     }
 }
 
@@ -479,13 +537,13 @@ mod tests {
     #[test]
     fn rows_parse_with_quotes_missing_emails_and_unknown_columns() {
         let csv = "Date,UserId,Client_Type,Chat_Conversations,Credits_Used,Overage_Cap,Overage_Credits_Used,Overage_Enabled,ProfileId,Subscription_Tier,Total_Messages,New_User,User_Email,claude_sonnet_messages,Future_Column\n\
-                   2026-10-03,\"9067d4b8-1234\",IDE,2,12.5,1000,0,true,p-1,PRO_MAX,7,false,,7,x\n";
+                   2026-10-03,\"9067d4b8-1234\",KIRO_IDE,2,12.5,1000,0,true,p-1,PRO_MAX,7,false,,7,x\n";
         let rows = parse(csv.as_bytes()).unwrap();
         assert_eq!(rows.len(), 1);
         let r = &rows[0];
         assert_eq!(
             (r.user.as_str(), r.client.as_str(), r.tier.as_str()),
-            ("9067d4b8-1234", "IDE", "PRO_MAX")
+            ("9067d4b8-1234", "KIRO_IDE", "PRO_MAX")
         );
         assert_eq!(r.credits, Decimal::new(125, 1));
         assert_eq!(

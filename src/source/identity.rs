@@ -387,9 +387,13 @@ impl IdentityResolver {
             .map(|(_, p)| p.clone())
     }
 
-    /// The ids to try for `id`: as it is, and without the identity-store prefix.
+    /// The ids to try for `id`: as it is written (without quotes, an ARN's `…user/` or a
+    /// `d-<store>.` prefix: [`canonical`]), and without the identity store's `<store>-` prefix.
+    ///
+    /// [`canonical`]: crate::allocation::user_id::canonical
     fn candidates(&self, id: &str) -> Vec<String> {
         let store = self.settings.identity_store_id.trim_start_matches("d-");
+        let id = crate::allocation::user_id::canonical(id);
         let mut out = vec![id.to_owned()];
         if let Some(rest) = id.strip_prefix(&format!("{store}-")) {
             out.push(rest.to_owned());

@@ -3,6 +3,7 @@
 //! read again), exported, and used where the bill cannot tell: a seat whose use the bill does
 //! not show is not idle.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use kiro_cost_exporter::allocation::PlanTable;
@@ -40,8 +41,8 @@ fn write_first_days(root: &Path) -> std::path::PathBuf {
         "KIRO_IDE_111122223333_user_report_202610030000.csv",
         &format!(
             "{HEADER},claude_messages,Future_Column\n\
-             2026-10-03,\"u1\",IDE,2,30.5,1000,0,true,p1,PRO,9,false,,9,x\n\
-             2026-10-03,\"u3\",IDE,1,150,,0,true,p1,PRO,4,false,u3@example.com,4,x\n"
+             2026-10-03,\"u1\",KIRO_IDE,2,30.5,1000,0,true,p1,PRO,9,false,,9,x\n\
+             2026-10-03,\"u3\",KIRO_IDE,1,150,,0,true,p1,PRO,4,false,u3@example.com,4,x\n"
         ),
     );
     // A split day: two parts, and the CLI client.
@@ -49,26 +50,26 @@ fn write_first_days(root: &Path) -> std::path::PathBuf {
         root,
         4,
         "KIRO_IDE_111122223333_user_report_202610040000.csv",
-        &format!("{HEADER}\n2026-10-04,u1,IDE,1,10,,0,true,p1,PRO,3,false,u1@example.com\n"),
+        &format!("{HEADER}\n2026-10-04,u1,KIRO_IDE,1,10,,0,true,p1,PRO,3,false,u1@example.com\n"),
     );
     write_day(
         root,
         4,
         "KIRO_IDE_111122223333_user_report_202610040000_part2.csv",
-        &format!("{HEADER}\n2026-10-04,u3,IDE,1,5,,0,true,p1,PRO,1,false,\n"),
+        &format!("{HEADER}\n2026-10-04,u3,KIRO_IDE,1,5,,0,true,p1,PRO,1,false,\n"),
     );
     write_day(
         root,
         4,
         "KIRO_CLI_111122223333_user_report_202610040000.csv",
-        &format!("{HEADER}\n2026-10-04,u1,CLI,1,2,,0,true,p1,PRO,2,false,\n"),
+        &format!("{HEADER}\n2026-10-04,u1,KIRO_CLI,1,2,,0,true,p1,PRO,2,false,\n"),
     );
     // A truncated file: skipped, named, counted.
     write_day(
         root,
         5,
         "KIRO_IDE_111122223333_user_report_202610050000.csv",
-        &format!("{HEADER}\n2026-10-05,u2,IDE,1,9"),
+        &format!("{HEADER}\n2026-10-05,u2,KIRO_IDE,1,9"),
     )
 }
 
@@ -102,8 +103,8 @@ fn the_report_is_read_as_written(activity: &Activity, broken: &Path) {
     assert_eq!(activity.malformed, vec![broken.to_path_buf()]);
     let u1 = &activity.users[&seat_key("u1")];
     assert_eq!(u1.credits_used, dec("42.5"));
-    assert_eq!(u1.messages["IDE"], 12);
-    assert_eq!(u1.messages["CLI"], 2);
+    assert_eq!(u1.messages["KIRO_IDE"], 12);
+    assert_eq!(u1.messages["KIRO_CLI"], 2);
     assert_eq!(
         u1.email, "u1@example.com",
         "the e-mail from the day that has one"
@@ -173,7 +174,7 @@ async fn a_seat_used_inside_its_plan_is_not_idle(e: &Export, activity: Activity)
 async fn a_repaired_file_is_read_again(reader: &ActivityReader, broken: &Path) {
     std::fs::write(
         broken,
-        format!("{HEADER}\n2026-10-05,u2,IDE,1,9,,0,true,p1,PRO,1,false,\n"),
+        format!("{HEADER}\n2026-10-05,u2,KIRO_IDE,1,9,,0,true,p1,PRO,1,false,\n"),
     )
     .unwrap();
     let again = reader.read(period("2026-10")).await;
@@ -188,7 +189,7 @@ async fn the_daemon_exports_activity_and_counts_broken_files(e: &Export, act: &P
         act,
         7,
         "KIRO_IDE_111122223333_user_report_202610070000.csv",
-        &format!("{HEADER}\n2026-10-07,u2,IDE,0,0,,0,true,p1,PRO,0,false,U1@example.com\n"),
+        &format!("{HEADER}\n2026-10-07,u2,KIRO_IDE,0,0,,0,true,p1,PRO,0,false,U1@example.com\n"),
     );
     write_day(
         act,
@@ -272,7 +273,7 @@ fn the_activity_gauges_are_exported(m: &Scrape) {
             &[
                 ("account_id", ACCOUNT),
                 ("billing_period", "2026-10"),
-                ("client_type", "CLI"),
+                ("client_type", "KIRO_CLI"),
                 ("region", "us-east-1"),
                 ("user_id", "u1"),
             ]
@@ -291,6 +292,9 @@ async fn the_generator_writes_an_activity_report_the_reader_reads() {
     let mut spec = kiro_cost_exporter::curgen::GenSpec::new(60, period("2026-10"));
     spec.activity = true;
     spec.seed = 3;
+    // A month to date: the report stops before the 20th (Kiro writes a day after it ends).
+    let until = utc(2026, 10, 20) + chrono::Duration::hours(9);
+    spec.until = Some(until);
     kiro_cost_exporter::curgen::write_export(&spec, dir.path(), |_| {}).unwrap();
     let a = ActivityReader::new(dir.path().join("activity"))
         .read(period("2026-10"))
@@ -302,7 +306,55 @@ async fn the_generator_writes_an_activity_report_the_reader_reads() {
         "some e-mails missing"
     );
     assert!(a.users.values().any(|u| !u.email.is_empty()));
-    assert!(a.as_of.is_some());
+    assert_eq!(
+        a.as_of,
+        Some(utc(2026, 10, 20)),
+        "no day that has not ended"
+    );
+    assert!(
+        a.users
+            .values()
+            .all(|u| u.last_active < Some(utc(2026, 10, 20)))
+    );
+    // As Kiro writes it: its client types, tiers and profile ARNs, and ids with the identity
+    // store's prefix in one region's files (which the reader takes off).
+    let clients: BTreeSet<&str> = a
+        .users
+        .values()
+        .flat_map(|u| u.messages.keys().map(String::as_str))
+        .collect();
+    assert_eq!(clients, BTreeSet::from(["KIRO_CLI", "KIRO_IDE"]));
+    assert!(
+        a.users
+            .values()
+            .any(|u| u.tier == "PRO_PLUS" || u.tier == "PRO_MAX")
+    );
+    assert!(a.users.keys().all(|(_, _, u)| !u.starts_with("d-")));
+    let text = read_tree(&dir.path().join("activity/AWSLogs"));
+    let prefix = format!("{}.", kiro_cost_exporter::curgen::activity::STORE);
+    assert!(text.contains(&prefix), "no prefixed id");
+    assert!(
+        text.contains(",arn:aws:codewhisperer:"),
+        "profile ids are ARNs"
+    );
+    assert!(!text.contains(",IDE,") && !text.contains(",CLI,"));
+}
+
+/// Every file under `dir`, concatenated.
+fn read_tree(dir: &Path) -> String {
+    let mut out = String::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push_str(&std::fs::read_to_string(&p).unwrap());
+            }
+        }
+    }
+    out
 }
 
 /// Puts `body` at `key` of the activity bucket.
@@ -410,4 +462,109 @@ async fn activity_is_read_straight_from_s3() {
     assert_eq!(via_s3, via_disk);
     let json: serde_json::Value = serde_json::from_str(&via_s3).unwrap();
     assert!(json["savings"].is_object(), "{json}");
+}
+
+/// Report ids as Kiro writes them meet the bill's: `d-<store>.<id>` and the store's own
+/// `<store>-<id>` prefix are one user with the bill's bare id. A seat used only inside its plan
+/// under such an id is never idle; a report user with no seat (a free tier) is not bill lag;
+/// the overage cap is exported only while overage is on.
+#[tokio::test]
+async fn report_ids_in_any_spelling_meet_their_seats() {
+    const ANA: &str = "94482488-3041-7026-18f3-be45837cd0e4";
+    const BEN: &str = "9067640ef1-1b2c3d4e-aaaa-4bbb-8ccc-0123456789ab";
+    const FREE: &str = "c0ffee00-0000-4000-8000-000000000001";
+    let e = Export::write([
+        seat(ANA, Some("A"), "Pro", 1, 20.0),
+        seat(BEN, Some("A"), "Pro", 1, 20.0),
+        seat("u9", Some("B"), "Pro", 1, 20.0),
+    ]);
+    let act = tempfile::tempdir().unwrap();
+    write_day(
+        act.path(),
+        3,
+        "KIRO_IDE_111122223333_user_report_202610030000.csv",
+        &format!(
+            "{HEADER}\n\
+             2026-10-03,\"d-9067640ef1.{ANA}\",KIRO_IDE,2,30,2500.0,0,false,p1,PRO,9,false,ana@example.com\n\
+             2026-10-03,d-9067640ef1.1b2c3d4e-aaaa-4bbb-8ccc-0123456789ab,KIRO_CLI,1,12,1000,0,true,p1,PRO,4,false,\n\
+             2026-10-03,{FREE},KIRO_IDE,1,7,,0,false,p1,FREE,2,false,\n"
+        ),
+    );
+    let activity = ActivityReader::new(act.path())
+        .read(period("2026-10"))
+        .await;
+    assert!(activity.malformed.is_empty());
+    assert!(
+        activity.users.contains_key(&seat_key(ANA)),
+        "the d-<store>. prefix is not part of the id: {:?}",
+        activity.users.keys().collect::<Vec<_>>()
+    );
+    let a = e.allocate("2026-10").await.unwrap();
+    assert_reconciles(&a);
+    let view = PeriodView::derive(
+        a,
+        Some(activity),
+        &Default::default(),
+        &PlanTable::default(),
+        &SavingsSettings::default(),
+        utc(2026, 11, 3),
+    );
+    // Ana's and Ben's use meet their seats: only u9, who used nothing, is idle.
+    assert_eq!(idle_users(&view), ["u9"]);
+    let ben = view
+        .activity
+        .as_ref()
+        .unwrap()
+        .users
+        .get(&seat_key(BEN))
+        .expect("Ben's use under the bill's spelling of his id");
+    assert_eq!(ben.credits_used, dec("12"));
+    // In-plan use the bill does not show yet: 30 + 12 credits in A. The free user's 7 credits
+    // are never billed: not bill lag.
+    assert_eq!(view.unbilled_credits["A"], dec("42"));
+    assert_eq!(view.unbilled_credits.get(""), None);
+    assert_eq!(view.without_seat.users, 1);
+    assert_eq!(view.without_seat.credits, dec("7"));
+
+    let d = Daemon::start(
+        &[
+            "--cur",
+            e.path().to_str().unwrap(),
+            "--period",
+            "2026-10",
+            "--activity",
+            act.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    wait_status(&d.url("/readyz"), 200, 60).await;
+    let m = scrape(&d).await;
+    assert_scrape_reconciles(&m, "2026-10");
+    let p = [("billing_period", "2026-10")];
+    assert_eq!(value(&m, "kiro_activity_users_without_seat", &p), Some(1.0));
+    assert_eq!(
+        value(&m, "kiro_activity_credits_without_seat", &p),
+        Some(7.0)
+    );
+    let seat_labels = |u: &'static str| {
+        [
+            ("account_id", ACCOUNT),
+            ("billing_period", "2026-10"),
+            ("region", "us-east-1"),
+            ("user_id", u),
+        ]
+    };
+    // Ana's overage is off: Kiro's preset cap of 2500 caps nothing and is not exported.
+    assert_eq!(
+        value(&m, "kiro_user_overage_cap_credits", &seat_labels(ANA)),
+        None
+    );
+    assert_eq!(
+        value(&m, "kiro_user_overage_cap_credits", &seat_labels(BEN)),
+        Some(1000.0)
+    );
+    assert_eq!(
+        value(&m, "kiro_user_activity_credits_used", &seat_labels(ANA)),
+        Some(30.0)
+    );
 }

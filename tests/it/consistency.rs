@@ -77,7 +77,7 @@ fn write_activity(root: &Path, p: BillingPeriod) {
                 "KIRO_IDE_{ACCOUNT}_user_report_{y}{m}{day:02}0000.csv"
             )),
             format!(
-                "{HEADER}\n{y}-{m}-{day:02},{user},IDE,1,{credits},,0,true,p1,PRO,3,false,{email}\n"
+                "{HEADER}\n{y}-{m}-{day:02},{user},KIRO_IDE,1,{credits},,0,true,p1,PRO,3,false,{email}\n"
             ),
         )
         .unwrap();

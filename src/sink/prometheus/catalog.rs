@@ -191,7 +191,7 @@ pub const DATA: &[Def] = &[
     ),
     Def::new(
         "kiro_user_messages",
-        "Messages sent this billing period, per client type (IDE, CLI), from the activity report.",
+        "Messages sent this billing period, per client type as Kiro writes it (KIRO_IDE, KIRO_CLI, PLUGIN), from the activity report.",
         &[
             "account_id",
             "billing_period",
@@ -207,7 +207,7 @@ pub const DATA: &[Def] = &[
     ),
     Def::new(
         "kiro_user_overage_cap_credits",
-        "The seat's overage cap as the activity report last gave it.",
+        "The seat's overage cap as the activity report last gave it; absent while overage is off (Kiro then writes a preset that caps nothing).",
         SEAT_LABELS,
     ),
     Def::new(
@@ -222,7 +222,7 @@ pub const DATA: &[Def] = &[
     ),
     Def::new(
         "kiro_cost_center_unbilled_credits",
-        "Credits the activity report counts beyond what the bill shows, per cost center: how far the bill lags.",
+        "Credits the activity report counts beyond what the bill shows for the same seat, per cost center: how far the bill lags.",
         CC_LABELS,
     ),
     Def::new(
@@ -234,6 +234,16 @@ pub const DATA: &[Def] = &[
         "kiro_cost_center_assigned_cost_usd",
         "Part of the cost center's cost from lines without a cost-center tag, assigned by a user attribute (identity.cost_center_from).",
         CC_LABELS,
+    ),
+    Def::new(
+        "kiro_activity_users_without_seat",
+        "Users the activity report shows with no seat in the period's bill (e.g. a free tier): never billed, so not bill lag.",
+        PERIOD,
+    ),
+    Def::new(
+        "kiro_activity_credits_without_seat",
+        "Credits the activity report counts for users with no seat in the period's bill.",
+        PERIOD,
     ),
 ];
 
@@ -273,6 +283,8 @@ pub enum F {
     UnbilledCredits,
     PeriodInfo,
     AssignedCost,
+    UsersWithoutSeat,
+    CreditsWithoutSeat,
 }
 
 #[cfg(test)]
@@ -281,7 +293,11 @@ mod tests {
 
     #[test]
     fn the_enum_names_each_family_in_order_and_names_are_unique() {
-        assert_eq!(DATA.len(), F::AssignedCost as usize + 1);
+        assert_eq!(DATA.len(), F::CreditsWithoutSeat as usize + 1);
+        assert_eq!(
+            DATA[F::UsersWithoutSeat as usize].name,
+            "kiro_activity_users_without_seat"
+        );
         assert_eq!(
             DATA[F::UnbilledCredits as usize].name,
             "kiro_cost_center_unbilled_credits"

@@ -297,7 +297,8 @@ fn sample_savings(view: &PeriodView, p: &str, sample: &mut impl FnMut(F, &[&str]
     }
 }
 
-/// What the activity report says: per seat, the period's freshness, unbilled credits.
+/// What the activity report says: per seat, the period's freshness, unbilled credits, users
+/// without a seat.
 fn sample_activity(
     view: &PeriodView,
     act: &crate::source::activity::Activity,
@@ -311,7 +312,8 @@ fn sample_activity(
         if let Some(t) = u.last_active {
             sample(F::LastActive, &l, t.timestamp() as f64);
         }
-        if let Some(cap) = u.overage_cap {
+        // With overage off, Kiro fills the cap with a preset that caps nothing.
+        if let Some(cap) = u.overage_cap.filter(|_| u.overage_enabled != Some(false)) {
             sample(F::OverageCap, &l, f(cap));
         }
         for (client, n) in &u.messages {
@@ -334,6 +336,8 @@ fn sample_activity(
     for (cc, n) in &view.unbilled_credits {
         sample(F::UnbilledCredits, &[p, cost_center_label(cc)], f(*n));
     }
+    sample(F::UsersWithoutSeat, &[p], view.without_seat.users as f64);
+    sample(F::CreditsWithoutSeat, &[p], f(view.without_seat.credits));
 }
 
 /// The exposition: the snapshot's pre-encoded families (if any) and the exporter's own

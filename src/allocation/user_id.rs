@@ -1,0 +1,86 @@
+//! One Identity Center user, however a source spells the id.
+//!
+//! The bill names a user as `arn:aws:identitystore::<account>:user/<id>` (the allocation keeps
+//! what follows `user/`, as the SQL template does). The Kiro activity report writes the bare id
+//! or `d-<identity store>.<id>` (shared/facts: two public sources show that form), sometimes
+//! quoted. Identity Store ids may start with the store's own ten-digit prefix
+//! (`<store>-<uuid>`, the id's documented pattern `([0-9a-f]{10}-|)<uuid>`). [`canonical`]
+//! removes what is never part of the id; [`join_key`] is what two spellings of one user meet on.
+
+/// The id without quotes, an ARN's `…user/` part or a `d-<store>.` prefix.
+pub fn canonical(id: &str) -> &str {
+    let id = id.trim().trim_matches(|c| c == '"' || c == '\'').trim();
+    let id = match id.find("user/") {
+        Some(i) => &id[i + 5..],
+        None => id,
+    };
+    match id.strip_prefix("d-").and_then(|rest| rest.split_once('.')) {
+        Some((store, rest)) if is_hex(store) && !rest.is_empty() => rest,
+        _ => id,
+    }
+}
+
+/// The key two spellings of one user meet on: [`canonical`], without a store's `<10 hex>-`
+/// prefix before a UUID, in lower case.
+pub fn join_key(id: &str) -> String {
+    let id = canonical(id);
+    let id = match id.split_once('-') {
+        Some((store, rest)) if store.len() == 10 && is_hex(store) && is_uuid(rest) => rest,
+        _ => id,
+    };
+    id.to_ascii_lowercase()
+}
+
+fn is_hex(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `8-4-4-4-12` hexadecimal digits.
+fn is_uuid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && is_hex(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UUID: &str = "94482488-3041-7026-18f3-be45837cd0e4";
+
+    #[test]
+    fn every_spelling_of_one_user_meets_on_one_key() {
+        for spelling in [
+            UUID.to_owned(),
+            format!("\"{UUID}\""),
+            format!(" '{UUID}' "),
+            format!("d-9067640ef1.{UUID}"),
+            format!("arn:aws:identitystore::123456789012:user/{UUID}"),
+            format!("arn:aws:identitystore:::user/{UUID}"),
+            format!("9067640ef1-{UUID}"),
+            UUID.to_ascii_uppercase(),
+        ] {
+            assert_eq!(join_key(&spelling), UUID, "{spelling}");
+        }
+    }
+
+    #[test]
+    fn canonical_keeps_what_may_be_part_of_the_id() {
+        assert_eq!(canonical(&format!("d-9067640ef1.{UUID}")), UUID);
+        // The store's own prefix is part of some stores' ids: kept.
+        assert_eq!(
+            canonical(&format!("9067640ef1-{UUID}")),
+            format!("9067640ef1-{UUID}")
+        );
+        // Ids of other shapes pass as they are.
+        for id in ["u1", "alice", "d-x.y", "d-12ab.", "carol.smith"] {
+            assert_eq!(canonical(id), id);
+        }
+        assert_eq!(join_key("Alice"), "alice");
+        // Not a UUID after the prefix: nothing stripped.
+        assert_eq!(join_key("9067640ef1-abc"), "9067640ef1-abc");
+    }
+}
