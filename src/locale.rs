@@ -129,6 +129,37 @@ impl Locale {
             Self::ZhCn => &PAGE_ZH,
         }
     }
+
+    /// What a period's recommendations were decided from, in a sentence.
+    pub fn savings_basis(self, b: &crate::allocation::savings::Basis) -> String {
+        let day =
+            |d: Option<chrono::NaiveDate>| d.map_or_else(|| "-".to_owned(), |d| d.to_string());
+        let (from, to) = (day(b.from), day(b.to));
+        match (self, b.withheld, b.projected) {
+            (Self::En, true, _) => format!(
+                "No advice yet: the data covers {} of the {} days of this month a decision needs.",
+                b.days, b.min_days
+            ),
+            (Self::En, false, true) => format!(
+                "Decided from {} days of use ({from} to {to}), projected to the month's end.",
+                b.days
+            ),
+            (Self::En, false, false) => {
+                format!("Decided from the whole month ({from} to {to}).")
+            }
+            (Self::ZhCn, true, _) => format!(
+                "暂无建议：本月数据仅覆盖 {} 天，作出判断需要 {} 天。",
+                b.days, b.min_days
+            ),
+            (Self::ZhCn, false, true) => {
+                format!(
+                    "依据 {} 天的使用数据（{from} 至 {to}），按月末推算。",
+                    b.days
+                )
+            }
+            (Self::ZhCn, false, false) => format!("依据整月数据（{from} 至 {to}）。"),
+        }
+    }
 }
 
 /// The landing page's words in one language.

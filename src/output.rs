@@ -118,13 +118,25 @@ impl serde::Serialize for Users<'_> {
     }
 }
 
-/// The savings as JSON: total, idle seats and the recommendations, members by name.
+/// The savings as JSON: what they were decided from, total, idle seats and the
+/// recommendations, members by name.
 struct SavingsJson<'a>(&'a Savings);
 
 impl serde::Serialize for SavingsJson<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap as _;
-        let mut m = s.serialize_map(Some(3))?;
+        let b = &self.0.basis;
+        let day = |d: Option<chrono::NaiveDate>| d.map(|d| d.to_string());
+        let basis = serde_json::json!({
+            "days": b.days,
+            "from": day(b.from),
+            "min_days": b.min_days,
+            "projected": b.projected,
+            "to": day(b.to),
+            "withheld": b.withheld,
+        });
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("basis", &basis)?;
         m.serialize_entry("idle_seats", &self.0.idle_seats)?;
         m.serialize_entry("recommendations", &Recommendations(&self.0.recommendations))?;
         m.serialize_entry("total_usd", &Num(self.0.total_usd))?;

@@ -14,10 +14,15 @@
 //!
 //! The savings of one user add up to: cost of all seats as they are − cost of the recommended
 //! seat with all remaining credits.
+//!
+//! A month still running is decided only once its data covers `min_days` days (14): a few
+//! days' use projected to a month is not a reason to change a colleague's seat. Until then the
+//! month has no recommendations, and its [`Basis`] says so; a closed month is decided from all
+//! of it, unprojected. Every period's savings carry the basis they were decided from.
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +37,9 @@ pub struct SavingsSettings {
     pub idle_below_credits: Decimal,
     /// Days of the month the data must cover before a seat can be called idle.
     pub idle_grace_days: u32,
+    /// Days of a running month the data must cover before any recommendation is made from it
+    /// (idle waits for the longer of this and `idle_grace_days`).
+    pub min_days: u32,
 }
 
 impl SavingsSettings {
@@ -46,6 +54,11 @@ impl SavingsSettings {
             self.idle_grace_days <= 31,
             "savings.idle_grace_days",
             "must be a number of days from 0 to 31",
+        )?;
+        ensure(
+            self.min_days <= 31,
+            "savings.min_days",
+            "must be a number of days from 0 to 31",
         )
     }
 }
@@ -55,6 +68,7 @@ impl Default for SavingsSettings {
         Self {
             idle_below_credits: Decimal::ONE,
             idle_grace_days: 7,
+            min_days: 14,
         }
     }
 }
@@ -98,6 +112,23 @@ pub struct Recommendation {
     pub saving_usd: Decimal,
 }
 
+/// What a period's recommendations were decided from: the days of the month its data covers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Basis {
+    /// The first day of the data: the month's first day.
+    pub from: Option<NaiveDate>,
+    /// The last day the data covers (none: no day yet).
+    pub to: Option<NaiveDate>,
+    /// Days of the month the data covers.
+    pub days: u32,
+    /// Credits were projected to the month's end (the month is still running).
+    pub projected: bool,
+    /// No recommendation: a running month with fewer than `min_days` days of data.
+    pub withheld: bool,
+    /// The days a running month needs (`savings.min_days`).
+    pub min_days: u32,
+}
+
 /// All recommendations of a period.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Savings {
@@ -105,6 +136,28 @@ pub struct Savings {
     pub recommendations: Vec<Recommendation>,
     pub total_usd: Decimal,
     pub idle_seats: usize,
+    /// What they were decided from.
+    pub basis: Basis,
+}
+
+/// The days of `a`'s month its data covers at `now`, and the basis of a decision from them.
+fn basis(a: &Allocation, settings: &SavingsSettings, now: DateTime<Utc>) -> Basis {
+    let running = now < a.period.end();
+    let days = match a.data_as_of {
+        _ if !running => i64::from(a.period.days()),
+        Some(t) => (t.min(a.period.end()) - a.period.start()).num_days(),
+        None => 0,
+    }
+    .max(0);
+    let from = a.period.start().date_naive();
+    Basis {
+        from: Some(from),
+        to: (days > 0).then(|| from + chrono::Days::new(days as u64 - 1)),
+        days: days as u32,
+        projected: running && a.extrapolation_factor(now) != Decimal::ONE,
+        withheld: running && days < i64::from(settings.min_days),
+        min_days: settings.min_days,
+    }
 }
 
 /// What a month on `plan` with `credits` costs.
@@ -170,13 +223,15 @@ pub fn recommend_with_use(
     now: DateTime<Utc>,
     used: &BTreeMap<(String, String, String), Decimal>,
 ) -> Savings {
+    let basis = basis(a, settings, now);
+    if basis.withheld {
+        return Savings {
+            basis,
+            ..Savings::default()
+        };
+    }
     let factor = a.extrapolation_factor(now);
-    let covered_days = match a.data_as_of {
-        _ if now >= a.period.end() => i64::from(a.period.days()),
-        Some(t) => (t - a.period.start()).num_days(),
-        None => 0,
-    };
-    let grace_over = covered_days >= i64::from(settings.idle_grace_days);
+    let grace_over = basis.days >= settings.idle_grace_days;
     // Each seat's credits summed over its cost centers (the larger of the bill's and the
     // other source's count), its plan and main cost center; then grouped per user.
     let used: HashMap<SeatRef<'_>, Decimal, foldhash::fast::RandomState> = used
@@ -204,7 +259,10 @@ pub fn recommend_with_use(
     // Per user, then account and region.
     seats.sort_by(|((a1, r1, u1), _), ((a2, r2, u2), _)| (u1, a1, r1).cmp(&(u2, a2, r2)));
     let seats = seats.chunk_by(|((_, _, u1), _), ((_, _, u2), _)| u1 == u2);
-    let mut out = Savings::default();
+    let mut out = Savings {
+        basis,
+        ..Savings::default()
+    };
     for user_seats in seats {
         let user = user_seats[0].0.2;
         let mut active: Vec<Seat> = Vec::new();
@@ -410,26 +468,82 @@ mod tests {
     }
 
     #[test]
-    fn early_in_the_month_usage_is_projected() {
-        // 10 of 30 days: 400 credits project to 1,200 — Pro pays $8 overage, no change.
-        let s = one(vec![unit("1", "u", "Pro", 400)], 10);
+    fn a_running_month_is_projected_once_it_has_enough_days() {
+        // 15 of 30 days: 600 credits project to 1,200 — Pro pays $8 overage, no change.
+        let s = one(vec![unit("1", "u", "Pro", 600)], 15);
         assert!(s.recommendations.is_empty());
-        // 600 credits project to 1,800: overage $32 > $20 step to Pro+.
-        let s = one(vec![unit("1", "u", "Pro", 600)], 10);
+        // 900 credits project to 1,800: overage $32 > $20 step to Pro+.
+        let s = one(vec![unit("1", "u", "Pro", 900)], 15);
         assert_eq!(s.recommendations[0].reason, Reason::Upgrade);
         assert_eq!(s.recommendations[0].projected_credits, d(1800));
         assert_eq!(s.total_usd, d(12));
+        assert_eq!(
+            s.basis,
+            Basis {
+                from: NaiveDate::from_ymd_opt(2026, 11, 1),
+                to: NaiveDate::from_ymd_opt(2026, 11, 15),
+                days: 15,
+                projected: true,
+                withheld: false,
+                min_days: 14,
+            }
+        );
+    }
+
+    #[test]
+    fn a_few_days_of_a_running_month_decide_nothing() {
+        // Two days of a Power seat at 62.7 credits project to 940: a downgrade to Pro from
+        // two days is not advice anyone should act on; nor is an idle seat after 13 days.
+        for (units, days) in [
+            (vec![unit("1", "u", "Power", 63)], 2),
+            (vec![unit("1", "u", "Power", 63)], 13),
+            (vec![unit("1", "u", "Pro", 0)], 13),
+            (
+                vec![unit("1", "u", "Pro", 800), unit("2", "u", "Pro", 100)],
+                13,
+            ),
+        ] {
+            let s = one(units, days);
+            assert!(s.recommendations.is_empty(), "{days}: {s:?}");
+            assert_eq!(s.total_usd, Decimal::ZERO);
+            assert!(s.basis.withheld && s.basis.projected, "{days}");
+            assert_eq!(s.basis.days, days as u32);
+        }
+        // From the 14th day on, the projection decides.
+        let s = one(vec![unit("1", "u", "Power", 63)], 14);
+        assert_eq!(s.recommendations[0].reason, Reason::Downgrade);
+        assert!(!s.basis.withheld);
+        // A closed month is decided from all of it, unprojected, whatever min_days says.
+        let (a, as_of) = alloc(vec![unit("1", "u", "Power", 63)], 30);
+        let settings = SavingsSettings {
+            min_days: 31,
+            ..SavingsSettings::default()
+        };
+        let s = recommend(
+            &a,
+            &PlanTable::default(),
+            &settings,
+            as_of + Duration::days(2),
+        );
+        assert_eq!(s.recommendations[0].reason, Reason::Downgrade);
+        assert_eq!((s.basis.days, s.basis.projected), (30, false));
     }
 
     #[test]
     fn idle_only_after_the_grace_days_and_under_the_threshold() {
+        let (a, now) = alloc(vec![unit("1", "u", "Pro", 0)], 6);
+        let early = SavingsSettings {
+            min_days: 0,
+            ..SavingsSettings::default()
+        };
         assert!(
-            one(vec![unit("1", "u", "Pro", 0)], 6)
+            recommend(&a, &PlanTable::default(), &early, now)
                 .recommendations
                 .is_empty(),
             "within grace"
         );
-        let s = one(vec![unit("1", "u", "Pro", 0)], 7);
+        let (a, now) = alloc(vec![unit("1", "u", "Pro", 0)], 7);
+        let s = recommend(&a, &PlanTable::default(), &early, now);
         assert_eq!(
             (s.idle_seats, s.recommendations[0].reason, s.total_usd),
             (1, Reason::Idle, d(20))

@@ -148,3 +148,53 @@ async fn generated_october(
     assert_reconciles(&a);
     a
 }
+
+/// The first days of the month running now: every surface says no advice yet and why, and
+/// the same bill once its month is closed is decided from all of it.
+#[tokio::test]
+async fn a_running_month_with_few_days_gives_no_advice_and_says_why() {
+    let current = kiro_cost_exporter::period::BillingPeriod::containing(chrono::Utc::now());
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = GenSpec::new(200, current);
+    spec.seed = 5;
+    spec.until = Some(current.start() + chrono::Duration::days(2));
+    curgen::write_export(&spec, dir.path(), |_| {}).unwrap();
+    let cur = dir.path().to_str().unwrap();
+    let p = current.to_string();
+    let o = run(&["query", "--cur", cur, "--period", &p, "--format", "json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_json_reconciles(&v);
+    let s = &v["savings"];
+    assert_eq!(s["recommendations"], serde_json::json!([]), "{s}");
+    assert_eq!(s["total_usd"].as_f64(), Some(0.0));
+    let b = &s["basis"];
+    assert_eq!(
+        (&b["withheld"], &b["projected"], &b["min_days"]),
+        (&true.into(), &true.into(), &14.into()),
+        "{b}"
+    );
+    assert!(b["days"].as_u64().unwrap() <= 2, "{b}");
+    assert_eq!(b["from"], current.start().date_naive().to_string());
+
+    // The daemon: withheld per period, and the landing page says so.
+    let d = Daemon::start(&["--cur", cur, "--period", &p], &[]);
+    wait_status(&d.url("/readyz"), 200, 60).await;
+    let m = scrape(&d).await;
+    assert_scrape_reconciles(&m, &p);
+    let l = [("billing_period", p.as_str())];
+    assert_eq!(value(&m, "kiro_savings_withheld", &l), Some(1.0));
+    assert_eq!(value(&m, "kiro_savings_usd", &l), Some(0.0));
+    assert!(
+        !m.keys()
+            .any(|(n, _)| n == "kiro_user_recommended_plan_info"),
+        "no recommendation"
+    );
+    let page = get(&d.url("/"), false).await.unwrap();
+    let page = String::from_utf8(page.body.to_vec()).unwrap();
+    assert!(
+        page.contains(&format!("id=\"savings-basis-{p}\""))
+            && page.contains("No advice yet: the data covers"),
+        "{page}"
+    );
+}

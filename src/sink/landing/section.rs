@@ -9,7 +9,7 @@ use rust_decimal::prelude::ToPrimitive;
 use super::html::{cost_center_name, escape, money_td, more, person, truncate};
 use super::{BARS, Health, LandingSettings, TOP};
 use crate::allocation::UNTAGGED;
-use crate::locale::{PageTexts as Texts, money, percent, quantity};
+use crate::locale::{Locale, PageTexts as Texts, money, percent, quantity};
 use crate::period::BillingPeriod;
 use crate::snapshot::{PeriodView, SeatView, Snapshot};
 
@@ -80,7 +80,7 @@ pub(super) fn period(
     h.push_str("</div><div>");
     near_limit(h, s, v, &seats, t);
     h.push_str("</div></div>");
-    savings(h, s, v, t);
+    savings(h, s, v, settings.locale);
     h.push_str("</section>");
 }
 
@@ -278,7 +278,8 @@ fn near_limit(h: &mut String, s: &Snapshot, v: &PeriodView, seats: &[&SeatView],
     more(h, near.len().saturating_sub(TOP), t);
 }
 
-fn savings(h: &mut String, s: &Snapshot, v: &PeriodView, t: &Texts) {
+fn savings(h: &mut String, s: &Snapshot, v: &PeriodView, locale: Locale) {
+    let t = locale.page();
     let p = v.allocation.period;
     let sv = &v.savings;
     let _ = write!(
@@ -289,6 +290,13 @@ fn savings(h: &mut String, s: &Snapshot, v: &PeriodView, t: &Texts) {
         t.idle_seats,
         money(sv.total_usd),
         t.a_month
+    );
+    let _ = write!(
+        h,
+        "<p class=\"muted\" id=\"savings-basis-{p}\" data-days=\"{}\" data-withheld=\"{}\">{}</p>",
+        sv.basis.days,
+        sv.basis.withheld,
+        escape(&locale.savings_basis(&sv.basis))
     );
     let mut recs: Vec<_> = sv.recommendations.iter().collect();
     recs.sort_by(|a, b| {

@@ -148,6 +148,16 @@ pub const DATA: &[Def] = &[
         PERIOD,
     ),
     Def::new(
+        "kiro_savings_basis_seconds",
+        "Length of the data the recommendations were decided from: the days of the month it covers (the whole month once closed), in seconds.",
+        PERIOD,
+    ),
+    Def::new(
+        "kiro_savings_withheld",
+        "1 while a running month has fewer days of data than savings.min_days: no recommendation is made from it yet.",
+        PERIOD,
+    ),
+    Def::new(
         "kiro_users",
         "Distinct seats (account, region, user) with cost, per plan (\"\" = no seat-fee line).",
         &["billing_period", "plan"],
@@ -270,6 +280,8 @@ pub enum F {
     DataAsOf,
     IdleSeats,
     Savings,
+    SavingsBasis,
+    SavingsWithheld,
     Users,
     RecommendedPlanInfo,
     UserSavings,

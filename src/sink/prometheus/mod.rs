@@ -182,6 +182,12 @@ pub fn encode_snapshot_with(s: &Snapshot, settings: &PrometheusSettings) -> Vec<
         let sv = &view.savings;
         sample(F::IdleSeats, &[p], sv.idle_seats as f64);
         sample(F::Savings, &[p], f(sv.total_usd));
+        sample(F::SavingsBasis, &[p], f64::from(sv.basis.days) * 86_400.0);
+        sample(
+            F::SavingsWithheld,
+            &[p],
+            f64::from(u8::from(sv.basis.withheld)),
+        );
         for u in &a.units {
             let l = [
                 u.account_id.as_str(),
