@@ -580,6 +580,7 @@ impl LocalSource {
                 }
             })
             .collect();
+        let started = Instant::now();
         let mut read = futures::stream::iter(jobs).buffer_unordered(cores.clamp(1, 4));
         let mut all = scan::FileGroups::default();
         let mut fresh = Vec::new();
@@ -617,10 +618,13 @@ impl LocalSource {
                 );
                 known[i] = Some(groups);
             }
+            let groups: usize = known.iter().flatten().map(|g| g.len()).sum();
+            tracing::debug!(%period, elapsed = ?started.elapsed(), groups, "scanned");
             for groups in known.into_iter().flatten() {
                 all.merge_kept(&groups);
             }
         }
+        tracing::debug!(%period, elapsed = ?started.elapsed(), units = all.len(), "merged");
         let rows = {
             let pool = pool
                 .lock()

@@ -265,6 +265,11 @@ pub struct FileGroups {
 }
 
 impl FileGroups {
+    /// How many result rows' groups there are.
+    pub fn len(&self) -> usize {
+        self.units.len()
+    }
+
     /// Whether there is no group at all.
     pub fn is_empty(&self) -> bool {
         self.units.is_empty() && self.seat_fees.is_empty()
@@ -370,6 +375,16 @@ pub struct KeptGroups {
 }
 
 impl KeptGroups {
+    /// How many result rows' groups there are.
+    pub fn len(&self) -> usize {
+        self.narrow.len() + self.wide.len()
+    }
+
+    /// Whether there is no group at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0 && self.seat_fees.is_empty()
+    }
+
     /// Approximate bytes held.
     pub fn memory_size(&self) -> usize {
         std::mem::size_of_val(&*self.narrow)

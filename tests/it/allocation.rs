@@ -116,6 +116,29 @@ async fn upgrade_takes_the_latest_plan_and_keeps_the_refund() {
     );
 }
 
+/// A user subscribed twice in one Kiro profile (e.g. through two groups) holds one seat, at the
+/// highest tier (shared/facts: only the highest tier is paid): one unit, no duplicate.
+#[tokio::test]
+async fn two_seat_lines_in_one_profile_are_one_seat_at_the_highest_tier() {
+    let e = Export::write([
+        seat("u1", Some("CC-A"), "Pro", 1, 20.0),
+        seat("u1", Some("CC-A"), "Power", 1, 200.0),
+        seat("u2", Some("CC-A"), "Pro", 1, 20.0),
+    ]);
+    let a = e.allocate("2026-10").await.unwrap();
+    check(
+        &a,
+        vec![
+            unit(ACCOUNT, "u1", "CC-A", "Power", "0", "220", "0", "0"),
+            unit(ACCOUNT, "u2", "CC-A", "Pro", "0", "20", "0", "0"),
+        ],
+        "0",
+        "0",
+        "240",
+    );
+    assert!(a.duplicate_subscriptions().is_empty());
+}
+
 #[tokio::test]
 async fn duplicate_subscription_across_accounts_shows_twice() {
     let other = |mut l: CurLine| {
