@@ -582,17 +582,15 @@ impl LocalSource {
             .collect();
         let started = Instant::now();
         let mut read = futures::stream::iter(jobs).buffer_unordered(cores.clamp(1, 4));
-        let mut all = scan::FileGroups::default();
+        let mut all = scan::Merged::default();
         let mut fresh = Vec::new();
         while let Some(done) = read.next().await {
             let (i, groups) = done?;
             if self.keep {
                 // Kept compact as soon as read: the other files' scans go on meanwhile.
                 fresh.push((i, groups.keep()));
-            } else if all.is_empty() {
-                all = groups;
             } else {
-                all.merge(&groups);
+                all.add(&groups, &pool);
             }
         }
         drop(read);
@@ -621,7 +619,7 @@ impl LocalSource {
             let groups: usize = known.iter().flatten().map(|g| g.len()).sum();
             tracing::debug!(%period, elapsed = ?started.elapsed(), groups, "scanned");
             for groups in known.into_iter().flatten() {
-                all.merge_kept(&groups);
+                all.add_kept(&groups, &pool);
             }
         }
         tracing::debug!(%period, elapsed = ?started.elapsed(), units = all.len(), "merged");

@@ -10,8 +10,9 @@
 //! usage types and units), and summed into per-seat groups keyed by small integers, in
 //! fixed-point at the template's scale (DECIMAL(38, 10): amounts are converted by the same
 //! Arrow kernel the engines' `CAST` uses, so any order of files gives the same digits). A
-//! file's groups ([`FileGroups`]) merge with other files' (sums added, maxima taken) exactly
-//! as the template's groups would merge, so a refresh scans only the files that
+//! file's groups ([`FileGroups`]) name their keys by slot in the period's [`Pool`], so they
+//! merge with other files' ([`Merged`]: sums added, maxima taken) by adding into arrays,
+//! exactly as the template's groups would merge, and a refresh scans only the files that
 //! changed; [`combine`] then picks each seat's plan and gives the result rows.
 //!
 //! Memory stays bounded: row groups stream in batches, a few at a time, and only the groups
@@ -219,11 +220,20 @@ pub struct SeatKey {
 }
 
 /// A period's strings (accounts, regions, users, cost centers, usage types), each held once
-/// however many files and refreshes name it: the files' groups hold only their ids.
+/// however many files and refreshes name it, and its keys: each result row's key and each seat
+/// fee's key gets a slot, a small integer, the first time a file names it. The files' groups
+/// hold only slots, so merging them is adding into arrays, not hashing.
 #[derive(Debug, Default)]
 pub struct Pool {
     ids: FastMap<Arc<str>, u32>,
     names: Vec<Arc<str>>,
+    unit_slots: FastMap<UnitKey, u32>,
+    /// Per unit slot: its key and its seat's slot.
+    units: Vec<(UnitKey, u32)>,
+    seat_slots: FastMap<[u32; 3], u32>,
+    fee_slots: FastMap<SeatKey, u32>,
+    /// Per seat-fee slot: its key and its unit's slot.
+    fees: Vec<(SeatKey, u32)>,
 }
 
 impl Pool {
@@ -246,64 +256,155 @@ impl Pool {
         self.names[id as usize].is_empty()
     }
 
+    /// The slot of a result row's key.
+    fn unit_slot(&mut self, k: UnitKey) -> u32 {
+        if let Some(&slot) = self.unit_slots.get(&k) {
+            return slot;
+        }
+        let seats = self.seat_slots.len() as u32;
+        let seat = *self.seat_slots.entry([k[0], k[1], k[2]]).or_insert(seats);
+        let slot = self.units.len() as u32;
+        self.units.push((k, seat));
+        self.unit_slots.insert(k, slot);
+        slot
+    }
+
+    /// The slot of a seat fee's key.
+    fn fee_slot(&mut self, k: SeatKey) -> u32 {
+        if let Some(&slot) = self.fee_slots.get(&k) {
+            return slot;
+        }
+        let unit = self.unit_slot(k.unit);
+        let slot = self.fees.len() as u32;
+        self.fees.push((k, unit));
+        self.fee_slots.insert(k, slot);
+        slot
+    }
+
     /// Approximate bytes held.
     pub fn memory_size(&self) -> usize {
-        self.names.iter().map(|n| n.len() + 64).sum()
+        let entry = |key: usize, n: usize| n * (2 * key + 8 + 1);
+        self.names.iter().map(|n| n.len() + 64).sum::<usize>()
+            + entry(std::mem::size_of::<UnitKey>(), self.units.capacity())
+            + entry(std::mem::size_of::<SeatKey>(), self.fees.capacity())
+            + self.seat_slots.capacity() * 17
     }
 }
 
 /// A period's pool, shared by the scans of its files.
 pub type SharedPool = Arc<std::sync::Mutex<Pool>>;
 
-/// One file's (or several merged files') groups, their strings in a [`Pool`].
+/// One file's groups: (slot, sums) by slot in the period's [`Pool`], each slot once.
 #[derive(Debug, Clone, Default)]
 pub struct FileGroups {
-    units: FastMap<UnitKey, Sums>,
-    seat_fees: FastMap<SeatKey, SeatFee>,
+    units: Vec<(u32, Sums)>,
+    seat_fees: Vec<(u32, SeatFee)>,
     /// The timestamps' unit (the same in every file of a period).
     unit: Option<TimeUnit>,
 }
 
+/// `a` and `b`, both by slot with each slot once, as one such list: the sums of a slot in both
+/// merged.
+fn merge_slots<T: Copy>(
+    a: Vec<(u32, T)>,
+    b: Vec<(u32, T)>,
+    merge: impl Fn(&mut T, &T),
+) -> Vec<(u32, T)> {
+    let mut all = a;
+    all.extend(b);
+    all.sort_unstable_by_key(|(slot, _)| *slot);
+    let mut out: Vec<(u32, T)> = Vec::with_capacity(all.len());
+    for (slot, v) in all {
+        match out.last_mut() {
+            Some((last, mine)) if *last == slot => merge(mine, &v),
+            _ => out.push((slot, v)),
+        }
+    }
+    out.shrink_to_fit();
+    out
+}
+
 impl FileGroups {
+    /// Adds `other`'s groups (of the same period) to these.
+    fn merge(&mut self, other: FileGroups) {
+        if self.unit.is_none() {
+            self.unit = other.unit;
+        }
+        let units = std::mem::take(&mut self.units);
+        self.units = merge_slots(units, other.units, Sums::merge);
+        let fees = std::mem::take(&mut self.seat_fees);
+        self.seat_fees = merge_slots(fees, other.seat_fees, SeatFee::merge);
+    }
+}
+
+/// The merged groups of a period's files, in arrays by slot.
+#[derive(Debug, Default)]
+pub struct Merged {
+    units: Vec<Option<Sums>>,
+    fees: Vec<Option<SeatFee>>,
+    unit: Option<TimeUnit>,
+}
+
+/// `v` into `out[slot]`: put there, or merged with what is there.
+#[inline]
+fn add_at<T: Copy>(out: &mut Vec<Option<T>>, slot: u32, v: &T, merge: impl Fn(&mut T, &T)) {
+    let slot = slot as usize;
+    if slot >= out.len() {
+        out.resize(slot + 1, None);
+    }
+    match &mut out[slot] {
+        Some(mine) => merge(mine, v),
+        empty => *empty = Some(*v),
+    }
+}
+
+impl Merged {
     /// How many result rows' groups there are.
     pub fn len(&self) -> usize {
-        self.units.len()
+        self.units.iter().flatten().count()
     }
 
     /// Whether there is no group at all.
     pub fn is_empty(&self) -> bool {
-        self.units.is_empty() && self.seat_fees.is_empty()
+        self.units.iter().all(Option::is_none) && self.fees.iter().all(Option::is_none)
     }
 
-    /// Adds `other`'s groups to these.
-    pub fn merge(&mut self, other: &FileGroups) {
-        if self.unit.is_none() {
-            self.unit = other.unit;
-        }
-        self.units
-            .reserve(other.units.len().saturating_sub(self.units.len()));
-        for (k, a) in &other.units {
-            self.units.entry(*k).or_default().merge(a);
-        }
-        self.merge_seat_fees(&other.seat_fees);
+    fn reserve(&mut self, pool: &SharedPool) {
+        let (units, fees) = {
+            let pool = pool
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (pool.units.len(), pool.fees.len())
+        };
+        self.units.resize(self.units.len().max(units), None);
+        self.fees.resize(self.fees.len().max(fees), None);
     }
 
-    fn merge_seat_fees<'a>(&mut self, fees: impl IntoIterator<Item = (&'a SeatKey, &'a SeatFee)>) {
-        for (k, a) in fees {
-            match self.seat_fees.get_mut(k) {
-                Some(mine) => mine.merge(a),
-                None => {
-                    self.seat_fees.insert(*k, *a);
-                }
-            }
+    /// Adds one file's groups.
+    pub fn add(&mut self, g: &FileGroups, pool: &SharedPool) {
+        self.reserve(pool);
+        self.unit = self.unit.or(g.unit);
+        for (slot, s) in &g.units {
+            add_at(&mut self.units, *slot, s, Sums::merge);
+        }
+        for (slot, f) in &g.seat_fees {
+            add_at(&mut self.fees, *slot, f, SeatFee::merge);
         }
     }
 
-    /// Approximate bytes held.
-    pub fn memory_size(&self) -> usize {
-        // A table's slots, plus one control byte each.
-        self.units.capacity() * (std::mem::size_of::<(UnitKey, Sums)>() + 1)
-            + self.seat_fees.capacity() * (std::mem::size_of::<(SeatKey, SeatFee)>() + 1)
+    /// Adds the groups of a kept file.
+    pub fn add_kept(&mut self, g: &KeptGroups, pool: &SharedPool) {
+        self.reserve(pool);
+        self.unit = self.unit.or(g.unit);
+        for (slot, s) in &g.narrow {
+            add_at(&mut self.units, *slot, &s.wide(), Sums::merge);
+        }
+        for (slot, s) in &g.wide {
+            add_at(&mut self.units, *slot, s, Sums::merge);
+        }
+        for (slot, f) in &g.seat_fees {
+            add_at(&mut self.fees, *slot, f, SeatFee::merge);
+        }
     }
 }
 
@@ -363,14 +464,14 @@ impl NarrowSums {
     }
 }
 
-/// One file's groups as the daemon keeps them between refreshes ([`FileGroups::keep`]): slices
-/// without a hash table's spare room, each unit's sums in 64 bits where they fit. Merged back
-/// ([`FileGroups::merge_kept`]) they are the groups the file's scan made, to the last digit.
+/// One file's groups as the daemon keeps them between refreshes ([`FileGroups::keep`]): by
+/// slot, without spare room, each unit's sums in 64 bits where they fit. Merged
+/// ([`Merged::add_kept`]) they are the groups the file's scan made, to the last digit.
 #[derive(Debug, Default)]
 pub struct KeptGroups {
-    narrow: Box<[(UnitKey, NarrowSums)]>,
-    wide: Box<[(UnitKey, Sums)]>,
-    seat_fees: Box<[(SeatKey, SeatFee)]>,
+    narrow: Box<[(u32, NarrowSums)]>,
+    wide: Box<[(u32, Sums)]>,
+    seat_fees: Box<[(u32, SeatFee)]>,
     unit: Option<TimeUnit>,
 }
 
@@ -407,25 +508,9 @@ impl FileGroups {
         KeptGroups {
             narrow: narrow.into_boxed_slice(),
             wide: wide.into_boxed_slice(),
-            seat_fees: self.seat_fees.into_iter().collect(),
+            seat_fees: self.seat_fees.into_boxed_slice(),
             unit: self.unit,
         }
-    }
-
-    /// Adds the groups of a kept file to these.
-    pub fn merge_kept(&mut self, other: &KeptGroups) {
-        if self.unit.is_none() {
-            self.unit = other.unit;
-        }
-        self.units
-            .reserve((other.narrow.len() + other.wide.len()).saturating_sub(self.units.len()));
-        for (k, a) in &other.narrow {
-            self.units.entry(*k).or_default().merge(&a.wide());
-        }
-        for (k, a) in &other.wide {
-            self.units.entry(*k).or_default().merge(a);
-        }
-        self.merge_seat_fees(other.seat_fees.iter().map(|(k, f)| (k, f)));
     }
 }
 
@@ -508,11 +593,12 @@ pub async fn scan_file(
     let mut out = FileGroups::default();
     for r in futures::future::join_all(tasks).await {
         let groups = r.map_err(|e| ScanError::Stopped(e.to_string()))??;
-        out.merge(&groups);
+        if out.units.is_empty() && out.seat_fees.is_empty() {
+            out = groups;
+        } else {
+            out.merge(groups);
+        }
     }
-    // Kept until the file changes: no spare slots.
-    out.units.shrink_to_fit();
-    out.seat_fees.shrink_to_fit();
     Ok(out)
 }
 
@@ -1098,29 +1184,34 @@ impl<'s> Accumulator<'s> {
         }
     }
 
-    /// The groups, their strings moved to the period's `pool` (locked once).
+    /// The groups, their strings and keys moved to the period's `pool` (locked once), by slot.
     fn finish(self, pool: &SharedPool) -> FileGroups {
-        let ids: Vec<u32> = {
-            let mut pool = pool
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            self.names.names.iter().map(|n| pool.id(n)).collect()
-        };
+        let mut pool = pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ids: Vec<u32> = self.names.names.iter().map(|n| pool.id(n)).collect();
         let id = |i: u32| ids[i as usize];
         let unit = |u: UnitKey| u.map(id);
-        let mut units: FastMap<UnitKey, Sums> = FastMap::default();
-        units.reserve(self.units_sums.len());
-        units.extend(self.units_sums.into_iter().map(|(k, v)| (unit(k), v)));
-        let mut seat_fees: FastMap<SeatKey, SeatFee> = FastMap::default();
-        seat_fees.reserve(self.seat_fees.len());
-        seat_fees.extend(self.seat_fees.into_iter().map(|(k, v)| {
-            let k = SeatKey {
-                unit: unit(k.unit),
-                usage_type: id(k.usage_type),
-                start: k.start,
-            };
-            (k, v)
-        }));
+        let mut units: Vec<(u32, Sums)> = self
+            .units_sums
+            .into_iter()
+            .map(|(k, v)| (pool.unit_slot(unit(k)), v))
+            .collect();
+        let mut seat_fees: Vec<(u32, SeatFee)> = self
+            .seat_fees
+            .into_iter()
+            .map(|(k, v)| {
+                let k = SeatKey {
+                    unit: unit(k.unit),
+                    usage_type: id(k.usage_type),
+                    start: k.start,
+                };
+                (pool.fee_slot(k), v)
+            })
+            .collect();
+        drop(pool);
+        units.sort_unstable_by_key(|(slot, _)| *slot);
+        seat_fees.sort_unstable_by_key(|(slot, _)| *slot);
         FileGroups {
             units,
             seat_fees,
@@ -1154,10 +1245,9 @@ fn money(v: i128) -> Result<Decimal, ScanError> {
 /// seat's plan (the usage type of its latest seat fee; then the dearer; then the greater
 /// name), then per (account, region, user, cost center) the sums, as the template's `planned`
 /// window and final `SELECT`.
-pub fn combine(all: &FileGroups, pool: &Pool) -> Result<Vec<GroupRow>, ScanError> {
-    // The plan of each seat: the order of the window's ORDER BY (sub_start DESC NULLS LAST,
-    // sub_cost DESC NULLS LAST, sub_type DESC).
-    let mut plans: FastMap<[u32; 3], (&SeatKey, &SeatFee)> = FastMap::default();
+pub fn combine(all: &Merged, pool: &Pool) -> Result<Vec<GroupRow>, ScanError> {
+    // The plan of each seat (a fee slot per seat slot): the order of the window's ORDER BY
+    // (sub_start DESC NULLS LAST, sub_cost DESC NULLS LAST, sub_type DESC).
     let rank = |k: &SeatKey, f: &SeatFee| {
         (
             k.start.is_some(),
@@ -1166,13 +1256,18 @@ pub fn combine(all: &FileGroups, pool: &Pool) -> Result<Vec<GroupRow>, ScanError
             pool.name(k.usage_type),
         )
     };
-    for (k, f) in &all.seat_fees {
-        let seat = [k.unit[0], k.unit[1], k.unit[2]];
-        match plans.get(&seat) {
-            Some(&(bk, bf)) if rank(k, f) <= rank(bk, bf) => {}
-            _ => {
-                plans.insert(seat, (k, f));
-            }
+    let fees = || {
+        all.fees.iter().enumerate().filter_map(|(slot, f)| {
+            let (k, unit) = &pool.fees[slot];
+            f.as_ref().map(|f| (k, *unit as usize, f))
+        })
+    };
+    let mut plans: Vec<Option<(&SeatKey, &SeatFee)>> = vec![None; pool.seat_slots.len()];
+    for (k, unit, f) in fees() {
+        let plan = &mut plans[pool.units[unit].1 as usize];
+        match plan {
+            Some((bk, bf)) if rank(k, f) <= rank(bk, bf) => {}
+            _ => *plan = Some((k, f)),
         }
     }
     /// A result row with its sums still in fixed point, and its plan's full-month fee.
@@ -1182,13 +1277,15 @@ pub fn combine(all: &FileGroups, pool: &Pool) -> Result<Vec<GroupRow>, ScanError
         seat_fee_lines: i64,
         plan_fee: Option<i128>,
     }
-    let mut rows: FastMap<UnitKey, Pending> = FastMap::default();
-    rows.reserve(all.units.len());
-    for (k, s) in &all.units {
-        rows.entry(*k).or_default().sums.merge(s);
+    let mut rows: Vec<Option<Pending>> = Vec::new();
+    rows.resize_with(pool.units.len(), || None);
+    for (slot, s) in all.units.iter().enumerate() {
+        if let Some(s) = s {
+            rows[slot].get_or_insert_default().sums.merge(s);
+        }
     }
-    for (k, f) in &all.seat_fees {
-        let p = rows.entry(k.unit).or_default();
+    for (k, unit, f) in fees() {
+        let p = rows[unit].get_or_insert_default();
         let s = &mut p.sums;
         s.subscription_usd = s.subscription_usd.saturating_add(f.subscription_usd);
         s.all_cost_usd = s.all_cost_usd.saturating_add(f.subscription_usd);
@@ -1197,22 +1294,23 @@ pub fn combine(all: &FileGroups, pool: &Pool) -> Result<Vec<GroupRow>, ScanError
         if k.start.is_some() {
             p.seat_fee_lines += 1;
         }
-        let plan = plans.get(&[k.unit[0], k.unit[1], k.unit[2]]);
+        let plan = plans[pool.units[unit].1 as usize];
         if plan.is_some_and(|(pk, _)| pk.usage_type == k.usage_type) {
             p.plan_fee = p.plan_fee.max(f.full_fee);
         }
     }
-    let mut out: Vec<GroupRow> = rows
+    let rows = rows
         .into_iter()
-        .map(|(k, p)| {
+        .enumerate()
+        .filter_map(|(slot, p)| p.map(|p| (&pool.units[slot], p)));
+    let mut out: Vec<GroupRow> = rows
+        .map(|((k, seat), p)| {
             let s = p.sums;
             let total = s
                 .subscription_usd
                 .saturating_add(s.overage_usd)
                 .saturating_add(s.other_usd);
-            let plan = plans
-                .get(&[k[0], k[1], k[2]])
-                .map(|(pk, _)| pool.name(pk.usage_type).to_owned());
+            let plan = plans[*seat as usize].map(|(pk, _)| pool.name(pk.usage_type).to_owned());
             Ok(GroupRow {
                 account_id: pool.name(k[0]).to_owned(),
                 region: pool.name(k[1]).to_owned(),
