@@ -141,6 +141,32 @@ impl PlanTable {
         t
     }
 
+    /// The table with the included credits the activity report gives per tier
+    /// (`Usage_Limit`, any spelling of the tier) in place of the configured ones, and each
+    /// plan where they differ: (plan name, configured, the report's).
+    pub fn with_allowances(
+        &self,
+        allowances: &std::collections::BTreeMap<String, Decimal>,
+    ) -> (Self, Vec<(String, Decimal, Decimal)>) {
+        let mut t = self.clone();
+        let mut differ = Vec::new();
+        for (tier, limit) in allowances {
+            let key = tier_key(tier);
+            let Some(p) = t
+                .plans
+                .iter_mut()
+                .find(|p| tier_key(&p.name) == key || tier_key(&p.usage_type_suffix) == key)
+            else {
+                continue;
+            };
+            if p.included_credits != *limit {
+                differ.push((p.name.clone(), p.included_credits, *limit));
+                p.included_credits = *limit;
+            }
+        }
+        (t, differ)
+    }
+
     /// Problems that make the table unusable, each naming the plan (key `plans`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.check().map_err(|m| ConfigError::key("plans", m))

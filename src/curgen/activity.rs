@@ -51,6 +51,16 @@ fn tier(usage_type: &str) -> Option<&'static str> {
     })
 }
 
+/// The credits a tier includes, as `Usage_Limit` gives them.
+fn allowance(tier: &str) -> u32 {
+    match tier {
+        "PRO_PLUS" => 2_000,
+        "PRO_MAX" => 5_000,
+        "POWER" => 10_000,
+        _ => 1_000,
+    }
+}
+
 /// Tiers from the lowest to the highest.
 const TIERS: [&str; 4] = ["PRO", "PRO_PLUS", "PRO_MAX", "POWER"];
 
@@ -272,7 +282,9 @@ impl ActivityLog {
                 let mut w = csv::WriterBuilder::new()
                     .quote_style(quote)
                     .from_path(folder.join(name))?;
-                w.write_record([
+                // Newer files carry the plan's allowance: the second account's, here.
+                let limit = first_account.as_deref() != Some(account.as_str());
+                let mut header = vec![
                     "Date",
                     "UserId",
                     "Client_Type",
@@ -287,9 +299,19 @@ impl ActivityLog {
                     "New_User",
                     "User_Email",
                     "claude_sonnet_4_messages",
-                ])?;
+                ];
+                if limit {
+                    header.push("Usage_Limit");
+                }
+                w.write_record(&header)?;
                 for r in chunk {
-                    w.write_record(r.iter().map(String::as_str).chain([r[10].as_str()]))?;
+                    let allowance = limit.then(|| allowance(&r[9]).to_string());
+                    w.write_record(
+                        r.iter()
+                            .map(String::as_str)
+                            .chain([r[10].as_str()])
+                            .chain(allowance.as_deref()),
+                    )?;
                 }
                 w.flush()?;
                 written += 1;

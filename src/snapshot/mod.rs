@@ -151,6 +151,14 @@ impl PeriodView {
     ) -> Self {
         assign_cost_centers(&mut allocation, &people.names);
         let plans = plans.with_fees(&allocation.learned_fees);
+        let plans = match &activity {
+            Some(a) => {
+                let (plans, differ) = plans.with_allowances(&a.allowances());
+                warn_allowances(differ);
+                plans
+            }
+            None => plans,
+        };
         let order = allocation.units_by_seat();
         let seat_cost_centers: HashMap<SeatRef<'_>, &str, foldhash::fast::RandomState> = order
             .chunk_by(same_seat)
@@ -229,6 +237,25 @@ impl PeriodView {
             .binary_search_by(|s| s.id.cmp(id))
             .ok()
             .map(|i| &self.seats[i])
+    }
+}
+
+/// Warns once per plan and pair of values that the activity report's `Usage_Limit` differs
+/// from the plan table, which then gives way to the report.
+fn warn_allowances(differ: Vec<(String, Decimal, Decimal)>) {
+    static WARNED: std::sync::Mutex<BTreeSet<(String, Decimal, Decimal)>> =
+        std::sync::Mutex::new(BTreeSet::new());
+    let mut warned = WARNED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for d in differ {
+        if warned.insert(d.clone()) {
+            let (plan, table, report) = d;
+            tracing::warn!(
+                plan = %plan,
+                "the activity report's Usage_Limit gives plan {plan} {report} included credits, the plan table {table}; the report's figure is used (correct [[plans]] to silence this)"
+            );
+        }
     }
 }
 

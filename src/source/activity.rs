@@ -6,7 +6,8 @@
 //! users). Columns begin `Date,UserId,Client_Type,Chat_Conversations,Credits_Used,Overage_Cap,
 //! Overage_Credits_Used,Overage_Enabled,ProfileId,Subscription_Tier,Total_Messages,New_User,
 //! User_Email` and go on with per-model message columns, which are ignored. Ids may be quoted;
-//! `User_Email` is not always filled. AWS's own Kiro dashboard reads it because in-plan credit
+//! `User_Email` is not always filled. Newer files carry `Usage_Limit`, the credits the user's
+//! plan includes: where present it is the seat's allowance, in place of the plan table's. AWS's own Kiro dashboard reads it because in-plan credit
 //! use does not always produce a billing record: "no credits lines" is not "unused".
 //!
 //! Reads are incremental: a day's file is parsed once and again only when its size or
@@ -84,6 +85,8 @@ pub struct UserActivity {
     pub tier: String,
     /// One e-mail per user: the latest non-empty one.
     pub email: String,
+    /// The latest `Usage_Limit` the report gave: the credits the user's plan includes.
+    pub usage_limit: Option<Decimal>,
 }
 
 /// The activity of a billing period, per seat (account, region, user): the report is written
@@ -110,6 +113,7 @@ struct Row {
     tier: String,
     messages: i64,
     email: String,
+    usage_limit: Option<Decimal>,
 }
 
 /// Columns the report must have.
@@ -156,6 +160,7 @@ fn parse(bytes: &[u8]) -> Result<Vec<Row>, String> {
         col("Total_Messages"),
         col("User_Email"),
     );
+    let limit = col("Usage_Limit");
     let mut rows = Vec::new();
     for (i, rec) in r.records().enumerate() {
         let line = i + 2;
@@ -187,6 +192,7 @@ fn parse(bytes: &[u8]) -> Result<Vec<Row>, String> {
                 .and_then(|v| v.parse::<f64>().ok())
                 .map_or(0, |v| v as i64),
             email: opt(email).unwrap_or_default(),
+            usage_limit: opt(limit).map(|v| dec(v, "Usage_Limit")).transpose()?,
         });
     }
     Ok(rows)
@@ -468,6 +474,9 @@ impl UserActivity {
             if r.overage_enabled.is_some() {
                 self.overage_enabled = r.overage_enabled;
             }
+            if r.usage_limit.is_some() {
+                self.usage_limit = r.usage_limit;
+            }
             if !r.tier.is_empty() {
                 self.tier = r.tier.clone();
             }
@@ -488,6 +497,7 @@ impl UserActivity {
         if newer || self.tier.is_empty() {
             self.overage_cap = other.overage_cap.or(self.overage_cap);
             self.overage_enabled = other.overage_enabled.or(self.overage_enabled);
+            self.usage_limit = other.usage_limit.or(self.usage_limit);
             if !other.tier.is_empty() {
                 self.tier = other.tier;
             }
@@ -500,6 +510,23 @@ impl UserActivity {
 }
 
 impl Activity {
+    /// Credits each tier includes as the report's `Usage_Limit` says, per tier as written: the
+    /// value most of the tier's users show (on a tie, the larger). Empty for files without it.
+    pub fn allowances(&self) -> BTreeMap<String, Decimal> {
+        let mut seen: BTreeMap<&str, BTreeMap<Decimal, usize>> = BTreeMap::new();
+        for u in self.users.values() {
+            if let Some(limit) = u.usage_limit.filter(|_| !u.tier.is_empty()) {
+                *seen.entry(&u.tier).or_default().entry(limit).or_default() += 1;
+            }
+        }
+        seen.into_iter()
+            .filter_map(|(tier, counts)| {
+                let (limit, _) = counts.into_iter().max_by_key(|&(l, n)| (n, l))?;
+                Some((tier.to_owned(), limit))
+            })
+            .collect()
+    }
+
     /// The same activity keyed by the bill's spelling of each user id: a report user whose id
     /// meets a seat's (account, region, [`join_key`]) takes the seat's id; two spellings of one
     /// user are summed. Users without a seat keep their own id.

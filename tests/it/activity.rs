@@ -330,6 +330,14 @@ async fn the_generator_writes_an_activity_report_the_reader_reads() {
             .any(|u| u.tier == "PRO_PLUS" || u.tier == "PRO_MAX")
     );
     assert!(a.users.keys().all(|(_, _, u)| !u.starts_with("d-")));
+    // Newer files carry the plan's allowance, older ones do not; it agrees with the plans.
+    assert!(a.users.values().any(|u| u.usage_limit.is_some()));
+    assert!(a.users.values().any(|u| u.usage_limit.is_none()));
+    let (_, differ) = PlanTable::default().with_allowances(&a.allowances());
+    assert!(
+        !a.allowances().is_empty() && differ.is_empty(),
+        "{differ:?}"
+    );
     let text = read_tree(&dir.path().join("activity/AWSLogs"));
     let prefix = format!("{}.", kiro_cost_exporter::curgen::activity::STORE);
     assert!(text.contains(&prefix), "no prefixed id");
@@ -567,4 +575,74 @@ async fn report_ids_in_any_spelling_meet_their_seats() {
         value(&m, "kiro_user_activity_credits_used", &seat_labels(ANA)),
         Some(30.0)
     );
+}
+
+/// `Usage_Limit`, the plan's allowance in newer report files, replaces the plan table's
+/// included credits for its tier: right-sizing and the seats' included credits follow it, and
+/// a report without the column leaves the table as configured.
+#[tokio::test]
+async fn the_reports_usage_limit_is_the_plans_allowance() {
+    let e = Export::write([
+        seat("u1", Some("A"), "ProMax", 1, 100.0),
+        credits("u1", Some("A"), 2, 1800.0, 0.0),
+        seat("u2", Some("A"), "ProPlus", 1, 40.0),
+    ]);
+    // A table that has Pro+ wrong: 1,000 included credits instead of 2,000.
+    let mut plans = PlanTable::default().plans().to_vec();
+    plans[1].included_credits = dec("1000");
+    let plans = PlanTable::new(plans);
+    let body = |limit: bool| {
+        let (h, l5, l2) = if limit {
+            (",Usage_Limit", ",5000", ",2000")
+        } else {
+            ("", "", "")
+        };
+        format!(
+            "{HEADER}{h}\n\
+             2026-10-02,u1,KIRO_IDE,2,1800,,0,false,p1,PRO_MAX,9,false,{l5}\n\
+             2026-10-02,u2,KIRO_IDE,1,10,,0,false,p1,PRO_PLUS,4,false,{l2}\n"
+        )
+    };
+    let view = |limit: bool| {
+        let e = &e;
+        let plans = &plans;
+        async move {
+            let act = tempfile::tempdir().unwrap();
+            let name = "KIRO_IDE_111122223333_user_report_202610020000.csv";
+            write_day(act.path(), 2, name, &body(limit));
+            let activity = ActivityReader::new(act.path())
+                .read(period("2026-10"))
+                .await;
+            assert!(activity.malformed.is_empty());
+            let a = e.allocate("2026-10").await.unwrap();
+            assert_reconciles(&a);
+            PeriodView::derive(
+                a,
+                Some(activity),
+                &Default::default(),
+                plans,
+                &SavingsSettings::default(),
+                utc(2026, 11, 3),
+            )
+        }
+    };
+    let advice = |v: &PeriodView, user: &str| {
+        let r = v.savings.recommendations.iter().find(|r| r.user_id == user);
+        r.map(|r| (r.recommended_plan.clone(), r.saving_usd))
+    };
+    let included = |v: &PeriodView, user: &str| {
+        let s = v.seats.iter().find(|s| s.id.user_id == user).unwrap();
+        s.included_credits
+    };
+    // Without the column the table decides: 1,800 credits are cheapest on Pro (20 + 800 × 0.04).
+    let table = view(false).await;
+    assert_eq!(advice(&table, "u1"), Some(("Pro".to_owned(), dec("48"))));
+    assert_eq!(included(&table, "u2"), Some(dec("1000")));
+    // With it, Pro+ includes 2,000 credits: $40 for the same use, $60 saved.
+    let report = view(true).await;
+    assert_eq!(advice(&report, "u1"), Some(("Pro+".to_owned(), dec("60"))));
+    assert_eq!(included(&report, "u2"), Some(dec("2000")));
+    assert_eq!(included(&report, "u1"), Some(dec("5000")));
+    assert_eq!(report.included_by_plan["Pro+"], dec("2000"));
+    assert_eq!(report.savings.total_usd, dec("80"));
 }

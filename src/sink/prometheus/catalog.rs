@@ -53,7 +53,7 @@ pub const DATA: &[Def] = &[
     ),
     Def::new(
         "kiro_user_credits_included",
-        "Credits included in the unit's plan per month (from the plan table; absent for a tier the table does not know).",
+        "Credits included in the unit's plan per month (the plan table's, or the activity report's Usage_Limit for the tier where it gives one; absent for a tier the table does not know).",
         UNIT_LABELS,
     ),
     Def::new(
