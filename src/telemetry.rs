@@ -283,6 +283,25 @@ impl SinkMetrics {
     }
 }
 
+/// `kiro_exporter_build_info`: the version, the commit built (`build.rs`), the compiler and
+/// the engine, as Prometheus' own exporters name their builds.
+fn build_info(r: &Registry, engine: &str) -> Result<(), TelemetryError> {
+    gauge_vec(
+        r,
+        "kiro_exporter_build_info",
+        "Build information: version, the commit built (revision), the compiler (rustc) and the engine; always 1.",
+        &["version", "revision", "rustc", "engine"],
+    )?
+    .with_label_values(&[
+        env!("CARGO_PKG_VERSION"),
+        env!("KIRO_EXPORTER_REVISION"),
+        env!("KIRO_EXPORTER_RUSTC"),
+        engine,
+    ])
+    .set(1.0);
+    Ok(())
+}
+
 impl Telemetry {
     /// `interval` is the configured refresh interval, published so that staleness alerts can
     /// compare the last success against it.
@@ -294,14 +313,7 @@ impl Telemetry {
             "Configured time between refreshes (refresh.interval).",
         )?
         .set(interval.as_secs_f64());
-        gauge_vec(
-            &r,
-            "kiro_exporter_build_info",
-            "Build information; always 1.",
-            &["version", "engine"],
-        )?
-        .with_label_values(&[env!("CARGO_PKG_VERSION"), engine])
-        .set(1.0);
+        build_info(&r, engine)?;
         let refreshes = counter_vec(
             &r,
             "kiro_exporter_refresh_total",

@@ -22,10 +22,20 @@ use kiro_cost_exporter::aws::AwsContext;
 use kiro_cost_exporter::config::{self, Settings};
 use kiro_cost_exporter::source::Engine;
 
+/// `--version`: the package version, the commit built and the compiler.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("KIRO_EXPORTER_REVISION"),
+    ", rustc ",
+    env!("KIRO_EXPORTER_RUSTC"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "kiro-cost-exporter",
-    version,
+    version = VERSION,
     about = "Kiro subscription costs per user and cost center, from the AWS CUR 2.0"
 )]
 pub struct Cli {

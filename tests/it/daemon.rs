@@ -207,6 +207,7 @@ async fn metrics_equal_query_output() {
         value(&m, "kiro_exporter_refresh_total", &[("result", "failure")]),
         Some(0.0)
     );
+    the_build_is_named(&m);
     // Every family has HELP and TYPE.
     let text = std::str::from_utf8(&plain.body).unwrap();
     let families: BTreeSet<&str> = m.keys().map(|(n, _)| n.as_str()).collect();
@@ -620,4 +621,29 @@ async fn per_user_series_can_be_switched_off_leaving_the_roll_ups() {
         Some(24.0)
     );
     assert_eq!(value(&m, "kiro_untagged_users", &p), Some(1.0));
+}
+
+/// `kiro_exporter_build_info` names the version, the commit the binary was built from and the
+/// compiler, as `--version` does.
+fn the_build_is_named(m: &std::collections::BTreeMap<Series, f64>) {
+    let (revision, rustc) = build_provenance();
+    let info: Vec<_> = m
+        .iter()
+        .filter(|((n, _), _)| n == "kiro_exporter_build_info")
+        .collect();
+    let [((_, labels), 1.0)] = info[..] else {
+        panic!("one kiro_exporter_build_info of 1: {info:?}");
+    };
+    assert_eq!(labels["revision"], revision);
+    assert_eq!(labels["rustc"], rustc);
+    assert_eq!(labels["version"], env!("CARGO_PKG_VERSION"));
+    assert!(!labels["engine"].is_empty());
+    let version = stdout(&run(&["--version"]));
+    assert_eq!(
+        version.trim(),
+        format!(
+            "kiro-cost-exporter {} (revision {revision}, rustc {rustc})",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
 }

@@ -2,7 +2,7 @@
 //! failing test leaves nothing running), and external programs the tests need.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
 /// Environment for a daemon that refreshes every second and retries after a second.
 pub const FAST: &[(&str, &str)] = &[
@@ -232,4 +232,27 @@ pub fn usage(pid: u32) -> std::io::Result<Usage> {
         peak_rss_bytes: bytes("VmHWM:"),
         fds,
     })
+}
+
+/// The commit of this checkout (`unknown` outside one) and the compiler's version: what the
+/// binary's build provenance must say.
+pub fn build_provenance() -> (String, String) {
+    let out = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let revision = std::env::var("KIRO_EXPORTER_REVISION")
+        .ok()
+        .filter(|r| !r.trim().is_empty())
+        .or_else(|| out("git", &["rev-parse", "HEAD"]))
+        .unwrap_or_else(|| "unknown".to_owned());
+    let rustc = out("rustc", &["--version"])
+        .and_then(|v| v.split_whitespace().nth(1).map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned());
+    (revision, rustc)
 }
