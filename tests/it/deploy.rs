@@ -441,23 +441,6 @@ fn lint_python() -> Option<PathBuf> {
     )
 }
 
-/// `config.toml` of the ConfigMap in `manifest` (a literal block under `data:`).
-fn configmap_toml(manifest: &str) -> String {
-    let mut lines = manifest
-        .lines()
-        .skip_while(|l| l.trim() != "config.toml: |")
-        .skip(1);
-    let mut out = String::new();
-    for l in lines.by_ref() {
-        if !l.is_empty() && !l.starts_with("    ") {
-            break;
-        }
-        out.push_str(l.strip_prefix("    ").unwrap_or(l));
-        out.push('\n');
-    }
-    out
-}
-
 #[test]
 fn the_kubernetes_manifests_validate_and_the_rules_are_generated() {
     // The PrometheusRule is the rules file, generated.
@@ -484,7 +467,7 @@ fn the_kubernetes_manifests_validate_and_the_rules_are_generated() {
     // The ConfigMap's settings are valid as the pod reads them, secrets from the Secret.
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, configmap_toml(&manifest)).unwrap();
+    std::fs::write(&config, literal_block(&manifest, "config.toml")).unwrap();
     let o = run_env(
         &["check-config", "--config", config.to_str().unwrap()],
         &[

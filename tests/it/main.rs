@@ -16,6 +16,7 @@ mod daemon;
 mod deploy;
 mod faults;
 mod fuzz;
+mod helm;
 mod identity;
 mod landing;
 mod layout;

@@ -48,3 +48,20 @@ pub fn retyped(good: &Path, column: &str, out: &Path) {
         .unwrap(),
     );
 }
+
+/// The block under `key: |` of a ConfigMap in a manifest, unindented.
+pub fn literal_block(rendered: &str, key: &str) -> String {
+    let mut out = String::new();
+    let mut lines = rendered
+        .lines()
+        .skip_while(|l| l.trim() != format!("{key}: |"))
+        .skip(1);
+    for l in lines.by_ref() {
+        if !l.is_empty() && !l.starts_with("    ") {
+            break;
+        }
+        out.push_str(l.strip_prefix("    ").unwrap_or(l));
+        out.push('\n');
+    }
+    out
+}
