@@ -1,7 +1,7 @@
 //! The fault matrix: faults injected into a running daemon (the real binary on loopback), each
 //! with the same checks: /metrics keeps serving the last good snapshot byte for byte, the
 //! failure shows in the exporter's own metrics and log, nothing is lost or sent twice, and the
-//! daemon recovers by itself when the fault clears. The README's fault table lists these cases.
+//! daemon recovers by itself when the fault clears. The fault table of docs/daemon.md lists these cases.
 //!
 //! - the CUR export: the folder vanishing, truncated, empty and foreign Parquet files, a
 //!   missing or retyped column;

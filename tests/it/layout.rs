@@ -1,4 +1,4 @@
-//! The code's shape, as the README's layout draws it: the top-level modules of `src/` import
+//! The code's shape, as docs/development.md draws it: the top-level modules of `src/` import
 //! one another without a cycle (`crate::` paths outside test modules), and nothing imports the
 //! configuration that composes the components' settings.
 

@@ -1,6 +1,6 @@
 //! Property: for generated exports of any seed, the engine's allocation equals a ledger kept in
 //! plain Rust from the generator's own rows, to 1e-6, field by field. The ledger applies the
-//! allocation rules on its own (README, "How costs are allocated"): category by operation,
+//! allocation rules on its own (docs/allocation.md): category by operation,
 //! ignored operations, seats per (account, region, user), the plan from seat-fee lines only.
 
 use std::collections::BTreeMap;

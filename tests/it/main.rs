@@ -14,6 +14,7 @@ mod cloudwatch;
 mod consistency;
 mod daemon;
 mod deploy;
+mod docs;
 mod faults;
 mod fuzz;
 mod helm;

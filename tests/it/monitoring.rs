@@ -103,7 +103,7 @@ fn rules_check_and_unit_tests_pass() {
 
 /// `rules --job … --grafana-url … --runbook-url …` renders rules that promtool accepts and that
 /// pass the shipped unit tests rewritten for the same job and addresses; every alert's runbook
-/// anchor is a README heading.
+/// anchor is a heading of docs/runbooks.md.
 #[test]
 fn rules_rendered_for_another_job_pass_the_same_tests() {
     let Some(promtool) = promtool() else { return };
@@ -111,7 +111,7 @@ fn rules_rendered_for_another_job_pass_the_same_tests() {
     let (job, grafana, runbook) = (
         "kiro-payer-b",
         "https://grafana.example.org",
-        "https://git.example.org/finops/kiro-cost-exporter/README.md",
+        "https://git.example.org/finops/kiro-cost-exporter/docs/runbooks.md",
     );
     let o = run_env(
         &[
@@ -136,7 +136,7 @@ fn rules_rendered_for_another_job_pass_the_same_tests() {
         .replace("var-job=kiro-cost-exporter", &format!("var-job={job}"))
         .replace("http://localhost:3000/d/", &format!("{grafana}/d/"))
         .replace(
-            "https://github.com/kiro-cost-exporter/kiro-cost-exporter/blob/main/README.md#",
+            "https://github.com/kiro-cost-exporter/kiro-cost-exporter/blob/main/docs/runbooks.md#",
             &format!("{runbook}#"),
         );
     assert_ne!(tests, shipped_tests);
@@ -165,14 +165,14 @@ fn rules_rendered_for_another_job_pass_the_same_tests() {
         .unwrap();
     assert!(!o.status.success(), "the job matcher selects nothing else");
 
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let runbooks = std::fs::read_to_string(root().join("docs/runbooks.md")).unwrap();
     for alert in rules
         .lines()
         .filter_map(|l| l.trim().strip_prefix("- alert: "))
     {
         assert!(
-            readme.contains(&format!("\n#### {alert}\n")),
-            "README has no runbook heading for {alert}"
+            runbooks.contains(&format!("\n## {alert}\n")),
+            "docs/runbooks.md has no heading for {alert}"
         );
         assert!(
             rules.contains(&format!("{runbook}#{}\"", alert.to_lowercase())),

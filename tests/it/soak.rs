@@ -1,7 +1,7 @@
 //! Soak: the real daemon under a bounded scrape load on loopback, refreshing every two seconds
 //! over an export that keeps changing (new files land in the month's partition, written aside
 //! and renamed in, as an export writer does), for `KIRO_EXPORTER_SOAK_SECS` seconds (20 by
-//! default, which `.ci/run` uses; the full soak is 300: see the README). Every scrape must be
+//! default, which `.ci/run` uses; the full soak is 300: see docs/quality.md). Every scrape must be
 //! complete, parse, reconcile and show one of the export's states; the daemon logs no warning
 //! or error; and its resident memory and open file descriptors stay flat once the export stops
 //! changing (the least of each in the last quarter against the quarter before it).

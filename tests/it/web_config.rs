@@ -468,7 +468,7 @@ fn server_behaviour_cases(pki: &Pki) -> Vec<Case> {
 fn our_cases(pki: &Pki) -> Vec<Case> {
     use Load::*;
     vec![
-        // Go accepts these; rustls has no CBC suites and no P-521 (README: deliberate
+        // Go accepts these; rustls has no CBC suites and no P-521 (docs/security.md: deliberate
         // differences), so they are refused by name rather than served differently.
         (
             "web_config_noAuth_allCiphers.good.yml",

@@ -130,7 +130,7 @@ fn write_value(out: &mut Vec<u8>, v: f64) {
 pub struct PrometheusSettings {
     /// Per-user series (cost, credits, activity, savings and `kiro_user_info`); false: the
     /// roll-ups only (per cost center, account, plan and period), for Prometheus tenants with a
-    /// series limit. The series count per setting is in the README.
+    /// series limit. The series count per setting is in docs/metrics.md.
     pub per_user: bool,
 }
 

@@ -2,7 +2,7 @@
 //! job name, Grafana or runbook location, or as a Prometheus Operator `PrometheusRule`.
 //!
 //! The file in the repository is the rendering with the defaults below; the job matcher, the
-//! Grafana address of the `dashboard` annotations and the README address of the `runbook_url`
+//! Grafana address of the `dashboard` annotations and the runbooks page of the `runbook_url`
 //! annotations each appear in it as one string, replaced here. A test keeps the Kubernetes
 //! manifest equal to `render` of the shipped file.
 
@@ -14,9 +14,9 @@ pub const SHIPPED: &str = include_str!("../../../alerts/kiro-cost-exporter.rules
 pub const DEFAULT_JOB: &str = "kiro-cost-exporter";
 /// Where the shipped `dashboard` annotations point (Grafana's own default address).
 pub const DEFAULT_GRAFANA_URL: &str = "http://localhost:3000";
-/// The README whose anchors the shipped `runbook_url` annotations name.
+/// The runbooks page whose anchors the shipped `runbook_url` annotations name.
 pub const DEFAULT_RUNBOOK_URL: &str =
-    "https://github.com/kiro-cost-exporter/kiro-cost-exporter/blob/main/README.md";
+    "https://github.com/kiro-cost-exporter/kiro-cost-exporter/blob/main/docs/runbooks.md";
 
 /// The two shapes the rules come in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

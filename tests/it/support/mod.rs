@@ -12,6 +12,7 @@ pub mod feishu;
 pub mod files;
 pub mod fixture;
 pub mod http;
+pub mod keys;
 pub mod process;
 
 pub use cur::*;
