@@ -370,7 +370,8 @@ struct SeatPlans {
 impl Allocation {
     /// Builds the allocation from the query's group rows (in any order): maps region keys to
     /// regions (merging the groups that name one region two ways), picks each seat's plan
-    /// from its latest seat-fee line, learns the plans' fees, and checks the books.
+    /// from the plans its groups picked (the latest, where one seat's lines name its region two
+    /// ways), learns the plans' fees, and checks the books.
     pub fn assemble(
         period: BillingPeriod,
         rows: Vec<GroupRow>,

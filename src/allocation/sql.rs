@@ -5,7 +5,8 @@
 //! each line to a user, a region and a cost center, classifies it (tax, seat fee, credits,
 //! other; [`render`] says how) and sums per (usage account, region, user, cost center) as
 //! DECIMAL(38, 10). Optional columns the export lacks are left out of the text. The files are scanned once:
-//! the plan (the usage type of a user's latest subscription line) is picked by a window over the
+//! the plan (the usage type of a seat's dearest seat-fee line in the month, the latest of equal
+//! ones: an upgrade re-rates the month at the higher tier) is picked by a window over the
 //! grouped rows, not by a second pass over the lines, since neither engine materialises a CTE
 //! that is read twice. The dialects differ only in
 //! the slots below: map access, the partition column's name and how parameters are written.
@@ -465,7 +466,7 @@ fn planned_and_result() -> String {
         FIRST_VALUE(sub_type) OVER (
             PARTITION BY account_id, region, user_id
             ORDER BY CASE WHEN sub_type IS NULL THEN 1 ELSE 0 END,
-                sub_start DESC NULLS LAST, sub_cost DESC NULLS LAST, sub_type DESC
+                sub_cost DESC NULLS LAST, sub_start DESC NULLS LAST, sub_type DESC
         ) AS plan_usage_type
     FROM grouped
 )

@@ -19,7 +19,8 @@ How the allocation reads the lines it prints:
      FlatRateSubscription with operation Credits, a usage type ending in -Credits, or pricing
      unit Credits (case-insensitive) is credits consumption; another FlatRateSubscription
      line is a seat fee; anything else is other. Its cost stays in the total either way.
-  2. Tier: from the seat's latest seat-fee line's usage type (…-KiroEnterprise-ProMax);
+  2. Tier: from the usage type (…-KiroEnterprise-ProMax) of the seat's dearest seat-fee
+     line in the month, the latest of equal ones (an upgrade re-rates the month);
      spellings are compared without case, '_', '-' or spaces (ProMax = PRO_MAX = Pro Max). A
      tier the plan table does not know is reported, never read as 0 included credits; fees
      are learned from full-month seat lines.

@@ -1242,17 +1242,17 @@ fn money(v: i128) -> Result<Decimal, ScanError> {
 }
 
 /// The result rows from the merged groups of a period's files (their strings in `pool`): each
-/// seat's plan (the usage type of its latest seat fee; then the dearer; then the greater
-/// name), then per (account, region, user, cost center) the sums, as the template's `planned`
+/// seat's plan (the usage type of its dearest seat fee, as the month is billed at the highest
+/// tier; then the latest; then the greater name), then per (account, region, user, cost center) the sums, as the template's `planned`
 /// window and final `SELECT`.
 pub fn combine(all: &Merged, pool: &Pool) -> Result<Vec<GroupRow>, ScanError> {
     // The plan of each seat (a fee slot per seat slot): the order of the window's ORDER BY
-    // (sub_start DESC NULLS LAST, sub_cost DESC NULLS LAST, sub_type DESC).
+    // (sub_cost DESC NULLS LAST, sub_start DESC NULLS LAST, sub_type DESC).
     let rank = |k: &SeatKey, f: &SeatFee| {
         (
             k.start.is_some(),
-            k.start,
             f.sub_cost,
+            k.start,
             pool.name(k.usage_type),
         )
     };

@@ -97,7 +97,7 @@ async fn user_moving_mid_month_is_split_by_line_tag() {
 }
 
 #[tokio::test]
-async fn upgrade_takes_the_latest_plan_and_keeps_the_refund() {
+async fn an_upgrade_takes_the_higher_plan_and_keeps_the_refund() {
     let mut refund = seat("u1", Some("CC-A"), "Pro", 1, -20.0);
     refund.line_type = "Refund";
     refund.usage_start = at(period("2026-10"), 12, 0);
@@ -113,6 +113,47 @@ async fn upgrade_takes_the_latest_plan_and_keeps_the_refund() {
         "0",
         "0",
         "200",
+    );
+}
+
+/// An upgrade re-rates the whole month at the higher tier, and a downgrade starts next month
+/// (shared/facts, "Mid-month changes"): the month's plan is the highest tier billed in it, even
+/// when a cheaper seat line comes later. u1: the higher tier's fee dated on the 1st (the month
+/// re-rated) and the lower tier's refund written as a negative seat line on the 12th; u2: a
+/// downgrade whose lower tier appears at no cost on the 20th. The scan and the SQL template
+/// (what Athena runs) agree on both.
+#[tokio::test]
+async fn the_months_plan_is_the_highest_tier_billed_even_before_a_later_cheaper_line() {
+    let mut refund = seat("u1", Some("CC-A"), "Pro", 12, -20.0);
+    refund.usage_amount = -1.0;
+    let e = Export::write([
+        seat("u1", Some("CC-A"), "Pro", 1, 20.0),
+        seat("u1", Some("CC-A"), "Power", 1, 200.0),
+        refund,
+        seat("u2", Some("CC-A"), "Power", 1, 200.0),
+        seat("u2", Some("CC-A"), "Pro", 20, 0.0),
+    ]);
+    let a = e.allocate("2026-10").await.unwrap();
+    check(
+        &a,
+        vec![
+            unit(ACCOUNT, "u1", "CC-A", "Power", "0", "200", "0", "0"),
+            unit(ACCOUNT, "u2", "CC-A", "Power", "0", "200", "0", "0"),
+        ],
+        "0",
+        "0",
+        "400",
+    );
+    let by_sql = kiro_cost_exporter::source::local::LocalSource::new(
+        e.path(),
+        AllocationSettings::default(),
+    )
+    .allocate_by_sql(period("2026-10"))
+    .await
+    .unwrap();
+    assert_eq!(
+        by_sql.units, a.units,
+        "the SQL template picks the same plans"
     );
 }
 
