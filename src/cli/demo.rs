@@ -40,9 +40,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let now = chrono::Utc::now();
     let current = BillingPeriod::containing(now);
     let base = data.unwrap_or_else(demo_cache_dir);
-    // v4: the activity report as Kiro writes it (client types, tiers, profile ARNs, prefixed
-    // ids, only days that have ended), and a directory of synthetic people.
-    let dir = base.join(format!("{current}-{users}users-v4"));
+    // v5: the activity report as Kiro writes it (client types, plugins, tiers, profile ARNs,
+    // prefixed ids, overage per profile, free-tier users, only days that have ended), and a
+    // directory of synthetic people.
+    let dir = base.join(format!("{current}-{users}users-v5"));
     if !dir.join("data").is_dir() {
         println!(
             "Generating a demo CUR export ({users} users, {} and {current} to date) in {} ...",

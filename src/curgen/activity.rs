@@ -1,10 +1,14 @@
 //! A Kiro user activity report to go with a generated export, for the demo and the tests.
 //!
 //! It follows the layout and columns Kiro writes (see [`crate::source::activity`]): one file a
-//! day per account, region and client (`KIRO_IDE`, `KIRO_CLI`), split into parts above 1,000
-//! users, ids quoted in one account's files and written as `d-<identity store>.<id>` in another
-//! region's, e-mails missing for some users, the seat's tier as the report spells it
-//! (`PRO_PLUS`), profile ids as ARNs. Each seat's daily credits are those of its credits lines in
+//! day per account, region and client (`KIRO_IDE`, `KIRO_CLI`, `PLUGIN`), split into parts
+//! above 1,000 users, ids quoted in one account's files and written as `d-<identity store>.<id>`
+//! in another region's, e-mails missing for some users, the seat's tier as the report spells it
+//! (`PRO_PLUS`), profile ids as ARNs. Overage is on in a profile whose bill charges overage:
+//! there `Overage_Credits_Used` is the day's overage and no cap is written; where it is off,
+//! `Overage_Enabled` is `false` and `Overage_Cap` holds the preset Kiro fills in (the plan's
+//! credits, 2,500 on Pro Max), which caps nothing. Each profile also shows one user on the
+//! `FREE` tier, whom the bill never names. Each seat's daily credits are those of its credits lines in
 //! the bill; some seats the bill shows no credits for used Kiro inside their plan all the same
 //! (AWS's own Kiro dashboard: in-plan use does not always produce a billing record). Only days
 //! that have ended are written: Kiro writes a day's report after it.
@@ -32,8 +36,10 @@ type Files = BTreeMap<(String, String, &'static str, NaiveDate), Vec<ReportRow>>
 /// What the report needs of the bill, gathered line by line.
 #[derive(Debug, Default)]
 pub struct ActivityLog {
-    /// (period, account, region, user) → day → credits.
-    seats: BTreeMap<(BillingPeriod, String, String, String), BTreeMap<NaiveDate, f64>>,
+    /// (period, account, region, user) → day → (credits, overage credits).
+    seats: BTreeMap<(BillingPeriod, String, String, String), BTreeMap<NaiveDate, (f64, f64)>>,
+    /// Accounts whose bill charges overage: overage is on in their profiles.
+    overage_on: std::collections::BTreeSet<String>,
     /// (period, account, region, user) → the report's spelling of the seat's tier.
     tiers: BTreeMap<(BillingPeriod, String, String, String), &'static str>,
     /// Days from this one on have not ended yet: not written.
@@ -70,12 +76,22 @@ fn higher(a: &'static str, b: &'static str) -> &'static str {
     if rank(b) > rank(a) { b } else { a }
 }
 
-/// The client a user works in: some in the CLI, most in the IDE.
+/// The client a user works in: some in the CLI, a few in an IDE plugin, most in the IDE.
 fn client(user: &str) -> &'static str {
-    if draw(user, 5) < 0.2 {
-        "KIRO_CLI"
+    match draw(user, 5) {
+        d if d < 0.2 => "KIRO_CLI",
+        d if d < 0.3 => "PLUGIN",
+        _ => "KIRO_IDE",
+    }
+}
+
+/// What Kiro writes as `Overage_Cap` for a tier while overage is off: a preset, not a cap
+/// (shared/facts: said to be the plan's credits; a real Pro Max row showed 2,500).
+fn preset_cap(tier: &str) -> u32 {
+    if tier == "PRO_MAX" {
+        2_500
     } else {
-        "KIRO_IDE"
+        allowance(tier)
     }
 }
 
@@ -117,6 +133,45 @@ pub struct Synthetic {
     pub user_name: String,
     pub display_name: String,
     pub email: String,
+}
+
+/// One user's day, as a report row is made of it.
+struct Row<'a> {
+    day: NaiveDate,
+    id: &'a str,
+    client: &'static str,
+    credits: f64,
+    overage: f64,
+    overage_on: bool,
+    tier: &'a str,
+    email: &'a str,
+}
+
+impl Row<'_> {
+    fn record(&self, account: &str, region: &str) -> ReportRow {
+        let round = |v: f64| (v * 100.0).round() / 100.0;
+        let (credits, overage) = (round(self.credits), round(self.overage));
+        let cap = if self.overage_on || self.tier == "FREE" {
+            String::new()
+        } else {
+            format!("{}.0", preset_cap(self.tier))
+        };
+        [
+            self.day.format("%Y-%m-%d").to_string(),
+            self.id.to_owned(),
+            self.client.to_owned(),
+            "1".to_owned(),
+            format!("{credits}"),
+            cap,
+            format!("{overage}"),
+            self.overage_on.to_string(),
+            format!("arn:aws:codewhisperer:{region}:{account}:profile/KIROPROFILE01"),
+            self.tier.to_owned(),
+            format!("{}", (credits / 2.0).ceil() as i64),
+            "false".to_owned(),
+            self.email.to_owned(),
+        ]
+    }
 }
 
 impl ActivityLog {
@@ -190,7 +245,13 @@ impl ActivityLog {
         }
         let days = self.seats.entry(key).or_default();
         if l.line_type == "Usage" && l.operation == "Credits" {
-            *days.entry(l.usage_start.date_naive()).or_default() += l.usage_amount;
+            let day = days.entry(l.usage_start.date_naive()).or_default();
+            day.0 += l.usage_amount;
+            if l.unblended_cost > 0.0 {
+                // Priced per credit: the line's overage credits.
+                day.1 += l.unblended_cost / super::OVERAGE_USD_PER_CREDIT;
+                self.overage_on.insert(l.account_id.clone());
+            }
         }
     }
 
@@ -209,7 +270,7 @@ impl ActivityLog {
                     if let Some(day) =
                         NaiveDate::from_ymd_opt(period.start().year(), period.start().month(), d)
                     {
-                        days.insert(day, 20.0);
+                        days.insert(day, (20.0, 0.0));
                     }
                 }
             }
@@ -225,29 +286,60 @@ impl ActivityLog {
             };
             let tier = self.tiers.get(key).copied().unwrap_or("PRO");
             let client = client(user);
-            for (day, credits) in days.into_iter().filter(|(d, _)| ended(d)) {
-                let credits = (credits * 100.0).round() / 100.0;
+            let overage_on = self.overage_on.contains(account);
+            for (day, (credits, overage)) in days.into_iter().filter(|(d, _)| ended(d)) {
+                let row = Row {
+                    day,
+                    id: &id,
+                    client,
+                    credits,
+                    overage,
+                    overage_on,
+                    tier,
+                    email: &email,
+                };
                 files
                     .entry((account.clone(), region.clone(), client, day))
                     .or_default()
-                    .push([
-                        day.format("%Y-%m-%d").to_string(),
-                        id.clone(),
-                        client.to_owned(),
-                        "1".to_owned(),
-                        format!("{credits}"),
-                        "".to_owned(),
-                        "0".to_owned(),
-                        "true".to_owned(),
-                        format!("arn:aws:codewhisperer:{region}:{account}:profile/KIROPROFILE01"),
-                        tier.to_owned(),
-                        format!("{}", (credits / 2.0).ceil() as i64),
-                        "false".to_owned(),
-                        email.clone(),
-                    ]);
+                    .push(row.record(account, region));
             }
         }
+        self.free_users(&mut files, &ended);
         files
+    }
+
+    /// One user on the `FREE` tier per profile, on the profile's first two report days of
+    /// each month: the report shows them, the bill never does.
+    fn free_users(&self, files: &mut Files, ended: &dyn Fn(&NaiveDate) -> bool) {
+        let mut firsts: BTreeMap<(String, String, u32), Vec<NaiveDate>> = BTreeMap::new();
+        for (account, region, _, day) in files.keys() {
+            let month = day.year() as u32 * 12 + day.month();
+            let days = firsts
+                .entry((account.clone(), region.clone(), month))
+                .or_default();
+            if days.len() < 2 && !days.contains(day) {
+                days.push(*day);
+            }
+        }
+        for ((account, region, _), days) in firsts {
+            let id = format!("f7ee0000-0000-4000-8000-{account}");
+            for day in days.into_iter().filter(|d| ended(d)) {
+                let row = Row {
+                    day,
+                    id: &id,
+                    client: "KIRO_IDE",
+                    credits: 12.5,
+                    overage: 0.0,
+                    overage_on: false,
+                    tier: "FREE",
+                    email: "",
+                };
+                files
+                    .entry((account.clone(), region.clone(), "KIRO_IDE", day))
+                    .or_default()
+                    .push(row.record(&account, &region));
+            }
+        }
     }
 
     /// Writes the report under `dir` (the folder that then holds `AWSLogs/`).
@@ -305,7 +397,10 @@ impl ActivityLog {
                 }
                 w.write_record(&header)?;
                 for r in chunk {
-                    let allowance = limit.then(|| allowance(&r[9]).to_string());
+                    let allowance = limit.then(|| match r[9].as_str() {
+                        "FREE" => String::new(),
+                        tier => allowance(tier).to_string(),
+                    });
                     w.write_record(
                         r.iter()
                             .map(String::as_str)

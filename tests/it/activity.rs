@@ -323,7 +323,7 @@ async fn the_generator_writes_an_activity_report_the_reader_reads() {
         .values()
         .flat_map(|u| u.messages.keys().map(String::as_str))
         .collect();
-    assert_eq!(clients, BTreeSet::from(["KIRO_CLI", "KIRO_IDE"]));
+    assert_eq!(clients, BTreeSet::from(["KIRO_CLI", "KIRO_IDE", "PLUGIN"]));
     assert!(
         a.users
             .values()
@@ -346,6 +346,34 @@ async fn the_generator_writes_an_activity_report_the_reader_reads() {
         "profile ids are ARNs"
     );
     assert!(!text.contains(",IDE,") && !text.contains(",CLI,"));
+    // Overage on where the bill charges it (the day's overage credits, no cap), off in the
+    // account without overage (a preset cap that caps nothing, so none is kept).
+    let on: Vec<_> = a
+        .users
+        .values()
+        .filter(|u| u.overage_enabled == Some(true))
+        .collect();
+    let off: Vec<_> = a
+        .users
+        .values()
+        .filter(|u| u.overage_enabled == Some(false))
+        .collect();
+    assert!(!on.is_empty() && !off.is_empty());
+    assert!(
+        on.iter()
+            .any(|u| u.overage_credits_used > rust_decimal::Decimal::ZERO)
+    );
+    assert!(
+        off.iter()
+            .all(|u| u.overage_credits_used == rust_decimal::Decimal::ZERO)
+    );
+    assert!(
+        text.contains(",1000.0,0,false,"),
+        "a preset cap where overage is off"
+    );
+    // A user on the free tier in each profile, whom the bill never names.
+    assert!(text.contains(",FREE,"));
+    assert!(a.users.values().any(|u| u.tier == "FREE"));
 }
 
 /// Every file under `dir`, concatenated.
