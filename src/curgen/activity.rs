@@ -33,11 +33,14 @@ type ReportRow = [String; 13];
 /// The report's files: (account, region, client, day) → rows.
 type Files = BTreeMap<(String, String, &'static str, NaiveDate), Vec<ReportRow>>;
 
+/// A seat in a month: (period, account, region, user).
+type SeatMonth = (BillingPeriod, String, String, String);
+
 /// What the report needs of the bill, gathered line by line.
 #[derive(Debug, Default)]
 pub struct ActivityLog {
     /// (period, account, region, user) → day → (credits, overage credits).
-    seats: BTreeMap<(BillingPeriod, String, String, String), BTreeMap<NaiveDate, (f64, f64)>>,
+    seats: BTreeMap<SeatMonth, BTreeMap<NaiveDate, (f64, f64)>>,
     /// Accounts whose bill charges overage: overage is on in their profiles.
     overage_on: std::collections::BTreeSet<String>,
     /// (period, account, region, user) → the report's spelling of the seat's tier.
