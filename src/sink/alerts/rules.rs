@@ -63,15 +63,20 @@ impl Measure {
         }
     }
 
-    /// How a value is shown: money with 2 decimals, a ratio as a percentage, counts as is.
+    /// How a value is shown, as the report card and the landing page write it
+    /// ([`crate::locale`]): money as currency (`$1,234.50`), a ratio as a percentage, counts and
+    /// credits grouped (`12,345 credits`).
     pub fn format(self, v: f64) -> String {
+        use crate::locale::{money, percent, quantity};
+        let d = rust_decimal::Decimal::from_f64_retain(v).unwrap_or_default();
+        let whole = |d: rust_decimal::Decimal| {
+            d.round_dp_with_strategy(0, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
+        };
         match self {
-            Self::CostUsd | Self::OverageUsd | Self::ForecastUsd | Self::SavingsUsd => {
-                format!("${v:.2}")
-            }
-            Self::CreditsUsedRatio => format!("{:.0}%", v * 100.0),
-            Self::CreditsUsed => format!("{v:.0} credits"),
-            Self::UntaggedUsers | Self::DuplicateSubscriptions => format!("{v:.0}"),
+            Self::CostUsd | Self::OverageUsd | Self::ForecastUsd | Self::SavingsUsd => money(d),
+            Self::CreditsUsedRatio => percent(d),
+            Self::CreditsUsed => format!("{} credits", quantity(whole(d))),
+            Self::UntaggedUsers | Self::DuplicateSubscriptions => quantity(whole(d)),
         }
     }
 }
@@ -496,4 +501,19 @@ pub fn default_rules() -> Vec<Rule> {
             )
         },
     ]
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::Measure;
+
+    #[test]
+    fn values_are_written_as_the_report_and_the_landing_page_write_them() {
+        assert_eq!(Measure::CostUsd.format(1234.5), "$1,234.50");
+        assert_eq!(Measure::SavingsUsd.format(-207.6), "-$207.60");
+        assert_eq!(Measure::OverageUsd.format(0.01), "$0.01");
+        assert_eq!(Measure::CreditsUsedRatio.format(0.805), "81%");
+        assert_eq!(Measure::CreditsUsed.format(12_345.4), "12,345 credits");
+        assert_eq!(Measure::UntaggedUsers.format(1_200.0), "1,200");
+    }
 }
