@@ -8,12 +8,12 @@
 //! there `Overage_Credits_Used` is the day's overage and no cap is written; where it is off,
 //! `Overage_Enabled` is `false` and `Overage_Cap` holds the preset Kiro fills in (the plan's
 //! credits, 2,500 on Pro Max), which caps nothing. Each profile also shows one user on the
-//! `FREE` tier, whom the bill never names. Each seat's daily credits are those of its credits lines in
-//! the bill; some seats the bill shows no credits for used Kiro inside their plan all the same
+//! `FREE` tier, whom the bill never names. Each seat's daily credits are those of its credits
+//! lines in the bill; some seats the bill shows no credits for used Kiro inside their plan all the same
 //! (AWS's own Kiro dashboard: in-plan use does not always produce a billing record). Only days
 //! that have ended are written: Kiro writes a day's report after it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
@@ -42,9 +42,9 @@ pub struct ActivityLog {
     /// (period, account, region, user) → day → (credits, overage credits).
     seats: BTreeMap<SeatMonth, BTreeMap<NaiveDate, (f64, f64)>>,
     /// Accounts whose bill charges overage: overage is on in their profiles.
-    overage_on: std::collections::BTreeSet<String>,
+    overage_on: BTreeSet<String>,
     /// (period, account, region, user) → the report's spelling of the seat's tier.
-    tiers: BTreeMap<(BillingPeriod, String, String, String), &'static str>,
+    tiers: BTreeMap<SeatMonth, &'static str>,
     /// Days from this one on have not ended yet: not written.
     until: Option<NaiveDate>,
 }
@@ -60,14 +60,16 @@ fn tier(usage_type: &str) -> Option<&'static str> {
     })
 }
 
-/// The credits a tier includes, as `Usage_Limit` gives them.
-fn allowance(tier: &str) -> u32 {
-    match tier {
+/// The credits a tier includes, as `Usage_Limit` gives them; none on the free tier, whose
+/// rows leave it (and the overage cap) empty.
+fn allowance(tier: &str) -> Option<u32> {
+    Some(match tier {
         "PRO_PLUS" => 2_000,
         "PRO_MAX" => 5_000,
         "POWER" => 10_000,
+        "FREE" => return None,
         _ => 1_000,
-    }
+    })
 }
 
 /// Tiers from the lowest to the highest.
@@ -90,9 +92,9 @@ fn client(user: &str) -> &'static str {
 
 /// What Kiro writes as `Overage_Cap` for a tier while overage is off: a preset, not a cap
 /// (shared/facts: said to be the plan's credits; a real Pro Max row showed 2,500).
-fn preset_cap(tier: &str) -> u32 {
+fn preset_cap(tier: &str) -> Option<u32> {
     if tier == "PRO_MAX" {
-        2_500
+        Some(2_500)
     } else {
         allowance(tier)
     }
@@ -151,14 +153,22 @@ struct Row<'a> {
 }
 
 impl Row<'_> {
+    /// Adds the row to its file: the profile's (`account`, `region`) report of its client and day.
+    fn add_to(&self, files: &mut Files, account: &str, region: &str) {
+        files
+            .entry((account.to_owned(), region.to_owned(), self.client, self.day))
+            .or_default()
+            .push(self.record(account, region));
+    }
+
     fn record(&self, account: &str, region: &str) -> ReportRow {
         let round = |v: f64| (v * 100.0).round() / 100.0;
         let (credits, overage) = (round(self.credits), round(self.overage));
-        let cap = if self.overage_on || self.tier == "FREE" {
-            String::new()
-        } else {
-            format!("{}.0", preset_cap(self.tier))
-        };
+        let cap = (!self.overage_on)
+            .then(|| preset_cap(self.tier))
+            .flatten()
+            .map(|c| format!("{c}.0"))
+            .unwrap_or_default();
         [
             self.day.format("%Y-%m-%d").to_string(),
             self.id.to_owned(),
@@ -174,6 +184,35 @@ impl Row<'_> {
             "false".to_owned(),
             self.email.to_owned(),
         ]
+    }
+}
+
+/// One user on the `FREE` tier per profile, on the profile's first two report days of each
+/// month (days the report already holds, so only days that have ended): the report shows
+/// them, the bill never does.
+fn free_users(files: &mut Files) {
+    let mut days: BTreeMap<(String, String, (i32, u32)), BTreeSet<NaiveDate>> = BTreeMap::new();
+    for (account, region, _, day) in files.keys() {
+        let month = (day.year(), day.month());
+        days.entry((account.clone(), region.clone(), month))
+            .or_default()
+            .insert(*day);
+    }
+    for ((account, region, _), days) in days {
+        let id = format!("f7ee0000-0000-4000-8000-{account}");
+        for day in days.into_iter().take(2) {
+            let row = Row {
+                day,
+                id: &id,
+                client: "KIRO_IDE",
+                credits: 12.5,
+                overage: 0.0,
+                overage_on: false,
+                tier: "FREE",
+                email: "",
+            };
+            row.add_to(files, &account, &region);
+        }
     }
 }
 
@@ -301,48 +340,11 @@ impl ActivityLog {
                     tier,
                     email: &email,
                 };
-                files
-                    .entry((account.clone(), region.clone(), client, day))
-                    .or_default()
-                    .push(row.record(account, region));
+                row.add_to(&mut files, account, region);
             }
         }
-        self.free_users(&mut files, &ended);
+        free_users(&mut files);
         files
-    }
-
-    /// One user on the `FREE` tier per profile, on the profile's first two report days of
-    /// each month: the report shows them, the bill never does.
-    fn free_users(&self, files: &mut Files, ended: &dyn Fn(&NaiveDate) -> bool) {
-        let mut firsts: BTreeMap<(String, String, u32), Vec<NaiveDate>> = BTreeMap::new();
-        for (account, region, _, day) in files.keys() {
-            let month = day.year() as u32 * 12 + day.month();
-            let days = firsts
-                .entry((account.clone(), region.clone(), month))
-                .or_default();
-            if days.len() < 2 && !days.contains(day) {
-                days.push(*day);
-            }
-        }
-        for ((account, region, _), days) in firsts {
-            let id = format!("f7ee0000-0000-4000-8000-{account}");
-            for day in days.into_iter().filter(|d| ended(d)) {
-                let row = Row {
-                    day,
-                    id: &id,
-                    client: "KIRO_IDE",
-                    credits: 12.5,
-                    overage: 0.0,
-                    overage_on: false,
-                    tier: "FREE",
-                    email: "",
-                };
-                files
-                    .entry((account.clone(), region.clone(), "KIRO_IDE", day))
-                    .or_default()
-                    .push(row.record(&account, &region));
-            }
-        }
     }
 
     /// Writes the report under `dir` (the folder that then holds `AWSLogs/`).
@@ -400,10 +402,8 @@ impl ActivityLog {
                 }
                 w.write_record(&header)?;
                 for r in chunk {
-                    let allowance = limit.then(|| match r[9].as_str() {
-                        "FREE" => String::new(),
-                        tier => allowance(tier).to_string(),
-                    });
+                    let allowance =
+                        limit.then(|| allowance(&r[9]).map(|a| a.to_string()).unwrap_or_default());
                     w.write_record(
                         r.iter()
                             .map(String::as_str)
