@@ -13,7 +13,8 @@ pub struct RulesArgs {
     /// Grafana's address, for the `dashboard` annotations.
     #[arg(long, value_name = "URL", default_value = rules::DEFAULT_GRAFANA_URL)]
     grafana_url: String,
-    /// The runbooks page (`docs/runbooks.md`, or your copy of it) whose anchors the `runbook_url` annotations name.
+    /// The runbooks page (`docs/runbooks.md`, or your copy of it) whose anchors the
+    /// `runbook_url` annotations name.
     #[arg(long, value_name = "URL", default_value = rules::DEFAULT_RUNBOOK_URL)]
     runbook_url: String,
     /// `prometheus` (a rule file) or `prometheus-rule` (a Prometheus Operator resource).

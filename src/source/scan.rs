@@ -1243,8 +1243,8 @@ fn money(v: i128) -> Result<Decimal, ScanError> {
 
 /// The result rows from the merged groups of a period's files (their strings in `pool`): each
 /// seat's plan (the usage type of its dearest seat fee, as the month is billed at the highest
-/// tier; then the latest; then the greater name), then per (account, region, user, cost center) the sums, as the template's `planned`
-/// window and final `SELECT`.
+/// tier; then the latest; then the greater name), then per (account, region, user, cost
+/// center) the sums, as the template's `planned` window and final `SELECT`.
 pub fn combine(all: &Merged, pool: &Pool) -> Result<Vec<GroupRow>, ScanError> {
     // The plan of each seat (a fee slot per seat slot): the order of the window's ORDER BY
     // (sub_cost DESC NULLS LAST, sub_start DESC NULLS LAST, sub_type DESC).
