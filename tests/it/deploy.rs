@@ -7,10 +7,6 @@ use std::process::Command;
 
 use crate::support::*;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// A file of the repository, or the `.rs` files of a folder one after the other.
 fn read(path: &str) -> String {
     let full = root().join(path);
@@ -413,12 +409,7 @@ fn every_iam_policy_passes_parliament_without_findings() {
     let Some(parliament) = parliament() else {
         return;
     };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("deploy/iam"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
+    let files = repo_files("deploy/iam", ".json");
     assert!(files.len() >= 10, "{files:?}");
     for f in &files {
         let findings = lint_policy(&parliament, &std::fs::read(f).unwrap());

@@ -8,64 +8,42 @@ use std::path::{Path, PathBuf};
 use kiro_cost_exporter::config::Settings;
 
 use crate::support::keys::accepted_keys;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use crate::support::{repo_files, root};
 
 /// README.md, CHANGELOG.md and every page under docs/.
 fn pages() -> Vec<PathBuf> {
     let mut out = vec![root().join("README.md"), root().join("CHANGELOG.md")];
-    let mut docs: Vec<PathBuf> = std::fs::read_dir(root().join("docs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "md"))
-        .collect();
-    docs.sort();
-    out.extend(docs);
+    out.extend(repo_files("docs", ".md"));
     out
+}
+
+/// The lines outside fenced code blocks (the fences' own lines excluded).
+fn unfenced(text: &str) -> impl Iterator<Item = &str> {
+    let mut fenced = false;
+    text.lines().filter(move |line| {
+        let fence = line.trim_start().starts_with("```");
+        fenced ^= fence;
+        !fence && !fenced
+    })
 }
 
 /// The lines outside fenced code blocks, with inline code spans removed.
 fn prose(text: &str) -> Vec<String> {
-    let mut fenced = false;
-    let mut out = Vec::new();
-    for line in text.lines() {
-        if line.trim_start().starts_with("```") {
-            fenced = !fenced;
-            continue;
-        }
-        if !fenced {
-            let parts: Vec<&str> = line.split('`').collect();
-            out.push(
-                parts
-                    .iter()
-                    .step_by(2)
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join(""),
-            );
-        }
-    }
-    out
+    unfenced(text)
+        .map(|line| line.split('`').step_by(2).collect::<String>())
+        .collect()
 }
 
 /// GitHub's anchors for a page's headings: lower case, punctuation dropped, spaces as
 /// hyphens, a repeated one numbered.
 fn anchors(text: &str) -> BTreeSet<String> {
-    let mut fenced = false;
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut out = BTreeSet::new();
-    for line in text.lines() {
-        if line.trim_start().starts_with("```") {
-            fenced = !fenced;
-        }
-        let Some(heading) = (!fenced)
-            .then(|| line.trim_start_matches('#'))
-            .filter(|h| h.len() < line.len() && h.starts_with(' '))
-        else {
+    for line in unfenced(text) {
+        let heading = line.trim_start_matches('#');
+        if heading.len() == line.len() || !heading.starts_with(' ') {
             continue;
-        };
+        }
         let slug: String = heading
             .trim()
             .to_lowercase()
@@ -260,38 +238,46 @@ fn default_at<'a>(defaults: &'a toml::Table, path: &str) -> Option<&'a toml::Val
     Some(value)
 }
 
+/// The defaults the reference writes for keys outside arrays of tables: the key, the text as
+/// written, and its value as TOML.
+fn documented_defaults() -> Vec<(String, String, toml::Value)> {
+    let text = std::fs::read_to_string(root().join("docs/configuration.md")).unwrap();
+    documented(&text)
+        .into_iter()
+        .filter_map(|(key, written)| {
+            let written = written.filter(|_| !key.contains("[]"))?;
+            let parsed: toml::Table = toml::from_str(&format!("v = {written}"))
+                .unwrap_or_else(|e| panic!("{key}: the default `{written}` is not TOML: {e}"));
+            let value = parsed["v"].clone();
+            Some((key, written, value))
+        })
+        .collect()
+}
+
 #[test]
 fn the_configuration_references_defaults_are_the_settings_defaults() {
     let defaults = toml::Table::try_from(Settings::default()).unwrap();
-    let text = std::fs::read_to_string(root().join("docs/configuration.md")).unwrap();
-    let mut checked = 0;
-    for (key, written) in documented(&text) {
-        let Some(written) = written.filter(|_| !key.contains("[]")) else {
-            continue;
-        };
-        let parsed: toml::Table = toml::from_str(&format!("v = {written}"))
-            .unwrap_or_else(|e| panic!("{key}: the default `{written}` is not TOML: {e}"));
-        let actual = default_at(&defaults, &key).unwrap_or_else(|| panic!("{key} has no default"));
+    let documented = documented_defaults();
+    for (key, written, value) in &documented {
+        let actual = default_at(&defaults, key).unwrap_or_else(|| panic!("{key} has no default"));
         assert_eq!(
-            &parsed["v"], actual,
+            value, actual,
             "{key}: docs/configuration.md says `{written}`"
         );
-        checked += 1;
     }
-    assert!(checked > 80, "only {checked} defaults checked");
+    assert!(
+        documented.len() > 80,
+        "only {} defaults checked",
+        documented.len()
+    );
 }
 
 /// What the reference says reaches the daemon: a file setting every scalar key it documents to
-/// its documented default loads, and `check-config` prints the same settings as without it.
+/// its documented default loads, and gives the default settings.
 #[test]
 fn the_documented_defaults_load_as_a_configuration() {
-    let text = std::fs::read_to_string(root().join("docs/configuration.md")).unwrap();
     let mut file = toml::Table::new();
-    for (key, written) in documented(&text) {
-        let Some(written) = written.filter(|_| !key.contains("[]")) else {
-            continue;
-        };
-        let value: toml::Table = toml::from_str(&format!("v = {written}")).unwrap();
+    for (key, _, value) in documented_defaults() {
         let mut table = &mut file;
         let parts: Vec<&str> = key.split('.').collect();
         for part in &parts[..parts.len() - 1] {
@@ -301,7 +287,7 @@ fn the_documented_defaults_load_as_a_configuration() {
                 .as_table_mut()
                 .unwrap();
         }
-        table.insert(parts[parts.len() - 1].to_owned(), value["v"].clone());
+        table.insert(parts[parts.len() - 1].to_owned(), value);
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("documented.toml");

@@ -11,10 +11,6 @@ use crate::support::*;
 
 const CHART: &str = "deploy/helm/kiro-cost-exporter";
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// Helm as `.ci/run` installs it (from the npm package carrying it, under `target/helm/`).
 fn helm() -> Option<PathBuf> {
     external(

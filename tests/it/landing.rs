@@ -15,10 +15,6 @@ use serde_json::Value;
 use crate::support::fixture::write_settings;
 use crate::support::*;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn chromium() -> Option<PathBuf> {
     external(
         "chromium (Debian package chromium)",

@@ -17,10 +17,6 @@ use kiro_cost_exporter::curgen::GenSpec;
 use crate::support::fixture::Setup;
 use crate::support::*;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn promtool() -> Option<PathBuf> {
     external(
         "promtool (Debian package prometheus)",
@@ -40,17 +36,6 @@ fn grafana_schema() -> Option<PathBuf> {
     Some(dir)
 }
 
-fn files(dir: &str, suffix: &str) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with(suffix))
-        .collect();
-    out.sort();
-    assert!(!out.is_empty(), "no {suffix} files in {dir}");
-    out
-}
-
 fn run_ok(cmd: &mut Command) -> String {
     let o = cmd.output().unwrap();
     let text = format!(
@@ -65,7 +50,7 @@ fn run_ok(cmd: &mut Command) -> String {
 #[test]
 fn rules_check_and_unit_tests_pass() {
     let Some(promtool) = promtool() else { return };
-    let rules = files("alerts", ".rules.yml");
+    let rules = repo_files("alerts", ".rules.yml");
     let out = run_ok(
         Command::new(&promtool)
             .arg("check")
@@ -73,7 +58,7 @@ fn rules_check_and_unit_tests_pass() {
             .args(&rules),
     );
     assert!(out.contains("SUCCESS"), "{out}");
-    let tests = files("alerts/tests", ".test.yml");
+    let tests = repo_files("alerts/tests", ".test.yml");
     let out = run_ok(
         Command::new(&promtool)
             .arg("test")
@@ -200,7 +185,7 @@ fn alertmanager_example_is_valid() {
 #[test]
 fn dashboards_type_check_against_grafana_schema() {
     let Some(dir) = grafana_schema() else { return };
-    let dashboards = files("dashboards", ".json");
+    let dashboards = repo_files("dashboards", ".json");
     let work = tempfile::Builder::new()
         .prefix("check-")
         .tempdir_in(&dir)
@@ -596,7 +581,7 @@ fn first_value(v: &serde_json::Value) -> f64 {
 async fn every_dashboard_query_returns_data(base: &str, daemon: &Daemon, twin: &Daemon) {
     let mut checked = BTreeSet::new();
     for instance in [daemon.addr.to_string(), twin.addr.to_string()] {
-        for d in files("dashboards", ".json") {
+        for d in repo_files("dashboards", ".json") {
             let dash: serde_json::Value =
                 serde_json::from_str(&std::fs::read_to_string(&d).unwrap()).unwrap();
             for q in dashboard_queries(&dash) {

@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 
-use crate::support::{LoopbackServer, external, free_port};
+use crate::support::{LoopbackServer, external, free_port, root};
 
 pub const REGION: &str = "us-east-1";
 /// The secret access key the binary gets; it must never show in its output.
@@ -41,10 +41,6 @@ pub fn aws_env() -> Vec<(&'static str, &'static str)> {
             "/nonexistent/aws-credentials",
         ),
     ]
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Which emulator.

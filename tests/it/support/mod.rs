@@ -14,8 +14,10 @@ pub mod fixture;
 pub mod http;
 pub mod keys;
 pub mod process;
+pub mod repo;
 
 pub use cur::*;
 pub use files::*;
 pub use http::*;
 pub use process::*;
+pub use repo::*;
