@@ -151,6 +151,7 @@ async fn the_months_plan_is_the_highest_tier_billed_even_before_a_later_cheaper_
     .allocate_by_sql(period("2026-10"))
     .await
     .unwrap();
+    assert_reconciles(&by_sql);
     assert_eq!(
         by_sql.units, a.units,
         "the SQL template picks the same plans"
