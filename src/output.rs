@@ -216,7 +216,7 @@ fn summary_json(view: &PeriodView) -> Value {
             v
         })
         .collect();
-    json!({
+    let mut v = json!({
         "billing_period": a.period.to_string(),
         "tax_usd": number(a.tax_usd),
         "unattributed_usd": number(a.unattributed_usd),
@@ -224,6 +224,51 @@ fn summary_json(view: &PeriodView) -> Value {
         "untagged_users": view.untagged_users,
         "duplicate_subscriptions": view.duplicate_subscriptions,
         "cost_centers": cost_centers,
+    });
+    if a.q_developer.read {
+        v["q_developer"] = q_developer_json(&a.q_developer);
+    }
+    v
+}
+
+/// The period's Q Developer Pro seats: apart from every Kiro figure, with their own books
+/// (seats' fees + unattributed + tax = total) and the users who also hold a Kiro seat.
+fn q_developer_json(q: &crate::allocation::q_developer::QDeveloper) -> Value {
+    let seats: Vec<Value> = q
+        .seats
+        .iter()
+        .map(|s| {
+            json!({
+                "account_id": s.account_id,
+                "user_id": s.user_id,
+                "cost_center": s.cost_center,
+                "fee_usd": number(s.fee_usd),
+                "also_kiro": s.also_kiro,
+            })
+        })
+        .collect();
+    let cost_centers: Vec<Value> = q
+        .cost_centers()
+        .into_iter()
+        .map(|(cc, r)| {
+            json!({
+                "cost_center": cc,
+                "users": r.users,
+                "fee_usd": number(r.fee_usd),
+                "duplicate_users": r.duplicate_users,
+                "duplicate_usd": number(r.duplicate_usd),
+            })
+        })
+        .collect();
+    json!({
+        "end_of_support": crate::allocation::q_developer::end_of_support().to_string(),
+        "fee_usd": number(q.fee_usd()),
+        "tax_usd": number(q.tax_usd),
+        "unattributed_usd": number(q.unattributed_usd),
+        "total_usd": number(q.total_usd),
+        "duplicate_users": q.duplicates().count(),
+        "cost_centers": cost_centers,
+        "seats": seats,
     })
 }
 

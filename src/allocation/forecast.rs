@@ -131,6 +131,7 @@ pub(crate) mod tests {
             data_as_of: as_of_days.map(|d| period.start() + Duration::days(d)),
             stats: QueryStats::default(),
             assigned_cost_centers: Default::default(),
+            q_developer: Default::default(),
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod forecast;
 pub mod plans;
+pub mod q_developer;
 pub mod region;
 pub mod row;
 pub mod savings;
@@ -51,6 +52,8 @@ pub struct AllocationConfig {
     /// Operations whose lines are never credits or seats; their cost stays in `other_usd` (or
     /// unattributed), so the total still equals the bill.
     pub ignored_operations: Vec<String>,
+    /// Read Amazon Q Developer Pro seat lines beside Kiro's and flag users who hold both.
+    pub q_developer: bool,
 }
 
 impl Default for AllocationConfig {
@@ -60,6 +63,7 @@ impl Default for AllocationConfig {
             cost_center_tag: d.cost_center_tag,
             cost_column: d.cost_column,
             ignored_operations: d.ignored_operations,
+            q_developer: d.q_developer,
         }
     }
 }
@@ -88,6 +92,7 @@ impl AllocationConfig {
             cost_center_tag: self.cost_center_tag.clone(),
             cost_column: self.cost_column,
             ignored_operations: self.ignored_operations.clone(),
+            q_developer: self.q_developer,
             plans: plans.clone(),
         }
     }
@@ -99,6 +104,8 @@ pub struct AllocationSettings {
     pub cost_center_tag: String,
     pub cost_column: sql::CostColumn,
     pub ignored_operations: Vec<String>,
+    /// Read Q Developer seats too ([`q_developer`]).
+    pub q_developer: bool,
     pub plans: PlanTable,
 }
 
@@ -108,6 +115,7 @@ impl Default for AllocationSettings {
             cost_center_tag: "userAttribute/costCenter".to_owned(),
             cost_column: sql::CostColumn::default(),
             ignored_operations: sql::default_ignored_operations(),
+            q_developer: true,
             plans: PlanTable::default(),
         }
     }
@@ -257,6 +265,9 @@ pub struct Allocation {
     /// (`identity.cost_center_from`), per cost center; counted apart so the tags' coverage
     /// stays visible.
     pub assigned_cost_centers: BTreeMap<String, Decimal>,
+    /// Amazon Q Developer Pro seats of the period ([`q_developer`]): apart from every Kiro
+    /// figure above.
+    pub q_developer: q_developer::QDeveloper,
 }
 
 /// Roll-up of the units that share a key (a cost center or an account).
@@ -482,15 +493,33 @@ impl Allocation {
             data_as_of,
             stats,
             assigned_cost_centers: BTreeMap::new(),
+            q_developer: q_developer::QDeveloper::default(),
         };
         allocation.reconcile()?;
         Ok(allocation)
+    }
+
+    /// Adds the period's Q Developer seats from the Q Developer query's rows, each flagged
+    /// when its user holds a Kiro seat (a seat-fee line) in the period; checks their books.
+    pub fn with_q_developer(
+        mut self,
+        rows: Vec<q_developer::QRow>,
+    ) -> Result<Self, q_developer::QReconciliationError> {
+        let kiro_users: std::collections::HashSet<String> = self
+            .seats
+            .iter()
+            .filter(|(_, s)| !s.plan.is_empty())
+            .map(|((_, _, user), _)| user_id::join_key(user))
+            .collect();
+        self.q_developer = q_developer::QDeveloper::assemble(self.period, rows, &kiro_users)?;
+        Ok(self)
     }
 
     /// Gives the units without a cost-center tag the cost center `of_user` names for their
     /// user (merging with a unit already under that cost center), and counts what moved in
     /// [`Self::assigned_cost_centers`]. Totals are unchanged.
     pub fn assign_untagged(&mut self, of_user: impl Fn(&str) -> Option<String>) {
+        self.q_developer.assign_untagged(&of_user);
         // Most calls assign nothing (no directory, or no untagged unit): the units stay as
         // they are, sorted, without being rebuilt.
         if !self

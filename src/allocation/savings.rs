@@ -12,6 +12,10 @@
 //! 3. **right-size**: the kept seat moves to the cheapest plan for its (merged) credits, if that
 //!    is not its plan: a downgrade or an upgrade, saving the difference.
 //!
+//! 4. **Q Developer**: a user's Amazon Q Developer Pro seat, where the same user holds a Kiro seat
+//!    in the period ([`super::q_developer`]), is better cancelled: it saves what the period
+//!    billed for it. Q Developer reaches end of support on 2027-04-30.
+//!
 //! The savings of one user add up to: cost of all seats as they are − cost of the recommended
 //! seat with all remaining credits.
 //!
@@ -81,6 +85,8 @@ pub enum Reason {
     Duplicate,
     Downgrade,
     Upgrade,
+    /// A Q Developer Pro seat of a user who holds a Kiro seat: one job paid twice.
+    QDeveloper,
 }
 
 impl Reason {
@@ -90,6 +96,7 @@ impl Reason {
             Self::Duplicate => "duplicate",
             Self::Downgrade => "downgrade",
             Self::Upgrade => "upgrade",
+            Self::QDeveloper => "q_developer",
         }
     }
 }
@@ -302,6 +309,23 @@ pub fn recommend_with_use(
         }
         merge_and_size(user, active, plans, &mut out);
     }
+    // A Q Developer Pro seat beside a Kiro seat is cancelled: it saves what it was billed in
+    // the period. Billed seats decide, not use, so there is nothing to project.
+    for q in a.q_developer.duplicates() {
+        if q.fee_usd > Decimal::ZERO {
+            out.recommendations.push(Recommendation {
+                account_id: q.account_id.clone(),
+                region: String::new(),
+                user_id: q.user_id.clone(),
+                cost_center: q.cost_center.clone(),
+                plan: super::q_developer::PLAN_NAME.to_owned(),
+                recommended_plan: String::new(),
+                reason: Reason::QDeveloper,
+                projected_credits: Decimal::ZERO,
+                saving_usd: q.fee_usd.round_dp(6),
+            });
+        }
+    }
     out.recommendations.sort_by(|x, y| {
         (&x.account_id, &x.region, &x.user_id).cmp(&(&y.account_id, &y.region, &y.user_id))
     });
@@ -410,6 +434,7 @@ mod tests {
             data_as_of: Some(as_of),
             stats: QueryStats::default(),
             assigned_cost_centers: Default::default(),
+            q_developer: Default::default(),
         };
         a.reconcile().unwrap();
         (a, as_of)

@@ -242,6 +242,7 @@ pub fn validate_tag_key(key: &str) -> Result<(), String> {
 fn line_ctes(
     dialect: Dialect,
     spec: &QuerySpec<'_>,
+    product: Product,
     param: &mut dyn FnMut(String) -> String,
 ) -> String {
     let map_get = |map: &str, key: &str| match dialect {
@@ -302,6 +303,14 @@ fn line_ctes(
         )
     };
     let table = spec.table;
+    let scope = match product {
+        Product::Kiro => "line_item_product_code = 'Kiro'".to_owned(),
+        Product::QDeveloper => format!(
+            "line_item_product_code = '{}' AND {operation} = '{}'",
+            super::q_developer::PRODUCT_CODE,
+            super::q_developer::SEAT_OPERATION
+        ),
+    };
     format!(
         r#"WITH lines AS (
     SELECT
@@ -318,7 +327,7 @@ fn line_ctes(
         CAST({cost} AS DECIMAL(38, 10)) AS cost,
         lower(COALESCE(pricing_unit, '')) AS unit
     FROM {table}
-    WHERE {period_filter}line_item_product_code = 'Kiro'
+    WHERE {period_filter}{scope}
 ),
 attributed AS (
     SELECT
@@ -348,6 +357,16 @@ attributed AS (
     FROM lines
 )"#
     )
+}
+
+/// Whose lines a query reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Product {
+    Kiro,
+    /// Amazon Q Developer Pro seat lines: product `AmazonQ`, operation
+    /// `number-q-dev-subscriptions` (in an export without the operation column, none: they
+    /// cannot be told from Amazon Q's other lines, and the sources do not ask).
+    QDeveloper,
 }
 
 /// `<partition column> = <period> AND `, or nothing when the files read were chosen for the
@@ -488,11 +507,56 @@ ORDER BY account_id, region, user_id, cost_center"#
 /// usage type's prefix (mapped to a region name afterwards).
 pub fn render(dialect: Dialect, spec: &QuerySpec<'_>) -> Rendered {
     let mut params = Vec::new();
-    let lines = line_ctes(dialect, spec, &mut params_for(dialect, &mut params));
+    let lines = line_ctes(
+        dialect,
+        spec,
+        Product::Kiro,
+        &mut params_for(dialect, &mut params),
+    );
     let sql = format!(
         "{lines},\n{KEYED},\ngrouped AS (\n{}\n),\n{}",
         grouped_select(),
         planned_and_result()
+    );
+    Rendered { sql, params }
+}
+
+/// The result columns of [`render_q_developer`], in order.
+pub const Q_RESULT_COLUMNS: &[&str] = &[
+    "account_id",
+    "user_id",
+    "cost_center",
+    "fee_usd",
+    "tax_usd",
+    "all_cost_usd",
+    "billed_lines",
+];
+
+/// Renders the Q Developer query: the period's Amazon Q Developer Pro seat lines (see
+/// [`super::q_developer`]), each attributed to a user and a cost center by the same rules as
+/// Kiro's lines, summed per (usage account, user, cost center): non-tax cost (`fee_usd`),
+/// tax, all cost on its own and the non-tax lines.
+pub fn render_q_developer(dialect: Dialect, spec: &QuerySpec<'_>) -> Rendered {
+    let mut params = Vec::new();
+    let lines = line_ctes(
+        dialect,
+        spec,
+        Product::QDeveloper,
+        &mut params_for(dialect, &mut params),
+    );
+    let sql = format!(
+        "{lines}
+SELECT
+    account_id,
+    user_id,
+    cost_center,
+    SUM(CASE WHEN line_type <> 'Tax' THEN cost ELSE 0 END) AS fee_usd,
+    SUM(CASE WHEN line_type = 'Tax' THEN cost ELSE 0 END) AS tax_usd,
+    SUM(cost) AS all_cost_usd,
+    SUM(CASE WHEN line_type <> 'Tax' THEN 1 ELSE 0 END) AS billed_lines
+FROM attributed
+GROUP BY account_id, user_id, cost_center
+ORDER BY account_id, user_id, cost_center"
     );
     Rendered { sql, params }
 }
@@ -503,7 +567,7 @@ pub fn render(dialect: Dialect, spec: &QuerySpec<'_>) -> Rendered {
 pub fn render_inspect(dialect: Dialect, spec: &QuerySpec<'_>) -> Rendered {
     let mut params = Vec::new();
     let mut param = params_for(dialect, &mut params);
-    let lines = line_ctes(dialect, spec, &mut param);
+    let lines = line_ctes(dialect, spec, Product::Kiro, &mut param);
     // The tag keys present, read from the table itself (the lines CTE keeps only the one key).
     let filter = period_predicate(dialect, spec, &mut param);
     let table = spec.table;

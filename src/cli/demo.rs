@@ -43,7 +43,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // v5: the activity report as Kiro writes it (client types, plugins, tiers, profile ARNs,
     // prefixed ids, overage per profile, free-tier users, only days that have ended), and a
     // directory of synthetic people.
-    let dir = base.join(format!("{current}-{users}users-v5"));
+    let dir = base.join(format!("{current}-{users}users-v6"));
     if !dir.join("data").is_dir() {
         println!(
             "Generating a demo CUR export ({users} users, {} and {current} to date) in {} ...",

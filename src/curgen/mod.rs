@@ -149,6 +149,12 @@ pub struct Assumptions {
     pub snapshot_share: f64,
     /// Share of users with a second seat in the other region of their account.
     pub second_region_share: f64,
+    /// Share of Kiro users who still hold an Amazon Q Developer Pro seat (drawn from the user
+    /// id, so the other draws stay as they were); besides them each account has one user with
+    /// a Q Developer seat and no Kiro seat.
+    pub q_developer_share: f64,
+    /// Q Developer Pro's monthly fee per user.
+    pub q_developer_usd: f64,
 }
 
 impl Default for Assumptions {
@@ -171,6 +177,8 @@ impl Default for Assumptions {
             second_unit_share: 0.15,
             snapshot_share: 0.05,
             second_region_share: 0.02,
+            q_developer_share: 0.06,
+            q_developer_usd: 19.0,
         }
     }
 }
@@ -626,10 +634,16 @@ pub fn generate_with<S: LineSink>(
         g.current_period = period;
         let mut charges: std::collections::BTreeMap<(usize, usize), Charges> = Default::default();
         for (ui, user) in users.iter_mut().enumerate() {
+            if g.holds_q_developer(user) {
+                let day = user.join_day.min(period.days());
+                let line = g.q_developer_line(user.account, &g.arn(user), &user.tag, day);
+                g.emit(line)?;
+            }
             g.user_month(ui, user, &mut charges)?;
             user.join_day = 1;
         }
         g.month_end(&users, &charges)?;
+        g.q_developer_month_end(&users)?;
         g.flush_noise()?;
         g.sink.end_period(period)?;
         period = period.next();
@@ -907,6 +921,79 @@ impl<S: LineSink> Gen<'_, S> {
         }
         if let Some(t) = new_tag {
             user.tag = t;
+        }
+        Ok(())
+    }
+
+    /// Whether `user` still holds a Q Developer Pro seat: drawn from the id's first byte, so
+    /// that no other draw moves.
+    fn holds_q_developer(&self, user: &User) -> bool {
+        let byte = u8::from_str_radix(user.id.get(..2).unwrap_or("ff"), 16).unwrap_or(255);
+        f64::from(byte) < self.a.q_developer_share * 256.0
+    }
+
+    /// A Q Developer Pro seat line of `arn` in `account` from `day` on (shared/facts: product
+    /// `AmazonQ`, operation `number-q-dev-subscriptions`, the user in the resource id, a
+    /// `Usage` line; its usage type and unit are assumptions the allocation does not read),
+    /// and its tax line where the account pays tax.
+    fn q_developer_line(&self, account: usize, arn: &str, tag: &Tag, day: u32) -> CurLine {
+        let p = self.current_period;
+        let acc = &self.accounts[account];
+        let start = p.start() + Duration::days(i64::from(day.max(1) - 1));
+        CurLine {
+            period: p,
+            product_code: "AmazonQ",
+            account_id: acc.id.clone(),
+            region: acc.region.code,
+            user_identifier: String::new(),
+            resource_id: arn.to_owned(),
+            line_type: "Usage",
+            usage_type: format!("{}-QDeveloper-Pro-User", acc.region.prefix),
+            operation: "number-q-dev-subscriptions",
+            pricing_unit: "User",
+            usage_start: start,
+            usage_end: p.end(),
+            usage_amount: 1.0,
+            unblended_cost: self.a.q_developer_usd,
+            net_unblended_cost: None,
+            rate: self.a.q_developer_usd,
+            description: "Amazon Q Developer Pro subscription".to_owned(),
+            tags: tags_for(tag),
+        }
+    }
+
+    /// Each account's user with a Q Developer seat and no Kiro seat, and the tax of the
+    /// month's Q Developer seats in taxed accounts.
+    fn q_developer_month_end(&mut self, users: &[User]) -> Result<(), S::Error> {
+        let p = self.current_period;
+        let mut seats: Vec<(usize, String, Tag)> = users
+            .iter()
+            .filter(|u| self.holds_q_developer(u))
+            .map(|u| (u.account, self.arn(u), u.tag.clone()))
+            .collect();
+        for acc in 0..self.accounts.len() {
+            let id = format!("0dec0000-0000-4000-8000-{acc:012}");
+            let arn = format!("arn:aws:identitystore::{}:user/{id}", self.store_account);
+            let tag = Tag::Value(COST_CENTERS[acc % COST_CENTERS.len()]);
+            let line = self.q_developer_line(acc, &arn, &tag, 1);
+            self.emit(line)?;
+            seats.push((acc, arn, tag));
+        }
+        for (acc, arn, tag) in seats {
+            if !self.accounts[acc].taxed {
+                continue;
+            }
+            let mut line = self.q_developer_line(acc, &arn, &tag, 1);
+            line.line_type = "Tax";
+            line.usage_type = "Tax".to_owned();
+            line.operation = "number-q-dev-subscriptions";
+            line.pricing_unit = "";
+            line.usage_start = p.start();
+            line.usage_amount = 0.0;
+            line.unblended_cost = round_to(self.a.q_developer_usd * self.a.tax_rate, 2);
+            line.rate = 0.0;
+            line.description = "VAT".to_owned();
+            self.emit(line)?;
         }
         Ok(())
     }

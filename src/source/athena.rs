@@ -671,8 +671,31 @@ impl Source for AthenaSource {
         };
         let id = self.start(period, sql::render).await?;
         tracing::debug!(%period, query_id = %id, "Athena query started");
+        // The Q Developer seats are a second, small query, run meanwhile.
+        // Without an operation column its seat lines cannot be told from Amazon Q's others.
+        let q_id = match self.allocation.q_developer && self.columns().await?.operation {
+            true => Some(self.start(period, sql::render_q_developer).await?),
+            false => None,
+        };
         let execution = self.wait(period, &id, started).await?;
         let (rows, pages) = self.results(&id).await?;
+        let q_rows = match &q_id {
+            Some(q_id) => {
+                self.wait(period, q_id, started).await?;
+                let (names, raw, _) = self.raw_results(q_id).await?;
+                let index = super::QColumns::new(&names)?;
+                let rows = raw
+                    .iter()
+                    .map(|values| {
+                        let values: Vec<Option<&str>> =
+                            values.iter().map(Option::as_deref).collect();
+                        index.decode(&values)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Some(rows)
+            }
+            None => None,
+        };
         tracing::info!(
             %period,
             query_id = %id,
@@ -690,7 +713,10 @@ impl Source for AthenaSource {
             files: fingerprint.as_ref().map(|f| f.objects),
             fetched_bytes: None,
         };
-        let allocation = Allocation::assemble(period, rows, &self.allocation.plans, stats)?;
+        let mut allocation = Allocation::assemble(period, rows, &self.allocation.plans, stats)?;
+        if let Some(q) = q_rows {
+            allocation = allocation.with_q_developer(q)?;
+        }
         if let Some(fp) = fingerprint {
             self.last
                 .lock()

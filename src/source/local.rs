@@ -36,6 +36,7 @@ use rust_decimal::Decimal;
 use super::export::{Export, Object};
 use super::scan;
 use super::{Inspection, Source, SourceError};
+use crate::allocation::q_developer::QRow;
 use crate::allocation::row::{Cell, Col, Kind, RowBuilder};
 use crate::allocation::sql::{self, Columns, Dialect, QuerySpec};
 use crate::allocation::{Allocation, AllocationSettings, GroupRow, QueryStats};
@@ -536,13 +537,14 @@ impl LocalSource {
         &self,
         period: BillingPeriod,
         files: &PeriodFiles,
-    ) -> Result<(Vec<GroupRow>, (u64, u64, u64)), SourceError> {
+    ) -> Result<(Vec<GroupRow>, Vec<QRow>, (u64, u64, u64)), SourceError> {
         use std::hash::{Hash, Hasher};
         let spec = scan::ScanSpec::new(
             &self.settings.cost_center_tag,
             self.settings.cost_column,
             files.columns,
             &self.settings.ignored_operations,
+            self.settings.q_developer && files.columns.operation,
         );
         let query = {
             let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -623,17 +625,17 @@ impl LocalSource {
             }
         }
         tracing::debug!(%period, elapsed = ?started.elapsed(), units = all.len(), "merged");
-        let rows = {
+        let (rows, q_rows) = {
             let pool = pool
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            scan::combine(&all, &pool)
+            scan::combine(&all, &pool).and_then(|rows| Ok((rows, scan::combine_q(&all, &pool)?)))
         }
         .map_err(|e| SourceError::Engine {
             period,
             message: e.to_string(),
         })?;
-        Ok((rows, scanned))
+        Ok((rows, q_rows, scanned))
     }
 
     /// The period's allocation by the SQL template ([`sql::render`]) run by DataFusion over
@@ -650,6 +652,18 @@ impl LocalSource {
                     message: e.to_string(),
                 })?;
         let rows = decode(&batches)?;
+        let q_rows = if self.settings.q_developer && files.columns.operation {
+            let batches = self
+                .run(period, &files, sql::render_q_developer)
+                .await
+                .map_err(|e| SourceError::Engine {
+                    period,
+                    message: e.to_string(),
+                })?;
+            Some(decode_q(&batches)?)
+        } else {
+            None
+        };
         let stats = QueryStats {
             elapsed: started.elapsed(),
             scanned_bytes: Some(files.sizes.iter().map(|s| s.1).sum()),
@@ -657,12 +671,11 @@ impl LocalSource {
             files: Some(files.files),
             fetched_bytes: None,
         };
-        Ok(Allocation::assemble(
-            period,
-            rows,
-            &self.settings.plans,
-            stats,
-        )?)
+        let allocation = Allocation::assemble(period, rows, &self.settings.plans, stats)?;
+        Ok(match q_rows {
+            Some(q) => allocation.with_q_developer(q)?,
+            None => allocation,
+        })
     }
 }
 
@@ -765,7 +778,7 @@ impl Source for LocalSource {
             return Ok(a);
         }
         let files = self.check(period, objects).await?;
-        let (rows, (scanned_files, scanned_rows, scanned_bytes)) =
+        let (rows, q_rows, (scanned_files, scanned_rows, scanned_bytes)) =
             self.allocate_files(period, &files).await?;
         tracing::debug!(%period, scanned_files, files = files.files, "allocated");
         let stats = QueryStats {
@@ -775,7 +788,10 @@ impl Source for LocalSource {
             files: Some(files.files),
             fetched_bytes: Some(self.export.read_bytes().saturating_sub(read_before)),
         };
-        let allocation = Allocation::assemble(period, rows, &self.settings.plans, stats)?;
+        let mut allocation = Allocation::assemble(period, rows, &self.settings.plans, stats)?;
+        if self.settings.q_developer && files.columns.operation {
+            allocation = allocation.with_q_developer(q_rows)?;
+        }
         tracing::debug!(%period, units = allocation.units.len(), "assembled");
         if !self.keep {
             return Ok(allocation);
@@ -859,6 +875,40 @@ impl Source for LocalSource {
     fn engine(&self) -> &'static str {
         "local"
     }
+}
+
+/// Turns the Q Developer query's record batches into its rows (every column read as text,
+/// as Athena's results are).
+pub fn decode_q(batches: &[RecordBatch]) -> Result<Vec<QRow>, SourceError> {
+    let mut out = Vec::new();
+    for batch in batches {
+        let names: Vec<String> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(&names)
+            .map(|(c, name)| {
+                cast(c, &DataType::Utf8).map_err(|e| SourceError::Decode {
+                    column: name.clone(),
+                    message: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let index = super::QColumns::new(&names)?;
+        for r in 0..batch.num_rows() {
+            let values: Vec<Option<&str>> = columns
+                .iter()
+                .map(|c| (!c.is_null(r)).then(|| c.as_string::<i32>().value(r)))
+                .collect();
+            out.push(index.decode(&values)?);
+        }
+    }
+    Ok(out)
 }
 
 /// Turns the query's record batches into group rows.

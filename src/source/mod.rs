@@ -18,6 +18,8 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::allocation::q_developer::QRow;
+use crate::allocation::sql;
 use crate::allocation::{Allocation, AllocationSettings, ReconciliationError};
 use crate::config_error::{ConfigError, ensure};
 use crate::period::BillingPeriod;
@@ -247,6 +249,8 @@ pub enum SourceError {
     #[error(transparent)]
     Reconciliation(#[from] ReconciliationError),
     #[error(transparent)]
+    QReconciliation(#[from] crate::allocation::q_developer::QReconciliationError),
+    #[error(transparent)]
     Delivery(#[from] delivery::DeliveryError),
     #[error("AWS setup: {message}")]
     AwsSetup { message: String },
@@ -284,6 +288,56 @@ pub enum SourceError {
     },
 }
 
+/// Positions of the Q Developer query's result columns ([`sql::Q_RESULT_COLUMNS`]), by name:
+/// both engines decode its rows from text through it.
+pub(crate) struct QColumns {
+    at: [usize; 7],
+}
+
+impl QColumns {
+    pub(crate) fn new(names: &[String]) -> Result<Self, SourceError> {
+        let mut at = [0usize; 7];
+        for (slot, col) in at.iter_mut().zip(sql::Q_RESULT_COLUMNS) {
+            *slot = names
+                .iter()
+                .position(|n| n.eq_ignore_ascii_case(col))
+                .ok_or_else(|| SourceError::Decode {
+                    column: (*col).to_owned(),
+                    message: format!("missing from the result (columns: {})", names.join(", ")),
+                })?;
+        }
+        Ok(Self { at })
+    }
+
+    /// One row's text values (NULL has no value).
+    pub(crate) fn decode(&self, values: &[Option<&str>]) -> Result<QRow, SourceError> {
+        let v = |i: usize| values.get(self.at[i]).copied().flatten();
+        let money = |i: usize| match v(i) {
+            None => Ok(rust_decimal::Decimal::ZERO),
+            Some(s) => athena::parse_decimal(s).ok_or_else(|| SourceError::Decode {
+                column: sql::Q_RESULT_COLUMNS[i].to_owned(),
+                message: format!("{s:?} is not a decimal number"),
+            }),
+        };
+        let lines = match v(6) {
+            None => 0,
+            Some(s) => s.trim().parse::<i64>().map_err(|_| SourceError::Decode {
+                column: sql::Q_RESULT_COLUMNS[6].to_owned(),
+                message: format!("{s:?} is not a count"),
+            })?,
+        };
+        Ok(QRow {
+            account_id: v(0).unwrap_or_default().to_owned(),
+            user_id: v(1).unwrap_or_default().to_owned(),
+            cost_center: v(2).unwrap_or_default().to_owned(),
+            fee_usd: money(3)?.normalize(),
+            tax_usd: money(4)?.normalize(),
+            all_cost_usd: money(5)?.normalize(),
+            billed_lines: lines,
+        })
+    }
+}
+
 impl SourceError {
     /// A fixed, low-cardinality label for the exporter's own metrics.
     pub fn kind(&self) -> FailureKind {
@@ -298,7 +352,7 @@ impl SourceError {
             }
             Self::Engine { .. } | Self::QueryFailed { .. } => FailureKind::Engine,
             Self::Decode { .. } => FailureKind::Decode,
-            Self::Reconciliation(_) => FailureKind::Reconciliation,
+            Self::Reconciliation(_) | Self::QReconciliation(_) => FailureKind::Reconciliation,
             Self::Delivery(e) => match e {
                 delivery::DeliveryError::NoFiles { .. } => FailureKind::NoData,
                 delivery::DeliveryError::BadManifest { .. }

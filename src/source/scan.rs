@@ -35,6 +35,7 @@ use parquet::file::statistics::Statistics;
 use rust_decimal::Decimal;
 
 use crate::allocation::GroupRow;
+use crate::allocation::q_developer::{PRODUCT_CODE, QRow, SEAT_OPERATION};
 use crate::allocation::sql::{Columns, CostColumn};
 
 /// The template's DECIMAL scale.
@@ -51,6 +52,8 @@ pub struct ScanSpec {
     pub columns: Columns,
     /// Operations that are never credits or seats, lower-cased as the template's parameters.
     pub ignored_operations: Vec<String>,
+    /// Read Q Developer seat lines too, as [`crate::allocation::sql::render_q_developer`].
+    pub q_developer: bool,
 }
 
 impl ScanSpec {
@@ -59,6 +62,7 @@ impl ScanSpec {
         cost_column: CostColumn,
         columns: Columns,
         ignored_operations: &[String],
+        q_developer: bool,
     ) -> Self {
         Self {
             cost_center_tag: cost_center_tag.to_owned(),
@@ -68,16 +72,18 @@ impl ScanSpec {
                 .iter()
                 .map(|o| o.to_ascii_lowercase())
                 .collect(),
+            q_developer,
         }
     }
 
-    /// The columns read, besides the product code: the template's ([`Columns::read`]), the net
-    /// cost only when it is the cost column.
+    /// The columns read, besides the product code (read too when Q Developer lines are, to
+    /// tell them from Kiro's): the template's ([`Columns::read`]), the net cost only when it
+    /// is the cost column.
     fn read(&self) -> Vec<&'static str> {
         self.columns
             .read()
             .into_iter()
-            .filter(|c| *c != "line_item_product_code")
+            .filter(|c| self.q_developer || *c != "line_item_product_code")
             .filter(|c| {
                 *c != "line_item_net_unblended_cost" || self.cost_column == CostColumn::NetUnblended
             })
@@ -208,6 +214,39 @@ impl SeatFee {
     }
 }
 
+/// The sums of one (account, user, cost center)'s Q Developer seat lines, in fixed point at
+/// scale 10 (the Q Developer query's `fee_usd`, `tax_usd`, `all_cost_usd`, `billed_lines`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QSums {
+    fee_usd: i128,
+    tax_usd: i128,
+    all_cost_usd: i128,
+    billed_lines: i64,
+}
+
+impl QSums {
+    #[inline]
+    fn add(&mut self, tax: bool, cost: i128) {
+        self.all_cost_usd = self.all_cost_usd.saturating_add(cost);
+        if tax {
+            self.tax_usd = self.tax_usd.saturating_add(cost);
+        } else {
+            self.fee_usd = self.fee_usd.saturating_add(cost);
+            self.billed_lines += 1;
+        }
+    }
+
+    fn merge(&mut self, o: &Self) {
+        self.fee_usd = self.fee_usd.saturating_add(o.fee_usd);
+        self.tax_usd = self.tax_usd.saturating_add(o.tax_usd);
+        self.all_cost_usd = self.all_cost_usd.saturating_add(o.all_cost_usd);
+        self.billed_lines += o.billed_lines;
+    }
+}
+
+/// A Q Developer group's key: (account, user, cost center), as ids in the period's [`Pool`].
+pub type QKey = [u32; 3];
+
 /// A result row's key: (account, region, user, cost center), as ids in the period's [`Pool`].
 pub type UnitKey = [u32; 4];
 
@@ -299,21 +338,23 @@ pub type SharedPool = Arc<std::sync::Mutex<Pool>>;
 pub struct FileGroups {
     units: Vec<(u32, Sums)>,
     seat_fees: Vec<(u32, SeatFee)>,
+    /// Q Developer groups by key, each key once, sorted.
+    q: Vec<(QKey, QSums)>,
     /// The timestamps' unit (the same in every file of a period).
     unit: Option<TimeUnit>,
 }
 
 /// `a` and `b`, both by slot with each slot once, as one such list: the sums of a slot in both
 /// merged.
-fn merge_slots<T: Copy>(
-    a: Vec<(u32, T)>,
-    b: Vec<(u32, T)>,
+fn merge_slots<K: Ord + Copy, T: Copy>(
+    a: Vec<(K, T)>,
+    b: Vec<(K, T)>,
     merge: impl Fn(&mut T, &T),
-) -> Vec<(u32, T)> {
+) -> Vec<(K, T)> {
     let mut all = a;
     all.extend(b);
     all.sort_unstable_by_key(|(slot, _)| *slot);
-    let mut out: Vec<(u32, T)> = Vec::with_capacity(all.len());
+    let mut out: Vec<(K, T)> = Vec::with_capacity(all.len());
     for (slot, v) in all {
         match out.last_mut() {
             Some((last, mine)) if *last == slot => merge(mine, &v),
@@ -334,6 +375,12 @@ impl FileGroups {
         self.units = merge_slots(units, other.units, Sums::merge);
         let fees = std::mem::take(&mut self.seat_fees);
         self.seat_fees = merge_slots(fees, other.seat_fees, SeatFee::merge);
+        let q = std::mem::take(&mut self.q);
+        self.q = merge_slots(q, other.q, QSums::merge);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.units.is_empty() && self.seat_fees.is_empty() && self.q.is_empty()
     }
 }
 
@@ -342,6 +389,7 @@ impl FileGroups {
 pub struct Merged {
     units: Vec<Option<Sums>>,
     fees: Vec<Option<SeatFee>>,
+    q: std::collections::BTreeMap<QKey, QSums>,
     unit: Option<TimeUnit>,
 }
 
@@ -366,7 +414,15 @@ impl Merged {
 
     /// Whether there is no group at all.
     pub fn is_empty(&self) -> bool {
-        self.units.iter().all(Option::is_none) && self.fees.iter().all(Option::is_none)
+        self.units.iter().all(Option::is_none)
+            && self.fees.iter().all(Option::is_none)
+            && self.q.is_empty()
+    }
+
+    fn add_q(&mut self, q: &[(QKey, QSums)]) {
+        for (k, s) in q {
+            self.q.entry(*k).or_default().merge(s);
+        }
     }
 
     fn reserve(&mut self, pool: &SharedPool) {
@@ -390,6 +446,7 @@ impl Merged {
         for (slot, f) in &g.seat_fees {
             add_at(&mut self.fees, *slot, f, SeatFee::merge);
         }
+        self.add_q(&g.q);
     }
 
     /// Adds the groups of a kept file.
@@ -405,6 +462,7 @@ impl Merged {
         for (slot, f) in &g.seat_fees {
             add_at(&mut self.fees, *slot, f, SeatFee::merge);
         }
+        self.add_q(&g.q);
     }
 }
 
@@ -472,6 +530,7 @@ pub struct KeptGroups {
     narrow: Box<[(u32, NarrowSums)]>,
     wide: Box<[(u32, Sums)]>,
     seat_fees: Box<[(u32, SeatFee)]>,
+    q: Box<[(QKey, QSums)]>,
     unit: Option<TimeUnit>,
 }
 
@@ -483,7 +542,7 @@ impl KeptGroups {
 
     /// Whether there is no group at all.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0 && self.seat_fees.is_empty()
+        self.len() == 0 && self.seat_fees.is_empty() && self.q.is_empty()
     }
 
     /// Approximate bytes held.
@@ -491,6 +550,7 @@ impl KeptGroups {
         std::mem::size_of_val(&*self.narrow)
             + std::mem::size_of_val(&*self.wide)
             + std::mem::size_of_val(&*self.seat_fees)
+            + std::mem::size_of_val(&*self.q)
     }
 }
 
@@ -509,6 +569,7 @@ impl FileGroups {
             narrow: narrow.into_boxed_slice(),
             wide: wide.into_boxed_slice(),
             seat_fees: self.seat_fees.into_boxed_slice(),
+            q: self.q.into_boxed_slice(),
             unit: self.unit,
         }
     }
@@ -551,7 +612,7 @@ pub async fn scan_file(
         .row_groups()
         .iter()
         .enumerate()
-        .filter(|(_, rg)| may_hold_kiro(rg.column(code_leaf).statistics()))
+        .filter(|(_, rg)| may_hold(rg.column(code_leaf).statistics(), spec.q_developer))
         .map(|(i, _)| i)
         .collect();
     if row_groups.is_empty() {
@@ -571,9 +632,10 @@ pub async fn scan_file(
             let spec = spec.clone();
             let pool = pool.clone();
             tokio::spawn(async move {
+                let q = spec.q_developer;
                 let filter = ArrowPredicateFn::new(
                     ProjectionMask::roots(&parquet_schema, [code]),
-                    |batch: RecordBatch| is_kiro(batch.column(0)),
+                    move |batch: RecordBatch| is_read(batch.column(0), q),
                 );
                 let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta)
                     .with_projection(ProjectionMask::roots(&parquet_schema, roots))
@@ -593,7 +655,7 @@ pub async fn scan_file(
     let mut out = FileGroups::default();
     for r in futures::future::join_all(tasks).await {
         let groups = r.map_err(|e| ScanError::Stopped(e.to_string()))??;
-        if out.units.is_empty() && out.seat_fees.is_empty() {
+        if out.is_empty() {
             out = groups;
         } else {
             out.merge(groups);
@@ -645,25 +707,31 @@ fn with_dictionaries(meta: ArrowReaderMetadata) -> Result<ArrowReaderMetadata, S
     )?)
 }
 
-/// Whether a row group's statistics of the product code leave room for `Kiro`.
-fn may_hold_kiro(stats: Option<&Statistics>) -> bool {
+/// Whether a row group's statistics of the product code leave room for `Kiro` (or, with `q`,
+/// for `AmazonQ`).
+fn may_hold(stats: Option<&Statistics>, q: bool) -> bool {
     let Some(Statistics::ByteArray(s)) = stats else {
         return true;
     };
     match (s.min_opt(), s.max_opt()) {
         (Some(min), Some(max)) => {
-            min.data() <= b"Kiro".as_slice() && b"Kiro".as_slice() <= max.data()
+            let within =
+                |code: &str| min.data() <= code.as_bytes() && code.as_bytes() <= max.data();
+            within("Kiro") || (q && within(PRODUCT_CODE))
         }
         _ => true,
     }
 }
 
-/// `line_item_product_code = 'Kiro'`, NULL as false.
-fn is_kiro(column: &ArrayRef) -> Result<BooleanArray, arrow::error::ArrowError> {
+/// `line_item_product_code = 'Kiro'` (or, with `q`, `'AmazonQ'`), NULL as false.
+fn is_read(column: &ArrayRef, q: bool) -> Result<BooleanArray, arrow::error::ArrowError> {
     let strings = Strings::of(column, "line_item_product_code")
         .map_err(|e| arrow::error::ArrowError::InvalidArgumentError(e.to_string()))?;
     Ok((0..column.len())
-        .map(|i| Some(strings.get(i) == Some("Kiro")))
+        .map(|i| {
+            let code = strings.get(i);
+            Some(code == Some("Kiro") || (q && code == Some(PRODUCT_CODE)))
+        })
         .collect())
 }
 
@@ -775,6 +843,8 @@ struct UsageType {
 struct Operation {
     credits: bool,
     ignored: bool,
+    /// Q Developer's seat operation.
+    q_seat: bool,
 }
 
 /// A string column's values mapped once per distinct value: per dictionary (the files'
@@ -887,6 +957,9 @@ struct Accumulator<'s> {
     cost_centers: FastMap<Box<str>, u32>,
     units_sums: FastMap<UnitKey, Sums>,
     seat_fees: FastMap<SeatKey, SeatFee>,
+    /// Product codes: whether a line is Q Developer's (the others read are Kiro's).
+    products: Memo<bool>,
+    q_sums: FastMap<QKey, QSums>,
     unit: Option<TimeUnit>,
     /// Per-row buffers, reused from batch to batch.
     rows: Rows,
@@ -895,6 +968,8 @@ struct Accumulator<'s> {
 /// A batch's columns mapped per row.
 #[derive(Default)]
 struct Rows {
+    /// Per row: a Q Developer line (only when Q Developer lines are read).
+    q: Vec<bool>,
     accounts: Vec<u32>,
     line_types: Vec<LineType>,
     usage_types: Vec<UsageType>,
@@ -972,6 +1047,8 @@ impl<'s> Accumulator<'s> {
             cost_centers: FastMap::default(),
             units_sums: FastMap::default(),
             seat_fees: FastMap::default(),
+            products: Memo::new(),
+            q_sums: FastMap::default(),
             unit: None,
             rows: Rows::default(),
         }
@@ -986,6 +1063,14 @@ impl<'s> Accumulator<'s> {
             })
         };
         let (names, rows, spec) = (&mut self.names, &mut self.rows, self.spec);
+        if spec.q_developer {
+            self.products.map(
+                col("line_item_product_code")?,
+                "line_item_product_code",
+                &mut rows.q,
+                |s| s == Some(PRODUCT_CODE),
+            )?;
+        }
         self.accounts.map(
             col("line_item_usage_account_id")?,
             "line_item_usage_account_id",
@@ -1022,6 +1107,7 @@ impl<'s> Accumulator<'s> {
             Operation {
                 credits: lower == "credits",
                 ignored: spec.ignored_operations.contains(&lower),
+                q_seat: lower == SEAT_OPERATION,
             }
         };
         let (n, c) = (b.num_rows(), spec.columns);
@@ -1110,12 +1196,17 @@ impl<'s> Accumulator<'s> {
         let one = 10i128.pow(SCALE);
         let tag = self.spec.cost_center_tag.as_str();
         let rows = std::mem::take(&mut self.rows);
+        let q_lines = self.spec.q_developer;
         for i in 0..b.num_rows() {
             let user_id = match rows.identifiers[i] {
                 u32::MAX => rows.resources[i],
                 id => id,
             };
             let cost_center = self.cost_center_id(tags.get(i, tag));
+            if q_lines && rows.q[i] {
+                self.add_q([rows.accounts[i], user_id, cost_center], &rows, i, cost);
+                continue;
+            }
             let ut = rows.usage_types[i];
             let region = match rows.regions[i] {
                 u32::MAX => match product.as_ref().and_then(|p| p.get(i, "region")) {
@@ -1168,6 +1259,22 @@ impl<'s> Accumulator<'s> {
         Ok(())
     }
 
+    /// Adds row `i`, a Q Developer line: a seat line is summed apart, never a Kiro figure.
+    #[inline]
+    fn add_q(
+        &mut self,
+        key: QKey,
+        rows: &Rows,
+        i: usize,
+        cost: &arrow::array::PrimitiveArray<Decimal128Type>,
+    ) {
+        if rows.operations[i].q_seat {
+            let cost = if cost.is_null(i) { 0 } else { cost.value(i) };
+            let tax = rows.line_types[i] == LineType::Tax;
+            self.q_sums.entry(key).or_default().add(tax, cost);
+        }
+    }
+
     /// The id of a line's cost center (`""`: no tag, or an empty one), remembered by value.
     #[inline]
     fn cost_center_id(&mut self, tag: Option<&str>) -> u32 {
@@ -1197,6 +1304,11 @@ impl<'s> Accumulator<'s> {
             .into_iter()
             .map(|(k, v)| (pool.unit_slot(unit(k)), v))
             .collect();
+        let mut q: Vec<(QKey, QSums)> = self
+            .q_sums
+            .into_iter()
+            .map(|(k, v)| (k.map(id), v))
+            .collect();
         let mut seat_fees: Vec<(u32, SeatFee)> = self
             .seat_fees
             .into_iter()
@@ -1212,9 +1324,11 @@ impl<'s> Accumulator<'s> {
         drop(pool);
         units.sort_unstable_by_key(|(slot, _)| *slot);
         seat_fees.sort_unstable_by_key(|(slot, _)| *slot);
+        q.sort_unstable_by_key(|(k, _)| *k);
         FileGroups {
             units,
             seat_fees,
+            q,
             unit: self.unit,
         }
     }
@@ -1336,6 +1450,34 @@ pub fn combine(all: &Merged, pool: &Pool) -> Result<Vec<GroupRow>, ScanError> {
         (&a.account_id, &a.region, &a.user_id, &a.cost_center).cmp(&(
             &b.account_id,
             &b.region,
+            &b.user_id,
+            &b.cost_center,
+        ))
+    });
+    Ok(out)
+}
+
+/// The Q Developer query's rows from the merged groups of a period's files (their strings in
+/// `pool`), sorted by (account, user, cost center) as the query orders them.
+pub fn combine_q(all: &Merged, pool: &Pool) -> Result<Vec<QRow>, ScanError> {
+    let mut out: Vec<QRow> = all
+        .q
+        .iter()
+        .map(|(k, s)| {
+            Ok(QRow {
+                account_id: pool.name(k[0]).to_owned(),
+                user_id: pool.name(k[1]).to_owned(),
+                cost_center: pool.name(k[2]).to_owned(),
+                fee_usd: money(s.fee_usd)?,
+                tax_usd: money(s.tax_usd)?,
+                all_cost_usd: money(s.all_cost_usd)?,
+                billed_lines: s.billed_lines,
+            })
+        })
+        .collect::<Result<_, ScanError>>()?;
+    out.sort_by(|a, b| {
+        (&a.account_id, &a.user_id, &a.cost_center).cmp(&(
+            &b.account_id,
             &b.user_id,
             &b.cost_center,
         ))

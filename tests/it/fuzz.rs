@@ -417,6 +417,16 @@ pub fn cur_line() -> impl Strategy<Value = kiro_cost_exporter::curgen::CurLine> 
         "Fee",
     ]);
     let account = prop_oneof![3 => Just(ACCOUNT.to_owned()), 1 => text()];
+    // Kiro's lines, and Amazon Q's: Q Developer seat lines (any case of the operation) and
+    // others, which never count.
+    let product = prop_oneof![
+        5 => Just(("Kiro", None)),
+        1 => prop::sample::select(vec![
+            "number-q-dev-subscriptions",
+            "Number-Q-Dev-Subscriptions",
+            "monthly-subscription",
+        ]).prop_map(|op| ("AmazonQ", Some(op))),
+    ];
     (
         text(),
         account,
@@ -426,10 +436,14 @@ pub fn cur_line() -> impl Strategy<Value = kiro_cost_exporter::curgen::CurLine> 
         cost(),
         cost(),
         1u32..29,
+        product,
     )
         .prop_map(
-            |(user, account, cc, usage, line_type, amount, money, day)| {
+            |(user, account, cc, usage, line_type, amount, money, day, (code, op))| {
+                let base = line(&user, cc.as_deref());
                 kiro_cost_exporter::curgen::CurLine {
+                    product_code: code,
+                    operation: op.unwrap_or(base.operation),
                     account_id: account,
                     usage_type: usage,
                     line_type,
@@ -437,7 +451,7 @@ pub fn cur_line() -> impl Strategy<Value = kiro_cost_exporter::curgen::CurLine> 
                     unblended_cost: money,
                     net_unblended_cost: Some(money),
                     usage_start: at(period("2026-10"), day, 3),
-                    ..line(&user, cc.as_deref())
+                    ..base
                 }
             },
         )

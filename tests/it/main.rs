@@ -23,6 +23,7 @@ mod landing;
 mod layout;
 mod ledger;
 mod monitoring;
+mod q_developer;
 mod report;
 mod report_delivery;
 mod s3;

@@ -56,9 +56,12 @@ async fn applying_every_recommendation_saves_exactly_the_total() {
         // Apply: cancel idle and duplicate seats (a duplicate's credits go to the user's seat
         // that is kept and has the most credits), move right-sized seats to their new plan.
         let rec = |user: &str, account: &str, region: &str| {
-            s.recommendations
-                .iter()
-                .find(|r| r.user_id == user && r.account_id == account && r.region == region)
+            s.recommendations.iter().find(|r| {
+                r.reason != Reason::QDeveloper
+                    && r.user_id == user
+                    && r.account_id == account
+                    && r.region == region
+            })
         };
         let mut after_seats: BTreeMap<Seat, (&Plan, Decimal)> = BTreeMap::new();
         let mut moved: BTreeMap<String, Decimal> = BTreeMap::new();
@@ -94,7 +97,14 @@ async fn applying_every_recommendation_saves_exactly_the_total() {
             target.1.1 += credits;
         }
         let after: Decimal = after_seats.values().map(|(p, c)| plan_cost(p, *c)).sum();
-        assert_eq!(before - after, s.total_usd, "seed {seed}: re-priced month");
+        // And the Q Developer Pro seats of users who hold a Kiro seat, cancelled at their fee.
+        let q_saved: Decimal = a.q_developer.duplicates().map(|q| q.fee_usd).sum();
+        assert!(q_saved > Decimal::ZERO, "seed {seed}: no Q Developer overlap");
+        assert_eq!(
+            before - after + q_saved,
+            s.total_usd,
+            "seed {seed}: re-priced month"
+        );
         assert!(s.total_usd > Decimal::ZERO);
     }
 }

@@ -255,6 +255,37 @@ pub const DATA: &[Def] = &[
         "Credits the activity report counts for users with no seat in the period's bill.",
         PERIOD,
     ),
+    Def::new(
+        "kiro_q_developer_cost_usd",
+        "Amazon Q Developer Pro seat cost in USD per cost center, tax excluded: not Kiro cost, in no kiro_* Kiro total. Q Developer reaches end of support on 2027-04-30.",
+        CC_LABELS,
+    ),
+    Def::new(
+        "kiro_q_developer_users",
+        "Distinct users with an Amazon Q Developer Pro seat, per cost center.",
+        CC_LABELS,
+    ),
+    Def::new(
+        "kiro_q_developer_duplicate_users",
+        "Users with an Amazon Q Developer Pro seat who also hold a Kiro seat in the period (one job paid twice), per cost center.",
+        CC_LABELS,
+    ),
+    Def::new(
+        "kiro_q_developer_duplicate_cost_usd",
+        "What the Q Developer Pro seats of users who also hold a Kiro seat cost, in USD, per cost center.",
+        CC_LABELS,
+    ),
+    Def::new(
+        "kiro_user_q_developer_cost_usd",
+        "Amazon Q Developer Pro seat cost in USD per user, account and cost center; also_kiro is \"true\" when the user holds a Kiro seat in the period.",
+        &[
+            "account_id",
+            "also_kiro",
+            "billing_period",
+            "cost_center",
+            "user_id",
+        ],
+    ),
 ];
 
 /// The data families by name, in the order of [`DATA`].
@@ -297,6 +328,11 @@ pub enum F {
     AssignedCost,
     UsersWithoutSeat,
     CreditsWithoutSeat,
+    QDeveloperCost,
+    QDeveloperUsers,
+    QDeveloperDuplicateUsers,
+    QDeveloperDuplicateCost,
+    UserQDeveloperCost,
 }
 
 #[cfg(test)]
@@ -305,7 +341,11 @@ mod tests {
 
     #[test]
     fn the_enum_names_each_family_in_order_and_names_are_unique() {
-        assert_eq!(DATA.len(), F::CreditsWithoutSeat as usize + 1);
+        assert_eq!(DATA.len(), F::UserQDeveloperCost as usize + 1);
+        assert_eq!(
+            DATA[F::QDeveloperCost as usize].name,
+            "kiro_q_developer_cost_usd"
+        );
         assert_eq!(
             DATA[F::UsersWithoutSeat as usize].name,
             "kiro_activity_users_without_seat"

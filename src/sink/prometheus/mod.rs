@@ -155,6 +155,7 @@ const PER_USER: &[F] = &[
     F::LastActive,
     F::OverageCap,
     F::UserInfo,
+    F::UserQDeveloperCost,
 ];
 
 /// Encodes the data families of a snapshot as Prometheus text, families in name order, with
@@ -239,6 +240,7 @@ pub fn encode_snapshot_with(s: &Snapshot, settings: &PrometheusSettings) -> Vec<
         if let Some(act) = &view.activity {
             sample_activity(view, act, p, &mut sample);
         }
+        sample_q_developer(&a.q_developer, p, &mut sample);
     }
     for (id, p) in &s.people {
         sample(
@@ -300,6 +302,38 @@ fn sample_savings(view: &PeriodView, p: &str, sample: &mut impl FnMut(F, &[&str]
                 f(t.savings_usd),
             );
         }
+    }
+}
+
+/// Q Developer Pro seats, where they were read: per cost center and per user.
+fn sample_q_developer(
+    q: &crate::allocation::q_developer::QDeveloper,
+    p: &str,
+    sample: &mut impl FnMut(F, &[&str], f64),
+) {
+    if !q.read {
+        return;
+    }
+    for (cc, r) in q.cost_centers() {
+        let l = [p, cost_center_label(cc)];
+        sample(F::QDeveloperCost, &l, f(r.fee_usd));
+        sample(F::QDeveloperUsers, &l, r.users as f64);
+        sample(F::QDeveloperDuplicateUsers, &l, r.duplicate_users as f64);
+        sample(F::QDeveloperDuplicateCost, &l, f(r.duplicate_usd));
+    }
+    for s in &q.seats {
+        let also = if s.also_kiro { "true" } else { "false" };
+        sample(
+            F::UserQDeveloperCost,
+            &[
+                &s.account_id,
+                also,
+                p,
+                cost_center_label(&s.cost_center),
+                &s.user_id,
+            ],
+            f(s.fee_usd),
+        );
     }
 }
 

@@ -195,6 +195,16 @@ pub fn check_allocation(
 /// to 1e-6, checked in floating point independently of the allocation's own exact check.
 pub fn assert_reconciles(a: &Allocation) {
     a.reconcile().unwrap();
+    // Q Developer seats keep books of their own.
+    let q = &a.q_developer;
+    q.reconcile(a.period).unwrap();
+    let seats: f64 = q.seats.iter().map(|s| s.fee_usd.to_f64().unwrap()).sum();
+    let lhs = seats + q.unattributed_usd.to_f64().unwrap() + q.tax_usd.to_f64().unwrap();
+    assert!(
+        (lhs - q.total_usd.to_f64().unwrap()).abs() < 1e-6,
+        "Q Developer seats {seats} + unattributed + tax != total {}",
+        q.total_usd
+    );
     let units: f64 = a.units.iter().map(|u| u.total_usd.to_f64().unwrap()).sum();
     let lhs = units + a.unattributed_usd.to_f64().unwrap() + a.tax_usd.to_f64().unwrap();
     let rhs = a.kiro_total_usd.to_f64().unwrap();
@@ -231,6 +241,20 @@ pub fn assert_json_reconciles(v: &serde_json::Value) {
         (cc - units).abs() < 1e-6,
         "cost centers {cc} != users {units}"
     );
+    if let Some(q) = v.get("q_developer") {
+        let seats: f64 = q["seats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| f(&s["fee_usd"]))
+            .sum();
+        let lhs = seats + f(&q["unattributed_usd"]) + f(&q["tax_usd"]);
+        assert!(
+            (lhs - f(&q["total_usd"])).abs() < 1e-6 && (seats - f(&q["fee_usd"])).abs() < 1e-6,
+            "Q Developer json does not reconcile: {lhs} vs {}",
+            q["total_usd"]
+        );
+    }
 }
 
 pub fn utc(y: i32, m: u32, d: u32) -> DateTime<Utc> {
