@@ -214,6 +214,9 @@ pub struct PageTexts {
     pub a_month: &'static str,
     pub report: &'static str,
     pub dashboards: &'static str,
+    pub q_developer: &'static str,
+    pub q_both: &'static str,
+    pub q_end_of_support: &'static str,
 }
 
 const PAGE_EN: PageTexts = PageTexts {
@@ -267,6 +270,9 @@ const PAGE_EN: PageTexts = PageTexts {
     a_month: "a month",
     report: "Monthly report (CSV)",
     dashboards: "Dashboards",
+    q_developer: "Q Developer Pro seats beside Kiro",
+    q_both: "users pay for both",
+    q_end_of_support: "Amazon Q Developer's IDE plugins and paid subscriptions reach end of support on",
 };
 
 const PAGE_ZH: PageTexts = PageTexts {
@@ -320,6 +326,9 @@ const PAGE_ZH: PageTexts = PageTexts {
     a_month: "每月",
     report: "月度报告（CSV）",
     dashboards: "仪表板",
+    q_developer: "与 Kiro 并存的 Q Developer Pro 席位",
+    q_both: "位用户同时付费",
+    q_end_of_support: "Amazon Q Developer 的 IDE 插件与付费订阅终止支持日期：",
 };
 
 /// `d` grouped in thousands with `decimals` places: `12,345.60`.

@@ -437,5 +437,7 @@ async fn the_landing_page_stays_small_at_fifty_thousand_users() {
     eprintln!("landing page at 50,000 users: {} bytes", page.len());
     assert!(page.len() < 200 * 1024, "{} bytes", page.len());
     let text = String::from_utf8(page.to_vec()).unwrap();
-    assert!(tags(&text, "<tr data-user=").len() <= 30);
+    // Four lists (top users, near the limit, savings, Q Developer overlap), ten rows each
+    // at most, whatever the number of users.
+    assert!(tags(&text, "<tr data-user=").len() <= 40);
 }

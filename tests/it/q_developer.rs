@@ -213,3 +213,58 @@ async fn without_the_operation_column_q_developer_seats_are_not_read() {
         .unwrap();
     assert_eq!(sql.q_developer, a.q_developer);
 }
+
+/// The landing page and the report's summary card name the users who pay for both and the
+/// end-of-support date, with the figures of the allocation.
+#[tokio::test]
+async fn the_landing_page_and_the_card_name_the_overlap_and_the_end_of_support() {
+    use kiro_cost_exporter::sink::{landing, report};
+    use kiro_cost_exporter::snapshot::Snapshot;
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = GenSpec::new(120, period("2026-10"));
+    spec.seed = 5;
+    curgen::write_export(&spec, dir.path(), |_| {}).unwrap();
+    let a = allocate(dir.path(), "2026-10", AllocationSettings::default()).await;
+    let both: Vec<_> = a.q_developer.duplicates().cloned().collect();
+    assert!(!both.is_empty());
+    let cost: Decimal = both.iter().map(|q| q.fee_usd).sum();
+    let s = Snapshot::of_bill(
+        utc(2026, 11, 20),
+        vec![a],
+        &PlanTable::default(),
+        &SavingsSettings::default(),
+    );
+    let page = landing::render(
+        Some(&s),
+        &landing::LandingSettings::default(),
+        &landing::Health::default(),
+    );
+    let page = String::from_utf8(page.to_vec()).unwrap();
+    assert!(
+        page.contains(&format!(
+            "<span id=\"q-both-2026-10\">{}</span> users pay for both",
+            both.len()
+        )),
+        "{page}"
+    );
+    assert!(page.contains("id=\"q-eos-2026-10\" data-date=\"2027-04-30\""));
+    let listed = page.split("id=\"q-list-2026-10\"").nth(1).unwrap();
+    let listed = listed.split("</table>").next().unwrap();
+    for q in both.iter().take(10) {
+        assert!(listed.contains(&format!("data-user=\"{}\"", q.user_id)), "{}", q.user_id);
+    }
+
+    let view = s.period(period("2026-10")).unwrap();
+    let card = report::summary_card(view, None, &report::ReportSettings::default(), "");
+    let text = card.to_string();
+    let money = kiro_cost_exporter::locale::money(cost);
+    assert!(
+        text.contains(&format!(
+            "**Q Developer Pro**: {} users also hold a Kiro seat ({money} a month); Amazon Q Developer reaches end of support on 2027-04-30.",
+            both.len()
+        )),
+        "{text}"
+    );
+    // Their recommendations are among the card's savings, at the seats' fees.
+    assert!(view.savings.total_usd >= cost);
+}

@@ -99,7 +99,10 @@ async fn applying_every_recommendation_saves_exactly_the_total() {
         let after: Decimal = after_seats.values().map(|(p, c)| plan_cost(p, *c)).sum();
         // And the Q Developer Pro seats of users who hold a Kiro seat, cancelled at their fee.
         let q_saved: Decimal = a.q_developer.duplicates().map(|q| q.fee_usd).sum();
-        assert!(q_saved > Decimal::ZERO, "seed {seed}: no Q Developer overlap");
+        assert!(
+            q_saved > Decimal::ZERO,
+            "seed {seed}: no Q Developer overlap"
+        );
         assert_eq!(
             before - after + q_saved,
             s.total_usd,

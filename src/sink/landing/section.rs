@@ -81,6 +81,7 @@ pub(super) fn period(
     near_limit(h, s, v, &seats, t);
     h.push_str("</div></div>");
     savings(h, s, v, settings.locale);
+    q_developer(h, s, v, t);
     h.push_str("</section>");
 }
 
@@ -336,4 +337,49 @@ fn savings(h: &mut String, s: &Snapshot, v: &PeriodView, locale: Locale) {
     }
     h.push_str("</tbody></table></div>");
     more(h, recs.len().saturating_sub(TOP), t);
+}
+
+/// The Q Developer Pro seats of users who also hold a Kiro seat, and the end-of-support date;
+/// nothing when no seat was read.
+fn q_developer(h: &mut String, s: &Snapshot, v: &PeriodView, t: &Texts) {
+    let q = &v.allocation.q_developer;
+    if !q.read || q.seats.is_empty() {
+        return;
+    }
+    let p = v.allocation.period;
+    let mut both: Vec<_> = q.duplicates().collect();
+    both.sort_by(|a, b| b.fee_usd.cmp(&a.fee_usd).then(a.user_id.cmp(&b.user_id)));
+    let cost: Decimal = both.iter().map(|q| q.fee_usd).sum();
+    let eos = crate::allocation::q_developer::end_of_support();
+    let _ = write!(
+        h,
+        "<h3>{} <span class=\"muted\">(<span id=\"q-both-{p}\">{}</span> {}, {} {})</span></h3>\
+<p class=\"muted\" id=\"q-eos-{p}\" data-date=\"{eos}\">{} {eos}.</p>",
+        t.q_developer,
+        both.len(),
+        t.q_both,
+        money(cost),
+        t.a_month,
+        t.q_end_of_support,
+    );
+    if both.is_empty() {
+        return;
+    }
+    let _ = write!(
+        h,
+        "<div class=\"scroll\"><table id=\"q-list-{p}\"><thead><tr><th>{}</th><th>{}</th><th class=\"n\">{}</th></tr></thead><tbody>",
+        t.user, t.cost_center, t.cost
+    );
+    for q in both.iter().take(TOP) {
+        let _ = write!(
+            h,
+            "<tr data-user=\"{}\"><td>{}</td><td>{}</td>{}</tr>",
+            escape(&q.user_id),
+            person(s, &q.user_id),
+            escape(cost_center_name(&q.cost_center, t)),
+            money_td(q.fee_usd),
+        );
+    }
+    h.push_str("</tbody></table></div>");
+    more(h, both.len().saturating_sub(TOP), t);
 }

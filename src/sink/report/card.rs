@@ -78,6 +78,7 @@ pub fn summary_card(
         "\n**{}**: {per_month} ({} {})\n{top_savings}",
         t.savings, savings.idle_seats, t.idle_seats
     ));
+    body.push_str(&q_developer_line(a, settings.locale));
     if let Some(link) = link {
         body.push_str(&format!(
             "\n{} {}.\n",
@@ -105,6 +106,32 @@ pub fn summary_card(
         elements.push(feishu::link_button(t.dashboard, dashboard_url));
     }
     feishu::card(&format!("{} {}", t.title, a.period), "blue", elements)
+}
+
+/// The sentence on Q Developer Pro seats of users who also hold a Kiro seat, with the
+/// end-of-support date; empty when there is none.
+fn q_developer_line(a: &crate::allocation::Allocation, locale: Locale) -> String {
+    let both: Vec<_> = a.q_developer.duplicates().collect();
+    if both.is_empty() {
+        return String::new();
+    }
+    let t = locale.report();
+    let cost: Decimal = both.iter().map(|q| q.fee_usd).sum();
+    let eos = crate::allocation::q_developer::end_of_support();
+    match locale {
+        Locale::En => format!(
+            "\n**Q Developer Pro**: {} users also hold a Kiro seat ({} {}); Amazon Q Developer reaches end of support on {eos}.\n",
+            both.len(),
+            money(cost),
+            t.a_month
+        ),
+        Locale::ZhCn => format!(
+            "\n**Q Developer Pro**：{} 位用户同时持有 Kiro 席位（{} {}）；Amazon Q Developer 将于 {eos} 终止支持。\n",
+            both.len(),
+            t.a_month,
+            money(cost)
+        ),
+    }
 }
 
 /// The card of a month the export has no data for.
