@@ -251,7 +251,11 @@ async fn the_landing_page_and_the_card_name_the_overlap_and_the_end_of_support()
     let listed = page.split("id=\"q-list-2026-10\"").nth(1).unwrap();
     let listed = listed.split("</table>").next().unwrap();
     for q in both.iter().take(10) {
-        assert!(listed.contains(&format!("data-user=\"{}\"", q.user_id)), "{}", q.user_id);
+        assert!(
+            listed.contains(&format!("data-user=\"{}\"", q.user_id)),
+            "{}",
+            q.user_id
+        );
     }
 
     let view = s.period(period("2026-10")).unwrap();
