@@ -4,7 +4,8 @@
 //! One allocation is StartQueryExecution (the Trino rendering of the one SQL template, with the
 //! period and tag key as execution parameters) → GetQueryExecution polled with a doubling
 //! interval → GetQueryResults paged 1,000 rows at a time → typed rows, decimals parsed without
-//! loss. A query still queued or running at `query_timeout` is stopped. Throttling and 5xx
+//! loss. With `allocation.q_developer` a second query (the Q Developer seats, [`sql::render_q_developer`])
+//! runs meanwhile, the same way. A query still queued or running at `query_timeout` is stopped. Throttling and 5xx
 //! answers are retried by the SDK's standard retry strategy (capped, jittered exponential
 //! backoff; `max_attempts` attempts per call).
 //!

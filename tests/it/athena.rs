@@ -54,7 +54,14 @@ async fn source(settings: AthenaSettings) -> AthenaSource {
         .retry_config(retry)
         .timeout_config(timeouts)
         .build();
-    AthenaSource::from_sdk_config(&shared, settings, AllocationSettings::default()).unwrap()
+    // Moto's Athena answers canned Kiro rows to whatever query comes: these tests are about
+    // the calls, so they make one query an allocation. The Q Developer query runs against
+    // real data on ministack (`athena_on_ministack_matches_the_local_engine_end_to_end`).
+    let allocation = AllocationSettings {
+        q_developer: false,
+        ..AllocationSettings::default()
+    };
+    AthenaSource::from_sdk_config(&shared, settings, allocation).unwrap()
 }
 
 /// A config file for the binary's Athena source, written from the daemon's `Settings`.
@@ -200,6 +207,12 @@ async fn athena_on_ministack_matches_the_local_engine_end_to_end() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&athena)).unwrap();
     assert!(v["users"].as_array().unwrap().len() >= 1000);
     assert_json_reconciles(&v);
+    // The Q Developer seats came from their own query, the same as the local engine's.
+    assert!(
+        !v["q_developer"]["seats"].as_array().unwrap().is_empty(),
+        "{}",
+        v["q_developer"]
+    );
     assert!(
         lake.proxy
             .calls()
@@ -483,7 +496,13 @@ async fn the_daemon_rides_out_athena_and_s3_faults() {
             ..settings(&proxy.url())
         },
     );
-    let env: Vec<(&str, &str)> = FAST.iter().copied().chain(aws_env()).collect();
+    // One query an allocation against moto's canned rows, as in `source`.
+    let env: Vec<(&str, &str)> = FAST
+        .iter()
+        .copied()
+        .chain(aws_env())
+        .chain([("KIRO_EXPORTER__ALLOCATION__Q_DEVELOPER", "false")])
+        .collect();
     let d = Daemon::start(
         &["--config", config.to_str().unwrap(), "--period", "2026-10"],
         &env,
