@@ -18,6 +18,7 @@ pub mod config_error;
 pub mod curgen;
 pub mod daemon;
 pub mod failure;
+pub mod history;
 pub mod locale;
 pub mod notify;
 pub mod output;

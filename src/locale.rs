@@ -130,6 +130,21 @@ impl Locale {
         }
     }
 
+    /// A seat's idle stretch, as savings reasons name it: "idle 3 months, $600.00 since
+    /// 2026-09".
+    pub fn idle_stretch(self, t: &crate::history::Tenure) -> Option<String> {
+        let since = t.idle_since.filter(|_| t.months_idle > 0)?;
+        let cost = money(t.idle_cost_usd);
+        Some(match self {
+            Self::En => format!(
+                "idle {} month{}, {cost} since {since}",
+                t.months_idle,
+                if t.months_idle == 1 { "" } else { "s" }
+            ),
+            Self::ZhCn => format!("闲置 {} 个月，自 {since} 起 {cost}", t.months_idle),
+        })
+    }
+
     /// What a period's recommendations were decided from, in a sentence.
     pub fn savings_basis(self, b: &crate::allocation::savings::Basis) -> String {
         let day =
@@ -217,6 +232,9 @@ pub struct PageTexts {
     pub q_developer: &'static str,
     pub q_both: &'static str,
     pub q_end_of_support: &'static str,
+    pub by_month: &'static str,
+    pub idle_for: &'static str,
+    pub since: &'static str,
 }
 
 const PAGE_EN: PageTexts = PageTexts {
@@ -273,6 +291,9 @@ const PAGE_EN: PageTexts = PageTexts {
     q_developer: "Q Developer Pro seats beside Kiro",
     q_both: "users pay for both",
     q_end_of_support: "Amazon Q Developer's IDE plugins and paid subscriptions reach end of support on",
+    by_month: "Cost by month",
+    idle_for: "idle",
+    since: "since",
 };
 
 const PAGE_ZH: PageTexts = PageTexts {
@@ -329,6 +350,9 @@ const PAGE_ZH: PageTexts = PageTexts {
     q_developer: "与 Kiro 并存的 Q Developer Pro 席位",
     q_both: "位用户同时付费",
     q_end_of_support: "Amazon Q Developer 的 IDE 插件与付费订阅终止支持日期：",
+    by_month: "按月成本",
+    idle_for: "闲置",
+    since: "始于",
 };
 
 /// `d` grouped in thousands with `decimals` places: `12,345.60`.

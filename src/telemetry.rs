@@ -156,6 +156,7 @@ pub struct Telemetry {
     read_bytes: prometheus::IntCounter,
     cache_bytes: Gauge,
     closed_revisions: prometheus::IntCounter,
+    history: HistoryMetrics,
     activity_malformed: Gauge,
     identity_lookups: IntCounterVec,
     web_config: WebConfigGauges,
@@ -172,6 +173,31 @@ struct SinkMetrics {
     state_saves: IntCounterVec,
     sink_errors: IntCounterVec,
     sink_last_success: GaugeVec,
+}
+
+/// The closed months history holds, and how many it allocated.
+struct HistoryMetrics {
+    allocations: prometheus::IntCounter,
+    months: Gauge,
+}
+
+impl HistoryMetrics {
+    fn register(r: &Registry) -> Result<Self, prometheus::Error> {
+        let allocations = prometheus::IntCounter::new(
+            "kiro_exporter_history_allocations_total",
+            "Closed months allocated for history (history.months): each once, and again only when its kept record is lost.",
+        )?;
+        r.register(Box::new(allocations.clone()))?;
+        let months = gauge(
+            r,
+            "kiro_exporter_history_months",
+            "Closed months history holds (history.months), read from history.dir at start or allocated since.",
+        )?;
+        Ok(Self {
+            allocations,
+            months,
+        })
+    }
 }
 
 /// Whether the web config file was last read well, and when.
@@ -367,6 +393,7 @@ impl Telemetry {
             "Times a month's total changed after its monthly report was sent (AWS may update a month for two weeks after it ends).",
         )?;
         r.register(Box::new(closed_revisions.clone()))?;
+        let history = HistoryMetrics::register(&r)?;
         let activity_malformed = gauge(
             &r,
             "kiro_exporter_activity_malformed_files",
@@ -393,6 +420,7 @@ impl Telemetry {
             read_bytes,
             cache_bytes,
             closed_revisions,
+            history,
             activity_malformed,
             identity_lookups,
             web_config,
@@ -476,6 +504,16 @@ impl Telemetry {
     /// Activity report files skipped at the last read.
     pub fn set_activity_malformed(&self, files: usize) {
         self.activity_malformed.set(files as f64);
+    }
+
+    /// A closed month was allocated for history.
+    pub fn record_history_allocation(&self) {
+        self.history.allocations.inc();
+    }
+
+    /// Closed months history holds.
+    pub fn set_history_months(&self, months: usize) {
+        self.history.months.set(months as f64);
     }
 
     /// A month whose report was sent changed afterwards.

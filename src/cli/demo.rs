@@ -28,6 +28,9 @@ pub struct DemoArgs {
     interval: Duration,
 }
 
+/// Months the demo export holds: the current one and five closed ones for history.
+const DEMO_MONTHS: u32 = 6;
+
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let DemoArgs {
         listen,
@@ -43,17 +46,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // v5: the activity report as Kiro writes it (client types, plugins, tiers, profile ARNs,
     // prefixed ids, overage per profile, free-tier users, only days that have ended), and a
     // directory of synthetic people.
-    let dir = base.join(format!("{current}-{users}users-v6"));
+    // v7: six months, so history and tenure have months to show; Q Developer seats.
+    let first = (1..DEMO_MONTHS).fold(current, |p, _| p.previous());
+    let dir = base.join(format!("{current}-{users}users-v7"));
     if !dir.join("data").is_dir() {
         println!(
-            "Generating a demo CUR export ({users} users, {} and {current} to date) in {} ...",
-            current.previous(),
+            "Generating a demo CUR export ({users} users, {} to {current} to date) in {} ...",
+            first,
             dir.display()
         );
         let tmp = base.join(format!(".tmp-{current}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
-        let mut spec = GenSpec::new(users, current.previous());
-        spec.months = 2;
+        let mut spec = GenSpec::new(users, first);
+        spec.months = DEMO_MONTHS;
         // CUR lags real usage by a day or more; so does the demo.
         spec.until = Some(now - chrono::Duration::hours(24));
         spec.activity = true;
@@ -63,6 +68,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .with_context(|| format!("moving the demo export to {}", dir.display()))?;
     }
     settings.activity.path = dir.join("activity").display().to_string();
+    // The closed months, allocated once and kept beside the export.
+    settings.history.dir = dir.join("history");
     // Synthetic people, named from the generated directory file (Identity Store stays off):
     // their e-mails may be shown.
     settings.identity.directory = dir.join("activity/people.csv").display().to_string();

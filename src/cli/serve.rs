@@ -105,6 +105,7 @@ async fn refresher(settings: &Settings) -> anyhow::Result<Refresher> {
     )?
     .after_refresh(release_free_memory)
     .with_prometheus(settings.prometheus.clone())
+    .with_history(settings.history.clone(), &settings.savings)
     .with_landing(settings.landing_settings());
     let cx = SinkContext {
         state_file: state_file(settings)?,

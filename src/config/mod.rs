@@ -64,6 +64,8 @@ pub struct Settings {
     pub identity: IdentitySettings,
     /// What `/metrics` carries.
     pub prometheus: PrometheusSettings,
+    /// Closed months kept for trends and seat tenure.
+    pub history: crate::history::HistorySettings,
 }
 
 /// Reads settings from the defaults, an optional file and the process environment.
@@ -145,6 +147,7 @@ impl Settings {
         self.allocation.validate()?;
         self.plans.validate()?;
         self.savings.validate()?;
+        self.history.validate()?;
         self.source.validate()?;
         if self.source.engine == Engine::Athena
             && self.source.athena.query_timeout * 2 >= self.refresh.timeout

@@ -15,7 +15,10 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use tokio::sync::watch;
 
+use crate::allocation::savings::SavingsSettings;
 use crate::failure::FailureKind;
+use crate::history::{HistorySettings, HistoryStore, HistoryView, MonthRecord};
+use crate::period::BillingPeriod;
 use crate::server::{Published, State};
 use crate::sink::prometheus::{self as prom, EncodeError};
 use crate::sink::{Delivery, Sink, landing};
@@ -71,6 +74,39 @@ pub struct Refresher {
     landing: landing::LandingSettings,
     /// Each sink's last success and last error, for the landing page.
     sink_health: BTreeMap<String, landing::SinkHealth>,
+    /// The closed months kept, when `history.months` is not 0.
+    history: Option<History>,
+}
+
+/// The closed months the daemon keeps ([`crate::history`]).
+struct History {
+    settings: HistorySettings,
+    store: Option<HistoryStore>,
+    records: BTreeMap<BillingPeriod, MonthRecord>,
+    /// Months that could not be allocated in this run (no data, or a failure, logged): not
+    /// tried again until a restart.
+    unavailable: std::collections::BTreeSet<BillingPeriod>,
+    idle_below: rust_decimal::Decimal,
+    grace_days: u32,
+}
+
+impl History {
+    /// The records of the months wanted when `watched` are watched.
+    fn in_window(&self, watched: &[BillingPeriod]) -> BTreeMap<BillingPeriod, MonthRecord> {
+        let Some(&newest) = watched.last() else {
+            return BTreeMap::new();
+        };
+        self.settings
+            .wanted(newest, watched)
+            .into_iter()
+            .filter_map(|p| self.records.get(&p).map(|r| (p, r.clone())))
+            .collect()
+    }
+}
+
+/// Whether two records of a month say the same (when they were made aside).
+fn same_record(a: &MonthRecord, b: &MonthRecord) -> bool {
+    (&a.total_usd, &a.cost_centers, &a.seats) == (&b.total_usd, &b.cost_centers, &b.seats)
 }
 
 impl Refresher {
@@ -105,7 +141,110 @@ impl Refresher {
             republish: Arc::new(tokio::sync::Notify::new()),
             landing: landing::LandingSettings::default(),
             sink_health: BTreeMap::new(),
+            history: None,
         })
+    }
+
+    /// Keeps `settings.months` closed months (read back from `settings.dir` when set), and
+    /// gives each seat its tenure with `savings`' idle threshold and grace days.
+    pub fn with_history(mut self, settings: HistorySettings, savings: &SavingsSettings) -> Self {
+        if settings.months == 0 {
+            return self;
+        }
+        let store =
+            (!settings.dir.as_os_str().is_empty()).then(|| HistoryStore::new(&settings.dir));
+        let records = match &store {
+            Some(store) => {
+                let (records, problems) = store.load();
+                for p in problems {
+                    tracing::warn!("history: {p}; that month is allocated again");
+                }
+                tracing::info!(dir = %settings.dir.display(), months = records.len(), "history read");
+                records
+            }
+            None => BTreeMap::new(),
+        };
+        self.history = Some(History {
+            settings,
+            store,
+            records,
+            unavailable: Default::default(),
+            idle_below: savings.idle_below_credits,
+            grace_days: savings.idle_grace_days,
+        });
+        self
+    }
+
+    /// Records the snapshot's closed months, then allocates one closed month history lacks
+    /// (newest first). Never fails the refresh: what goes wrong is logged, and a month that
+    /// cannot be allocated is not tried again in this run.
+    async fn keep_history(&mut self, snapshot: &Snapshot) {
+        let Some(h) = &mut self.history else {
+            return;
+        };
+        let watched: Vec<BillingPeriod> = snapshot
+            .periods
+            .iter()
+            .map(|v| v.allocation.period)
+            .collect();
+        let mut fresh: Vec<MonthRecord> = snapshot
+            .periods
+            .iter()
+            .filter(|v| v.allocation.period.end() <= snapshot.taken_at)
+            .map(|v| MonthRecord::of(v, snapshot.taken_at))
+            .filter(|r| !h.records.get(&r.period).is_some_and(|k| same_record(k, r)))
+            .collect();
+        let missing = watched.last().and_then(|&newest| {
+            h.settings
+                .wanted(newest, &watched)
+                .into_iter()
+                .find(|p| !h.records.contains_key(p) && !h.unavailable.contains(p))
+        });
+        if let Some(p) = missing {
+            let allocated =
+                tokio::time::timeout(self.settings.timeout, self.source.allocate(p)).await;
+            match allocated {
+                Ok(Ok(a)) => {
+                    self.telemetry.record_history_allocation();
+                    let built = self.builder.build(snapshot.taken_at, vec![a]).await;
+                    if let Some(v) = built.snapshot.periods.first() {
+                        fresh.push(MonthRecord::of(v, snapshot.taken_at));
+                    }
+                }
+                Ok(Err(e @ (SourceError::NoPartition { .. } | SourceError::NoObjects { .. }))) => {
+                    tracing::info!(period = %p, "history: no data for this month: {e}");
+                    h.unavailable.insert(p);
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(period = %p, kind = e.kind().as_str(), "history: cannot allocate this month, not tried again until a restart: {e}");
+                    h.unavailable.insert(p);
+                }
+                Err(_) => {
+                    tracing::warn!(period = %p, "history: allocating this month took longer than refresh.timeout; not tried again until a restart");
+                    h.unavailable.insert(p);
+                }
+            }
+        }
+        for r in fresh {
+            if let Some(store) = h.store.clone() {
+                let record = r.clone();
+                let saved = tokio::task::spawn_blocking(move || store.save(&record)).await;
+                match saved {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!("history: {e}; kept in memory only"),
+                    Err(e) => tracing::warn!("history: the save did not finish: {e}"),
+                }
+            }
+            h.records.insert(r.period, r);
+        }
+        // Months that left the window are let go.
+        if let Some(&newest) = watched.last() {
+            let wanted = h.settings.wanted(newest, &watched);
+            h.records
+                .retain(|p, _| wanted.contains(p) || watched.contains(p));
+            self.telemetry
+                .set_history_months(h.records.keys().filter(|p| wanted.contains(p)).count());
+        }
     }
 
     /// What the landing page shows besides the snapshot (locale, dashboard link, budgets).
@@ -189,8 +328,22 @@ impl Refresher {
         if let Some(lookups) = &built.lookups {
             self.telemetry.record_identity_lookups(lookups);
         }
-        let families = prom::encode_snapshot_with(&built.snapshot, &self.prometheus);
-        Ok((built.snapshot, Bytes::from(families)))
+        let mut snapshot = built.snapshot;
+        if let Some(h) = &self.history {
+            let watched: Vec<BillingPeriod> = snapshot
+                .periods
+                .iter()
+                .map(|v| v.allocation.period)
+                .collect();
+            snapshot.history = HistoryView::of(
+                &h.in_window(&watched),
+                &snapshot,
+                h.idle_below,
+                h.grace_days,
+            );
+        }
+        let families = prom::encode_snapshot_with(&snapshot, &self.prometheus);
+        Ok((snapshot, Bytes::from(families)))
     }
 
     /// Runs one refresh and publishes its outcome.
@@ -249,6 +402,13 @@ impl Refresher {
             self.deliver().await;
             // The sinks' counters changed.
             self.publish()?;
+        }
+        if error.is_none()
+            && let Some((snapshot, _)) = &self.last_good
+        {
+            // Shown from the next refresh on.
+            let snapshot = snapshot.clone();
+            self.keep_history(&snapshot).await;
         }
         error.map_or(Ok(()), Err)
     }

@@ -47,6 +47,9 @@ pub struct Snapshot {
     /// Names of the user ids, where known (Identity Store, else the activity report's
     /// e-mail), with only the fields configured for export filled.
     pub people: BTreeMap<String, crate::source::identity::Person>,
+    /// The closed months history keeps and each seat's tenure (the daemon's; empty
+    /// elsewhere).
+    pub history: crate::history::HistoryView,
 }
 
 /// The month-end forecast of a period ([`crate::allocation::forecast::FORECAST_METHOD`]).
@@ -478,6 +481,7 @@ impl Snapshot {
                 })
                 .collect(),
             people: people.names,
+            history: crate::history::HistoryView::default(),
         }
     }
 

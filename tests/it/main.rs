@@ -18,6 +18,7 @@ mod docs;
 mod faults;
 mod fuzz;
 mod helm;
+mod history;
 mod identity;
 mod landing;
 mod layout;

@@ -92,6 +92,7 @@ pub fn render(snapshot: Option<&Snapshot>, settings: &LandingSettings, health: &
         }
         Some(s) => {
             freshness(&mut h, s, health, t);
+            section::by_month(&mut h, s, t);
             for v in s.periods.iter().rev() {
                 section::period(&mut h, s, v, settings, health, t);
             }

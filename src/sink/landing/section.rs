@@ -324,9 +324,20 @@ fn savings(h: &mut String, s: &Snapshot, v: &PeriodView, locale: Locale) {
         } else {
             escape(&r.recommended_plan)
         };
+        // An idle seat says how long it has been idle and what that cost, where history knows.
+        let stretch = (r.reason == crate::allocation::savings::Reason::Idle)
+            .then(|| {
+                let key = (r.account_id.clone(), r.region.clone(), r.user_id.clone());
+                s.history.tenure.get(&key)
+            })
+            .flatten()
+            .and_then(|t| locale.idle_stretch(t))
+            .map_or_else(String::new, |x| {
+                format!(" <span class=\"muted\">({})</span>", escape(&x))
+            });
         let _ = write!(
             h,
-            "<tr data-user=\"{}\"><td>{}</td><td>{}</td><td>{} → {to}</td><td>{}</td>{}</tr>",
+            "<tr data-user=\"{}\"><td>{}</td><td>{}</td><td>{} → {to}</td><td>{}{stretch}</td>{}</tr>",
             escape(&r.user_id),
             person(s, &r.user_id),
             escape(cost_center_name(&r.cost_center, t)),
@@ -382,4 +393,85 @@ fn q_developer(h: &mut String, s: &Snapshot, v: &PeriodView, t: &Texts) {
     }
     h.push_str("</tbody></table></div>");
     more(h, both.len().saturating_sub(TOP), t);
+}
+
+/// Cost by month, from history: the whole bill and the cost centers that cost most in the
+/// newest month, one row of bars each, every row scaled to its own largest month; nothing
+/// with fewer than two months.
+pub(super) fn by_month(h: &mut String, s: &Snapshot, t: &Texts) {
+    let months = &s.history.months;
+    if months.len() < 2 {
+        return;
+    }
+    let newest = &months[months.len() - 1];
+    let mut centers: Vec<(&String, &Decimal)> = newest.cost_centers.iter().collect();
+    centers.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let mut rows: Vec<(String, String, Vec<Decimal>)> = vec![(
+        t.total.to_owned(),
+        "total".to_owned(),
+        months.iter().map(|m| m.total_usd).collect(),
+    )];
+    for (cc, _) in centers.into_iter().take(BARS - 1) {
+        let name = if cc.is_empty() {
+            t.untagged
+        } else {
+            cc.as_str()
+        };
+        let key = if cc.is_empty() { UNTAGGED } else { cc.as_str() };
+        let values = months
+            .iter()
+            .map(|m| m.cost_centers.get(cc).copied().unwrap_or_default())
+            .collect();
+        rows.push((name.to_owned(), key.to_owned(), values));
+    }
+    let (label_w, area_w, row_h) = (190.0, 420.0, 44.0);
+    let step = area_w / months.len() as f64;
+    let height = row_h * rows.len() as f64 + 18.0;
+    let _ = write!(
+        h,
+        "<section id=\"by-month\"><h2>{}</h2><svg viewBox=\"0 0 620 {height}\" role=\"img\" aria-label=\"{}\">",
+        t.by_month, t.by_month
+    );
+    for (i, (name, key, values)) in rows.iter().enumerate() {
+        let top = i as f64 * row_h + 2.0;
+        let max = values
+            .iter()
+            .copied()
+            .fold(Decimal::ZERO, Decimal::max)
+            .max(Decimal::new(1, 2));
+        let _ = write!(
+            h,
+            "<g data-row=\"{}\"><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+            escape(key),
+            label_w - 6.0,
+            top + row_h / 2.0 + 4.0,
+            escape(&truncate(name, 28)),
+        );
+        for (j, (m, v)) in months.iter().zip(values).enumerate() {
+            let bar = (v / max).to_f64().unwrap_or(0.0).clamp(0.0, 1.0) * (row_h - 8.0);
+            let _ = write!(
+                h,
+                "<rect class=\"bar\" data-period=\"{}\" data-usd=\"{}\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bar:.1}\"><title>{} {}: {}</title></rect>",
+                m.period,
+                v.normalize(),
+                label_w + j as f64 * step + 2.0,
+                top + row_h - 4.0 - bar,
+                (step - 4.0).max(1.0),
+                escape(name),
+                m.period,
+                money(*v),
+            );
+        }
+        h.push_str("</g>");
+    }
+    let y = rows.len() as f64 * row_h + 14.0;
+    for (j, m) in months.iter().enumerate() {
+        let _ = write!(
+            h,
+            "<text x=\"{:.1}\" y=\"{y}\" text-anchor=\"middle\">{}</text>",
+            label_w + (j as f64 + 0.5) * step,
+            &m.period.to_string()[2..],
+        );
+    }
+    h.push_str("</svg></section>");
 }

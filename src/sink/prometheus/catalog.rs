@@ -43,6 +43,8 @@ const CC_LABELS: &[&str] = &["billing_period", "cost_center"];
 /// Labels of the activity report's per-seat families.
 const SEAT_LABELS: &[&str] = &["account_id", "billing_period", "region", "user_id"];
 const PERIOD: &[&str] = &["billing_period"];
+/// Labels of a seat's tenure (not of one period).
+const TENURE_LABELS: &[&str] = &["account_id", "region", "user_id"];
 
 /// The data families; [`F`] names each by its index.
 pub const DATA: &[Def] = &[
@@ -286,6 +288,36 @@ pub const DATA: &[Def] = &[
             "user_id",
         ],
     ),
+    Def::new(
+        "kiro_history_cost_usd",
+        "The whole Kiro bill per month in USD, tax included: the closed months history keeps (history.months) and the watched ones (to date).",
+        PERIOD,
+    ),
+    Def::new(
+        "kiro_history_cost_center_cost_usd",
+        "Cost in USD per cost center per month, tax and unattributed lines excluded: the closed months history keeps and the watched ones.",
+        CC_LABELS,
+    ),
+    Def::new(
+        "kiro_user_licence_since_timestamp_seconds",
+        "Start of the first month history knows the seat paid a seat fee in (the licence holds since then, or earlier when that is the oldest month kept).",
+        TENURE_LABELS,
+    ),
+    Def::new(
+        "kiro_user_months_active",
+        "Months history knows the seat paid a seat fee and was used in (savings.idle_below_credits or more).",
+        TENURE_LABELS,
+    ),
+    Def::new(
+        "kiro_user_months_idle",
+        "Months in a row up to now the seat paid a seat fee and was not used (the running month counts once its grace days are in the data).",
+        TENURE_LABELS,
+    ),
+    Def::new(
+        "kiro_user_idle_stretch_cost_usd",
+        "What the seat cost in USD over its current idle stretch (kiro_user_months_idle months).",
+        TENURE_LABELS,
+    ),
 ];
 
 /// The data families by name, in the order of [`DATA`].
@@ -333,6 +365,12 @@ pub enum F {
     QDeveloperDuplicateUsers,
     QDeveloperDuplicateCost,
     UserQDeveloperCost,
+    HistoryCost,
+    HistoryCostCenterCost,
+    LicenceSince,
+    MonthsActive,
+    MonthsIdle,
+    IdleStretchCost,
 }
 
 #[cfg(test)]
@@ -341,7 +379,8 @@ mod tests {
 
     #[test]
     fn the_enum_names_each_family_in_order_and_names_are_unique() {
-        assert_eq!(DATA.len(), F::UserQDeveloperCost as usize + 1);
+        assert_eq!(DATA.len(), F::IdleStretchCost as usize + 1);
+        assert_eq!(DATA[F::HistoryCost as usize].name, "kiro_history_cost_usd");
         assert_eq!(
             DATA[F::QDeveloperCost as usize].name,
             "kiro_q_developer_cost_usd"

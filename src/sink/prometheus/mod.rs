@@ -156,6 +156,10 @@ const PER_USER: &[F] = &[
     F::OverageCap,
     F::UserInfo,
     F::UserQDeveloperCost,
+    F::LicenceSince,
+    F::MonthsActive,
+    F::MonthsIdle,
+    F::IdleStretchCost,
 ];
 
 /// Encodes the data families of a snapshot as Prometheus text, families in name order, with
@@ -242,6 +246,7 @@ pub fn encode_snapshot_with(s: &Snapshot, settings: &PrometheusSettings) -> Vec<
         }
         sample_q_developer(&a.q_developer, p, &mut sample);
     }
+    sample_history(s, &mut sample);
     for (id, p) in &s.people {
         sample(
             F::UserInfo,
@@ -302,6 +307,43 @@ fn sample_savings(view: &PeriodView, p: &str, sample: &mut impl FnMut(F, &[&str]
                 f(t.savings_usd),
             );
         }
+    }
+}
+
+/// The months history keeps, and the tenure of the newest period's seats.
+fn sample_history(s: &Snapshot, sample: &mut impl FnMut(F, &[&str], f64)) {
+    let h = &s.history;
+    for m in &h.months {
+        let p = m.period.to_string();
+        sample(F::HistoryCost, &[&p], f(m.total_usd));
+        for (cc, v) in &m.cost_centers {
+            sample(
+                F::HistoryCostCenterCost,
+                &[&p, cost_center_label(cc)],
+                f(*v),
+            );
+        }
+    }
+    let Some(view) = s.current() else { return };
+    for seat in &view.seats {
+        let id = &seat.id;
+        let key = (id.account_id.clone(), id.region.clone(), id.user_id.clone());
+        let Some(t) = h.tenure.get(&key) else {
+            continue;
+        };
+        let l = [
+            id.account_id.as_str(),
+            id.region.as_str(),
+            id.user_id.as_str(),
+        ];
+        sample(
+            F::LicenceSince,
+            &l,
+            t.licence_since.start().timestamp() as f64,
+        );
+        sample(F::MonthsActive, &l, f64::from(t.months_active));
+        sample(F::MonthsIdle, &l, f64::from(t.months_idle));
+        sample(F::IdleStretchCost, &l, f(t.idle_cost_usd));
     }
 }
 

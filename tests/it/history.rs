@@ -1,0 +1,217 @@
+//! History: closed months allocated once, kept in `history.dir`, exported per month and per
+//! cost center, read back after a restart without a scan; and each seat's tenure (licence
+//! since, months active, months idle in a row and what the idle stretch cost) from them.
+
+use std::collections::BTreeMap;
+
+use kiro_cost_exporter::allocation::PlanTable;
+use kiro_cost_exporter::allocation::savings::SavingsSettings;
+use kiro_cost_exporter::curgen::{CurLine, GenSpec};
+use kiro_cost_exporter::history::{HistoryView, MonthRecord};
+use kiro_cost_exporter::snapshot::Snapshot;
+
+use crate::support::*;
+
+/// Every series of `name` by its `billing_period`.
+fn by_period(m: &Scrape, name: &str) -> BTreeMap<String, f64> {
+    m.iter()
+        .filter(|((n, _), _)| n == name)
+        .map(|((_, l), v)| (l["billing_period"].clone(), *v))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_months_are_kept_exported_and_read_back_without_a_scan() {
+    // Four months; the daemon watches the newest and keeps the three before it.
+    let mut spec = GenSpec::new(40, period("2026-08"));
+    spec.months = 4;
+    spec.seed = 21;
+    let mut setup = fixture::Setup::generated(&spec);
+    setup.settings.refresh.period = Some(period("2026-11"));
+    setup.settings.history.months = 3;
+    setup.settings.history.dir = setup.path("history");
+    let cur = setup.settings.source.cur.to_str().unwrap().to_owned();
+    let d = setup.start("config.toml", FAST).await;
+    let m = wait_for(&d, "three months of history", |m| {
+        value(m, "kiro_exporter_history_months", &[]) == Some(3.0)
+            && by_period(m, "kiro_history_cost_usd").len() == 4
+    })
+    .await;
+    assert_eq!(
+        value(&m, "kiro_exporter_history_allocations_total", &[]),
+        Some(3.0),
+        "each closed month allocated once"
+    );
+    // Each month's total is what `query` says of it, and its cost centers add up to its users.
+    let months = by_period(&m, "kiro_history_cost_usd");
+    for p in ["2026-08", "2026-09", "2026-10", "2026-11"] {
+        let o = run(&["query", "--cur", &cur, "--period", p, "--format", "json"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_json_reconciles(&v);
+        let total = v["kiro_total_usd"].as_f64().unwrap();
+        assert!(
+            (months[p] - total).abs() < 1e-6,
+            "{p}: {} vs {total}",
+            months[p]
+        );
+        let centers: f64 = m
+            .iter()
+            .filter(|((n, l), _)| {
+                n == "kiro_history_cost_center_cost_usd" && l["billing_period"] == p
+            })
+            .map(|(_, v)| v)
+            .sum();
+        let users: f64 = v["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["total_usd"].as_f64().unwrap())
+            .sum();
+        assert!((centers - users).abs() < 1e-6, "{p}: {centers} vs {users}");
+    }
+    for p in ["2026-08", "2026-09", "2026-10"] {
+        assert!(setup.path("history").join(format!("{p}.json")).is_file());
+    }
+    drop(d);
+
+    // Restarted: the kept months are read back; nothing closed is allocated again, and only
+    // the watched month is scanned.
+    let d = setup.start("config.toml", FAST).await;
+    let again = wait_for(&d, "history read back", |m| {
+        value(m, "kiro_exporter_history_months", &[]) == Some(3.0)
+            && by_period(m, "kiro_history_cost_usd").len() == 4
+    })
+    .await;
+    assert_eq!(
+        value(&again, "kiro_exporter_history_allocations_total", &[]),
+        Some(0.0),
+        "{}",
+        d.log()
+    );
+    assert_eq!(by_period(&again, "kiro_history_cost_usd"), months);
+    assert_eq!(
+        by_period(&again, "kiro_exporter_query_scanned_bytes")
+            .keys()
+            .collect::<Vec<_>>(),
+        ["2026-11"]
+    );
+    drop(d);
+
+    // A record that cannot be read is moved aside and its month allocated again.
+    std::fs::write(setup.path("history").join("2026-09.json"), b"{not json").unwrap();
+    let d = setup.start("config.toml", FAST).await;
+    let healed = wait_for(&d, "the month allocated again", |m| {
+        value(m, "kiro_exporter_history_allocations_total", &[]) == Some(1.0)
+            && value(m, "kiro_exporter_history_months", &[]) == Some(3.0)
+    })
+    .await;
+    assert_eq!(by_period(&healed, "kiro_history_cost_usd"), months);
+    assert!(d.log().contains("moved aside"), "{}", d.log());
+    let aside = std::fs::read_dir(setup.path("history"))
+        .unwrap()
+        .flatten()
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .contains("2026-09.json.corrupt-")
+        });
+    assert!(aside, "the unreadable record is kept aside");
+}
+
+/// One user's seat line and credits in `p`: a Pro seat with `credits` used.
+fn seat_month(user: &str, p: &str, credits: f64) -> Vec<CurLine> {
+    let mut out = Vec::new();
+    let mut s = seat(user, Some("CC-1"), "Pro", 1, 20.0);
+    s.period = period(p);
+    s.usage_start = at(period(p), 1, 0);
+    s.usage_end = period(p).end();
+    out.push(s);
+    if credits > 0.0 {
+        let mut c = credits_line(user, p, credits);
+        c.period = period(p);
+        out.push(c);
+    }
+    out
+}
+
+fn credits_line(user: &str, p: &str, credits: f64) -> CurLine {
+    let mut c = crate::support::credits(user, Some("CC-1"), 10, credits, 0.0);
+    c.usage_start = at(period(p), 10, 3);
+    c.usage_end = at(period(p), 10, 4);
+    c
+}
+
+#[tokio::test]
+async fn tenure_counts_idle_stretches_of_zero_one_and_three_months() {
+    // Four closed months and a running one; three seats:
+    // busy: used every month; lapsed: idle in the last closed month only; dormant: used in
+    // July, idle from August on (three closed months).
+    let months = ["2026-07", "2026-08", "2026-09", "2026-10"];
+    let use_of = |user: &str, i: usize| -> f64 {
+        match user {
+            "busy" => 300.0,
+            "lapsed" if i < 3 => 250.0,
+            "dormant" if i == 0 => 120.0,
+            _ => 0.0,
+        }
+    };
+    let mut lines = Vec::new();
+    for (i, p) in months.iter().enumerate() {
+        for u in ["busy", "lapsed", "dormant"] {
+            lines.extend(seat_month(u, p, use_of(u, i)));
+        }
+    }
+    let e = Export::write(lines);
+    let plans = PlanTable::default();
+    let settings = SavingsSettings::default();
+    let mut records = BTreeMap::new();
+    let taken_at = utc(2026, 11, 3);
+    for p in &months[..3] {
+        let a = e.allocate(p).await.unwrap();
+        assert_reconciles(&a);
+        let s = Snapshot::of_bill(taken_at, vec![a], &plans, &settings);
+        records.insert(period(p), MonthRecord::of(&s.periods[0], taken_at));
+    }
+    // The snapshot watches October (closed) as the daemon does early in November.
+    let october = e.allocate("2026-10").await.unwrap();
+    assert_reconciles(&october);
+    let s = Snapshot::of_bill(taken_at, vec![october], &plans, &settings);
+    let h = HistoryView::of(
+        &records,
+        &s,
+        settings.idle_below_credits,
+        settings.idle_grace_days,
+    );
+    let t = |u: &str| {
+        h.tenure
+            .get(&(ACCOUNT.to_owned(), "us-east-1".to_owned(), u.to_owned()))
+            .unwrap_or_else(|| panic!("{u}: {:?}", h.tenure.keys().collect::<Vec<_>>()))
+    };
+    let (busy, lapsed, dormant) = (t("busy"), t("lapsed"), t("dormant"));
+    for x in [busy, lapsed, dormant] {
+        assert_eq!(x.licence_since, period("2026-07"));
+    }
+    assert_eq!((busy.months_active, busy.months_idle), (4, 0));
+    assert_eq!(busy.idle_since, None);
+    assert_eq!((lapsed.months_active, lapsed.months_idle), (3, 1));
+    assert_eq!(lapsed.idle_since, Some(period("2026-10")));
+    assert_eq!(lapsed.idle_cost_usd, dec("20"));
+    assert_eq!((dormant.months_active, dormant.months_idle), (1, 3));
+    assert_eq!(dormant.idle_since, Some(period("2026-08")));
+    assert_eq!(
+        dormant.idle_cost_usd,
+        dec("60"),
+        "three months of a Pro seat"
+    );
+    let en = kiro_cost_exporter::locale::Locale::En;
+    assert_eq!(
+        en.idle_stretch(dormant).unwrap(),
+        "idle 3 months, $60.00 since 2026-08"
+    );
+    assert_eq!(en.idle_stretch(busy), None);
+    // The months' totals: the three records and October, oldest first.
+    let periods: Vec<String> = h.months.iter().map(|m| m.period.to_string()).collect();
+    assert_eq!(periods, months);
+    assert_eq!(h.months[3].total_usd, s.periods[0].total_cost_usd);
+}
