@@ -11,7 +11,8 @@
 //! that cannot be read is moved aside and the month allocated again.
 //!
 //! From the records and the snapshot's own months, [`HistoryView`] gives the months' totals
-//! (exported per cost center and in all) and each seat's [`Tenure`].
+//! (exported per cost center and in all) and each seat's [`Tenure`]
+//! ([`crate::snapshot::history`] makes both from the snapshot's views).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,7 +23,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::config_error::{ConfigError, ensure};
 use crate::period::BillingPeriod;
-use crate::snapshot::{PeriodView, Snapshot};
 
 /// `[history]`: how many closed months are kept, and where.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,34 +94,6 @@ pub struct MonthRecord {
     pub cost_centers: BTreeMap<String, Decimal>,
     /// Every named seat, sorted by (account, region, user).
     pub seats: Vec<SeatMonth>,
-}
-
-impl MonthRecord {
-    /// The record of a period's view.
-    pub fn of(view: &PeriodView, at: DateTime<Utc>) -> Self {
-        Self {
-            period: view.allocation.period,
-            recorded_at: at,
-            total_usd: view.total_cost_usd,
-            cost_centers: view
-                .cost_centers
-                .iter()
-                .map(|(cc, r)| (cc.clone(), r.total_usd))
-                .collect(),
-            seats: view
-                .seats
-                .iter()
-                .map(|s| SeatMonth {
-                    account_id: s.id.account_id.clone(),
-                    region: s.id.region.clone(),
-                    user_id: s.id.user_id.clone(),
-                    plan: s.plan.clone(),
-                    credits_used: s.credits_used,
-                    cost_usd: s.cost_usd,
-                })
-                .collect(),
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -254,72 +226,8 @@ pub struct HistoryView {
     pub tenure: BTreeMap<(String, String, String), Tenure>,
 }
 
-/// Whether a seat month counts as used: `credits` at least `idle_below`.
-fn used(credits: Decimal, idle_below: Decimal) -> bool {
-    credits >= idle_below
-}
-
-impl HistoryView {
-    /// The view of `records` (closed months) and `snapshot`'s own months, which stand for
-    /// their records. A seat is idle in a month when it pays a seat fee and uses fewer than
-    /// `idle_below` credits; the running month counts only once `grace_days` of it are in
-    /// the data.
-    pub fn of(
-        records: &BTreeMap<BillingPeriod, MonthRecord>,
-        snapshot: &Snapshot,
-        idle_below: Decimal,
-        grace_days: u32,
-    ) -> Self {
-        let mut months: BTreeMap<BillingPeriod, (MonthRecord, bool)> = records
-            .iter()
-            .map(|(p, r)| (*p, (r.clone(), true)))
-            .collect();
-        for v in &snapshot.periods {
-            let running = snapshot.taken_at < v.allocation.period.end();
-            let counts = !running || v.savings.basis.days >= grace_days;
-            months.insert(
-                v.allocation.period,
-                (MonthRecord::of(v, snapshot.taken_at), counts),
-            );
-        }
-        let totals = months
-            .values()
-            .map(|(r, _)| MonthTotals {
-                period: r.period,
-                total_usd: r.total_usd,
-                cost_centers: r.cost_centers.clone(),
-            })
-            .collect();
-        // Per seat, its months oldest first: (period, billed, used, cost, counts).
-        type Month = (BillingPeriod, bool, bool, Decimal, bool);
-        let mut seats: BTreeMap<(String, String, String), Vec<Month>> = BTreeMap::new();
-        for (r, counts) in months.values() {
-            for s in &r.seats {
-                seats
-                    .entry((s.account_id.clone(), s.region.clone(), s.user_id.clone()))
-                    .or_default()
-                    .push((
-                        r.period,
-                        !s.plan.is_empty(),
-                        used(s.credits_used, idle_below),
-                        s.cost_usd,
-                        *counts,
-                    ));
-            }
-        }
-        let tenure = seats
-            .into_iter()
-            .filter_map(|(k, ms)| tenure_of(&ms).map(|t| (k, t)))
-            .collect();
-        Self {
-            months: totals,
-            tenure,
-        }
-    }
-}
-
 /// A seat's tenure from its months, oldest first; none without a seat fee in any of them.
-fn tenure_of(ms: &[(BillingPeriod, bool, bool, Decimal, bool)]) -> Option<Tenure> {
+pub fn tenure_of(ms: &[(BillingPeriod, bool, bool, Decimal, bool)]) -> Option<Tenure> {
     let licence_since = ms.iter().find(|m| m.1)?.0;
     let months_active = ms.iter().filter(|m| m.1 && m.2).count() as u32;
     let (mut months_idle, mut idle_since, mut idle_cost) = (0, None, Decimal::ZERO);

@@ -17,11 +17,12 @@ use tokio::sync::watch;
 
 use crate::allocation::savings::SavingsSettings;
 use crate::failure::FailureKind;
-use crate::history::{HistorySettings, HistoryStore, HistoryView, MonthRecord};
+use crate::history::{HistorySettings, HistoryStore, MonthRecord};
 use crate::period::BillingPeriod;
 use crate::server::{Published, State};
 use crate::sink::prometheus::{self as prom, EncodeError};
 use crate::sink::{Delivery, Sink, landing};
+use crate::snapshot::history::{record_of, view_of};
 use crate::snapshot::{Snapshot, SnapshotBuilder};
 use crate::source::{Source, SourceError};
 use crate::telemetry::Telemetry;
@@ -191,7 +192,7 @@ impl Refresher {
             .periods
             .iter()
             .filter(|v| v.allocation.period.end() <= snapshot.taken_at)
-            .map(|v| MonthRecord::of(v, snapshot.taken_at))
+            .map(|v| record_of(v, snapshot.taken_at))
             .filter(|r| !h.records.get(&r.period).is_some_and(|k| same_record(k, r)))
             .collect();
         let missing = watched.last().and_then(|&newest| {
@@ -208,7 +209,7 @@ impl Refresher {
                     self.telemetry.record_history_allocation();
                     let built = self.builder.build(snapshot.taken_at, vec![a]).await;
                     if let Some(v) = built.snapshot.periods.first() {
-                        fresh.push(MonthRecord::of(v, snapshot.taken_at));
+                        fresh.push(record_of(v, snapshot.taken_at));
                     }
                 }
                 Ok(Err(e @ (SourceError::NoPartition { .. } | SourceError::NoObjects { .. }))) => {
@@ -335,7 +336,7 @@ impl Refresher {
                 .iter()
                 .map(|v| v.allocation.period)
                 .collect();
-            snapshot.history = HistoryView::of(
+            snapshot.history = view_of(
                 &h.in_window(&watched),
                 &snapshot,
                 h.idle_below,

@@ -26,6 +26,7 @@ use crate::allocation::{Allocation, PlanTable, Rollup, SeatKey, SeatRef, main_un
 use crate::source::activity::Activity;
 use crate::source::identity::{Person, assign_cost_centers};
 
+pub mod history;
 pub use builder::{Built, SnapshotBuilder};
 pub use seat::{SeatId, SeatTotals, SeatView};
 

@@ -595,6 +595,12 @@ pub async fn scan_file(
         })
     };
     let code = root("line_item_product_code")?;
+    // Q Developer lines are told apart by operation (read only with it).
+    let operation = if spec.q_developer {
+        Some(root("line_item_operation")?)
+    } else {
+        None
+    };
     let wanted = spec.read();
     let mut roots = Vec::with_capacity(wanted.len());
     for name in wanted {
@@ -637,10 +643,20 @@ pub async fn scan_file(
                     ProjectionMask::roots(&parquet_schema, [code]),
                     move |batch: RecordBatch| is_read(batch.column(0), q),
                 );
+                let mut filters: Vec<Box<dyn parquet::arrow::arrow_reader::ArrowPredicate>> =
+                    vec![Box::new(filter)];
+                // Of Amazon Q's lines, the Q Developer seat lines only, as the template's WHERE
+                // keeps them: decoded for the rows the first filter kept, no other.
+                if let Some(op) = operation {
+                    filters.push(Box::new(ArrowPredicateFn::new(
+                        ProjectionMask::roots(&parquet_schema, [code, op]),
+                        |batch: RecordBatch| q_seat_or_kiro(&batch),
+                    )));
+                }
                 let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta)
                     .with_projection(ProjectionMask::roots(&parquet_schema, roots))
                     .with_row_groups(rgs)
-                    .with_row_filter(RowFilter::new(vec![Box::new(filter)]))
+                    .with_row_filter(RowFilter::new(filters))
                     .with_batch_size(BATCH_ROWS)
                     .build()?;
                 let mut acc = Accumulator::new(&spec);
@@ -731,6 +747,30 @@ fn is_read(column: &ArrayRef, q: bool) -> Result<BooleanArray, arrow::error::Arr
         .map(|i| {
             let code = strings.get(i);
             Some(code == Some("Kiro") || (q && code == Some(PRODUCT_CODE)))
+        })
+        .collect())
+}
+
+/// Of the lines [`is_read`] kept (columns: product code, operation), Kiro's and the Q Developer
+/// seat lines.
+fn q_seat_or_kiro(batch: &RecordBatch) -> Result<BooleanArray, arrow::error::ArrowError> {
+    let bad = |e: ScanError| arrow::error::ArrowError::InvalidArgumentError(e.to_string());
+    let code = batch
+        .column_by_name("line_item_product_code")
+        .ok_or_else(|| arrow::error::ArrowError::SchemaError("no product code".into()))?;
+    let op = batch
+        .column_by_name("line_item_operation")
+        .ok_or_else(|| arrow::error::ArrowError::SchemaError("no operation".into()))?;
+    let code = Strings::of(code, "line_item_product_code").map_err(bad)?;
+    let op = Strings::of(op, "line_item_operation").map_err(bad)?;
+    Ok((0..batch.num_rows())
+        .map(|i| {
+            Some(
+                code.get(i) == Some("Kiro")
+                    || op
+                        .get(i)
+                        .is_some_and(|o| o.to_lowercase() == SEAT_OPERATION),
+            )
         })
         .collect())
 }

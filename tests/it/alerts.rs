@@ -430,9 +430,12 @@ fn oracle(
                     Measure::CreditsUsedRatio => {
                         plans.by_name(&plan).map(|p| credits / p.included_credits)
                     }
+                    // A user's rule is about their Kiro seat: a Q Developer seat's saving
+                    // counts in its cost center and the total, not here.
                     Measure::SavingsUsd => Some(
                         rec.recommendations
                             .iter()
+                            .filter(|r| r.reason != savings::Reason::QDeveloper)
                             .filter(|r| subject(&r.account_id, &r.region, &r.user_id) == k)
                             .map(|r| r.saving_usd)
                             .sum(),

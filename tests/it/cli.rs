@@ -52,9 +52,28 @@ fn json_has_the_documented_shape() {
         "duplicate_subscriptions",
         "cost_centers",
         "savings",
+        "q_developer",
     ]
     .into();
     assert_eq!(keys, want);
+    let q: BTreeSet<&str> = v["q_developer"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let qwant: BTreeSet<&str> = [
+        "end_of_support",
+        "fee_usd",
+        "tax_usd",
+        "unattributed_usd",
+        "total_usd",
+        "duplicate_users",
+        "cost_centers",
+        "seats",
+    ]
+    .into();
+    assert_eq!(q, qwant);
     assert_eq!(v["billing_period"], "2026-10");
     let u0 = v["users"][0].as_object().unwrap();
     let ukeys: BTreeSet<&str> = u0.keys().map(String::as_str).collect();

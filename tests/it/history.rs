@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use kiro_cost_exporter::allocation::PlanTable;
 use kiro_cost_exporter::allocation::savings::SavingsSettings;
 use kiro_cost_exporter::curgen::{CurLine, GenSpec};
-use kiro_cost_exporter::history::{HistoryView, MonthRecord};
 use kiro_cost_exporter::snapshot::Snapshot;
+use kiro_cost_exporter::snapshot::history::{record_of, view_of};
 
 use crate::support::*;
 
@@ -171,13 +171,13 @@ async fn tenure_counts_idle_stretches_of_zero_one_and_three_months() {
         let a = e.allocate(p).await.unwrap();
         assert_reconciles(&a);
         let s = Snapshot::of_bill(taken_at, vec![a], &plans, &settings);
-        records.insert(period(p), MonthRecord::of(&s.periods[0], taken_at));
+        records.insert(period(p), record_of(&s.periods[0], taken_at));
     }
     // The snapshot watches October (closed) as the daemon does early in November.
     let october = e.allocate("2026-10").await.unwrap();
     assert_reconciles(&october);
     let s = Snapshot::of_bill(taken_at, vec![october], &plans, &settings);
-    let h = HistoryView::of(
+    let h = view_of(
         &records,
         &s,
         settings.idle_below_credits,

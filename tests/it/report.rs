@@ -65,11 +65,21 @@ fn check_csv(bytes: &[u8], v: &Value) {
     );
     let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
     let users = v["users"].as_array().unwrap();
+    let q_recs = v["savings"]["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["reason"] == "q_developer")
+        .count();
     assert_eq!(
         rows.len(),
-        users.len() + 2,
-        "units, then no-user and tax rows"
+        users.len() + q_recs + 2,
+        "units, Q Developer seats to cancel, then no-user and tax rows"
     );
+    for row in &rows[users.len()..users.len() + q_recs] {
+        assert_eq!((&row[5], &row[13]), ("Q Developer Pro", "q_developer"));
+        assert_eq!(&row[10], "", "no Kiro amount on a Q Developer row");
+    }
     let num = |s: &str| s.parse::<Decimal>().unwrap_or_default();
     let mut total = Decimal::ZERO;
     let mut saving = Decimal::ZERO;

@@ -1,6 +1,6 @@
 //! The report's CSV: its columns in each language, its rows (every unit, each seat's
-//! recommendation on its main cost center's row, the rows without a user and of tax), and the
-//! files written.
+//! recommendation on its main cost center's row, a row per Q Developer Pro seat to cancel, the
+//! rows without a user and of tax), and the files written.
 
 use super::*;
 
@@ -90,6 +90,7 @@ pub fn csv_in(
             }
             w.write_record(fields.iter().chain(&savings).chain(&names))?;
         }
+        q_developer_rows(&mut w, savings, people, &period, t.untagged)?;
         for (label, amount) in [(t.no_user, a.unattributed_usd), (t.tax, a.tax_usd)] {
             let amount = amount.to_string();
             w.write_record([
@@ -115,6 +116,50 @@ pub fn csv_in(
         w.flush()?;
     }
     Ok(out)
+}
+
+/// A row per Q Developer Pro seat of a user who also holds a Kiro seat: its recommendation,
+/// with no Kiro amount (Q Developer cost is not Kiro cost).
+fn q_developer_rows<W: std::io::Write>(
+    w: &mut csv::Writer<W>,
+    savings: &crate::allocation::savings::Savings,
+    people: &BTreeMap<String, Person>,
+    period: &str,
+    untagged: &str,
+) -> Result<(), csv::Error> {
+    for r in savings
+        .recommendations
+        .iter()
+        .filter(|r| r.reason == crate::allocation::savings::Reason::QDeveloper)
+    {
+        let who = people.get(&r.user_id).cloned().unwrap_or_default();
+        let cost_center = if r.cost_center.is_empty() {
+            untagged
+        } else {
+            r.cost_center.as_str()
+        };
+        let saving = r.saving_usd.to_string();
+        w.write_record([
+            period,
+            &r.account_id,
+            "",
+            &r.user_id,
+            cost_center,
+            &r.plan,
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            &saving,
+            r.reason.as_str(),
+            &who.user_name,
+            &who.display_name,
+            &who.email,
+        ])?;
+    }
+    Ok(())
 }
 
 /// The newest report files in `dir` (at most [`crate::server::REPORTS_SERVED`]), by name;
