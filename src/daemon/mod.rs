@@ -203,7 +203,7 @@ impl Refresher {
         });
         if let Some(p) = missing {
             let allocated =
-                tokio::time::timeout(self.settings.timeout, self.source.allocate(p)).await;
+                tokio::time::timeout(self.settings.timeout, self.source.allocate_once(p)).await;
             match allocated {
                 Ok(Ok(a)) => {
                     self.telemetry.record_history_allocation();

@@ -819,6 +819,13 @@ impl Source for LocalSource {
         Some(LocalSource::cache_bytes(self))
     }
 
+    async fn allocate_once(&self, period: BillingPeriod) -> Result<Allocation, SourceError> {
+        // The same source (footer cache, store) without keeping the month's groups and result.
+        let mut once = self.clone();
+        once.keep = false;
+        once.allocate(period).await
+    }
+
     async fn inspect(&self, period: BillingPeriod) -> Result<Inspection, SourceError> {
         let files = self.files(period).await?;
         let engine = |e: datafusion::error::DataFusionError| SourceError::Engine {

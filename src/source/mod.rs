@@ -172,6 +172,12 @@ pub trait Source: Send + Sync {
     fn cache_bytes(&self) -> Option<u64> {
         None
     }
+
+    /// Runs the allocation for `period` once, keeping nothing for later calls (a closed month
+    /// history records once): by default [`Source::allocate`].
+    async fn allocate_once(&self, period: BillingPeriod) -> Result<Allocation, SourceError> {
+        self.allocate(period).await
+    }
 }
 
 /// What a period's Kiro lines carry, per facet: each value seen with its lines and cost.
