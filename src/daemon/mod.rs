@@ -195,13 +195,15 @@ impl Refresher {
             .map(|v| record_of(v, snapshot.taken_at))
             .filter(|r| !h.records.get(&r.period).is_some_and(|k| same_record(k, r)))
             .collect();
-        let missing = watched.last().and_then(|&newest| {
+        let missing: Vec<BillingPeriod> = watched.last().map_or_else(Vec::new, |&newest| {
             h.settings
                 .wanted(newest, &watched)
                 .into_iter()
-                .find(|p| !h.records.contains_key(p) && !h.unavailable.contains(p))
+                .filter(|p| !h.records.contains_key(p) && !h.unavailable.contains(p))
+                .collect()
         });
-        if let Some(p) = missing {
+        // One month allocated a refresh; months without data cost nothing and are passed over.
+        for p in missing {
             let allocated =
                 tokio::time::timeout(self.settings.timeout, self.source.allocate_once(p)).await;
             match allocated {
@@ -211,6 +213,7 @@ impl Refresher {
                     if let Some(v) = built.snapshot.periods.first() {
                         fresh.push(record_of(v, snapshot.taken_at));
                     }
+                    break;
                 }
                 Ok(Err(e @ (SourceError::NoPartition { .. } | SourceError::NoObjects { .. }))) => {
                     tracing::info!(period = %p, "history: no data for this month: {e}");
@@ -219,10 +222,12 @@ impl Refresher {
                 Ok(Err(e)) => {
                     tracing::warn!(period = %p, kind = e.kind().as_str(), "history: cannot allocate this month, not tried again until a restart: {e}");
                     h.unavailable.insert(p);
+                    break;
                 }
                 Err(_) => {
                     tracing::warn!(period = %p, "history: allocating this month took longer than refresh.timeout; not tried again until a restart");
                     h.unavailable.insert(p);
+                    break;
                 }
             }
         }
