@@ -93,14 +93,14 @@ struct History {
 
 impl History {
     /// The records of the months wanted when `watched` are watched.
-    fn in_window(&self, watched: &[BillingPeriod]) -> BTreeMap<BillingPeriod, MonthRecord> {
+    fn in_window(&self, watched: &[BillingPeriod]) -> Vec<&MonthRecord> {
         let Some(&newest) = watched.last() else {
-            return BTreeMap::new();
+            return Vec::new();
         };
         self.settings
             .wanted(newest, watched)
             .into_iter()
-            .filter_map(|p| self.records.get(&p).map(|r| (p, r.clone())))
+            .filter_map(|p| self.records.get(&p))
             .collect()
     }
 }
@@ -341,12 +341,8 @@ impl Refresher {
                 .iter()
                 .map(|v| v.allocation.period)
                 .collect();
-            snapshot.history = view_of(
-                &h.in_window(&watched),
-                &snapshot,
-                h.idle_below,
-                h.grace_days,
-            );
+            snapshot.history =
+                view_of(h.in_window(&watched), &snapshot, h.idle_below, h.grace_days);
         }
         let families = prom::encode_snapshot_with(&snapshot, &self.prometheus);
         Ok((snapshot, Bytes::from(families)))

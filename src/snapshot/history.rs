@@ -2,6 +2,7 @@
 //! totals and seats' tenure ([`HistoryView`]) from the kept records and the snapshot's own
 //! months.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -41,22 +42,23 @@ pub fn record_of(view: &PeriodView, at: DateTime<Utc>) -> MonthRecord {
 /// their records. A seat is idle in a month when it pays a seat fee and uses fewer than
 /// `idle_below` credits; the running month counts only once `grace_days` of it are in
 /// the data.
-pub fn view_of(
-    records: &BTreeMap<BillingPeriod, MonthRecord>,
+pub fn view_of<'a>(
+    records: impl IntoIterator<Item = &'a MonthRecord>,
     snapshot: &Snapshot,
     idle_below: Decimal,
     grace_days: u32,
 ) -> HistoryView {
-    let mut months: BTreeMap<BillingPeriod, (MonthRecord, bool)> = records
-        .iter()
-        .map(|(p, r)| (*p, (r.clone(), true)))
+    // The kept records are borrowed, not copied (a year of seats at 50k users is large).
+    let mut months: BTreeMap<BillingPeriod, (Cow<'a, MonthRecord>, bool)> = records
+        .into_iter()
+        .map(|r| (r.period, (Cow::Borrowed(r), true)))
         .collect();
     for v in &snapshot.periods {
         let running = snapshot.taken_at < v.allocation.period.end();
         let counts = !running || v.savings.basis.days >= grace_days;
         months.insert(
             v.allocation.period,
-            (record_of(v, snapshot.taken_at), counts),
+            (Cow::Owned(record_of(v, snapshot.taken_at)), counts),
         );
     }
     let totals = months

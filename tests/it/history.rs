@@ -178,7 +178,7 @@ async fn tenure_counts_idle_stretches_of_zero_one_and_three_months() {
     assert_reconciles(&october);
     let s = Snapshot::of_bill(taken_at, vec![october], &plans, &settings);
     let h = view_of(
-        &records,
+        records.values(),
         &s,
         settings.idle_below_credits,
         settings.idle_grace_days,
