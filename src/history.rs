@@ -123,15 +123,15 @@ impl HistoryStore {
         self.dir.join(format!("{p}.json"))
     }
 
-    /// Every record in the folder (none when it does not exist yet), and what was wrong with
-    /// the files that could not be read (each moved aside as `<name>.corrupt-<time>`).
-    /// Blocking.
+    /// Hands every record in the folder to `each`, one at a time (none when the folder does
+    /// not exist yet); returns how many, and what was wrong with the files that could not be
+    /// read (each moved aside as `<name>.corrupt-<time>`). Blocking.
     #[allow(clippy::disallowed_methods)] // called on a blocking thread
-    pub fn load(&self) -> (BTreeMap<BillingPeriod, MonthRecord>, Vec<String>) {
-        let mut out = BTreeMap::new();
+    pub fn load(&self, mut each: impl FnMut(MonthRecord)) -> (usize, Vec<String>) {
+        let mut read_ok = 0;
         let mut problems = Vec::new();
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return (out, problems);
+            return (read_ok, problems);
         };
         for e in entries.flatten() {
             let path = e.path();
@@ -145,7 +145,8 @@ impl HistoryStore {
             };
             match read(&path) {
                 Ok(r) if r.period == period => {
-                    out.insert(period, r);
+                    read_ok += 1;
+                    each(r);
                 }
                 Ok(r) => problems.push(format!(
                     "{}: holds {}, not {period}; ignored",
@@ -170,7 +171,7 @@ impl HistoryStore {
                 }
             }
         }
-        (out, problems)
+        (read_ok, problems)
     }
 
     /// Writes `r` atomically. Blocking.
@@ -189,6 +190,108 @@ impl HistoryStore {
 fn read(path: &Path) -> Result<MonthRecord, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+}
+
+/// A seat as history keys it: (account, region, user).
+pub type SeatKey = (String, String, String);
+
+/// A seat's month as memory keeps it: what tenure needs, the seat by its number in [`Kept`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KeptSeat {
+    pub seat: u32,
+    /// A seat fee was billed.
+    pub billed: bool,
+    pub credits_used: Decimal,
+    pub cost_usd: Decimal,
+}
+
+/// A month as memory keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeptMonth {
+    pub total_usd: Decimal,
+    pub cost_centers: BTreeMap<String, Decimal>,
+    pub seats: Vec<KeptSeat>,
+}
+
+/// The closed months in memory, compact: each seat's key held once, each month's seats by
+/// number (a year at 50,000 seats is tens of MB, not the records' hundreds).
+#[derive(Debug, Default)]
+pub struct Kept {
+    ids: std::collections::HashMap<SeatKey, u32>,
+    keys: Vec<SeatKey>,
+    months: BTreeMap<BillingPeriod, KeptMonth>,
+}
+
+impl Kept {
+    /// The number of `key`, given one the first time.
+    fn id(&mut self, key: (&str, &str, &str)) -> u32 {
+        let owned = (key.0.to_owned(), key.1.to_owned(), key.2.to_owned());
+        if let Some(&id) = self.ids.get(&owned) {
+            return id;
+        }
+        let id = self.keys.len() as u32;
+        self.keys.push(owned.clone());
+        self.ids.insert(owned, id);
+        id
+    }
+
+    /// The number of a seat already kept.
+    pub fn id_of(&self, key: &SeatKey) -> Option<u32> {
+        self.ids.get(key).copied()
+    }
+
+    /// How many seat numbers are given.
+    pub fn seats(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// `r` in the compact form.
+    fn compact(&mut self, r: &MonthRecord) -> KeptMonth {
+        KeptMonth {
+            total_usd: r.total_usd,
+            cost_centers: r.cost_centers.clone(),
+            seats: r
+                .seats
+                .iter()
+                .map(|s| KeptSeat {
+                    seat: self.id((&s.account_id, &s.region, &s.user_id)),
+                    billed: !s.plan.is_empty(),
+                    credits_used: s.credits_used,
+                    cost_usd: s.cost_usd,
+                })
+                .collect(),
+        }
+    }
+
+    /// Keeps `r` (in place of what was kept of its month).
+    pub fn insert(&mut self, r: &MonthRecord) {
+        let m = self.compact(r);
+        self.months.insert(r.period, m);
+    }
+
+    /// Whether what is kept of `r`'s month says what `r` says.
+    pub fn holds(&mut self, r: &MonthRecord) -> bool {
+        let m = self.compact(r);
+        self.months.get(&r.period) == Some(&m)
+    }
+
+    pub fn contains(&self, p: BillingPeriod) -> bool {
+        self.months.contains_key(&p)
+    }
+
+    pub fn month(&self, p: BillingPeriod) -> Option<&KeptMonth> {
+        self.months.get(&p)
+    }
+
+    /// Keeps only the months `keep` says.
+    pub fn retain(&mut self, keep: impl Fn(BillingPeriod) -> bool) {
+        self.months.retain(|p, _| keep(*p));
+    }
+
+    /// The months kept, oldest first.
+    pub fn periods(&self) -> impl Iterator<Item = BillingPeriod> + '_ {
+        self.months.keys().copied()
+    }
 }
 
 /// A month's totals, as exported.
@@ -222,8 +325,9 @@ pub struct Tenure {
 pub struct HistoryView {
     /// Oldest first: the kept closed months, then the watched ones.
     pub months: Vec<MonthTotals>,
-    /// Per seat (account, region, user) with a seat fee in a month known.
-    pub tenure: BTreeMap<(String, String, String), Tenure>,
+    /// Per seat (account, region, user) of the watched months with a seat fee in a month
+    /// known.
+    pub tenure: BTreeMap<SeatKey, Tenure>,
 }
 
 /// A seat's tenure from its months, oldest first; none without a seat fee in any of them.

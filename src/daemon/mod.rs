@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::allocation::savings::SavingsSettings;
 use crate::failure::FailureKind;
-use crate::history::{HistorySettings, HistoryStore, MonthRecord};
+use crate::history::{HistorySettings, HistoryStore, Kept, MonthRecord};
 use crate::period::BillingPeriod;
 use crate::server::{Published, State};
 use crate::sink::prometheus::{self as prom, EncodeError};
@@ -83,7 +83,7 @@ pub struct Refresher {
 struct History {
     settings: HistorySettings,
     store: Option<HistoryStore>,
-    records: BTreeMap<BillingPeriod, MonthRecord>,
+    kept: Kept,
     /// Months that could not be allocated in this run (no data, or a failure, logged): not
     /// tried again until a restart.
     unavailable: std::collections::BTreeSet<BillingPeriod>,
@@ -92,22 +92,12 @@ struct History {
 }
 
 impl History {
-    /// The records of the months wanted when `watched` are watched.
-    fn in_window(&self, watched: &[BillingPeriod]) -> Vec<&MonthRecord> {
-        let Some(&newest) = watched.last() else {
-            return Vec::new();
-        };
-        self.settings
-            .wanted(newest, watched)
-            .into_iter()
-            .filter_map(|p| self.records.get(&p))
-            .collect()
+    /// The closed months wanted when `watched` are watched.
+    fn window(&self, watched: &[BillingPeriod]) -> Vec<BillingPeriod> {
+        watched
+            .last()
+            .map_or_else(Vec::new, |&newest| self.settings.wanted(newest, watched))
     }
-}
-
-/// Whether two records of a month say the same (when they were made aside).
-fn same_record(a: &MonthRecord, b: &MonthRecord) -> bool {
-    (&a.total_usd, &a.cost_centers, &a.seats) == (&b.total_usd, &b.cost_centers, &b.seats)
 }
 
 impl Refresher {
@@ -154,21 +144,18 @@ impl Refresher {
         }
         let store =
             (!settings.dir.as_os_str().is_empty()).then(|| HistoryStore::new(&settings.dir));
-        let records = match &store {
-            Some(store) => {
-                let (records, problems) = store.load();
-                for p in problems {
-                    tracing::warn!("history: {p}; that month is allocated again");
-                }
-                tracing::info!(dir = %settings.dir.display(), months = records.len(), "history read");
-                records
+        let mut kept = Kept::default();
+        if let Some(store) = &store {
+            let (months, problems) = store.load(|r| kept.insert(&r));
+            for p in problems {
+                tracing::warn!("history: {p}; that month is allocated again");
             }
-            None => BTreeMap::new(),
-        };
+            tracing::info!(dir = %settings.dir.display(), months, "history read");
+        }
         self.history = Some(History {
             settings,
             store,
-            records,
+            kept,
             unavailable: Default::default(),
             idle_below: savings.idle_below_credits,
             grace_days: savings.idle_grace_days,
@@ -188,18 +175,20 @@ impl Refresher {
             .iter()
             .map(|v| v.allocation.period)
             .collect();
-        let mut fresh: Vec<MonthRecord> = snapshot
-            .periods
-            .iter()
-            .filter(|v| v.allocation.period.end() <= snapshot.taken_at)
-            .map(|v| record_of(v, snapshot.taken_at))
-            .filter(|r| !h.records.get(&r.period).is_some_and(|k| same_record(k, r)))
-            .collect();
+        let mut fresh: Vec<MonthRecord> = Vec::new();
+        for v in &snapshot.periods {
+            if v.allocation.period.end() <= snapshot.taken_at {
+                let r = record_of(v, snapshot.taken_at);
+                if !h.kept.holds(&r) {
+                    fresh.push(r);
+                }
+            }
+        }
         let missing: Vec<BillingPeriod> = watched.last().map_or_else(Vec::new, |&newest| {
             h.settings
                 .wanted(newest, &watched)
                 .into_iter()
-                .filter(|p| !h.records.contains_key(p) && !h.unavailable.contains(p))
+                .filter(|p| !h.kept.contains(*p) && !h.unavailable.contains(p))
                 .collect()
         });
         // One month allocated a refresh; months without data cost nothing and are passed over.
@@ -241,15 +230,15 @@ impl Refresher {
                     Err(e) => tracing::warn!("history: the save did not finish: {e}"),
                 }
             }
-            h.records.insert(r.period, r);
+            h.kept.insert(&r);
         }
         // Months that left the window are let go.
         if let Some(&newest) = watched.last() {
             let wanted = h.settings.wanted(newest, &watched);
-            h.records
-                .retain(|p, _| wanted.contains(p) || watched.contains(p));
+            h.kept
+                .retain(|p| wanted.contains(&p) || watched.contains(&p));
             self.telemetry
-                .set_history_months(h.records.keys().filter(|p| wanted.contains(p)).count());
+                .set_history_months(h.kept.periods().filter(|p| wanted.contains(p)).count());
         }
     }
 
@@ -341,8 +330,13 @@ impl Refresher {
                 .iter()
                 .map(|v| v.allocation.period)
                 .collect();
-            snapshot.history =
-                view_of(h.in_window(&watched), &snapshot, h.idle_below, h.grace_days);
+            snapshot.history = view_of(
+                &h.kept,
+                &h.window(&watched),
+                &snapshot,
+                h.idle_below,
+                h.grace_days,
+            );
         }
         let families = prom::encode_snapshot_with(&snapshot, &self.prometheus);
         Ok((snapshot, Bytes::from(families)))

@@ -2,14 +2,15 @@
 //! totals and seats' tenure ([`HistoryView`]) from the kept records and the snapshot's own
 //! months.
 
-use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
 use super::{PeriodView, Snapshot};
-use crate::history::{HistoryView, MonthRecord, MonthTotals, SeatMonth, tenure_of};
+use crate::history::{
+    HistoryView, Kept, KeptMonth, KeptSeat, MonthRecord, MonthTotals, SeatKey, SeatMonth, tenure_of,
+};
 use crate::period::BillingPeriod;
 
 /// The record of a period's view.
@@ -38,60 +39,107 @@ pub fn record_of(view: &PeriodView, at: DateTime<Utc>) -> MonthRecord {
     }
 }
 
-/// The view of `records` (closed months) and `snapshot`'s own months, which stand for
-/// their records. A seat is idle in a month when it pays a seat fee and uses fewer than
-/// `idle_below` credits; the running month counts only once `grace_days` of it are in
-/// the data.
-pub fn view_of<'a>(
-    records: impl IntoIterator<Item = &'a MonthRecord>,
+/// The view of the `kept` months among `window` (closed months) and `snapshot`'s own months,
+/// which stand for their records. A seat is idle in a month when it pays a seat fee and uses
+/// fewer than `idle_below` credits; the running month counts only once `grace_days` of it
+/// are in the data. Tenure is given for the seats of the snapshot's months.
+pub fn view_of(
+    kept: &Kept,
+    window: &[BillingPeriod],
     snapshot: &Snapshot,
     idle_below: Decimal,
     grace_days: u32,
 ) -> HistoryView {
-    // The kept records are borrowed, not copied (a year of seats at 50k users is large).
-    let mut months: BTreeMap<BillingPeriod, (Cow<'a, MonthRecord>, bool)> = records
-        .into_iter()
-        .map(|r| (r.period, (Cow::Borrowed(r), true)))
-        .collect();
-    for v in &snapshot.periods {
-        let running = snapshot.taken_at < v.allocation.period.end();
-        let counts = !running || v.savings.basis.days >= grace_days;
-        months.insert(
-            v.allocation.period,
-            (Cow::Owned(record_of(v, snapshot.taken_at)), counts),
-        );
+    // The snapshot's seats by number: the kept number where history knows the seat, else a
+    // new one past them.
+    let mut extra: HashMap<SeatKey, u32> = HashMap::new();
+    let mut watched_seats: Vec<(u32, SeatKey)> = Vec::new();
+    let number = |key: SeatKey, extra: &mut HashMap<SeatKey, u32>| -> u32 {
+        if let Some(id) = kept.id_of(&key) {
+            return id;
+        }
+        let next = (kept.seats() + extra.len()) as u32;
+        *extra.entry(key).or_insert(next)
+    };
+    // Per month, oldest first: its totals and its seats' months.
+    enum Source<'a> {
+        Kept(&'a KeptMonth),
+        Watched(Vec<KeptSeat>, bool),
     }
-    let totals = months
-        .values()
-        .map(|(r, _)| MonthTotals {
-            period: r.period,
-            total_usd: r.total_usd,
-            cost_centers: r.cost_centers.clone(),
-        })
-        .collect();
-    // Per seat, its months oldest first: (period, billed, used, cost, counts).
-    type Month = (BillingPeriod, bool, bool, Decimal, bool);
-    let mut seats: BTreeMap<(String, String, String), Vec<Month>> = BTreeMap::new();
-    for (r, counts) in months.values() {
-        for s in &r.seats {
-            seats
-                .entry((s.account_id.clone(), s.region.clone(), s.user_id.clone()))
-                .or_default()
-                .push((
-                    r.period,
-                    !s.plan.is_empty(),
-                    used(s.credits_used, idle_below),
-                    s.cost_usd,
-                    *counts,
-                ));
+    let mut months: BTreeMap<BillingPeriod, (MonthTotals, Source<'_>)> = BTreeMap::new();
+    for &p in window {
+        if let Some(m) = kept.month(p) {
+            let totals = MonthTotals {
+                period: p,
+                total_usd: m.total_usd,
+                cost_centers: m.cost_centers.clone(),
+            };
+            months.insert(p, (totals, Source::Kept(m)));
         }
     }
-    let tenure = seats
+    for v in &snapshot.periods {
+        let p = v.allocation.period;
+        let running = snapshot.taken_at < p.end();
+        let counts = !running || v.savings.basis.days >= grace_days;
+        let seats = v
+            .seats
+            .iter()
+            .map(|s| {
+                let key = (
+                    s.id.account_id.clone(),
+                    s.id.region.clone(),
+                    s.id.user_id.clone(),
+                );
+                let seat = number(key.clone(), &mut extra);
+                watched_seats.push((seat, key));
+                KeptSeat {
+                    seat,
+                    billed: !s.plan.is_empty(),
+                    credits_used: s.credits_used,
+                    cost_usd: s.cost_usd,
+                }
+            })
+            .collect();
+        let totals = MonthTotals {
+            period: p,
+            total_usd: v.total_cost_usd,
+            cost_centers: v
+                .cost_centers
+                .iter()
+                .map(|(cc, r)| (cc.clone(), r.total_usd))
+                .collect(),
+        };
+        months.insert(p, (totals, Source::Watched(seats, counts)));
+    }
+    // Per seat number, its months oldest first: (period, billed, used, cost, counts).
+    type Month = (BillingPeriod, bool, bool, Decimal, bool);
+    let mut per_seat: Vec<Vec<Month>> = vec![Vec::new(); kept.seats() + extra.len()];
+    for (p, (_, source)) in &months {
+        let (seats, counts) = match source {
+            Source::Kept(m) => (m.seats.as_slice(), true),
+            Source::Watched(seats, counts) => (seats.as_slice(), *counts),
+        };
+        for s in seats {
+            if let Some(ms) = per_seat.get_mut(s.seat as usize) {
+                ms.push((
+                    *p,
+                    s.billed,
+                    used(s.credits_used, idle_below),
+                    s.cost_usd,
+                    counts,
+                ));
+            }
+        }
+    }
+    let tenure = watched_seats
         .into_iter()
-        .filter_map(|(k, ms)| tenure_of(&ms).map(|t| (k, t)))
+        .filter_map(|(id, key)| {
+            let ms = per_seat.get(id as usize)?;
+            tenure_of(ms).map(|t| (key, t))
+        })
         .collect();
     HistoryView {
-        months: totals,
+        months: months.into_values().map(|(t, _)| t).collect(),
         tenure,
     }
 }

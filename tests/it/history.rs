@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use kiro_cost_exporter::allocation::PlanTable;
 use kiro_cost_exporter::allocation::savings::SavingsSettings;
 use kiro_cost_exporter::curgen::{CurLine, GenSpec};
+use kiro_cost_exporter::history::Kept;
 use kiro_cost_exporter::snapshot::Snapshot;
 use kiro_cost_exporter::snapshot::history::{record_of, view_of};
 
@@ -177,8 +178,14 @@ async fn tenure_counts_idle_stretches_of_zero_one_and_three_months() {
     let october = e.allocate("2026-10").await.unwrap();
     assert_reconciles(&october);
     let s = Snapshot::of_bill(taken_at, vec![october], &plans, &settings);
+    let mut kept = Kept::default();
+    for r in records.values() {
+        kept.insert(r);
+    }
+    let window: Vec<_> = records.keys().copied().collect();
     let h = view_of(
-        records.values(),
+        &kept,
+        &window,
         &s,
         settings.idle_below_credits,
         settings.idle_grace_days,
