@@ -74,25 +74,7 @@ async fn closed_months_are_kept_exported_and_read_back_without_a_scan() {
     for p in ["2026-08", "2026-09", "2026-10"] {
         assert!(setup.path("history").join(format!("{p}.json")).is_file());
     }
-    // The landing page draws the months: the whole bill's row has a bar per month, at its total.
-    let page = get(&d.url("/"), false).await.unwrap();
-    let page = String::from_utf8(page.body.to_vec()).unwrap();
-    let row = page
-        .split("<g data-row=\"total\">")
-        .nth(1)
-        .expect("the cost-by-month chart")
-        .split("</g>")
-        .next()
-        .unwrap()
-        .to_owned();
-    for (p, total) in &months {
-        let usd = row
-            .split(&format!("data-period=\"{p}\" data-usd=\""))
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap_or_else(|| panic!("{p} in {row}"));
-        assert!((usd.parse::<f64>().unwrap() - total).abs() < 1e-6, "{p}");
-    }
+    check_landing(&d, &months).await;
     drop(d);
 
     // Restarted: the kept months are read back; nothing closed is allocated again, and only
@@ -137,6 +119,28 @@ async fn closed_months_are_kept_exported_and_read_back_without_a_scan() {
                 .contains("2026-09.json.corrupt-")
         });
     assert!(aside, "the unreadable record is kept aside");
+}
+
+/// The landing page draws the months: the whole bill's row has a bar per month, at its total.
+async fn check_landing(d: &Daemon, months: &BTreeMap<String, f64>) {
+    let page = get(&d.url("/"), false).await.unwrap();
+    let page = String::from_utf8(page.body.to_vec()).unwrap();
+    let row = page
+        .split("<g data-row=\"total\">")
+        .nth(1)
+        .expect("the cost-by-month chart")
+        .split("</g>")
+        .next()
+        .unwrap()
+        .to_owned();
+    for (p, total) in months {
+        let usd = row
+            .split(&format!("data-period=\"{p}\" data-usd=\""))
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_else(|| panic!("{p} in {row}"));
+        assert!((usd.parse::<f64>().unwrap() - total).abs() < 1e-6, "{p}");
+    }
 }
 
 /// One user's seat line and credits in `p`: a Pro seat with `credits` used.
