@@ -595,6 +595,12 @@ pub async fn scan_file(
         })
     };
     let code = root("line_item_product_code")?;
+    // Q Developer lines are told apart by operation (read only with it).
+    let operation = if spec.q_developer {
+        Some(root("line_item_operation")?)
+    } else {
+        None
+    };
     let wanted = spec.read();
     let mut roots = Vec::with_capacity(wanted.len());
     for name in wanted {
@@ -637,8 +643,16 @@ pub async fn scan_file(
                     ProjectionMask::roots(&parquet_schema, [code]),
                     move |batch: RecordBatch| is_read(batch.column(0), q),
                 );
-                let filters: Vec<Box<dyn parquet::arrow::arrow_reader::ArrowPredicate>> =
+                let mut filters: Vec<Box<dyn parquet::arrow::arrow_reader::ArrowPredicate>> =
                     vec![Box::new(filter)];
+                // Of Amazon Q's lines, the Q Developer seat lines only, as the template's WHERE
+                // keeps them: decoded for the rows the first filter kept, no other.
+                if let Some(op) = operation {
+                    filters.push(Box::new(ArrowPredicateFn::new(
+                        ProjectionMask::roots(&parquet_schema, [code, op]),
+                        |batch: RecordBatch| q_seat_or_kiro(&batch),
+                    )));
+                }
                 let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta)
                     .with_projection(ProjectionMask::roots(&parquet_schema, roots))
                     .with_row_groups(rgs)
@@ -733,6 +747,30 @@ fn is_read(column: &ArrayRef, q: bool) -> Result<BooleanArray, arrow::error::Arr
         .map(|i| {
             let code = strings.get(i);
             Some(code == Some("Kiro") || (q && code == Some(PRODUCT_CODE)))
+        })
+        .collect())
+}
+
+/// Of the lines [`is_read`] kept (columns: product code, operation), Kiro's and the Q Developer
+/// seat lines.
+fn q_seat_or_kiro(batch: &RecordBatch) -> Result<BooleanArray, arrow::error::ArrowError> {
+    let bad = |e: ScanError| arrow::error::ArrowError::InvalidArgumentError(e.to_string());
+    let code = batch
+        .column_by_name("line_item_product_code")
+        .ok_or_else(|| arrow::error::ArrowError::SchemaError("no product code".into()))?;
+    let op = batch
+        .column_by_name("line_item_operation")
+        .ok_or_else(|| arrow::error::ArrowError::SchemaError("no operation".into()))?;
+    let code = Strings::of(code, "line_item_product_code").map_err(bad)?;
+    let op = Strings::of(op, "line_item_operation").map_err(bad)?;
+    Ok((0..batch.num_rows())
+        .map(|i| {
+            Some(
+                code.get(i) == Some("Kiro")
+                    || op
+                        .get(i)
+                        .is_some_and(|o| o.to_lowercase() == SEAT_OPERATION),
+            )
         })
         .collect())
 }
@@ -1175,8 +1213,15 @@ impl<'s> Accumulator<'s> {
             _ => None,
         };
         let tags = MapLookup::of(col("tags")?, "tags")?;
-        let (amount, cost) = self.amounts(b)?;
+        let amount = decimals(col("line_item_usage_amount")?, "line_item_usage_amount")?;
         let amount = amount.as_primitive::<Decimal128Type>();
+        // COALESCE(net, unblended, 0): the net cost where there is one, taken before the
+        // cast, as the template does.
+        let cost_column = match b.column_by_name("line_item_net_unblended_cost") {
+            Some(net) => coalesce(net, col("line_item_unblended_cost")?)?,
+            None => col("line_item_unblended_cost")?.clone(),
+        };
+        let cost = decimals(&cost_column, self.spec.cost_column.column())?;
         let cost = cost.as_primitive::<Decimal128Type>();
         let (start, unit) = timestamps(
             col("line_item_usage_start_date")?,
@@ -1252,51 +1297,6 @@ impl<'s> Accumulator<'s> {
         }
         self.rows = rows;
         Ok(())
-    }
-
-    /// The batch's usage amounts and costs as DECIMAL(38, 10), the cost with the template's
-    /// `COALESCE(net, unblended, 0)` (the net cost where there is one, taken before the cast).
-    /// Amazon Q lines other than Q Developer seats count nowhere: their numbers are not read
-    /// (the template's WHERE leaves them out), so one the bill could not hold is no error.
-    fn amounts(&self, b: &RecordBatch) -> Result<(ArrayRef, ArrayRef), ScanError> {
-        let col = |name: &'static str| {
-            b.column_by_name(name).ok_or(ScanError::Column {
-                column: name,
-                message: "not read".into(),
-            })
-        };
-        let skipped = self.skipped_q_lines();
-        let unread = |a: &ArrayRef| -> Result<ArrayRef, ScanError> {
-            Ok(match &skipped {
-                Some(mask) => arrow::compute::nullif(a, mask)?,
-                None => a.clone(),
-            })
-        };
-        let amount = decimals(
-            &unread(col("line_item_usage_amount")?)?,
-            "line_item_usage_amount",
-        )?;
-        let unblended = unread(col("line_item_unblended_cost")?)?;
-        let cost_column = match b.column_by_name("line_item_net_unblended_cost") {
-            Some(net) => coalesce(&unread(net)?, &unblended)?,
-            None => unblended,
-        };
-        let cost = decimals(&cost_column, self.spec.cost_column.column())?;
-        Ok((amount, cost))
-    }
-
-    /// The rows of the batch just mapped that are Amazon Q lines other than Q Developer seats,
-    /// if there are any.
-    fn skipped_q_lines(&self) -> Option<BooleanArray> {
-        if !self.spec.q_developer {
-            return None;
-        }
-        let rows = &self.rows;
-        let skip = |i: usize| rows.q[i] && !rows.operations[i].q_seat;
-        if !(0..rows.q.len()).any(skip) {
-            return None;
-        }
-        Some((0..rows.q.len()).map(|i| Some(skip(i))).collect())
     }
 
     /// Adds row `i`, a Q Developer line: a seat line is summed apart, never a Kiro figure.
