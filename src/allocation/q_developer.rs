@@ -122,11 +122,8 @@ impl QDeveloper {
                 *seats
                     .entry((row.account_id, row.user_id, row.cost_center))
                     .or_default() += row.fee_usd;
-            } else {
-                // Tax alone names no seat; its cost is in the tax already.
-                debug_assert!(row.fee_usd.is_zero());
-                out.unattributed_usd += row.fee_usd;
             }
+            // A group of tax lines alone names no seat (no fee; its cost is in the tax).
         }
         out.seats = seats
             .into_iter()

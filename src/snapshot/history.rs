@@ -13,17 +13,21 @@ use crate::history::{
 };
 use crate::period::BillingPeriod;
 
+/// A period's cost per cost center, as history keeps it.
+fn cost_centers(view: &PeriodView) -> BTreeMap<String, Decimal> {
+    view.cost_centers
+        .iter()
+        .map(|(cc, r)| (cc.clone(), r.total_usd))
+        .collect()
+}
+
 /// The record of a period's view.
 pub fn record_of(view: &PeriodView, at: DateTime<Utc>) -> MonthRecord {
     MonthRecord {
         period: view.allocation.period,
         recorded_at: at,
         total_usd: view.total_cost_usd,
-        cost_centers: view
-            .cost_centers
-            .iter()
-            .map(|(cc, r)| (cc.clone(), r.total_usd))
-            .collect(),
+        cost_centers: cost_centers(view),
         seats: view
             .seats
             .iter()
@@ -103,11 +107,7 @@ pub fn view_of(
         let totals = MonthTotals {
             period: p,
             total_usd: v.total_cost_usd,
-            cost_centers: v
-                .cost_centers
-                .iter()
-                .map(|(cc, r)| (cc.clone(), r.total_usd))
-                .collect(),
+            cost_centers: cost_centers(v),
         };
         months.insert(p, (totals, Source::Watched(seats, counts)));
     }
