@@ -283,6 +283,18 @@ impl Kept {
         self.months.get(&p)
     }
 
+    /// The credits each seat billed in `p` used, when `p` is kept.
+    pub fn billed_credits(&self, p: BillingPeriod) -> Option<BTreeMap<SeatKey, Decimal>> {
+        let m = self.months.get(&p)?;
+        Some(
+            m.seats
+                .iter()
+                .filter(|s| s.billed)
+                .map(|s| (self.keys[s.seat as usize].clone(), s.credits_used))
+                .collect(),
+        )
+    }
+
     /// Keeps only the months `keep` says.
     pub fn retain(&mut self, keep: impl Fn(BillingPeriod) -> bool) {
         self.months.retain(|p, _| keep(*p));

@@ -150,6 +150,9 @@ impl Locale {
         let day =
             |d: Option<chrono::NaiveDate>| d.map_or_else(|| "-".to_owned(), |d| d.to_string());
         let (from, to) = (day(b.from), day(b.to));
+        if let Some(s) = self.savings_window(b) {
+            return s;
+        }
         match (self, b.withheld, b.projected) {
             (Self::En, true, _) => format!(
                 "No advice yet: the data covers {} of the {} days of this month a decision needs.",
@@ -174,6 +177,47 @@ impl Locale {
             }
             (Self::ZhCn, false, false) => format!("依据整月数据（{from} 至 {to}）。"),
         }
+    }
+}
+
+impl Locale {
+    /// The sentence of a running month decided from a window beyond itself.
+    fn savings_window(self, b: &crate::allocation::savings::Basis) -> Option<String> {
+        use crate::allocation::savings::Window;
+        let when =
+            |d: Option<chrono::NaiveDate>| d.map_or_else(|| "-".to_owned(), |d| d.to_string());
+        let month = if b.days >= b.min_days {
+            match self {
+                Self::En => "the month so far, projected",
+                Self::ZhCn => "本月至今的数据并按月末推算",
+            }
+        } else {
+            match self {
+                Self::En => "none yet",
+                Self::ZhCn => "暂不判断",
+            }
+        };
+        Some(match (self, b.window) {
+            (_, Window::Month) => return None,
+            (Self::En, Window::Trailing { from, to }) => format!(
+                "Decided from the 30 days of use to {to} ({from} to {to}, activity report), across months; seats new this month: {month}."
+            ),
+            (Self::ZhCn, Window::Trailing { from, to }) => format!(
+                "依据截至 {to} 的 30 天使用数据（{from} 至 {to}，活动报告），跨月计算；本月新增席位：{month}。"
+            ),
+            (Self::En, Window::LastClosed(p)) => format!(
+                "Decided from the last closed month, {p}: this month's data covers {} of the {} days a decision needs (to {}); seats new this month: none yet.",
+                b.days,
+                b.min_days,
+                when(b.to)
+            ),
+            (Self::ZhCn, Window::LastClosed(p)) => format!(
+                "依据上一个已结束的月份 {p}：本月数据仅覆盖 {} 天，作出判断需要 {} 天（至 {}）；本月新增席位：暂不判断。",
+                b.days,
+                b.min_days,
+                when(b.to)
+            ),
+        })
     }
 }
 

@@ -133,6 +133,7 @@ impl serde::Serialize for SavingsJson<'_> {
             "min_days": b.min_days,
             "projected": b.projected,
             "to": day(b.to),
+            "window": window_json(b.window),
             "withheld": b.withheld,
         });
         let mut m = s.serialize_map(Some(4))?;
@@ -142,6 +143,14 @@ impl serde::Serialize for SavingsJson<'_> {
         m.serialize_entry("total_usd", &Num(self.0.total_usd))?;
         m.end()
     }
+}
+
+/// A window as JSON: its kind and, when it is not the period's own, its first and last day.
+fn window_json(w: crate::allocation::savings::Window) -> serde_json::Value {
+    let (from, to) = w.days().map_or((None, None), |(f, t)| {
+        (Some(f.to_string()), Some(t.to_string()))
+    });
+    serde_json::json!({"from": from, "kind": w.kind(), "to": to})
 }
 
 struct Recommendations<'a>(&'a [crate::allocation::savings::Recommendation]);
@@ -154,7 +163,7 @@ impl serde::Serialize for Recommendations<'_> {
             impl serde::Serialize for Rec<'_> {
                 fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                     let r = self.0;
-                    let mut m = s.serialize_map(Some(9))?;
+                    let mut m = s.serialize_map(Some(10))?;
                     m.serialize_entry("account_id", &r.account_id)?;
                     m.serialize_entry("cost_center", &r.cost_center)?;
                     m.serialize_entry("plan", &r.plan)?;
@@ -164,6 +173,7 @@ impl serde::Serialize for Recommendations<'_> {
                     m.serialize_entry("region", &r.region)?;
                     m.serialize_entry("saving_usd", &Num(r.saving_usd))?;
                     m.serialize_entry("user_id", &r.user_id)?;
+                    m.serialize_entry("window", &window_json(r.window))?;
                     m.end()
                 }
             }

@@ -19,10 +19,19 @@
 //! The savings of one user add up to: cost of all seats as they are − cost of the recommended
 //! seat with all remaining credits.
 //!
-//! A month still running is decided only once its data covers `min_days` days (14): a few
-//! days' use projected to a month is not a reason to change a colleague's seat. Until then the
-//! month has no recommendations, and its [`Basis`] says so; a closed month is decided from all
-//! of it, unprojected. Every period's savings carry the basis they were decided from.
+//! **Which use decides** ([`Window`]). A closed month is decided from all of it, unprojected.
+//! A month still running is decided, seat by seat, from the first of:
+//! 1. the trailing 30 days of use the activity report shows, across months, for seats billed
+//!    the month before (the window is a month of use: nothing is projected);
+//! 2. the month so far, projected to its end, once its data covers `min_days` days (14);
+//! 3. the last closed month, whole, while fewer days of the running month are known, for
+//!    seats billed then too.
+//!
+//! A seat's credits are never fewer than what the running month shows of it already. A seat
+//! none of these covers (new this month, in its first `min_days` days) gets no advice: a few
+//! days' use projected to a month is not a reason to change a colleague's seat. When nothing
+//! covers any seat, the month has no recommendations and its [`Basis`] says so. Every
+//! recommendation carries the window it was decided from.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -101,6 +110,49 @@ impl Reason {
     }
 }
 
+/// The use a recommendation was decided from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Window {
+    /// The period's own data: a closed month whole, a running month so far (projected).
+    #[default]
+    Month,
+    /// The trailing days the activity report covers, `from` to `to`, across months.
+    Trailing { from: NaiveDate, to: NaiveDate },
+    /// The last closed month, whole: the running month has too few days yet.
+    LastClosed(crate::period::BillingPeriod),
+}
+
+impl Window {
+    /// The name `query --format json` gives the kind of window.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::Month => "month",
+            Self::Trailing { .. } => "trailing_days",
+            Self::LastClosed(_) => "last_closed_month",
+        }
+    }
+
+    /// The first and last day of the window, when it is not the period's own.
+    pub fn days(self) -> Option<(NaiveDate, NaiveDate)> {
+        match self {
+            Self::Month => None,
+            Self::Trailing { from, to } => Some((from, to)),
+            Self::LastClosed(p) => Some((
+                p.start().date_naive(),
+                p.end().date_naive() - chrono::Days::new(1),
+            )),
+        }
+    }
+}
+
+/// Use beyond the running month's own data: what each seat (account, region, user) used in
+/// `window`. Seats it does not name are decided from the month itself.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Prior {
+    pub window: Window,
+    pub credits: BTreeMap<(String, String, String), Decimal>,
+}
+
 /// One recommended change to one seat.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recommendation {
@@ -117,6 +169,8 @@ pub struct Recommendation {
     /// Credits projected to the month's end (after duplicates' credits moved here).
     pub projected_credits: Decimal,
     pub saving_usd: Decimal,
+    /// The use it was decided from.
+    pub window: Window,
 }
 
 /// What a period's recommendations were decided from: the days of the month its data covers.
@@ -130,10 +184,13 @@ pub struct Basis {
     pub days: u32,
     /// Credits were projected to the month's end (the month is still running).
     pub projected: bool,
-    /// No recommendation: a running month with fewer than `min_days` days of data.
+    /// No recommendation: a running month with fewer than `min_days` days of data and no
+    /// other window.
     pub withheld: bool,
     /// The days a running month needs (`savings.min_days`).
     pub min_days: u32,
+    /// The window beyond the month that decided the seats it covers (`Month`: none).
+    pub window: Window,
 }
 
 /// All recommendations of a period.
@@ -147,8 +204,14 @@ pub struct Savings {
     pub basis: Basis,
 }
 
-/// The days of `a`'s month its data covers at `now`, and the basis of a decision from them.
-fn basis(a: &Allocation, settings: &SavingsSettings, now: DateTime<Utc>) -> Basis {
+/// The days of `a`'s month its data covers at `now`, and the basis of a decision from them
+/// and `windows`.
+fn basis(
+    a: &Allocation,
+    settings: &SavingsSettings,
+    now: DateTime<Utc>,
+    windows: Windows<'_>,
+) -> Basis {
     let running = now < a.period.end();
     let days = match a.data_as_of {
         _ if !running => i64::from(a.period.days()),
@@ -157,13 +220,110 @@ fn basis(a: &Allocation, settings: &SavingsSettings, now: DateTime<Utc>) -> Basi
     }
     .max(0);
     let from = a.period.start().date_naive();
+    let month_ok = !running || days >= i64::from(settings.min_days);
+    let (trailing, last) = match running {
+        true => (windows.trailing, windows.last_closed),
+        false => (None, None),
+    };
+    let window = match (trailing, last) {
+        (Some(t), _) => t.window,
+        (None, Some(l)) if !month_ok => l.window,
+        _ => Window::Month,
+    };
     Basis {
         from: Some(from),
         to: (days > 0).then(|| from + chrono::Days::new(days as u64 - 1)),
         days: days as u32,
         projected: running && a.extrapolation_factor(now) != Decimal::ONE,
-        withheld: running && days < i64::from(settings.min_days),
+        withheld: !month_ok && trailing.is_none() && last.is_none(),
         min_days: settings.min_days,
+        window,
+    }
+}
+
+/// Use beyond a running month's own data (a closed month ignores both).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Windows<'a> {
+    /// The trailing days the activity report covers, for the seats it decides.
+    pub trailing: Option<&'a Prior>,
+    /// The last closed month, for its seats while the running month has too few days.
+    pub last_closed: Option<&'a Prior>,
+}
+
+type SeatUse<'a> = HashMap<SeatRef<'a>, Decimal, foldhash::fast::RandomState>;
+
+/// How the seats of one period are decided ([`Window`]).
+struct Decide<'a> {
+    factor: Decimal,
+    /// The month's own data may decide: closed, or `min_days` covered.
+    month_ok: bool,
+    /// The month's data covers `idle_grace_days`.
+    grace_over: bool,
+    idle_below: Decimal,
+    trailing: Option<(Window, SeatUse<'a>)>,
+    last_closed: Option<(Window, SeatUse<'a>)>,
+}
+
+/// What decides one seat: its credits for a month, whether it is idle, and the window.
+struct Use {
+    credits: Decimal,
+    idle: bool,
+    window: Window,
+}
+
+impl<'a> Decide<'a> {
+    fn new(
+        a: &Allocation,
+        settings: &SavingsSettings,
+        now: DateTime<Utc>,
+        basis: &Basis,
+        windows: Windows<'a>,
+    ) -> Self {
+        let running = now < a.period.end();
+        let by_seat = |p: Option<&'a Prior>| {
+            p.filter(|_| running).map(|p| {
+                let m: SeatUse<'a> = p
+                    .credits
+                    .iter()
+                    .map(|((a, r, u), c)| ((a.as_str(), r.as_str(), u.as_str()), *c))
+                    .collect();
+                (p.window, m)
+            })
+        };
+        Self {
+            factor: a.extrapolation_factor(now),
+            month_ok: !running || basis.days >= settings.min_days,
+            grace_over: basis.days >= settings.idle_grace_days,
+            idle_below: settings.idle_below_credits,
+            trailing: by_seat(windows.trailing),
+            last_closed: by_seat(windows.last_closed),
+        }
+    }
+
+    /// How `seat`, with `so_far` credits in the month's own data, is decided; `None`: no
+    /// window covers it (no advice).
+    fn seat(&self, seat: SeatRef<'_>, so_far: Decimal) -> Option<Use> {
+        let from = |(w, m): &(Window, SeatUse<'_>)| {
+            m.get(&seat).map(|c| {
+                let credits = (*c).max(so_far);
+                Use {
+                    credits,
+                    idle: credits < self.idle_below,
+                    window: *w,
+                }
+            })
+        };
+        if let Some(u) = self.trailing.as_ref().and_then(from) {
+            return Some(u);
+        }
+        if self.month_ok {
+            return Some(Use {
+                credits: so_far * self.factor,
+                idle: self.grace_over && so_far < self.idle_below,
+                window: Window::Month,
+            });
+        }
+        self.last_closed.as_ref().and_then(from)
     }
 }
 
@@ -207,6 +367,7 @@ struct Seat<'a> {
     plan: &'a Plan,
     credits: Decimal,
     cost_center: &'a str,
+    window: Window,
 }
 
 /// Recommendations for an allocation at `now`, from the bill alone.
@@ -216,7 +377,14 @@ pub fn recommend(
     settings: &SavingsSettings,
     now: DateTime<Utc>,
 ) -> Savings {
-    recommend_with_use(a, plans, settings, now, &BTreeMap::new())
+    recommend_with_use(
+        a,
+        plans,
+        settings,
+        now,
+        &BTreeMap::new(),
+        Windows::default(),
+    )
 }
 
 /// Recommendations at `now` with the credits each seat (account, region, user) used as another
@@ -229,16 +397,16 @@ pub fn recommend_with_use(
     settings: &SavingsSettings,
     now: DateTime<Utc>,
     used: &BTreeMap<(String, String, String), Decimal>,
+    windows: Windows<'_>,
 ) -> Savings {
-    let basis = basis(a, settings, now);
+    let basis = basis(a, settings, now, windows);
     if basis.withheld {
         return Savings {
             basis,
             ..Savings::default()
         };
     }
-    let factor = a.extrapolation_factor(now);
-    let grace_over = basis.days >= settings.idle_grace_days;
+    let decide = Decide::new(a, settings, now, &basis, windows);
     // Each seat's credits summed over its cost centers (the larger of the bill's and the
     // other source's count), its plan and main cost center; then grouped per user.
     let used: HashMap<SeatRef<'_>, Decimal, foldhash::fast::RandomState> = used
@@ -283,17 +451,18 @@ pub fn recommend_with_use(
         ) in user_seats
         {
             let Some(plan) = plan else { continue };
+            let Some(use_) = decide.seat((account, region, user), credits) else {
+                continue;
+            };
             let seat = Seat {
                 account_id: account,
                 region,
                 plan,
-                credits: credits * factor,
+                credits: use_.credits,
                 cost_center: cc,
+                window: use_.window,
             };
-            if grace_over
-                && credits < settings.idle_below_credits
-                && plan_cost(plan, seat.credits) > Decimal::ZERO
-            {
+            if use_.idle && plan_cost(plan, seat.credits) > Decimal::ZERO {
                 out.idle_seats += 1;
                 out.recommendations.push(rec(
                     user,
@@ -323,6 +492,7 @@ pub fn recommend_with_use(
                 reason: Reason::QDeveloper,
                 projected_credits: Decimal::ZERO,
                 saving_usd: q.fee_usd.round_dp(6),
+                window: Window::Month,
             });
         }
     }
@@ -389,6 +559,7 @@ fn rec(
         reason,
         projected_credits: credits.round_dp(6),
         saving_usd: saving.round_dp(6),
+        window: s.window,
     }
 }
 
@@ -511,8 +682,108 @@ mod tests {
                 projected: true,
                 withheld: false,
                 min_days: 14,
+                window: Window::Month,
             }
         );
+    }
+
+    fn prior(window: Window, seats: &[(&str, i64)]) -> Prior {
+        Prior {
+            window,
+            credits: seats
+                .iter()
+                .map(|(u, c)| (("1".to_owned(), String::new(), (*u).to_owned()), d(*c)))
+                .collect(),
+        }
+    }
+
+    /// Seats two days into a month: `u` Power with 63 credits, `v` and `w` Pro unused, `x`
+    /// Pro with 50 credits.
+    fn early_month() -> (Allocation, DateTime<Utc>) {
+        alloc(
+            vec![
+                unit("1", "u", "Power", 63),
+                unit("1", "v", "Pro", 0),
+                unit("1", "w", "Pro", 0),
+                unit("1", "x", "Pro", 50),
+            ],
+            2,
+        )
+    }
+
+    fn decided(s: &Savings) -> Vec<(&str, Reason, &str, Decimal, Window)> {
+        s.recommendations
+            .iter()
+            .map(|r| {
+                let to = r.recommended_plan.as_str();
+                (r.user_id.as_str(), r.reason, to, r.saving_usd, r.window)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_running_month_is_decided_from_the_trailing_window_across_months() {
+        let (a, now) = early_month();
+        let window = Window::Trailing {
+            from: NaiveDate::from_ymd_opt(2026, 10, 4).unwrap(),
+            to: NaiveDate::from_ymd_opt(2026, 11, 2).unwrap(),
+        };
+        // `w` is new this month (not in the window): no advice from two days.
+        let trailing = prior(window, &[("u", 9_000), ("v", 0), ("x", 0)]);
+        let windows = Windows {
+            trailing: Some(&trailing),
+            last_closed: None,
+        };
+        let s = recommend_with_use(
+            &a,
+            &PlanTable::default(),
+            &SavingsSettings::default(),
+            now,
+            &BTreeMap::new(),
+            windows,
+        );
+        // 9,000 credits a month is Power's (Pro Max would cost $260): `u` keeps it; `x` used
+        // 50 credits this month, so the window's zero does not make it idle.
+        assert_eq!(decided(&s), vec![("v", Reason::Idle, "", d(20), window)]);
+        assert_eq!((s.basis.window, s.basis.withheld), (window, false));
+        assert_eq!(s.total_usd, d(20));
+    }
+
+    #[test]
+    fn a_few_days_of_a_running_month_fall_back_to_the_last_closed_month() {
+        let (a, now) = early_month();
+        let october = Window::LastClosed("2026-10".parse().unwrap());
+        let last = prior(october, &[("u", 600), ("v", 0), ("x", 0)]);
+        let windows = Windows {
+            trailing: None,
+            last_closed: Some(&last),
+        };
+        let plans = PlanTable::default();
+        let settings = SavingsSettings::default();
+        let s = recommend_with_use(&a, &plans, &settings, now, &BTreeMap::new(), windows);
+        assert_eq!(
+            decided(&s),
+            vec![
+                ("u", Reason::Downgrade, "Pro", d(180), october),
+                ("v", Reason::Idle, "", d(20), october),
+            ]
+        );
+        assert_eq!((s.basis.window, s.basis.withheld), (october, false));
+        // Once the month has its `min_days`, the month decides: 63 credits in 15 of 30 days.
+        let (a, now) = alloc(vec![unit("1", "u", "Power", 63)], 15);
+        let s = recommend_with_use(&a, &plans, &settings, now, &BTreeMap::new(), windows);
+        assert_eq!(
+            decided(&s),
+            vec![("u", Reason::Downgrade, "Pro", d(180), Window::Month)]
+        );
+        assert_eq!(s.recommendations[0].projected_credits, d(126));
+        assert_eq!(s.basis.window, Window::Month);
+        // A closed month is decided from itself alone.
+        let (a, as_of) = alloc(vec![unit("1", "u", "Power", 9_000)], 30);
+        let later = as_of + Duration::days(3);
+        let s = recommend_with_use(&a, &plans, &settings, later, &BTreeMap::new(), windows);
+        assert!(s.recommendations.is_empty(), "{s:?}");
+        assert_eq!(s.basis.window, Window::Month);
     }
 
     #[test]

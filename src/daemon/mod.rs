@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use tokio::sync::watch;
 
-use crate::allocation::savings::SavingsSettings;
+use crate::allocation::savings::{Prior, SavingsSettings, Window};
 use crate::failure::FailureKind;
 use crate::history::{HistorySettings, HistoryStore, Kept, MonthRecord};
 use crate::period::BillingPeriod;
@@ -316,7 +316,20 @@ impl Refresher {
                 .filter_map(|a| a.stats.fetched_bytes)
                 .sum(),
         );
-        let built = self.builder.build(now, allocations).await;
+        // The month before the running one, as history kept it, once it is no longer watched.
+        let last_closed = self.history.as_ref().and_then(|h| {
+            let running = allocations
+                .last()
+                .map(|a| a.period)
+                .filter(|p| now < p.end())?;
+            let before = running.previous();
+            let credits = h.kept.billed_credits(before)?;
+            Some(Prior {
+                window: Window::LastClosed(before),
+                credits,
+            })
+        });
+        let built = self.builder.build_with(now, allocations, last_closed).await;
         if let Some(malformed) = built.activity_malformed {
             self.telemetry.set_activity_malformed(malformed);
         }

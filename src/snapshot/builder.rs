@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 
 use super::{People, Snapshot};
-use crate::allocation::savings::SavingsSettings;
+use crate::allocation::savings::{Prior, SavingsSettings};
 use crate::allocation::{Allocation, PlanTable};
 use crate::source::activity::{Activity, ActivityReader};
 use crate::source::identity::{IdentityResolver, IdentitySettings, Lookups, people};
@@ -68,13 +68,28 @@ impl SnapshotBuilder {
 
     /// The snapshot of `allocations` (oldest first) as of `taken_at`.
     pub async fn build(&self, taken_at: DateTime<Utc>, allocations: Vec<Allocation>) -> Built {
+        self.build_with(taken_at, allocations, None).await
+    }
+
+    /// [`Self::build`], with the last closed month's seats as history kept them (`last_closed`)
+    /// for a running month whose month before is not among `allocations`.
+    pub async fn build_with(
+        &self,
+        taken_at: DateTime<Utc>,
+        allocations: Vec<Allocation>,
+        last_closed: Option<Prior>,
+    ) -> Built {
         let mut periods = Vec::with_capacity(allocations.len());
         let mut malformed = 0;
         for a in allocations {
             let activity = match &self.activity {
                 Some(reader) => {
-                    let read = reader.read(a.period).await;
+                    let mut read = reader.read(a.period).await;
                     malformed += read.malformed.len();
+                    // A running month is decided from the trailing window, across months.
+                    if taken_at < a.period.end() {
+                        read.trailing = reader.read_trailing(taken_at).await;
+                    }
                     Some(read)
                 }
                 None => None,
@@ -83,7 +98,14 @@ impl SnapshotBuilder {
         }
         let (people, lookups) = self.people(&periods).await;
         Built {
-            snapshot: Snapshot::build(taken_at, periods, people, &self.plans, &self.savings),
+            snapshot: Snapshot::build(
+                taken_at,
+                periods,
+                people,
+                &self.plans,
+                &self.savings,
+                last_closed,
+            ),
             lookups,
             activity_malformed: self.activity.as_ref().map(|_| malformed),
         }

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
-use crate::allocation::savings::{self, Savings, SavingsSettings};
+use crate::allocation::savings::{self, Prior, Savings, SavingsSettings, Window, Windows};
 use crate::allocation::{Allocation, PlanTable, Rollup, SeatKey, SeatRef, main_unit, same_seat};
 use crate::source::activity::Activity;
 use crate::source::identity::{Person, assign_cost_centers};
@@ -146,12 +146,33 @@ impl PeriodView {
     /// attribute (when `identity.cost_center_from` is on), and ids that are one person count
     /// as duplicate subscriptions.
     pub fn derive(
-        mut allocation: Allocation,
+        allocation: Allocation,
         activity: Option<Activity>,
         people: &People,
         plans: &PlanTable,
         savings_settings: &SavingsSettings,
         now: DateTime<Utc>,
+    ) -> Self {
+        Self::derive_with(
+            allocation,
+            activity,
+            people,
+            (plans, savings_settings),
+            now,
+            None,
+        )
+    }
+
+    /// [`Self::derive`], with what each seat billed in the last closed month used (`last`,
+    /// for a running month): its seats are decided from the activity report's trailing
+    /// window, or from that month while the running one has too few days.
+    pub fn derive_with(
+        mut allocation: Allocation,
+        activity: Option<Activity>,
+        people: &People,
+        (plans, savings_settings): (&PlanTable, &SavingsSettings),
+        now: DateTime<Utc>,
+        last: Option<&Prior>,
     ) -> Self {
         assign_cost_centers(&mut allocation, &people.names);
         let plans = plans.with_fees(&allocation.learned_fees);
@@ -182,8 +203,13 @@ impl PeriodView {
                     .collect()
             })
             .unwrap_or_default();
+        let trailing = last.and_then(|l| trailing_of(activity.as_ref()?.trailing.as_ref()?, l));
+        let windows = Windows {
+            trailing: trailing.as_ref(),
+            last_closed: last,
+        };
         let savings =
-            savings::recommend_with_use(&allocation, &plans, savings_settings, now, &used);
+            savings::recommend_with_use(&allocation, &plans, savings_settings, now, &used, windows);
         let included_by_plan: BTreeMap<String, Decimal> = allocation
             .units
             .iter()
@@ -241,6 +267,42 @@ impl PeriodView {
             .binary_search_by(|s| s.id.cmp(id))
             .ok()
             .map(|i| &self.seats[i])
+    }
+}
+
+/// The trailing window's credits of the seats billed in the last closed month (`last`) whose
+/// account and region the report covers: only a seat that was there before this month has a
+/// trailing month of use.
+fn trailing_of(t: &crate::source::activity::Trailing, last: &Prior) -> Option<Prior> {
+    let credits: BTreeMap<SeatKey, Decimal> = last
+        .credits
+        .keys()
+        .filter(|(a, r, _)| t.covered.contains(&(a.clone(), r.clone())))
+        .map(|k| (k.clone(), t.credits.get(k).copied().unwrap_or_default()))
+        .collect();
+    (!credits.is_empty()).then_some(Prior {
+        window: Window::Trailing {
+            from: t.from,
+            to: t.to,
+        },
+        credits,
+    })
+}
+
+/// The last closed month as a window: what each seat billed in `view` used.
+pub fn last_closed_of(view: &PeriodView) -> Prior {
+    Prior {
+        window: Window::LastClosed(view.allocation.period),
+        credits: view
+            .seats
+            .iter()
+            .filter(|s| !s.plan.is_empty())
+            .map(|s| {
+                let id = &s.id;
+                let key = (id.account_id.clone(), id.region.clone(), id.user_id.clone());
+                (key, s.credits_used)
+            })
+            .collect(),
     }
 }
 
@@ -465,22 +527,44 @@ fn duplicates(allocation: &Allocation, same_person: &[Vec<String>]) -> Vec<Strin
 
 impl Snapshot {
     /// The one way a snapshot is made: the views of every period's allocation and activity
-    /// (oldest first) as of `taken_at`, with `people` named. Nothing changes it afterwards.
+    /// (oldest first) as of `taken_at`, with `people` named. A running month's seats are
+    /// decided with the month before it as well: the snapshot's own view of it, else
+    /// `last_closed` (history's record). Nothing changes it afterwards.
     pub fn build(
         taken_at: DateTime<Utc>,
         periods: Vec<(Allocation, Option<Activity>)>,
         people: People,
         plans: &PlanTable,
         savings_settings: &SavingsSettings,
+        last_closed: Option<Prior>,
     ) -> Self {
+        let mut views: Vec<PeriodView> = Vec::with_capacity(periods.len());
+        for (a, act) in periods {
+            let p = a.period;
+            // A running month's last closed month: the snapshot's own view of it, else the
+            // one given (history's).
+            let own = views
+                .last()
+                .filter(|v| {
+                    v.allocation.period == p.previous() && v.allocation.period.end() <= taken_at
+                })
+                .map(last_closed_of);
+            let last = own.as_ref().or(last_closed
+                .as_ref()
+                .filter(|l| l.window == Window::LastClosed(p.previous())));
+            let running = taken_at < p.end();
+            views.push(PeriodView::derive_with(
+                a,
+                act,
+                &people,
+                (plans, savings_settings),
+                taken_at,
+                last.filter(|_| running),
+            ));
+        }
         Self {
             taken_at,
-            periods: periods
-                .into_iter()
-                .map(|(a, act)| {
-                    PeriodView::derive(a, act, &people, plans, savings_settings, taken_at)
-                })
-                .collect(),
+            periods: views,
             people: people.names,
             history: crate::history::HistoryView::default(),
         }
@@ -499,6 +583,7 @@ impl Snapshot {
             People::default(),
             plans,
             savings_settings,
+            None,
         )
     }
 

@@ -98,6 +98,26 @@ pub struct Activity {
     pub as_of: Option<DateTime<Utc>>,
     /// Files that could not be read this time, by path.
     pub malformed: Vec<PathBuf>,
+    /// What each seat used in the trailing [`TRAILING_DAYS`] days, across months (a running
+    /// month's, when the report reaches back that far).
+    pub trailing: Option<Trailing>,
+}
+
+/// The days of the trailing window recommendations are decided from.
+pub const TRAILING_DAYS: u32 = 30;
+
+/// Credits each seat used in the [`TRAILING_DAYS`] days to the report's newest day, whatever
+/// months they fall in. Only accounts and regions whose report reaches back to `from` and up
+/// to `to` count: a seat of a report started last week has no window yet.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Trailing {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    /// Per seat (account, region, user) with rows in the window.
+    pub credits: BTreeMap<(String, String, String), Decimal>,
+    /// The accounts and regions whose report covers the window: their seats without rows
+    /// used nothing in it.
+    pub covered: std::collections::BTreeSet<(String, String)>,
 }
 
 /// One parsed row.
@@ -240,7 +260,7 @@ impl std::fmt::Debug for ActivityReader {
 
 /// `AWSLogs/<account>/KiroLogs/user_report/<region>/<yyyy>/<mm>/<dd>/00/<file>.csv` of
 /// `period`, relative to the report's root, as an entry without its version.
-fn parse_key(key: String, rel: &str, period: BillingPeriod) -> Option<Entry> {
+fn parse_key(key: String, rel: &str, periods: &[BillingPeriod]) -> Option<Entry> {
     let parts: Vec<&str> = rel.split('/').collect();
     let [
         logs,
@@ -257,11 +277,12 @@ fn parse_key(key: String, rel: &str, period: BillingPeriod) -> Option<Entry> {
     else {
         return None;
     };
+    let period: BillingPeriod = format!("{year}-{month}").parse().ok()?;
     let ok = logs == "AWSLogs"
         && kiro == "KiroLogs"
         && report == "user_report"
         && hour == "00"
-        && format!("{year}-{month}").parse() == Ok(period)
+        && periods.contains(&period)
         && file.to_ascii_lowercase().ends_with(".csv");
     ok.then(|| Entry {
         key,
@@ -272,9 +293,9 @@ fn parse_key(key: String, rel: &str, period: BillingPeriod) -> Option<Entry> {
     })
 }
 
-/// The local files of `period` (blocking).
+/// The local files of `periods` (blocking).
 #[allow(clippy::disallowed_methods)]
-fn local_entries(root: &Path, period: BillingPeriod) -> Vec<Entry> {
+fn local_entries(root: &Path, periods: &[BillingPeriod]) -> Vec<Entry> {
     let mut out = Vec::new();
     let mut stack = vec![root.join("AWSLogs")];
     while let Some(dir) = stack.pop() {
@@ -294,7 +315,7 @@ fn local_entries(root: &Path, period: BillingPeriod) -> Vec<Entry> {
             else {
                 continue;
             };
-            let Some(entry) = parse_key(path.display().to_string(), &rel, period) else {
+            let Some(entry) = parse_key(path.display().to_string(), &rel, periods) else {
                 continue;
             };
             let Ok(meta) = e.metadata() else { continue };
@@ -330,11 +351,12 @@ impl ActivityReader {
         }
     }
 
-    async fn entries(&self, period: BillingPeriod) -> Result<Vec<Entry>, String> {
+    async fn entries(&self, periods: &[BillingPeriod]) -> Result<Vec<Entry>, String> {
         match &self.store {
             Store::Local(root) => {
                 let root = root.clone();
-                tokio::task::spawn_blocking(move || local_entries(&root, period))
+                let periods = periods.to_vec();
+                tokio::task::spawn_blocking(move || local_entries(&root, &periods))
                     .await
                     .map_err(|e| e.to_string())
             }
@@ -356,7 +378,7 @@ impl ActivityReader {
                     for o in page.contents() {
                         let key = o.key().unwrap_or_default();
                         let rel = &key[location.prefix.len().min(key.len())..];
-                        if let Some(entry) = parse_key(key.to_owned(), rel, period) {
+                        if let Some(entry) = parse_key(key.to_owned(), rel, periods) {
                             out.push(Entry {
                                 stamp: (
                                     o.size().unwrap_or(0).max(0) as u64,
@@ -403,7 +425,7 @@ impl ActivityReader {
     pub async fn read(&self, period: BillingPeriod) -> Activity {
         let mut out = Activity::default();
         let mut cache = self.cache.lock().await;
-        let entries = match self.entries(period).await {
+        let entries = match self.entries(&[period]).await {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!("cannot list the activity report ({e}); using what was read before");
@@ -417,21 +439,9 @@ impl ActivityReader {
             }
         };
         for entry in &entries {
-            let rows = match cache.get(&entry.key) {
-                Some((seen, rows)) if seen.stamp == entry.stamp => rows.clone(),
-                _ => match self.fetch(&entry.key).await.and_then(|b| parse(&b)) {
-                    Ok(rows) => {
-                        let rows = std::sync::Arc::new(rows);
-                        cache.insert(entry.key.clone(), (entry.clone(), rows.clone()));
-                        rows
-                    }
-                    Err(reason) => {
-                        tracing::warn!(file = %entry.key, "activity report file skipped: {reason}");
-                        cache.remove(&entry.key);
-                        out.malformed.push(PathBuf::from(&entry.key));
-                        continue;
-                    }
-                },
+            let Some(rows) = self.rows(&mut cache, entry, true).await else {
+                out.malformed.push(PathBuf::from(&entry.key));
+                continue;
             };
             fold(&mut out, &entry.account, &entry.region, &rows, period);
         }
@@ -441,6 +451,118 @@ impl ActivityReader {
         cache.retain(|k, (e, _)| listed.contains(k.as_str()) || e.period != period);
         out
     }
+}
+
+impl ActivityReader {
+    /// The rows of `entry`: as parsed before when its version is the same, else fetched and
+    /// parsed now (`None`: it cannot be read, which is logged when `warn`).
+    async fn rows(
+        &self,
+        cache: &mut HashMap<String, Parsed>,
+        entry: &Entry,
+        warn: bool,
+    ) -> Option<std::sync::Arc<Vec<Row>>> {
+        if let Some((seen, rows)) = cache.get(&entry.key)
+            && seen.stamp == entry.stamp
+        {
+            return Some(rows.clone());
+        }
+        match self.fetch(&entry.key).await.and_then(|b| parse(&b)) {
+            Ok(rows) => {
+                let rows = std::sync::Arc::new(rows);
+                cache.insert(entry.key.clone(), (entry.clone(), rows.clone()));
+                Some(rows)
+            }
+            Err(reason) => {
+                if warn {
+                    tracing::warn!(file = %entry.key, "activity report file skipped: {reason}");
+                }
+                cache.remove(&entry.key);
+                None
+            }
+        }
+    }
+
+    /// What each seat used in the [`TRAILING_DAYS`] days to the report's newest day at `now`,
+    /// across months; `None` when no account's report reaches back that far, or the newest
+    /// day is more than 3 days old (a report that stopped is no window of now). Files that
+    /// cannot be read are left out here; [`Self::read`] names them.
+    pub async fn read_trailing(&self, now: DateTime<Utc>) -> Option<Trailing> {
+        let today = now.date_naive();
+        let mut periods = Vec::new();
+        let mut p = BillingPeriod::containing(now - chrono::Duration::days(40));
+        while p.start() <= now {
+            periods.push(p);
+            p = p.next();
+        }
+        let entries = match self.entries(&periods).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot list the activity report ({e}); no trailing window this time"
+                );
+                return None;
+            }
+        };
+        let mut cache = self.cache.lock().await;
+        let mut files = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            if let Some(rows) = self.rows(&mut cache, entry, false).await {
+                files.push((entry, rows));
+            }
+        }
+        drop(cache);
+        trailing(&files, today)
+    }
+}
+
+/// The trailing window of `files` (each with its rows) as of `today`; see
+/// [`ActivityReader::read_trailing`].
+fn trailing(files: &[(&Entry, std::sync::Arc<Vec<Row>>)], today: NaiveDate) -> Option<Trailing> {
+    // The days each account and region's report covers.
+    let mut covers: BTreeMap<(&str, &str), (NaiveDate, NaiveDate)> = BTreeMap::new();
+    for (e, rows) in files {
+        for r in rows.iter().filter(|r| r.date <= today) {
+            let c = covers
+                .entry((&e.account, &e.region))
+                .or_insert((r.date, r.date));
+            *c = (c.0.min(r.date), c.1.max(r.date));
+        }
+    }
+    let to = covers.values().map(|c| c.1).max()?;
+    if to + chrono::Days::new(3) < today {
+        return None;
+    }
+    let from = to - chrono::Days::new(u64::from(TRAILING_DAYS) - 1);
+    // A report that reaches back to `from` and is at most a day behind the newest.
+    let covered = |a: &str, r: &str| {
+        covers
+            .get(&(a, r))
+            .is_some_and(|&(first, last)| first <= from && last + chrono::Days::new(1) >= to)
+    };
+    let mut out = Trailing {
+        from,
+        to,
+        ..Trailing::default()
+    };
+    for (e, rows) in files {
+        if !covered(&e.account, &e.region) {
+            continue;
+        }
+        out.covered.insert((e.account.clone(), e.region.clone()));
+        let mut per_user: HashMap<&str, Decimal> = HashMap::new();
+        for r in rows.iter() {
+            if r.date >= from && r.date <= to && !r.user.is_empty() {
+                *per_user.entry(&r.user).or_default() += r.credits;
+            }
+        }
+        for (u, c) in per_user {
+            *out.credits
+                .entry((e.account.clone(), e.region.clone(), u.to_owned()))
+                .or_default() += c;
+        }
+    }
+    (!out.covered.is_empty()).then_some(out)
 }
 
 /// Adds a file's rows of `period` to `out`.
@@ -541,11 +663,25 @@ impl Activity {
             .into_iter()
             .map(|(a, r, u)| ((a, r, join_key(u)), u))
             .collect();
+        let bill_spelling = |a: &str, r: &str, u: String| {
+            billed
+                .get(&(a, r, join_key(&u)))
+                .map_or(u, |b| (*b).to_owned())
+        };
+        let trailing = self.trailing.map(|t| Trailing {
+            credits: t
+                .credits
+                .into_iter()
+                .fold(BTreeMap::new(), |mut m, ((a, r, u), c)| {
+                    let u = bill_spelling(&a, &r, u);
+                    *m.entry((a, r, u)).or_default() += c;
+                    m
+                }),
+            ..t
+        });
         let mut users: BTreeMap<(String, String, String), UserActivity> = BTreeMap::new();
         for ((a, r, u), activity) in self.users {
-            let user = billed
-                .get(&(a.as_str(), r.as_str(), join_key(&u)))
-                .map_or(u, |b| (*b).to_owned());
+            let user = bill_spelling(&a, &r, u);
             match users.entry((a, r, user)) {
                 std::collections::btree_map::Entry::Vacant(e) => {
                     e.insert(activity);
@@ -553,7 +689,11 @@ impl Activity {
                 std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().absorb(activity),
             }
         }
-        Self { users, ..self }
+        Self {
+            users,
+            trailing,
+            ..self
+        }
     }
 }
 

@@ -294,9 +294,10 @@ fn savings(h: &mut String, s: &Snapshot, v: &PeriodView, locale: Locale) {
     );
     let _ = write!(
         h,
-        "<p class=\"muted\" id=\"savings-basis-{p}\" data-days=\"{}\" data-withheld=\"{}\">{}</p>",
+        "<p class=\"muted\" id=\"savings-basis-{p}\" data-days=\"{}\" data-withheld=\"{}\" data-window=\"{}\">{}</p>",
         sv.basis.days,
         sv.basis.withheld,
+        sv.basis.window.kind(),
         escape(&locale.savings_basis(&sv.basis))
     );
     let mut recs: Vec<_> = sv.recommendations.iter().collect();
