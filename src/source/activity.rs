@@ -701,6 +701,83 @@ impl Activity {
 mod tests {
     use super::*;
 
+    fn day(d: &str) -> NaiveDate {
+        d.parse().unwrap()
+    }
+
+    fn row(date: &str, user: &str, credits: i64) -> Row {
+        Row {
+            date: day(date),
+            user: user.into(),
+            client: "KIRO_IDE".into(),
+            credits: Decimal::from(credits),
+            overage_credits: Decimal::ZERO,
+            overage_cap: None,
+            overage_enabled: None,
+            tier: "PRO".into(),
+            messages: 1,
+            email: String::new(),
+            usage_limit: None,
+        }
+    }
+
+    fn entry(region: &str) -> Entry {
+        Entry {
+            key: format!("k-{region}"),
+            account: "1".into(),
+            region: region.into(),
+            period: "2026-11".parse().unwrap(),
+            stamp: (0, String::new()),
+        }
+    }
+
+    #[test]
+    fn the_trailing_window_counts_only_reports_that_reach_back_to_its_start() {
+        let (east, west, late) = (entry("us-east-1"), entry("eu-west-1"), entry("ap-south-1"));
+        let files = vec![
+            // Since September, a day's lag behind the newest region.
+            (
+                &east,
+                std::sync::Arc::new(vec![
+                    row("2026-09-30", "a", 500),
+                    row("2026-10-04", "a", 7),
+                    row("2026-11-01", "a", 3),
+                    row("2026-11-01", "b", 0),
+                ]),
+            ),
+            (
+                &west,
+                std::sync::Arc::new(vec![row("2026-10-01", "c", 1), row("2026-11-02", "c", 2)]),
+            ),
+            // Started a week ago: no month of use to judge from.
+            (
+                &late,
+                std::sync::Arc::new(vec![row("2026-10-27", "d", 1), row("2026-11-02", "d", 1)]),
+            ),
+        ];
+        let t = trailing(&files, day("2026-11-03")).unwrap();
+        assert_eq!((t.from, t.to), (day("2026-10-04"), day("2026-11-02")));
+        let seat = |r: &str, u: &str| ("1".to_owned(), r.to_owned(), u.to_owned());
+        assert_eq!(
+            t.credits,
+            BTreeMap::from([
+                (seat("us-east-1", "a"), Decimal::from(10)),
+                (seat("us-east-1", "b"), Decimal::ZERO),
+                (seat("eu-west-1", "c"), Decimal::from(2)),
+            ])
+        );
+        assert!(
+            !t.covered
+                .contains(&("1".to_owned(), "ap-south-1".to_owned()))
+        );
+        assert_eq!(t.covered.len(), 2);
+        // A report whose newest day is more than 3 days old is no window of now; rows dated
+        // after today are not taken as its newest day.
+        assert!(trailing(&files, day("2026-11-06")).is_none());
+        let future = vec![(&west, std::sync::Arc::new(vec![row("2026-12-25", "c", 9)]))];
+        assert!(trailing(&future, day("2026-11-03")).is_none());
+    }
+
     #[test]
     fn rows_parse_with_quotes_missing_emails_and_unknown_columns() {
         let csv = "Date,UserId,Client_Type,Chat_Conversations,Credits_Used,Overage_Cap,Overage_Credits_Used,Overage_Enabled,ProfileId,Subscription_Tier,Total_Messages,New_User,User_Email,claude_sonnet_messages,Future_Column\n\

@@ -35,3 +35,4 @@ mod support;
 mod totals;
 mod web;
 mod web_config;
+mod window;

@@ -1,0 +1,272 @@
+//! Which use decides a running month's seats: the activity report's trailing 30 days across
+//! the month boundary, else the last closed month while the running one has too few days
+//! (from the snapshot's own view of it, or from history's record once it is not watched).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use chrono::{Duration, NaiveDate};
+use kiro_cost_exporter::allocation::savings::{
+    Prior, Reason, Recommendation, SavingsSettings, Window, cheapest,
+};
+use kiro_cost_exporter::allocation::user_id::join_key;
+use kiro_cost_exporter::allocation::{Allocation, PlanTable};
+use kiro_cost_exporter::curgen::{self, GenSpec};
+use kiro_cost_exporter::history::Kept;
+use kiro_cost_exporter::snapshot::history::record_of;
+use kiro_cost_exporter::snapshot::{PeriodView, SnapshotBuilder};
+use kiro_cost_exporter::source::activity::ActivityReader;
+use kiro_cost_exporter::source::{LocalSource, Source};
+use rust_decimal::Decimal;
+
+use crate::support::*;
+
+type Seat = (String, String, String);
+
+/// October whole and November's first two days, with the activity report, as of 09:00 on
+/// 3 November.
+async fn two_months(dir: &Path) -> (Allocation, Allocation, chrono::DateTime<chrono::Utc>) {
+    let mut spec = GenSpec::new(300, period("2026-10"));
+    spec.months = 2;
+    spec.seed = 17;
+    spec.activity = true;
+    let now = utc(2026, 11, 3) + Duration::hours(9);
+    spec.until = Some(now);
+    curgen::write_export(&spec, dir, |_| {}).unwrap();
+    let source = LocalSource::new(dir, Default::default());
+    let october = source.allocate(period("2026-10")).await.unwrap();
+    let november = source.allocate(period("2026-11")).await.unwrap();
+    assert_reconciles(&october);
+    assert_reconciles(&november);
+    (october, november, now)
+}
+
+/// Credits per seat in the report's rows from `from` to `to`, read straight from its files,
+/// ids by their join key.
+fn report_credits(root: &Path, from: NaiveDate, to: NaiveDate) -> BTreeMap<Seat, Decimal> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.join("AWSLogs")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().map(Result::unwrap) {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
+            let parts: Vec<&str> = rel.split('/').collect();
+            let (account, region) = (parts[1].to_owned(), parts[4].to_owned());
+            let mut r = csv::Reader::from_path(&path).unwrap();
+            let h = r.headers().unwrap().clone();
+            let col = |n: &str| h.iter().position(|c| c == n).unwrap();
+            let (date, user, credits) = (col("Date"), col("UserId"), col("Credits_Used"));
+            for row in r.records().map(Result::unwrap) {
+                let day: NaiveDate = row[date].parse().unwrap();
+                if day < from || day > to {
+                    continue;
+                }
+                let key = (account.clone(), region.clone(), join_key(&row[user]));
+                *out.entry(key).or_default() += row[credits].parse::<Decimal>().unwrap();
+            }
+        }
+    }
+    out
+}
+
+/// Each seat's credits in `view` (the larger of the bill's and the report's), by join key.
+fn seat_credits(view: &PeriodView) -> BTreeMap<Seat, (String, Decimal)> {
+    view.seats
+        .iter()
+        .map(|s| {
+            let id = &s.id;
+            let key = (
+                id.account_id.clone(),
+                id.region.clone(),
+                join_key(&id.user_id),
+            );
+            (key, (s.plan.clone(), s.credits_used))
+        })
+        .collect()
+}
+
+fn key(r: &Recommendation) -> Seat {
+    (r.account_id.clone(), r.region.clone(), join_key(&r.user_id))
+}
+
+/// Users with one Kiro seat in `view` (their recommendations involve no credits moved).
+fn single_seat_users(view: &PeriodView) -> BTreeSet<String> {
+    let mut n: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in &view.seats {
+        *n.entry(s.id.user_id.as_str()).or_default() += 1;
+    }
+    n.into_iter()
+        .filter(|&(_, c)| c == 1)
+        .map(|(u, _)| u.to_owned())
+        .collect()
+}
+
+/// Checks every single-seat Kiro recommendation of `view` against the credits it should have
+/// been decided from (`window_credits`, the month's own at least) and returns how many.
+fn check_decisions(
+    view: &PeriodView,
+    window: Window,
+    window_credits: impl Fn(&Seat) -> Option<Decimal>,
+) -> usize {
+    let plans = &view.plans;
+    let settings = SavingsSettings::default();
+    let so_far = seat_credits(view);
+    let single = single_seat_users(view);
+    let mut checked = 0;
+    for r in &view.savings.recommendations {
+        if r.reason == Reason::QDeveloper || !single.contains(&r.user_id) {
+            continue;
+        }
+        let k = key(r);
+        let (plan, month) = so_far[&k].clone();
+        let w = window_credits(&k).expect("only seats of the window are decided");
+        let credits = w.max(month);
+        assert_eq!(r.window, window, "{r:?}");
+        assert_eq!(r.projected_credits, credits.round_dp(6), "{r:?}");
+        let plan = plans.by_name(&plan).unwrap();
+        match r.reason {
+            Reason::Idle => assert!(credits < settings.idle_below_credits, "{r:?}"),
+            _ => assert_eq!(cheapest(plans, credits, plan).name, r.recommended_plan),
+        }
+        checked += 1;
+    }
+    checked
+}
+
+#[tokio::test]
+async fn the_trailing_window_crosses_the_month_boundary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (october, november, now) = two_months(dir.path()).await;
+    let root = dir.path().join("activity");
+    let builder = SnapshotBuilder::new(PlanTable::default(), SavingsSettings::default())
+        .with_activity(Some(ActivityReader::new(&root)));
+    let built = builder.build(now, vec![october, november]).await;
+    let [oct, nov] = &built.snapshot.periods[..] else {
+        panic!("two periods")
+    };
+    // The report's newest day is 2 November: the window is the 30 days to it.
+    let (from, to) = (
+        NaiveDate::from_ymd_opt(2026, 10, 4).unwrap(),
+        NaiveDate::from_ymd_opt(2026, 11, 2).unwrap(),
+    );
+    let window = Window::Trailing { from, to };
+    let b = &nov.savings.basis;
+    assert_eq!((b.window, b.withheld, b.days), (window, false, 2), "{b:?}");
+    assert_eq!(
+        oct.savings.basis.window,
+        Window::Month,
+        "a closed month is itself"
+    );
+    // Seats billed in October are decided from what the report shows for the 30 days (and
+    // never from fewer credits than November shows already); seats new in November are not.
+    let report = report_credits(&root, from, to);
+    let billed_before: BTreeSet<Seat> = seat_credits(oct)
+        .into_iter()
+        .filter(|(_, (plan, _))| !plan.is_empty())
+        .map(|(k, _)| k)
+        .collect();
+    let n = check_decisions(nov, window, |k| {
+        billed_before
+            .contains(k)
+            .then(|| report.get(k).copied().unwrap_or_default())
+    });
+    assert!(n > 10, "{n} decisions checked");
+    let reasons: BTreeSet<Reason> = nov
+        .savings
+        .recommendations
+        .iter()
+        .map(|r| r.reason)
+        .collect();
+    assert!(reasons.contains(&Reason::Idle), "{reasons:?}");
+    assert!(
+        reasons.contains(&Reason::Downgrade) || reasons.contains(&Reason::Upgrade),
+        "{reasons:?}"
+    );
+    // No advice comes from November's two days projected to a month.
+    let projected = kiro_cost_exporter::allocation::savings::recommend(
+        &nov.allocation,
+        &nov.plans,
+        &SavingsSettings {
+            min_days: 0,
+            ..SavingsSettings::default()
+        },
+        now,
+    );
+    let trailing: BTreeSet<(Seat, Reason)> = nov
+        .savings
+        .recommendations
+        .iter()
+        .map(|r| (key(r), r.reason))
+        .collect();
+    assert!(
+        projected
+            .recommendations
+            .iter()
+            .any(|r| !trailing.contains(&(key(r), r.reason))),
+        "two days projected would have advised otherwise"
+    );
+    // `query --format json`'s shape: the basis and each recommendation name the window.
+    let v = kiro_cost_exporter::output::to_json(nov);
+    assert_json_reconciles(&v);
+    let w = serde_json::json!({"kind": "trailing_days", "from": "2026-10-04", "to": "2026-11-02"});
+    assert_eq!(v["savings"]["basis"]["window"], w);
+    assert!(
+        v["savings"]["recommendations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["window"] == w)
+    );
+    // A report that stopped is no window of now.
+    let reader = ActivityReader::new(&root);
+    assert!(reader.read_trailing(now).await.is_some());
+    assert!(reader.read_trailing(utc(2026, 11, 20)).await.is_none());
+}
+
+#[tokio::test]
+async fn without_the_report_the_last_closed_month_decides_until_min_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let (october, november, now) = two_months(dir.path()).await;
+    let builder = SnapshotBuilder::new(PlanTable::default(), SavingsSettings::default());
+    let built = builder
+        .build(now, vec![october.clone(), november.clone()])
+        .await;
+    let [oct, nov] = &built.snapshot.periods[..] else {
+        panic!("two periods")
+    };
+    let window = Window::LastClosed(period("2026-10"));
+    assert_eq!(nov.savings.basis.window, window);
+    assert!(!nov.savings.basis.withheld);
+    let before = seat_credits(oct);
+    let n = check_decisions(nov, window, |k| {
+        before
+            .get(k)
+            .filter(|(plan, _)| !plan.is_empty())
+            .map(|(_, c)| *c)
+    });
+    assert!(n > 10, "{n} decisions checked");
+
+    // Once October is no longer watched, history's record of it decides the same.
+    let mut kept = Kept::default();
+    kept.insert(&record_of(oct, now));
+    let last = Prior {
+        window,
+        credits: kept.billed_credits(period("2026-10")).unwrap(),
+    };
+    let alone = builder
+        .build_with(now, vec![november.clone()], Some(last))
+        .await;
+    assert_eq!(alone.snapshot.periods[0].savings, nov.savings);
+    // Without either, two days decide nothing.
+    let nothing = builder.build(now, vec![november]).await;
+    let s = &nothing.snapshot.periods[0].savings;
+    assert!(s.basis.withheld && s.recommendations.is_empty(), "{s:?}");
+}
