@@ -167,8 +167,24 @@ pub async fn period_view(
     kiro_cost_exporter::snapshot::PeriodView,
     std::collections::BTreeMap<String, kiro_cost_exporter::source::identity::Person>,
 )> {
+    period_view_after(settings, aws, None, allocation, now).await
+}
+
+/// [`period_view`], with the month `before` it allocated too: a running month's seats are
+/// decided with the month before (its savings windows), as the daemon decides them.
+pub async fn period_view_after(
+    settings: &Settings,
+    aws: &AwsContext,
+    before: Option<kiro_cost_exporter::allocation::Allocation>,
+    allocation: kiro_cost_exporter::allocation::Allocation,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<(
+    kiro_cost_exporter::snapshot::PeriodView,
+    std::collections::BTreeMap<String, kiro_cost_exporter::source::identity::Person>,
+)> {
     let builder = snapshot_builder(settings, aws).await?;
-    let mut snapshot = builder.build(now, vec![allocation]).await.snapshot;
+    let allocations = before.into_iter().chain([allocation]).collect();
+    let mut snapshot = builder.build(now, allocations).await.snapshot;
     let view = snapshot
         .periods
         .pop()

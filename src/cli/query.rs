@@ -68,8 +68,9 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
             "result_rows": allocation.units.len(),
         })
     });
-    let (view, people) =
-        super::period_view(&settings, &aws, allocation, chrono::Utc::now()).await?;
+    let now = chrono::Utc::now();
+    let before = month_before(source.as_ref(), period, now).await;
+    let (view, people) = super::period_view_after(&settings, &aws, before, allocation, now).await?;
     tracing::debug!(%period, "view built");
     let mut stdout = std::io::stdout().lock();
     match format {
@@ -92,6 +93,27 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     // The process ends here: what it holds goes with it, not freed piece by piece.
     std::mem::forget((view, source));
     Ok(())
+}
+
+/// The month before `period` when `period` is still running at `now`: its seats' use decides
+/// the running month's advice until the month has enough days. Without it (no data, or an
+/// error, logged) the running month is decided from itself alone.
+async fn month_before(
+    source: &dyn kiro_cost_exporter::source::Source,
+    period: BillingPeriod,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<kiro_cost_exporter::allocation::Allocation> {
+    if now >= period.end() {
+        return None;
+    }
+    let before = period.previous();
+    match source.allocate(before).await {
+        Ok(a) => Some(a),
+        Err(e) => {
+            tracing::info!(period = %before, "the month before is not allocated ({e}); the running month is decided from itself alone");
+            None
+        }
+    }
 }
 
 /// The process's peak resident size so far (`VmHWM`), where `/proc` tells it. Only the process

@@ -270,3 +270,56 @@ async fn without_the_report_the_last_closed_month_decides_until_min_days() {
     let s = &nothing.snapshot.periods[0].savings;
     assert!(s.basis.withheld && s.recommendations.is_empty(), "{s:?}");
 }
+
+/// The daemon watching only the running month: its first refreshes have nothing to decide
+/// two days from; once history holds the month before, the report's trailing window decides,
+/// and the landing page and `/metrics` say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_decides_the_running_month_from_history_and_the_report() {
+    let now = chrono::Utc::now();
+    let current = kiro_cost_exporter::period::BillingPeriod::containing(now);
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = GenSpec::new(120, current.previous());
+    spec.months = 2;
+    spec.seed = 23;
+    spec.activity = true;
+    spec.until = Some(now);
+    curgen::write_export(&spec, dir.path(), |_| {}).unwrap();
+    let p = current.to_string();
+    let activity = dir.path().join("activity");
+    let d = Daemon::start(
+        &[
+            "--cur",
+            dir.path().to_str().unwrap(),
+            "--period",
+            &p,
+            "--activity",
+            activity.to_str().unwrap(),
+        ],
+        FAST,
+    );
+    let l = [("billing_period", p.as_str())];
+    let m = wait_for(&d, "advice from the trailing window", |m| {
+        value(m, "kiro_exporter_history_months", &[]) == Some(1.0)
+            && value(m, "kiro_savings_withheld", &l) == Some(0.0)
+    })
+    .await;
+    assert_scrape_reconciles(&m, &p);
+    assert!(value(&m, "kiro_savings_usd", &l).unwrap() > 0.0);
+    // The refresh after history took the month before decides from the window.
+    let mut page = String::new();
+    for _ in 0..30 {
+        let got = get(&d.url("/"), false).await.unwrap();
+        page = String::from_utf8(got.body.to_vec()).unwrap();
+        if page.contains("data-window=\"trailing_days\"") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    assert!(
+        page.contains(&format!("id=\"savings-basis-{p}\""))
+            && page.contains("data-window=\"trailing_days\"")
+            && page.contains("Decided from the 30 days of use to"),
+        "{page}"
+    );
+}
