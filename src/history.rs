@@ -240,6 +240,11 @@ impl Kept {
         self.ids.get(key).copied()
     }
 
+    /// The key of seat number `id`.
+    pub fn key(&self, id: u32) -> Option<&SeatKey> {
+        self.keys.get(id as usize)
+    }
+
     /// How many seat numbers are given.
     pub fn seats(&self) -> usize {
         self.keys.len()
@@ -340,6 +345,14 @@ pub struct HistoryView {
     /// Per seat (account, region, user) of the watched months with a seat fee in a month
     /// known.
     pub tenure: BTreeMap<SeatKey, Tenure>,
+    /// The last closed month and each of its seats' tenure as of its end: what the monthly
+    /// report of that month says.
+    pub closed_tenure: Option<(BillingPeriod, BTreeMap<SeatKey, Tenure>)>,
+    /// History is kept (the daemon's).
+    pub kept: bool,
+    /// Every month history wants is read (kept, or known to have no data): tenure will not
+    /// change as months arrive.
+    pub settled: bool,
 }
 
 /// A seat's tenure from its months, oldest first; none without a seat fee in any of them.

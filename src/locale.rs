@@ -68,7 +68,7 @@ const REPORT_EN: ReportTexts = ReportTexts {
 };
 
 /// The CSV's columns in Chinese, in the order of the report's English header.
-pub const ZH_CN_HEADER: [&str; 17] = [
+pub const ZH_CN_HEADER: [&str; 21] = [
     "计费周期",
     "账户ID",
     "区域",
@@ -86,6 +86,10 @@ pub const ZH_CN_HEADER: [&str; 17] = [
     "用户名",
     "显示名称",
     "邮箱",
+    "开通月份",
+    "活跃月数",
+    "连续闲置月数",
+    "闲置费用(USD)",
 ];
 
 const REPORT_ZH_CN: ReportTexts = ReportTexts {

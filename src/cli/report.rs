@@ -86,6 +86,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
         s3.as_ref(),
         &refs,
         &settings.alerts.dashboard_url,
+        None,
     )
     .await?;
     println!("report: {}", out.path.display());

@@ -92,6 +92,28 @@ struct History {
 }
 
 impl History {
+    /// What history says of `snapshot`'s months: the kept months of its window, each seat's
+    /// tenure, and whether every month wanted is read.
+    fn view(&self, snapshot: &Snapshot) -> crate::history::HistoryView {
+        let watched: Vec<BillingPeriod> = snapshot
+            .periods
+            .iter()
+            .map(|v| v.allocation.period)
+            .collect();
+        let window = self.window(&watched);
+        let mut view = view_of(
+            &self.kept,
+            &window,
+            snapshot,
+            self.idle_below,
+            self.grace_days,
+        );
+        view.settled = window
+            .iter()
+            .all(|p| self.kept.contains(*p) || self.unavailable.contains(p));
+        view
+    }
+
     /// The closed months wanted when `watched` are watched.
     fn window(&self, watched: &[BillingPeriod]) -> Vec<BillingPeriod> {
         watched
@@ -166,10 +188,11 @@ impl Refresher {
     /// Records the snapshot's closed months, then allocates one closed month history lacks
     /// (newest first). Never fails the refresh: what goes wrong is logged, and a month that
     /// cannot be allocated is not tried again in this run.
-    async fn keep_history(&mut self, snapshot: &Snapshot) {
+    async fn keep_history(&mut self, snapshot: &Snapshot) -> bool {
         let Some(h) = &mut self.history else {
-            return;
+            return false;
         };
+        let unavailable = h.unavailable.len();
         let watched: Vec<BillingPeriod> = snapshot
             .periods
             .iter()
@@ -220,6 +243,7 @@ impl Refresher {
                 }
             }
         }
+        let changed = !fresh.is_empty() || h.unavailable.len() != unavailable;
         for r in fresh {
             if let Some(store) = h.store.clone() {
                 let record = r.clone();
@@ -240,6 +264,29 @@ impl Refresher {
             self.telemetry
                 .set_history_months(h.kept.periods().filter(|p| wanted.contains(p)).count());
         }
+        changed
+    }
+
+    /// Keeps history's months and, when that changed what history holds, gives the last good
+    /// snapshot its new history (and exposition), so that the sinks that follow, `/metrics`
+    /// and the landing page all see the same months.
+    async fn update_history(&mut self) -> Result<(), RefreshError> {
+        let Some((snapshot, _)) = &self.last_good else {
+            return Ok(());
+        };
+        let snapshot = snapshot.clone();
+        let changed = self.keep_history(&snapshot).await;
+        drop(snapshot);
+        let (Some(h), Some((snapshot, _)), true) = (&self.history, &mut self.last_good, changed)
+        else {
+            return Ok(());
+        };
+        // Held nowhere else by now: changed in place, not copied.
+        let s = Arc::make_mut(snapshot);
+        s.history = h.view(s);
+        let families = prom::encode_snapshot_with(s, &self.prometheus);
+        self.last_good = Some((snapshot.clone(), Bytes::from(families)));
+        self.publish()
     }
 
     /// What the landing page shows besides the snapshot (locale, dashboard link, budgets).
@@ -338,18 +385,7 @@ impl Refresher {
         }
         let mut snapshot = built.snapshot;
         if let Some(h) = &self.history {
-            let watched: Vec<BillingPeriod> = snapshot
-                .periods
-                .iter()
-                .map(|v| v.allocation.period)
-                .collect();
-            snapshot.history = view_of(
-                &h.kept,
-                &h.window(&watched),
-                &snapshot,
-                h.idle_below,
-                h.grace_days,
-            );
+            snapshot.history = h.view(&snapshot);
         }
         let families = prom::encode_snapshot_with(&snapshot, &self.prometheus);
         Ok((snapshot, Bytes::from(families)))
@@ -407,17 +443,14 @@ impl Refresher {
         };
         self.last_error = error.as_ref().map(ToString::to_string);
         self.publish()?;
+        if error.is_none() {
+            // Before the sinks: the monthly report waits for history's months.
+            self.update_history().await?;
+        }
         if error.is_none() && !self.sinks.is_empty() {
             self.deliver().await;
             // The sinks' counters changed.
             self.publish()?;
-        }
-        if error.is_none()
-            && let Some((snapshot, _)) = &self.last_good
-        {
-            // Shown from the next refresh on.
-            let snapshot = snapshot.clone();
-            self.keep_history(&snapshot).await;
         }
         error.map_or(Ok(()), Err)
     }

@@ -111,8 +111,7 @@ pub fn view_of(
         };
         months.insert(p, (totals, Source::Watched(seats, counts)));
     }
-    // Per seat number, its months oldest first: (period, billed, used, cost, counts).
-    type Month = (BillingPeriod, bool, bool, Decimal, bool);
+    // Per seat number, its months oldest first.
     let mut per_seat: Vec<Vec<Month>> = vec![Vec::new(); kept.seats() + extra.len()];
     for (p, (_, source)) in &months {
         let (seats, counts) = match source {
@@ -131,6 +130,16 @@ pub fn view_of(
             }
         }
     }
+    // The last closed month's seats, as of its end (the months after it left out).
+    let closed = BillingPeriod::containing(snapshot.taken_at).previous();
+    let closed_tenure = months.get(&closed).map(|(_, source)| {
+        let seats: Vec<u32> = match source {
+            Source::Kept(m) => m.seats.iter().map(|s| s.seat).collect(),
+            Source::Watched(seats, _) => seats.iter().map(|s| s.seat).collect(),
+        };
+        let tenure = tenure_as_of(closed, &seats, &per_seat, &watched_seats, kept);
+        (closed, tenure)
+    });
     let tenure = watched_seats
         .into_iter()
         .filter_map(|(id, key)| {
@@ -141,7 +150,34 @@ pub fn view_of(
     HistoryView {
         months: months.into_values().map(|(t, _)| t).collect(),
         tenure,
+        closed_tenure,
+        kept: true,
+        settled: false,
     }
+}
+
+/// A seat's month: (period, billed, used, cost, counts).
+type Month = (BillingPeriod, bool, bool, Decimal, bool);
+
+/// The tenure of `seats` (by number) as of `p`'s end, from each seat's months oldest first
+/// (`per_seat`); keys from `watched` or else `kept`.
+fn tenure_as_of(
+    p: BillingPeriod,
+    seats: &[u32],
+    per_seat: &[Vec<Month>],
+    watched: &[(u32, SeatKey)],
+    kept: &Kept,
+) -> BTreeMap<SeatKey, crate::history::Tenure> {
+    let by_id: HashMap<u32, &SeatKey> = watched.iter().map(|(i, k)| (*i, k)).collect();
+    seats
+        .iter()
+        .filter_map(|&id| {
+            let ms = per_seat.get(id as usize)?;
+            let upto = ms.partition_point(|m| m.0 <= p);
+            let key = by_id.get(&id).copied().or_else(|| kept.key(id))?;
+            tenure_of(&ms[..upto]).map(|t| (key.clone(), t))
+        })
+        .collect()
 }
 
 /// Whether a seat month counts as used: `credits` at least `idle_below`.

@@ -240,8 +240,153 @@ async fn tenure_counts_idle_stretches_of_zero_one_and_three_months() {
         "idle 3 months, $60.00 since 2026-08"
     );
     assert_eq!(en.idle_stretch(busy), None);
+    // The monthly report of October: the tenure as of its end, on each seat's rows.
+    let (closed, report_tenure) = h.closed_tenure.as_ref().unwrap();
+    assert_eq!((*closed, report_tenure), (period("2026-10"), &h.tenure));
+    let csv = kiro_cost_exporter::sink::report::csv_with(
+        &s.periods[0],
+        &BTreeMap::new(),
+        en,
+        Some(report_tenure),
+    )
+    .unwrap();
+    let csv = String::from_utf8(csv).unwrap();
+    let dormant_row = csv.lines().find(|l| l.contains(",dormant,")).unwrap();
+    assert!(dormant_row.ends_with(",2026-07,1,3,60"), "{dormant_row}");
+    let header = csv.lines().next().unwrap();
+    assert!(
+        header.ends_with("licence_since,months_active,months_idle,idle_cost_usd"),
+        "{header}"
+    );
     // The months' totals: the three records and October, oldest first.
     let periods: Vec<String> = h.months.iter().map(|m| m.period.to_string()).collect();
     assert_eq!(periods, months);
     assert_eq!(h.months[3].total_usd, s.periods[0].total_cost_usd);
+}
+
+/// A seat's months in the bill as `query` prints them: (billed, credits, cost) per month.
+type SeatMonths = BTreeMap<(String, String, String), BTreeMap<String, (bool, f64, f64)>>;
+
+fn seat_months(cur: &str, months: &[String]) -> SeatMonths {
+    let mut out = SeatMonths::new();
+    for p in months {
+        let o = run(&["query", "--cur", cur, "--period", p, "--format", "json"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_json_reconciles(&v);
+        for u in v["users"].as_array().unwrap() {
+            let s = |k: &str| u[k].as_str().unwrap().to_owned();
+            if s("user_id").is_empty() {
+                continue;
+            }
+            let m = out
+                .entry((s("account_id"), s("region"), s("user_id")))
+                .or_default()
+                .entry(p.clone())
+                .or_default();
+            m.0 |= !s("plan").is_empty();
+            m.1 += u["credits_used"].as_f64().unwrap();
+            m.2 += u["total_usd"].as_f64().unwrap();
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monthly_report_carries_tenure_once_history_has_its_months() {
+    // Four months to the last closed one, which the daemon watches; history keeps the three
+    // before it, one a refresh, and the report waits for them.
+    let now = chrono::Utc::now();
+    let last = kiro_cost_exporter::period::BillingPeriod::containing(now).previous();
+    let first = last.previous().previous().previous();
+    let mut spec = GenSpec::new(60, first);
+    spec.months = 4;
+    spec.seed = 29;
+    let mut setup = fixture::Setup::generated(&spec);
+    setup.settings.refresh.period = Some(last);
+    setup.settings.history.months = 3;
+    setup.settings.report.schedule_day = 1;
+    // The report goes out with a card: to a Feishu receiver on loopback.
+    setup.settings.alerts.channels = vec![kiro_cost_exporter::notify::ChannelConfig {
+        name: "feishu".into(),
+        url_env: "TEST_FEISHU_URL".into(),
+        min_interval: std::time::Duration::from_millis(10),
+        ..Default::default()
+    }];
+    let rx = crate::support::feishu::Receiver::start(None);
+    let url = rx.url();
+    let env: Vec<(&str, &str)> = FAST
+        .iter()
+        .copied()
+        .chain([("TEST_FEISHU_URL", url.as_str())])
+        .collect();
+    let cur = setup.settings.source.cur.to_str().unwrap().to_owned();
+    let d = setup.start("config.toml", &env).await;
+    wait_log(&d, "monthly report sent", 90);
+    assert!(
+        d.log().contains("monthly report waits for history"),
+        "{}",
+        d.log()
+    );
+    let report = setup.path(&format!("reports/kiro-cost-report-{last}.csv"));
+    let csv = std::fs::read_to_string(report).unwrap();
+    drop(d);
+    // Each seat's tenure as of the last month, from the months as `query` prints them.
+    let months: Vec<String> = (0..4)
+        .scan(first, |p, _| {
+            let this = *p;
+            *p = p.next();
+            Some(this.to_string())
+        })
+        .collect();
+    let seats = seat_months(&cur, &months);
+    let mut r = csv::Reader::from_reader(csv.trim_start_matches('\u{feff}').as_bytes());
+    let h = r.headers().unwrap().clone();
+    let col = |n: &str| h.iter().position(|c| c == n).unwrap();
+    let mut checked = 0;
+    let mut idle_seen = 0;
+    for row in r.records().map(Result::unwrap) {
+        let key = (
+            row[col("account_id")].to_owned(),
+            row[col("region")].to_owned(),
+            row[col("user_id")].to_owned(),
+        );
+        let Some(ms) = seats.get(&key) else { continue };
+        let Some(since) = months.iter().find(|p| ms.get(*p).is_some_and(|m| m.0)) else {
+            assert_eq!(
+                &row[col("licence_since")],
+                "",
+                "{key:?}: no seat fee, no tenure"
+            );
+            continue;
+        };
+        let active = ms.values().filter(|m| m.0 && m.1 >= 1.0).count();
+        let (mut idle, mut cost) = (0, 0.0);
+        for p in months.iter().rev() {
+            match ms.get(p) {
+                Some(&(true, credits, c)) if credits < 1.0 => {
+                    idle += 1;
+                    cost += c;
+                }
+                _ => break,
+            }
+        }
+        assert_eq!(&row[col("licence_since")], since, "{key:?}");
+        assert_eq!(
+            row[col("months_active")].parse::<usize>().unwrap(),
+            active,
+            "{key:?}"
+        );
+        assert_eq!(
+            row[col("months_idle")].parse::<usize>().unwrap(),
+            idle,
+            "{key:?}"
+        );
+        let billed: f64 = row[col("idle_cost_usd")].parse().unwrap();
+        assert!((billed - cost).abs() < 1e-6, "{key:?}: {billed} vs {cost}");
+        checked += 1;
+        idle_seen += usize::from(idle > 0);
+    }
+    assert!(checked > 40, "{checked} seats checked");
+    assert!(idle_seen > 0, "an idle stretch among them");
 }

@@ -37,8 +37,8 @@ mod upload;
 
 pub use card::{no_data_card, summary_card};
 pub use rows::{
-    NAME_COLUMNS, SAVINGS_COLUMNS, TAX_ROW, UNATTRIBUTED_ROW, csv, csv_in, file_name, header,
-    header_in, load_written, write,
+    NAME_COLUMNS, SAVINGS_COLUMNS, SeatTenure, TAX_ROW, TENURE_COLUMNS, UNATTRIBUTED_ROW, csv,
+    csv_in, csv_with, file_name, header, header_in, load_written, write,
 };
 pub use sink::ReportSink;
 pub use upload::{Link, ReportS3, link_expiry, upload};
@@ -206,8 +206,9 @@ pub async fn run(
     s3: Option<&ReportS3>,
     channels: &[&Channel],
     dashboard_url: &str,
+    tenure: Option<&SeatTenure>,
 ) -> Result<Written, ReportError> {
-    let bytes = csv_in(view, people, settings.locale)?;
+    let bytes = csv_with(view, people, settings.locale, tenure)?;
     let csv = bytes::Bytes::from(bytes.clone());
     let name = file_name(view.allocation.period);
     let path = write(&settings.out_dir, &name, bytes.clone()).await?;

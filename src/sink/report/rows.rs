@@ -10,12 +10,25 @@ pub const SAVINGS_COLUMNS: [&str; 3] = ["recommended_plan", "savings_usd", "savi
 /// `identity.labels` exports it).
 pub const NAME_COLUMNS: [&str; 3] = ["user_name", "display_name", "email"];
 
+/// The seat's tenure as of the month's end, from the daemon's history: first month with a
+/// seat fee (YYYY-MM), months active, idle months in a row to the month, what they cost.
+pub const TENURE_COLUMNS: [&str; 4] = [
+    "licence_since",
+    "months_active",
+    "months_idle",
+    "idle_cost_usd",
+];
+
+/// Each seat's tenure as of the report's month, by (account, region, user).
+pub type SeatTenure = BTreeMap<crate::history::SeatKey, crate::history::Tenure>;
+
 /// The CSV's columns (English).
 pub fn header() -> Vec<&'static str> {
     crate::output::CSV_HEADER
         .iter()
         .chain(&SAVINGS_COLUMNS)
         .chain(&NAME_COLUMNS)
+        .chain(&TENURE_COLUMNS)
         .copied()
         .collect()
 }
@@ -44,6 +57,17 @@ pub fn csv_in(
     view: &PeriodView,
     people: &BTreeMap<String, Person>,
     locale: Locale,
+) -> Result<Vec<u8>, csv::Error> {
+    csv_with(view, people, locale, None)
+}
+
+/// [`csv_in`], with each seat's tenure (`tenure`, from the daemon's history) on its rows; the
+/// tenure columns are empty without it.
+pub fn csv_with(
+    view: &PeriodView,
+    people: &BTreeMap<String, Person>,
+    locale: Locale,
+    tenure: Option<&SeatTenure>,
 ) -> Result<Vec<u8>, csv::Error> {
     let t = locale.report();
     let (a, savings) = (&view.allocation, &view.savings);
@@ -88,7 +112,10 @@ pub fn csv_in(
             if fields[4].is_empty() {
                 fields[4] = t.untagged.to_owned();
             }
-            w.write_record(fields.iter().chain(&savings).chain(&names))?;
+            let seat = tenure
+                .and_then(|m| m.get(&(u.account_id.clone(), u.region.clone(), u.user_id.clone())));
+            let tenure = tenure_fields(seat);
+            w.write_record(fields.iter().chain(&savings).chain(&names).chain(&tenure))?;
         }
         q_developer_rows(&mut w, savings, people, &period, t.untagged)?;
         for (label, amount) in [(t.no_user, a.unattributed_usd), (t.tax, a.tax_usd)] {
@@ -105,6 +132,10 @@ pub fn csv_in(
                 "0",
                 &amount,
                 &amount,
+                "",
+                "",
+                "",
+                "",
                 "",
                 "",
                 "",
@@ -157,9 +188,25 @@ fn q_developer_rows<W: std::io::Write>(
             &who.user_name,
             &who.display_name,
             &who.email,
+            "",
+            "",
+            "",
+            "",
         ])?;
     }
     Ok(())
+}
+
+/// The tenure columns of a seat (empty when history does not know it).
+fn tenure_fields(t: Option<&crate::history::Tenure>) -> [String; 4] {
+    t.map_or_else(Default::default, |t| {
+        [
+            t.licence_since.to_string(),
+            t.months_active.to_string(),
+            t.months_idle.to_string(),
+            t.idle_cost_usd.to_string(),
+        ]
+    })
 }
 
 /// The newest report files in `dir` (at most [`crate::server::REPORTS_SERVED`]), by name;

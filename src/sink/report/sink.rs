@@ -28,6 +28,8 @@ pub struct ReportSink {
     sent_totals: BTreeMap<BillingPeriod, Decimal>,
     telemetry: Arc<crate::telemetry::Telemetry>,
     served: Option<Arc<crate::server::State>>,
+    /// The period whose report waits for history (said once).
+    waiting: Option<BillingPeriod>,
 }
 
 impl ReportSink {
@@ -57,7 +59,33 @@ impl ReportSink {
             sent_totals,
             telemetry: cx.telemetry.clone(),
             served: Some(cx.server.clone()),
+            waiting: None,
         }
+    }
+
+    /// The tenure of `period`'s seats as history has it; `None` while history is still reading
+    /// the months before it (one a refresh): the report's tenure columns wait for them, so
+    /// that the report says what a later one would.
+    fn tenure<'s>(
+        &mut self,
+        snapshot: &'s Snapshot,
+        period: BillingPeriod,
+    ) -> Option<Option<&'s super::SeatTenure>> {
+        let history = &snapshot.history;
+        if history.kept && !history.settled {
+            if self.waiting != Some(period) {
+                tracing::info!(%period, "monthly report waits for history to read the months before it");
+                self.waiting = Some(period);
+            }
+            return None;
+        }
+        Some(
+            history
+                .closed_tenure
+                .as_ref()
+                .filter(|(p, _)| *p == period)
+                .map(|(_, t)| t),
+        )
     }
 
     /// A month still watched after its report went out (AWS may update it for two weeks) whose
@@ -155,6 +183,9 @@ impl Sink for ReportSink {
         if self.sent.contains(&period) {
             return Ok(Delivery::NotDue);
         }
+        let Some(tenure) = self.tenure(snapshot, period) else {
+            return Ok(Delivery::NotDue);
+        };
         let wanted = &self.settings.channels;
         let done = self.partly_sent.get(&period).cloned().unwrap_or_default();
         let owned: Vec<Arc<Channel>> = self
@@ -198,6 +229,7 @@ impl Sink for ReportSink {
             self.s3.as_ref(),
             &channels,
             &self.dashboard_url,
+            tenure,
         )
         .await
         {
