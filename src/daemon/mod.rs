@@ -270,23 +270,53 @@ impl Refresher {
     /// Keeps history's months and, when that changed what history holds, gives the last good
     /// snapshot its new history (and exposition), so that the sinks that follow, `/metrics`
     /// and the landing page all see the same months.
-    async fn update_history(&mut self) -> Result<(), RefreshError> {
+    async fn update_history(&mut self) -> Result<bool, RefreshError> {
         let Some((snapshot, _)) = &self.last_good else {
-            return Ok(());
+            return Ok(false);
         };
         let snapshot = snapshot.clone();
         let changed = self.keep_history(&snapshot).await;
         drop(snapshot);
         let (Some(h), Some((snapshot, _)), true) = (&self.history, &mut self.last_good, changed)
         else {
-            return Ok(());
+            return Ok(false);
         };
         // Held nowhere else by now: changed in place, not copied.
         let s = Arc::make_mut(snapshot);
         s.history = h.view(s);
         let families = prom::encode_snapshot_with(s, &self.prometheus);
         self.last_good = Some((snapshot.clone(), Bytes::from(families)));
-        self.publish()
+        self.publish()?;
+        Ok(true)
+    }
+
+    /// History still lacks months it can read: the last good snapshot says it is not settled.
+    fn history_unsettled(&self) -> bool {
+        self.last_good
+            .as_ref()
+            .is_some_and(|(s, _)| s.history.kept && !s.history.settled)
+    }
+
+    /// Reads one more month into history, without waiting for the next refresh, and hands the
+    /// sinks the snapshot that shows it (the monthly report waits for history). `false` when
+    /// nothing changed: nothing more to read now.
+    async fn catch_up_history(&mut self) -> bool {
+        match self.update_history().await {
+            Ok(true) => {
+                if !self.sinks.is_empty() {
+                    self.deliver().await;
+                    if let Err(e) = self.publish() {
+                        tracing::warn!("cannot encode the exposition again: {e}");
+                    }
+                }
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::warn!("cannot encode the exposition again: {e}");
+                false
+            }
+        }
     }
 
     /// What the landing page shows besides the snapshot (locale, dashboard link, budgets).
@@ -529,6 +559,14 @@ impl Refresher {
                 },
                 _ = shutdown.wait_for(|s| *s) => return,
             };
+            // History reads the months it lacks one at a time right away, not one a refresh
+            // interval, so a report waiting for them goes out minutes after a start.
+            while self.history_unsettled() {
+                tokio::select! {
+                    more = self.catch_up_history() => if !more { break },
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+            }
             if let Some(hook) = &self.after_refresh {
                 hook();
             }

@@ -129,10 +129,9 @@ fn check_commands(config: &Path, cur: &str, out: &Path, ids: [&str; 3]) {
     assert!(o.status.success(), "{}", stderr(&o));
     let csv = std::fs::read_to_string(out.join("kiro-cost-report-2026-10.csv")).unwrap();
     assert!(
-        csv.lines()
-            .next()
-            .unwrap()
-            .ends_with("user_name,display_name,email"),
+        csv.lines().next().unwrap().ends_with(
+            "user_name,display_name,email,licence_since,months_active,months_idle,idle_cost_usd"
+        ),
         "{csv}"
     );
     assert!(csv.contains("alice,,alice@example.com"), "{csv}");

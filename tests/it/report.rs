@@ -60,7 +60,11 @@ fn check_csv(bytes: &[u8], v: &Value) {
             "savings_reason",
             "user_name",
             "display_name",
-            "email"
+            "email",
+            "licence_since",
+            "months_active",
+            "months_idle",
+            "idle_cost_usd"
         ]
     );
     let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
