@@ -1,8 +1,9 @@
 //! History: closed months, allocated once and kept, so trends and seat tenure do not depend on
 //! how long Prometheus has been scraping.
 //!
-//! Each closed month within `history.months` of now is allocated once (one a refresh, newest
-//! first, so a first start is not held up by a year of scans) and summed into a
+//! Each closed month within `history.months` of now is allocated once (newest first, one at a
+//! time after a refresh has published, so a first start is not held up by a year of scans)
+//! and summed into a
 //! [`MonthRecord`]: the bill's total, the cost per cost center, and per seat its plan, credits
 //! used (the larger of the bill's and the activity report's count, as the savings count them)
 //! and cost. A watched month that has closed is recorded again at every refresh until it leaves

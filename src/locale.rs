@@ -204,10 +204,10 @@ impl Locale {
         Some(match (self, b.window) {
             (_, Window::Month) => return None,
             (Self::En, Window::Trailing { from, to }) => format!(
-                "Decided from the 30 days of use to {to} ({from} to {to}, activity report), across months; seats new this month: {month}."
+                "Decided from 30 days of use, {from} to {to} (activity report, across months); seats new this month: {month}."
             ),
             (Self::ZhCn, Window::Trailing { from, to }) => format!(
-                "依据截至 {to} 的 30 天使用数据（{from} 至 {to}，活动报告），跨月计算；本月新增席位：{month}。"
+                "依据 {from} 至 {to} 的 30 天使用数据（活动报告，跨月计算）；本月新增席位：{month}。"
             ),
             (Self::En, Window::LastClosed(p)) => format!(
                 "Decided from the last closed month, {p}: this month's data covers {} of the {} days a decision needs (to {}); seats new this month: none yet.",

@@ -391,10 +391,7 @@ async fn every_sink_agrees_on_duplicates_idle_seats_savings_and_names() {
     let (later_csv, later_tenure) = without_tenure(&later_csv);
     let (csv, tenure) = without_tenure(&csv);
     assert_eq!(later_csv, csv);
-    assert!(
-        later_tenure.iter().all(|t| t == ",,,"),
-        "{later_tenure:?}"
-    );
+    assert!(later_tenure.iter().all(|t| t == ",,,"), "{later_tenure:?}");
     assert!(
         tenure.contains(&format!("{p},0,1,20")),
         "dave, idle this month: {tenure:?}"

@@ -295,7 +295,7 @@ fn seat_months(cur: &str, months: &[String]) -> SeatMonths {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_monthly_report_carries_tenure_once_history_has_its_months() {
     // Four months to the last closed one, which the daemon watches; history keeps the three
-    // before it, one a refresh, and the report waits for them.
+    // before it, one after another, and the report waits for them.
     let now = chrono::Utc::now();
     let last = kiro_cost_exporter::period::BillingPeriod::containing(now).previous();
     let first = last.previous().previous().previous();

@@ -319,7 +319,7 @@ async fn the_daemon_decides_the_running_month_from_history_and_the_report() {
     assert!(
         page.contains(&format!("id=\"savings-basis-{p}\""))
             && page.contains("data-window=\"trailing_days\"")
-            && page.contains("Decided from the 30 days of use to"),
+            && page.contains("Decided from 30 days of use, "),
         "{page}"
     );
 }

@@ -64,7 +64,7 @@ impl ReportSink {
     }
 
     /// The tenure of `period`'s seats as history has it; `None` while history is still reading
-    /// the months before it (one a refresh): the report's tenure columns wait for them, so
+    /// the months before it (one after another): the report's tenure columns wait for them, so
     /// that the report says what a later one would.
     fn tenure<'s>(
         &mut self,
