@@ -82,6 +82,9 @@ pub struct SeatMonth {
     /// Credits used: the larger of the bill's and the activity report's count.
     pub credits_used: Decimal,
     pub cost_usd: Decimal,
+    /// Billed less than a whole seat-month (subscribed during the month, billed pro rata).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub part_month: bool,
 }
 
 /// One month, as history keeps it.
@@ -202,6 +205,8 @@ pub struct KeptSeat {
     pub seat: u32,
     /// A seat fee was billed.
     pub billed: bool,
+    /// Less than a whole seat-month was billed.
+    pub part_month: bool,
     pub credits_used: Decimal,
     pub cost_usd: Decimal,
 }
@@ -262,6 +267,7 @@ impl Kept {
                 .map(|s| KeptSeat {
                     seat: self.id((&s.account_id, &s.region, &s.user_id)),
                     billed: !s.plan.is_empty(),
+                    part_month: s.part_month,
                     credits_used: s.credits_used,
                     cost_usd: s.cost_usd,
                 })
@@ -289,13 +295,13 @@ impl Kept {
         self.months.get(&p)
     }
 
-    /// The credits each seat billed in `p` used, when `p` is kept.
+    /// The credits each seat billed a whole seat-month in `p` used, when `p` is kept.
     pub fn billed_credits(&self, p: BillingPeriod) -> Option<BTreeMap<SeatKey, Decimal>> {
         let m = self.months.get(&p)?;
         Some(
             m.seats
                 .iter()
-                .filter(|s| s.billed)
+                .filter(|s| s.billed && !s.part_month)
                 .map(|s| (self.keys[s.seat as usize].clone(), s.credits_used))
                 .collect(),
         )

@@ -23,6 +23,7 @@ fn cost_centers(view: &PeriodView) -> BTreeMap<String, Decimal> {
 
 /// The record of a period's view.
 pub fn record_of(view: &PeriodView, at: DateTime<Utc>) -> MonthRecord {
+    let part = view.part_month_seats();
     MonthRecord {
         period: view.allocation.period,
         recorded_at: at,
@@ -38,6 +39,11 @@ pub fn record_of(view: &PeriodView, at: DateTime<Utc>) -> MonthRecord {
                 plan: s.plan.clone(),
                 credits_used: s.credits_used,
                 cost_usd: s.cost_usd,
+                part_month: part.contains(&(
+                    s.id.account_id.clone(),
+                    s.id.region.clone(),
+                    s.id.user_id.clone(),
+                )),
             })
             .collect(),
     }
@@ -99,6 +105,8 @@ pub fn view_of(
                 KeptSeat {
                     seat,
                     billed: !s.plan.is_empty(),
+                    // Tenure does not ask; only a kept month decides as the last closed one.
+                    part_month: false,
                     credits_used: s.credits_used,
                     cost_usd: s.cost_usd,
                 }

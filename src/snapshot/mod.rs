@@ -250,6 +250,27 @@ impl PeriodView {
         }
     }
 
+    /// Seats billed less than a whole seat-month: their seat fees add up to less than their
+    /// plan's monthly fee (as learned from the bill), as for a seat subscribed mid-month,
+    /// which AWS bills pro rata. Seats of plans the table does not know are not among them.
+    pub fn part_month_seats(&self) -> std::collections::HashSet<SeatKey> {
+        let cent = Decimal::new(1, 2);
+        self.allocation
+            .units_by_seat()
+            .chunk_by(same_seat)
+            .filter_map(|run| {
+                let plan = run
+                    .iter()
+                    .map(|u| u.plan.as_str())
+                    .find(|p| !p.is_empty())?;
+                let fee = self.plans.by_name(plan)?.monthly_usd;
+                let billed: Decimal = run.iter().map(|u| u.subscription_usd).sum();
+                let (a, r, u) = run[0].seat();
+                (billed + cent < fee).then(|| (a.to_owned(), r.to_owned(), u.to_owned()))
+            })
+            .collect()
+    }
+
     /// Cost centers, most expensive first.
     pub fn cost_centers_by_cost(&self) -> Vec<(&str, &Rollup)> {
         let mut ccs: Vec<(&str, &Rollup)> = self
@@ -289,18 +310,21 @@ fn trailing_of(t: &crate::source::activity::Trailing, last: &Prior) -> Option<Pr
     })
 }
 
-/// The last closed month as a window: what each seat billed in `view` used.
+/// The last closed month as a window: what each seat billed a whole seat-month in `view`
+/// used. A seat subscribed during that month (billed pro rata) has less than a month of use
+/// there, so it is left to the running month.
 pub fn last_closed_of(view: &PeriodView) -> Prior {
+    let part = view.part_month_seats();
     Prior {
         window: Window::LastClosed(view.allocation.period),
         credits: view
             .seats
             .iter()
             .filter(|s| !s.plan.is_empty())
-            .map(|s| {
+            .filter_map(|s| {
                 let id = &s.id;
                 let key = (id.account_id.clone(), id.region.clone(), id.user_id.clone());
-                (key, s.credits_used)
+                (!part.contains(&key)).then_some((key, s.credits_used))
             })
             .collect(),
     }

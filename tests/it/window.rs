@@ -323,3 +323,68 @@ async fn the_daemon_decides_the_running_month_from_history_and_the_report() {
         "{page}"
     );
 }
+
+/// A seat subscribed late in the month before (billed pro rata) has days, not a month, of use
+/// there: it is not decided from that month, by the snapshot or by history.
+#[tokio::test]
+async fn a_seat_subscribed_late_last_month_is_not_decided_from_it() {
+    let (oct, nov) = (period("2026-10"), period("2026-11"));
+    let in_month = |mut l: kiro_cost_exporter::curgen::CurLine, p| {
+        l.period = p;
+        l.usage_start = at(p, 1, 0);
+        l.usage_end = p.end();
+        l
+    };
+    let mut lines = Vec::new();
+    // `whole` held Pro all October, `late` from the 25th (a quarter of the fee); neither used
+    // anything, in October or in November's first two days.
+    lines.push(in_month(seat("whole", Some("CC"), "Pro", 1, 20.0), oct));
+    let mut late = in_month(seat("late", Some("CC"), "Pro", 25, 5.0), oct);
+    late.usage_start = at(oct, 25, 0);
+    late.usage_amount = 0.25;
+    lines.push(late);
+    for u in ["whole", "late"] {
+        lines.push(in_month(seat(u, Some("CC"), "Pro", 1, 20.0), nov));
+    }
+    let e = Export::write(lines);
+    let (a_oct, a_nov) = (
+        e.allocate("2026-10").await.unwrap(),
+        e.allocate("2026-11").await.unwrap(),
+    );
+    assert_reconciles(&a_oct);
+    assert_reconciles(&a_nov);
+    let now = utc(2026, 11, 3);
+    let builder = SnapshotBuilder::new(PlanTable::default(), SavingsSettings::default());
+    let built = builder.build(now, vec![a_oct, a_nov.clone()]).await;
+    let [october, november] = &built.snapshot.periods[..] else {
+        panic!("two periods")
+    };
+    let late_key = (
+        ACCOUNT.to_owned(),
+        "us-east-1".to_owned(),
+        "late".to_owned(),
+    );
+    assert_eq!(
+        october.part_month_seats(),
+        BTreeSet::from([late_key.clone()]).into_iter().collect()
+    );
+    let decided = |s: &kiro_cost_exporter::allocation::savings::Savings| {
+        s.recommendations
+            .iter()
+            .map(|r| (r.user_id.clone(), r.reason, r.window))
+            .collect::<Vec<_>>()
+    };
+    let window = Window::LastClosed(oct);
+    let expected = vec![("whole".to_owned(), Reason::Idle, window)];
+    assert_eq!(decided(&november.savings), expected);
+    // History's record says the same once October is no longer watched.
+    let mut kept = Kept::default();
+    let record = record_of(october, now);
+    assert!(record.seats.iter().any(|s| s.part_month));
+    kept.insert(&record);
+    let credits = kept.billed_credits(oct).unwrap();
+    assert!(!credits.contains_key(&late_key));
+    let last = Prior { window, credits };
+    let alone = builder.build_with(now, vec![a_nov], Some(last)).await;
+    assert_eq!(decided(&alone.snapshot.periods[0].savings), expected);
+}
