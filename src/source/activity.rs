@@ -545,23 +545,25 @@ fn trailing(files: &[(&Entry, std::sync::Arc<Vec<Row>>)], today: NaiveDate) -> O
         to,
         ..Trailing::default()
     };
+    // Summed under borrowed keys first: each seat's key is copied once, not once a file.
+    let mut per_seat: HashMap<(&str, &str, &str), Decimal> = HashMap::new();
     for (e, rows) in files {
         if !covered(&e.account, &e.region) {
             continue;
         }
         out.covered.insert((e.account.clone(), e.region.clone()));
-        let mut per_user: HashMap<&str, Decimal> = HashMap::new();
         for r in rows.iter() {
             if r.date >= from && r.date <= to && !r.user.is_empty() {
-                *per_user.entry(&r.user).or_default() += r.credits;
+                *per_seat
+                    .entry((&e.account, &e.region, &r.user))
+                    .or_default() += r.credits;
             }
         }
-        for (u, c) in per_user {
-            *out.credits
-                .entry((e.account.clone(), e.region.clone(), u.to_owned()))
-                .or_default() += c;
-        }
     }
+    out.credits = per_seat
+        .into_iter()
+        .map(|((a, r, u), c)| ((a.to_owned(), r.to_owned(), u.to_owned()), c))
+        .collect();
     (!out.covered.is_empty()).then_some(out)
 }
 
