@@ -23,7 +23,6 @@ fn cost_centers(view: &PeriodView) -> BTreeMap<String, Decimal> {
 
 /// The record of a period's view.
 pub fn record_of(view: &PeriodView, at: DateTime<Utc>) -> MonthRecord {
-    let part = view.part_month_seats();
     MonthRecord {
         period: view.allocation.period,
         recorded_at: at,
@@ -39,11 +38,7 @@ pub fn record_of(view: &PeriodView, at: DateTime<Utc>) -> MonthRecord {
                 plan: s.plan.clone(),
                 credits_used: s.credits_used,
                 cost_usd: s.cost_usd,
-                part_month: part.contains(&(
-                    s.id.account_id.clone(),
-                    s.id.region.clone(),
-                    s.id.user_id.clone(),
-                )),
+                part_month: s.part_month(&view.plans),
             })
             .collect(),
     }

@@ -250,23 +250,14 @@ impl PeriodView {
         }
     }
 
-    /// Seats billed less than a whole seat-month: their seat fees add up to less than their
-    /// plan's monthly fee (as learned from the bill), as for a seat subscribed mid-month,
-    /// which AWS bills pro rata. Seats of plans the table does not know are not among them.
+    /// Seats billed less than a whole seat-month ([`SeatView::part_month`]).
     pub fn part_month_seats(&self) -> std::collections::HashSet<SeatKey> {
-        let cent = Decimal::new(1, 2);
-        self.allocation
-            .units_by_seat()
-            .chunk_by(same_seat)
-            .filter_map(|run| {
-                let plan = run
-                    .iter()
-                    .map(|u| u.plan.as_str())
-                    .find(|p| !p.is_empty())?;
-                let fee = self.plans.by_name(plan)?.monthly_usd;
-                let billed: Decimal = run.iter().map(|u| u.subscription_usd).sum();
-                let (a, r, u) = run[0].seat();
-                (billed + cent < fee).then(|| (a.to_owned(), r.to_owned(), u.to_owned()))
+        self.seats
+            .iter()
+            .filter(|s| s.part_month(&self.plans))
+            .map(|s| {
+                let id = &s.id;
+                (id.account_id.clone(), id.region.clone(), id.user_id.clone())
             })
             .collect()
     }
@@ -314,17 +305,16 @@ fn trailing_of(t: &crate::source::activity::Trailing, last: &Prior) -> Option<Pr
 /// used. A seat subscribed during that month (billed pro rata) has less than a month of use
 /// there, so it is left to the running month.
 pub fn last_closed_of(view: &PeriodView) -> Prior {
-    let part = view.part_month_seats();
     Prior {
         window: Window::LastClosed(view.allocation.period),
         credits: view
             .seats
             .iter()
-            .filter(|s| !s.plan.is_empty())
-            .filter_map(|s| {
+            .filter(|s| !s.plan.is_empty() && !s.part_month(&view.plans))
+            .map(|s| {
                 let id = &s.id;
                 let key = (id.account_id.clone(), id.region.clone(), id.user_id.clone());
-                (!part.contains(&key)).then_some((key, s.credits_used))
+                (key, s.credits_used)
             })
             .collect(),
     }
@@ -487,6 +477,7 @@ fn seat_views(
             cost_center: main_unit(run).cost_center.clone(),
             cost_usd: cost,
             overage_usd: run.iter().map(|u| u.overage_usd).sum(),
+            subscription_usd: run.iter().map(|u| u.subscription_usd).sum(),
             billed_credits: billed,
             activity_credits,
             credits_used: activity_credits.map_or(billed, |a| a.max(billed)),

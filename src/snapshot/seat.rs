@@ -33,6 +33,8 @@ pub struct SeatView {
     pub cost_center: String,
     pub cost_usd: Decimal,
     pub overage_usd: Decimal,
+    /// Seat fees billed.
+    pub subscription_usd: Decimal,
     /// Credits the bill shows.
     pub billed_credits: Decimal,
     /// Credits the activity report counts, when it is read and shows the seat.
@@ -51,6 +53,15 @@ pub struct SeatView {
 }
 
 impl SeatView {
+    /// Billed less than a whole seat-month: seat fees below the plan's monthly fee in `plans`
+    /// (as learned from the bill) by more than a cent, as for a seat subscribed mid-month,
+    /// which AWS bills pro rata. False without a plan the table knows.
+    pub fn part_month(&self, plans: &crate::allocation::PlanTable) -> bool {
+        plans
+            .by_name(&self.plan)
+            .is_some_and(|p| self.subscription_usd + Decimal::new(1, 2) < p.monthly_usd)
+    }
+
     /// Credits used over included credits, when the plan includes any.
     pub fn credits_used_ratio(&self) -> Option<Decimal> {
         self.included_credits
