@@ -751,6 +751,7 @@ fn measure_s3_at(
     let upload_seconds = started.elapsed().as_secs_f64();
     let (engine, fetched) = s3_query_runs(args, endpoint, local)?;
     let settings = Settings::default();
+    let chunks = column_chunk_bytes(root, settings.allocation.cost_column.column())?;
     let location = kiro_cost_exporter::aws::S3Location::parse("s3://kiro-bench/exp")
         .map_err(anyhow::Error::msg)?;
     let export = kiro_cost_exporter::source::export::Export::s3(&location, &shared)?;
@@ -773,6 +774,7 @@ fn measure_s3_at(
         "engine_seconds": median(&engine),
         "engine_runs": engine,
         "fetched_bytes": fetched,
+        "column_chunk_bytes": chunks,
         "unchanged_refresh_seconds": median(&unchanged),
         "unchanged_refresh_runs": unchanged,
     }))
@@ -891,6 +893,47 @@ fn period_files(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     Ok(files)
+}
+
+/// What a reader without the offset index fetches of the export (footers aside): the whole
+/// chunks of the needed columns, in every row group whose product-code statistics do not
+/// exclude both `Kiro` and `AmazonQ` (the row groups the scan reads).
+fn column_chunk_bytes(root: &Path, cost_column: &str) -> anyhow::Result<u64> {
+    use parquet::file::statistics::Statistics;
+    let needed: Vec<&str> = Columns::default()
+        .read()
+        .into_iter()
+        .chain([cost_column])
+        .collect();
+    let mut total = 0u64;
+    for f in period_files(root)? {
+        let b = ParquetRecordBatchReaderBuilder::try_new(File::open(&f)?)?;
+        for rg in b.metadata().row_groups() {
+            let product = rg
+                .columns()
+                .iter()
+                .find(|c| c.column_path().string() == "line_item_product_code");
+            let wanted = match product.and_then(|c| c.statistics()) {
+                Some(Statistics::ByteArray(s)) => match (s.min_opt(), s.max_opt()) {
+                    (Some(lo), Some(hi)) => [&b"Kiro"[..], b"AmazonQ"]
+                        .iter()
+                        .any(|v| lo.data() <= *v && *v <= hi.data()),
+                    _ => true,
+                },
+                _ => true,
+            };
+            if !wanted {
+                continue;
+            }
+            total += rg
+                .columns()
+                .iter()
+                .filter(|c| needed.contains(&c.column_path().parts()[0].as_str()))
+                .map(|c| u64::try_from(c.compressed_size()).unwrap_or(0))
+                .sum::<u64>();
+        }
+    }
+    Ok(total)
 }
 
 /// The floor: every row group of the period's files read with only the needed columns, the
@@ -1221,6 +1264,9 @@ const ALLOCATION_COLUMNS: &[Column] = &[
     }),
     ("S3 fetched MB", |s| {
         mb(&s["allocation"]["s3"]["fetched_bytes"])
+    }),
+    ("column chunks MB", |s| {
+        mb(&s["allocation"]["s3"]["column_chunk_bytes"])
     }),
     ("S3 unchanged", |s| {
         ms(&s["allocation"]["s3"]["unchanged_refresh_seconds"])
