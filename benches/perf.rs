@@ -62,6 +62,7 @@ use kiro_cost_exporter::sink::prometheus as prom;
 use kiro_cost_exporter::snapshot::Snapshot;
 use kiro_cost_exporter::source::Source;
 use kiro_cost_exporter::source::local::{LocalSource, PARTITION_COLUMN};
+use kiro_cost_exporter::source::scan;
 use kiro_cost_exporter::telemetry::Telemetry;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -895,16 +896,20 @@ fn period_files(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// What a reader without the offset index fetches of the export (footers aside): the whole
-/// chunks of the needed columns, in every row group whose product-code statistics do not
-/// exclude both `Kiro` and `AmazonQ` (the row groups the scan reads).
-fn column_chunk_bytes(root: &Path, cost_column: &str) -> anyhow::Result<u64> {
-    use parquet::file::statistics::Statistics;
-    let needed: Vec<&str> = Columns::default()
+/// The columns the scan reads, the cost column among them.
+fn needed_columns(cost_column: &str) -> Vec<&str> {
+    Columns::default()
         .read()
         .into_iter()
         .chain([cost_column])
-        .collect();
+        .collect()
+}
+
+/// What a reader without the offset index fetches of the export (footers aside): the whole
+/// chunks of the needed columns, in the row groups the scan reads (those whose product-code
+/// statistics leave room for `Kiro` or `AmazonQ`).
+fn column_chunk_bytes(root: &Path, cost_column: &str) -> anyhow::Result<u64> {
+    let needed = needed_columns(cost_column);
     let mut total = 0u64;
     for f in period_files(root)? {
         let b = ParquetRecordBatchReaderBuilder::try_new(File::open(&f)?)?;
@@ -913,16 +918,7 @@ fn column_chunk_bytes(root: &Path, cost_column: &str) -> anyhow::Result<u64> {
                 .columns()
                 .iter()
                 .find(|c| c.column_path().string() == "line_item_product_code");
-            let wanted = match product.and_then(|c| c.statistics()) {
-                Some(Statistics::ByteArray(s)) => match (s.min_opt(), s.max_opt()) {
-                    (Some(lo), Some(hi)) => [&b"Kiro"[..], b"AmazonQ"]
-                        .iter()
-                        .any(|v| lo.data() <= *v && *v <= hi.data()),
-                    _ => true,
-                },
-                _ => true,
-            };
-            if !wanted {
+            if !scan::may_hold(product.and_then(|c| c.statistics()), true) {
                 continue;
             }
             total += rg
@@ -940,11 +936,7 @@ fn column_chunk_bytes(root: &Path, cost_column: &str) -> anyhow::Result<u64> {
 /// row groups spread over all cores. Returns the time and the rows read.
 fn parquet_floor(root: &Path, cost_column: &str) -> anyhow::Result<(Duration, u64)> {
     let files = period_files(root)?;
-    let needed: Vec<&str> = Columns::default()
-        .read()
-        .into_iter()
-        .chain([cost_column])
-        .collect();
+    let needed = needed_columns(cost_column);
     let started = Instant::now();
     let mut work = Vec::new();
     for f in &files {

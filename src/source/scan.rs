@@ -725,7 +725,7 @@ fn with_dictionaries(meta: ArrowReaderMetadata) -> Result<ArrowReaderMetadata, S
 
 /// Whether a row group's statistics of the product code leave room for `Kiro` (or, with `q`,
 /// for `AmazonQ`).
-fn may_hold(stats: Option<&Statistics>, q: bool) -> bool {
+pub fn may_hold(stats: Option<&Statistics>, q: bool) -> bool {
     let Some(Statistics::ByteArray(s)) = stats else {
         return true;
     };
