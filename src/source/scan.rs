@@ -712,6 +712,10 @@ fn with_dictionaries(meta: ArrowReaderMetadata) -> Result<ArrowReaderMetadata, S
                     Box::new(f.data_type().clone()),
                 ))
             }
+            DataType::Map(entries, sorted) if f.name() == "tags" => f
+                .as_ref()
+                .clone()
+                .with_data_type(DataType::Map(dictionary_entries(entries), *sorted)),
             _ => f.as_ref().clone(),
         })
         .collect();
@@ -721,6 +725,30 @@ fn with_dictionaries(meta: ArrowReaderMetadata) -> Result<ArrowReaderMetadata, S
         meta.metadata().clone(),
         options,
     )?)
+}
+
+/// A map's entries with string keys and values read as dictionaries: a month's tags have few
+/// distinct keys and values, so no line's tag strings are copied.
+fn dictionary_entries(entries: &arrow::datatypes::FieldRef) -> arrow::datatypes::FieldRef {
+    use arrow::datatypes::Field;
+    let DataType::Struct(kv) = entries.data_type() else {
+        return entries.clone();
+    };
+    let kv: Vec<Field> = kv
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 => f.as_ref().clone().with_data_type(
+                DataType::Dictionary(Box::new(DataType::Int32), Box::new(f.data_type().clone())),
+            ),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(
+        entries
+            .as_ref()
+            .clone()
+            .with_data_type(DataType::Struct(kv.into())),
+    )
 }
 
 /// Whether a row group's statistics of the product code leave room for `Kiro` (or, with `q`,
@@ -828,30 +856,51 @@ struct MapLookup<'a> {
     map: &'a arrow::array::MapArray,
     keys: Strings<'a>,
     values: Strings<'a>,
+    /// With dictionary-encoded keys: which dictionary entries are the key looked up, so that
+    /// an entry is matched by its index, not by comparing strings.
+    key_is: Option<Vec<bool>>,
 }
 
 impl<'a> MapLookup<'a> {
-    fn of(a: &'a ArrayRef, column: &'static str) -> Result<Self, ScanError> {
+    fn of(a: &'a ArrayRef, column: &'static str, key: &str) -> Result<Self, ScanError> {
         let map = a.as_map_opt().ok_or_else(|| ScanError::Column {
             column,
             message: format!("expected MAP<STRING,STRING>, found {}", a.data_type()),
         })?;
+        let keys = Strings::of(map.keys(), column)?;
+        let key_is = match &keys {
+            Strings::Dict(d, values) => Some(
+                (0..d.values().len())
+                    .map(|i| values.get(i) == Some(key))
+                    .collect(),
+            ),
+            _ => None,
+        };
         Ok(Self {
             map,
-            keys: Strings::of(map.keys(), column)?,
+            keys,
             values: Strings::of(map.values(), column)?,
+            key_is,
         })
     }
 
-    fn get(&self, row: usize, key: &str) -> Option<&'a str> {
+    /// The index into the values of row `row`'s entry for the key.
+    fn entry(&self, row: usize, key: &str) -> Option<usize> {
         if self.map.is_null(row) {
             return None;
         }
         let offsets = self.map.value_offsets();
         let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
-        (start..end)
-            .find(|&i| self.keys.get(i) == Some(key))
-            .and_then(|i| self.values.get(i))
+        match (&self.keys, &self.key_is) {
+            (Strings::Dict(d, _), Some(is)) => (start..end).find(|&i| {
+                !d.is_null(i) && is.get(d.keys().value(i) as usize).copied() == Some(true)
+            }),
+            _ => (start..end).find(|&i| self.keys.get(i) == Some(key)),
+        }
+    }
+
+    fn get(&self, row: usize, key: &str) -> Option<&'a str> {
+        self.entry(row, key).and_then(|i| self.values.get(i))
     }
 }
 
@@ -1209,10 +1258,16 @@ impl<'s> Accumulator<'s> {
         let c = self.spec.columns;
         // The region from the product map, where the export has no region-code column.
         let product = match (c.region_code, c.product, b.column_by_name("product")) {
-            (false, true, Some(p)) => Some(MapLookup::of(p, "product")?),
+            (false, true, Some(p)) => Some(MapLookup::of(p, "product", "region")?),
             _ => None,
         };
-        let tags = MapLookup::of(col("tags")?, "tags")?;
+        let tag = self.spec.cost_center_tag.as_str();
+        let tags = MapLookup::of(col("tags")?, "tags", tag)?;
+        // Cost-center ids per entry of the tag values' dictionary, found on first use.
+        let mut cost_centers = match &tags.values {
+            Strings::Dict(d, _) => vec![u32::MAX; d.values().len()],
+            _ => Vec::new(),
+        };
         let amount = decimals(col("line_item_usage_amount")?, "line_item_usage_amount")?;
         let amount = amount.as_primitive::<Decimal128Type>();
         // COALESCE(net, unblended, 0): the net cost where there is one, taken before the
@@ -1242,7 +1297,7 @@ impl<'s> Accumulator<'s> {
                 u32::MAX => rows.resources[i],
                 id => id,
             };
-            let cost_center = self.cost_center_id(tags.get(i, tag));
+            let cost_center = self.cost_center_at(&tags, &mut cost_centers, i, tag);
             if q_lines && rows.q[i] {
                 self.add_q([rows.accounts[i], user_id, cost_center], &rows, i, cost);
                 continue;
@@ -1312,6 +1367,35 @@ impl<'s> Accumulator<'s> {
             let cost = if cost.is_null(i) { 0 } else { cost.value(i) };
             let tax = rows.line_types[i] == LineType::Tax;
             self.q_sums.entry(key).or_default().add(tax, cost);
+        }
+    }
+
+    /// The cost center of row `i` (the `tag` value of `tags`); with dictionary-encoded values
+    /// each entry's id is found once, in `memo` (per entry of the dictionary, `u32::MAX`: not
+    /// yet).
+    #[inline]
+    fn cost_center_at(
+        &mut self,
+        tags: &MapLookup<'_>,
+        memo: &mut [u32],
+        i: usize,
+        tag: &str,
+    ) -> u32 {
+        match (tags.entry(i, tag), &tags.values) {
+            (Some(e), Strings::Dict(d, values)) if !d.is_null(e) => {
+                let k = d.keys().value(e) as usize;
+                match memo.get(k) {
+                    Some(&id) if id != u32::MAX => id,
+                    _ => {
+                        let id = self.cost_center_id(values.get(k));
+                        if let Some(slot) = memo.get_mut(k) {
+                            *slot = id;
+                        }
+                        id
+                    }
+                }
+            }
+            (e, values) => self.cost_center_id(e.and_then(|e| values.get(e))),
         }
     }
 

@@ -437,10 +437,21 @@ pub fn cur_line() -> impl Strategy<Value = kiro_cost_exporter::curgen::CurLine> 
         cost(),
         1u32..29,
         product,
+        0u8..4,
     )
         .prop_map(
-            |(user, account, cc, usage, line_type, amount, money, day, (code, op))| {
-                let base = line(&user, cc.as_deref());
+            |(user, account, cc, usage, line_type, amount, money, day, (code, op), tags)| {
+                let mut base = line(&user, cc.as_deref());
+                // Tag maps as exports hold them: other keys first, and the cost-center key a
+                // second time (the first entry is the one read).
+                if tags & 1 == 1 {
+                    base.tags
+                        .insert(0, ("resourceTags/user:Owner".to_owned(), user.clone()));
+                }
+                if tags & 2 == 2 {
+                    base.tags
+                        .push((crate::support::TAG.to_owned(), "second".to_owned()));
+                }
                 kiro_cost_exporter::curgen::CurLine {
                     product_code: code,
                     operation: op.unwrap_or(base.operation),
