@@ -127,6 +127,11 @@ impl Export {
         })
     }
 
+    /// Whether the export is on local disk (not in S3).
+    pub fn is_local(&self) -> bool {
+        self.local.is_some()
+    }
+
     /// The store, for DataFusion to read the files through.
     pub fn store(&self) -> Arc<dyn ObjectStore> {
         self.store.clone()

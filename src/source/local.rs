@@ -283,6 +283,11 @@ impl LocalSource {
                 })
                 .collect()
         };
+        let index_policy = if self.export.is_local() {
+            parquet::file::metadata::PageIndexPolicy::Skip
+        } else {
+            parquet::file::metadata::PageIndexPolicy::Optional
+        };
         let footers: Vec<Result<ArrowReaderMetadata, SourceError>> = futures::stream::iter(
             jobs.into_iter()
                 .map(|(fetch, name, size, known)| async move {
@@ -305,13 +310,13 @@ impl LocalSource {
                             reason: crate::config_error::one_line(&e.to_string()),
                         },
                     };
-                    // With the offset index where the file has one, the scan fetches only
-                    // the pages that hold Kiro lines.
+                    // In S3, with the offset index where the file has one, the scan fetches
+                    // only the pages that hold Kiro lines. On local disk whole column chunks
+                    // cost nothing to reach, and the reader's page selection costs more than
+                    // it saves (docs/performance.md).
                     let md = ParquetMetaDataReader::new()
                         .with_prefetch_hint(Some(64 * 1024))
-                        .with_offset_index_policy(
-                            parquet::file::metadata::PageIndexPolicy::Optional,
-                        )
+                        .with_offset_index_policy(index_policy)
                         .load_and_finish(fetch, size)
                         .await
                         .map_err(not_parquet)?;

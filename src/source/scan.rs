@@ -771,12 +771,7 @@ pub fn may_hold(stats: Option<&Statistics>, q: bool) -> bool {
 fn is_read(column: &ArrayRef, q: bool) -> Result<BooleanArray, arrow::error::ArrowError> {
     let strings = Strings::of(column, "line_item_product_code")
         .map_err(|e| arrow::error::ArrowError::InvalidArgumentError(e.to_string()))?;
-    Ok((0..column.len())
-        .map(|i| {
-            let code = strings.get(i);
-            Some(code == Some("Kiro") || (q && code == Some(PRODUCT_CODE)))
-        })
-        .collect())
+    Ok(strings.test(|code| code == "Kiro" || (q && code == PRODUCT_CODE)))
 }
 
 /// Of the lines [`is_read`] kept (columns: product code, operation), Kiro's and the Q Developer
@@ -789,18 +784,13 @@ fn q_seat_or_kiro(batch: &RecordBatch) -> Result<BooleanArray, arrow::error::Arr
     let op = batch
         .column_by_name("line_item_operation")
         .ok_or_else(|| arrow::error::ArrowError::SchemaError("no operation".into()))?;
-    let code = Strings::of(code, "line_item_product_code").map_err(bad)?;
-    let op = Strings::of(op, "line_item_operation").map_err(bad)?;
-    Ok((0..batch.num_rows())
-        .map(|i| {
-            Some(
-                code.get(i) == Some("Kiro")
-                    || op
-                        .get(i)
-                        .is_some_and(|o| o.to_lowercase() == SEAT_OPERATION),
-            )
-        })
-        .collect())
+    let kiro = Strings::of(code, "line_item_product_code")
+        .map_err(bad)?
+        .test(|c| c == "Kiro");
+    let seat = Strings::of(op, "line_item_operation")
+        .map_err(bad)?
+        .test(|o| o.to_lowercase() == SEAT_OPERATION);
+    arrow::compute::or_kleene(&kiro, &seat)
 }
 
 /// A string column, whichever string type the file gives it.
@@ -833,6 +823,39 @@ impl<'a> Strings<'a> {
                 });
             }
         })
+    }
+
+    /// `test` of every value, NULL as false; per dictionary entry where the column is
+    /// dictionary-encoded, not per row.
+    fn test(&self, test: impl Fn(&str) -> bool) -> BooleanArray {
+        match self {
+            Self::Dict(d, values) => {
+                let by_entry: Vec<bool> = (0..d.values().len())
+                    .map(|i| values.get(i).is_some_and(&test))
+                    .collect();
+                let keys = d.keys();
+                (0..keys.len())
+                    .map(|i| {
+                        Some(
+                            !keys.is_null(i)
+                                && by_entry.get(keys.value(i) as usize).copied() == Some(true),
+                        )
+                    })
+                    .collect()
+            }
+            _ => (0..self.len())
+                .map(|i| Some(self.get(i).is_some_and(&test)))
+                .collect(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Utf8(a) => a.len(),
+            Self::Large(a) => a.len(),
+            Self::View(a) => a.len(),
+            Self::Dict(d, _) => d.len(),
+        }
     }
 
     fn get(&self, i: usize) -> Option<&'a str> {
