@@ -704,14 +704,7 @@ fn with_dictionaries(meta: ArrowReaderMetadata) -> Result<ArrowReaderMetadata, S
         .fields()
         .iter()
         .map(|f| match f.data_type() {
-            DataType::Utf8 | DataType::LargeUtf8
-                if DICTIONARY_COLUMNS.contains(&f.name().as_str()) =>
-            {
-                f.as_ref().clone().with_data_type(DataType::Dictionary(
-                    Box::new(DataType::Int32),
-                    Box::new(f.data_type().clone()),
-                ))
-            }
+            _ if DICTIONARY_COLUMNS.contains(&f.name().as_str()) => as_dictionary(f),
             DataType::Map(entries, sorted) if f.name() == "tags" => f
                 .as_ref()
                 .clone()
@@ -727,22 +720,23 @@ fn with_dictionaries(meta: ArrowReaderMetadata) -> Result<ArrowReaderMetadata, S
     )?)
 }
 
+/// `f` read as a dictionary of strings, if it is a string column; else as it is.
+fn as_dictionary(f: &arrow::datatypes::FieldRef) -> arrow::datatypes::Field {
+    match f.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 => f.as_ref().clone().with_data_type(
+            DataType::Dictionary(Box::new(DataType::Int32), Box::new(f.data_type().clone())),
+        ),
+        _ => f.as_ref().clone(),
+    }
+}
+
 /// A map's entries with string keys and values read as dictionaries: a month's tags have few
 /// distinct keys and values, so no line's tag strings are copied.
 fn dictionary_entries(entries: &arrow::datatypes::FieldRef) -> arrow::datatypes::FieldRef {
-    use arrow::datatypes::Field;
     let DataType::Struct(kv) = entries.data_type() else {
         return entries.clone();
     };
-    let kv: Vec<Field> = kv
-        .iter()
-        .map(|f| match f.data_type() {
-            DataType::Utf8 | DataType::LargeUtf8 => f.as_ref().clone().with_data_type(
-                DataType::Dictionary(Box::new(DataType::Int32), Box::new(f.data_type().clone())),
-            ),
-            _ => f.as_ref().clone(),
-        })
-        .collect();
+    let kv: Vec<arrow::datatypes::Field> = kv.iter().map(as_dictionary).collect();
     Arc::new(
         entries
             .as_ref()
@@ -828,11 +822,8 @@ impl<'a> Strings<'a> {
     /// `test` of every value, NULL as false; per dictionary entry where the column is
     /// dictionary-encoded, not per row.
     fn test(&self, test: impl Fn(&str) -> bool) -> BooleanArray {
-        match self {
-            Self::Dict(d, values) => {
-                let by_entry: Vec<bool> = (0..d.values().len())
-                    .map(|i| values.get(i).is_some_and(&test))
-                    .collect();
+        match (self, self.by_entry(&test)) {
+            (Self::Dict(d, _), Some(by_entry)) => {
                 let keys = d.keys();
                 (0..keys.len())
                     .map(|i| {
@@ -846,6 +837,18 @@ impl<'a> Strings<'a> {
             _ => (0..self.len())
                 .map(|i| Some(self.get(i).is_some_and(&test)))
                 .collect(),
+        }
+    }
+
+    /// Where the column is dictionary-encoded: `test` of each dictionary entry, by index.
+    fn by_entry(&self, test: impl Fn(&str) -> bool) -> Option<Vec<bool>> {
+        match self {
+            Self::Dict(d, values) => Some(
+                (0..d.values().len())
+                    .map(|i| values.get(i).is_some_and(&test))
+                    .collect(),
+            ),
+            _ => None,
         }
     }
 
@@ -879,36 +882,32 @@ struct MapLookup<'a> {
     map: &'a arrow::array::MapArray,
     keys: Strings<'a>,
     values: Strings<'a>,
-    /// With dictionary-encoded keys: which dictionary entries are the key looked up, so that
-    /// an entry is matched by its index, not by comparing strings.
+    /// The key looked up.
+    key: &'a str,
+    /// With dictionary-encoded keys: which dictionary entries are the key, so that an entry is
+    /// matched by its index, not by comparing strings.
     key_is: Option<Vec<bool>>,
 }
 
 impl<'a> MapLookup<'a> {
-    fn of(a: &'a ArrayRef, column: &'static str, key: &str) -> Result<Self, ScanError> {
+    fn of(a: &'a ArrayRef, column: &'static str, key: &'a str) -> Result<Self, ScanError> {
         let map = a.as_map_opt().ok_or_else(|| ScanError::Column {
             column,
             message: format!("expected MAP<STRING,STRING>, found {}", a.data_type()),
         })?;
         let keys = Strings::of(map.keys(), column)?;
-        let key_is = match &keys {
-            Strings::Dict(d, values) => Some(
-                (0..d.values().len())
-                    .map(|i| values.get(i) == Some(key))
-                    .collect(),
-            ),
-            _ => None,
-        };
+        let key_is = keys.by_entry(|k| k == key);
         Ok(Self {
             map,
             keys,
             values: Strings::of(map.values(), column)?,
+            key,
             key_is,
         })
     }
 
     /// The index into the values of row `row`'s entry for the key.
-    fn entry(&self, row: usize, key: &str) -> Option<usize> {
+    fn entry(&self, row: usize) -> Option<usize> {
         if self.map.is_null(row) {
             return None;
         }
@@ -918,12 +917,12 @@ impl<'a> MapLookup<'a> {
             (Strings::Dict(d, _), Some(is)) => (start..end).find(|&i| {
                 !d.is_null(i) && is.get(d.keys().value(i) as usize).copied() == Some(true)
             }),
-            _ => (start..end).find(|&i| self.keys.get(i) == Some(key)),
+            _ => (start..end).find(|&i| self.keys.get(i) == Some(self.key)),
         }
     }
 
-    fn get(&self, row: usize, key: &str) -> Option<&'a str> {
-        self.entry(row, key).and_then(|i| self.values.get(i))
+    fn get(&self, row: usize) -> Option<&'a str> {
+        self.entry(row).and_then(|i| self.values.get(i))
     }
 }
 
@@ -1312,7 +1311,6 @@ impl<'s> Accumulator<'s> {
             end.as_primitive::<Int64Type>(),
         );
         let one = 10i128.pow(SCALE);
-        let tag = self.spec.cost_center_tag.as_str();
         let rows = std::mem::take(&mut self.rows);
         let q_lines = self.spec.q_developer;
         for i in 0..b.num_rows() {
@@ -1320,14 +1318,14 @@ impl<'s> Accumulator<'s> {
                 u32::MAX => rows.resources[i],
                 id => id,
             };
-            let cost_center = self.cost_center_at(&tags, &mut cost_centers, i, tag);
+            let cost_center = self.cost_center_at(&tags, &mut cost_centers, i);
             if q_lines && rows.q[i] {
                 self.add_q([rows.accounts[i], user_id, cost_center], &rows, i, cost);
                 continue;
             }
             let ut = rows.usage_types[i];
             let region = match rows.regions[i] {
-                u32::MAX => match product.as_ref().and_then(|p| p.get(i, "region")) {
+                u32::MAX => match product.as_ref().and_then(|p| p.get(i)) {
                     Some(r) if !r.is_empty() => self.names.id(r),
                     _ => ut.prefix,
                 },
@@ -1393,18 +1391,12 @@ impl<'s> Accumulator<'s> {
         }
     }
 
-    /// The cost center of row `i` (the `tag` value of `tags`); with dictionary-encoded values
+    /// The cost center of row `i` (its value in `tags`); with dictionary-encoded values
     /// each entry's id is found once, in `memo` (per entry of the dictionary, `u32::MAX`: not
     /// yet).
     #[inline]
-    fn cost_center_at(
-        &mut self,
-        tags: &MapLookup<'_>,
-        memo: &mut [u32],
-        i: usize,
-        tag: &str,
-    ) -> u32 {
-        match (tags.entry(i, tag), &tags.values) {
+    fn cost_center_at(&mut self, tags: &MapLookup<'_>, memo: &mut [u32], i: usize) -> u32 {
+        match (tags.entry(i), &tags.values) {
             (Some(e), Strings::Dict(d, values)) if !d.is_null(e) => {
                 let k = d.keys().value(e) as usize;
                 match memo.get(k) {

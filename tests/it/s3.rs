@@ -156,19 +156,6 @@ async fn an_s3_export_is_allocated_like_its_local_copy_in_both_delivery_modes() 
     );
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_refreshes_over_s3_through_faults_and_names_a_denied_key() {
     let Some(moto) = Emulator::start(Kind::Moto) else {

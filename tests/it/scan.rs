@@ -93,44 +93,6 @@ async fn the_scan_equals_the_sql_template_on_every_generated_shape() {
     }
 }
 
-/// Every Parquet file under `dir` written again without dictionaries: plain pages in every
-/// column, tag maps included, as writers that fall back or never encode them leave it.
-fn rewrite_plain(dir: &std::path::Path) {
-    use parquet::arrow::ArrowWriter;
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    use parquet::file::properties::WriterProperties;
-    for entry in walkdir(dir) {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&entry).unwrap())
-            .unwrap()
-            .build()
-            .unwrap();
-        let batches: Vec<_> = reader.map(Result::unwrap).collect();
-        let props = WriterProperties::builder()
-            .set_dictionary_enabled(false)
-            .build();
-        let out = std::fs::File::create(&entry).unwrap();
-        let mut w = ArrowWriter::try_new(out, batches[0].schema(), Some(props)).unwrap();
-        for b in &batches {
-            w.write(b).unwrap();
-        }
-        w.close().unwrap();
-    }
-}
-
-/// The Parquet files under `dir`.
-fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let path = e.unwrap().path();
-        if path.is_dir() {
-            out.extend(walkdir(&path));
-        } else if path.extension().is_some_and(|x| x == "parquet") {
-            out.push(path);
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn the_scan_equals_the_sql_template_without_dictionary_pages() {
     let mut spec = GenSpec::new(60, period("2026-10"));
@@ -140,7 +102,7 @@ async fn the_scan_equals_the_sql_template_without_dictionary_pages() {
     let dir = tempfile::tempdir().unwrap();
     curgen::write_export(&spec, dir.path(), |_| {}).unwrap();
     let before = agree(dir.path(), "2026-10", AllocationSettings::default()).await;
-    rewrite_plain(dir.path());
+    rewrite_without_dictionaries(dir.path());
     let after = agree(dir.path(), "2026-10", AllocationSettings::default()).await;
     assert!(!after.units.is_empty());
     assert_eq!(after.units, before.units);

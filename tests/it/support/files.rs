@@ -1,4 +1,5 @@
-//! Parquet files written by hand: one record batch, or a copy of a CUR file with a column retyped.
+//! Parquet files written by hand: one record batch, a copy of a CUR file with a column retyped,
+//! or written again without dictionaries; and the files under a folder.
 
 use std::path::Path;
 
@@ -64,4 +65,46 @@ pub fn literal_block(rendered: &str, key: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The files under `dir`, in its subfolders too.
+pub fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Every Parquet file under `dir` written again without dictionaries: plain pages in every
+/// column, tag maps included, as writers that fall back or never encode them leave it.
+pub fn rewrite_without_dictionaries(dir: &Path) {
+    use parquet::file::properties::WriterProperties;
+    for path in walk(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+    {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&path).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        let batches: Vec<_> = reader.map(Result::unwrap).collect();
+        let props = WriterProperties::builder()
+            .set_dictionary_enabled(false)
+            .build();
+        let out = std::fs::File::create(&path).unwrap();
+        let mut w =
+            parquet::arrow::ArrowWriter::try_new(out, batches[0].schema(), Some(props)).unwrap();
+        for b in &batches {
+            w.write(b).unwrap();
+        }
+        w.close().unwrap();
+    }
 }
