@@ -209,6 +209,12 @@ impl Locale {
             (Self::ZhCn, Window::Trailing { from, to }) => format!(
                 "依据 {from} 至 {to} 的 30 天使用数据（活动报告，跨月计算）；本月新增席位：{month}。"
             ),
+            (Self::En, Window::BillTrailing { from, to }) => format!(
+                "Decided from 30 days of use, {from} to {to} (the bill's credits lines by usage date, across months; in-plan use the bill does not show counts as none); seats new this month: {month}."
+            ),
+            (Self::ZhCn, Window::BillTrailing { from, to }) => format!(
+                "依据 {from} 至 {to} 的 30 天使用数据（账单中按使用日期的积分明细，跨月计算；账单未记录的套餐内用量按零计）；本月新增席位：{month}。"
+            ),
             (Self::En, Window::LastClosed(p)) => format!(
                 "Decided from the last closed month, {p}: this month's data covers {} of the {} days a decision needs (to {}); seats new this month: none yet.",
                 b.days,

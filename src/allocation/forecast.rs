@@ -132,6 +132,7 @@ pub(crate) mod tests {
             stats: QueryStats::default(),
             assigned_cost_centers: Default::default(),
             q_developer: Default::default(),
+            daily_credits: None,
         }
     }
 

@@ -5,6 +5,7 @@
 //! center) group; [`Allocation::assemble`] turns those rows into units, tax, the unattributed
 //! remainder and the independent total, the same way for every engine.
 
+pub mod daily;
 pub mod forecast;
 pub mod plans;
 pub mod q_developer;
@@ -268,6 +269,9 @@ pub struct Allocation {
     /// Amazon Q Developer Pro seats of the period ([`q_developer`]): apart from every Kiro
     /// figure above.
     pub q_developer: q_developer::QDeveloper,
+    /// Each seat's credits per usage day ([`daily`]), when asked of the source
+    /// ([`crate::source::Source::daily_credits`]): for the month before a running one.
+    pub daily_credits: Option<std::sync::Arc<daily::DailyCredits>>,
 }
 
 /// Roll-up of the units that share a key (a cost center or an account).
@@ -410,13 +414,10 @@ impl Allocation {
                 unattributed += row.total_usd;
                 continue;
             }
-            let region = match regions.get(&row.region) {
-                Some(name) => name.clone(),
-                None => regions
-                    .entry(row.region)
-                    .or_insert_with_key(|k| region::region_name(k))
-                    .clone(),
-            };
+            let region = regions
+                .entry(row.region)
+                .or_insert_with_key(|k| region::region_name(k))
+                .clone();
             let entry = match seat_index.entry((row.account_id, region, row.user_id)) {
                 std::collections::hash_map::Entry::Occupied(o) => o,
                 std::collections::hash_map::Entry::Vacant(v) => {
@@ -494,6 +495,7 @@ impl Allocation {
             stats,
             assigned_cost_centers: BTreeMap::new(),
             q_developer: q_developer::QDeveloper::default(),
+            daily_credits: None,
         };
         allocation.reconcile()?;
         Ok(allocation)

@@ -22,7 +22,10 @@
 //! **Which use decides** ([`Window`]). A closed month is decided from all of it, unprojected.
 //! A month still running is decided, seat by seat, from the first of:
 //! 1. the trailing 30 days of use the activity report shows, across months, for seats billed
-//!    the month before (the window is a month of use: nothing is projected);
+//!    the month before (the window is a month of use: nothing is projected); where the report
+//!    gives no such window, the trailing 30 days of the bill's credits lines by usage date
+//!    ([`Window::BillTrailing`]: the month before's last days and the running month so far),
+//!    while the month before is allocated beside the running one;
 //! 2. the month so far, projected to its end, once its data covers `min_days` days (14);
 //! 3. the last closed month, whole, while fewer days of the running month are known, for
 //!    seats billed then too.
@@ -118,6 +121,9 @@ pub enum Window {
     Month,
     /// The trailing days the activity report covers, `from` to `to`, across months.
     Trailing { from: NaiveDate, to: NaiveDate },
+    /// The trailing days of the bill's credits lines by usage date, `from` (in the month before)
+    /// to `to` (the running month's newest day), where the activity report gives no window.
+    BillTrailing { from: NaiveDate, to: NaiveDate },
     /// The last closed month, whole: the running month has too few days yet.
     LastClosed(crate::period::BillingPeriod),
 }
@@ -128,6 +134,7 @@ impl Window {
         match self {
             Self::Month => "month",
             Self::Trailing { .. } => "trailing_days",
+            Self::BillTrailing { .. } => "bill_trailing_days",
             Self::LastClosed(_) => "last_closed_month",
         }
     }
@@ -136,7 +143,7 @@ impl Window {
     pub fn days(self) -> Option<(NaiveDate, NaiveDate)> {
         match self {
             Self::Month => None,
-            Self::Trailing { from, to } => Some((from, to)),
+            Self::Trailing { from, to } | Self::BillTrailing { from, to } => Some((from, to)),
             Self::LastClosed(p) => Some((
                 p.start().date_naive(),
                 p.end().date_naive() - chrono::Days::new(1),
@@ -225,7 +232,8 @@ fn basis(
         true => (windows.trailing, windows.last_closed),
         false => (None, None),
     };
-    let window = match (trailing, last) {
+    let bill = windows.bill_trailing.filter(|_| running);
+    let window = match (trailing.or(bill), last) {
         (Some(t), _) => t.window,
         (None, Some(l)) if !month_ok => l.window,
         _ => Window::Month,
@@ -235,7 +243,7 @@ fn basis(
         to: (days > 0).then(|| from + chrono::Days::new(days as u64 - 1)),
         days: days as u32,
         projected: running && a.extrapolation_factor(now) != Decimal::ONE,
-        withheld: !month_ok && trailing.is_none() && last.is_none(),
+        withheld: !month_ok && trailing.is_none() && bill.is_none() && last.is_none(),
         min_days: settings.min_days,
         window,
     }
@@ -246,6 +254,9 @@ fn basis(
 pub struct Windows<'a> {
     /// The trailing days the activity report covers, for the seats it decides.
     pub trailing: Option<&'a Prior>,
+    /// The trailing days of the bill's credits by usage date, for the seats the report's
+    /// window does not decide.
+    pub bill_trailing: Option<&'a Prior>,
     /// The last closed month, for its seats while the running month has too few days.
     pub last_closed: Option<&'a Prior>,
 }
@@ -261,6 +272,7 @@ struct Decide<'a> {
     grace_over: bool,
     idle_below: Decimal,
     trailing: Option<(Window, SeatUse<'a>)>,
+    bill_trailing: Option<(Window, SeatUse<'a>)>,
     last_closed: Option<(Window, SeatUse<'a>)>,
 }
 
@@ -296,6 +308,7 @@ impl<'a> Decide<'a> {
             grace_over: basis.days >= settings.idle_grace_days,
             idle_below: settings.idle_below_credits,
             trailing: by_seat(windows.trailing),
+            bill_trailing: by_seat(windows.bill_trailing),
             last_closed: by_seat(windows.last_closed),
         }
     }
@@ -313,7 +326,8 @@ impl<'a> Decide<'a> {
                 }
             })
         };
-        if let Some(u) = self.trailing.as_ref().and_then(from) {
+        let trailing = self.trailing.as_ref().and_then(from);
+        if let Some(u) = trailing.or_else(|| self.bill_trailing.as_ref().and_then(from)) {
             return Some(u);
         }
         if self.month_ok {
@@ -606,6 +620,7 @@ mod tests {
             stats: QueryStats::default(),
             assigned_cost_centers: Default::default(),
             q_developer: Default::default(),
+            daily_credits: None,
         };
         a.reconcile().unwrap();
         (a, as_of)
@@ -732,7 +747,7 @@ mod tests {
         let trailing = prior(window, &[("u", 9_000), ("v", 0), ("x", 0)]);
         let windows = Windows {
             trailing: Some(&trailing),
-            last_closed: None,
+            ..Windows::default()
         };
         let s = recommend_with_use(
             &a,
@@ -750,13 +765,67 @@ mod tests {
     }
 
     #[test]
+    fn the_bills_trailing_window_decides_the_seats_the_reports_does_not() {
+        let (a, now) = early_month();
+        let report = Window::Trailing {
+            from: NaiveDate::from_ymd_opt(2026, 10, 4).unwrap(),
+            to: NaiveDate::from_ymd_opt(2026, 11, 2).unwrap(),
+        };
+        let bill = Window::BillTrailing {
+            from: NaiveDate::from_ymd_opt(2026, 10, 4).unwrap(),
+            to: NaiveDate::from_ymd_opt(2026, 11, 2).unwrap(),
+        };
+        let october = Window::LastClosed("2026-10".parse().unwrap());
+        // The report knows `u` only; the bill's window `u`, `v` and `x`; October all four.
+        let trailing = prior(report, &[("u", 9_000)]);
+        let by_bill = prior(bill, &[("u", 10), ("v", 0), ("x", 700)]);
+        let last = prior(october, &[("u", 0), ("v", 5_000), ("w", 0), ("x", 0)]);
+        let plans = PlanTable::default();
+        let settings = SavingsSettings::default();
+        let windows = Windows {
+            trailing: Some(&trailing),
+            bill_trailing: Some(&by_bill),
+            last_closed: Some(&last),
+        };
+        let s = recommend_with_use(&a, &plans, &settings, now, &BTreeMap::new(), windows);
+        // `u` by the report (Power kept), `v` idle by the bill's 30 days, `x` kept on Pro by
+        // them (700 credits), `w` by October (idle): a seat new this month would get nothing.
+        assert_eq!(
+            decided(&s),
+            vec![
+                ("v", Reason::Idle, "", d(20), bill),
+                ("w", Reason::Idle, "", d(20), october),
+            ]
+        );
+        assert_eq!(s.basis.window, report);
+        // Without the report, the basis names the bill's window.
+        let windows = Windows {
+            trailing: None,
+            ..windows
+        };
+        let s = recommend_with_use(&a, &plans, &settings, now, &BTreeMap::new(), windows);
+        assert_eq!(s.basis.window, bill);
+        assert_eq!(bill.kind(), "bill_trailing_days");
+        assert!(
+            decided(&s).contains(&("u", Reason::Downgrade, "Pro", d(180), bill)),
+            "{s:?}"
+        );
+        // A closed month is decided from itself alone, whatever windows are given.
+        let (a, as_of) = alloc(vec![unit("1", "v", "Pro", 900)], 30);
+        let later = as_of + Duration::days(3);
+        let s = recommend_with_use(&a, &plans, &settings, later, &BTreeMap::new(), windows);
+        assert!(s.recommendations.is_empty(), "{s:?}");
+        assert_eq!(s.basis.window, Window::Month);
+    }
+
+    #[test]
     fn a_few_days_of_a_running_month_fall_back_to_the_last_closed_month() {
         let (a, now) = early_month();
         let october = Window::LastClosed("2026-10".parse().unwrap());
         let last = prior(october, &[("u", 600), ("v", 0), ("x", 0)]);
         let windows = Windows {
-            trailing: None,
             last_closed: Some(&last),
+            ..Windows::default()
         };
         let plans = PlanTable::default();
         let settings = SavingsSettings::default();

@@ -561,6 +561,37 @@ ORDER BY account_id, user_id, cost_center"
     Rendered { sql, params }
 }
 
+/// The result columns of [`render_daily`], in order.
+pub const DAILY_RESULT_COLUMNS: &[&str] =
+    &["account_id", "region", "user_id", "usage_day", "credits"];
+
+/// Renders the daily query ([`super::daily`]): the period's credits lines, attributed and
+/// classified as [`render`] does, summed per (usage account, region, user, day of the line's
+/// start in UTC); lines that name no user or have no start are left out.
+pub fn render_daily(dialect: Dialect, spec: &QuerySpec<'_>) -> Rendered {
+    let mut params = Vec::new();
+    let lines = line_ctes(
+        dialect,
+        spec,
+        Product::Kiro,
+        &mut params_for(dialect, &mut params),
+    );
+    let sql = format!(
+        "{lines}
+SELECT
+    account_id,
+    region,
+    user_id,
+    CAST(usage_start AS DATE) AS usage_day,
+    SUM(usage_amount) AS credits
+FROM attributed
+WHERE category = 'credits' AND user_id <> '' AND usage_start IS NOT NULL
+GROUP BY account_id, region, user_id, CAST(usage_start AS DATE)
+ORDER BY account_id, region, user_id, usage_day"
+    );
+    Rendered { sql, params }
+}
+
 /// What `inspect` asks of a period's Kiro lines: per facet (`line_type`, `operation`,
 /// `pricing_unit`, `usage_type`, `seat_usage_type`, `tag_key`, and `other`, the lines the
 /// classification put in other), each value with its lines and cost.

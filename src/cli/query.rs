@@ -108,7 +108,15 @@ async fn month_before(
     }
     let before = period.previous();
     match source.allocate(before).await {
-        Ok(a) => Some(a),
+        Ok(mut a) => {
+            match source.daily_credits(before).await {
+                Ok(d) => a.daily_credits = Some(d),
+                Err(e) => {
+                    tracing::info!(period = %before, "credits per day not read ({e}); the running month is decided without the bill's trailing window")
+                }
+            }
+            Some(a)
+        }
         Err(e) => {
             tracing::info!(period = %before, "the month before is not allocated ({e}); the running month is decided from itself alone");
             None

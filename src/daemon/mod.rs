@@ -384,6 +384,7 @@ impl Refresher {
         if allocations.is_empty() {
             return Err(RefreshError::NoData(missing.join("; ")));
         }
+        self.add_daily_credits(now, &mut allocations).await;
         if let Some(bytes) = self.source.cache_bytes() {
             self.telemetry.set_cache_bytes(bytes);
         }
@@ -419,6 +420,28 @@ impl Refresher {
         }
         let families = prom::encode_snapshot_with(&snapshot, &self.prometheus);
         Ok((snapshot, Bytes::from(families)))
+    }
+
+    /// The month before a running one, allocated beside it, with its credits per usage day
+    /// (for the bill's trailing window). Failing that, it is logged and the running month is
+    /// decided without that window: the refresh goes on.
+    async fn add_daily_credits(
+        &self,
+        now: DateTime<Utc>,
+        allocations: &mut [crate::allocation::Allocation],
+    ) {
+        let [.., before, running] = allocations else {
+            return;
+        };
+        if now >= running.period.end() || before.period != running.period.previous() {
+            return;
+        }
+        match self.source.daily_credits(before.period).await {
+            Ok(d) => before.daily_credits = Some(d),
+            Err(e) => {
+                tracing::warn!(period = %before.period, "credits per day not read ({e}); the running month is decided without the bill's trailing window")
+            }
+        }
     }
 
     /// Runs one refresh and publishes its outcome.

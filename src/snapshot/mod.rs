@@ -159,20 +159,21 @@ impl PeriodView {
             people,
             (plans, savings_settings),
             now,
-            None,
+            (None, None),
         )
     }
 
     /// [`Self::derive`], with what each seat billed in the last closed month used (`last`,
-    /// for a running month): its seats are decided from the activity report's trailing
-    /// window, or from that month while the running one has too few days.
+    /// for a running month) and the bill's trailing window (`bill`): its seats are decided
+    /// from the activity report's trailing window, else the bill's, or from that month while
+    /// the running one has too few days.
     pub fn derive_with(
         mut allocation: Allocation,
         activity: Option<Activity>,
         people: &People,
         (plans, savings_settings): (&PlanTable, &SavingsSettings),
         now: DateTime<Utc>,
-        last: Option<&Prior>,
+        (last, bill): (Option<&Prior>, Option<&Prior>),
     ) -> Self {
         assign_cost_centers(&mut allocation, &people.names);
         let plans = plans.with_fees(&allocation.learned_fees);
@@ -206,6 +207,7 @@ impl PeriodView {
         let trailing = last.and_then(|l| trailing_of(activity.as_ref()?.trailing.as_ref()?, l));
         let windows = Windows {
             trailing: trailing.as_ref(),
+            bill_trailing: bill,
             last_closed: last,
         };
         let savings =
@@ -297,6 +299,50 @@ fn trailing_of(t: &crate::source::activity::Trailing, last: &Prior) -> Option<Pr
             from: t.from,
             to: t.to,
         },
+        credits,
+    })
+}
+
+/// The bill's trailing window of `running`: the [`crate::source::activity::TRAILING_DAYS`] days to the running month's
+/// newest day (the month before's last day while the running month has no credits yet), each
+/// seat of `last` (billed a whole seat-month in the month before) with its credits on those
+/// days: the month before's by usage day ([`Allocation::daily_credits`] of `before`) and the
+/// running month's so far. `None` when `before` carries no credits per day, its bill does not
+/// reach its last day (a lagging bill would make seats look idle), or the running month covers
+/// the whole window itself. The window starts no earlier than the month before.
+pub fn bill_trailing_of(before: &Allocation, running: &Allocation, last: &Prior) -> Option<Prior> {
+    let daily = before.daily_credits.as_ref()?;
+    let last_day = |t: DateTime<Utc>| (t - chrono::Duration::seconds(1)).date_naive();
+    let before_end = before.period.end() - chrono::Duration::days(1);
+    if before.data_as_of? <= before_end || daily.period != before.period {
+        return None;
+    }
+    let to = match running.data_as_of {
+        Some(t) => last_day(t.min(running.period.end())),
+        None => last_day(before.period.end()),
+    };
+    let from = (to - chrono::Days::new(u64::from(crate::source::activity::TRAILING_DAYS) - 1))
+        .max(before.period.start().date_naive());
+    if from >= running.period.start().date_naive() {
+        return None;
+    }
+    let tail = daily.since(from);
+    let mut so_far: BTreeMap<SeatKey, Decimal> = BTreeMap::new();
+    for u in &running.units {
+        let seat = (u.account_id.clone(), u.region.clone(), u.user_id.clone());
+        *so_far.entry(seat).or_default() += u.credits_used;
+    }
+    let credits = last
+        .credits
+        .keys()
+        .map(|k| {
+            let c = tail.get(k).copied().unwrap_or_default()
+                + so_far.get(k).copied().unwrap_or_default();
+            (k.clone(), c.normalize())
+        })
+        .collect::<BTreeMap<_, _>>();
+    (!credits.is_empty()).then_some(Prior {
+        window: Window::BillTrailing { from, to },
         credits,
     })
 }
@@ -558,23 +604,25 @@ impl Snapshot {
             let p = a.period;
             // A running month's last closed month: the snapshot's own view of it, else the
             // one given (history's).
-            let own = views
-                .last()
-                .filter(|v| {
-                    v.allocation.period == p.previous() && v.allocation.period.end() <= taken_at
-                })
-                .map(last_closed_of);
+            let before = views.last().filter(|v| {
+                v.allocation.period == p.previous() && v.allocation.period.end() <= taken_at
+            });
+            let own = before.map(last_closed_of);
             let last = own.as_ref().or(last_closed
                 .as_ref()
                 .filter(|l| l.window == Window::LastClosed(p.previous())));
             let running = taken_at < p.end();
+            // The bill's trailing window, from the month before's credits per day.
+            let bill = before
+                .zip(own.as_ref())
+                .and_then(|(v, own)| bill_trailing_of(&v.allocation, &a, own));
             views.push(PeriodView::derive_with(
                 a,
                 act,
                 &people,
                 (plans, savings_settings),
                 taken_at,
-                last.filter(|_| running),
+                (last.filter(|_| running), bill.as_ref().filter(|_| running)),
             ));
         }
         Self {

@@ -28,6 +28,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::{Inspection, Source, SourceError};
+use crate::allocation::daily::DailyCredits;
 use crate::allocation::row::{COLUMNS, Cell, Col, Kind, RowBuilder};
 use crate::allocation::sql::{self, Columns, Dialect, QuerySpec};
 use crate::allocation::{Allocation, AllocationSettings, GroupRow, QueryStats};
@@ -213,6 +214,8 @@ pub struct AthenaSource {
     allocation: AllocationSettings,
     skip_unchanged: Option<S3Location>,
     last: Mutex<HashMap<BillingPeriod, (Fingerprint, Allocation)>>,
+    /// The last credits per day queried, with the partition's fingerprint then.
+    last_daily: Mutex<Option<(Fingerprint, std::sync::Arc<DailyCredits>)>>,
     /// The optional columns of the table, once `GetTableMetadata` has said.
     columns: tokio::sync::OnceCell<Columns>,
     /// Whether the fallback to every optional column was logged already.
@@ -279,6 +282,7 @@ impl AthenaSource {
             allocation,
             skip_unchanged,
             last: Mutex::new(HashMap::new()),
+            last_daily: Mutex::new(None),
             columns: tokio::sync::OnceCell::new(),
             columns_warned: std::sync::atomic::AtomicBool::new(false),
         })
@@ -725,6 +729,51 @@ impl Source for AthenaSource {
                 .insert(period, (fp, allocation.clone()));
         }
         Ok(allocation)
+    }
+
+    async fn daily_credits(
+        &self,
+        period: BillingPeriod,
+    ) -> Result<std::sync::Arc<DailyCredits>, SourceError> {
+        let started = Instant::now();
+        let fingerprint = match &self.skip_unchanged {
+            Some(location) => Some(self.fingerprint(location, period).await?),
+            None => None,
+        };
+        if let Some(fp) = &fingerprint {
+            let last = self.last_daily.lock().expect("cache lock");
+            if let Some((seen, daily)) = last
+                .as_ref()
+                .filter(|(seen, d)| seen == fp && d.period == period)
+            {
+                tracing::debug!(%period, objects = seen.objects, "CUR partition unchanged; credits per day not queried again");
+                return Ok(daily.clone());
+            }
+        }
+        let id = self.start(period, sql::render_daily).await?;
+        let execution = self.wait(period, &id, started).await?;
+        let (names, raw, pages) = self.raw_results(&id).await?;
+        let index = super::DailyColumns::new(&names)?;
+        let rows = raw
+            .iter()
+            .map(|values| {
+                let values: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
+                index.decode(&values)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        tracing::info!(
+            %period,
+            query_id = %id,
+            scanned_bytes = execution.scanned_bytes,
+            rows = rows.len(),
+            pages,
+            "Athena query of credits per day done"
+        );
+        let daily = std::sync::Arc::new(DailyCredits::from_rows(period, rows));
+        if let Some(fp) = fingerprint {
+            *self.last_daily.lock().expect("cache lock") = Some((fp, daily.clone()));
+        }
+        Ok(daily)
     }
 
     async fn inspect(&self, period: BillingPeriod) -> Result<Inspection, SourceError> {

@@ -36,6 +36,7 @@ use rust_decimal::Decimal;
 use super::export::{Export, Object};
 use super::scan;
 use super::{Inspection, Source, SourceError};
+use crate::allocation::daily::{DailyCredits, DayRow};
 use crate::allocation::q_developer::QRow;
 use crate::allocation::row::{Cell, Col, Kind, RowBuilder};
 use crate::allocation::sql::{self, Columns, Dialect, QuerySpec};
@@ -59,6 +60,8 @@ pub struct LocalSource {
     cache: Arc<std::sync::Mutex<Cache>>,
     /// Whether per-file groups and allocations are kept for the next call ([`Self::once`]).
     keep: bool,
+    /// Whether the scan sums credits per seat and usage day too ([`Source::daily_credits`]).
+    daily: bool,
 }
 
 /// What earlier refreshes learned, so an unchanged export costs a listing and no scan.
@@ -73,6 +76,8 @@ struct Cache {
     partials: std::collections::HashMap<String, Partial>,
     /// Per period: the strings its files' groups name ([`scan::Pool`]).
     pools: BTreeMap<BillingPeriod, scan::SharedPool>,
+    /// Per period: the versions of the files its credits per day were summed from, and them.
+    daily: BTreeMap<BillingPeriod, (Versions, Arc<DailyCredits>)>,
 }
 
 /// One file's per-seat groups, valid for the file's version and the scan that made them.
@@ -89,6 +94,9 @@ struct Partial {
 /// A file's version as listed: size, ETag (or the file system's equivalent), modification
 /// time.
 type Version = (u64, Option<String>, chrono::DateTime<chrono::Utc>);
+
+/// The versions of a period's files, by key.
+type Versions = Vec<(String, Version)>;
 
 /// Periods whose allocation is kept (the watched ones are at most two).
 const CACHED_PERIODS: usize = 4;
@@ -128,7 +136,8 @@ impl Cache {
                     + a.seats.len() * 160
             })
             .sum();
-        (footers + partials + results) as u64
+        let daily: usize = self.daily.values().map(|(_, d)| d.memory_size()).sum();
+        (footers + partials + results + daily) as u64
     }
 }
 
@@ -202,6 +211,7 @@ impl LocalSource {
             runtime,
             cache: Arc::new(std::sync::Mutex::new(Cache::default())),
             keep: true,
+            daily: false,
         }
     }
 
@@ -535,6 +545,18 @@ impl LocalSource {
         (known, pool)
     }
 
+    /// What the scan of files with `columns` is asked.
+    fn scan_spec(&self, columns: Columns) -> scan::ScanSpec {
+        let spec = scan::ScanSpec::new(
+            &self.settings.cost_center_tag,
+            self.settings.cost_column,
+            columns,
+            &self.settings.ignored_operations,
+            self.settings.q_developer && columns.operation,
+        );
+        if self.daily { spec.with_daily() } else { spec }
+    }
+
     /// The period's result rows: each file's per-seat groups ([`scan`]; read again only for
     /// files that changed, or when the settings changed), merged. Returns the rows, and how
     /// many files, rows and bytes were scanned.
@@ -542,15 +564,9 @@ impl LocalSource {
         &self,
         period: BillingPeriod,
         files: &PeriodFiles,
-    ) -> Result<(Vec<GroupRow>, Vec<QRow>, (u64, u64, u64)), SourceError> {
+    ) -> Result<Scanned, SourceError> {
         use std::hash::{Hash, Hasher};
-        let spec = scan::ScanSpec::new(
-            &self.settings.cost_center_tag,
-            self.settings.cost_column,
-            files.columns,
-            &self.settings.ignored_operations,
-            self.settings.q_developer && files.columns.operation,
-        );
+        let spec = self.scan_spec(files.columns);
         let query = {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             spec.hash(&mut h);
@@ -630,17 +646,44 @@ impl LocalSource {
             }
         }
         tracing::debug!(%period, elapsed = ?started.elapsed(), units = all.len(), "merged");
-        let (rows, q_rows) = {
-            let pool = pool
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            scan::combine(&all, &pool).and_then(|rows| Ok((rows, scan::combine_q(&all, &pool)?)))
-        }
-        .map_err(|e| SourceError::Engine {
+        let pool = pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let combined = (|| {
+            Ok::<_, scan::ScanError>(Scanned {
+                rows: scan::combine(&all, &pool)?,
+                q_rows: scan::combine_q(&all, &pool)?,
+                daily: scan::combine_daily(&all, &pool)?,
+                scanned,
+            })
+        })();
+        combined.map_err(|e| SourceError::Engine {
             period,
             message: e.to_string(),
+        })
+    }
+
+    /// Each seat's credits per usage day by the SQL template ([`sql::render_daily`]) run by
+    /// DataFusion: what the scan's daily sums are checked against (tests), not cached.
+    pub async fn daily_credits_by_sql(
+        &self,
+        period: BillingPeriod,
+    ) -> Result<DailyCredits, SourceError> {
+        let files = self.files(period).await?;
+        let batches = self
+            .run(period, &files, sql::render_daily)
+            .await
+            .map_err(|e| SourceError::Engine {
+                period,
+                message: e.to_string(),
+            })?;
+        let mut rows = Vec::new();
+        for_text_rows(&batches, |names, values| {
+            let index = super::DailyColumns::new(names)?;
+            rows.push(index.decode(values)?);
+            Ok(())
         })?;
-        Ok((rows, q_rows, scanned))
+        Ok(DailyCredits::from_rows(period, rows))
     }
 
     /// The period's allocation by the SQL template ([`sql::render`]) run by DataFusion over
@@ -783,8 +826,12 @@ impl Source for LocalSource {
             return Ok(a);
         }
         let files = self.check(period, objects).await?;
-        let (rows, q_rows, (scanned_files, scanned_rows, scanned_bytes)) =
-            self.allocate_files(period, &files).await?;
+        let Scanned {
+            rows,
+            q_rows,
+            scanned: (scanned_files, scanned_rows, scanned_bytes),
+            ..
+        } = self.allocate_files(period, &files).await?;
         tracing::debug!(%period, scanned_files, files = files.files, "allocated");
         let stats = QueryStats {
             elapsed: started.elapsed(),
@@ -822,6 +869,41 @@ impl Source for LocalSource {
 
     fn cache_bytes(&self) -> Option<u64> {
         Some(LocalSource::cache_bytes(self))
+    }
+
+    async fn daily_credits(&self, period: BillingPeriod) -> Result<Arc<DailyCredits>, SourceError> {
+        let (objects, _) = self.export.period_files(period).await?;
+        let versions: Vec<(String, Version)> = objects
+            .iter()
+            .map(|o| (o.key.to_string(), version(o)))
+            .collect();
+        let known = self
+            .cache()
+            .daily
+            .get(&period)
+            .filter(|(v, _)| *v == versions)
+            .map(|(_, d)| d.clone());
+        if let Some(d) = known {
+            tracing::debug!(%period, "export unchanged; credits per day not summed again");
+            return Ok(d);
+        }
+        let files = self.check(period, objects).await?;
+        // A scan of its own, kept as its result only: the allocation's per-file groups stay as
+        // they are.
+        let mut daily = self.clone();
+        daily.keep = false;
+        daily.daily = true;
+        let scanned = daily.allocate_files(period, &files).await?;
+        let credits = Arc::new(DailyCredits::from_rows(period, scanned.daily));
+        tracing::debug!(%period, seats = credits.seats.len(), "credits per day summed");
+        if self.keep {
+            let mut cache = self.cache();
+            cache.daily.insert(period, (versions, credits.clone()));
+            while cache.daily.len() > 1 {
+                cache.daily.pop_first();
+            }
+        }
+        Ok(credits)
     }
 
     async fn allocate_once(&self, period: BillingPeriod) -> Result<Allocation, SourceError> {
@@ -889,10 +971,22 @@ impl Source for LocalSource {
     }
 }
 
-/// Turns the Q Developer query's record batches into its rows (every column read as text,
-/// as Athena's results are).
-pub fn decode_q(batches: &[RecordBatch]) -> Result<Vec<QRow>, SourceError> {
-    let mut out = Vec::new();
+/// What [`LocalSource::allocate_files`] gives: the result rows of the allocation, of the Q
+/// Developer query and of the daily query (when the source sums days), and how many files, rows
+/// and bytes were scanned.
+struct Scanned {
+    rows: Vec<GroupRow>,
+    q_rows: Vec<QRow>,
+    daily: Vec<DayRow>,
+    scanned: (u64, u64, u64),
+}
+
+/// Calls `row` with each row of `batches` as text (column names, values; NULL has none), as
+/// Athena's results are read.
+fn for_text_rows(
+    batches: &[RecordBatch],
+    mut row: impl FnMut(&[String], &[Option<&str>]) -> Result<(), SourceError>,
+) -> Result<(), SourceError> {
     for batch in batches {
         let names: Vec<String> = batch
             .schema()
@@ -911,15 +1005,25 @@ pub fn decode_q(batches: &[RecordBatch]) -> Result<Vec<QRow>, SourceError> {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let index = super::QColumns::new(&names)?;
         for r in 0..batch.num_rows() {
             let values: Vec<Option<&str>> = columns
                 .iter()
                 .map(|c| (!c.is_null(r)).then(|| c.as_string::<i32>().value(r)))
                 .collect();
-            out.push(index.decode(&values)?);
+            row(&names, &values)?;
         }
     }
+    Ok(())
+}
+
+/// Turns the Q Developer query's record batches into its rows (every column read as text,
+/// as Athena's results are).
+pub fn decode_q(batches: &[RecordBatch]) -> Result<Vec<QRow>, SourceError> {
+    let mut out = Vec::new();
+    for_text_rows(batches, |names, values| {
+        out.push(super::QColumns::new(names)?.decode(values)?);
+        Ok(())
+    })?;
     Ok(out)
 }
 

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::allocation::daily::{DailyCredits, DayRow};
 use crate::allocation::q_developer::QRow;
 use crate::allocation::sql;
 use crate::allocation::{Allocation, AllocationSettings, ReconciliationError};
@@ -161,6 +162,13 @@ impl SourceSettings {
 pub trait Source: Send + Sync {
     /// Runs the allocation for `period`.
     async fn allocate(&self, period: BillingPeriod) -> Result<Allocation, SourceError>;
+
+    /// Each seat's credits per usage day of `period` ([`crate::allocation::daily`]): asked for
+    /// the month before a running one, whose last days the bill's trailing window covers.
+    async fn daily_credits(
+        &self,
+        period: BillingPeriod,
+    ) -> Result<std::sync::Arc<DailyCredits>, SourceError>;
 
     /// What the period's Kiro lines carry (`inspect`).
     async fn inspect(&self, period: BillingPeriod) -> Result<Inspection, SourceError>;
@@ -340,6 +348,52 @@ impl QColumns {
             tax_usd: money(4)?.normalize(),
             all_cost_usd: money(5)?.normalize(),
             billed_lines: lines,
+        })
+    }
+}
+
+/// Positions of the daily query's result columns ([`sql::DAILY_RESULT_COLUMNS`]), by name: both
+/// engines decode its rows from text through it.
+pub(crate) struct DailyColumns {
+    at: [usize; 5],
+}
+
+impl DailyColumns {
+    pub(crate) fn new(names: &[String]) -> Result<Self, SourceError> {
+        let mut at = [0usize; 5];
+        for (slot, col) in at.iter_mut().zip(sql::DAILY_RESULT_COLUMNS) {
+            *slot = names
+                .iter()
+                .position(|n| n.eq_ignore_ascii_case(col))
+                .ok_or_else(|| SourceError::Decode {
+                    column: (*col).to_owned(),
+                    message: format!("missing from the result (columns: {})", names.join(", ")),
+                })?;
+        }
+        Ok(Self { at })
+    }
+
+    /// One row's text values (NULL has no value): the day as `YYYY-MM-DD`.
+    pub(crate) fn decode(&self, values: &[Option<&str>]) -> Result<DayRow, SourceError> {
+        let v = |i: usize| values.get(self.at[i]).copied().flatten();
+        let text = |i: usize| v(i).unwrap_or_default().to_owned();
+        let bad = |i: usize, what: &str| SourceError::Decode {
+            column: sql::DAILY_RESULT_COLUMNS[i].to_owned(),
+            message: format!("{:?} is not {what}", v(i).unwrap_or_default()),
+        };
+        let day = v(3)
+            .and_then(|s| chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok())
+            .ok_or_else(|| bad(3, "a date (YYYY-MM-DD)"))?;
+        let credits = match v(4) {
+            None => rust_decimal::Decimal::ZERO,
+            Some(s) => athena::parse_decimal(s).ok_or_else(|| bad(4, "a decimal number"))?,
+        };
+        Ok(DayRow {
+            account_id: text(0),
+            region: text(1),
+            user_id: text(2),
+            day,
+            credits,
         })
     }
 }

@@ -35,6 +35,7 @@ use parquet::file::statistics::Statistics;
 use rust_decimal::Decimal;
 
 use crate::allocation::GroupRow;
+use crate::allocation::daily::DayRow;
 use crate::allocation::q_developer::{PRODUCT_CODE, QRow, SEAT_OPERATION};
 use crate::allocation::sql::{Columns, CostColumn};
 
@@ -54,6 +55,8 @@ pub struct ScanSpec {
     pub ignored_operations: Vec<String>,
     /// Read Q Developer seat lines too, as [`crate::allocation::sql::render_q_developer`].
     pub q_developer: bool,
+    /// Sum each seat's credits per usage day too, as [`crate::allocation::sql::render_daily`].
+    pub daily: bool,
 }
 
 impl ScanSpec {
@@ -73,7 +76,16 @@ impl ScanSpec {
                 .map(|o| o.to_ascii_lowercase())
                 .collect(),
             q_developer,
+            daily: false,
         }
+    }
+
+    /// The same scan, summing each seat's credits per usage day too
+    /// ([`crate::allocation::daily`]).
+    #[must_use]
+    pub fn with_daily(mut self) -> Self {
+        self.daily = true;
+        self
     }
 
     /// The columns read, besides the product code (read too when Q Developer lines are, to
@@ -250,6 +262,10 @@ pub type QKey = [u32; 3];
 /// A result row's key: (account, region, user, cost center), as ids in the period's [`Pool`].
 pub type UnitKey = [u32; 4];
 
+/// A seat's day: (account, region, user) as ids in the period's [`Pool`], and the day of the
+/// line's start (days since 1970-01-01, UTC).
+pub type DayKey = ([u32; 3], i32);
+
 /// A seat fee's key: its unit, usage type (a [`Pool`] id) and start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SeatKey {
@@ -340,6 +356,8 @@ pub struct FileGroups {
     seat_fees: Vec<(u32, SeatFee)>,
     /// Q Developer groups by key, each key once, sorted.
     q: Vec<(QKey, QSums)>,
+    /// Credits per seat and usage day, each key once, sorted (only when the scan sums them).
+    daily: Vec<(DayKey, i128)>,
     /// The timestamps' unit (the same in every file of a period).
     unit: Option<TimeUnit>,
 }
@@ -377,10 +395,15 @@ impl FileGroups {
         self.seat_fees = merge_slots(fees, other.seat_fees, SeatFee::merge);
         let q = std::mem::take(&mut self.q);
         self.q = merge_slots(q, other.q, QSums::merge);
+        let daily = std::mem::take(&mut self.daily);
+        self.daily = merge_slots(daily, other.daily, add_credits);
     }
 
     fn is_empty(&self) -> bool {
-        self.units.is_empty() && self.seat_fees.is_empty() && self.q.is_empty()
+        self.units.is_empty()
+            && self.seat_fees.is_empty()
+            && self.q.is_empty()
+            && self.daily.is_empty()
     }
 }
 
@@ -390,7 +413,13 @@ pub struct Merged {
     units: Vec<Option<Sums>>,
     fees: Vec<Option<SeatFee>>,
     q: std::collections::BTreeMap<QKey, QSums>,
+    daily: std::collections::BTreeMap<DayKey, i128>,
     unit: Option<TimeUnit>,
+}
+
+/// Adds one day's credits of a seat to another sum of the same.
+fn add_credits(mine: &mut i128, other: &i128) {
+    *mine = mine.saturating_add(*other);
 }
 
 /// `v` into `out[slot]`: put there, or merged with what is there.
@@ -417,11 +446,15 @@ impl Merged {
         self.units.iter().all(Option::is_none)
             && self.fees.iter().all(Option::is_none)
             && self.q.is_empty()
+            && self.daily.is_empty()
     }
 
-    fn add_q(&mut self, q: &[(QKey, QSums)]) {
+    fn add_q(&mut self, q: &[(QKey, QSums)], daily: &[(DayKey, i128)]) {
         for (k, s) in q {
             self.q.entry(*k).or_default().merge(s);
+        }
+        for (k, c) in daily {
+            add_credits(self.daily.entry(*k).or_default(), c);
         }
     }
 
@@ -446,7 +479,7 @@ impl Merged {
         for (slot, f) in &g.seat_fees {
             add_at(&mut self.fees, *slot, f, SeatFee::merge);
         }
-        self.add_q(&g.q);
+        self.add_q(&g.q, &g.daily);
     }
 
     /// Adds the groups of a kept file.
@@ -462,7 +495,7 @@ impl Merged {
         for (slot, f) in &g.seat_fees {
             add_at(&mut self.fees, *slot, f, SeatFee::merge);
         }
-        self.add_q(&g.q);
+        self.add_q(&g.q, &g.daily);
     }
 }
 
@@ -531,6 +564,7 @@ pub struct KeptGroups {
     wide: Box<[(u32, Sums)]>,
     seat_fees: Box<[(u32, SeatFee)]>,
     q: Box<[(QKey, QSums)]>,
+    daily: Box<[(DayKey, i128)]>,
     unit: Option<TimeUnit>,
 }
 
@@ -542,7 +576,7 @@ impl KeptGroups {
 
     /// Whether there is no group at all.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0 && self.seat_fees.is_empty() && self.q.is_empty()
+        self.len() == 0 && self.seat_fees.is_empty() && self.q.is_empty() && self.daily.is_empty()
     }
 
     /// Approximate bytes held.
@@ -551,6 +585,7 @@ impl KeptGroups {
             + std::mem::size_of_val(&*self.wide)
             + std::mem::size_of_val(&*self.seat_fees)
             + std::mem::size_of_val(&*self.q)
+            + std::mem::size_of_val(&*self.daily)
     }
 }
 
@@ -570,6 +605,7 @@ impl FileGroups {
             wide: wide.into_boxed_slice(),
             seat_fees: self.seat_fees.into_boxed_slice(),
             q: self.q.into_boxed_slice(),
+            daily: self.daily.into_boxed_slice(),
             unit: self.unit,
         }
     }
@@ -1071,6 +1107,8 @@ struct Accumulator<'s> {
     /// Product codes: whether a line is Q Developer's (the others read are Kiro's).
     products: Memo<bool>,
     q_sums: FastMap<QKey, QSums>,
+    /// Credits per seat and usage day (only when the spec asks for them).
+    daily: FastMap<DayKey, i128>,
     unit: Option<TimeUnit>,
     /// Per-row buffers, reused from batch to batch.
     rows: Rows,
@@ -1160,6 +1198,7 @@ impl<'s> Accumulator<'s> {
             seat_fees: FastMap::default(),
             products: Memo::new(),
             q_sums: FastMap::default(),
+            daily: FastMap::default(),
             unit: None,
             rows: Rows::default(),
         }
@@ -1311,6 +1350,7 @@ impl<'s> Accumulator<'s> {
             end.as_primitive::<Int64Type>(),
         );
         let one = 10i128.pow(SCALE);
+        let per_day = self.spec.daily.then(|| ticks_per_day(unit));
         let rows = std::mem::take(&mut self.rows);
         let q_lines = self.spec.q_developer;
         for i in 0..b.num_rows() {
@@ -1352,19 +1392,11 @@ impl<'s> Accumulator<'s> {
                     usage_type: ut.id,
                     start: starts,
                 };
-                let fee = SeatFee {
-                    subscription_usd: cost,
-                    sub_cost: cost,
-                    full_fee: (amount == one).then_some(cost),
-                    lines: 1,
-                };
-                match self.seat_fees.get_mut(&key) {
-                    Some(mine) => mine.merge(&fee),
-                    None => {
-                        self.seat_fees.insert(key, fee);
-                    }
-                }
+                self.add_fee(key, cost, amount == one);
                 continue;
+            }
+            if let (Some(per_day), Category::Credits) = (per_day, category) {
+                self.add_day(unit, starts, per_day, amount);
             }
             self.units_sums
                 .entry(unit)
@@ -1373,6 +1405,36 @@ impl<'s> Accumulator<'s> {
         }
         self.rows = rows;
         Ok(())
+    }
+
+    /// Adds a seat-fee line of `cost` to its seat fee (`full`: a full month's line).
+    #[inline]
+    fn add_fee(&mut self, key: SeatKey, cost: i128, full: bool) {
+        let fee = SeatFee {
+            subscription_usd: cost,
+            sub_cost: cost,
+            full_fee: full.then_some(cost),
+            lines: 1,
+        };
+        match self.seat_fees.get_mut(&key) {
+            Some(mine) => mine.merge(&fee),
+            None => {
+                self.seat_fees.insert(key, fee);
+            }
+        }
+    }
+
+    /// Adds a credits line of `unit` that starts at `starts` to its seat's day, where the line
+    /// names a user and has a start, as the daily query counts it.
+    #[inline]
+    fn add_day(&mut self, unit: UnitKey, starts: Option<i64>, per_day: i64, amount: i128) {
+        if let Some(t) = starts
+            && !self.names.is_empty(unit[2])
+        {
+            let day = t.div_euclid(per_day) as i32;
+            let sum = self.daily.entry(([unit[0], unit[1], unit[2]], day));
+            add_credits(sum.or_default(), &amount);
+        }
     }
 
     /// Adds row `i`, a Q Developer line: a seat line is summed apart, never a Kiro figure.
@@ -1448,6 +1510,11 @@ impl<'s> Accumulator<'s> {
             .into_iter()
             .map(|(k, v)| (k.map(id), v))
             .collect();
+        let mut daily: Vec<(DayKey, i128)> = self
+            .daily
+            .into_iter()
+            .map(|((seat, day), v)| ((seat.map(id), day), v))
+            .collect();
         let mut seat_fees: Vec<(u32, SeatFee)> = self
             .seat_fees
             .into_iter()
@@ -1464,12 +1531,25 @@ impl<'s> Accumulator<'s> {
         units.sort_unstable_by_key(|(slot, _)| *slot);
         seat_fees.sort_unstable_by_key(|(slot, _)| *slot);
         q.sort_unstable_by_key(|(k, _)| *k);
+        daily.sort_unstable_by_key(|(k, _)| *k);
         FileGroups {
             units,
             seat_fees,
             q,
+            daily,
             unit: self.unit,
         }
+    }
+}
+
+/// A timestamp unit's ticks in a day.
+fn ticks_per_day(unit: TimeUnit) -> i64 {
+    const SECONDS: i64 = 86_400;
+    match unit {
+        TimeUnit::Second => SECONDS,
+        TimeUnit::Millisecond => SECONDS * 1_000,
+        TimeUnit::Microsecond => SECONDS * 1_000_000,
+        TimeUnit::Nanosecond => SECONDS * 1_000_000_000,
     }
 }
 
@@ -1622,4 +1702,28 @@ pub fn combine_q(all: &Merged, pool: &Pool) -> Result<Vec<QRow>, ScanError> {
         ))
     });
     Ok(out)
+}
+
+/// The daily query's rows ([`crate::allocation::sql::render_daily`]) from the merged groups of
+/// a period's files scanned with [`ScanSpec::with_daily`] (their strings in `pool`).
+pub fn combine_daily(all: &Merged, pool: &Pool) -> Result<Vec<DayRow>, ScanError> {
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+    all.daily
+        .iter()
+        .map(|((seat, day), credits)| {
+            let day = epoch
+                .checked_add_signed(chrono::Duration::days(i64::from(*day)))
+                .ok_or_else(|| ScanError::Column {
+                    column: "line_item_usage_start_date",
+                    message: format!("day {day} after 1970-01-01 is not a date"),
+                })?;
+            Ok(DayRow {
+                account_id: pool.name(seat[0]).to_owned(),
+                region: pool.name(seat[1]).to_owned(),
+                user_id: pool.name(seat[2]).to_owned(),
+                day,
+                credits: money(*credits)?,
+            })
+        })
+        .collect()
 }

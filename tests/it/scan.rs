@@ -24,12 +24,13 @@ async fn agree(dir: &std::path::Path, p: &str, settings: AllocationSettings) -> 
         .allocate(period(p))
         .await
         .unwrap();
-    let sql = LocalSource::new(dir, settings)
+    let sql = LocalSource::new(dir, settings.clone())
         .allocate_by_sql(period(p))
         .await
         .unwrap();
     assert_reconciles(&scan);
     assert_reconciles(&sql);
+    daily_agrees(dir, p, &settings, &scan).await;
     let (scan, sql) = (result(scan), result(sql));
     if scan != sql {
         let units = scan.units.len().max(sql.units.len());
@@ -40,6 +41,46 @@ async fn agree(dir: &std::path::Path, p: &str, settings: AllocationSettings) -> 
         assert_eq!(scan, sql, "{p}");
     }
     scan
+}
+
+/// The credits per seat and usage day of `p`, by the scan and by the SQL template
+/// (`render_daily`), are equal, and add up to the credits of the allocation's named seats
+/// (every generated line has a start).
+async fn daily_agrees(
+    dir: &std::path::Path,
+    p: &str,
+    settings: &AllocationSettings,
+    a: &Allocation,
+) {
+    let s = LocalSource::new(dir, settings.clone());
+    let scan = s.daily_credits(period(p)).await.unwrap();
+    let sql = s.daily_credits_by_sql(period(p)).await.unwrap();
+    assert_eq!(*scan, sql, "{p}: credits per day");
+    let named: rust_decimal::Decimal = a
+        .units
+        .iter()
+        .filter(|u| !u.user_id.is_empty())
+        .map(|u| u.credits_used)
+        .sum();
+    assert_eq!(
+        scan.total(),
+        named.normalize(),
+        "{p}: days add up to the seats' credits"
+    );
+    for (seat, days) in &scan.seats {
+        assert!(
+            a.seats.contains_key(seat),
+            "{p}: {seat:?} has days but no seat"
+        );
+        let in_month = |d: &chrono::NaiveDate| {
+            let t = d.and_hms_opt(0, 0, 0).unwrap().and_utc();
+            t >= period(p).start() && t < period(p).end()
+        };
+        assert!(
+            days.iter().all(|(d, _)| in_month(d)),
+            "{p}: {seat:?} {days:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -152,6 +193,14 @@ fn the_scan_equals_the_sql_template_on_random_bills() {
         match (result_of(scan), result_of(sql)) {
             (Ok(a), Ok(b)) => {
                 prop_assert_eq!(&a, &b, "{:?}", lines);
+                let (scan, sql) = rt.block_on(async {
+                    let s = LocalSource::new(e.path(), settings.clone());
+                    (
+                        s.daily_credits(period("2026-10")).await.unwrap(),
+                        s.daily_credits_by_sql(period("2026-10")).await.unwrap(),
+                    )
+                });
+                prop_assert_eq!(&*scan, &sql, "credits per day: {:?}", lines);
                 assert_reconciles(&a);
                 same.set(same.get() + 1);
             }
