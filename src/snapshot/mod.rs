@@ -307,14 +307,20 @@ fn trailing_of(t: &crate::source::activity::Trailing, last: &Prior) -> Option<Pr
 /// newest day (the month before's last day while the running month has no credits yet), each
 /// seat of `last` (billed a whole seat-month in the month before) with its credits on those
 /// days: the month before's by usage day ([`Allocation::daily_credits`] of `before`) and the
-/// running month's so far. `None` when `before` carries no credits per day, its bill does not
-/// reach its last day (a lagging bill would make seats look idle), or the running month covers
-/// the whole window itself. The window starts no earlier than the month before.
+/// running month's so far. `None` when `before` carries no credits per day, the bill has not
+/// passed its end yet (no credits line in the running month nor on the month before's last
+/// day: a lagging bill would make seats look idle), or the running month covers the whole
+/// window itself. The window starts no earlier than the month before.
 pub fn bill_trailing_of(before: &Allocation, running: &Allocation, last: &Prior) -> Option<Prior> {
     let daily = before.daily_credits.as_ref()?;
-    let last_day = |t: DateTime<Utc>| (t - chrono::Duration::seconds(1)).date_naive();
+    // The last whole day before `t` (a day in progress counts its hours in the running month's
+    // credits, never as a day of the window).
+    let last_day = |t: DateTime<Utc>| (t - chrono::Duration::days(1)).date_naive();
+    // The bill has passed the month before's end: the running month has credits lines, or the
+    // month before has some on its last day. Otherwise its last days may be missing yet.
     let before_end = before.period.end() - chrono::Duration::days(1);
-    if before.data_as_of? <= before_end || daily.period != before.period {
+    let complete = running.data_as_of.is_some() || before.data_as_of? > before_end;
+    if !complete || daily.period != before.period {
         return None;
     }
     let to = match running.data_as_of {

@@ -271,6 +271,132 @@ async fn without_the_report_the_last_closed_month_decides_until_min_days() {
     assert!(s.basis.withheld && s.recommendations.is_empty(), "{s:?}");
 }
 
+/// Each seat's credits from `from` on in `before` by the SQL template's daily query, plus its
+/// credits in `running` so far: the bill's trailing window, derived apart from the scan.
+async fn bill_window_credits(
+    dir: &Path,
+    before: &str,
+    running: &Allocation,
+    from: NaiveDate,
+) -> BTreeMap<Seat, Decimal> {
+    let sql = LocalSource::new(dir, Default::default())
+        .daily_credits_by_sql(period(before))
+        .await
+        .unwrap();
+    let mut out: BTreeMap<Seat, Decimal> = BTreeMap::new();
+    for ((a, r, u), days) in &sql.seats {
+        let c: Decimal = days
+            .iter()
+            .filter(|(d, _)| *d >= from)
+            .map(|(_, c)| *c)
+            .sum();
+        *out.entry((a.clone(), r.clone(), join_key(u))).or_default() += c;
+    }
+    for u in &running.units {
+        let k = (u.account_id.clone(), u.region.clone(), join_key(&u.user_id));
+        *out.entry(k).or_default() += u.credits_used;
+    }
+    out
+}
+
+#[tokio::test]
+async fn without_the_report_the_bills_trailing_window_decides() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut october, november, now) = two_months(dir.path()).await;
+    let source = LocalSource::new(dir.path(), Default::default());
+    let daily = source.daily_credits(period("2026-10")).await.unwrap();
+    assert_eq!(daily.period, period("2026-10"));
+    october.daily_credits = Some(daily.clone());
+    let builder = SnapshotBuilder::new(PlanTable::default(), SavingsSettings::default());
+    let built = builder
+        .build(now, vec![october.clone(), november.clone()])
+        .await;
+    let [oct, nov] = &built.snapshot.periods[..] else {
+        panic!("two periods")
+    };
+    // The window ends on November's newest day in the bill and reaches 29 days back, into
+    // October.
+    let to = NaiveDate::from_ymd_opt(2026, 11, 2).unwrap();
+    assert_eq!(nov.savings.basis.to, Some(to), "the last whole day");
+    let from = to - chrono::Days::new(29);
+    assert_eq!(from.format("%Y-%m").to_string(), "2026-10");
+    let window = Window::BillTrailing { from, to };
+    let b = &nov.savings.basis;
+    assert_eq!((b.window, b.withheld), (window, false), "{b:?}");
+    // Seats billed in October are decided from their credits in the 30 days (October's by
+    // usage day, as the SQL template sums them, and November's so far); seats new in November
+    // are not decided at all.
+    let by_bill = bill_window_credits(dir.path(), "2026-10", &november, from).await;
+    let billed_before: BTreeSet<Seat> = seat_credits(oct)
+        .into_iter()
+        .filter(|(_, (plan, _))| !plan.is_empty())
+        .map(|(k, _)| k)
+        .collect();
+    let n = check_decisions(nov, window, |k| {
+        billed_before
+            .contains(k)
+            .then(|| by_bill.get(k).copied().unwrap_or_default())
+    });
+    assert!(n > 10, "{n} decisions checked");
+    let idle = nov
+        .savings
+        .recommendations
+        .iter()
+        .filter(|r| r.reason == Reason::Idle)
+        .count();
+    assert!(idle > 0, "{:?}", nov.savings.recommendations);
+    // It differs from what October alone would decide: the window is another month of use.
+    let last_month = builder
+        .build(
+            now,
+            vec![october.clone(), november.clone()]
+                .into_iter()
+                .map(|mut a| {
+                    a.daily_credits = None;
+                    a
+                })
+                .collect(),
+        )
+        .await;
+    assert_eq!(
+        last_month.snapshot.periods[1].savings.basis.window,
+        Window::LastClosed(period("2026-10"))
+    );
+    let v = kiro_cost_exporter::output::to_json(nov);
+    assert_json_reconciles(&v);
+    let w = serde_json::json!({"kind": "bill_trailing_days", "from": from.to_string(), "to": to.to_string()});
+    assert_eq!(v["savings"]["basis"]["window"], w);
+    assert!(
+        v["savings"]["recommendations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["window"] == w || r["reason"] == "q_developer"),
+        "{}",
+        v["savings"]
+    );
+    // A bill that has not passed October's end (no November credits yet, none on 31 October):
+    // October's last days may be missing, and seats would look idle for them, so there is no
+    // bill window and October decides.
+    let mut early = november.clone();
+    early.data_as_of = None;
+    let mut lagging = october.clone();
+    lagging.data_as_of = Some(utc(2026, 10, 30));
+    let built = builder.build(now, vec![lagging, early]).await;
+    assert_eq!(
+        built.snapshot.periods[1].savings.basis.window,
+        Window::LastClosed(period("2026-10"))
+    );
+    // A closed month is decided from itself, whatever the month before carries.
+    let later = builder
+        .build(utc(2026, 12, 5), vec![october, november])
+        .await;
+    assert_eq!(
+        later.snapshot.periods[1].savings.basis.window,
+        Window::Month
+    );
+}
+
 /// The daemon watching only the running month: its first refreshes have nothing to decide
 /// two days from; once history holds the month before, the report's trailing window decides,
 /// and the landing page and `/metrics` say so.
