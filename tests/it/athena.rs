@@ -221,6 +221,30 @@ async fn athena_on_ministack_matches_the_local_engine_end_to_end() {
         "nothing to stop"
     );
 
+    // Credits per seat and usage day by the daily query, as the local engine's scan sums them,
+    // adding up to the named seats' credits.
+    let by_athena = source(s.clone())
+        .await
+        .daily_credits(period(lake.period))
+        .await
+        .unwrap();
+    let local =
+        kiro_cost_exporter::source::LocalSource::new(lake.export.path(), Default::default());
+    let by_scan = local.daily_credits(period(lake.period)).await.unwrap();
+    assert_eq!(by_athena, by_scan, "credits per day differ");
+    let named: f64 = v["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["user_id"].as_str().is_some_and(|id| !id.is_empty()))
+        .map(|u| u["credits_used"].as_f64().unwrap())
+        .sum();
+    let days: f64 = by_athena.total().try_into().unwrap();
+    assert!(
+        days > 0.0 && (days - named).abs() < 1e-6,
+        "{days} / {named}"
+    );
+
     // The daemon on the same table: bytes scanned and the allocation in /metrics.
     let d = Daemon::start(&["--config", config, "--period", lake.period], &aws_env());
     wait_status(&d.url("/readyz"), 200, 60).await;

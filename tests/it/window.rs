@@ -397,6 +397,71 @@ async fn without_the_report_the_bills_trailing_window_decides() {
     );
 }
 
+/// `query` of the running month and the daemon watching it and the month before, without an
+/// activity report: the bill's trailing window decides, from the month before's credits by
+/// usage day. Today's date decides what can be checked: the window needs a running month of
+/// fewer than 30 whole days, and the daemon watches the month before until the 15th.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_and_the_daemon_decide_a_running_month_from_the_bill() {
+    use chrono::Datelike as _;
+    let now = chrono::Utc::now();
+    let current = kiro_cost_exporter::period::BillingPeriod::containing(now);
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = GenSpec::new(120, current.previous());
+    spec.months = 2;
+    spec.seed = 29;
+    spec.until = Some(now);
+    curgen::write_export(&spec, dir.path(), |_| {}).unwrap();
+    let (cur, p) = (dir.path().to_str().unwrap(), current.to_string());
+    let out = run(&["query", "--cur", cur, "--period", &p, "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_json_reconciles(&v);
+    let window = &v["savings"]["basis"]["window"];
+    if now.day() > 30 {
+        eprintln!("the 31st: the running month covers the window itself ({window})");
+        return;
+    }
+    assert_eq!(window["kind"], "bill_trailing_days", "{window}");
+    let from: NaiveDate = window["from"].as_str().unwrap().parse().unwrap();
+    let to: NaiveDate = window["to"].as_str().unwrap().parse().unwrap();
+    assert_eq!(to - from, Duration::days(29));
+    assert!(
+        from < current.start().date_naive() && to < now.date_naive(),
+        "{window}"
+    );
+    assert!(
+        v["savings"]["recommendations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["window"] == *window),
+        "{}",
+        v["savings"]
+    );
+    if now.day() > 15 {
+        eprintln!("the month before is no longer watched: the daemon is not checked");
+        return;
+    }
+    let d = Daemon::start(&["--cur", cur], FAST);
+    let l = [("billing_period", p.as_str())];
+    let m = wait_for(&d, "the running month's advice", |m| {
+        value(m, "kiro_savings_withheld", &l) == Some(0.0)
+    })
+    .await;
+    assert_scrape_reconciles(&m, &p);
+    let page = get(&d.url("/"), false).await.unwrap();
+    let page = String::from_utf8(page.body.to_vec()).unwrap();
+    assert!(
+        page.contains("data-window=\"bill_trailing_days\"")
+            && page.contains(&format!(
+                "Decided from 30 days of use, {from} to {to} (the bill"
+            ))
+            && !d.log().contains("credits per day not read"),
+        "{page}"
+    );
+}
+
 /// The daemon watching only the running month: its first refreshes have nothing to decide
 /// two days from; once history holds the month before, the report's trailing window decides,
 /// and the landing page and `/metrics` say so.
