@@ -403,9 +403,11 @@ impl Allocation {
         let mut seat_index: HashMap<SeatKey, usize, Fast> =
             HashMap::with_capacity_and_hasher(rows.len(), Fast::default());
         let mut seat_plan: Vec<(PlanSeen, i64)> = Vec::with_capacity(rows.len());
-        // Per (seat index, cost center): the unit, and its billed lines.
-        let mut merged: HashMap<(usize, String), (UserCost, i64), Fast> =
+        // Per (seat index, cost center): the unit, its billed lines and its seat index, in the
+        // rows' order (the result's, as both engines sort their rows), found by `at`.
+        let mut at: HashMap<(usize, String), usize, Fast> =
             HashMap::with_capacity_and_hasher(rows.len(), Fast::default());
+        let mut merged: Vec<(UserCost, i64, usize)> = Vec::with_capacity(rows.len());
         for row in rows {
             tax += row.tax_usd;
             total += row.all_cost_usd;
@@ -432,13 +434,15 @@ impl Allocation {
                 *e = (row.last_seat_fee, row.plan_usage_type, row.plan_fee_usd);
             }
             e.0 = e.0.max(row.last_seat_fee);
-            let (u, lines) = match merged.entry((ix, row.cost_center)) {
-                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            let i = match at.entry((ix, row.cost_center)) {
+                std::collections::hash_map::Entry::Occupied(o) => *o.get(),
                 std::collections::hash_map::Entry::Vacant(v) => {
                     let cost_center = v.key().1.clone();
-                    v.insert((UserCost::empty(seat, cost_center), 0))
+                    merged.push((UserCost::empty(seat, cost_center), 0, ix));
+                    *v.insert(merged.len() - 1)
                 }
             };
+            let (u, lines, _) = &mut merged[i];
             u.credits_used += row.credits_used;
             u.subscription_usd += row.subscription_usd;
             u.overage_usd += row.overage_usd;
@@ -452,7 +456,8 @@ impl Allocation {
         // Seats with a unit that has billed lines (seats of users with tax lines only have
         // none), and the plan each is on.
         let mut billed = vec![false; seat_plan.len()];
-        for ((ix, _), (_, lines)) in &merged {
+        drop(at);
+        for (_, lines, ix) in &merged {
             if *lines > 0 {
                 billed[*ix] = true;
             }
@@ -465,8 +470,8 @@ impl Allocation {
         } = seat_plans(keys, seat_plan, &billed, plans);
         let mut units: Vec<UserCost> = merged
             .into_iter()
-            .filter(|(_, (_, lines))| *lines > 0)
-            .map(|((ix, _), (mut u, _))| {
+            .filter(|(_, lines, _)| *lines > 0)
+            .map(|(mut u, _, ix)| {
                 u.plan = plan_of[ix].clone();
                 for d in [
                     &mut u.credits_used,
@@ -481,7 +486,10 @@ impl Allocation {
             })
             .collect();
         // Units are distinct by (account, region, user, cost center): no two compare equal.
-        units.sort_unstable();
+        // Already in order unless two spellings of a region met.
+        if !units.is_sorted() {
+            units.sort_unstable();
+        }
         let allocation = Self {
             period,
             units,
@@ -726,6 +734,49 @@ mod tests {
             billed_lines: i64::from(sub + over != Decimal::ZERO),
             ..GroupRow::default()
         }
+    }
+
+    #[test]
+    fn two_spellings_of_a_region_are_one_unit_in_order() {
+        let p: BillingPeriod = "2026-10".parse().unwrap();
+        let with_region = |region: &str, user: &str, over: i64| GroupRow {
+            region: region.into(),
+            ..row(
+                "1",
+                user,
+                "cc",
+                Some("USE1-KiroEnterprise-Pro"),
+                20,
+                over,
+                0,
+            )
+        };
+        // Sorted as the engines sort them, by the region as written: `USE1` after `EUC1` and
+        // before `eu-central-1` and `us-east-1`.
+        let rows = vec![
+            with_region("EUC1", "b", 1),
+            with_region("USE1", "a", 2),
+            with_region("USE1", "b", 3),
+            with_region("us-east-1", "a", 4),
+        ];
+        let a =
+            Allocation::assemble(p, rows, &PlanTable::default(), QueryStats::default()).unwrap();
+        a.reconcile().unwrap();
+        let units: Vec<(&str, &str, Decimal)> = a
+            .units
+            .iter()
+            .map(|u| (u.region.as_str(), u.user_id.as_str(), u.overage_usd))
+            .collect();
+        assert_eq!(
+            units,
+            vec![
+                ("eu-central-1", "b", Decimal::from(1)),
+                ("us-east-1", "a", Decimal::from(6)),
+                ("us-east-1", "b", Decimal::from(3)),
+            ]
+        );
+        assert!(a.units.is_sorted());
+        assert_eq!(a.kiro_total_usd, Decimal::from(90));
     }
 
     #[test]

@@ -1632,11 +1632,14 @@ pub fn combine(all: &Merged, pool: &Pool) -> Result<Vec<GroupRow>, ScanError> {
             p.plan_fee = p.plan_fee.max(f.full_fee);
         }
     }
-    let rows = rows
+    // The result's order, (account, region, user, cost center), sorted as slots: the rows
+    // are made in it rather than moved about by a sort.
+    let names = |slot: usize| pool.units[slot].0.map(|id| pool.name(id));
+    let mut order: Vec<usize> = (0..rows.len()).filter(|&s| rows[s].is_some()).collect();
+    order.sort_unstable_by(|&a, &b| names(a).cmp(&names(b)));
+    order
         .into_iter()
-        .enumerate()
-        .filter_map(|(slot, p)| p.map(|p| (&pool.units[slot], p)));
-    let mut out: Vec<GroupRow> = rows
+        .filter_map(|slot| rows[slot].take().map(|p| (&pool.units[slot], p)))
         .map(|((k, seat), p)| {
             let s = p.sums;
             let total = s
@@ -1664,16 +1667,7 @@ pub fn combine(all: &Merged, pool: &Pool) -> Result<Vec<GroupRow>, ScanError> {
                 last_seat_fee: to_time(all.unit, s.last_seat_fee),
             })
         })
-        .collect::<Result<_, ScanError>>()?;
-    out.sort_by(|a, b| {
-        (&a.account_id, &a.region, &a.user_id, &a.cost_center).cmp(&(
-            &b.account_id,
-            &b.region,
-            &b.user_id,
-            &b.cost_center,
-        ))
-    });
-    Ok(out)
+        .collect::<Result<_, ScanError>>()
 }
 
 /// The Q Developer query's rows from the merged groups of a period's files (their strings in
