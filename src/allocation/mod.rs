@@ -303,6 +303,34 @@ pub struct ReconciliationError {
 /// What a seat's latest seat fee says: when, the plan's usage type, the full-month fee.
 type PlanSeen = (Option<DateTime<Utc>>, Option<String>, Option<Decimal>);
 
+/// The units with billed lines (`merged`: unit, billed lines, seat index), each on its seat's
+/// plan (`plan_of`), amounts normalised, in order.
+fn units_of(merged: Vec<(UserCost, i64, usize)>, plan_of: &[String]) -> Vec<UserCost> {
+    let mut units: Vec<UserCost> = merged
+        .into_iter()
+        .filter(|(_, lines, _)| *lines > 0)
+        .map(|(mut u, _, ix)| {
+            u.plan = plan_of[ix].clone();
+            for d in [
+                &mut u.credits_used,
+                &mut u.subscription_usd,
+                &mut u.overage_usd,
+                &mut u.other_usd,
+                &mut u.total_usd,
+            ] {
+                *d = d.normalize();
+            }
+            u
+        })
+        .collect();
+    // Units are distinct by (account, region, user, cost center): no two compare equal.
+    // Already in order unless two spellings of a region met.
+    if !units.is_sorted() {
+        units.sort_unstable();
+    }
+    units
+}
+
 /// Each seat's plan from its latest seat-fee line (`keys` and `seat_plan` by seat index): the
 /// plan per seat index, the seats with billed lines (`billed`), the fee learned per plan (the
 /// most frequent full-month fee, the larger on a tie), and the tiers the table does not know.
@@ -468,28 +496,7 @@ impl Allocation {
             learned_fees,
             unknown_plans,
         } = seat_plans(keys, seat_plan, &billed, plans);
-        let mut units: Vec<UserCost> = merged
-            .into_iter()
-            .filter(|(_, lines, _)| *lines > 0)
-            .map(|(mut u, _, ix)| {
-                u.plan = plan_of[ix].clone();
-                for d in [
-                    &mut u.credits_used,
-                    &mut u.subscription_usd,
-                    &mut u.overage_usd,
-                    &mut u.other_usd,
-                    &mut u.total_usd,
-                ] {
-                    *d = d.normalize();
-                }
-                u
-            })
-            .collect();
-        // Units are distinct by (account, region, user, cost center): no two compare equal.
-        // Already in order unless two spellings of a region met.
-        if !units.is_sorted() {
-            units.sort_unstable();
-        }
+        let units = units_of(merged, &plan_of);
         let allocation = Self {
             period,
             units,
