@@ -446,7 +446,7 @@ pub fn recommend_with_use(
         })
         .collect();
     // Per user, then account and region.
-    seats.sort_by(|((a1, r1, u1), _), ((a2, r2, u2), _)| (u1, a1, r1).cmp(&(u2, a2, r2)));
+    seats.sort_unstable_by(|((a1, r1, u1), _), ((a2, r2, u2), _)| (u1, a1, r1).cmp(&(u2, a2, r2)));
     let seats = seats.chunk_by(|((_, _, u1), _), ((_, _, u2), _)| u1 == u2);
     let mut out = Savings {
         basis,
