@@ -510,11 +510,22 @@ pub fn recommend_with_use(
             });
         }
     }
-    out.recommendations.sort_by(|x, y| {
-        (&x.account_id, &x.region, &x.user_id).cmp(&(&y.account_id, &y.region, &y.user_id))
-    });
+    sort_by_seat(&mut out.recommendations);
     out.total_usd = out.recommendations.iter().map(|r| r.saving_usd).sum();
     out
+}
+
+/// Recommendations by (account, region, user): one a seat (a Q Developer seat has no region),
+/// so the key orders them all.
+fn sort_by_seat(recommendations: &mut [Recommendation]) {
+    recommendations.sort_unstable_by(|x, y| {
+        (&x.account_id, &x.region, &x.user_id, x.reason).cmp(&(
+            &y.account_id,
+            &y.region,
+            &y.user_id,
+            y.reason,
+        ))
+    });
 }
 
 /// A user's seats in use: the one with most credits is kept, another seat whose credits fit

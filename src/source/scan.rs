@@ -1637,17 +1637,20 @@ pub fn combine(all: &Merged, pool: &Pool) -> Result<Vec<GroupRow>, ScanError> {
     let names = |slot: usize| pool.units[slot].0.map(|id| pool.name(id));
     let mut order: Vec<usize> = (0..rows.len()).filter(|&s| rows[s].is_some()).collect();
     order.sort_unstable_by(|&a, &b| names(a).cmp(&names(b)));
-    order
-        .into_iter()
-        .filter_map(|slot| rows[slot].take().map(|p| (&pool.units[slot], p)))
-        .map(|((k, seat), p)| {
+    // Made into room for all of them at once: a collect through `?` would grow it by
+    // doubling, moving every row made so far each time.
+    let mut out = Vec::with_capacity(order.len());
+    for slot in order {
+        let Some(p) = rows[slot].take() else { continue };
+        let (k, seat) = &pool.units[slot];
+        out.push({
             let s = p.sums;
             let total = s
                 .subscription_usd
                 .saturating_add(s.overage_usd)
                 .saturating_add(s.other_usd);
             let plan = plans[*seat as usize].map(|(pk, _)| pool.name(pk.usage_type).to_owned());
-            Ok(GroupRow {
+            GroupRow {
                 account_id: pool.name(k[0]).to_owned(),
                 region: pool.name(k[1]).to_owned(),
                 user_id: pool.name(k[2]).to_owned(),
@@ -1665,9 +1668,10 @@ pub fn combine(all: &Merged, pool: &Pool) -> Result<Vec<GroupRow>, ScanError> {
                 seat_fee_lines: p.seat_fee_lines,
                 usage_end_max: to_time(all.unit, s.usage_end_max),
                 last_seat_fee: to_time(all.unit, s.last_seat_fee),
-            })
-        })
-        .collect::<Result<_, ScanError>>()
+            }
+        });
+    }
+    Ok(out)
 }
 
 /// The Q Developer query's rows from the merged groups of a period's files (their strings in
