@@ -537,15 +537,11 @@ pub const Q_RESULT_COLUMNS: &[&str] = &[
 /// Kiro's lines, summed per (usage account, user, cost center): non-tax cost (`fee_usd`),
 /// tax, all cost on its own and the non-tax lines.
 pub fn render_q_developer(dialect: Dialect, spec: &QuerySpec<'_>) -> Rendered {
-    let mut params = Vec::new();
-    let lines = line_ctes(
+    over_lines(
         dialect,
         spec,
         Product::QDeveloper,
-        &mut params_for(dialect, &mut params),
-    );
-    let sql = format!(
-        "{lines}
+        "
 SELECT
     account_id,
     user_id,
@@ -556,9 +552,23 @@ SELECT
     SUM(CASE WHEN line_type <> 'Tax' THEN 1 ELSE 0 END) AS billed_lines
 FROM attributed
 GROUP BY account_id, user_id, cost_center
-ORDER BY account_id, user_id, cost_center"
+ORDER BY account_id, user_id, cost_center",
+    )
+}
+
+/// `select` (a query over the `attributed` lines) after the lines' CTEs of `product`.
+fn over_lines(dialect: Dialect, spec: &QuerySpec<'_>, product: Product, select: &str) -> Rendered {
+    let mut params = Vec::new();
+    let lines = line_ctes(
+        dialect,
+        spec,
+        product,
+        &mut params_for(dialect, &mut params),
     );
-    Rendered { sql, params }
+    Rendered {
+        sql: format!("{lines}{select}"),
+        params,
+    }
 }
 
 /// The result columns of [`render_daily`], in order.
@@ -569,15 +579,11 @@ pub const DAILY_RESULT_COLUMNS: &[&str] =
 /// classified as [`render`] does, summed per (usage account, region, user, day of the line's
 /// start in UTC); lines that name no user or have no start are left out.
 pub fn render_daily(dialect: Dialect, spec: &QuerySpec<'_>) -> Rendered {
-    let mut params = Vec::new();
-    let lines = line_ctes(
+    over_lines(
         dialect,
         spec,
         Product::Kiro,
-        &mut params_for(dialect, &mut params),
-    );
-    let sql = format!(
-        "{lines}
+        "
 SELECT
     account_id,
     region,
@@ -587,9 +593,8 @@ SELECT
 FROM attributed
 WHERE category = 'credits' AND user_id <> '' AND usage_start IS NOT NULL
 GROUP BY account_id, region, user_id, CAST(usage_start AS DATE)
-ORDER BY account_id, region, user_id, usage_day"
-    );
-    Rendered { sql, params }
+ORDER BY account_id, region, user_id, usage_day",
+    )
 }
 
 /// What `inspect` asks of a period's Kiro lines: per facet (`line_type`, `operation`,

@@ -567,13 +567,7 @@ impl AthenaSource {
     async fn results(&self, id: &str) -> Result<(Vec<GroupRow>, u32), SourceError> {
         let (names, raw, pages) = self.raw_results(id).await?;
         let index = ColumnIndex::new(&names)?;
-        let rows = raw
-            .iter()
-            .map(|values| {
-                let values: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
-                index.decode(&values)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = decode_rows(&raw, |values| index.decode(values))?;
         Ok((rows, pages))
     }
 
@@ -689,14 +683,7 @@ impl Source for AthenaSource {
                 self.wait(period, q_id, started).await?;
                 let (names, raw, _) = self.raw_results(q_id).await?;
                 let index = super::QColumns::new(&names)?;
-                let rows = raw
-                    .iter()
-                    .map(|values| {
-                        let values: Vec<Option<&str>> =
-                            values.iter().map(Option::as_deref).collect();
-                        index.decode(&values)
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
+                let rows = decode_rows(&raw, |values| index.decode(values))?;
                 Some(rows)
             }
             None => None,
@@ -754,13 +741,7 @@ impl Source for AthenaSource {
         let execution = self.wait(period, &id, started).await?;
         let (names, raw, pages) = self.raw_results(&id).await?;
         let index = super::DailyColumns::new(&names)?;
-        let rows = raw
-            .iter()
-            .map(|values| {
-                let values: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
-                index.decode(&values)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = decode_rows(&raw, |values| index.decode(values))?;
         tracing::info!(
             %period,
             query_id = %id,
@@ -805,6 +786,19 @@ impl Source for AthenaSource {
     fn engine(&self) -> &'static str {
         "athena"
     }
+}
+
+/// Each of `raw`'s rows (text values, NULL as `None`) decoded by `decode`.
+fn decode_rows<T>(
+    raw: &[Vec<Option<String>>],
+    decode: impl Fn(&[Option<&str>]) -> Result<T, SourceError>,
+) -> Result<Vec<T>, SourceError> {
+    raw.iter()
+        .map(|values| {
+            let values: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
+            decode(&values)
+        })
+        .collect()
 }
 
 /// A Trino string literal, as Athena's execution parameters take them.

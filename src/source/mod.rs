@@ -302,6 +302,22 @@ pub enum SourceError {
     },
 }
 
+/// Where each of `wanted` is among a result's column `names` (compared case-insensitively);
+/// a column missing is named.
+fn positions<const N: usize>(names: &[String], wanted: &[&str]) -> Result<[usize; N], SourceError> {
+    let mut at = [0usize; N];
+    for (slot, col) in at.iter_mut().zip(wanted) {
+        *slot = names
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(col))
+            .ok_or_else(|| SourceError::Decode {
+                column: (*col).to_owned(),
+                message: format!("missing from the result (columns: {})", names.join(", ")),
+            })?;
+    }
+    Ok(at)
+}
+
 /// Positions of the Q Developer query's result columns ([`sql::Q_RESULT_COLUMNS`]), by name:
 /// both engines decode its rows from text through it.
 pub(crate) struct QColumns {
@@ -310,17 +326,9 @@ pub(crate) struct QColumns {
 
 impl QColumns {
     pub(crate) fn new(names: &[String]) -> Result<Self, SourceError> {
-        let mut at = [0usize; 7];
-        for (slot, col) in at.iter_mut().zip(sql::Q_RESULT_COLUMNS) {
-            *slot = names
-                .iter()
-                .position(|n| n.eq_ignore_ascii_case(col))
-                .ok_or_else(|| SourceError::Decode {
-                    column: (*col).to_owned(),
-                    message: format!("missing from the result (columns: {})", names.join(", ")),
-                })?;
-        }
-        Ok(Self { at })
+        Ok(Self {
+            at: positions(names, sql::Q_RESULT_COLUMNS)?,
+        })
     }
 
     /// One row's text values (NULL has no value).
@@ -360,17 +368,9 @@ pub(crate) struct DailyColumns {
 
 impl DailyColumns {
     pub(crate) fn new(names: &[String]) -> Result<Self, SourceError> {
-        let mut at = [0usize; 5];
-        for (slot, col) in at.iter_mut().zip(sql::DAILY_RESULT_COLUMNS) {
-            *slot = names
-                .iter()
-                .position(|n| n.eq_ignore_ascii_case(col))
-                .ok_or_else(|| SourceError::Decode {
-                    column: (*col).to_owned(),
-                    message: format!("missing from the result (columns: {})", names.join(", ")),
-                })?;
-        }
-        Ok(Self { at })
+        Ok(Self {
+            at: positions(names, sql::DAILY_RESULT_COLUMNS)?,
+        })
     }
 
     /// One row's text values (NULL has no value): the day as `YYYY-MM-DD`.

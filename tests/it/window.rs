@@ -141,6 +141,27 @@ fn check_decisions(
     checked
 }
 
+/// Checks that the seats billed in `oct` (the month before) are decided in `nov` from
+/// `window`'s credits (none where `credits` has no entry) and that more than ten were.
+fn check_window_decisions(
+    oct: &PeriodView,
+    nov: &PeriodView,
+    window: Window,
+    credits: &BTreeMap<Seat, Decimal>,
+) {
+    let billed_before: BTreeSet<Seat> = seat_credits(oct)
+        .into_iter()
+        .filter(|(_, (plan, _))| !plan.is_empty())
+        .map(|(k, _)| k)
+        .collect();
+    let n = check_decisions(nov, window, |k| {
+        billed_before
+            .contains(k)
+            .then(|| credits.get(k).copied().unwrap_or_default())
+    });
+    assert!(n > 10, "{n} decisions checked");
+}
+
 #[tokio::test]
 async fn the_trailing_window_crosses_the_month_boundary() {
     let dir = tempfile::tempdir().unwrap();
@@ -168,17 +189,7 @@ async fn the_trailing_window_crosses_the_month_boundary() {
     // Seats billed in October are decided from what the report shows for the 30 days (and
     // never from fewer credits than November shows already); seats new in November are not.
     let report = report_credits(&root, from, to);
-    let billed_before: BTreeSet<Seat> = seat_credits(oct)
-        .into_iter()
-        .filter(|(_, (plan, _))| !plan.is_empty())
-        .map(|(k, _)| k)
-        .collect();
-    let n = check_decisions(nov, window, |k| {
-        billed_before
-            .contains(k)
-            .then(|| report.get(k).copied().unwrap_or_default())
-    });
-    assert!(n > 10, "{n} decisions checked");
+    check_window_decisions(oct, nov, window, &report);
     let reasons: BTreeSet<Reason> = nov
         .savings
         .recommendations
@@ -327,17 +338,7 @@ async fn without_the_report_the_bills_trailing_window_decides() {
     // usage day, as the SQL template sums them, and November's so far); seats new in November
     // are not decided at all.
     let by_bill = bill_window_credits(dir.path(), "2026-10", &november, from).await;
-    let billed_before: BTreeSet<Seat> = seat_credits(oct)
-        .into_iter()
-        .filter(|(_, (plan, _))| !plan.is_empty())
-        .map(|(k, _)| k)
-        .collect();
-    let n = check_decisions(nov, window, |k| {
-        billed_before
-            .contains(k)
-            .then(|| by_bill.get(k).copied().unwrap_or_default())
-    });
-    assert!(n > 10, "{n} decisions checked");
+    check_window_decisions(oct, nov, window, &by_bill);
     let idle = nov
         .savings
         .recommendations
@@ -397,6 +398,28 @@ async fn without_the_report_the_bills_trailing_window_decides() {
     );
 }
 
+/// 120 users' last month and this one to now (with the activity report when `activity`): the
+/// export's folder, this month and now.
+fn to_now(
+    seed: u64,
+    activity: bool,
+) -> (
+    tempfile::TempDir,
+    kiro_cost_exporter::period::BillingPeriod,
+    chrono::DateTime<chrono::Utc>,
+) {
+    let now = chrono::Utc::now();
+    let current = kiro_cost_exporter::period::BillingPeriod::containing(now);
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = GenSpec::new(120, current.previous());
+    spec.months = 2;
+    spec.seed = seed;
+    spec.activity = activity;
+    spec.until = Some(now);
+    curgen::write_export(&spec, dir.path(), |_| {}).unwrap();
+    (dir, current, now)
+}
+
 /// `query` of the running month and the daemon watching it and the month before, without an
 /// activity report: the bill's trailing window decides, from the month before's credits by
 /// usage day. Today's date decides what can be checked: the window needs a running month of
@@ -404,14 +427,7 @@ async fn without_the_report_the_bills_trailing_window_decides() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_and_the_daemon_decide_a_running_month_from_the_bill() {
     use chrono::Datelike as _;
-    let now = chrono::Utc::now();
-    let current = kiro_cost_exporter::period::BillingPeriod::containing(now);
-    let dir = tempfile::tempdir().unwrap();
-    let mut spec = GenSpec::new(120, current.previous());
-    spec.months = 2;
-    spec.seed = 29;
-    spec.until = Some(now);
-    curgen::write_export(&spec, dir.path(), |_| {}).unwrap();
+    let (dir, current, now) = to_now(29, false);
     let (cur, p) = (dir.path().to_str().unwrap(), current.to_string());
     let out = run(&["query", "--cur", cur, "--period", &p, "--format", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -467,15 +483,7 @@ async fn query_and_the_daemon_decide_a_running_month_from_the_bill() {
 /// and the landing page and `/metrics` say so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_decides_the_running_month_from_history_and_the_report() {
-    let now = chrono::Utc::now();
-    let current = kiro_cost_exporter::period::BillingPeriod::containing(now);
-    let dir = tempfile::tempdir().unwrap();
-    let mut spec = GenSpec::new(120, current.previous());
-    spec.months = 2;
-    spec.seed = 23;
-    spec.activity = true;
-    spec.until = Some(now);
-    curgen::write_export(&spec, dir.path(), |_| {}).unwrap();
+    let (dir, current, _) = to_now(23, true);
     let p = current.to_string();
     let activity = dir.path().join("activity");
     let d = Daemon::start(
