@@ -64,19 +64,18 @@ impl DailyCredits {
         Self { period, seats }
     }
 
-    /// Each seat's credits on the days from `from` on (seats with none left out).
-    pub fn since(&self, from: NaiveDate) -> BTreeMap<SeatKey, Decimal> {
+    /// `seat`'s credits on the days from `from` on.
+    pub fn since(&self, seat: &SeatKey, from: NaiveDate) -> Decimal {
         self.seats
-            .iter()
-            .filter_map(|(seat, days)| {
-                let credits: Decimal = days
-                    .iter()
+            .get(seat)
+            .map(|days| {
+                days.iter()
                     .filter(|(d, _)| *d >= from)
                     .map(|(_, c)| *c)
-                    .sum();
-                (!credits.is_zero()).then(|| (seat.clone(), credits.normalize()))
+                    .sum::<Decimal>()
             })
-            .collect()
+            .unwrap_or_default()
+            .normalize()
     }
 
     /// All credits of all days.
@@ -126,9 +125,10 @@ mod tests {
         let seat = |r: &str, u: &str| ("111".to_owned(), r.to_owned(), u.to_owned());
         assert_eq!(d.seats[&seat("us-east-1", "u1")].len(), 2);
         assert!(!d.seats.contains_key(&seat("eu-central-1", "u3")));
-        let since = d.since(NaiveDate::from_ymd_opt(2026, 10, 30).unwrap());
-        assert_eq!(since[&seat("us-east-1", "u1")], Decimal::from(7));
-        assert_eq!(since[&seat("eu-central-1", "u2")], Decimal::from(4));
+        let from = NaiveDate::from_ymd_opt(2026, 10, 30).unwrap();
+        assert_eq!(d.since(&seat("us-east-1", "u1"), from), Decimal::from(7));
+        assert_eq!(d.since(&seat("eu-central-1", "u2"), from), Decimal::from(4));
+        assert_eq!(d.since(&seat("eu-central-1", "u3"), from), Decimal::ZERO);
         assert_eq!(d.total(), Decimal::from(21));
     }
 }

@@ -332,18 +332,16 @@ pub fn bill_trailing_of(before: &Allocation, running: &Allocation, last: &Prior)
     if from >= running.period.start().date_naive() {
         return None;
     }
-    let tail = daily.since(from);
-    let mut so_far: BTreeMap<SeatKey, Decimal> = BTreeMap::new();
+    let mut so_far: HashMap<SeatRef<'_>, Decimal, foldhash::fast::RandomState> = HashMap::default();
     for u in &running.units {
-        let seat = (u.account_id.clone(), u.region.clone(), u.user_id.clone());
-        *so_far.entry(seat).or_default() += u.credits_used;
+        *so_far.entry(u.seat()).or_default() += u.credits_used;
     }
     let credits = last
         .credits
         .keys()
         .map(|k| {
-            let c = tail.get(k).copied().unwrap_or_default()
-                + so_far.get(k).copied().unwrap_or_default();
+            let running = so_far.get(&(k.0.as_str(), k.1.as_str(), k.2.as_str()));
+            let c = daily.since(k, from) + running.copied().unwrap_or_default();
             (k.clone(), c.normalize())
         })
         .collect::<BTreeMap<_, _>>();

@@ -70,7 +70,7 @@ struct Cache {
     /// Per file: its version when read, and its footer.
     footers: std::collections::HashMap<String, (Version, ArrowReaderMetadata)>,
     /// Per period: the versions of the files it was allocated from, and the allocation.
-    results: BTreeMap<BillingPeriod, (Vec<(String, Version)>, Allocation)>,
+    results: BTreeMap<BillingPeriod, (Versions, Allocation)>,
     /// Per file: its per-seat groups ([`scan::KeptGroups`]), so a refresh reads only the
     /// files that changed.
     partials: std::collections::HashMap<String, Partial>,
@@ -103,6 +103,14 @@ const CACHED_PERIODS: usize = 4;
 
 fn version(o: &Object) -> Version {
     (o.size, o.e_tag.clone(), o.modified)
+}
+
+/// The versions of `objects`, by key.
+fn versions(objects: &[Object]) -> Versions {
+    objects
+        .iter()
+        .map(|o| (o.key.to_string(), version(o)))
+        .collect()
 }
 
 impl Cache {
@@ -677,12 +685,11 @@ impl LocalSource {
                 period,
                 message: e.to_string(),
             })?;
-        let mut rows = Vec::new();
-        for_text_rows(&batches, |names, values| {
-            let index = super::DailyColumns::new(names)?;
-            rows.push(index.decode(values)?);
-            Ok(())
-        })?;
+        let rows = decode_text(
+            &batches,
+            super::DailyColumns::new,
+            super::DailyColumns::decode,
+        )?;
         Ok(DailyCredits::from_rows(period, rows))
     }
 
@@ -803,10 +810,7 @@ impl Source for LocalSource {
         let read_before = self.export.read_bytes();
         let (objects, chosen) = self.export.period_files(period).await?;
         tracing::debug!(%period, files = objects.len(), ?chosen, "files of the period");
-        let versions: Vec<(String, Version)> = objects
-            .iter()
-            .map(|o| (o.key.to_string(), version(o)))
-            .collect();
+        let versions = versions(&objects);
         let unchanged = self
             .cache()
             .results
@@ -873,10 +877,7 @@ impl Source for LocalSource {
 
     async fn daily_credits(&self, period: BillingPeriod) -> Result<Arc<DailyCredits>, SourceError> {
         let (objects, _) = self.export.period_files(period).await?;
-        let versions: Vec<(String, Version)> = objects
-            .iter()
-            .map(|o| (o.key.to_string(), version(o)))
-            .collect();
+        let versions = versions(&objects);
         let known = self
             .cache()
             .daily
@@ -981,12 +982,14 @@ struct Scanned {
     scanned: (u64, u64, u64),
 }
 
-/// Calls `row` with each row of `batches` as text (column names, values; NULL has none), as
-/// Athena's results are read.
-fn for_text_rows(
+/// Each row of `batches` read as text (NULL has no value), as Athena's results are read, and
+/// decoded by `decode` with what `index` makes of each batch's column names.
+fn decode_text<I, T>(
     batches: &[RecordBatch],
-    mut row: impl FnMut(&[String], &[Option<&str>]) -> Result<(), SourceError>,
-) -> Result<(), SourceError> {
+    index: impl Fn(&[String]) -> Result<I, SourceError>,
+    decode: impl Fn(&I, &[Option<&str>]) -> Result<T, SourceError>,
+) -> Result<Vec<T>, SourceError> {
+    let mut out = Vec::new();
     for batch in batches {
         let names: Vec<String> = batch
             .schema()
@@ -1005,26 +1008,22 @@ fn for_text_rows(
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let index = index(&names)?;
         for r in 0..batch.num_rows() {
             let values: Vec<Option<&str>> = columns
                 .iter()
                 .map(|c| (!c.is_null(r)).then(|| c.as_string::<i32>().value(r)))
                 .collect();
-            row(&names, &values)?;
+            out.push(decode(&index, &values)?);
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Turns the Q Developer query's record batches into its rows (every column read as text,
 /// as Athena's results are).
 pub fn decode_q(batches: &[RecordBatch]) -> Result<Vec<QRow>, SourceError> {
-    let mut out = Vec::new();
-    for_text_rows(batches, |names, values| {
-        out.push(super::QColumns::new(names)?.decode(values)?);
-        Ok(())
-    })?;
-    Ok(out)
+    decode_text(batches, super::QColumns::new, super::QColumns::decode)
 }
 
 /// Turns the query's record batches into group rows.

@@ -449,12 +449,9 @@ impl Merged {
             && self.daily.is_empty()
     }
 
-    fn add_q(&mut self, q: &[(QKey, QSums)], daily: &[(DayKey, i128)]) {
+    fn add_q(&mut self, q: &[(QKey, QSums)]) {
         for (k, s) in q {
             self.q.entry(*k).or_default().merge(s);
-        }
-        for (k, c) in daily {
-            add_credits(self.daily.entry(*k).or_default(), c);
         }
     }
 
@@ -479,7 +476,10 @@ impl Merged {
         for (slot, f) in &g.seat_fees {
             add_at(&mut self.fees, *slot, f, SeatFee::merge);
         }
-        self.add_q(&g.q, &g.daily);
+        self.add_q(&g.q);
+        for (k, c) in &g.daily {
+            add_credits(self.daily.entry(*k).or_default(), c);
+        }
     }
 
     /// Adds the groups of a kept file.
@@ -495,7 +495,7 @@ impl Merged {
         for (slot, f) in &g.seat_fees {
             add_at(&mut self.fees, *slot, f, SeatFee::merge);
         }
-        self.add_q(&g.q, &g.daily);
+        self.add_q(&g.q);
     }
 }
 
@@ -564,7 +564,6 @@ pub struct KeptGroups {
     wide: Box<[(u32, Sums)]>,
     seat_fees: Box<[(u32, SeatFee)]>,
     q: Box<[(QKey, QSums)]>,
-    daily: Box<[(DayKey, i128)]>,
     unit: Option<TimeUnit>,
 }
 
@@ -576,7 +575,7 @@ impl KeptGroups {
 
     /// Whether there is no group at all.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0 && self.seat_fees.is_empty() && self.q.is_empty() && self.daily.is_empty()
+        self.len() == 0 && self.seat_fees.is_empty() && self.q.is_empty()
     }
 
     /// Approximate bytes held.
@@ -585,13 +584,14 @@ impl KeptGroups {
             + std::mem::size_of_val(&*self.wide)
             + std::mem::size_of_val(&*self.seat_fees)
             + std::mem::size_of_val(&*self.q)
-            + std::mem::size_of_val(&*self.daily)
     }
 }
 
 impl FileGroups {
-    /// These groups in the compact form kept between refreshes.
+    /// These groups in the compact form kept between refreshes. Credits per day are summed
+    /// by scans whose groups are not kept ([`ScanSpec::with_daily`]), so they have none.
     pub fn keep(self) -> KeptGroups {
+        debug_assert!(self.daily.is_empty(), "credits per day are never kept");
         let mut narrow = Vec::with_capacity(self.units.len());
         let mut wide = Vec::new();
         for (k, s) in self.units {
@@ -605,7 +605,6 @@ impl FileGroups {
             wide: wide.into_boxed_slice(),
             seat_fees: self.seat_fees.into_boxed_slice(),
             q: self.q.into_boxed_slice(),
-            daily: self.daily.into_boxed_slice(),
             unit: self.unit,
         }
     }
