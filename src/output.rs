@@ -50,7 +50,9 @@ pub fn to_json(view: &PeriodView) -> Value {
 }
 
 /// [`to_json`] (the reference for this) with `extra` members (such as `people`), written pretty to `w` as
-/// `serde_json::to_string_pretty` writes the value, without building a value per user.
+/// `serde_json::to_string_pretty` writes the value, without building a value per user. The
+/// users are written on a thread of their own, in chunks handed over as they are ready, while
+/// this one writes the savings and the other members.
 pub fn write_json(
     view: &PeriodView,
     extra: serde_json::Map<String, Value>,
@@ -60,15 +62,168 @@ pub fn write_json(
         unreachable!("the summary is an object")
     };
     members.extend(extra);
-    let doc = Doc {
-        members: &members,
-        savings: SavingsJson(&view.savings),
-        users: Users(&view.allocation.units),
-    };
+    let mut keys: Vec<&str> = members.keys().map(String::as_str).collect();
+    keys.extend(["savings", "users"]);
+    keys.sort_unstable();
     let mut w = std::io::BufWriter::with_capacity(1 << 16, w);
-    serde_json::to_writer_pretty(&mut w, &doc)?;
-    std::io::Write::write_all(&mut w, b"\n").map_err(serde_json::Error::io)?;
-    std::io::Write::flush(&mut w).map_err(serde_json::Error::io)
+    let io = serde_json::Error::io;
+    std::thread::scope(|s| {
+        let (chunks, ready) = std::sync::mpsc::sync_channel(8);
+        let units = &view.allocation.units;
+        let users = s.spawn(move || users_json(units, &chunks));
+        std::io::Write::write_all(&mut w, b"{").map_err(io)?;
+        for (i, key) in keys.iter().enumerate() {
+            let sep: &[u8] = if i == 0 { b"\n  " } else { b",\n  " };
+            std::io::Write::write_all(&mut w, sep).map_err(io)?;
+            serde_json::to_writer(&mut w, key)?;
+            std::io::Write::write_all(&mut w, b": ").map_err(io)?;
+            match *key {
+                "users" => {
+                    for chunk in &ready {
+                        std::io::Write::write_all(&mut w, &chunk).map_err(io)?;
+                    }
+                }
+                "savings" => {
+                    let room = view.savings.recommendations.len() * 420;
+                    let savings = member_json(&SavingsJson(&view.savings), room)?;
+                    std::io::Write::write_all(&mut w, &savings).map_err(io)?;
+                }
+                member => std::io::Write::write_all(&mut w, &member_json(&members[member], 0)?)
+                    .map_err(io)?,
+            }
+        }
+        drop(ready);
+        users
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })?;
+    std::io::Write::write_all(&mut w, b"\n}\n").map_err(io)?;
+    std::io::Write::flush(&mut w).map_err(io)
+}
+
+/// The units as the `users` member of [`write_json`], sent in chunks of about 64 KiB; stops
+/// early when the receiver is gone.
+fn users_json(
+    units: &[crate::allocation::UserCost],
+    chunks: &std::sync::mpsc::SyncSender<Vec<u8>>,
+) -> serde_json::Result<()> {
+    const CHUNK: usize = 64 << 10;
+    let mut buf = Vec::with_capacity(CHUNK + 1024);
+    buf.push(b'[');
+    for (i, u) in units.iter().enumerate() {
+        buf.extend_from_slice(if i == 0 { b"\n    " } else { b",\n    " });
+        let mut s = serde_json::Serializer::with_formatter(&mut buf, Nested::at(2));
+        serde::Serialize::serialize(&UserJson(u), &mut s)?;
+        if buf.len() >= CHUNK {
+            let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK + 1024));
+            if chunks.send(full).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    buf.extend_from_slice(if units.is_empty() { b"]" } else { b"\n  ]" });
+    // A receiver gone has stopped writing on an error of its own.
+    let _ = chunks.send(buf);
+    Ok(())
+}
+
+/// `value` written pretty as a member of a top-level object: as `serde_json::to_string_pretty`
+/// writes it one level deep.
+fn member_json(value: &impl serde::Serialize, room: usize) -> serde_json::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(room);
+    let mut s = serde_json::Serializer::with_formatter(&mut out, Nested::at(1));
+    value.serialize(&mut s)?;
+    Ok(out)
+}
+
+/// serde_json's pretty formatter (two spaces a level), starting `level` levels deep.
+struct Nested {
+    level: usize,
+    has_value: bool,
+}
+
+impl Nested {
+    fn at(level: usize) -> Self {
+        Self {
+            level,
+            has_value: false,
+        }
+    }
+
+    fn open<W: ?Sized + std::io::Write>(&mut self, w: &mut W, b: &[u8]) -> std::io::Result<()> {
+        self.level += 1;
+        self.has_value = false;
+        w.write_all(b)
+    }
+
+    fn close<W: ?Sized + std::io::Write>(&mut self, w: &mut W, b: &[u8]) -> std::io::Result<()> {
+        self.level -= 1;
+        if self.has_value {
+            w.write_all(b"\n")?;
+            self.indent(w)?;
+        }
+        w.write_all(b)
+    }
+
+    fn next<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        w.write_all(if first { b"\n" } else { b",\n" })?;
+        self.indent(w)
+    }
+
+    fn indent<W: ?Sized + std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
+        for _ in 0..self.level {
+            w.write_all(b"  ")?;
+        }
+        Ok(())
+    }
+}
+
+impl serde_json::ser::Formatter for Nested {
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.open(w, b"[")
+    }
+
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.close(w, b"]")
+    }
+
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.next(w, first)
+    }
+
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, _: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.open(w, b"{")
+    }
+
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.close(w, b"}")
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.next(w, first)
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
+    }
+
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, _: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
 }
 
 /// A decimal amount as [`number`] writes it.
@@ -77,35 +232,6 @@ struct Num(Decimal);
 impl serde::Serialize for Num {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         number(self.0).serialize(s)
-    }
-}
-
-/// The document [`write_json`] writes: the summary's members with the savings and the users
-/// among them, all by name as a JSON object keeps its members.
-struct Doc<'a> {
-    members: &'a serde_json::Map<String, Value>,
-    savings: SavingsJson<'a>,
-    users: Users<'a>,
-}
-
-impl serde::Serialize for Doc<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(serde::Serialize)]
-        #[serde(untagged)]
-        enum Part<'a> {
-            Value(&'a Value),
-            Savings(&'a SavingsJson<'a>),
-            Users(&'a Users<'a>),
-        }
-        let mut parts: Vec<(&str, Part<'_>)> = self
-            .members
-            .iter()
-            .map(|(k, v)| (k.as_str(), Part::Value(v)))
-            .collect();
-        parts.push(("savings", Part::Savings(&self.savings)));
-        parts.push(("users", Part::Users(&self.users)));
-        parts.sort_by_key(|(k, _)| *k);
-        s.collect_map(parts)
     }
 }
 
@@ -133,7 +259,7 @@ impl serde::Serialize for SavingsJson<'_> {
             "min_days": b.min_days,
             "projected": b.projected,
             "to": day(b.to),
-            "window": window_json(b.window),
+            "window": WindowJson(b.window),
             "withheld": b.withheld,
         });
         let mut m = s.serialize_map(Some(4))?;
@@ -146,11 +272,28 @@ impl serde::Serialize for SavingsJson<'_> {
 }
 
 /// A window as JSON: its kind and, when it is not the period's own, its first and last day.
-fn window_json(w: crate::allocation::savings::Window) -> serde_json::Value {
-    let (from, to) = w.days().map_or((None, None), |(f, t)| {
-        (Some(f.to_string()), Some(t.to_string()))
-    });
-    serde_json::json!({"from": from, "kind": w.kind(), "to": to})
+struct WindowJson(crate::allocation::savings::Window);
+
+impl serde::Serialize for WindowJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        /// A day as its ISO 8601 text.
+        struct Day(chrono::NaiveDate);
+        impl serde::Serialize for Day {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(&self.0)
+            }
+        }
+        let (from, to) = self
+            .0
+            .days()
+            .map_or((None, None), |(f, t)| (Some(Day(f)), Some(Day(t))));
+        let mut m = s.serialize_map(Some(3))?;
+        m.serialize_entry("from", &from)?;
+        m.serialize_entry("kind", self.0.kind())?;
+        m.serialize_entry("to", &to)?;
+        m.end()
+    }
 }
 
 struct Recommendations<'a>(&'a [crate::allocation::savings::Recommendation]);
@@ -173,7 +316,7 @@ impl serde::Serialize for Recommendations<'_> {
                     m.serialize_entry("region", &r.region)?;
                     m.serialize_entry("saving_usd", &Num(r.saving_usd))?;
                     m.serialize_entry("user_id", &r.user_id)?;
-                    m.serialize_entry("window", &window_json(r.window))?;
+                    m.serialize_entry("window", &WindowJson(r.window))?;
                     m.end()
                 }
             }

@@ -176,79 +176,41 @@ impl PeriodView {
         (last, bill): (Option<&Prior>, Option<&Prior>),
     ) -> Self {
         assign_cost_centers(&mut allocation, &people.names);
-        let plans = plans.with_fees(&allocation.learned_fees);
-        let plans = match &activity {
-            Some(a) => {
-                let (plans, differ) = plans.with_allowances(&a.allowances());
-                warn_allowances(differ);
-                plans
-            }
-            None => plans,
-        };
-        let order = allocation.units_by_seat();
-        let seat_cost_centers: HashMap<SeatRef<'_>, &str, foldhash::fast::RandomState> = order
-            .chunk_by(same_seat)
-            .map(|run| (run[0].seat(), main_unit(run).cost_center.as_str()))
-            .collect();
-        let main_cc = |seat: SeatRef<'_>| seat_cost_centers.get(&seat).copied().unwrap_or("");
-        let extra = allocation.forecast_extra(&plans, now);
-        let forecast = forecast(&allocation, &extra, now, main_cc);
-        // The report's ids in the bill's spelling, so that they meet their seats.
-        let activity = activity.map(|a| a.aligned_to(order.iter().map(|u| u.seat())));
-        let used: BTreeMap<SeatKey, Decimal> = activity
-            .as_ref()
-            .map(|a| {
-                a.users
-                    .iter()
-                    .map(|(k, u)| (k.clone(), u.credits_used))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let trailing = last.and_then(|l| trailing_of(activity.as_ref()?.trailing.as_ref()?, l));
-        let windows = Windows {
-            trailing: trailing.as_ref(),
-            bill_trailing: bill,
-            last_closed: last,
-        };
-        let savings =
-            savings::recommend_with_use(&allocation, &plans, savings_settings, now, &used, windows);
-        let included_by_plan: BTreeMap<String, Decimal> = allocation
-            .units
-            .iter()
-            .map(|u| u.plan.as_str())
-            .collect::<BTreeSet<&str>>()
-            .into_iter()
-            .filter_map(|p| Some((p.to_owned(), plans.by_name(p)?.included_credits)))
-            .collect();
-        let seats = seat_views(&order, &extra, &used, &savings, &included_by_plan);
-        let (cost_center_seats, account_seats, seat_totals) = seat_totals(&seats, &savings);
-        let (unbilled, without_seat) = if activity.is_some() {
-            unbilled(&seats, &used)
-        } else {
-            (BTreeMap::new(), WithoutSeat::default())
-        };
-        drop(seat_cost_centers);
-        drop(order);
+        // The roll-ups on a thread of their own while the seats are decided.
+        let (rollups, seats) = std::thread::scope(|s| {
+            let rollups = s.spawn(|| Rollups::of(&allocation, &people.same_person));
+            let seats = Seats::of(
+                &allocation,
+                activity,
+                (plans, savings_settings),
+                now,
+                (last, bill),
+            );
+            let rollups = rollups
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (rollups, seats)
+        });
         Self {
-            totals: allocation.totals(),
+            totals: rollups.totals,
             total_cost_usd: allocation.kiro_total_usd,
-            cost_centers: owned(allocation.cost_centers()),
-            accounts: owned(allocation.accounts()),
-            savings,
-            included_by_plan,
-            seats,
-            cost_center_seats,
-            account_seats,
-            seat_totals,
-            untagged_users: owned_list(allocation.untagged_users()),
-            duplicate_subscriptions: duplicates(&allocation, &people.same_person),
-            users_by_plan: owned(allocation.users_by_plan()),
-            forecast,
-            plans,
+            cost_centers: rollups.cost_centers,
+            accounts: rollups.accounts,
+            savings: seats.savings,
+            included_by_plan: seats.included_by_plan,
+            seats: seats.seats,
+            cost_center_seats: seats.cost_center_seats,
+            account_seats: seats.account_seats,
+            seat_totals: seats.seat_totals,
+            untagged_users: rollups.untagged_users,
+            duplicate_subscriptions: rollups.duplicate_subscriptions,
+            users_by_plan: rollups.users_by_plan,
+            forecast: seats.forecast,
+            plans: seats.plans,
             allocation,
-            activity,
-            unbilled_credits: unbilled,
-            without_seat,
+            activity: seats.activity,
+            unbilled_credits: seats.unbilled,
+            without_seat: seats.without_seat,
         }
     }
 
@@ -281,6 +243,120 @@ impl PeriodView {
             .binary_search_by(|s| s.id.cmp(id))
             .ok()
             .map(|i| &self.seats[i])
+    }
+}
+
+/// The period's roll-ups: what needs the allocation alone.
+struct Rollups {
+    totals: Rollup,
+    cost_centers: BTreeMap<String, Rollup>,
+    accounts: BTreeMap<String, Rollup>,
+    untagged_users: Vec<String>,
+    duplicate_subscriptions: Vec<String>,
+    users_by_plan: BTreeMap<String, usize>,
+}
+
+impl Rollups {
+    fn of(allocation: &Allocation, same_person: &[Vec<String>]) -> Self {
+        Self {
+            totals: allocation.totals(),
+            cost_centers: owned(allocation.cost_centers()),
+            accounts: owned(allocation.accounts()),
+            untagged_users: owned_list(allocation.untagged_users()),
+            duplicate_subscriptions: duplicates(allocation, same_person),
+            users_by_plan: owned(allocation.users_by_plan()),
+        }
+    }
+}
+
+/// What is decided per seat: the plans it is priced with, the forecast, the advice and the
+/// seats' views with their totals, and what the activity report adds.
+struct Seats {
+    plans: PlanTable,
+    forecast: Forecast,
+    savings: Savings,
+    included_by_plan: BTreeMap<String, Decimal>,
+    seats: Vec<SeatView>,
+    cost_center_seats: BTreeMap<String, SeatTotals>,
+    account_seats: BTreeMap<String, SeatTotals>,
+    seat_totals: SeatTotals,
+    activity: Option<Activity>,
+    unbilled: BTreeMap<String, Decimal>,
+    without_seat: WithoutSeat,
+}
+
+impl Seats {
+    fn of(
+        allocation: &Allocation,
+        activity: Option<Activity>,
+        (plans, savings_settings): (&PlanTable, &SavingsSettings),
+        now: DateTime<Utc>,
+        (last, bill): (Option<&Prior>, Option<&Prior>),
+    ) -> Self {
+        let plans = plans.with_fees(&allocation.learned_fees);
+        let plans = match &activity {
+            Some(a) => {
+                let (plans, differ) = plans.with_allowances(&a.allowances());
+                warn_allowances(differ);
+                plans
+            }
+            None => plans,
+        };
+        let order = allocation.units_by_seat();
+        let seat_cost_centers: HashMap<SeatRef<'_>, &str, foldhash::fast::RandomState> = order
+            .chunk_by(same_seat)
+            .map(|run| (run[0].seat(), main_unit(run).cost_center.as_str()))
+            .collect();
+        let main_cc = |seat: SeatRef<'_>| seat_cost_centers.get(&seat).copied().unwrap_or("");
+        let extra = allocation.forecast_extra(&plans, now);
+        let forecast = forecast(allocation, &extra, now, main_cc);
+        // The report's ids in the bill's spelling, so that they meet their seats.
+        let activity = activity.map(|a| a.aligned_to(order.iter().map(|u| u.seat())));
+        let used: BTreeMap<SeatKey, Decimal> = activity
+            .as_ref()
+            .map(|a| {
+                a.users
+                    .iter()
+                    .map(|(k, u)| (k.clone(), u.credits_used))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let trailing = last.and_then(|l| trailing_of(activity.as_ref()?.trailing.as_ref()?, l));
+        let windows = Windows {
+            trailing: trailing.as_ref(),
+            bill_trailing: bill,
+            last_closed: last,
+        };
+        let savings =
+            savings::recommend_with_use(allocation, &plans, savings_settings, now, &used, windows);
+        let included_by_plan: BTreeMap<String, Decimal> = allocation
+            .units
+            .iter()
+            .map(|u| u.plan.as_str())
+            .collect::<BTreeSet<&str>>()
+            .into_iter()
+            .filter_map(|p| Some((p.to_owned(), plans.by_name(p)?.included_credits)))
+            .collect();
+        let seats = seat_views(&order, &extra, &used, &savings, &included_by_plan);
+        let (cost_center_seats, account_seats, seat_totals) = seat_totals(&seats, &savings);
+        let (unbilled, without_seat) = if activity.is_some() {
+            unbilled(&seats, &used)
+        } else {
+            (BTreeMap::new(), WithoutSeat::default())
+        };
+        Self {
+            plans,
+            forecast,
+            savings,
+            included_by_plan,
+            seats,
+            cost_center_seats,
+            account_seats,
+            seat_totals,
+            activity,
+            unbilled,
+            without_seat,
+        }
     }
 }
 

@@ -114,7 +114,7 @@ async fn applying_every_recommendation_saves_exactly_the_total() {
 
 /// `query --format json` is written straight from the view, without a value per user: the
 /// same bytes as the view's JSON value printed pretty, on a month with recommendations,
-/// several cost centers and an extra member.
+/// several cost centers and an extra member, with the users written in more than one chunk.
 #[tokio::test]
 async fn the_json_written_is_the_json_value_printed() {
     use kiro_cost_exporter::output;
@@ -136,6 +136,8 @@ async fn the_json_written_is_the_json_value_printed() {
         let mut written = Vec::new();
         output::write_json(&view, members, &mut written).unwrap();
         let expected = serde_json::to_string_pretty(&value).unwrap() + "\n";
+        // The users are written in chunks of about 64 KiB: here more than one.
+        assert!(written.len() > 2 * (64 << 10), "{} bytes", written.len());
         assert_eq!(String::from_utf8(written).unwrap(), expected);
     }
 }
