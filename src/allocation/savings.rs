@@ -421,41 +421,21 @@ pub fn recommend_with_use(
         };
     }
     let decide = Decide::new(a, settings, now, &basis, windows);
-    // Each seat's credits summed over its cost centers (the larger of the bill's and the
-    // other source's count), its plan and main cost center; then grouped per user.
-    let used: HashMap<SeatRef<'_>, Decimal, foldhash::fast::RandomState> = used
-        .iter()
-        .map(|((a, r, u), d)| ((a.as_str(), r.as_str(), u.as_str()), *d))
-        .collect();
-    let order = a.units_by_seat();
-    let mut seats: Vec<(SeatRef<'_>, Billed<'_>)> = order
-        .chunk_by(same_seat)
-        .map(|run| {
-            let first = run[0];
-            let main = main_unit(run);
-            let mut credits: Decimal = run.iter().map(|u| u.credits_used).sum();
-            if let Some(seen) = used.get(&first.seat()) {
-                credits = credits.max(*seen);
-            }
-            let billed = Billed {
-                plan: plans.by_name(&first.plan),
-                credits,
-                cost_center: &main.cost_center,
-            };
-            (first.seat(), billed)
-        })
-        .collect();
+    let mut seats = billed_seats(a, plans, used);
     // Per user, then account and region.
-    seats.sort_unstable_by(|((a1, r1, u1), _), ((a2, r2, u2), _)| (u1, a1, r1).cmp(&(u2, a2, r2)));
-    let seats = seats.chunk_by(|((_, _, u1), _), ((_, _, u2), _)| u1 == u2);
+    seats.sort_unstable_by(|(h1, (a1, r1, u1), _), (h2, (a2, r2, u2), _)| {
+        (h1, u1, a1, r1).cmp(&(h2, u2, a2, r2))
+    });
+    let seats = seats.chunk_by(|(_, (_, _, u1), _), (_, (_, _, u2), _)| u1 == u2);
     let mut out = Savings {
         basis,
         ..Savings::default()
     };
     for user_seats in seats {
-        let user = user_seats[0].0.2;
+        let user = user_seats[0].1.2;
         let mut active: Vec<Seat> = Vec::new();
         for &(
+            _,
             (account, region, _),
             Billed {
                 plan,
@@ -513,6 +493,44 @@ pub fn recommend_with_use(
     sort_by_seat(&mut out.recommendations);
     out.total_usd = out.recommendations.iter().map(|r| r.saving_usd).sum();
     out
+}
+
+/// Each seat's credits summed over its cost centers (the larger of the bill's and `used`'s
+/// count), its plan and main cost center, with a hash of its user: grouping by user compares
+/// numbers first, strings only on a hash collision (the groups' order does not matter: the
+/// recommendations are sorted by seat at the end).
+fn billed_seats<'a>(
+    a: &'a Allocation,
+    plans: &'a PlanTable,
+    used: &BTreeMap<(String, String, String), Decimal>,
+) -> Vec<(u64, SeatRef<'a>, Billed<'a>)> {
+    let used: HashMap<SeatRef<'_>, Decimal, foldhash::fast::RandomState> = used
+        .iter()
+        .map(|((a, r, u), d)| ((a.as_str(), r.as_str(), u.as_str()), *d))
+        .collect();
+    let hasher = foldhash::fast::FixedState::default();
+    a.units_by_seat()
+        .chunk_by(same_seat)
+        .map(|run| {
+            let first = run[0];
+            let main = main_unit(run);
+            let mut credits: Decimal = run.iter().map(|u| u.credits_used).sum();
+            if let Some(seen) = used.get(&first.seat()) {
+                credits = credits.max(*seen);
+            }
+            let billed = Billed {
+                plan: plans.by_name(&first.plan),
+                credits,
+                cost_center: &main.cost_center,
+            };
+            let seat = first.seat();
+            (
+                std::hash::BuildHasher::hash_one(&hasher, seat.2),
+                seat,
+                billed,
+            )
+        })
+        .collect()
 }
 
 /// Recommendations by (account, region, user): one a seat (a Q Developer seat has no region),

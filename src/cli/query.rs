@@ -88,6 +88,8 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
     tracing::debug!(%period, "written");
     if let Some(mut line) = stats {
         line["peak_rss_bytes"] = peak_rss_bytes().into();
+        // One write: standard error is not buffered.
+        let line = line.to_string();
         eprintln!("{line}");
     }
     // The process ends here: what it holds goes with it, not freed piece by piece.

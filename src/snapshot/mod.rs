@@ -176,41 +176,73 @@ impl PeriodView {
         (last, bill): (Option<&Prior>, Option<&Prior>),
     ) -> Self {
         assign_cost_centers(&mut allocation, &people.names);
-        // The roll-ups on a thread of their own while the seats are decided.
-        let (rollups, seats) = std::thread::scope(|s| {
-            let rollups = s.spawn(|| Rollups::of(&allocation, &people.same_person));
-            let seats = Seats::of(
+        let plans = plans.with_fees(&allocation.learned_fees);
+        let plans = match &activity {
+            Some(a) => {
+                let (plans, differ) = plans.with_allowances(&a.allowances());
+                warn_allowances(differ);
+                plans
+            }
+            None => plans,
+        };
+        // The roll-ups and the forecast on a thread of their own while the seats are decided.
+        let (rollups, (extra, forecast), advice) = std::thread::scope(|s| {
+            let others = s.spawn(|| {
+                let rollups = Rollups::of(&allocation, &people.same_person);
+                (rollups, forecast_of(&allocation, &plans, now))
+            });
+            let advice = Advice::of(
                 &allocation,
                 activity,
-                (plans, savings_settings),
+                (&plans, savings_settings),
                 now,
                 (last, bill),
             );
-            let rollups = rollups
+            let (rollups, forecast) = others
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            (rollups, seats)
+            (rollups, forecast, advice)
         });
+        let Advice {
+            activity,
+            used,
+            savings,
+            included_by_plan,
+        } = advice;
+        let seats = seat_views(
+            &allocation.units_by_seat(),
+            &extra,
+            &used,
+            &savings,
+            &included_by_plan,
+        );
+        let (cost_center_seats, account_seats, seat_totals) = seat_totals(&seats, &savings);
+        let (unbilled, without_seat) = if activity.is_some() {
+            unbilled(&seats, &used)
+        } else {
+            (BTreeMap::new(), WithoutSeat::default())
+        };
+        drop(used);
         Self {
             totals: rollups.totals,
             total_cost_usd: allocation.kiro_total_usd,
             cost_centers: rollups.cost_centers,
             accounts: rollups.accounts,
-            savings: seats.savings,
-            included_by_plan: seats.included_by_plan,
-            seats: seats.seats,
-            cost_center_seats: seats.cost_center_seats,
-            account_seats: seats.account_seats,
-            seat_totals: seats.seat_totals,
+            savings,
+            included_by_plan,
+            seats,
+            cost_center_seats,
+            account_seats,
+            seat_totals,
             untagged_users: rollups.untagged_users,
             duplicate_subscriptions: rollups.duplicate_subscriptions,
             users_by_plan: rollups.users_by_plan,
-            forecast: seats.forecast,
-            plans: seats.plans,
+            forecast,
+            plans,
             allocation,
-            activity: seats.activity,
-            unbilled_credits: seats.unbilled,
-            without_seat: seats.without_seat,
+            activity,
+            unbilled_credits: unbilled,
+            without_seat,
         }
     }
 
@@ -269,23 +301,35 @@ impl Rollups {
     }
 }
 
-/// What is decided per seat: the plans it is priced with, the forecast, the advice and the
-/// seats' views with their totals, and what the activity report adds.
-struct Seats {
-    plans: PlanTable,
-    forecast: Forecast,
-    savings: Savings,
-    included_by_plan: BTreeMap<String, Decimal>,
-    seats: Vec<SeatView>,
-    cost_center_seats: BTreeMap<String, SeatTotals>,
-    account_seats: BTreeMap<String, SeatTotals>,
-    seat_totals: SeatTotals,
-    activity: Option<Activity>,
-    unbilled: BTreeMap<String, Decimal>,
-    without_seat: WithoutSeat,
+/// The forecast's extra cost per seat (what each is expected to cost beyond its bill so far)
+/// and the period's forecast, each seat's extra in its main cost center.
+fn forecast_of(
+    allocation: &Allocation,
+    plans: &PlanTable,
+    now: DateTime<Utc>,
+) -> (BTreeMap<SeatKey, Decimal>, Forecast) {
+    let order = allocation.units_by_seat();
+    let seat_cost_centers: HashMap<SeatRef<'_>, &str, foldhash::fast::RandomState> = order
+        .chunk_by(same_seat)
+        .map(|run| (run[0].seat(), main_unit(run).cost_center.as_str()))
+        .collect();
+    let main_cc = |seat: SeatRef<'_>| seat_cost_centers.get(&seat).copied().unwrap_or("");
+    let extra = allocation.forecast_extra(plans, now);
+    let forecast = forecast(allocation, &extra, now, main_cc);
+    (extra, forecast)
 }
 
-impl Seats {
+/// What the seats' advice is decided from and the advice: the activity report aligned to the
+/// bill's ids, each seat's credits by the report, the savings, and the included credits of
+/// each plan the units carry.
+struct Advice {
+    activity: Option<Activity>,
+    used: BTreeMap<SeatKey, Decimal>,
+    savings: Savings,
+    included_by_plan: BTreeMap<String, Decimal>,
+}
+
+impl Advice {
     fn of(
         allocation: &Allocation,
         activity: Option<Activity>,
@@ -293,25 +337,8 @@ impl Seats {
         now: DateTime<Utc>,
         (last, bill): (Option<&Prior>, Option<&Prior>),
     ) -> Self {
-        let plans = plans.with_fees(&allocation.learned_fees);
-        let plans = match &activity {
-            Some(a) => {
-                let (plans, differ) = plans.with_allowances(&a.allowances());
-                warn_allowances(differ);
-                plans
-            }
-            None => plans,
-        };
-        let order = allocation.units_by_seat();
-        let seat_cost_centers: HashMap<SeatRef<'_>, &str, foldhash::fast::RandomState> = order
-            .chunk_by(same_seat)
-            .map(|run| (run[0].seat(), main_unit(run).cost_center.as_str()))
-            .collect();
-        let main_cc = |seat: SeatRef<'_>| seat_cost_centers.get(&seat).copied().unwrap_or("");
-        let extra = allocation.forecast_extra(&plans, now);
-        let forecast = forecast(allocation, &extra, now, main_cc);
         // The report's ids in the bill's spelling, so that they meet their seats.
-        let activity = activity.map(|a| a.aligned_to(order.iter().map(|u| u.seat())));
+        let activity = activity.map(|a| a.aligned_to(allocation.units.iter().map(|u| u.seat())));
         let used: BTreeMap<SeatKey, Decimal> = activity
             .as_ref()
             .map(|a| {
@@ -328,7 +355,7 @@ impl Seats {
             last_closed: last,
         };
         let savings =
-            savings::recommend_with_use(allocation, &plans, savings_settings, now, &used, windows);
+            savings::recommend_with_use(allocation, plans, savings_settings, now, &used, windows);
         let included_by_plan: BTreeMap<String, Decimal> = allocation
             .units
             .iter()
@@ -337,25 +364,11 @@ impl Seats {
             .into_iter()
             .filter_map(|p| Some((p.to_owned(), plans.by_name(p)?.included_credits)))
             .collect();
-        let seats = seat_views(&order, &extra, &used, &savings, &included_by_plan);
-        let (cost_center_seats, account_seats, seat_totals) = seat_totals(&seats, &savings);
-        let (unbilled, without_seat) = if activity.is_some() {
-            unbilled(&seats, &used)
-        } else {
-            (BTreeMap::new(), WithoutSeat::default())
-        };
         Self {
-            plans,
-            forecast,
+            activity,
+            used,
             savings,
             included_by_plan,
-            seats,
-            cost_center_seats,
-            account_seats,
-            seat_totals,
-            activity,
-            unbilled,
-            without_seat,
         }
     }
 }
@@ -543,29 +556,33 @@ fn seat_totals(
     BTreeMap<String, SeatTotals>,
     SeatTotals,
 ) {
-    let (mut cost_centers, mut accounts) = (BTreeMap::new(), BTreeMap::new());
+    let mut cost_centers: BTreeMap<&str, SeatTotals> = BTreeMap::new();
+    let mut accounts: BTreeMap<&str, SeatTotals> = BTreeMap::new();
     let mut all = SeatTotals::default();
     for s in seats {
         let inc = s.included_credits.unwrap_or_default();
-        let t: &mut SeatTotals = cost_centers.entry(s.cost_center.clone()).or_default();
-        t.included_credits += inc;
-        let t: &mut SeatTotals = accounts.entry(s.id.account_id.clone()).or_default();
-        t.included_credits += inc;
+        cost_centers
+            .entry(&s.cost_center)
+            .or_default()
+            .included_credits += inc;
+        accounts
+            .entry(&s.id.account_id)
+            .or_default()
+            .included_credits += inc;
         all.included_credits += inc;
     }
     for r in &savings.recommendations {
         for t in [
-            cost_centers.entry(r.cost_center.clone()).or_default(),
-            accounts.entry(r.account_id.clone()).or_default(),
+            cost_centers.entry(&r.cost_center).or_default(),
+            accounts.entry(&r.account_id).or_default(),
         ] {
-            let t: &mut SeatTotals = t;
             t.savings_usd += r.saving_usd;
             t.recommendations += 1;
         }
     }
     all.savings_usd = savings.total_usd;
     all.recommendations = savings.recommendations.len();
-    (cost_centers, accounts, all)
+    (owned(cost_centers), owned(accounts), all)
 }
 
 /// One view per named seat, in seat order: `order` is the units in seat order.
