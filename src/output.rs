@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
+use serde_json::ser::Formatter as _;
 use serde_json::{Value, json};
 
 use crate::allocation::savings::Savings;
@@ -67,16 +68,17 @@ pub fn write_json(
     keys.sort_unstable();
     let mut w = std::io::BufWriter::with_capacity(1 << 16, w);
     let io = serde_json::Error::io;
+    // The top-level object's layout, by the formatter its members are written with.
+    let mut top = Nested::at(0);
     std::thread::scope(|s| {
         let (chunks, ready) = std::sync::mpsc::sync_channel(8);
         let units = &view.allocation.units;
         let users = s.spawn(move || users_json(units, &chunks));
-        std::io::Write::write_all(&mut w, b"{").map_err(io)?;
+        top.begin_object(&mut w).map_err(io)?;
         for (i, key) in keys.iter().enumerate() {
-            let sep: &[u8] = if i == 0 { b"\n  " } else { b",\n  " };
-            std::io::Write::write_all(&mut w, sep).map_err(io)?;
+            top.begin_object_key(&mut w, i == 0).map_err(io)?;
             serde_json::to_writer(&mut w, key)?;
-            std::io::Write::write_all(&mut w, b": ").map_err(io)?;
+            top.begin_object_value(&mut w).map_err(io)?;
             match *key {
                 "users" => {
                     for chunk in &ready {
@@ -91,13 +93,15 @@ pub fn write_json(
                 member => std::io::Write::write_all(&mut w, &member_json(&members[member], 0)?)
                     .map_err(io)?,
             }
+            top.end_object_value(&mut w).map_err(io)?;
         }
         drop(ready);
         users
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })?;
-    std::io::Write::write_all(&mut w, b"\n}\n").map_err(io)?;
+    top.end_object(&mut w).map_err(io)?;
+    std::io::Write::write_all(&mut w, b"\n").map_err(io)?;
     std::io::Write::flush(&mut w).map_err(io)
 }
 
@@ -108,12 +112,16 @@ fn users_json(
     chunks: &std::sync::mpsc::SyncSender<Vec<u8>>,
 ) -> serde_json::Result<()> {
     const CHUNK: usize = 64 << 10;
+    let io = serde_json::Error::io;
     let mut buf = Vec::with_capacity(CHUNK + 1024);
-    buf.push(b'[');
+    // The array's layout, one level deep; each unit is written at the array's depth.
+    let mut array = Nested::at(1);
+    array.begin_array(&mut buf).map_err(io)?;
     for (i, u) in units.iter().enumerate() {
-        buf.extend_from_slice(if i == 0 { b"\n    " } else { b",\n    " });
-        let mut s = serde_json::Serializer::with_formatter(&mut buf, Nested::at(2));
+        array.begin_array_value(&mut buf, i == 0).map_err(io)?;
+        let mut s = serde_json::Serializer::with_formatter(&mut buf, Nested::at(array.level));
         serde::Serialize::serialize(&UserJson(u), &mut s)?;
+        array.end_array_value(&mut buf).map_err(io)?;
         if buf.len() >= CHUNK {
             let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK + 1024));
             if chunks.send(full).is_err() {
@@ -121,7 +129,7 @@ fn users_json(
             }
         }
     }
-    buf.extend_from_slice(if units.is_empty() { b"]" } else { b"\n  ]" });
+    array.end_array(&mut buf).map_err(io)?;
     // A receiver gone has stopped writing on an error of its own.
     let _ = chunks.send(buf);
     Ok(())
@@ -136,7 +144,8 @@ fn member_json(value: &impl serde::Serialize, room: usize) -> serde_json::Result
     Ok(out)
 }
 
-/// serde_json's pretty formatter (two spaces a level), starting `level` levels deep.
+/// serde_json's pretty formatter (two spaces a level), starting `level` levels deep; also
+/// the layout [`write_json`] writes its top-level object and the users' array with.
 struct Nested {
     level: usize,
     has_value: bool,

@@ -185,11 +185,12 @@ impl PeriodView {
             }
             None => plans,
         };
+        let order = allocation.units_by_seat();
         // The roll-ups and the forecast on a thread of their own while the seats are decided.
         let (rollups, (extra, forecast), advice) = std::thread::scope(|s| {
             let others = s.spawn(|| {
                 let rollups = Rollups::of(&allocation, &people.same_person);
-                (rollups, forecast_of(&allocation, &plans, now))
+                (rollups, forecast_of(&allocation, &order, &plans, now))
             });
             let advice = Advice::of(
                 &allocation,
@@ -209,20 +210,14 @@ impl PeriodView {
             savings,
             included_by_plan,
         } = advice;
-        let seats = seat_views(
-            &allocation.units_by_seat(),
-            &extra,
-            &used,
-            &savings,
-            &included_by_plan,
-        );
+        let seats = seat_views(&order, &extra, &used, &savings, &included_by_plan);
         let (cost_center_seats, account_seats, seat_totals) = seat_totals(&seats, &savings);
         let (unbilled, without_seat) = if activity.is_some() {
             unbilled(&seats, &used)
         } else {
             (BTreeMap::new(), WithoutSeat::default())
         };
-        drop(used);
+        drop(order);
         Self {
             totals: rollups.totals,
             total_cost_usd: allocation.kiro_total_usd,
@@ -302,13 +297,14 @@ impl Rollups {
 }
 
 /// The forecast's extra cost per seat (what each is expected to cost beyond its bill so far)
-/// and the period's forecast, each seat's extra in its main cost center.
+/// and the period's forecast, each seat's extra in its main cost center (`order`: the units
+/// in seat order).
 fn forecast_of(
     allocation: &Allocation,
+    order: &[&crate::allocation::UserCost],
     plans: &PlanTable,
     now: DateTime<Utc>,
 ) -> (BTreeMap<SeatKey, Decimal>, Forecast) {
-    let order = allocation.units_by_seat();
     let seat_cost_centers: HashMap<SeatRef<'_>, &str, foldhash::fast::RandomState> = order
         .chunk_by(same_seat)
         .map(|run| (run[0].seat(), main_unit(run).cost_center.as_str()))
