@@ -9,6 +9,7 @@ pub mod export;
 pub mod identity;
 pub mod local;
 pub mod map_value;
+mod pages;
 pub mod scan;
 
 use crate::failure::FailureKind;

@@ -29,15 +29,24 @@ use futures::StreamExt;
 use object_store::ObjectStore;
 use object_store::path::Path as Key;
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{ArrowPredicateFn, ArrowReaderMetadata, RowFilter};
+use parquet::arrow::arrow_reader::{
+    ArrowPredicateFn, ArrowReaderMetadata, RowFilter, RowSelection,
+};
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+use parquet::errors::ParquetError;
+use parquet::file::metadata::ColumnChunkMetaData;
 use parquet::file::statistics::Statistics;
+use parquet::schema::types::{ColumnDescPtr, SchemaDescriptor};
 use rust_decimal::Decimal;
 
+mod paged;
+
+use super::pages::{self, PageError};
 use crate::allocation::GroupRow;
 use crate::allocation::daily::DayRow;
 use crate::allocation::q_developer::{PRODUCT_CODE, QRow, SEAT_OPERATION};
 use crate::allocation::sql::{Columns, CostColumn};
+use paged::PagePlan;
 
 /// The template's DECIMAL scale.
 const SCALE: u32 = 10;
@@ -117,6 +126,20 @@ pub enum ScanError {
     },
     #[error("the scan of a row group stopped: {0}")]
     Stopped(String),
+    /// A shape the page reader leaves to the Arrow reader (never reaches a user: the file is
+    /// then read by the Arrow reader).
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl ScanError {
+    fn of_page(column: &'static str, e: PageError) -> Self {
+        match e {
+            PageError::Unsupported(why) => Self::Unsupported(format!("{column}: {why}")),
+            PageError::Corrupt(message) => Self::Column { column, message },
+            PageError::Parquet(e) => Self::Parquet(e),
+        }
+    }
 }
 
 /// A line's category, in the template's order of rules.
@@ -638,7 +661,7 @@ pub async fn scan_file(
     };
     let wanted = spec.read();
     let mut roots = Vec::with_capacity(wanted.len());
-    for name in wanted {
+    for &name in &wanted {
         roots.push(root(name)?);
     }
     // Row groups whose statistics say no line is Kiro's are not read.
@@ -659,6 +682,14 @@ pub async fn scan_file(
     if row_groups.is_empty() {
         return Ok(FileGroups::default());
     }
+    // On local disk (no offset index read) the flat string columns are read page by page
+    // ([`paged`]); in S3 the Arrow reader fetches only the pages its row filter keeps, where
+    // the page reader would fetch whole column chunks.
+    let plan = if md.offset_index().is_none() {
+        PagePlan::of(&parquet_schema, spec, &wanted, meta.schema())
+    } else {
+        None
+    };
     // The row groups in `concurrency` streams, each its own task.
     let chunks = concurrency.clamp(1, row_groups.len());
     let per = row_groups.len().div_ceil(chunks);
@@ -667,38 +698,29 @@ pub async fn scan_file(
         .map(|rgs| {
             let reader = super::export::Ranges::new(store.clone(), key.clone(), size);
             let meta = meta.clone();
-            let parquet_schema = parquet_schema.clone();
-            let roots = roots.clone();
+            let arrow = ArrowPlan {
+                schema: parquet_schema.clone(),
+                code,
+                operation,
+                roots: roots.clone(),
+            };
             let rgs = rgs.to_vec();
             let spec = spec.clone();
             let pool = pool.clone();
+            let (plan, store, key) = (plan.clone(), store.clone(), key.clone());
             tokio::spawn(async move {
-                let q = spec.q_developer;
-                let filter = ArrowPredicateFn::new(
-                    ProjectionMask::roots(&parquet_schema, [code]),
-                    move |batch: RecordBatch| is_read(batch.column(0), q),
-                );
-                let mut filters: Vec<Box<dyn parquet::arrow::arrow_reader::ArrowPredicate>> =
-                    vec![Box::new(filter)];
-                // Of Amazon Q's lines, the Q Developer seat lines only, as the template's WHERE
-                // keeps them: decoded for the rows the first filter kept, no other.
-                if let Some(op) = operation {
-                    filters.push(Box::new(ArrowPredicateFn::new(
-                        ProjectionMask::roots(&parquet_schema, [code, op]),
-                        |batch: RecordBatch| q_seat_or_kiro(&batch),
-                    )));
+                if let Some(plan) = plan {
+                    let mut acc = Accumulator::new(&spec);
+                    match plan.read(&store, &key, size, &meta, &rgs, &mut acc).await {
+                        Ok(()) => return Ok(acc.finish(&pool)),
+                        Err(ScanError::Unsupported(why)) => {
+                            tracing::debug!(file = %key, %why, "read with the Arrow reader");
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
-                let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta)
-                    .with_projection(ProjectionMask::roots(&parquet_schema, roots))
-                    .with_row_groups(rgs)
-                    .with_row_filter(RowFilter::new(filters))
-                    .with_batch_size(BATCH_ROWS)
-                    .build()?;
                 let mut acc = Accumulator::new(&spec);
-                futures::pin_mut!(stream);
-                while let Some(batch) = stream.next().await {
-                    acc.add(&batch?)?;
-                }
+                arrow.read(reader, meta, rgs, &mut acc).await?;
                 Ok::<_, ScanError>(acc.finish(&pool))
             })
         })
@@ -713,6 +735,55 @@ pub async fn scan_file(
         }
     }
     Ok(out)
+}
+
+/// The Arrow reader's scan: the product code (and the operation of Amazon Q's lines) in row
+/// filters, the other columns decoded for the rows they keep.
+struct ArrowPlan {
+    schema: Arc<SchemaDescriptor>,
+    /// The product code's and the operation's (with Q Developer lines) root columns.
+    code: usize,
+    operation: Option<usize>,
+    /// The columns read.
+    roots: Vec<usize>,
+}
+
+impl ArrowPlan {
+    async fn read(
+        self,
+        reader: super::export::Ranges,
+        meta: ArrowReaderMetadata,
+        rgs: Vec<usize>,
+        acc: &mut Accumulator<'_>,
+    ) -> Result<(), ScanError> {
+        let (schema, code) = (&self.schema, self.code);
+        let q = acc.spec.q_developer;
+        let filter = ArrowPredicateFn::new(
+            ProjectionMask::roots(schema, [code]),
+            move |batch: RecordBatch| is_read(batch.column(0), q),
+        );
+        let mut filters: Vec<Box<dyn parquet::arrow::arrow_reader::ArrowPredicate>> =
+            vec![Box::new(filter)];
+        // Of Amazon Q's lines, the Q Developer seat lines only, as the template's WHERE
+        // keeps them: decoded for the rows the first filter kept, no other.
+        if let Some(op) = self.operation {
+            filters.push(Box::new(ArrowPredicateFn::new(
+                ProjectionMask::roots(schema, [code, op]),
+                |batch: RecordBatch| q_seat_or_kiro(&batch),
+            )));
+        }
+        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta)
+            .with_projection(ProjectionMask::roots(schema, self.roots))
+            .with_row_groups(rgs)
+            .with_row_filter(RowFilter::new(filters))
+            .with_batch_size(BATCH_ROWS)
+            .build()?;
+        futures::pin_mut!(stream);
+        while let Some(batch) = stream.next().await {
+            acc.add(&batch?, None)?;
+        }
+        Ok(())
+    }
 }
 
 /// The string columns read as Arrow dictionaries (a month has few distinct values in each,
@@ -1097,6 +1168,8 @@ struct Accumulator<'s> {
     identifiers: Memo<u32>,
     /// Resource ids to user ids (the empty name where the id names no user).
     resources: Memo<u32>,
+    /// The string columns the page reader reads, per distinct value of their plain pages.
+    by_bytes: paged::ByBytes,
     /// Region codes (`u32::MAX`: empty, so the usage type's prefix decides).
     regions: Memo<u32>,
     /// Cost-center values of the tag to their ids.
@@ -1125,7 +1198,98 @@ struct Rows {
     units: Vec<bool>,
     identifiers: Vec<u32>,
     resources: Vec<u32>,
+    /// Per row: its user id (the identifier's user, or else the resource id's).
+    users: Vec<u32>,
     regions: Vec<u32>,
+}
+
+impl Rows {
+    /// `o`'s rows `range`, in place of these.
+    fn copy_from(&mut self, o: &Rows, range: std::ops::Range<usize>) {
+        fn copy<T: Copy>(to: &mut Vec<T>, from: &[T], range: std::ops::Range<usize>) {
+            to.clear();
+            to.extend_from_slice(from.get(range).unwrap_or(&[]));
+        }
+        copy(&mut self.q, &o.q, range.clone());
+        copy(&mut self.accounts, &o.accounts, range.clone());
+        copy(&mut self.line_types, &o.line_types, range.clone());
+        copy(&mut self.usage_types, &o.usage_types, range.clone());
+        copy(&mut self.operations, &o.operations, range.clone());
+        copy(&mut self.units, &o.units, range.clone());
+        copy(&mut self.users, &o.users, range.clone());
+        copy(&mut self.regions, &o.regions, range);
+    }
+}
+
+/// A row group's kept rows as the page reader ([`paged`]) mapped them, from row `at` on.
+#[derive(Clone, Copy)]
+struct Picked<'a> {
+    rows: &'a Rows,
+    at: usize,
+}
+
+impl LineType {
+    /// As the template tells them apart (case-sensitive).
+    fn of(s: Option<&str>) -> Self {
+        match s.unwrap_or("") {
+            "Tax" => Self::Tax,
+            "Usage" => Self::Usage,
+            "FlatRateSubscription" => Self::FlatRateSubscription,
+            _ => Self::Other,
+        }
+    }
+}
+
+impl UsageType {
+    fn of(names: &mut Pool, s: Option<&str>) -> Self {
+        let s = s.unwrap_or("");
+        let prefix = s.find('-').map_or("", |p| &s[..p]);
+        Self {
+            credits: s.to_lowercase().ends_with("-credits"),
+            prefix: names.id(prefix),
+            id: names.id(s),
+        }
+    }
+}
+
+impl Operation {
+    fn of(spec: &ScanSpec, s: Option<&str>) -> Self {
+        let lower = s.unwrap_or("").to_lowercase();
+        Self {
+            credits: lower == "credits",
+            ignored: spec.ignored_operations.contains(&lower),
+            q_seat: lower == SEAT_OPERATION,
+        }
+    }
+}
+
+/// Whether a pricing unit is credits.
+fn is_credits_unit(s: Option<&str>) -> bool {
+    s.unwrap_or("").to_lowercase() == "credits"
+}
+
+/// A region code's id (`u32::MAX`: empty, so the usage type's prefix decides).
+fn region_of(names: &mut Pool, s: Option<&str>) -> u32 {
+    match s {
+        Some(v) if !v.is_empty() => names.id(v),
+        _ => u32::MAX,
+    }
+}
+
+/// A user identifier's user (`u32::MAX`: empty, so the resource id decides).
+fn identifier_of(names: &mut Pool, s: Option<&str>) -> u32 {
+    match s {
+        Some(v) if !v.is_empty() => names.id(user_of(v)),
+        _ => u32::MAX,
+    }
+}
+
+/// The user a resource id names, or else `empty`.
+fn resource_of(names: &mut Pool, s: Option<&str>, empty: u32) -> u32 {
+    match s {
+        Some(v) if v.contains("user/") => names.id(user_of(v)),
+        _ => empty,
+    }
 }
 
 const CAST: CastOptions<'static> = CastOptions {
@@ -1191,6 +1355,7 @@ impl<'s> Accumulator<'s> {
             units: Memo::new(),
             identifiers: Memo::new(),
             resources: Memo::new(),
+            by_bytes: paged::ByBytes::default(),
             regions: Memo::new(),
             cost_centers: FastMap::default(),
             units_sums: FastMap::default(),
@@ -1203,8 +1368,13 @@ impl<'s> Accumulator<'s> {
         }
     }
 
-    /// Maps the batch's string columns per row, once per distinct value.
-    fn map_rows(&mut self, b: &RecordBatch) -> Result<(), ScanError> {
+    /// Maps the batch's string columns per row, once per distinct value; or takes them from
+    /// `picked`, where the page reader mapped them.
+    fn map_rows(&mut self, b: &RecordBatch, picked: Option<Picked<'_>>) -> Result<(), ScanError> {
+        if let Some(p) = picked {
+            self.rows.copy_from(p.rows, p.at..p.at + b.num_rows());
+            return Ok(());
+        }
         let col = |name: &'static str| {
             b.column_by_name(name).ok_or(ScanError::Column {
                 column: name,
@@ -1230,35 +1400,14 @@ impl<'s> Accumulator<'s> {
             col("line_item_line_item_type")?,
             "line_item_line_item_type",
             &mut rows.line_types,
-            |s| match s.unwrap_or("") {
-                "Tax" => LineType::Tax,
-                "Usage" => LineType::Usage,
-                "FlatRateSubscription" => LineType::FlatRateSubscription,
-                _ => LineType::Other,
-            },
+            LineType::of,
         )?;
         self.usage_types.map(
             col("line_item_usage_type")?,
             "line_item_usage_type",
             &mut rows.usage_types,
-            |s| {
-                let s = s.unwrap_or("");
-                let prefix = s.find('-').map_or("", |p| &s[..p]);
-                UsageType {
-                    credits: s.to_lowercase().ends_with("-credits"),
-                    prefix: names.id(prefix),
-                    id: names.id(s),
-                }
-            },
+            |s| UsageType::of(names, s),
         )?;
-        let operation = |s: Option<&str>| {
-            let lower = s.unwrap_or("").to_lowercase();
-            Operation {
-                credits: lower == "credits",
-                ignored: spec.ignored_operations.contains(&lower),
-                q_seat: lower == SEAT_OPERATION,
-            }
-        };
         let (n, c) = (b.num_rows(), spec.columns);
         let optional = |name: &str, present: bool| b.column_by_name(name).filter(|_| present);
         self.operations.map_optional(
@@ -1266,21 +1415,25 @@ impl<'s> Accumulator<'s> {
             n,
             "line_item_operation",
             &mut rows.operations,
-            operation,
+            |s| Operation::of(spec, s),
         )?;
         self.units
             .map(col("pricing_unit")?, "pricing_unit", &mut rows.units, |s| {
-                s.unwrap_or("").to_lowercase() == "credits"
+                is_credits_unit(s)
             })?;
+        self.regions.map_optional(
+            optional("product_region_code", c.region_code),
+            n,
+            "product_region_code",
+            &mut rows.regions,
+            |s| region_of(names, s),
+        )?;
         self.identifiers.map_optional(
             optional("line_item_user_identifier", c.user_identifier),
             n,
             "line_item_user_identifier",
             &mut rows.identifiers,
-            |s| match s {
-                Some(v) if !v.is_empty() => names.id(user_of(v)),
-                _ => u32::MAX,
-            },
+            |s| identifier_of(names, s),
         )?;
         let empty = names.id("");
         self.resources.map_optional(
@@ -1288,33 +1441,28 @@ impl<'s> Accumulator<'s> {
             n,
             "line_item_resource_id",
             &mut rows.resources,
-            |s| match s {
-                Some(v) if v.contains("user/") => names.id(user_of(v)),
-                _ => empty,
-            },
+            |s| resource_of(names, s, empty),
         )?;
-        self.regions.map_optional(
-            optional("product_region_code", c.region_code),
-            n,
-            "product_region_code",
-            &mut rows.regions,
-            |s| match s {
-                Some(v) if !v.is_empty() => names.id(v),
-                _ => u32::MAX,
-            },
-        )?;
+        rows.users.clear();
+        rows.users.extend(
+            rows.identifiers
+                .iter()
+                .zip(&rows.resources)
+                .map(|(&i, &r)| if i == u32::MAX { r } else { i }),
+        );
         Ok(())
     }
 
-    /// Adds a batch of Kiro lines.
-    fn add(&mut self, b: &RecordBatch) -> Result<(), ScanError> {
+    /// Adds a batch of Kiro lines (with their user ids and Q Developer lines in `picked`, when
+    /// the page reader found them).
+    fn add(&mut self, b: &RecordBatch, picked: Option<Picked<'_>>) -> Result<(), ScanError> {
         let col = |name: &'static str| {
             b.column_by_name(name).ok_or(ScanError::Column {
                 column: name,
                 message: "not read".into(),
             })
         };
-        self.map_rows(b)?;
+        self.map_rows(b, picked)?;
         let c = self.spec.columns;
         // The region from the product map, where the export has no region-code column.
         let product = match (c.region_code, c.product, b.column_by_name("product")) {
@@ -1353,10 +1501,7 @@ impl<'s> Accumulator<'s> {
         let rows = std::mem::take(&mut self.rows);
         let q_lines = self.spec.q_developer;
         for i in 0..b.num_rows() {
-            let user_id = match rows.identifiers[i] {
-                u32::MAX => rows.resources[i],
-                id => id,
-            };
+            let user_id = rows.users[i];
             let cost_center = self.cost_center_at(&tags, &mut cost_centers, i);
             if q_lines && rows.q[i] {
                 self.add_q([rows.accounts[i], user_id, cost_center], &rows, i, cost);

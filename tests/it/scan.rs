@@ -150,6 +150,66 @@ async fn the_scan_equals_the_sql_template_without_dictionary_pages() {
     assert_eq!(after.kiro_total_usd, before.kiro_total_usd);
 }
 
+/// The page reader (the flat string columns on local disk) against the SQL template on the
+/// same rows written as writers write them: small pages whose dictionaries overflow into
+/// plain pages mid-chunk, data pages v2 (whose overflow is DELTA_BYTE_ARRAY, left to the Arrow
+/// reader), plain pages v2, no compression, a dictionary for some columns only.
+#[tokio::test]
+async fn the_scan_equals_the_sql_template_however_the_pages_are_written() {
+    use parquet::basic::{Compression, Encoding};
+    use parquet::file::properties::{WriterProperties, WriterVersion};
+    let mut spec = GenSpec::new(60, period("2026-10"));
+    spec.noise_ratio = 3.0;
+    spec.extra_tags = 3;
+    spec.seed = 17;
+    let dir = tempfile::tempdir().unwrap();
+    curgen::write_export(&spec, dir.path(), |_| {}).unwrap();
+    let before = agree(dir.path(), "2026-10", AllocationSettings::default()).await;
+    assert!(!before.units.is_empty());
+    let small = || {
+        WriterProperties::builder()
+            .set_data_page_row_count_limit(64)
+            .set_write_batch_size(64)
+            .set_dictionary_page_size_limit(512)
+    };
+    let writers: Vec<(&str, WriterProperties)> = vec![
+        ("small v1 pages, dictionaries overflowing", small().build()),
+        (
+            "small v2 pages, dictionaries overflowing",
+            small()
+                .set_writer_version(WriterVersion::PARQUET_2_0)
+                .build(),
+        ),
+        (
+            "plain v2 pages, uncompressed",
+            WriterProperties::builder()
+                .set_writer_version(WriterVersion::PARQUET_2_0)
+                .set_dictionary_enabled(false)
+                .set_encoding(Encoding::PLAIN)
+                .set_compression(Compression::UNCOMPRESSED)
+                .set_data_page_row_count_limit(100)
+                .set_write_batch_size(100)
+                .build(),
+        ),
+        (
+            "a dictionary for some columns only",
+            WriterProperties::builder()
+                .set_compression(Compression::SNAPPY)
+                .set_column_dictionary_enabled("line_item_user_identifier".into(), false)
+                .set_column_dictionary_enabled("line_item_usage_type".into(), false)
+                .set_column_dictionary_enabled("line_item_product_code".into(), false)
+                .build(),
+        ),
+    ];
+    for (name, props) in writers {
+        rewrite_with(dir.path(), props);
+        let after = agree(dir.path(), "2026-10", AllocationSettings::default()).await;
+        assert_eq!(after.units, before.units, "{name}");
+        assert_eq!(after.seats, before.seats, "{name}");
+        assert_eq!(after.kiro_total_usd, before.kiro_total_usd, "{name}");
+    }
+}
+
 #[test]
 fn the_scan_equals_the_sql_template_on_random_bills() {
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -84,7 +84,17 @@ pub fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 /// Every Parquet file under `dir` written again without dictionaries: plain pages in every
 /// column, tag maps included, as writers that fall back or never encode them leave it.
 pub fn rewrite_without_dictionaries(dir: &Path) {
-    use parquet::file::properties::WriterProperties;
+    rewrite_with(
+        dir,
+        parquet::file::properties::WriterProperties::builder()
+            .set_dictionary_enabled(false)
+            .build(),
+    );
+}
+
+/// Every Parquet file under `dir` written again, the same rows, with the writer's `props`
+/// (page versions, sizes, encodings, compression).
+pub fn rewrite_with(dir: &Path, props: parquet::file::properties::WriterProperties) {
     for path in walk(dir)
         .into_iter()
         .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
@@ -96,12 +106,10 @@ pub fn rewrite_without_dictionaries(dir: &Path) {
         .build()
         .unwrap();
         let batches: Vec<_> = reader.map(Result::unwrap).collect();
-        let props = WriterProperties::builder()
-            .set_dictionary_enabled(false)
-            .build();
         let out = std::fs::File::create(&path).unwrap();
         let mut w =
-            parquet::arrow::ArrowWriter::try_new(out, batches[0].schema(), Some(props)).unwrap();
+            parquet::arrow::ArrowWriter::try_new(out, batches[0].schema(), Some(props.clone()))
+                .unwrap();
         for b in &batches {
             w.write(b).unwrap();
         }
