@@ -525,6 +525,180 @@ pub fn read_column<T: Copy>(
     Ok(())
 }
 
+/// The levels and values of a page of a repeated leaf.
+struct RepeatedPage<'a> {
+    reps: &'a [u8],
+    defs: &'a [u8],
+    values: &'a [u8],
+}
+
+impl<'a> RepeatedPage<'a> {
+    fn of(page: &'a Page) -> Result<Option<(Self, usize, Encoding)>, PageError> {
+        let split = |buf: &'a [u8], at: usize| {
+            let len = buf
+                .get(at..at + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                .ok_or_else(|| corrupt("a data page without its levels"))?;
+            buf.get(at + 4..at + 4 + len)
+                .map(|l| (l, at + 4 + len))
+                .ok_or_else(|| corrupt("levels past the end of their page"))
+        };
+        Ok(Some(match page {
+            Page::DictionaryPage { .. } => return Ok(None),
+            Page::DataPage {
+                buf,
+                num_values,
+                encoding,
+                def_level_encoding,
+                rep_level_encoding,
+                ..
+            } => {
+                if *def_level_encoding != Encoding::RLE || *rep_level_encoding != Encoding::RLE {
+                    return Err(PageError::Unsupported("levels not RLE".into()));
+                }
+                let (reps, at) = split(buf, 0)?;
+                let (defs, at) = split(buf, at)?;
+                let values = &buf[at..];
+                (Self { reps, defs, values }, *num_values as usize, *encoding)
+            }
+            Page::DataPageV2 {
+                buf,
+                num_values,
+                encoding,
+                def_levels_byte_len,
+                rep_levels_byte_len,
+                ..
+            } => {
+                let (r, d) = (*rep_levels_byte_len as usize, *def_levels_byte_len as usize);
+                let (reps, defs, values) = (buf.get(..r), buf.get(r..r + d), buf.get(r + d..));
+                let (Some(reps), Some(defs), Some(values)) = (reps, defs, values) else {
+                    return Err(corrupt("levels past the end of their page"));
+                };
+                (Self { reps, defs, values }, *num_values as usize, *encoding)
+            }
+        }))
+    }
+}
+
+/// Reads a leaf of a `MAP` (or list) column whose entries repeat once per row (repetition
+/// level 1), for the rows `kept` keeps (ascending): for each entry of a kept row that
+/// `wanted(kept index, entry index)` asks for, calls `visit(kept index, entry index, value)`
+/// with `f` of the entry's value, or `None` where the value is NULL. `f` is called once per
+/// dictionary entry, and once per plain value visited.
+#[allow(clippy::too_many_arguments)]
+pub fn read_entries<T: Copy>(
+    chunk: &Chunk,
+    meta: &ColumnChunkMetaData,
+    descr: &ColumnDescriptor,
+    rows: usize,
+    kept: &[u32],
+    scratch: &mut Scratch,
+    mut wanted: impl FnMut(usize, u32) -> bool,
+    mut f: impl FnMut(&[u8]) -> Result<T, PageError>,
+    mut visit: impl FnMut(usize, u32, Option<T>),
+) -> Result<(), PageError> {
+    let max_def = descr.max_def_level();
+    let optional_leaf = descr.self_type().is_optional();
+    let entry_def = (max_def - i16::from(optional_leaf)) as u32;
+    let known = descr.physical_type() == PhysicalType::BYTE_ARRAY
+        && descr.max_rep_level() == 1
+        && entry_def >= 1
+        && meta.encodings().all(|e| KNOWN.contains(&e));
+    if !known {
+        return Err(PageError::Unsupported(format!(
+            "column {} with encodings {:?}",
+            descr.path(),
+            meta.encodings().collect::<Vec<_>>()
+        )));
+    }
+    let (max_def, def_width) = (max_def as u32, 32 - (max_def as u32).leading_zeros());
+    let mut pages = SerializedPageReader::new(Arc::new(chunk.clone()), meta, rows, None)?;
+    let mut dict: Option<Dictionary<T>> = None;
+    let mut reps = Vec::new();
+    // The row of the current slot (rows seen, so far), its entry, the next kept row.
+    let (mut seen, mut entry, mut next) = (0usize, 0u32, 0usize);
+    while let Some(page) = pages.get_next_page()? {
+        let Some((levels, n, encoding)) = RepeatedPage::of(&page)? else {
+            if let Page::DictionaryPage {
+                buf, num_values, ..
+            } = page
+            {
+                dict = Some(Dictionary::of(buf, num_values as usize)?);
+            }
+            continue;
+        };
+        hybrid(levels.reps, 1, n, &mut reps)?;
+        hybrid(levels.defs, def_width as u8, n, &mut scratch.ranks)?;
+        let present = scratch.ranks.iter().filter(|&&d| d == max_def).count();
+        let mut plain = Plain {
+            buf: levels.values,
+            pos: 0,
+        };
+        let dictionary = matches!(
+            encoding,
+            Encoding::PLAIN_DICTIONARY | Encoding::RLE_DICTIONARY
+        );
+        if dictionary {
+            let (&width, packed) = levels
+                .values
+                .split_first()
+                .ok_or_else(|| corrupt("dictionary indices without their bit width"))?;
+            hybrid(packed, width, present, &mut scratch.indices)?;
+        } else if encoding != Encoding::PLAIN {
+            return Err(PageError::Unsupported(format!("values encoded {encoding}")));
+        }
+        let (mut rank, mut plain_done) = (0, 0);
+        for (&rep, &def) in reps.iter().zip(&scratch.ranks).take(n) {
+            if rep == 0 {
+                seen += 1;
+                entry = 0;
+                while kept.get(next).is_some_and(|&r| (r as usize) < seen - 1) {
+                    next += 1;
+                }
+            } else {
+                entry += 1;
+            }
+            let has_value = def == max_def;
+            let is_kept = kept.get(next).is_some_and(|&r| r as usize == seen - 1);
+            if is_kept && def >= entry_def && wanted(next, entry) {
+                let value = match (has_value, dictionary) {
+                    (false, _) => None,
+                    (true, true) => {
+                        let e = *scratch
+                            .indices
+                            .get(rank)
+                            .ok_or_else(|| corrupt("fewer indices than values"))?;
+                        let d = dict.as_mut().ok_or_else(|| {
+                            corrupt("dictionary indices without a dictionary page")
+                        })?;
+                        Some(d.get(e, &mut f)?)
+                    }
+                    (true, false) => {
+                        // Plain values before this one were skipped: catch up.
+                        while plain_done < rank {
+                            plain.next()?;
+                            plain_done += 1;
+                        }
+                        let v = plain.next()?;
+                        plain_done += 1;
+                        Some(f(v)?)
+                    }
+                };
+                visit(next, entry, value);
+            }
+            if has_value {
+                rank += 1;
+            }
+        }
+    }
+    if seen != rows {
+        return Err(corrupt(format!(
+            "{seen} rows in a column chunk of {rows} rows"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

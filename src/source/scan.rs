@@ -1201,6 +1201,8 @@ struct Rows {
     /// Per row: its user id (the identifier's user, or else the resource id's).
     users: Vec<u32>,
     regions: Vec<u32>,
+    /// Per row, where the page reader read the tags: its cost center's id.
+    cost_centers: Vec<u32>,
 }
 
 impl Rows {
@@ -1217,6 +1219,7 @@ impl Rows {
         copy(&mut self.operations, &o.operations, range.clone());
         copy(&mut self.units, &o.units, range.clone());
         copy(&mut self.users, &o.users, range.clone());
+        copy(&mut self.cost_centers, &o.cost_centers, range.clone());
         copy(&mut self.regions, &o.regions, range);
     }
 }
@@ -1226,6 +1229,8 @@ impl Rows {
 struct Picked<'a> {
     rows: &'a Rows,
     at: usize,
+    /// Whether the page reader read the cost centers (`rows.cost_centers`) too.
+    tags: bool,
 }
 
 impl LineType {
@@ -1470,10 +1475,13 @@ impl<'s> Accumulator<'s> {
             _ => None,
         };
         let tag = self.spec.cost_center_tag.as_str();
-        let tags = MapLookup::of(col("tags")?, "tags", tag)?;
+        let tags = match picked {
+            Some(p) if p.tags => None,
+            _ => Some(MapLookup::of(col("tags")?, "tags", tag)?),
+        };
         // Cost-center ids per entry of the tag values' dictionary, found on first use.
-        let mut cost_centers = match &tags.values {
-            Strings::Dict(d, _) => vec![u32::MAX; d.values().len()],
+        let mut cost_centers = match tags.as_ref().map(|t| &t.values) {
+            Some(Strings::Dict(d, _)) => vec![u32::MAX; d.values().len()],
             _ => Vec::new(),
         };
         let amount = decimals(col("line_item_usage_amount")?, "line_item_usage_amount")?;
@@ -1502,7 +1510,10 @@ impl<'s> Accumulator<'s> {
         let q_lines = self.spec.q_developer;
         for i in 0..b.num_rows() {
             let user_id = rows.users[i];
-            let cost_center = self.cost_center_at(&tags, &mut cost_centers, i);
+            let cost_center = match &tags {
+                Some(tags) => self.cost_center_at(tags, &mut cost_centers, i),
+                None => rows.cost_centers[i],
+            };
             if q_lines && rows.q[i] {
                 self.add_q([rows.accounts[i], user_id, cost_center], &rows, i, cost);
                 continue;

@@ -40,6 +40,7 @@ pub(super) struct ByBytes {
     regions: FastMap<Box<[u8]>, u32>,
     identifiers: FastMap<Box<[u8]>, u32>,
     resources: FastMap<Box<[u8]>, u32>,
+    cost_centers: FastMap<Box<[u8]>, u32>,
 }
 
 /// `f` of the string `v`, remembered in `m` by its bytes.
@@ -100,6 +101,8 @@ pub(super) struct PagePlan {
     usage_type: usize,
     unit: usize,
     region: Option<usize>,
+    /// The `tags` map's key and value leaves.
+    tags: Option<(usize, usize)>,
     others: ProjectionMask,
 }
 
@@ -117,9 +120,17 @@ impl PagePlan {
             true => leaf(schema, name).map(Some),
             false => Some(None),
         };
+        let entries = |leaf: &str| {
+            schema
+                .columns()
+                .iter()
+                .position(|c| c.path().parts() == ["tags", "key_value", leaf])
+        };
+        let tags = entries("key").zip(entries("value"));
         let others = wanted
             .iter()
             .filter(|n| !BY_PAGES.contains(n))
+            .filter(|n| tags.is_none() || **n != "tags")
             .map(|n| arrow.index_of(n).ok())
             .collect::<Option<Vec<_>>>()?;
         Some(Self {
@@ -132,6 +143,7 @@ impl PagePlan {
             usage_type: leaf(schema, "line_item_usage_type")?,
             unit: leaf(schema, "pricing_unit")?,
             region: optional("product_region_code", c.region_code)?,
+            tags,
             others: ProjectionMask::roots(schema, others),
         })
     }
@@ -163,6 +175,7 @@ impl PagePlan {
         ]
         .into_iter()
         .flatten()
+        .chain(self.tags.iter().flat_map(|&(k, v)| [k, v]))
         .collect();
         let mut scratch = pages::Scratch::default();
         let mut rows = Rows::default();
@@ -172,7 +185,8 @@ impl PagePlan {
             let group = md.row_group(rg);
             let n = usize::try_from(group.num_rows()).unwrap_or(0);
             for &l in leaves.iter().chain(&self.resource) {
-                if !pages::readable(schema.column(l).as_ref(), group.column(l)) {
+                let tag_leaf = self.tags.is_some_and(|(k, v)| l == k || l == v);
+                if !tag_leaf && !pages::readable(schema.column(l).as_ref(), group.column(l)) {
                     return Err(ScanError::Unsupported(format!(
                         "column {} of row group {rg}",
                         schema.column(l).path()
@@ -198,6 +212,9 @@ impl PagePlan {
                 continue;
             }
             acc.read_pages(self, &column, n, &kept, &mut rows, &mut scratch)?;
+            if let Some((k, v)) = self.tags {
+                acc.cost_centers_of(column(k), column(v), n, &kept, &mut rows, &mut scratch)?;
+            }
             if rows.users.contains(&u32::MAX) {
                 let resource = match self.resource {
                     Some(l) => {
@@ -261,7 +278,8 @@ impl PagePlan {
             if at + batch.num_rows() > kept.len() {
                 break;
             }
-            acc.add(&batch, Some(Picked { rows, at }))?;
+            let tags = self.tags.is_some();
+            acc.add(&batch, Some(Picked { rows, at, tags }))?;
             at += batch.num_rows();
         }
         if at != kept.len() {
@@ -437,6 +455,62 @@ impl Accumulator<'_> {
                 rows.users.resize(kept.len(), u32::MAX);
             }
         }
+        Ok(())
+    }
+
+    /// The cost center of each of the `kept` rows, from the `tags` map's key and value leaves:
+    /// the value of the first entry whose key is the cost-center tag, as [`MapLookup`] finds it.
+    fn cost_centers_of(
+        &mut self,
+        keys: Col<'_>,
+        values: Col<'_>,
+        n: usize,
+        kept: &[u32],
+        rows: &mut Rows,
+        scratch: &mut pages::Scratch,
+    ) -> Result<(), ScanError> {
+        const TAGS: &str = "tags";
+        let tag = self.spec.cost_center_tag.as_bytes();
+        // Per kept row: the entry holding the tag (`u32::MAX`: none).
+        let mut entry = vec![u32::MAX; kept.len()];
+        {
+            let found = std::cell::Cell::from_mut(&mut entry[..]).as_slice_of_cells();
+            let (chunk, meta, descr) = keys;
+            pages::read_entries(
+                &chunk,
+                meta,
+                &descr,
+                n,
+                kept,
+                scratch,
+                |row, _| found[row].get() == u32::MAX,
+                |v| Ok(v == tag),
+                |row, e, is_tag| {
+                    if is_tag == Some(true) {
+                        found[row].set(e);
+                    }
+                },
+            )
+            .map_err(|e| ScanError::of_page(TAGS, e))?;
+        }
+        let (names, by) = (&mut self.names, &mut self.by_bytes);
+        let empty = names.id("");
+        rows.cost_centers.clear();
+        rows.cost_centers.resize(kept.len(), empty);
+        let (chunk, meta, descr) = values;
+        let out = &mut rows.cost_centers;
+        pages::read_entries(
+            &chunk,
+            meta,
+            &descr,
+            n,
+            kept,
+            scratch,
+            |row, e| entry[row] == e,
+            |v| memo(&mut by.cost_centers, v, |s| names.id(s)),
+            |row, _, id| out[row] = id.unwrap_or(empty),
+        )
+        .map_err(|e| ScanError::of_page(TAGS, e))?;
         Ok(())
     }
 
