@@ -1,16 +1,17 @@
-//! Flat string columns read page by page, straight into the scan's keys: no Arrow arrays.
+//! String columns read page by page, straight into the scan's keys: no Arrow arrays.
 //!
 //! The scan reads the product code (and the operation of Amazon Q lines) this way to pick the
-//! rows it keeps, and the user identifier and resource id of the rows it keeps. Those two are
-//! the costly ones: other services' lines give them a distinct value each, so the writer's
+//! rows it keeps, then the other flat string columns and the `tags` map's keys and values
+//! ([`read_entries`]) of the rows it keeps. The user identifier and resource id are the costly
+//! ones: other services' lines give them a distinct value each, so the writer's
 //! dictionary fills and its pages fall back to plain strings, which an Arrow reader copies
 //! into arrays before anything can look at them. Here a plain page is walked by its lengths,
 //! a dictionary page's entries are mapped once each (when first kept), and a data page none
 //! of whose rows is kept is skipped without being decompressed.
 //!
 //! Only what Parquet writers use for such columns is read here: PLAIN and dictionary
-//! (PLAIN_DICTIONARY, RLE_DICTIONARY) values, RLE definition levels, data pages v1 and v2, a
-//! column at most optional (no repetition). Anything else is [`PageError::Unsupported`], and
+//! (PLAIN_DICTIONARY, RLE_DICTIONARY) values, RLE levels, data pages v1 and v2, a flat column
+//! at most optional, a map's leaves repeated once. Anything else is [`PageError::Unsupported`], and
 //! the scan then reads the file with the Arrow reader instead.
 
 use std::sync::Arc;
@@ -158,10 +159,30 @@ fn hybrid(buf: &[u8], bit_width: u8, n: usize, out: &mut Vec<u32>) -> Result<(),
 }
 
 /// `take` values of `bit_width` bits from `packed` (least significant bits first; missing
-/// trailing bytes read as zero).
+/// trailing bytes read as zero). Up to 16 bits wide, each group of eight values (`bit_width`
+/// bytes) is read with one load.
 fn unpack(packed: &[u8], bit_width: u8, mask: u32, take: usize, out: &mut Vec<u32>) {
     let w = bit_width as usize;
-    for i in 0..take {
+    let mut done = 0;
+    if w <= 16 {
+        let m = u128::from(mask);
+        for group in 0..take / 8 {
+            let at = group * w;
+            let word = match packed.get(at..at + 16) {
+                Some(b) => u128::from_le_bytes(b.try_into().unwrap_or([0; 16])),
+                None => {
+                    let mut b = [0u8; 16];
+                    let rest = packed.get(at..).unwrap_or(&[]);
+                    let n = rest.len().min(16);
+                    b[..n].copy_from_slice(&rest[..n]);
+                    u128::from_le_bytes(b)
+                }
+            };
+            out.extend((0..8).map(|j| ((word >> (j * w)) & m) as u32));
+        }
+        done = take / 8 * 8;
+    }
+    for i in done..take {
         let bit = i * w;
         let (byte, shift) = (bit / 8, bit % 8);
         let word = match packed.get(byte..byte + 8) {
@@ -719,6 +740,24 @@ mod tests {
         // Fewer values wanted than the group holds: the rest is padding.
         hybrid(&buf, 3, 5, &mut out).unwrap();
         assert_eq!(out, [0, 1, 2, 3, 4]);
+        // Every width, groups and a partial group: packed as the format packs them.
+        for width in 1u8..=24 {
+            let values: Vec<u32> = (0..21u32)
+                .map(|i| i.wrapping_mul(2_654_435_761) & ((1 << width) - 1))
+                .collect();
+            let mut bits: Vec<bool> = Vec::new();
+            for v in values.iter().chain(&[0, 0, 0]) {
+                bits.extend((0..width).map(|b| v >> b & 1 == 1));
+            }
+            let mut packed = vec![(3 << 1) | 1];
+            packed.extend(bits.chunks(8).map(|c| {
+                c.iter()
+                    .enumerate()
+                    .fold(0u8, |acc, (i, &b)| acc | (u8::from(b) << i))
+            }));
+            hybrid(&packed, width, values.len(), &mut out).unwrap();
+            assert_eq!(out, values, "width {width}");
+        }
         // A bit width of zero: every value is 0.
         hybrid(&[4 << 1], 0, 4, &mut out).unwrap();
         assert_eq!(out, [0; 4]);
