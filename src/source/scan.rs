@@ -5,7 +5,7 @@
 //! Per file: `line_item_product_code = 'Kiro'` is evaluated first, on that column alone (row
 //! groups whose statistics exclude `Kiro` are not read at all); the other columns are decoded
 //! only for the Kiro lines. On local disk the flat string columns and the `tags` map are read
-//! page by page for those lines ([`paged`], [`super::pages`]) and the Arrow reader decodes the
+//! page by page for those lines (`scan/paged.rs`, `pages.rs`) and the Arrow reader decodes the
 //! amounts, costs and dates of the same rows; in S3 (or where a file uses an encoding the page
 //! reader leaves alone) arrow-rs's row filter picks the lines and its reader decodes them all,
 //! with the same result. Each line is attributed (user, region, cost
