@@ -160,28 +160,33 @@ fn hybrid(buf: &[u8], bit_width: u8, n: usize, out: &mut Vec<u32>) -> Result<(),
 
 /// `take` values of `bit_width` bits from `packed` (least significant bits first; missing
 /// trailing bytes read as zero). Up to 16 bits wide, each group of eight values (`bit_width`
-/// bytes) is read with one load.
+/// bytes) is read with one load and split with constant shifts ([`groups`]).
 fn unpack(packed: &[u8], bit_width: u8, mask: u32, take: usize, out: &mut Vec<u32>) {
     let w = bit_width as usize;
-    let mut done = 0;
-    if w <= 16 {
-        let m = u128::from(mask);
-        for group in 0..take / 8 {
-            let at = group * w;
-            let word = match packed.get(at..at + 16) {
-                Some(b) => u128::from_le_bytes(b.try_into().unwrap_or([0; 16])),
-                None => {
-                    let mut b = [0u8; 16];
-                    let rest = packed.get(at..).unwrap_or(&[]);
-                    let n = rest.len().min(16);
-                    b[..n].copy_from_slice(&rest[..n]);
-                    u128::from_le_bytes(b)
-                }
-            };
-            out.extend((0..8).map(|j| ((word >> (j * w)) & m) as u32));
+    let full = take / 8;
+    let done = match bit_width {
+        0 => {
+            out.resize(out.len() + full * 8, 0);
+            full * 8
         }
-        done = take / 8 * 8;
-    }
+        1 => groups::<1>(packed, full, out),
+        2 => groups::<2>(packed, full, out),
+        3 => groups::<3>(packed, full, out),
+        4 => groups::<4>(packed, full, out),
+        5 => groups::<5>(packed, full, out),
+        6 => groups::<6>(packed, full, out),
+        7 => groups::<7>(packed, full, out),
+        8 => groups::<8>(packed, full, out),
+        9 => groups::<9>(packed, full, out),
+        10 => groups::<10>(packed, full, out),
+        11 => groups::<11>(packed, full, out),
+        12 => groups::<12>(packed, full, out),
+        13 => groups::<13>(packed, full, out),
+        14 => groups::<14>(packed, full, out),
+        15 => groups::<15>(packed, full, out),
+        16 => groups::<16>(packed, full, out),
+        _ => 0,
+    };
     for i in done..take {
         let bit = i * w;
         let (byte, shift) = (bit / 8, bit % 8);
@@ -196,6 +201,39 @@ fn unpack(packed: &[u8], bit_width: u8, mask: u32, take: usize, out: &mut Vec<u3
         };
         out.push((word >> shift) as u32 & mask);
     }
+}
+
+/// `n` whole groups of eight values `W` bits wide (`W` bytes a group) from `packed`, a load
+/// per group (eight bytes up to 8 bits wide, sixteen above); returns how many values that is.
+/// `W` is a constant, so the shifts and the mask are too.
+fn groups<const W: usize>(packed: &[u8], n: usize, out: &mut Vec<u32>) -> usize {
+    fn load<const N: usize>(packed: &[u8], at: usize) -> [u8; N] {
+        let mut b = [0u8; N];
+        match packed.get(at..at + N) {
+            Some(whole) => b.copy_from_slice(whole),
+            None => {
+                let rest = packed.get(at..).unwrap_or(&[]);
+                let k = rest.len().min(N);
+                b[..k].copy_from_slice(&rest[..k]);
+            }
+        }
+        b
+    }
+    out.reserve(n * 8);
+    for group in 0..n {
+        let at = group * W;
+        let values: [u32; 8] = if W <= 8 {
+            let word = u64::from_le_bytes(load::<8>(packed, at));
+            let mask = (1u64 << W) - 1;
+            std::array::from_fn(|j| ((word >> (j * W)) & mask) as u32)
+        } else {
+            let word = u128::from_le_bytes(load::<16>(packed, at));
+            let mask = (1u128 << W) - 1;
+            std::array::from_fn(|j| ((word >> (j * W)) & mask) as u32)
+        };
+        out.extend_from_slice(&values);
+    }
+    n * 8
 }
 
 fn uleb128(buf: &[u8], pos: &mut usize) -> Result<u64, PageError> {
