@@ -509,14 +509,19 @@ impl Refresher {
     }
 
     fn publish(&mut self) -> Result<(), RefreshError> {
-        let (snapshot, families) = match &self.last_good {
-            Some((s, f)) => (Some(s.as_ref()), Some(f.as_ref())),
-            None => (None, None),
-        };
-        let exposition = prom::encode(families, &self.telemetry)?;
-        // The families are the exposition's first bytes: from now on they are a view of it,
-        // not a copy of their own (at 50k users each is 60 MB).
-        let families = families.map(|f| exposition.plain.slice(..f.len()));
+        let own = prom::encode_own(&self.telemetry)?;
+        // The families are handed over: fresh from a refresh, nothing else holds them and the
+        // exporter's own metrics are appended in place (at 50k users they are 60-90 MB).
+        let families = self.last_good.as_mut().map(|(_, f)| std::mem::take(f));
+        let len = families.as_ref().map(Bytes::len);
+        let plain = prom::append_own(families, &own);
+        // They are the exposition's first bytes: from now on they are a view of it, not a
+        // copy of their own.
+        if let (Some((_, f)), Some(len)) = (&mut self.last_good, len) {
+            *f = plain.slice(..len);
+        }
+        let exposition = prom::compress(plain)?;
+        let snapshot = self.last_good.as_ref().map(|(s, _)| s.as_ref());
         self.state.publish(Published {
             landing: landing::render(
                 snapshot,
@@ -530,9 +535,6 @@ impl Refresher {
             exposition,
             ready: snapshot.is_some(),
         });
-        if let (Some((_, f)), Some(view)) = (&mut self.last_good, families) {
-            *f = view;
-        }
         Ok(())
     }
 

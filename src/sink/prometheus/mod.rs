@@ -260,12 +260,23 @@ pub fn encode_snapshot_with(s: &Snapshot, settings: &PrometheusSettings) -> Vec<
         }
     }
     fam.sort_by_key(|family| family.name);
-    let mut out = Vec::with_capacity(fam.iter().map(|family| family.body.len() + 256).sum());
-    for family in &fam {
+    // Room for the exporter's own metrics too: the exposition appends them in place.
+    let room = fam
+        .iter()
+        .map(|family| family.body.len() + 256)
+        .sum::<usize>()
+        + OWN_ROOM;
+    let mut out = Vec::with_capacity(room);
+    // Each family's samples are freed once copied: at 50k users they are 60-90 MB in all, so
+    // they and the output are not held whole at once.
+    for family in fam {
         family.write_to(&mut out);
     }
     out
 }
+
+/// Room kept after the data families for the exporter's own metrics.
+const OWN_ROOM: usize = 64 * 1024;
 
 /// The savings recommendations: one info series and one saving per seat, per cost center.
 fn sample_savings(view: &PeriodView, p: &str, sample: &mut impl FnMut(F, &[&str], f64)) {
@@ -425,12 +436,39 @@ fn sample_activity(
 /// The exposition: the snapshot's pre-encoded families (if any) and the exporter's own
 /// metrics, plain and gzip-compressed, ready to be served as they are.
 pub fn encode(data: Option<&[u8]>, exporter: &Telemetry) -> Result<Exposition, EncodeError> {
-    let own = exporter.registry().gather();
-    let mut plain = Vec::with_capacity(data.map_or(0, <[u8]>::len) + 16 * 1024);
-    if let Some(d) = data {
-        plain.extend_from_slice(d);
-    }
-    TextEncoder::new().encode(&own, &mut plain)?;
+    let own = encode_own(exporter)?;
+    let data = data.unwrap_or_default();
+    let mut plain = bytes::BytesMut::with_capacity(data.len() + own.len());
+    plain.extend_from_slice(data);
+    plain.extend_from_slice(&own);
+    compress(plain.freeze())
+}
+
+/// The exporter's own metrics as text.
+pub fn encode_own(exporter: &Telemetry) -> Result<Vec<u8>, EncodeError> {
+    let mut own = Vec::with_capacity(16 * 1024);
+    TextEncoder::new().encode(&exporter.registry().gather(), &mut own)?;
+    Ok(own)
+}
+
+/// The plain exposition: the data families (if any) and then `own`. Families held nowhere
+/// else (as a refresh hands them over) get `own` appended in place; otherwise they are copied.
+pub fn append_own(data: Option<bytes::Bytes>, own: &[u8]) -> bytes::Bytes {
+    let mut plain = match data.map(bytes::Bytes::try_into_mut) {
+        Some(Ok(unique)) => unique,
+        Some(Err(shared)) => {
+            let mut copy = bytes::BytesMut::with_capacity(shared.len() + own.len());
+            copy.extend_from_slice(&shared);
+            copy
+        }
+        None => bytes::BytesMut::with_capacity(own.len()),
+    };
+    plain.extend_from_slice(own);
+    plain.freeze()
+}
+
+/// The exposition of `plain`: itself, and gzip-compressed.
+pub fn compress(plain: bytes::Bytes) -> Result<Exposition, EncodeError> {
     let mut gz = GzEncoder::new(
         Vec::with_capacity(plain.len() / 8 + 64),
         Compression::fast(),
@@ -443,7 +481,7 @@ pub fn encode(data: Option<&[u8]>, exporter: &Telemetry) -> Result<Exposition, E
     // Kept until the next refresh: without the room its growth left.
     gzip.shrink_to_fit();
     Ok(Exposition {
-        plain: bytes::Bytes::from(plain),
+        plain,
         gzip: bytes::Bytes::from(gzip),
     })
 }
