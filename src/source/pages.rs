@@ -190,15 +190,7 @@ fn unpack(packed: &[u8], bit_width: u8, mask: u32, take: usize, out: &mut Vec<u3
     for i in done..take {
         let bit = i * w;
         let (byte, shift) = (bit / 8, bit % 8);
-        let word = match packed.get(byte..byte + 8) {
-            Some(b) => u64::from_le_bytes(b.try_into().unwrap_or([0; 8])),
-            None => {
-                let mut b = [0u8; 8];
-                let rest = packed.get(byte..).unwrap_or(&[]);
-                b[..rest.len()].copy_from_slice(rest);
-                u64::from_le_bytes(b)
-            }
-        };
+        let word = u64::from_le_bytes(load(packed, byte));
         out.push((word >> shift) as u32 & mask);
     }
 }
@@ -207,18 +199,6 @@ fn unpack(packed: &[u8], bit_width: u8, mask: u32, take: usize, out: &mut Vec<u3
 /// per group (eight bytes up to 8 bits wide, sixteen above); returns how many values that is.
 /// `W` is a constant, so the shifts and the mask are too.
 fn groups<const W: usize>(packed: &[u8], n: usize, out: &mut Vec<u32>) -> usize {
-    fn load<const N: usize>(packed: &[u8], at: usize) -> [u8; N] {
-        let mut b = [0u8; N];
-        match packed.get(at..at + N) {
-            Some(whole) => b.copy_from_slice(whole),
-            None => {
-                let rest = packed.get(at..).unwrap_or(&[]);
-                let k = rest.len().min(N);
-                b[..k].copy_from_slice(&rest[..k]);
-            }
-        }
-        b
-    }
     out.reserve(n * 8);
     for group in 0..n {
         let at = group * W;
@@ -234,6 +214,20 @@ fn groups<const W: usize>(packed: &[u8], n: usize, out: &mut Vec<u32>) -> usize 
         out.extend_from_slice(&values);
     }
     n * 8
+}
+
+/// The `N` bytes of `packed` from `at`, those past its end read as zero.
+fn load<const N: usize>(packed: &[u8], at: usize) -> [u8; N] {
+    let mut b = [0u8; N];
+    match packed.get(at..at + N) {
+        Some(whole) => b.copy_from_slice(whole),
+        None => {
+            let rest = packed.get(at..).unwrap_or(&[]);
+            let k = rest.len().min(N);
+            b[..k].copy_from_slice(&rest[..k]);
+        }
+    }
+    b
 }
 
 fn uleb128(buf: &[u8], pos: &mut usize) -> Result<u64, PageError> {
