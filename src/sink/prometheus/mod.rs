@@ -437,9 +437,7 @@ fn sample_activity(
 /// metrics, plain and gzip-compressed, ready to be served as they are.
 pub fn encode(data: Option<&[u8]>, exporter: &Telemetry) -> Result<Exposition, EncodeError> {
     let own = encode_own(exporter)?;
-    let data = data.unwrap_or_default();
-    let mut plain = bytes::BytesMut::with_capacity(data.len() + own.len());
-    plain.extend_from_slice(data);
+    let mut plain = copy_with_room(data.unwrap_or_default(), own.len());
     plain.extend_from_slice(&own);
     compress(plain.freeze())
 }
@@ -456,15 +454,18 @@ pub fn encode_own(exporter: &Telemetry) -> Result<Vec<u8>, EncodeError> {
 pub fn append_own(data: Option<bytes::Bytes>, own: &[u8]) -> bytes::Bytes {
     let mut plain = match data.map(bytes::Bytes::try_into_mut) {
         Some(Ok(unique)) => unique,
-        Some(Err(shared)) => {
-            let mut copy = bytes::BytesMut::with_capacity(shared.len() + own.len());
-            copy.extend_from_slice(&shared);
-            copy
-        }
-        None => bytes::BytesMut::with_capacity(own.len()),
+        Some(Err(shared)) => copy_with_room(&shared, own.len()),
+        None => copy_with_room(&[], own.len()),
     };
     plain.extend_from_slice(own);
     plain.freeze()
+}
+
+/// A copy of `data` with room for `room` bytes more.
+fn copy_with_room(data: &[u8], room: usize) -> bytes::BytesMut {
+    let mut copy = bytes::BytesMut::with_capacity(data.len() + room);
+    copy.extend_from_slice(data);
+    copy
 }
 
 /// The exposition of `plain`: itself, and gzip-compressed.
