@@ -49,7 +49,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
 use clap::Parser;
-use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -615,7 +614,7 @@ fn measure_encoding(
             &settings.plans,
             &settings.savings,
         );
-        let families = prom::encode_snapshot(&snap);
+        let families = prom::compress_snapshot(&snap)?;
         build.push(t.elapsed().as_secs_f64());
         snapshot = Some(snap);
         let t = Instant::now();
@@ -629,8 +628,8 @@ fn measure_encoding(
         "families_seconds": median(&build),
         "encode_seconds": median(&encode),
         "total_seconds": median(&build) + median(&encode),
-        "exposition_plain_bytes": exposition.plain.len(),
-        "exposition_gzip_bytes": exposition.gzip.len(),
+        "exposition_plain_bytes": exposition.plain_len(),
+        "exposition_gzip_bytes": exposition.gzip_len(),
     });
     Ok((snapshot.context("no run")?, refresh, metrics))
 }
@@ -1038,9 +1037,9 @@ impl NaiveServer {
                         .get(header::ACCEPT_ENCODING)
                         .is_some_and(|v| v.as_bytes().windows(4).any(|w| w == b"gzip"));
                     let (snapshot, _settings, metrics) = &*shared;
-                    let families = prom::encode_snapshot(snapshot);
+                    let families = prom::compress_snapshot(snapshot).expect("encodes");
                     let e = prom::encode(Some(&families), metrics).expect("encodes");
-                    let mut r = Response::new(Full::new(if gzip { e.gzip } else { e.plain }));
+                    let mut r = Response::new(if gzip { e.gzip() } else { e.plain() });
                     if gzip {
                         r.headers_mut()
                             .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));

@@ -10,7 +10,6 @@ pub mod schedule;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use tokio::sync::watch;
@@ -19,6 +18,7 @@ use crate::allocation::savings::{Prior, SavingsSettings, Window};
 use crate::failure::FailureKind;
 use crate::history::{HistorySettings, HistoryStore, Kept, MonthRecord};
 use crate::period::BillingPeriod;
+use crate::server::exposition::Families;
 use crate::server::{Published, State};
 use crate::sink::prometheus::{self as prom, EncodeError};
 use crate::sink::{Delivery, Sink, landing};
@@ -62,8 +62,8 @@ pub struct Refresher {
     builder: Arc<SnapshotBuilder>,
     state: Arc<State>,
     telemetry: Arc<Telemetry>,
-    /// The last good snapshot and its encoded data families.
-    last_good: Option<(Arc<Snapshot>, Bytes)>,
+    /// The last good snapshot and its data families, compressed.
+    last_good: Option<(Arc<Snapshot>, Families)>,
     sinks: Vec<Box<dyn Sink>>,
     prometheus: prom::PrometheusSettings,
     last_error: Option<String>,
@@ -284,8 +284,8 @@ impl Refresher {
         // Held nowhere else by now: changed in place, not copied.
         let s = Arc::make_mut(snapshot);
         s.history = h.view(s);
-        let families = prom::encode_snapshot_with(s, &self.prometheus);
-        self.last_good = Some((snapshot.clone(), Bytes::from(families)));
+        let families = prom::compress_snapshot_with(s, &self.prometheus)?;
+        self.last_good = Some((snapshot.clone(), families));
         self.publish()?;
         Ok(true)
     }
@@ -363,7 +363,7 @@ impl Refresher {
         self.state.clone()
     }
 
-    async fn build(&self, now: DateTime<Utc>) -> Result<(Snapshot, Bytes), RefreshError> {
+    async fn build(&self, now: DateTime<Utc>) -> Result<(Snapshot, Families), RefreshError> {
         let periods = watched_periods(now, &self.settings);
         let mut allocations = Vec::with_capacity(periods.len());
         let mut missing = Vec::new();
@@ -418,8 +418,8 @@ impl Refresher {
         if let Some(h) = &self.history {
             snapshot.history = h.view(&snapshot);
         }
-        let families = prom::encode_snapshot_with(&snapshot, &self.prometheus);
-        Ok((snapshot, Bytes::from(families)))
+        let families = prom::compress_snapshot_with(&snapshot, &self.prometheus)?;
+        Ok((snapshot, families))
     }
 
     /// The month before a running one, allocated beside it, with its credits per usage day
@@ -509,18 +509,9 @@ impl Refresher {
     }
 
     fn publish(&mut self) -> Result<(), RefreshError> {
-        let own = prom::encode_own(&self.telemetry)?;
-        // The families are handed over: fresh from a refresh, nothing else holds them and the
-        // exporter's own metrics are appended in place (at 50k users they are 60-90 MB).
-        let families = self.last_good.as_mut().map(|(_, f)| std::mem::take(f));
-        let len = families.as_ref().map(Bytes::len);
-        let plain = prom::append_own(families, &own);
-        // They are the exposition's first bytes: from now on they are a view of it, not a
-        // copy of their own.
-        if let (Some((_, f)), Some(len)) = (&mut self.last_good, len) {
-            *f = plain.slice(..len);
-        }
-        let exposition = prom::compress(plain)?;
+        // The families are compressed once per refresh and shared with every exposition
+        // published from them; only the exporter's own metrics are encoded again.
+        let exposition = prom::encode(self.last_good.as_ref().map(|(_, f)| f), &self.telemetry)?;
         let snapshot = self.last_good.as_ref().map(|(s, _)| s.as_ref());
         self.state.publish(Published {
             landing: landing::render(

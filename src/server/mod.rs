@@ -8,6 +8,7 @@
 //! drains open connections on shutdown.
 
 pub mod auth;
+pub mod exposition;
 pub mod reload;
 pub mod tls;
 pub mod web_config;
@@ -21,7 +22,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::{http1, http2};
@@ -33,6 +33,7 @@ use tokio::net::TcpListener;
 
 use crate::config_error::{ConfigError, ensure};
 use auth::{Access, WebSecurity};
+pub use exposition::{Body, Exposition};
 use reload::LiveSecurity;
 use web_config::{WebConfigError, WebSources};
 
@@ -135,13 +136,6 @@ impl ServerSettings {
     }
 }
 
-/// An encoded exposition, plain and gzip.
-#[derive(Debug, Clone)]
-pub struct Exposition {
-    pub plain: Bytes,
-    pub gzip: Bytes,
-}
-
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// What the last refresh published.
@@ -224,9 +218,24 @@ fn response(
     content_type: &'static str,
     body: Bytes,
     head: bool,
-) -> Response<Full<Bytes>> {
-    let len = body.len();
-    let mut r = Response::new(Full::new(if head { Bytes::new() } else { body }));
+) -> Response<Body> {
+    let len = body.len() as u64;
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from(body)
+    };
+    with_length(status, content_type, body, len)
+}
+
+/// A response of `len` bytes (its body empty for HEAD), with the headers every answer has.
+fn with_length(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Body,
+    len: u64,
+) -> Response<Body> {
+    let mut r = Response::new(body);
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -245,7 +254,7 @@ pub async fn handle_secured<B>(
     req: &Request<B>,
     state: &State,
     security: &Arc<WebSecurity>,
-) -> Response<Full<Bytes>> {
+) -> Response<Body> {
     let access = match security.check_fast(req.uri().path(), auth::authorization(req)) {
         Ok(access) => access,
         Err(pending) => security.verify(pending).await,
@@ -291,7 +300,7 @@ pub async fn handle_secured<B>(
 }
 
 /// Answers one request from the published state.
-pub fn handle<B>(req: &Request<B>, state: &State) -> Response<Full<Bytes>> {
+pub fn handle<B>(req: &Request<B>, state: &State) -> Response<Body> {
     let text = "text/plain; charset=utf-8";
     let head = req.method() == Method::HEAD;
     if req.method() != Method::GET && !head {
@@ -309,12 +318,13 @@ pub fn handle<B>(req: &Request<B>, state: &State) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/metrics" => {
             let gzip = accepts_gzip(req);
-            let body = if gzip {
-                published.exposition.gzip.clone()
-            } else {
-                published.exposition.plain.clone()
+            let e = &published.exposition;
+            let (body, len) = match gzip {
+                true => (e.gzip(), e.gzip_len()),
+                false => (e.plain(), e.plain_len()),
             };
-            let mut r = response(StatusCode::OK, METRICS_CONTENT_TYPE, body, head);
+            let body = if head { Body::empty() } else { body };
+            let mut r = with_length(StatusCode::OK, METRICS_CONTENT_TYPE, body, len);
             r.headers_mut()
                 .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
             if gzip {
@@ -568,10 +578,7 @@ mod tests {
 
     fn state() -> State {
         State::new(Published {
-            exposition: Exposition {
-                plain: Bytes::from_static(b"plain"),
-                gzip: Bytes::from_static(b"gzip"),
-            },
+            exposition: Exposition::new(None, Bytes::from_static(b"plain")).unwrap(),
             ready: false,
             landing: Bytes::from_static(b"<!doctype html>"),
         })

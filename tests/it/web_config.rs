@@ -634,10 +634,7 @@ async fn start(web: Option<&Path>) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let state = Arc::new(State::new(Published {
-        exposition: Exposition {
-            plain: Bytes::from_static(BODY.as_bytes()),
-            gzip: Bytes::from_static(BODY.as_bytes()),
-        },
+        exposition: Exposition::new(None, Bytes::from_static(BODY.as_bytes())).unwrap(),
         ready: true,
         landing: Bytes::new(),
     }));

@@ -13,22 +13,26 @@ pub mod rules;
 
 use std::io::Write as _;
 
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use prometheus::{Encoder, TextEncoder};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
 use crate::allocation::cost_center_label;
 use crate::server::Exposition;
+use crate::server::exposition::{ExpositionError, Families, FamiliesWriter};
 use crate::snapshot::{PeriodView, Snapshot};
 use crate::telemetry::Telemetry;
 use catalog::{Def, F};
 
-/// An encoding problem; only possible through a programming error (conflicting descriptors).
+/// An encoding problem; only possible through a programming error (conflicting descriptors,
+/// a compressor's misuse).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot encode metrics: {0}")]
-pub struct EncodeError(#[from] prometheus::Error);
+pub enum EncodeError {
+    #[error("cannot encode metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("cannot encode metrics: {0}")]
+    Exposition(#[from] ExpositionError),
+}
 
 fn f(d: Decimal) -> f64 {
     d.to_f64().unwrap_or(f64::NAN)
@@ -77,10 +81,17 @@ impl Family {
     }
 
     /// HELP, TYPE and the samples; nothing for a family without samples.
-    fn write_to(&self, out: &mut Vec<u8>) {
+    fn write_to(&self, out: &mut impl Text) -> Result<(), ExpositionError> {
         if self.body.is_empty() {
-            return;
+            return Ok(());
         }
+        let mut head = Vec::with_capacity(self.help.len() + 2 * self.name.len() + 32);
+        self.write_head(&mut head);
+        out.put(&head)?;
+        out.put(&self.body)
+    }
+
+    fn write_head(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"# HELP ");
         out.extend_from_slice(self.name.as_bytes());
         out.push(b' ');
@@ -94,7 +105,24 @@ impl Family {
         out.extend_from_slice(b"\n# TYPE ");
         out.extend_from_slice(self.name.as_bytes());
         out.extend_from_slice(b" gauge\n");
-        out.extend_from_slice(&self.body);
+    }
+}
+
+/// Where families' text goes: a buffer, or a compressor.
+trait Text {
+    fn put(&mut self, b: &[u8]) -> Result<(), ExpositionError>;
+}
+
+impl Text for Vec<u8> {
+    fn put(&mut self, b: &[u8]) -> Result<(), ExpositionError> {
+        self.extend_from_slice(b);
+        Ok(())
+    }
+}
+
+impl Text for FamiliesWriter {
+    fn put(&mut self, b: &[u8]) -> Result<(), ExpositionError> {
+        self.write(b)
     }
 }
 
@@ -163,13 +191,43 @@ const PER_USER: &[F] = &[
 ];
 
 /// Encodes the data families of a snapshot as Prometheus text, families in name order, with
-/// the per-user families. Done once per refresh; a scrape only copies the result.
+/// the per-user families.
 pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
     encode_snapshot_with(s, &PrometheusSettings::default())
 }
 
 /// [`encode_snapshot`] as `settings` say (`per_user = false`: the roll-ups only).
 pub fn encode_snapshot_with(s: &Snapshot, settings: &PrometheusSettings) -> Vec<u8> {
+    let fam = families(s, settings);
+    let mut out = Vec::with_capacity(fam.iter().map(|f| f.body.len() + 256).sum());
+    for family in fam {
+        // Writing to a Vec cannot fail.
+        let _ = family.write_to(&mut out);
+    }
+    out
+}
+
+/// The data families of a snapshot, compressed as they are encoded: what a refresh keeps and
+/// `/metrics` serves (the text is never held whole; each family's samples are freed once
+/// compressed).
+pub fn compress_snapshot_with(
+    s: &Snapshot,
+    settings: &PrometheusSettings,
+) -> Result<Families, EncodeError> {
+    let mut out = FamiliesWriter::new();
+    for family in families(s, settings) {
+        family.write_to(&mut out)?;
+    }
+    Ok(out.finish()?)
+}
+
+/// [`compress_snapshot_with`] with the default settings.
+pub fn compress_snapshot(s: &Snapshot) -> Result<Families, EncodeError> {
+    compress_snapshot_with(s, &PrometheusSettings::default())
+}
+
+/// The data families, in name order, with their samples.
+fn families(s: &Snapshot, settings: &PrometheusSettings) -> Vec<Family> {
     let mut fam: Vec<Family> = catalog::DATA.iter().map(Family::new).collect();
     let mut sample = |which: F, values: &[&str], v: f64| fam[which as usize].sample(values, v);
     for view in &s.periods {
@@ -260,23 +318,8 @@ pub fn encode_snapshot_with(s: &Snapshot, settings: &PrometheusSettings) -> Vec<
         }
     }
     fam.sort_by_key(|family| family.name);
-    // Room for the exporter's own metrics too: the exposition appends them in place.
-    let room = fam
-        .iter()
-        .map(|family| family.body.len() + 256)
-        .sum::<usize>()
-        + OWN_ROOM;
-    let mut out = Vec::with_capacity(room);
-    // Each family's samples are freed once copied: at 50k users they are 60-90 MB in all, so
-    // they and the output are not held whole at once.
-    for family in fam {
-        family.write_to(&mut out);
-    }
-    out
+    fam
 }
-
-/// Room kept after the data families for the exporter's own metrics.
-const OWN_ROOM: usize = 64 * 1024;
 
 /// The savings recommendations: one info series and one saving per seat, per cost center.
 fn sample_savings(view: &PeriodView, p: &str, sample: &mut impl FnMut(F, &[&str], f64)) {
@@ -433,13 +476,11 @@ fn sample_activity(
     sample(F::CreditsWithoutSeat, &[p], f(view.without_seat.credits));
 }
 
-/// The exposition: the snapshot's pre-encoded families (if any) and the exporter's own
-/// metrics, plain and gzip-compressed, ready to be served as they are.
-pub fn encode(data: Option<&[u8]>, exporter: &Telemetry) -> Result<Exposition, EncodeError> {
+/// The exposition: the snapshot's compressed families (if any) and the exporter's own
+/// metrics, ready to be served as they are.
+pub fn encode(data: Option<&Families>, exporter: &Telemetry) -> Result<Exposition, EncodeError> {
     let own = encode_own(exporter)?;
-    let mut plain = copy_with_room(data.unwrap_or_default(), own.len());
-    plain.extend_from_slice(&own);
-    compress(plain.freeze())
+    Ok(Exposition::new(data.cloned(), bytes::Bytes::from(own))?)
 }
 
 /// The exporter's own metrics as text.
@@ -447,42 +488,4 @@ pub fn encode_own(exporter: &Telemetry) -> Result<Vec<u8>, EncodeError> {
     let mut own = Vec::with_capacity(16 * 1024);
     TextEncoder::new().encode(&exporter.registry().gather(), &mut own)?;
     Ok(own)
-}
-
-/// The plain exposition: the data families (if any) and then `own`. Families held nowhere
-/// else (as a refresh hands them over) get `own` appended in place; otherwise they are copied.
-pub fn append_own(data: Option<bytes::Bytes>, own: &[u8]) -> bytes::Bytes {
-    let mut plain = match data.map(bytes::Bytes::try_into_mut) {
-        Some(Ok(unique)) => unique,
-        Some(Err(shared)) => copy_with_room(&shared, own.len()),
-        None => copy_with_room(&[], own.len()),
-    };
-    plain.extend_from_slice(own);
-    plain.freeze()
-}
-
-/// A copy of `data` with room for `room` bytes more.
-fn copy_with_room(data: &[u8], room: usize) -> bytes::BytesMut {
-    let mut copy = bytes::BytesMut::with_capacity(data.len() + room);
-    copy.extend_from_slice(data);
-    copy
-}
-
-/// The exposition of `plain`: itself, and gzip-compressed.
-pub fn compress(plain: bytes::Bytes) -> Result<Exposition, EncodeError> {
-    let mut gz = GzEncoder::new(
-        Vec::with_capacity(plain.len() / 8 + 64),
-        Compression::fast(),
-    );
-    gz.write_all(&plain)
-        .map_err(|e| prometheus::Error::Msg(e.to_string()))?;
-    let mut gzip = gz
-        .finish()
-        .map_err(|e| prometheus::Error::Msg(e.to_string()))?;
-    // Kept until the next refresh: without the room its growth left.
-    gzip.shrink_to_fit();
-    Ok(Exposition {
-        plain,
-        gzip: bytes::Bytes::from(gzip),
-    })
 }
