@@ -83,6 +83,13 @@ enum Command {
     },
 }
 
+impl Cli {
+    /// Whether the command runs the daemon (it stays up between refreshes).
+    pub fn runs_daemon(&self) -> bool {
+        matches!(self.command, Command::Serve(_) | Command::Demo(_))
+    }
+}
+
 /// Runs the command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
