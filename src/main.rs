@@ -34,40 +34,43 @@ fn main() -> ExitCode {
 }
 
 /// Two glibc malloc arenas, as the shipped image, unit and manifests set with
-/// `MALLOC_ARENA_MAX=2`, unless the environment says otherwise (`MALLOC_ARENA_MAX` or a
-/// `GLIBC_TUNABLES` entry, which glibc has read already). glibc's default (eight per core)
-/// keeps each scanning thread's freed memory in an arena of its own: at 50,000 users `query`
-/// peaks about a quarter higher with it. Called before the runtime starts any thread.
-#[allow(unsafe_code)]
+/// `MALLOC_ARENA_MAX=2`, unless the environment says otherwise. glibc's default (eight per
+/// core) keeps each scanning thread's freed memory in an arena of its own: at 50,000 users
+/// `query` peaks about a quarter higher with it. Called before the runtime starts any thread.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none()
-        && !std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("arena_max"))
-    {
-        // SAFETY: mallopt sets one of the allocator's parameters; it takes no pointers.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
-        }
-    }
+    malloc_default(libc::M_ARENA_MAX, 2, "MALLOC_ARENA_MAX", "arena_max");
 }
 
 /// The daemon's large blocks (a refresh's pages and buffers, the exposition's families as they
 /// are encoded) served by their own mappings, returned to the system when freed, unless the
-/// environment says otherwise (`MALLOC_MMAP_THRESHOLD_` or a `GLIBC_TUNABLES` entry). glibc's
-/// threshold otherwise rises with each large block freed, up to 32 MB, after which such blocks
-/// come from the arenas, and what a refresh freed among what it kept stays resident: at 50,000
-/// users the daemon held 265–320 MB after its first refresh with glibc's default and 262–270 MB
-/// with a fixed 4 MiB, and peaked at 408–447 MB against 377–386 MB. `query` keeps glibc's
-/// default: it exits when done, and mapping each large block afresh cost it time.
-#[allow(unsafe_code)]
+/// environment says otherwise. glibc's threshold otherwise rises with each large block freed,
+/// up to 32 MB, after which such blocks come from the arenas, and what a refresh freed among
+/// what it kept stays resident: at 50,000 users the daemon held 265–320 MB after its first
+/// refresh with glibc's default and 262–271 MB with a fixed 4 MiB, and peaked at 408–447 MB
+/// against 375–386 MB. `query` keeps glibc's default: it exits when done, and mapping each
+/// large block afresh cost it time.
 fn fix_mmap_threshold() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none()
-        && !std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("mmap_threshold"))
+    malloc_default(
+        libc::M_MMAP_THRESHOLD,
+        4 << 20,
+        "MALLOC_MMAP_THRESHOLD_",
+        "mmap_threshold",
+    );
+}
+
+/// Sets one of glibc malloc's parameters, unless the environment variable `env` or a
+/// `GLIBC_TUNABLES` entry naming `tunable` set it (glibc has read those already).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn malloc_default(param: libc::c_int, value: libc::c_int, env: &str, tunable: &str) {
+    if std::env::var_os(env).is_none()
+        && !std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains(tunable))
     {
         // SAFETY: mallopt sets one of the allocator's parameters; it takes no pointers.
         unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+            libc::mallopt(param, value);
         }
     }
 }

@@ -102,19 +102,10 @@ impl FamiliesWriter {
     }
 
     /// Adds `data` to the families' text.
-    pub fn write(&mut self, mut data: &[u8]) -> Result<(), ExpositionError> {
+    pub fn write(&mut self, data: &[u8]) -> Result<(), ExpositionError> {
         self.crc.update(data);
         self.len += data.len() as u64;
-        while !data.is_empty() {
-            self.out.reserve(ROOM);
-            let before = self.compress.total_in();
-            self.compress
-                .compress_vec(data, &mut self.out, FlushCompress::None)
-                .map_err(|e| ExpositionError::new("compression", e))?;
-            let used = (self.compress.total_in() - before) as usize;
-            data = &data[used..];
-        }
-        Ok(())
+        feed(&mut self.compress, &mut self.out, data)
     }
 
     /// The families, their stream flushed to a byte boundary and left open.
@@ -127,6 +118,18 @@ impl FamiliesWriter {
             len: self.len,
         })
     }
+}
+
+/// Compresses all of `data` into `out`, without flushing.
+fn feed(c: &mut Compress, out: &mut Vec<u8>, mut data: &[u8]) -> Result<(), ExpositionError> {
+    while !data.is_empty() {
+        out.reserve(ROOM);
+        let before = c.total_in();
+        c.compress_vec(data, out, FlushCompress::None)
+            .map_err(|e| ExpositionError::new("compression", e))?;
+        data = &data[(c.total_in() - before) as usize..];
+    }
+    Ok(())
 }
 
 /// Flushes `c` into `out` with `flush` until it has nothing more to write: zlib's rule, a
@@ -161,14 +164,7 @@ impl Exposition {
         let families = families.unwrap_or_default();
         let mut c = Compress::new(level(), false);
         let mut own_deflate = Vec::with_capacity(own.len() / 4 + 64);
-        let mut input: &[u8] = &own;
-        while !input.is_empty() {
-            own_deflate.reserve(ROOM);
-            let before = c.total_in();
-            c.compress_vec(input, &mut own_deflate, FlushCompress::None)
-                .map_err(|e| ExpositionError::new("compression", e))?;
-            input = &input[(c.total_in() - before) as usize..];
-        }
+        feed(&mut c, &mut own_deflate, &own)?;
         end(&mut c, &mut own_deflate, FlushCompress::Finish)?;
         own_deflate.shrink_to_fit();
         let mut crc = crc32fast::Hasher::new_with_initial_len(families.crc, families.len);
@@ -214,33 +210,27 @@ impl Exposition {
         if self.families.len == 0 {
             return Body::from(self.own.clone());
         }
-        Body(Inner::Inflate(Box::new(Inflating {
-            input: self.families.deflate.clone(),
-            inflate: Decompress::new(false),
-            left: self.families.len,
-            then: Some(self.own.clone()),
-        })))
+        Body(Inner::Inflate(Box::new(self.inflating())))
     }
 
     /// The plain text, whole (for tools and tests; the server streams it).
     pub fn to_plain(&self) -> Result<Vec<u8>, ExpositionError> {
         let mut out = Vec::with_capacity(self.plain_len() as usize);
-        let mut inflate = Decompress::new(false);
-        let mut input: &[u8] = &self.families.deflate;
-        while (out.len() as u64) < self.families.len {
-            out.reserve((self.families.len - out.len() as u64) as usize);
-            let before = inflate.total_in();
-            let produced = out.len();
-            inflate
-                .decompress_vec(input, &mut out, FlushDecompress::None)
-                .map_err(|e| ExpositionError::new("inflation", e))?;
-            input = &input[(inflate.total_in() - before) as usize..];
-            if out.len() == produced {
-                return Err(ExpositionError::new("inflation", "the stream ended early"));
-            }
+        let mut inflating = self.inflating();
+        while let Some(chunk) = inflating.next()? {
+            out.extend_from_slice(&chunk);
         }
-        out.extend_from_slice(&self.own);
         Ok(out)
+    }
+
+    /// The families, to be inflated, and the own metrics after them.
+    fn inflating(&self) -> Inflating {
+        Inflating {
+            input: self.families.deflate.clone(),
+            inflate: Decompress::new(false),
+            left: self.families.len,
+            then: Some(self.own.clone()),
+        }
     }
 
     /// The gzip body, whole.
