@@ -55,25 +55,6 @@ pub struct Families {
     len: u64,
 }
 
-impl Families {
-    /// The families of `text`, compressed.
-    pub fn compress(text: &[u8]) -> Result<Self, ExpositionError> {
-        let mut w = FamiliesWriter::new();
-        w.write(text)?;
-        w.finish()
-    }
-
-    /// Their text's length.
-    pub fn text_len(&self) -> u64 {
-        self.len
-    }
-
-    /// Their compressed length.
-    pub fn compressed_len(&self) -> usize {
-        self.deflate.len()
-    }
-}
-
 /// Compresses data families as they are written, so their text is never held whole.
 pub struct FamiliesWriter {
     compress: Compress,
@@ -155,7 +136,8 @@ pub struct Exposition {
     families: Families,
     own: Bytes,
     own_deflate: Bytes,
-    trailer: [u8; 8],
+    /// gzip's trailer: the CRC-32 and length of the whole text.
+    trailer: Bytes,
 }
 
 impl Exposition {
@@ -178,7 +160,7 @@ impl Exposition {
             families,
             own,
             own_deflate: Bytes::from(own_deflate),
-            trailer,
+            trailer: Bytes::copy_from_slice(&trailer),
         })
     }
 
@@ -187,22 +169,24 @@ impl Exposition {
         self.families.len + self.own.len() as u64
     }
 
+    /// The gzip body's pieces: header, the families' stream, the own metrics' and trailer.
+    fn gzip_pieces(&self) -> [Bytes; 4] {
+        [
+            Bytes::from_static(&GZIP_HEADER),
+            self.families.deflate.clone(),
+            self.own_deflate.clone(),
+            self.trailer.clone(),
+        ]
+    }
+
     /// The gzip body's length.
     pub fn gzip_len(&self) -> u64 {
-        (GZIP_HEADER.len()
-            + self.families.deflate.len()
-            + self.own_deflate.len()
-            + self.trailer.len()) as u64
+        self.gzip_pieces().iter().map(|p| p.len() as u64).sum()
     }
 
     /// The gzip body: the stored pieces in a row.
     pub fn gzip(&self) -> Body {
-        Body::chunks([
-            Bytes::from_static(&GZIP_HEADER),
-            self.families.deflate.clone(),
-            self.own_deflate.clone(),
-            Bytes::copy_from_slice(&self.trailer),
-        ])
+        Body::chunks(self.gzip_pieces())
     }
 
     /// The plain body: the families inflated as they are sent, then the own metrics.
@@ -235,12 +219,7 @@ impl Exposition {
 
     /// The gzip body, whole.
     pub fn to_gzip(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.gzip_len() as usize);
-        out.extend_from_slice(&GZIP_HEADER);
-        out.extend_from_slice(&self.families.deflate);
-        out.extend_from_slice(&self.own_deflate);
-        out.extend_from_slice(&self.trailer);
-        out
+        self.gzip_pieces().concat()
     }
 }
 
@@ -396,7 +375,7 @@ mod tests {
                 w.write(piece).unwrap();
             }
             let fam = w.finish().unwrap();
-            assert_eq!(fam.text_len(), n as u64);
+            assert_eq!(fam.len, n as u64);
             let e = Exposition::new(Some(fam), Bytes::copy_from_slice(own)).unwrap();
             let want = [&data[..], own].concat();
             let plain = e.plain();
@@ -424,11 +403,9 @@ mod tests {
     #[test]
     fn compressed_families_are_smaller_than_their_text() {
         let data = text(1 << 20);
-        let fam = Families::compress(&data).unwrap();
-        assert!(
-            fam.compressed_len() < data.len() / 4,
-            "{}",
-            fam.compressed_len()
-        );
+        let mut w = FamiliesWriter::new();
+        w.write(&data).unwrap();
+        let fam = w.finish().unwrap();
+        assert!(fam.deflate.len() < data.len() / 4, "{}", fam.deflate.len());
     }
 }

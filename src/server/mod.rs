@@ -220,22 +220,18 @@ fn response(
     head: bool,
 ) -> Response<Body> {
     let len = body.len() as u64;
-    let body = if head {
-        Body::empty()
-    } else {
-        Body::from(body)
-    };
-    with_length(status, content_type, body, len)
+    with_length(status, content_type, Body::from(body), len, head)
 }
 
-/// A response of `len` bytes (its body empty for HEAD), with the headers every answer has.
+/// A response of `len` bytes (its body left out for HEAD), with the headers every answer has.
 fn with_length(
     status: StatusCode,
     content_type: &'static str,
     body: Body,
     len: u64,
+    head: bool,
 ) -> Response<Body> {
-    let mut r = Response::new(body);
+    let mut r = Response::new(if head { Body::empty() } else { body });
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -323,8 +319,7 @@ pub fn handle<B>(req: &Request<B>, state: &State) -> Response<Body> {
                 true => (e.gzip(), e.gzip_len()),
                 false => (e.plain(), e.plain_len()),
             };
-            let body = if head { Body::empty() } else { body };
-            let mut r = with_length(StatusCode::OK, METRICS_CONTENT_TYPE, body, len);
+            let mut r = with_length(StatusCode::OK, METRICS_CONTENT_TYPE, body, len, head);
             r.headers_mut()
                 .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
             if gzip {

@@ -81,14 +81,14 @@ impl Family {
     }
 
     /// HELP, TYPE and the samples; nothing for a family without samples.
-    fn write_to(&self, out: &mut impl Text) -> Result<(), ExpositionError> {
+    fn write_to(&self, out: &mut FamiliesWriter) -> Result<(), ExpositionError> {
         if self.body.is_empty() {
             return Ok(());
         }
         let mut head = Vec::with_capacity(self.help.len() + 2 * self.name.len() + 32);
         self.write_head(&mut head);
-        out.put(&head)?;
-        out.put(&self.body)
+        out.write(&head)?;
+        out.write(&self.body)
     }
 
     fn write_head(&self, out: &mut Vec<u8>) {
@@ -105,24 +105,6 @@ impl Family {
         out.extend_from_slice(b"\n# TYPE ");
         out.extend_from_slice(self.name.as_bytes());
         out.extend_from_slice(b" gauge\n");
-    }
-}
-
-/// Where families' text goes: a buffer, or a compressor.
-trait Text {
-    fn put(&mut self, b: &[u8]) -> Result<(), ExpositionError>;
-}
-
-impl Text for Vec<u8> {
-    fn put(&mut self, b: &[u8]) -> Result<(), ExpositionError> {
-        self.extend_from_slice(b);
-        Ok(())
-    }
-}
-
-impl Text for FamiliesWriter {
-    fn put(&mut self, b: &[u8]) -> Result<(), ExpositionError> {
-        self.write(b)
     }
 }
 
@@ -190,24 +172,8 @@ const PER_USER: &[F] = &[
     F::IdleStretchCost,
 ];
 
-/// Encodes the data families of a snapshot as Prometheus text, families in name order, with
-/// the per-user families.
-pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
-    encode_snapshot_with(s, &PrometheusSettings::default())
-}
-
-/// [`encode_snapshot`] as `settings` say (`per_user = false`: the roll-ups only).
-pub fn encode_snapshot_with(s: &Snapshot, settings: &PrometheusSettings) -> Vec<u8> {
-    let fam = families(s, settings);
-    let mut out = Vec::with_capacity(fam.iter().map(|f| f.body.len() + 256).sum());
-    for family in fam {
-        // Writing to a Vec cannot fail.
-        let _ = family.write_to(&mut out);
-    }
-    out
-}
-
-/// The data families of a snapshot, compressed as they are encoded: what a refresh keeps and
+/// The data families of a snapshot as Prometheus text, families in name order (`per_user =
+/// false`: the roll-ups only), compressed as they are encoded: what a refresh keeps and
 /// `/metrics` serves (the text is never held whole; each family's samples are freed once
 /// compressed).
 pub fn compress_snapshot_with(
@@ -221,7 +187,7 @@ pub fn compress_snapshot_with(
     Ok(out.finish()?)
 }
 
-/// [`compress_snapshot_with`] with the default settings.
+/// [`compress_snapshot_with`] with the default settings (the per-user families too).
 pub fn compress_snapshot(s: &Snapshot) -> Result<Families, EncodeError> {
     compress_snapshot_with(s, &PrometheusSettings::default())
 }
