@@ -23,9 +23,31 @@ pub enum Format {
 
 /// A decimal amount as a JSON number.
 pub fn number(d: Decimal) -> Value {
-    d.to_f64()
-        .and_then(serde_json::Number::from_f64)
-        .map_or(Value::Null, Value::Number)
+    serde_json::Number::from_f64(to_f64(d)).map_or(Value::Null, Value::Number)
+}
+
+/// `d` as `Decimal::to_f64` gives it, bit for bit, without its two 128-bit divisions where the
+/// mantissa fits in 64 bits (every amount a bill holds): the same integer parts, converted
+/// and combined by the same float operations.
+pub fn to_f64(d: Decimal) -> f64 {
+    let scale = d.scale();
+    let fast = (1..=19)
+        .contains(&scale)
+        .then(|| u64::try_from(d.mantissa().unsigned_abs()).ok())
+        .flatten();
+    let Some(m) = fast else {
+        return d.to_f64().unwrap_or(f64::NAN);
+    };
+    let precision = 10_u64.pow(scale);
+    let integral = (m / precision) as f64;
+    let frac = (m % precision) as f64 / precision as f64;
+    let value = if frac == 0.0 {
+        integral
+    } else {
+        let round_to = 10_f64.powi(scale as i32);
+        ((integral + frac) * round_to).round() / round_to
+    };
+    if d.is_sign_negative() { -value } else { value }
 }
 
 fn rollup_json(key_name: &str, key: &str, r: &Rollup) -> Value {
@@ -609,5 +631,36 @@ fn summary(out: &mut String, view: &PeriodView) {
             r.users,
             money(r.total_usd)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn to_f64_is_decimals_own_bit_for_bit() {
+        use proptest::prelude::*;
+        let cases = (any::<u64>(), 0u32..=28, any::<bool>(), any::<u32>());
+        proptest::proptest!(|((lo, scale, neg, hi) in cases)| {
+            for hi in [0, hi] {
+                let m = i128::from(lo) | (i128::from(hi) << 64);
+                let d = Decimal::from_i128_with_scale(if neg { -m } else { m }, scale);
+                let want = rust_decimal::prelude::ToPrimitive::to_f64(&d).unwrap();
+                prop_assert_eq!(to_f64(d).to_bits(), want.to_bits(), "{}", d);
+            }
+        });
+        for text in [
+            "0",
+            "-0.10",
+            "19.99999999",
+            "1005855.17",
+            "-390.0",
+            "0.0000000001",
+        ] {
+            let d: Decimal = text.parse().unwrap();
+            let want = rust_decimal::prelude::ToPrimitive::to_f64(&d).unwrap();
+            assert_eq!(to_f64(d).to_bits(), want.to_bits(), "{text}");
+        }
     }
 }
