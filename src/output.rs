@@ -3,12 +3,13 @@
 //! table read the period's views ([`crate::snapshot::PeriodView`]), as every sink does.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 
 use rust_decimal::Decimal;
-use rust_decimal::prelude::ToPrimitive;
 use serde_json::ser::Formatter as _;
 use serde_json::{Value, json};
 
+use crate::allocation::amount::as_f64;
 use crate::allocation::savings::Savings;
 use crate::allocation::{Allocation, Rollup};
 use crate::snapshot::PeriodView;
@@ -23,31 +24,7 @@ pub enum Format {
 
 /// A decimal amount as a JSON number.
 pub fn number(d: Decimal) -> Value {
-    serde_json::Number::from_f64(to_f64(d)).map_or(Value::Null, Value::Number)
-}
-
-/// `d` as `Decimal::to_f64` gives it, bit for bit, without its two 128-bit divisions where the
-/// mantissa fits in 64 bits (every amount a bill holds): the same integer parts, converted
-/// and combined by the same float operations.
-pub fn to_f64(d: Decimal) -> f64 {
-    let scale = d.scale();
-    let fast = (1..=19)
-        .contains(&scale)
-        .then(|| u64::try_from(d.mantissa().unsigned_abs()).ok())
-        .flatten();
-    let Some(m) = fast else {
-        return d.to_f64().unwrap_or(f64::NAN);
-    };
-    let precision = 10_u64.pow(scale);
-    let integral = (m / precision) as f64;
-    let frac = (m % precision) as f64 / precision as f64;
-    let value = if frac == 0.0 {
-        integral
-    } else {
-        let round_to = 10_f64.powi(scale as i32);
-        ((integral + frac) * round_to).round() / round_to
-    };
-    if d.is_sign_negative() { -value } else { value }
+    serde_json::Number::from_f64(as_f64(d)).map_or(Value::Null, Value::Number)
 }
 
 fn rollup_json(key_name: &str, key: &str, r: &Rollup) -> Value {
@@ -74,8 +51,9 @@ pub fn to_json(view: &PeriodView) -> Value {
 
 /// [`to_json`] (the reference for this) with `extra` members (such as `people`), written pretty to `w` as
 /// `serde_json::to_string_pretty` writes the value, without building a value per user. The
-/// users are written on a thread of their own, in chunks handed over as they are ready, while
-/// this one writes the savings and the other members.
+/// users are written on two threads of their own, one half each: the first half in chunks
+/// handed over as they are ready, the second kept until the first is written, while this
+/// thread writes the savings and the other members.
 pub fn write_json(
     view: &PeriodView,
     extra: serde_json::Map<String, Value>,
@@ -95,7 +73,16 @@ pub fn write_json(
     std::thread::scope(|s| {
         let (chunks, ready) = std::sync::mpsc::sync_channel(8);
         let units = &view.allocation.units;
-        let users = s.spawn(move || users_json(units, &chunks));
+        let (head, tail) = units.split_at(units.len() / 2);
+        let first = s.spawn(move || units_json(head, true, |chunk| chunks.send(chunk).is_ok()));
+        let mut rest = Some(s.spawn(move || {
+            let mut out = Vec::new();
+            units_json(tail, head.is_empty(), |chunk| {
+                out.push(chunk);
+                true
+            })
+            .map(|()| out)
+        }));
         top.begin_object(&mut w).map_err(io)?;
         for (i, key) in keys.iter().enumerate() {
             top.begin_object_key(&mut w, i == 0).map_err(io)?;
@@ -103,13 +90,22 @@ pub fn write_json(
             top.begin_object_value(&mut w).map_err(io)?;
             match *key {
                 "users" => {
+                    // The array's layout, one level deep; each unit is written at its depth.
+                    let mut array = Nested::at(1);
+                    array.begin_array(&mut w).map_err(io)?;
                     for chunk in &ready {
                         std::io::Write::write_all(&mut w, &chunk).map_err(io)?;
                     }
+                    let rest = rest.take().map(joined).transpose()?.unwrap_or_default();
+                    for chunk in rest {
+                        std::io::Write::write_all(&mut w, &chunk).map_err(io)?;
+                    }
+                    array.has_value = !units.is_empty();
+                    array.end_array(&mut w).map_err(io)?;
                 }
                 "savings" => {
-                    let room = view.savings.recommendations.len() * 420;
-                    let savings = member_json(&SavingsJson(&view.savings), room)?;
+                    let mut savings = Vec::with_capacity(view.savings.recommendations.len() * 420);
+                    savings_json(&mut savings, &view.savings)?;
                     std::io::Write::write_all(&mut w, &savings).map_err(io)?;
                 }
                 member => std::io::Write::write_all(&mut w, &member_json(&members[member], 0)?)
@@ -118,42 +114,195 @@ pub fn write_json(
             top.end_object_value(&mut w).map_err(io)?;
         }
         drop(ready);
-        users
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        joined(first)
     })?;
     top.end_object(&mut w).map_err(io)?;
     std::io::Write::write_all(&mut w, b"\n").map_err(io)?;
     std::io::Write::flush(&mut w).map_err(io)
 }
 
-/// The units as the `users` member of [`write_json`], sent in chunks of about 64 KiB; stops
-/// early when the receiver is gone.
-fn users_json(
+/// What a scoped thread returned; its panic, continued here.
+fn joined<T>(t: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    t.join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// `units` as members of the `users` array of [`write_json`] (`first`: they start it), handed
+/// to `send` in chunks of about 64 KiB; stops early when `send` answers that its receiver is
+/// gone.
+fn units_json(
     units: &[crate::allocation::UserCost],
-    chunks: &std::sync::mpsc::SyncSender<Vec<u8>>,
+    first: bool,
+    mut send: impl FnMut(Vec<u8>) -> bool,
 ) -> serde_json::Result<()> {
     const CHUNK: usize = 64 << 10;
+    // The depth of the array's members.
+    const LEVEL: usize = 2;
     let io = serde_json::Error::io;
     let mut buf = Vec::with_capacity(CHUNK + 1024);
-    // The array's layout, one level deep; each unit is written at the array's depth.
-    let mut array = Nested::at(1);
-    array.begin_array(&mut buf).map_err(io)?;
+    let mut array = Nested::at(LEVEL);
     for (i, u) in units.iter().enumerate() {
-        array.begin_array_value(&mut buf, i == 0).map_err(io)?;
-        let mut s = serde_json::Serializer::with_formatter(&mut buf, Nested::at(array.level));
-        serde::Serialize::serialize(&UserJson(u), &mut s)?;
-        array.end_array_value(&mut buf).map_err(io)?;
-        if buf.len() >= CHUNK {
-            let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK + 1024));
-            if chunks.send(full).is_err() {
-                return Ok(());
-            }
+        array
+            .begin_array_value(&mut buf, first && i == 0)
+            .map_err(io)?;
+        user_json(&mut buf, u, LEVEL).map_err(io)?;
+        if buf.len() >= CHUNK
+            && !send(std::mem::replace(
+                &mut buf,
+                Vec::with_capacity(CHUNK + 1024),
+            ))
+        {
+            return Ok(());
         }
     }
-    array.end_array(&mut buf).map_err(io)?;
     // A receiver gone has stopped writing on an error of its own.
-    let _ = chunks.send(buf);
+    send(buf);
+    Ok(())
+}
+
+/// A JSON object written by hand as serde_json's pretty printer writes it `level` levels deep
+/// (its members one deeper): for the objects [`write_json`] writes thousands of, the same
+/// bytes as their `Serialize` implementations give through [`Nested`] ([`to_json`]'s).
+struct Obj<'a> {
+    out: &'a mut Vec<u8>,
+    level: usize,
+    empty: bool,
+}
+
+impl<'a> Obj<'a> {
+    fn open(out: &'a mut Vec<u8>, level: usize) -> Self {
+        out.push(b'{');
+        Self {
+            out,
+            level,
+            empty: true,
+        }
+    }
+
+    /// A member's key, `key` being plain ASCII (no character to escape); its value follows.
+    fn key(&mut self, key: &str) -> &mut Vec<u8> {
+        self.out
+            .extend_from_slice(if self.empty { b"\n" } else { b",\n" });
+        self.empty = false;
+        indent(self.out, self.level + 1);
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\": ");
+        self.out
+    }
+
+    fn str(&mut self, key: &str, value: &str) -> std::io::Result<()> {
+        let out = self.key(key);
+        serde_json::to_writer(out, value).map_err(std::io::Error::from)
+    }
+
+    /// An amount as [`number`] writes it.
+    fn num(&mut self, key: &str, value: Decimal) -> std::io::Result<()> {
+        let out = self.key(key);
+        let f = as_f64(value);
+        if f.is_finite() {
+            serde_json::ser::CompactFormatter.write_f64(out, f)
+        } else {
+            out.extend_from_slice(b"null");
+            Ok(())
+        }
+    }
+
+    /// A day as its ISO 8601 text, or null.
+    fn day(&mut self, key: &str, day: Option<chrono::NaiveDate>) -> std::io::Result<()> {
+        let out = self.key(key);
+        match day {
+            Some(d) => write!(out, "\"{d}\""),
+            None => std::io::Write::write_all(out, b"null"),
+        }
+    }
+
+    fn close(self) {
+        if !self.empty {
+            self.out.push(b'\n');
+            indent(self.out, self.level);
+        }
+        self.out.push(b'}');
+    }
+}
+
+fn indent(out: &mut Vec<u8>, level: usize) {
+    for _ in 0..level {
+        out.extend_from_slice(b"  ");
+    }
+}
+
+/// A unit as [`UserJson`] writes it, `level` levels deep.
+fn user_json(
+    out: &mut Vec<u8>,
+    u: &crate::allocation::UserCost,
+    level: usize,
+) -> std::io::Result<()> {
+    let mut o = Obj::open(out, level);
+    o.str("account_id", &u.account_id)?;
+    o.str("cost_center", &u.cost_center)?;
+    o.num("credits_used", u.credits_used)?;
+    o.num("other_usd", u.other_usd)?;
+    o.num("overage_usd", u.overage_usd)?;
+    o.str("plan", &u.plan)?;
+    o.str("region", &u.region)?;
+    o.num("subscription_usd", u.subscription_usd)?;
+    o.num("total_usd", u.total_usd)?;
+    o.str("user_id", &u.user_id)?;
+    o.close();
+    Ok(())
+}
+
+/// The savings as [`SavingsJson`] writes them as a member of the top-level object, the
+/// recommendations by hand.
+fn savings_json(out: &mut Vec<u8>, savings: &Savings) -> serde_json::Result<()> {
+    const LEVEL: usize = 1;
+    let io = serde_json::Error::io;
+    let mut o = Obj::open(out, LEVEL);
+    let basis = o.key("basis");
+    let mut s = serde_json::Serializer::with_formatter(basis, Nested::at(LEVEL + 1));
+    serde::Serialize::serialize(&basis_json(&savings.basis), &mut s)?;
+    let idle = o.key("idle_seats");
+    write!(idle, "{}", savings.idle_seats).map_err(io)?;
+    let recs = o.key("recommendations");
+    // The array's layout, at the savings' members' depth; each one a level deeper.
+    let mut array = Nested::at(LEVEL + 1);
+    array.begin_array(recs).map_err(io)?;
+    for (i, r) in savings.recommendations.iter().enumerate() {
+        array.begin_array_value(recs, i == 0).map_err(io)?;
+        recommendation_json(recs, r, LEVEL + 2).map_err(io)?;
+        array.end_array_value(recs).map_err(io)?;
+    }
+    array.end_array(recs).map_err(io)?;
+    o.num("total_usd", savings.total_usd).map_err(io)?;
+    o.close();
+    Ok(())
+}
+
+/// A recommendation as [`Recommendations`] writes it, `level` levels deep.
+fn recommendation_json(
+    out: &mut Vec<u8>,
+    r: &crate::allocation::savings::Recommendation,
+    level: usize,
+) -> std::io::Result<()> {
+    let mut o = Obj::open(out, level);
+    o.str("account_id", &r.account_id)?;
+    o.str("cost_center", &r.cost_center)?;
+    o.str("plan", &r.plan)?;
+    o.num("projected_credits", r.projected_credits)?;
+    o.str("reason", r.reason.as_str())?;
+    o.str("recommended_plan", &r.recommended_plan)?;
+    o.str("region", &r.region)?;
+    o.num("saving_usd", r.saving_usd)?;
+    o.str("user_id", &r.user_id)?;
+    let window = o.key("window");
+    let mut w = Obj::open(window, level + 1);
+    let (from, to) = r.window.days().unzip();
+    w.day("from", from)?;
+    w.str("kind", r.window.kind())?;
+    w.day("to", to)?;
+    w.close();
+    o.close();
     Ok(())
 }
 
@@ -282,17 +431,7 @@ struct SavingsJson<'a>(&'a Savings);
 impl serde::Serialize for SavingsJson<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap as _;
-        let b = &self.0.basis;
-        let day = |d: Option<chrono::NaiveDate>| d.map(|d| d.to_string());
-        let basis = serde_json::json!({
-            "days": b.days,
-            "from": day(b.from),
-            "min_days": b.min_days,
-            "projected": b.projected,
-            "to": day(b.to),
-            "window": WindowJson(b.window),
-            "withheld": b.withheld,
-        });
+        let basis = basis_json(&self.0.basis);
         let mut m = s.serialize_map(Some(4))?;
         m.serialize_entry("basis", &basis)?;
         m.serialize_entry("idle_seats", &self.0.idle_seats)?;
@@ -300,6 +439,20 @@ impl serde::Serialize for SavingsJson<'_> {
         m.serialize_entry("total_usd", &Num(self.0.total_usd))?;
         m.end()
     }
+}
+
+/// What the savings were decided from, as JSON.
+fn basis_json(b: &crate::allocation::savings::Basis) -> Value {
+    let day = |d: Option<chrono::NaiveDate>| d.map(|d| d.to_string());
+    serde_json::json!({
+        "days": b.days,
+        "from": day(b.from),
+        "min_days": b.min_days,
+        "projected": b.projected,
+        "to": day(b.to),
+        "window": WindowJson(b.window),
+        "withheld": b.withheld,
+    })
 }
 
 /// A window as JSON: its kind and, when it is not the period's own, its first and last day.
@@ -631,36 +784,5 @@ fn summary(out: &mut String, view: &PeriodView) {
             r.users,
             money(r.total_usd)
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn to_f64_is_decimals_own_bit_for_bit() {
-        use proptest::prelude::*;
-        let cases = (any::<u64>(), 0u32..=28, any::<bool>(), any::<u32>());
-        proptest::proptest!(|((lo, scale, neg, hi) in cases)| {
-            for hi in [0, hi] {
-                let m = i128::from(lo) | (i128::from(hi) << 64);
-                let d = Decimal::from_i128_with_scale(if neg { -m } else { m }, scale);
-                let want = rust_decimal::prelude::ToPrimitive::to_f64(&d).unwrap();
-                prop_assert_eq!(to_f64(d).to_bits(), want.to_bits(), "{}", d);
-            }
-        });
-        for text in [
-            "0",
-            "-0.10",
-            "19.99999999",
-            "1005855.17",
-            "-390.0",
-            "0.0000000001",
-        ] {
-            let d: Decimal = text.parse().unwrap();
-            let want = rust_decimal::prelude::ToPrimitive::to_f64(&d).unwrap();
-            assert_eq!(to_f64(d).to_bits(), want.to_bits(), "{text}");
-        }
     }
 }

@@ -5,6 +5,7 @@
 //! center) group; [`Allocation::assemble`] turns those rows into units, tax, the unattributed
 //! remainder and the independent total, the same way for every engine.
 
+pub mod amount;
 pub mod daily;
 pub mod forecast;
 pub mod plans;
@@ -300,17 +301,26 @@ pub struct ReconciliationError {
     pub total: Decimal,
 }
 
+/// A group row's seat.
+fn seat_of(r: &GroupRow) -> SeatRef<'_> {
+    (&r.account_id, &r.region, &r.user_id)
+}
+
 /// What a seat's latest seat fee says: when, the plan's usage type, the full-month fee.
 type PlanSeen = (Option<DateTime<Utc>>, Option<String>, Option<Decimal>);
 
 /// The units with billed lines (`merged`: unit, billed lines, seat index), each on its seat's
-/// plan (`plan_of`), amounts normalised, in order.
-fn units_of(merged: Vec<(UserCost, i64, usize)>, plan_of: &[String]) -> Vec<UserCost> {
+/// plan (`plan_of`, an index into `names`), amounts normalised, in order.
+fn units_of(
+    merged: Vec<(UserCost, i64, usize)>,
+    plan_of: &[usize],
+    names: &[String],
+) -> Vec<UserCost> {
     let mut units: Vec<UserCost> = merged
         .into_iter()
         .filter(|(_, lines, _)| *lines > 0)
         .map(|(mut u, _, ix)| {
-            u.plan = plan_of[ix].clone();
+            u.plan.clone_from(&names[plan_of[ix]]);
             for d in [
                 &mut u.credits_used,
                 &mut u.subscription_usd,
@@ -318,7 +328,7 @@ fn units_of(merged: Vec<(UserCost, i64, usize)>, plan_of: &[String]) -> Vec<User
                 &mut u.other_usd,
                 &mut u.total_usd,
             ] {
-                *d = d.normalize();
+                *d = amount::normalized(*d);
             }
             u
         })
@@ -334,6 +344,7 @@ fn units_of(merged: Vec<(UserCost, i64, usize)>, plan_of: &[String]) -> Vec<User
 /// Each seat's plan from its latest seat-fee line (`keys` and `seat_plan` by seat index): the
 /// plan per seat index, the seats with billed lines (`billed`), the fee learned per plan (the
 /// most frequent full-month fee, the larger on a tie), and the tiers the table does not know.
+/// A plan's name is resolved once per usage type as billed, and a seat refers to it by index.
 fn seat_plans(
     keys: Vec<(SeatKey, usize)>,
     seat_plan: Vec<(PlanSeen, i64)>,
@@ -341,44 +352,51 @@ fn seat_plans(
     plans: &PlanTable,
 ) -> SeatPlans {
     type Fast = foldhash::fast::RandomState;
-    let mut plan_of: Vec<String> = Vec::with_capacity(seat_plan.len());
-    let mut seats: Vec<(SeatKey, Seat)> = Vec::with_capacity(seat_plan.len());
-    let mut fees: BTreeMap<String, BTreeMap<Decimal, usize>> = BTreeMap::new();
+    // The plans' names, the first one empty (no seat-fee line), and per name the full-month
+    // fees billed with their counts.
+    let mut names: Vec<String> = vec![String::new()];
+    let mut fees: Vec<BTreeMap<Decimal, usize>> = vec![BTreeMap::new()];
     let mut unknown_plans = BTreeSet::new();
-    // Plan names per usage type as billed (a few distinct ones).
-    let mut plan_names: HashMap<String, String, Fast> = HashMap::default();
+    // Per usage type as billed (a few distinct ones), its plan's index in `names`.
+    let mut name_of_usage: HashMap<String, usize, Fast> = HashMap::default();
+    let mut plan_of: Vec<usize> = Vec::with_capacity(seat_plan.len());
+    let mut seats: Vec<(SeatKey, Seat)> = Vec::with_capacity(seat_plan.len());
     for (ix, ((key, _), ((last, usage_type, fee), seat_fee_lines))) in
         keys.into_iter().zip(seat_plan).enumerate()
     {
         let plan = match usage_type {
-            None => String::new(),
-            Some(u) => match plan_names.get(&u) {
-                Some(name) => name.clone(),
+            None => 0,
+            Some(u) => match name_of_usage.get(&u) {
+                Some(&plan) => plan,
                 None => {
                     let name = plans.name_for_usage_type(&u);
-                    plan_names.insert(u, name.clone());
-                    name
+                    let plan = match names.iter().position(|n| *n == name) {
+                        Some(plan) => plan,
+                        None => {
+                            if plans.by_name(&name).is_none() {
+                                unknown_plans.insert(name.clone());
+                            }
+                            names.push(name);
+                            fees.push(BTreeMap::new());
+                            names.len() - 1
+                        }
+                    };
+                    name_of_usage.insert(u, plan);
+                    plan
                 }
             },
         };
-        if !plan.is_empty() && plans.by_name(&plan).is_none() {
-            unknown_plans.insert(plan.clone());
-        }
         if let Some(fee) = fee.filter(|f| *f > Decimal::ZERO)
-            && !plan.is_empty()
+            && plan != 0
         {
-            *fees
-                .entry(plan.clone())
-                .or_default()
-                .entry(fee.normalize())
-                .or_default() += 1;
+            *fees[plan].entry(amount::normalized(fee)).or_default() += 1;
         }
-        plan_of.push(plan.clone());
+        plan_of.push(plan);
         if billed[ix] {
             seats.push((
                 key,
                 Seat {
-                    plan,
+                    plan: names[plan].clone(),
                     last_seat_fee: last,
                     seat_fee_lines,
                 },
@@ -386,15 +404,17 @@ fn seat_plans(
         }
     }
     let seats: BTreeMap<SeatKey, Seat> = seats.into_iter().collect();
-    let learned_fees: BTreeMap<String, Decimal> = fees
-        .into_iter()
+    let learned_fees: BTreeMap<String, Decimal> = names
+        .iter()
+        .zip(fees)
         .filter_map(|(plan, counts)| {
             let (fee, _) = counts.into_iter().max_by_key(|(fee, n)| (*n, *fee))?;
-            Some((plan, fee))
+            Some((plan.clone(), fee))
         })
         .collect();
     SeatPlans {
         plan_of,
+        names,
         seats,
         learned_fees,
         unknown_plans,
@@ -403,8 +423,10 @@ fn seat_plans(
 
 /// What [`seat_plans`] finds.
 struct SeatPlans {
-    /// By seat index.
-    plan_of: Vec<String>,
+    /// By seat index, its plan's index in `names`.
+    plan_of: Vec<usize>,
+    /// The plans' names, the first one empty.
+    names: Vec<String>,
     seats: BTreeMap<SeatKey, Seat>,
     learned_fees: BTreeMap<String, Decimal>,
     unknown_plans: BTreeSet<String>,
@@ -417,7 +439,7 @@ impl Allocation {
     /// ways), learns the plans' fees, and checks the books.
     pub fn assemble(
         period: BillingPeriod,
-        rows: Vec<GroupRow>,
+        mut rows: Vec<GroupRow>,
         plans: &PlanTable,
         stats: QueryStats,
     ) -> Result<Self, ReconciliationError> {
@@ -426,16 +448,31 @@ impl Allocation {
         let mut data_as_of = None;
         // Region keys as the bill writes them, to region names (a few distinct ones).
         let mut regions: HashMap<String, String, Fast> = HashMap::default();
-        // Per seat: its index (the map holds the one copy of its key); by index, (latest seat
-        // fee, plan usage type, full-month fee of that plan) and its seat-fee lines.
-        let mut seat_index: HashMap<SeatKey, usize, Fast> =
-            HashMap::with_capacity_and_hasher(rows.len(), Fast::default());
+        for row in &mut rows {
+            let name = match regions.get(&row.region) {
+                Some(name) => name.clone(),
+                None => {
+                    let name = region::region_name(&row.region);
+                    regions.insert(row.region.clone(), name.clone());
+                    name
+                }
+            };
+            row.region = name;
+        }
+        // The rows by seat: already so as the engines sort them, unless two spellings of a
+        // region met (or rows came in another order); a stable sort keeps their order within
+        // a seat, which decides between two plans picked at the same time.
+        if !rows.is_sorted_by(|a, b| seat_of(a) <= seat_of(b)) {
+            rows.sort_by(|a, b| seat_of(a).cmp(&seat_of(b)));
+        }
+        // Per seat, in order: its key and index; (latest seat fee, plan usage type, full-month
+        // fee of that plan) and its seat-fee lines.
+        let mut keys: Vec<(SeatKey, usize)> = Vec::with_capacity(rows.len());
         let mut seat_plan: Vec<(PlanSeen, i64)> = Vec::with_capacity(rows.len());
-        // Per (seat index, cost center): the unit, its billed lines and its seat index, in the
-        // rows' order (the result's, as both engines sort their rows), found by `at`.
-        let mut at: HashMap<(usize, String), usize, Fast> =
-            HashMap::with_capacity_and_hasher(rows.len(), Fast::default());
+        // Per (seat, cost center): the unit, its billed lines and its seat index; a seat's
+        // units follow one another, from `seat_units` on for the seat at hand.
         let mut merged: Vec<(UserCost, i64, usize)> = Vec::with_capacity(rows.len());
+        let mut seat_units = 0;
         for row in rows {
             tax += row.tax_usd;
             total += row.all_cost_usd;
@@ -444,30 +481,29 @@ impl Allocation {
                 unattributed += row.total_usd;
                 continue;
             }
-            let region = regions
-                .entry(row.region)
-                .or_insert_with_key(|k| region::region_name(k))
-                .clone();
-            let entry = match seat_index.entry((row.account_id, region, row.user_id)) {
-                std::collections::hash_map::Entry::Occupied(o) => o,
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    seat_plan.push(((None, None, None), 0));
-                    v.insert_entry(seat_plan.len() - 1)
-                }
-            };
-            let (ix, seat) = (*entry.get(), entry.key());
+            let same_seat = keys.last().is_some_and(|((a, r, u), _)| {
+                (a.as_str(), r.as_str(), u.as_str()) == seat_of(&row)
+            });
+            if !same_seat {
+                keys.push(((row.account_id, row.region, row.user_id), keys.len()));
+                seat_plan.push(((None, None, None), 0));
+                seat_units = merged.len();
+            }
+            let ix = keys.len() - 1;
             let (e, fee_lines) = &mut seat_plan[ix];
             *fee_lines += row.seat_fee_lines;
             if row.plan_usage_type.is_some() && (e.1.is_none() || row.last_seat_fee > e.0) {
                 *e = (row.last_seat_fee, row.plan_usage_type, row.plan_fee_usd);
             }
             e.0 = e.0.max(row.last_seat_fee);
-            let i = match at.entry((ix, row.cost_center)) {
-                std::collections::hash_map::Entry::Occupied(o) => *o.get(),
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    let cost_center = v.key().1.clone();
-                    merged.push((UserCost::empty(seat, cost_center), 0, ix));
-                    *v.insert(merged.len() - 1)
+            let unit = merged[seat_units..]
+                .iter()
+                .position(|(u, _, _)| u.cost_center == row.cost_center);
+            let i = match unit {
+                Some(at) => seat_units + at,
+                None => {
+                    merged.push((UserCost::empty(&keys[ix].0, row.cost_center), 0, ix));
+                    merged.len() - 1
                 }
             };
             let (u, lines, _) = &mut merged[i];
@@ -478,13 +514,9 @@ impl Allocation {
             u.total_usd += row.total_usd;
             *lines += row.billed_lines;
         }
-        // The keys in index order (the indices are 0..n).
-        let mut keys: Vec<(SeatKey, usize)> = seat_index.into_iter().collect();
-        keys.sort_unstable_by_key(|(_, ix)| *ix);
         // Seats with a unit that has billed lines (seats of users with tax lines only have
         // none), and the plan each is on.
         let mut billed = vec![false; seat_plan.len()];
-        drop(at);
         for (_, lines, ix) in &merged {
             if *lines > 0 {
                 billed[*ix] = true;
@@ -492,11 +524,12 @@ impl Allocation {
         }
         let SeatPlans {
             plan_of,
+            names,
             seats,
             learned_fees,
             unknown_plans,
         } = seat_plans(keys, seat_plan, &billed, plans);
-        let units = units_of(merged, &plan_of);
+        let units = units_of(merged, &plan_of, &names);
         let allocation = Self {
             period,
             units,
@@ -522,11 +555,20 @@ impl Allocation {
         mut self,
         rows: Vec<q_developer::QRow>,
     ) -> Result<Self, q_developer::QReconciliationError> {
+        // Only the Kiro users who may also hold a Q Developer seat: the Q users are few.
+        let q_users: std::collections::HashSet<String, foldhash::fast::RandomState> = rows
+            .iter()
+            .filter(|r| !r.user_id.is_empty())
+            .map(|r| user_id::join_key(&r.user_id))
+            .collect();
         let kiro_users: std::collections::HashSet<String> = self
             .seats
             .iter()
             .filter(|(_, s)| !s.plan.is_empty())
-            .map(|((_, _, user), _)| user_id::join_key(user))
+            .filter_map(|((_, _, user), _)| {
+                let key = user_id::join_key_of(user);
+                q_users.contains(key.as_ref()).then(|| key.into_owned())
+            })
             .collect();
         self.q_developer = q_developer::QDeveloper::assemble(self.period, rows, &kiro_users)?;
         Ok(self)

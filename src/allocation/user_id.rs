@@ -23,12 +23,26 @@ pub fn canonical(id: &str) -> &str {
 /// The key two spellings of one user meet on: [`canonical`], without a store's `<10 hex>-`
 /// prefix before a UUID, in lower case.
 pub fn join_key(id: &str) -> String {
-    let id = canonical(id);
+    join_key_of(id).into_owned()
+}
+
+/// [`join_key`], borrowed from `id` where it is already in lower case.
+pub fn join_key_of(id: &str) -> std::borrow::Cow<'_, str> {
+    // Lower-case hexadecimal digits and dashes (as the bill writes most ids) are canonical
+    // already: no quote, space, `user/` or `d-<store>.` prefix can be among them.
+    let plain = id
+        .bytes()
+        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f' | b'-'));
+    let id = if plain { id } else { canonical(id) };
     let id = match id.split_once('-') {
         Some((store, rest)) if store.len() == 10 && is_hex(store) && is_uuid(rest) => rest,
         _ => id,
     };
-    id.to_ascii_lowercase()
+    if id.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(id.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(id)
+    }
 }
 
 fn is_hex(s: &str) -> bool {
@@ -37,12 +51,11 @@ fn is_hex(s: &str) -> bool {
 
 /// `8-4-4-4-12` hexadecimal digits.
 fn is_uuid(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
-    parts.len() == 5
-        && parts
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(p, n)| p.len() == n && is_hex(p))
+    let mut parts = s.split('-');
+    [8, 4, 4, 4, 12]
+        .iter()
+        .all(|&n| parts.next().is_some_and(|p| p.len() == n && is_hex(p)))
+        && parts.next().is_none()
 }
 
 #[cfg(test)]

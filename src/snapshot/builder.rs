@@ -116,11 +116,15 @@ impl SnapshotBuilder {
         &self,
         periods: &[(Allocation, Option<Activity>)],
     ) -> (People, Option<Lookups>) {
-        let ids: BTreeSet<&str> = periods
-            .iter()
-            .flat_map(|(a, _)| a.units.iter().map(|u| u.user_id.as_str()))
-            .filter(|id| !id.is_empty())
-            .collect();
+        // The ids Identity Store is asked for, only when there is one to ask.
+        let ids: BTreeSet<&str> = match self.identity {
+            Some(_) => periods
+                .iter()
+                .flat_map(|(a, _)| a.units.iter().map(|u| u.user_id.as_str()))
+                .filter(|id| !id.is_empty())
+                .collect(),
+            None => BTreeSet::new(),
+        };
         let activity: Vec<&Activity> = periods.iter().filter_map(|(_, a)| a.as_ref()).collect();
         let (names, mut lookups) = people(
             self.identity.as_ref(),

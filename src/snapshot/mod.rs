@@ -595,14 +595,16 @@ fn seat_views(
             .entry((&r.account_id, &r.region, &r.user_id))
             .or_default() += r.saving_usd;
     }
-    let mut seats: Vec<SeatView> = Vec::new();
+    // `used` and `extra` are sorted by seat as `order` is: each is walked once alongside it.
+    let mut used = used.iter().peekable();
+    let mut extra = extra.iter().peekable();
+    let mut seats: Vec<SeatView> = Vec::with_capacity(order.len());
     for run in order.chunk_by(same_seat) {
-        let (account, region, user) = run[0].seat();
+        let seat @ (account, region, user) = run[0].seat();
         // A run is one seat: its units share the user, named or not.
         if user.is_empty() {
             continue;
         }
-        let key = (account.to_owned(), region.to_owned(), user.to_owned());
         let plan = run
             .iter()
             .map(|u| u.plan.as_str())
@@ -610,7 +612,7 @@ fn seat_views(
             .unwrap_or_default();
         let cost: Decimal = run.iter().map(|u| u.total_usd).sum();
         let billed: Decimal = run.iter().map(|u| u.credits_used).sum();
-        let activity_credits = used.get(&key).copied();
+        let activity_credits = at_seat(&mut used, seat);
         seats.push(SeatView {
             plan: plan.to_owned(),
             cost_center: main_unit(run).cost_center.clone(),
@@ -621,16 +623,13 @@ fn seat_views(
             activity_credits,
             credits_used: activity_credits.map_or(billed, |a| a.max(billed)),
             included_credits: included_by_plan.get(plan).copied(),
-            forecast_usd: cost + extra.get(&key).copied().unwrap_or_default(),
-            saving_usd: saving
-                .get(&(account, region, user))
-                .copied()
-                .unwrap_or_default(),
+            forecast_usd: cost + at_seat(&mut extra, seat).unwrap_or_default(),
+            saving_usd: saving.get(&seat).copied().unwrap_or_default(),
             in_several_regions: false,
             id: SeatId {
-                account_id: key.0,
-                region: key.1,
-                user_id: key.2,
+                account_id: account.to_owned(),
+                region: region.to_owned(),
+                user_id: user.to_owned(),
             },
         });
     }
@@ -649,6 +648,17 @@ fn seat_views(
         s.in_several_regions = several;
     }
     seats
+}
+
+/// The value at `seat` of a map walked in seat order, `seats` coming in that order: entries
+/// before `seat` are passed over for good.
+fn at_seat<'a>(
+    entries: &mut std::iter::Peekable<impl Iterator<Item = (&'a SeatKey, &'a Decimal)>>,
+    seat: SeatRef<'_>,
+) -> Option<Decimal> {
+    let as_ref = |k: &'a SeatKey| (k.0.as_str(), k.1.as_str(), k.2.as_str());
+    while entries.next_if(|(k, _)| as_ref(k) < seat).is_some() {}
+    entries.next_if(|(k, _)| as_ref(k) == seat).map(|(_, v)| *v)
 }
 
 fn owned_list(v: Vec<&str>) -> Vec<String> {

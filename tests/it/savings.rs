@@ -121,7 +121,7 @@ async fn the_json_written_is_the_json_value_printed() {
     use kiro_cost_exporter::snapshot::PeriodView;
     let a = generated_october(300, 5, None).await;
     let now = utc(2026, 11, 3);
-    let view = PeriodView::build(a, &PlanTable::default(), &SavingsSettings::default(), now);
+    let mut view = PeriodView::build(a, &PlanTable::default(), &SavingsSettings::default(), now);
     assert!(!view.savings.recommendations.is_empty());
     assert!(view.cost_centers.len() > 1);
     let people =
@@ -139,6 +139,14 @@ async fn the_json_written_is_the_json_value_printed() {
         // The users are written in chunks of about 64 KiB: here more than one.
         assert!(written.len() > 2 * (64 << 10), "{} bytes", written.len());
         assert_eq!(String::from_utf8(written).unwrap(), expected);
+    }
+    // The users are written in two halves: an odd and an even number of them, one, and none.
+    for n in [3, 2, 1, 0] {
+        view.allocation.units.truncate(n);
+        let mut written = Vec::new();
+        output::write_json(&view, serde_json::Map::new(), &mut written).unwrap();
+        let expected = serde_json::to_string_pretty(&output::to_json(&view)).unwrap() + "\n";
+        assert_eq!(String::from_utf8(written).unwrap(), expected, "{n} users");
     }
 }
 

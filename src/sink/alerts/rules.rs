@@ -235,7 +235,7 @@ impl Measure {
             Self::UntaggedUsers => Decimal::from(view.untagged_users.len()),
             Self::DuplicateSubscriptions => Decimal::from(view.duplicate_subscriptions.len()),
         };
-        d.to_f64()
+        Some(crate::allocation::amount::as_f64(d))
     }
 }
 

@@ -14,9 +14,8 @@ pub mod rules;
 use std::io::Write as _;
 
 use prometheus::{Encoder, TextEncoder};
-use rust_decimal::Decimal;
-use rust_decimal::prelude::ToPrimitive;
 
+use crate::allocation::amount::as_f64 as f;
 use crate::allocation::cost_center_label;
 use crate::server::Exposition;
 use crate::server::exposition::{ExpositionError, Families, FamiliesWriter};
@@ -32,10 +31,6 @@ pub enum EncodeError {
     Metrics(#[from] prometheus::Error),
     #[error("cannot encode metrics: {0}")]
     Exposition(#[from] ExpositionError),
-}
-
-fn f(d: Decimal) -> f64 {
-    d.to_f64().unwrap_or(f64::NAN)
 }
 
 /// One gauge family of the data, written straight to text: no registry, no per-series
