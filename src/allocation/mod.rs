@@ -829,6 +829,85 @@ mod tests {
     }
 
     #[test]
+    fn rows_in_any_order_give_one_allocation() {
+        let p: BillingPeriod = "2026-10".parse().unwrap();
+        let at = |region: &str, user: &str, cc: &str, plan: Option<&str>, over: i64| GroupRow {
+            region: region.into(),
+            last_seat_fee: plan.map(|_| p.start() + chrono::Duration::days(over)),
+            ..row(
+                "1",
+                user,
+                cc,
+                plan,
+                if plan.is_some() { 20 } else { 0 },
+                over,
+                1,
+            )
+        };
+        let rows = vec![
+            at("USE1", "a", "x", Some("USE1-KiroEnterprise-Pro"), 1),
+            at("USE1", "a", "y", None, 2),
+            at(
+                "us-east-1",
+                "a",
+                "x",
+                Some("USE1-KiroEnterprise-ProPlus"),
+                3,
+            ),
+            at("us-east-1", "a", "w", None, 4),
+            at("EUC1", "b", "x", Some("EUC1-KiroEnterprise-Pro"), 5),
+            at("eu-central-1", "b", "", None, 6),
+            at("us-east-1", "", "", None, 7),
+            at("us-east-1", "c", "x", None, 8),
+        ];
+        let of = |rows: Vec<GroupRow>| {
+            Allocation::assemble(p, rows, &PlanTable::default(), QueryStats::default()).unwrap()
+        };
+        let sorted = of(rows.clone());
+        sorted.reconcile().unwrap();
+        assert_eq!(sorted.units.len(), 6);
+        assert!(sorted.units.is_sorted());
+        // One seat of `a` in us-east-1, on the plan of its latest seat fee, in three units.
+        let a: Vec<(&str, &str, Decimal)> = sorted
+            .units
+            .iter()
+            .filter(|u| u.user_id == "a")
+            .map(|u| (u.cost_center.as_str(), u.plan.as_str(), u.overage_usd))
+            .collect();
+        assert_eq!(
+            a,
+            vec![
+                ("w", "Pro+", Decimal::from(4)),
+                ("x", "Pro+", Decimal::from(4)),
+                ("y", "Pro+", Decimal::from(2)),
+            ]
+        );
+        assert_eq!(sorted.unattributed_usd, Decimal::from(7));
+        assert_eq!(sorted.tax_usd, Decimal::from(8));
+        for turn in 1..rows.len() {
+            let mut turned = rows.clone();
+            turned.rotate_left(turn);
+            let mut reversed = turned.clone();
+            reversed.reverse();
+            for rows in [turned, reversed] {
+                let other = of(rows);
+                assert_eq!(other.units, sorted.units, "turned by {turn}");
+                assert_eq!(other.seats, sorted.seats, "turned by {turn}");
+                assert_eq!(other.learned_fees, sorted.learned_fees);
+                assert_eq!(other.unknown_plans, sorted.unknown_plans);
+                assert_eq!(
+                    (other.tax_usd, other.unattributed_usd, other.kiro_total_usd),
+                    (
+                        sorted.tax_usd,
+                        sorted.unattributed_usd,
+                        sorted.kiro_total_usd
+                    )
+                );
+            }
+        }
+    }
+
+    #[test]
     fn assigning_untagged_units_merges_them_and_keeps_the_books() {
         let p: BillingPeriod = "2026-10".parse().unwrap();
         let rows = vec![
