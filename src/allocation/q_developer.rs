@@ -128,7 +128,7 @@ impl QDeveloper {
         out.seats = seats
             .into_iter()
             .map(|((account_id, user_id, cost_center), fee)| QSeat {
-                also_kiro: kiro_users.contains(&super::user_id::join_key(&user_id)),
+                also_kiro: kiro_users.contains(super::user_id::join_key_of(&user_id).as_ref()),
                 account_id,
                 user_id,
                 cost_center,
