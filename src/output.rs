@@ -193,6 +193,15 @@ impl<'a> Obj<'a> {
 
     fn str(&mut self, key: &str, value: &str) -> std::io::Result<()> {
         let out = self.key(key);
+        // Most values hold nothing serde_json escapes (a control character, `"` or `\\`):
+        // copied as they are.
+        if !value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+            out.reserve(value.len() + 2);
+            out.push(b'"');
+            out.extend_from_slice(value.as_bytes());
+            out.push(b'"');
+            return Ok(());
+        }
         serde_json::to_writer(out, value).map_err(std::io::Error::from)
     }
 

@@ -140,6 +140,16 @@ async fn the_json_written_is_the_json_value_printed() {
         assert!(written.len() > 2 * (64 << 10), "{} bytes", written.len());
         assert_eq!(String::from_utf8(written).unwrap(), expected);
     }
+    // Values holding characters JSON escapes, in a unit and in a recommendation.
+    let odd = "Zoë \"Z\" \\ \n\t\u{1} \u{7f}";
+    view.allocation.units[1].cost_center = odd.into();
+    view.savings.recommendations[0].user_id = odd.into();
+    let mut written = Vec::new();
+    output::write_json(&view, serde_json::Map::new(), &mut written).unwrap();
+    let expected = serde_json::to_string_pretty(&output::to_json(&view)).unwrap() + "\n";
+    assert_eq!(String::from_utf8(written).unwrap(), expected);
+    let escaped = "\"Zoë \\\"Z\\\" \\\\ \\n\\t\\u0001 \u{7f}\"";
+    assert_eq!(expected.matches(escaped).count(), 2, "{escaped}");
     // The users are written in two halves: an odd and an even number of them, one, and none.
     for n in [3, 2, 1, 0] {
         view.allocation.units.truncate(n);
