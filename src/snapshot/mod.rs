@@ -552,8 +552,11 @@ fn seat_totals(
     BTreeMap<String, SeatTotals>,
     SeatTotals,
 ) {
-    let mut cost_centers: BTreeMap<&str, SeatTotals> = BTreeMap::new();
-    let mut accounts: BTreeMap<&str, SeatTotals> = BTreeMap::new();
+    type Fast = foldhash::fast::RandomState;
+    // Summed in hash maps (a few names each, met once per seat and recommendation), then
+    // sorted once.
+    let mut cost_centers: HashMap<&str, SeatTotals, Fast> = HashMap::default();
+    let mut accounts: HashMap<&str, SeatTotals, Fast> = HashMap::default();
     let mut all = SeatTotals::default();
     for s in seats {
         let inc = s.included_credits.unwrap_or_default();
@@ -578,10 +581,16 @@ fn seat_totals(
     }
     all.savings_usd = savings.total_usd;
     all.recommendations = savings.recommendations.len();
-    (owned(cost_centers), owned(accounts), all)
+    let sorted = |m: HashMap<&str, SeatTotals, Fast>| {
+        m.into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect::<BTreeMap<String, SeatTotals>>()
+    };
+    (sorted(cost_centers), sorted(accounts), all)
 }
 
-/// One view per named seat, in seat order: `order` is the units in seat order.
+/// One view per named seat, in seat order: `order` is the units in seat order. A large
+/// period's seats are made in two halves, the second on a thread of its own.
 fn seat_views(
     order: &[&crate::allocation::UserCost],
     extra: &BTreeMap<SeatKey, Decimal>,
@@ -589,12 +598,63 @@ fn seat_views(
     savings: &Savings,
     included_by_plan: &BTreeMap<String, Decimal>,
 ) -> Vec<SeatView> {
+    /// Units from which the second half is made on a thread of its own.
+    const SPLIT_FROM: usize = 4096;
     let mut saving: HashMap<SeatRef<'_>, Decimal, foldhash::fast::RandomState> = HashMap::default();
     for r in &savings.recommendations {
         *saving
             .entry((&r.account_id, &r.region, &r.user_id))
             .or_default() += r.saving_usd;
     }
+    // The halves split between two seats.
+    let mut mid = if order.len() >= SPLIT_FROM {
+        order.len() / 2
+    } else {
+        order.len()
+    };
+    while mid < order.len() && same_seat(&order[mid - 1], &order[mid]) {
+        mid += 1;
+    }
+    let (head, tail) = order.split_at(mid);
+    let saving = &saving;
+    let mut seats = std::thread::scope(|s| {
+        let tail = (!tail.is_empty())
+            .then(|| s.spawn(move || views_of(tail, extra, used, saving, included_by_plan)));
+        let mut seats = views_of(head, extra, used, saving, included_by_plan);
+        if let Some(tail) = tail {
+            let tail = tail
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            seats.extend(tail);
+        }
+        seats
+    });
+    // A user with seats in two regions of one account: each seat is named with its region.
+    let mut regions: HashMap<(&str, &str), usize, foldhash::fast::RandomState> = HashMap::default();
+    for s in &seats {
+        *regions
+            .entry((&s.id.account_id, &s.id.user_id))
+            .or_default() += 1;
+    }
+    let several: Vec<bool> = seats
+        .iter()
+        .map(|s| regions[&(s.id.account_id.as_str(), s.id.user_id.as_str())] > 1)
+        .collect();
+    for (s, several) in seats.iter_mut().zip(several) {
+        s.in_several_regions = several;
+    }
+    seats
+}
+
+/// The views of the seats of `order` (units in seat order, whole seats), each with its
+/// credits by the report (`used`), its forecast extra (`extra`) and its savings (`saving`).
+fn views_of(
+    order: &[&crate::allocation::UserCost],
+    extra: &BTreeMap<SeatKey, Decimal>,
+    used: &BTreeMap<SeatKey, Decimal>,
+    saving: &HashMap<SeatRef<'_>, Decimal, foldhash::fast::RandomState>,
+    included_by_plan: &BTreeMap<String, Decimal>,
+) -> Vec<SeatView> {
     // `used` and `extra` are sorted by seat as `order` is: each is walked once alongside it.
     let mut used = used.iter().peekable();
     let mut extra = extra.iter().peekable();
@@ -632,20 +692,6 @@ fn seat_views(
                 user_id: user.to_owned(),
             },
         });
-    }
-    // A user with seats in two regions of one account: each seat is named with its region.
-    let mut regions: HashMap<(&str, &str), usize, foldhash::fast::RandomState> = HashMap::default();
-    for s in &seats {
-        *regions
-            .entry((&s.id.account_id, &s.id.user_id))
-            .or_default() += 1;
-    }
-    let several: Vec<bool> = seats
-        .iter()
-        .map(|s| regions[&(s.id.account_id.as_str(), s.id.user_id.as_str())] > 1)
-        .collect();
-    for (s, several) in seats.iter_mut().zip(several) {
-        s.in_several_regions = several;
     }
     seats
 }
@@ -777,6 +823,98 @@ mod tests {
             kiro_total_usd: Decimal::from(73),
             ..crate::allocation::forecast::tests::alloc(Some(10))
         }
+    }
+
+    /// A large period's seat views, made in two halves split between two seats, are those
+    /// made in one go: one unit, then seats of three units each (so the middle falls inside a
+    /// seat), some users with a seat in two regions, and extras, credits and savings on some.
+    #[test]
+    fn seat_views_in_two_halves_are_those_made_at_once() {
+        let seats = 1 + 2000;
+        let mut units = Vec::new();
+        for i in 0..seats {
+            let (region, user) = if i % 7 == 3 {
+                ("us-west-2", format!("u{:05}", i - 1))
+            } else {
+                ("us-east-1", format!("u{i:05}"))
+            };
+            for cc in if i == 0 {
+                &["a"][..]
+            } else {
+                &["a", "b", "c"][..]
+            } {
+                units.push(crate::allocation::UserCost {
+                    account_id: format!("{:012}", i / 500),
+                    region: region.to_owned(),
+                    user_id: user.clone(),
+                    cost_center: (*cc).to_owned(),
+                    plan: "Pro".to_owned(),
+                    credits_used: Decimal::from(i % 13),
+                    total_usd: Decimal::new(i as i64 * 7 + cc.len() as i64, 2),
+                    ..Default::default()
+                });
+            }
+        }
+        let mut order: Vec<&crate::allocation::UserCost> = units.iter().collect();
+        order.sort_by(|a, b| a.seat().cmp(&b.seat()));
+        assert!(order.len() >= 4096, "{} units: made at once", order.len());
+        let mid = order.len() / 2;
+        assert!(
+            same_seat(&order[mid - 1], &order[mid]),
+            "the middle is between seats"
+        );
+        let key = |u: &crate::allocation::UserCost| {
+            let (a, r, u) = u.seat();
+            (a.to_owned(), r.to_owned(), u.to_owned())
+        };
+        let extra: BTreeMap<SeatKey, Decimal> = order
+            .iter()
+            .step_by(5)
+            .map(|u| (key(u), Decimal::from(3)))
+            .collect();
+        let used: BTreeMap<SeatKey, Decimal> = order
+            .iter()
+            .step_by(4)
+            .map(|u| (key(u), Decimal::from(50)))
+            .collect();
+        let savings = Savings {
+            recommendations: order
+                .iter()
+                .step_by(9)
+                .map(|u| crate::allocation::savings::Recommendation {
+                    account_id: u.account_id.clone(),
+                    region: u.region.clone(),
+                    user_id: u.user_id.clone(),
+                    cost_center: u.cost_center.clone(),
+                    plan: u.plan.clone(),
+                    recommended_plan: String::new(),
+                    reason: crate::allocation::savings::Reason::Idle,
+                    projected_credits: Decimal::ZERO,
+                    saving_usd: Decimal::from(20),
+                    window: crate::allocation::savings::Window::Month,
+                })
+                .collect(),
+            ..Savings::default()
+        };
+        let included = BTreeMap::from([("Pro".to_owned(), Decimal::from(1000))]);
+        let split = seat_views(&order, &extra, &used, &savings, &included);
+        let saving = savings.recommendations.iter().fold(
+            HashMap::<SeatRef<'_>, Decimal, foldhash::fast::RandomState>::default(),
+            |mut m, r| {
+                *m.entry((&r.account_id, &r.region, &r.user_id)).or_default() += r.saving_usd;
+                m
+            },
+        );
+        let mut whole = views_of(&order, &extra, &used, &saving, &included);
+        assert_eq!(whole.len(), seats);
+        for (s, t) in whole.iter_mut().zip(&split) {
+            s.in_several_regions = t.in_several_regions;
+        }
+        assert_eq!(split, whole);
+        assert!(split.iter().any(|s| s.in_several_regions));
+        assert!(split.iter().any(|s| s.saving_usd > Decimal::ZERO));
+        assert!(split.iter().any(|s| s.activity_credits.is_some()));
+        assert!(split.iter().any(|s| s.forecast_usd > s.cost_usd));
     }
 
     #[test]
