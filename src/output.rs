@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::allocation::amount::as_f64;
 use crate::allocation::savings::Savings;
 use crate::allocation::{Allocation, Rollup};
-use crate::snapshot::PeriodView;
+use crate::snapshot::{PeriodView, joined};
 
 /// Output formats of `query`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -108,7 +108,7 @@ pub fn write_json(
                     savings_json(&mut savings, &view.savings)?;
                     std::io::Write::write_all(&mut w, &savings).map_err(io)?;
                 }
-                member => std::io::Write::write_all(&mut w, &member_json(&members[member], 0)?)
+                member => std::io::Write::write_all(&mut w, &member_json(&members[member])?)
                     .map_err(io)?,
             }
             top.end_object_value(&mut w).map_err(io)?;
@@ -119,12 +119,6 @@ pub fn write_json(
     top.end_object(&mut w).map_err(io)?;
     std::io::Write::write_all(&mut w, b"\n").map_err(io)?;
     std::io::Write::flush(&mut w).map_err(io)
-}
-
-/// What a scoped thread returned; its panic, continued here.
-fn joined<T>(t: std::thread::ScopedJoinHandle<'_, T>) -> T {
-    t.join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// `units` as members of the `users` array of [`write_json`] (`first`: they start it), handed
@@ -317,8 +311,8 @@ fn recommendation_json(
 
 /// `value` written pretty as a member of a top-level object: as `serde_json::to_string_pretty`
 /// writes it one level deep.
-fn member_json(value: &impl serde::Serialize, room: usize) -> serde_json::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(room);
+fn member_json(value: &impl serde::Serialize) -> serde_json::Result<Vec<u8>> {
+    let mut out = Vec::new();
     let mut s = serde_json::Serializer::with_formatter(&mut out, Nested::at(1));
     value.serialize(&mut s)?;
     Ok(out)

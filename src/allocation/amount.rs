@@ -47,14 +47,21 @@ pub fn normalized(d: Decimal) -> Decimal {
 mod tests {
     use super::*;
 
+    /// The decimals of mantissa `lo` (fits in 64 bits) and `lo + hi·2⁶⁴` (does not, unless
+    /// `hi` is 0), at `scale`, negative if `neg`.
+    fn decimals(lo: u64, hi: u32, scale: u32, neg: bool) -> [Decimal; 2] {
+        [0, hi].map(|hi| {
+            let m = i128::from(lo) | (i128::from(hi) << 64);
+            Decimal::from_i128_with_scale(if neg { -m } else { m }, scale)
+        })
+    }
+
     #[test]
     fn as_f64_is_decimals_own_to_f64_bit_for_bit() {
         use proptest::prelude::*;
         let cases = (any::<u64>(), 0u32..=28, any::<bool>(), any::<u32>());
         proptest::proptest!(|((lo, scale, neg, hi) in cases)| {
-            for hi in [0, hi] {
-                let m = i128::from(lo) | (i128::from(hi) << 64);
-                let d = Decimal::from_i128_with_scale(if neg { -m } else { m }, scale);
+            for d in decimals(lo, hi, scale, neg) {
                 let want = d.to_f64().unwrap();
                 prop_assert_eq!(as_f64(d).to_bits(), want.to_bits(), "{}", d);
             }
@@ -81,9 +88,7 @@ mod tests {
         proptest::proptest!(|((lo, zeros, scale, neg, hi) in cases)| {
             // Mantissas with trailing zeros, as sums at a fixed scale have.
             let lo = lo - lo % 10u64.pow(zeros);
-            for hi in [0, hi] {
-                let m = i128::from(lo) | (i128::from(hi) << 64);
-                let d = Decimal::from_i128_with_scale(if neg { -m } else { m }, scale);
+            for d in decimals(lo, hi, scale, neg) {
                 let want = d.normalize();
                 prop_assert_eq!(normalized(d).serialize(), want.serialize(), "{}", d);
             }

@@ -118,8 +118,14 @@ pub struct WithoutSeat {
     pub credits: Decimal,
 }
 
-fn owned<V: Clone>(m: BTreeMap<&str, V>) -> BTreeMap<String, V> {
+fn owned<'a, V>(m: impl IntoIterator<Item = (&'a str, V)>) -> BTreeMap<String, V> {
     m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// What a scoped thread returned; its panic, continued here.
+pub(crate) fn joined<T>(t: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    t.join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 impl PeriodView {
@@ -199,9 +205,7 @@ impl PeriodView {
                 now,
                 (last, bill),
             );
-            let (rollups, forecast) = others
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            let (rollups, forecast) = joined(others);
             (rollups, forecast, advice)
         });
         let Advice {
@@ -581,12 +585,7 @@ fn seat_totals(
     }
     all.savings_usd = savings.total_usd;
     all.recommendations = savings.recommendations.len();
-    let sorted = |m: HashMap<&str, SeatTotals, Fast>| {
-        m.into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect::<BTreeMap<String, SeatTotals>>()
-    };
-    (sorted(cost_centers), sorted(accounts), all)
+    (owned(cost_centers), owned(accounts), all)
 }
 
 /// One view per named seat, in seat order: `order` is the units in seat order. A large
@@ -622,10 +621,7 @@ fn seat_views(
             .then(|| s.spawn(move || views_of(tail, extra, used, saving, included_by_plan)));
         let mut seats = views_of(head, extra, used, saving, included_by_plan);
         if let Some(tail) = tail {
-            let tail = tail
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            seats.extend(tail);
+            seats.extend(joined(tail));
         }
         seats
     });
