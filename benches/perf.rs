@@ -540,8 +540,7 @@ fn measure_scale(
     let (floor, floor_rows) = measure_floor(args, &root, &settings)?;
 
     eprintln!("refresh: allocation in process, snapshot families, encoding");
-    let source = LocalSource::new(&root, settings.allocation_settings())
-        .with_options(settings.source.datafusion.clone());
+    let source = LocalSource::new(&root, settings.allocation_settings());
     let allocation = rt.block_on(source.allocate(PERIOD.parse()?))?;
     check_allocation(&allocation, &duck, &q.output)?;
     let refreshes = measure_refreshes(args, rt, &source, &allocation, &root)?;

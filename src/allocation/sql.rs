@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     /// Apache DataFusion: a map is read with the embedded engine's own [`MAP_VALUE`] function
-    /// (`map_value(map, key)`, registered by the local source); the hive partition column keeps
-    /// its directory name `BILLING_PERIOD`; parameters are `$1, $2, …`.
+    /// (`map_value(map, key)`, registered where the `sql` feature runs the template); the hive
+    /// partition column keeps its directory name `BILLING_PERIOD`; parameters are `$1, $2, …`.
     DataFusion,
     /// Trino as run by Athena: `element_at` returns the value (NULL for a missing key; `m['k']`
     /// would fail); parameters are positional `?`.

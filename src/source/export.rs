@@ -139,6 +139,7 @@ impl Export {
 
     /// The URL the store is registered under (`s3://bucket`), `None` for the local file system
     /// (DataFusion's default).
+    #[cfg(feature = "sql")]
     pub fn store_url(&self) -> Option<datafusion::execution::object_store::ObjectStoreUrl> {
         if self.local.is_some() {
             return None;

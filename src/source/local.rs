@@ -5,58 +5,51 @@
 //! scan, their footers are read and checked (a file that is not Parquet, or lacks a required
 //! column, is named) and the optional columns present are learned. Each file that changed is
 //! then scanned into its per-seat groups ([`super::scan`]), kept until it changes again, and
-//! the groups of every file are combined into the result rows. DataFusion runs the SQL
-//! template over the same files for `inspect` and for [`LocalSource::allocate_by_sql`], the
-//! definition the scan is checked against.
+//! the groups of every file are combined into the result rows; `inspect` reads its facets by
+//! the same files' Kiro lines ([`scan::facets`]). With the `sql` feature (the tests and the
+//! benchmark), DataFusion runs the SQL template over the same files (`allocate_by_sql`,
+//! `daily_credits_by_sql`, `inspect_by_sql`): the definition the scan is checked against.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use arrow::datatypes::{DataType, Field, Schema};
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{
-    DataType, Decimal128Type, Field, Int64Type, Schema, TimeUnit, TimestampMicrosecondType,
-};
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
-use datafusion::execution::runtime_env::RuntimeEnv;
-use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use parquet::file::metadata::ParquetMetaDataReader;
-use rust_decimal::Decimal;
 
 use super::export::{Export, Object};
 use super::scan;
 use super::{Inspection, Source, SourceError};
 use crate::allocation::daily::{DailyCredits, DayRow};
 use crate::allocation::q_developer::QRow;
-use crate::allocation::row::{Cell, Col, Kind, RowBuilder};
-use crate::allocation::sql::{self, Columns, Dialect, QuerySpec};
+use crate::allocation::sql::{self, Columns};
 use crate::allocation::{Allocation, AllocationSettings, GroupRow, QueryStats};
 use crate::period::BillingPeriod;
 
-pub use crate::period::PARTITION_COLUMN;
-const TABLE: &str = "cur";
-const RESULT_SCALE: i8 = 10;
+#[cfg(feature = "sql")]
+mod by_sql;
+#[cfg(feature = "sql")]
+pub use by_sql::{DEFAULT_OPTIONS, decode, decode_q, session_config};
 
-/// Allocation over a CUR 2.0 export (local disk or S3) with DataFusion.
+pub use crate::period::PARTITION_COLUMN;
+
+/// Allocation over a CUR 2.0 export (local disk or S3) by the engine's own scan.
 #[derive(Debug, Clone)]
 pub struct LocalSource {
     export: Export,
     settings: AllocationSettings,
     target_partitions: usize,
-    /// DataFusion options set on top of [`DEFAULT_OPTIONS`] (keys without `datafusion.`).
+    /// With the `sql` feature: DataFusion options set on top of `DEFAULT_OPTIONS` (keys
+    /// without `datafusion.`).
+    #[cfg(feature = "sql")]
     options: BTreeMap<String, String>,
-    /// Shared by every query: the export's store, and DataFusion's cache of file footers.
-    runtime: Arc<RuntimeEnv>,
+    /// With the `sql` feature: shared by every SQL query: the export's store.
+    #[cfg(feature = "sql")]
+    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
     cache: Arc<std::sync::Mutex<Cache>>,
     /// Whether per-file groups and allocations are kept for the next call ([`Self::once`]).
     keep: bool,
@@ -149,40 +142,6 @@ impl Cache {
     }
 }
 
-/// DataFusion options the local engine sets unless the configuration says otherwise
-/// (`[source.datafusion]`, keys without the `datafusion.` prefix).
-///
-/// - `pushdown_filters` off (DataFusion's default, stated because it was measured): evaluating
-///   `line_item_product_code = 'Kiro'` while decoding would skip the other columns of other
-///   services' lines, but in an export where Kiro lines are interleaved with those lines the
-///   row selections are so fragmented that building them costs more than decoding
-///   (`benches/perf.rs`: 3.4 s against 4.1–5.0 s at 50,000 users).
-pub const DEFAULT_OPTIONS: &[(&str, &str)] = &[("execution.parquet.pushdown_filters", "false")];
-
-/// A DataFusion session configuration with the engine's defaults, `target_partitions` and
-/// `options` applied; an unknown key or a bad value is named.
-pub fn session_config(
-    target_partitions: usize,
-    options: &BTreeMap<String, String>,
-) -> Result<SessionConfig, String> {
-    let mut config = SessionConfig::new()
-        .with_target_partitions(target_partitions.max(1))
-        .with_information_schema(false);
-    let defaults = DEFAULT_OPTIONS.iter().map(|&(k, v)| (k, v));
-    let given = options.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    for (key, value) in defaults.chain(given) {
-        let key = key.strip_prefix("datafusion.").unwrap_or(key);
-        config
-            .options_mut()
-            .set(&format!("datafusion.{key}"), value)
-            .map_err(|e| {
-                let e = crate::config_error::one_line(&e.to_string());
-                format!("datafusion option {key:?} = {value:?}: {e}")
-            })?;
-    }
-    Ok(config)
-}
-
 /// What the footer check found for one period.
 #[derive(Debug)]
 struct PeriodFiles {
@@ -207,16 +166,14 @@ impl LocalSource {
 
     /// The engine over `export` (local or S3).
     pub fn over(export: Export, settings: AllocationSettings) -> Self {
-        let runtime = Arc::new(RuntimeEnv::default());
-        if let Some(url) = export.store_url() {
-            runtime.register_object_store(url.as_ref(), export.store());
-        }
         Self {
+            #[cfg(feature = "sql")]
+            runtime: by_sql::runtime(&export),
+            #[cfg(feature = "sql")]
+            options: BTreeMap::new(),
             export,
             settings,
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            options: BTreeMap::new(),
-            runtime,
             cache: Arc::new(std::sync::Mutex::new(Cache::default())),
             keep: true,
             daily: false,
@@ -243,13 +200,7 @@ impl LocalSource {
         self.cache().bytes()
     }
 
-    /// DataFusion options on top of [`DEFAULT_OPTIONS`] (checked by [`session_config`]).
-    pub fn with_options(mut self, options: BTreeMap<String, String>) -> Self {
-        self.options = options;
-        self
-    }
-
-    /// Number of partitions DataFusion plans with (default: the number of cores).
+    /// Files, and row groups of a file, scanned at once (default: the number of cores).
     pub fn with_target_partitions(mut self, n: usize) -> Self {
         self.target_partitions = n.max(1);
         self
@@ -452,77 +403,6 @@ impl LocalSource {
         })
     }
 
-    /// A session over exactly `objects` (the period's partition is already chosen, so the
-    /// query needs no partition column), registered as [`TABLE`] with `schema`.
-    fn session(
-        &self,
-        objects: &[Object],
-        schema: &Schema,
-    ) -> Result<SessionContext, datafusion::error::DataFusionError> {
-        let config = session_config(self.target_partitions, &self.options)
-            .map_err(datafusion::error::DataFusionError::Configuration)?;
-        let ctx = SessionContext::new_with_config_rt(config, self.runtime.clone());
-        ctx.register_udf(super::map_value::udf());
-        let urls = objects
-            .iter()
-            .map(|o| match self.export.store_url() {
-                Some(_) => ListingTableUrl::parse(self.export.url_of(&o.key)),
-                None => ListingTableUrl::parse(self.export.name_of(&o.key).display().to_string()),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let options =
-            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-        let config = ListingTableConfig::new_with_multi_paths(urls)
-            .with_listing_options(options)
-            .with_schema(Arc::new(schema.clone()));
-        ctx.register_table(TABLE, Arc::new(ListingTable::try_new(config)?))?;
-        Ok(ctx)
-    }
-
-    /// The query `render` makes for the period's columns.
-    fn render(
-        &self,
-        period: BillingPeriod,
-        columns: Columns,
-        render: fn(Dialect, &QuerySpec<'_>) -> sql::Rendered,
-    ) -> sql::Rendered {
-        let spec = QuerySpec {
-            table: TABLE,
-            cost_center_tag: &self.settings.cost_center_tag,
-            cost_column: self.settings.cost_column,
-            period,
-            columns,
-            ignored_operations: &self.settings.ignored_operations,
-            period_filter: false,
-        };
-        render(Dialect::DataFusion, &spec)
-    }
-
-    /// Runs `rendered` over `objects`.
-    async fn query(
-        &self,
-        objects: &[Object],
-        schema: &Schema,
-        rendered: &sql::Rendered,
-    ) -> Result<Vec<RecordBatch>, datafusion::error::DataFusionError> {
-        let ctx = self.session(objects, schema)?;
-        ctx.sql(&rendered.sql)
-            .await?
-            .with_param_values(param_values(rendered))?
-            .collect()
-            .await
-    }
-
-    async fn run(
-        &self,
-        period: BillingPeriod,
-        files: &PeriodFiles,
-        render: fn(Dialect, &QuerySpec<'_>) -> sql::Rendered,
-    ) -> Result<Vec<RecordBatch>, datafusion::error::DataFusionError> {
-        let rendered = self.render(period, files.columns, render);
-        self.query(&files.objects, &files.schema, &rendered).await
-    }
-
     /// Each file's groups kept from an earlier refresh, where the file and the scan are the
     /// same (`query` hashes the scan's settings), and the period's string pool; nothing when
     /// this source keeps nothing.
@@ -670,68 +550,6 @@ impl LocalSource {
             message: e.to_string(),
         })
     }
-
-    /// Each seat's credits per usage day by the SQL template ([`sql::render_daily`]) run by
-    /// DataFusion: what the scan's daily sums are checked against (tests), not cached.
-    pub async fn daily_credits_by_sql(
-        &self,
-        period: BillingPeriod,
-    ) -> Result<DailyCredits, SourceError> {
-        let files = self.files(period).await?;
-        let batches = self
-            .run(period, &files, sql::render_daily)
-            .await
-            .map_err(|e| SourceError::Engine {
-                period,
-                message: e.to_string(),
-            })?;
-        let rows = decode_text(
-            &batches,
-            super::DailyColumns::new,
-            super::DailyColumns::decode,
-        )?;
-        Ok(DailyCredits::from_rows(period, rows))
-    }
-
-    /// The period's allocation by the SQL template ([`sql::render`]) run by DataFusion over
-    /// the period's files in one query: the definition the scan is checked against (tests and
-    /// the benchmark), not cached.
-    pub async fn allocate_by_sql(&self, period: BillingPeriod) -> Result<Allocation, SourceError> {
-        let started = Instant::now();
-        let files = self.files(period).await?;
-        let batches =
-            self.run(period, &files, sql::render)
-                .await
-                .map_err(|e| SourceError::Engine {
-                    period,
-                    message: e.to_string(),
-                })?;
-        let rows = decode(&batches)?;
-        let q_rows = if self.settings.q_developer && files.columns.operation {
-            let batches = self
-                .run(period, &files, sql::render_q_developer)
-                .await
-                .map_err(|e| SourceError::Engine {
-                    period,
-                    message: e.to_string(),
-                })?;
-            Some(decode_q(&batches)?)
-        } else {
-            None
-        };
-        let stats = QueryStats {
-            elapsed: started.elapsed(),
-            scanned_bytes: Some(files.sizes.iter().map(|s| s.1).sum()),
-            scanned_rows: Some(files.sizes.iter().map(|s| s.0).sum()),
-            files: Some(files.files),
-            fetched_bytes: None,
-        };
-        let allocation = Allocation::assemble(period, rows, &self.settings.plans, stats)?;
-        Ok(match q_rows {
-            Some(q) => allocation.with_q_developer(q)?,
-            None => allocation,
-        })
-    }
 }
 
 /// A file's rows, and the compressed bytes of the columns in `wanted`: what a scan reads.
@@ -752,15 +570,6 @@ fn scanned_size(md: &parquet::file::metadata::ParquetMetaData, wanted: &[&str]) 
         }
     }
     (rows, bytes)
-}
-
-/// The parameters of `rendered` as DataFusion values, in placeholder order.
-fn param_values(rendered: &sql::Rendered) -> Vec<ScalarValue> {
-    rendered
-        .params
-        .iter()
-        .map(|p| ScalarValue::Utf8(Some(p.clone())))
-        .collect()
 }
 
 fn check_type(file: &Path, field: &Field) -> Result<(), SourceError> {
@@ -916,53 +725,39 @@ impl Source for LocalSource {
 
     async fn inspect(&self, period: BillingPeriod) -> Result<Inspection, SourceError> {
         let files = self.files(period).await?;
-        let engine = |e: datafusion::error::DataFusionError| SourceError::Engine {
+        let spec = self.scan_spec(files.columns);
+        let store = self.export.store();
+        let cores = self.target_partitions.max(1);
+        let jobs: Vec<_> = files
+            .objects
+            .iter()
+            .zip(&files.footers)
+            .map(|(o, meta)| {
+                let (store, spec) = (store.clone(), &spec);
+                let (key, size, meta) = (o.key.clone(), o.size, meta.clone());
+                let name = self.export.name_of(&o.key);
+                async move {
+                    scan::facets::facets_of_file(store, key, size, meta, spec)
+                        .await
+                        .map_err(|e| SourceError::Engine {
+                            period,
+                            message: format!("{}: {e}", name.display()),
+                        })
+                }
+            })
+            .collect();
+        let mut read = futures::stream::iter(jobs).buffer_unordered(cores.clamp(1, 4));
+        let mut facets = scan::facets::Facets::default();
+        let engine = |e: scan::ScanError| SourceError::Engine {
             period,
             message: e.to_string(),
         };
-        let batches = self
-            .run(period, &files, sql::render_inspect)
-            .await
-            .map_err(engine)?;
+        while let Some(done) = read.next().await {
+            facets.merge(done?).map_err(engine)?;
+        }
         let mut out = Inspection::new(period, files.columns);
-        for b in &batches {
-            let col = |name: &str, to: &DataType| {
-                let c = b.column_by_name(name).ok_or_else(|| SourceError::Decode {
-                    column: name.to_owned(),
-                    message: "missing from the inspection result".into(),
-                })?;
-                cast(c, to).map_err(|e| SourceError::Decode {
-                    column: name.to_owned(),
-                    message: e.to_string(),
-                })
-            };
-            let facet = col("facet", &DataType::Utf8)?;
-            let value = col("value", &DataType::Utf8)?;
-            let lines = col("lines", &DataType::Int64)?;
-            let cost = col("cost", &DataType::Decimal128(38, RESULT_SCALE))?;
-            let (facet, value) = (facet.as_string::<i32>(), value.as_string::<i32>());
-            let (lines, cost) = (
-                lines.as_primitive::<Int64Type>(),
-                cost.as_primitive::<Decimal128Type>(),
-            );
-            for r in 0..b.num_rows() {
-                let c = if cost.is_null(r) {
-                    Decimal::ZERO
-                } else {
-                    Decimal::try_from_i128_with_scale(cost.value(r), RESULT_SCALE as u32)
-                        .unwrap_or_default()
-                };
-                out.add(
-                    facet.value(r),
-                    if value.is_null(r) {
-                        String::new()
-                    } else {
-                        value.value(r).to_owned()
-                    },
-                    lines.value(r),
-                    c,
-                );
-            }
+        for v in facets.values(&spec).map_err(engine)? {
+            out.add(v.facet, v.value, v.lines, v.cost);
         }
         Ok(out)
     }
@@ -980,110 +775,4 @@ struct Scanned {
     q_rows: Vec<QRow>,
     daily: Vec<DayRow>,
     scanned: (u64, u64, u64),
-}
-
-/// Each row of `batches` read as text (NULL has no value), as Athena's results are read, and
-/// decoded by `decode` with what `index` makes of each batch's column names.
-fn decode_text<I, T>(
-    batches: &[RecordBatch],
-    index: impl Fn(&[String]) -> Result<I, SourceError>,
-    decode: impl Fn(&I, &[Option<&str>]) -> Result<T, SourceError>,
-) -> Result<Vec<T>, SourceError> {
-    let mut out = Vec::new();
-    for batch in batches {
-        let names: Vec<String> = batch
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        let columns = batch
-            .columns()
-            .iter()
-            .zip(&names)
-            .map(|(c, name)| {
-                cast(c, &DataType::Utf8).map_err(|e| SourceError::Decode {
-                    column: name.clone(),
-                    message: e.to_string(),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let index = index(&names)?;
-        for r in 0..batch.num_rows() {
-            let values: Vec<Option<&str>> = columns
-                .iter()
-                .map(|c| (!c.is_null(r)).then(|| c.as_string::<i32>().value(r)))
-                .collect();
-            out.push(decode(&index, &values)?);
-        }
-    }
-    Ok(out)
-}
-
-/// Turns the Q Developer query's record batches into its rows (every column read as text,
-/// as Athena's results are).
-pub fn decode_q(batches: &[RecordBatch]) -> Result<Vec<QRow>, SourceError> {
-    decode_text(batches, super::QColumns::new, super::QColumns::decode)
-}
-
-/// Turns the query's record batches into group rows.
-pub fn decode(batches: &[RecordBatch]) -> Result<Vec<GroupRow>, SourceError> {
-    let decode_err = |column: &str, message: String| SourceError::Decode {
-        column: column.to_owned(),
-        message,
-    };
-    let mut out = Vec::new();
-    for batch in batches {
-        // Each result column cast to the type its kind is read as.
-        let columns = Col::ALL
-            .iter()
-            .map(|&col| {
-                let to = match col.kind() {
-                    Kind::Text => DataType::Utf8,
-                    Kind::Money => DataType::Decimal128(38, RESULT_SCALE),
-                    Kind::Count => DataType::Int64,
-                    Kind::Time => DataType::Timestamp(TimeUnit::Microsecond, None),
-                };
-                let c = batch
-                    .column_by_name(col.name())
-                    .ok_or_else(|| decode_err(col.name(), "missing from the result".into()))?;
-                let c = cast(c, &to).map_err(|e| decode_err(col.name(), e.to_string()))?;
-                Ok((col, c))
-            })
-            .collect::<Result<Vec<_>, SourceError>>()?;
-        let mut row = RowBuilder::new();
-        for r in 0..batch.num_rows() {
-            for (col, a) in &columns {
-                let null = a.is_null(r);
-                let cell = match col.kind() {
-                    Kind::Text => {
-                        Cell::Text((!null).then(|| a.as_string::<i32>().value(r).to_owned()))
-                    }
-                    Kind::Money => Cell::Money(if null {
-                        None
-                    } else {
-                        let v = a.as_primitive::<Decimal128Type>().value(r);
-                        Some(
-                            Decimal::try_from_i128_with_scale(v, RESULT_SCALE as u32)
-                                .map_err(|e| decode_err(col.name(), e.to_string()))?,
-                        )
-                    }),
-                    Kind::Count => {
-                        Cell::Count((!null).then(|| a.as_primitive::<Int64Type>().value(r)))
-                    }
-                    Kind::Time => Cell::Time(if null {
-                        None
-                    } else {
-                        DateTime::<Utc>::from_timestamp_micros(
-                            a.as_primitive::<TimestampMicrosecondType>().value(r),
-                        )
-                    }),
-                };
-                row.set(*col, cell)
-                    .map_err(|e| decode_err(col.name(), e.to_string()))?;
-            }
-            out.push(row.finish());
-        }
-    }
-    Ok(out)
 }

@@ -8,6 +8,7 @@ pub mod delivery;
 pub mod export;
 pub mod identity;
 pub mod local;
+#[cfg(feature = "sql")]
 pub mod map_value;
 mod pages;
 pub mod scan;
@@ -35,7 +36,7 @@ pub use crate::period::PARTITION_COLUMN;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
-    /// Embedded Apache DataFusion over a CUR 2.0 export on disk.
+    /// The embedded scan over a CUR 2.0 export on local disk or in S3.
     #[default]
     Local,
     /// Amazon Athena over the CUR 2.0 table in S3 (`[source.athena]`).
@@ -52,10 +53,6 @@ pub struct SourceSettings {
     pub cur: PathBuf,
     /// Local engine: files, and row groups of a file, scanned at once; 0 = one per core.
     pub target_partitions: usize,
-    /// Local engine: options of the DataFusion session `inspect` runs its SQL in (the
-    /// allocation is the engine's own scan and runs no SQL), keys as in DataFusion's
-    /// configuration reference without `datafusion.` (e.g. `"execution.batch_size" = "16384"`).
-    pub datafusion: BTreeMap<String, String>,
     /// Athena engine: where and how the allocation query runs.
     pub athena: AthenaSettings,
 }
@@ -66,7 +63,6 @@ impl Default for SourceSettings {
             engine: Engine::Local,
             cur: PathBuf::from("cur"),
             target_partitions: 0,
-            datafusion: BTreeMap::new(),
             athena: AthenaSettings::default(),
         }
     }
@@ -75,8 +71,6 @@ impl Default for SourceSettings {
 impl SourceSettings {
     /// Checks values (no I/O); `[source.athena]` only when Athena is the engine.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        local::session_config(1, &self.datafusion)
-            .map_err(|m| ConfigError::key("source.datafusion", m))?;
         match self.engine {
             Engine::Athena => self.athena.validate(),
             Engine::Local => {
@@ -99,7 +93,7 @@ impl SourceSettings {
     }
 
     /// The local engine over `self.cur` (a folder, or an S3 prefix read with `aws`'s region,
-    /// endpoint and the default credential chain), with the configured DataFusion options.
+    /// endpoint and the default credential chain).
     pub async fn local(
         &self,
         allocation: AllocationSettings,
@@ -113,7 +107,7 @@ impl SourceSettings {
             }
             None => export::Export::local(&self.cur),
         };
-        let source = LocalSource::over(export, allocation).with_options(self.datafusion.clone());
+        let source = LocalSource::over(export, allocation);
         Ok(match self.target_partitions {
             0 => source,
             n => source.with_target_partitions(n),

@@ -43,6 +43,7 @@ use parquet::file::statistics::Statistics;
 use parquet::schema::types::{ColumnDescPtr, SchemaDescriptor};
 use rust_decimal::Decimal;
 
+pub mod facets;
 mod paged;
 
 use super::pages::{self, PageError};

@@ -734,7 +734,7 @@ fn without_a_region_the_error_says_where_to_set_one() {
 
 #[test]
 fn the_shipped_ddl_declares_the_exports_columns() {
-    use datafusion::arrow::datatypes::DataType;
+    use arrow::datatypes::DataType;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let ddl = std::fs::read_to_string(root.join("config/athena/cur2-table.sql")).unwrap();
     let body = &ddl[ddl.find("<TABLE> (").unwrap() + 9..ddl.find("\n)\nPARTITIONED BY").unwrap()];

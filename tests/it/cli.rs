@@ -3,8 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use datafusion::arrow::array::{RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use arrow::array::{RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
 use std::sync::Arc;
 
 use crate::support::*;

@@ -2,7 +2,8 @@
 //! (the definition Athena runs), run by DataFusion over the same files, on every shape the
 //! generator makes (both column sets, net cost, interleaved and block layouts, row-group
 //! sizes, wide tag maps, several months, a month to date) and on a few hundred random bills;
-//! the two allocations must be equal to the last digit (both reconciling), or both refused.
+//! the two allocations must be equal to the last digit (both reconciling), or both refused,
+//! and so must the credits per day and what `inspect` shows.
 
 use kiro_cost_exporter::allocation::sql::CostColumn;
 use kiro_cost_exporter::allocation::{Allocation, AllocationSettings, QueryStats};
@@ -31,6 +32,7 @@ async fn agree(dir: &std::path::Path, p: &str, settings: AllocationSettings) -> 
     assert_reconciles(&scan);
     assert_reconciles(&sql);
     daily_agrees(dir, p, &settings, &scan).await;
+    inspect_agrees(dir, p, &settings).await;
     let (scan, sql) = (result(scan), result(sql));
     if scan != sql {
         let units = scan.units.len().max(sql.units.len());
@@ -41,6 +43,18 @@ async fn agree(dir: &std::path::Path, p: &str, settings: AllocationSettings) -> 
         assert_eq!(scan, sql, "{p}");
     }
     scan
+}
+
+/// What `inspect` shows of `p`, by the scan and by the SQL template (`render_inspect`), is the
+/// same: every facet, value, line count and cost, in the same order.
+async fn inspect_agrees(dir: &std::path::Path, p: &str, settings: &AllocationSettings) {
+    let s = LocalSource::new(dir, settings.clone());
+    let scan = s.inspect(period(p)).await.unwrap();
+    let sql = s.inspect_by_sql(period(p)).await.unwrap();
+    for facet in ["line_type", "usage_type", "tag_key"] {
+        assert!(!scan.facet(facet).is_empty(), "{p}: no {facet}");
+    }
+    assert_eq!(scan, sql, "{p}: inspect");
 }
 
 /// The credits per seat and usage day of `p`, by the scan and by the SQL template
@@ -261,6 +275,14 @@ fn the_scan_equals_the_sql_template_on_random_bills() {
                     )
                 });
                 prop_assert_eq!(&*scan, &sql, "credits per day: {:?}", lines);
+                let (scan, sql) = rt.block_on(async {
+                    let s = LocalSource::new(e.path(), settings.clone());
+                    (
+                        s.inspect(period("2026-10")).await.unwrap(),
+                        s.inspect_by_sql(period("2026-10")).await.unwrap(),
+                    )
+                });
+                prop_assert_eq!(&scan, &sql, "inspect: {:?}", lines);
                 assert_reconciles(&a);
                 same.set(same.get() + 1);
             }

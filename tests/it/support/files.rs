@@ -4,7 +4,7 @@
 use std::path::Path;
 
 /// Writes one record batch as a Parquet file.
-pub fn write_batch(path: &Path, batch: &datafusion::arrow::array::RecordBatch) {
+pub fn write_batch(path: &Path, batch: &arrow::array::RecordBatch) {
     let mut w = parquet::arrow::ArrowWriter::try_new(
         std::fs::File::create(path).unwrap(),
         batch.schema(),
@@ -25,25 +25,19 @@ pub fn retyped(good: &Path, column: &str, out: &Path) {
     .unwrap();
     let batch = reader.map(Result::unwrap).next().unwrap();
     let i = batch.schema().index_of(column).unwrap();
-    let mut fields: Vec<datafusion::arrow::datatypes::Field> = batch
+    let mut fields: Vec<arrow::datatypes::Field> = batch
         .schema()
         .fields()
         .iter()
         .map(|f| f.as_ref().clone())
         .collect();
-    fields[i] = datafusion::arrow::datatypes::Field::new(
-        column,
-        datafusion::arrow::datatypes::DataType::Utf8,
-        true,
-    );
+    fields[i] = arrow::datatypes::Field::new(column, arrow::datatypes::DataType::Utf8, true);
     let mut cols = batch.columns().to_vec();
-    cols[i] =
-        datafusion::arrow::compute::cast(&cols[i], &datafusion::arrow::datatypes::DataType::Utf8)
-            .unwrap();
+    cols[i] = arrow::compute::cast(&cols[i], &arrow::datatypes::DataType::Utf8).unwrap();
     write_batch(
         out,
-        &datafusion::arrow::array::RecordBatch::try_new(
-            std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
+        &arrow::array::RecordBatch::try_new(
+            std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
             cols,
         )
         .unwrap(),

@@ -20,7 +20,7 @@ struct State {
 }
 
 /// Dotted paths of every key `T` accepts: `server.listen`, `plans` and `plans[].name` for an
-/// array of tables. Maps with free keys (`source.datafusion`) are named, not their entries.
+/// array of tables. Maps with free keys are named, not their entries.
 pub fn accepted_keys<T: DeserializeOwned>() -> BTreeSet<String> {
     let state = RefCell::new(State::default());
     loop {
