@@ -483,6 +483,19 @@ fn bad_config_exits_2_naming_the_key() {
     let o = run(&["check-config", "--config", cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("server.listen"), "{}", stderr(&o));
+    // A setting that no longer exists is refused by name, not ignored.
+    std::fs::write(
+        &cfg,
+        "[source.datafusion]\n\"execution.batch_size\" = \"8192\"\n",
+    )
+    .unwrap();
+    let o = run(&["check-config", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("source.datafusion: unknown field `datafusion`"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
