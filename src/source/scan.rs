@@ -683,20 +683,7 @@ pub async fn scan_file(
         roots.push(root(name)?);
     }
     // Row groups whose statistics say no line is Kiro's are not read.
-    let code_leaf = parquet_schema
-        .columns()
-        .iter()
-        .position(|c| {
-            c.path().parts().first().map(String::as_str) == Some("line_item_product_code")
-        })
-        .unwrap_or(0);
-    let row_groups: Vec<usize> = md
-        .row_groups()
-        .iter()
-        .enumerate()
-        .filter(|(_, rg)| may_hold(rg.column(code_leaf).statistics(), spec.q_developer))
-        .map(|(i, _)| i)
-        .collect();
+    let row_groups = row_groups_read(&md, spec.q_developer);
     if row_groups.is_empty() {
         return Ok(FileGroups::default());
     }
@@ -883,6 +870,26 @@ pub fn may_hold(stats: Option<&Statistics>, q: bool) -> bool {
         }
         _ => true,
     }
+}
+
+/// The row groups whose product code statistics leave room for `Kiro` (with `q`, or for
+/// `AmazonQ`): the others are not read.
+fn row_groups_read(md: &parquet::file::metadata::ParquetMetaData, q: bool) -> Vec<usize> {
+    let code_leaf = md
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| {
+            c.path().parts().first().map(String::as_str) == Some("line_item_product_code")
+        })
+        .unwrap_or(0);
+    md.row_groups()
+        .iter()
+        .enumerate()
+        .filter(|(_, rg)| may_hold(rg.column(code_leaf).statistics(), q))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// `line_item_product_code = 'Kiro'` (or, with `q`, `'AmazonQ'`), NULL as false.

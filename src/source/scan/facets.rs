@@ -20,7 +20,7 @@ use rust_decimal::Decimal;
 
 use super::{
     BATCH_ROWS, Category, LineType, ScanError, ScanSpec, Strings, coalesce, decimals, is_read,
-    may_hold, money, with_dictionaries,
+    money, row_groups_read, with_dictionaries,
 };
 use crate::allocation::sql::CostColumn;
 use object_store::path::Path as Key;
@@ -221,21 +221,7 @@ pub async fn facets_of_file(
     if spec.cost_column == CostColumn::NetUnblended && spec.columns.net_unblended_cost {
         roots.extend(optional("line_item_net_unblended_cost"));
     }
-    let code_leaf = schema
-        .columns()
-        .iter()
-        .position(|c| {
-            c.path().parts().first().map(String::as_str) == Some("line_item_product_code")
-        })
-        .unwrap_or(0);
-    let row_groups: Vec<usize> = meta
-        .metadata()
-        .row_groups()
-        .iter()
-        .enumerate()
-        .filter(|(_, rg)| may_hold(rg.column(code_leaf).statistics(), false))
-        .map(|(i, _)| i)
-        .collect();
+    let row_groups = row_groups_read(meta.metadata(), false);
     let mut out = Facets::default();
     if row_groups.is_empty() {
         return Ok(out);
