@@ -140,10 +140,8 @@ fn mutated_configs_through_the_binary_exit_2_with_one_line() {
         original.replace("[server]", "[server"),
         original.replace("max_connections = 256", "max_connections = -3"),
         original.replace("target_partitions = 0", "target_partitions = \"many\""),
-        original.replace(
-            "# \"execution.batch_size\" = \"8192\"",
-            "\"execution.no_such_option\" = \"1\"",
-        ),
+        // A table that is no longer a setting.
+        format!("{original}\n[source.datafusion]\n\"execution.batch_size\" = \"8192\"\n"),
         // Cut inside a string, as a half-written file would be.
         original[..original.find("retry_max = \"").unwrap() + 14].to_owned(),
     ];
