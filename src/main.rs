@@ -11,27 +11,43 @@ use clap::Parser;
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let args = cli::Cli::parse();
-    if args.runs_daemon() {
+    let daemon = args.runs_daemon();
+    if daemon {
         fix_mmap_threshold();
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if !daemon {
+        // A one-shot command's blocking work is reading files, a few at a time: tokio's
+        // default starts a thread for each read that finds none idle (some 40 for one `query`),
+        // each one more to start and to stop.
+        builder.max_blocking_threads(BLOCKING_THREADS);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(cli::run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let status = match runtime.block_on(cli::run(args)) {
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            2
         }
+    };
+    if daemon {
+        // The daemon has shut down; the runtime's threads are stopped and joined.
+        return ExitCode::from(status);
     }
+    // A one-shot command has written all it writes (standard output is flushed by `exit`,
+    // standard error is not buffered): its runtime's threads end with the process instead of
+    // being woken and joined one by one.
+    std::process::exit(i32::from(status))
 }
+
+/// The blocking threads of a one-shot command's runtime.
+const BLOCKING_THREADS: usize = 8;
 
 /// Two glibc malloc arenas, as the shipped image, unit and manifests set with
 /// `MALLOC_ARENA_MAX=2`, unless the environment says otherwise. glibc's default (eight per
