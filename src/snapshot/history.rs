@@ -29,7 +29,7 @@ pub fn record_of(view: &PeriodView, at: DateTime<Utc>) -> MonthRecord {
         total_usd: view.total_cost_usd,
         cost_centers: cost_centers(view),
         seats: view
-            .seats
+            .seats()
             .iter()
             .map(|s| SeatMonth {
                 account_id: s.id.account_id.clone(),
@@ -87,7 +87,7 @@ pub fn view_of(
         let running = snapshot.taken_at < p.end();
         let counts = !running || v.savings.basis.days >= grace_days;
         let seats = v
-            .seats
+            .seats()
             .iter()
             .map(|s| {
                 let key = (

@@ -1,7 +1,8 @@
 //! A snapshot: what one successful refresh found, per watched billing period, with every
-//! derived number computed once when it is built. Immutable once built; sinks only read it
-//! and compute nothing of their own, so /metrics, CloudWatch, alerts, the landing page and the
-//! report cannot disagree.
+//! derived number computed once: when it is built, or for the seats' views, when first asked
+//! for (a command that prints the allocation alone never makes them). Immutable once built;
+//! sinks only read it and compute nothing of their own, so /metrics, CloudWatch, alerts, the
+//! landing page and the report cannot disagree.
 //!
 //! [`Snapshot::build`] is the one way a snapshot is made, from the allocations, what the
 //! activity report says and who the people are; [`SnapshotBuilder`] gathers those for the
@@ -85,15 +86,8 @@ pub struct PeriodView {
     pub plans: PlanTable,
     /// Credits included a month per plan name the units carry (plans the table knows).
     pub included_by_plan: BTreeMap<String, Decimal>,
-    /// Every named seat, sorted by (account, region, user): what sinks show about a seat.
-    pub seats: Vec<SeatView>,
-    /// Per cost center ("" = untagged): included credits of the seats whose main cost center it
-    /// is, and the savings recommended there.
-    pub cost_center_seats: BTreeMap<String, SeatTotals>,
-    /// Per usage account: the same.
-    pub account_seats: BTreeMap<String, SeatTotals>,
-    /// All seats: the same.
-    pub seat_totals: SeatTotals,
+    /// The seats' views and their totals ([`Self::seats`]), made when first asked for.
+    seat_views: LazySeats,
     /// Sorted user ids with at least one untagged unit.
     pub untagged_users: Vec<String>,
     /// Sorted user ids charged a subscription in more than one account.
@@ -109,6 +103,35 @@ pub struct PeriodView {
     /// Report users with no seat in the period's bill (e.g. a free tier): never billed, so not
     /// bill lag. Only with the activity report.
     pub without_seat: WithoutSeat,
+}
+
+/// The views of a period's seats and their totals, made from the allocation, the savings and
+/// the plans' included credits of their [`PeriodView`] and from what each seat takes from
+/// outside the allocation (`inputs`), the first time any of them is asked for: a command that
+/// prints the allocation alone (`query`) never makes them. Made once; every sink reads the same.
+#[derive(Debug, Clone, Default)]
+struct LazySeats {
+    /// Per named seat, in seat order: its credits by the activity report and its forecast
+    /// extra.
+    inputs: Vec<(Option<Decimal>, Decimal)>,
+    made: std::sync::OnceLock<SeatParts>,
+}
+
+/// Views of the same period are equal when what their seats are made from is: the rest is in
+/// the view.
+impl PartialEq for LazySeats {
+    fn eq(&self, other: &Self) -> bool {
+        self.inputs == other.inputs
+    }
+}
+
+/// The seats' views and their totals.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct SeatParts {
+    seats: Vec<SeatView>,
+    cost_centers: BTreeMap<String, SeatTotals>,
+    accounts: BTreeMap<String, SeatTotals>,
+    all: SeatTotals,
 }
 
 /// The activity report's users that have no seat in the bill, and their credits.
@@ -214,10 +237,12 @@ impl PeriodView {
             savings,
             included_by_plan,
         } = advice;
-        let seats = seat_views(&order, &extra, &used, &savings, &included_by_plan);
-        let (cost_center_seats, account_seats, seat_totals) = seat_totals(&seats, &savings);
+        let seat_views = LazySeats {
+            inputs: seat_inputs(&order, &extra, &used),
+            made: std::sync::OnceLock::new(),
+        };
         let (unbilled, without_seat) = if activity.is_some() {
-            unbilled(&seats, &used)
+            unbilled(&order, &used)
         } else {
             (BTreeMap::new(), WithoutSeat::default())
         };
@@ -229,10 +254,7 @@ impl PeriodView {
             accounts: rollups.accounts,
             savings,
             included_by_plan,
-            seats,
-            cost_center_seats,
-            account_seats,
-            seat_totals,
+            seat_views,
             untagged_users: rollups.untagged_users,
             duplicate_subscriptions: rollups.duplicate_subscriptions,
             users_by_plan: rollups.users_by_plan,
@@ -245,9 +267,50 @@ impl PeriodView {
         }
     }
 
+    /// Every named seat, sorted by (account, region, user): what sinks show about a seat.
+    pub fn seats(&self) -> &[SeatView] {
+        &self.seat_parts().seats
+    }
+
+    /// Per cost center ("" = untagged): included credits of the seats whose main cost center
+    /// it is, and the savings recommended there.
+    pub fn cost_center_seats(&self) -> &BTreeMap<String, SeatTotals> {
+        &self.seat_parts().cost_centers
+    }
+
+    /// Per usage account: the same as [`Self::cost_center_seats`].
+    pub fn account_seats(&self) -> &BTreeMap<String, SeatTotals> {
+        &self.seat_parts().accounts
+    }
+
+    /// All seats: the same as [`Self::cost_center_seats`].
+    pub fn seat_totals(&self) -> &SeatTotals {
+        &self.seat_parts().all
+    }
+
+    /// The seats' views and totals, made on the first call.
+    fn seat_parts(&self) -> &SeatParts {
+        self.seat_views.made.get_or_init(|| {
+            let order = self.allocation.units_by_seat();
+            let seats = seat_views(
+                &order,
+                &self.seat_views.inputs,
+                &self.savings,
+                &self.included_by_plan,
+            );
+            let (cost_centers, accounts, all) = seat_totals(&seats, &self.savings);
+            SeatParts {
+                seats,
+                cost_centers,
+                accounts,
+                all,
+            }
+        })
+    }
+
     /// Seats billed less than a whole seat-month ([`SeatView::part_month`]).
     pub fn part_month_seats(&self) -> std::collections::HashSet<SeatKey> {
-        self.seats
+        self.seats()
             .iter()
             .filter(|s| s.part_month(&self.plans))
             .map(|s| {
@@ -270,10 +333,11 @@ impl PeriodView {
 
     /// The view of the seat `id`, if it has units.
     pub fn seat(&self, id: &SeatId) -> Option<&SeatView> {
-        self.seats
+        let seats = self.seats();
+        seats
             .binary_search_by(|s| s.id.cmp(id))
             .ok()
-            .map(|i| &self.seats[i])
+            .map(|i| &seats[i])
     }
 }
 
@@ -447,7 +511,7 @@ pub fn last_closed_of(view: &PeriodView) -> Prior {
     Prior {
         window: Window::LastClosed(view.allocation.period),
         credits: view
-            .seats
+            .seats()
             .iter()
             .filter(|s| !s.plan.is_empty() && !s.part_month(&view.plans))
             .map(|s| {
@@ -513,29 +577,26 @@ fn forecast<'a>(
 }
 
 /// Per cost center: credits the activity report (`used`) counts beyond the bill's credits of
-/// the same seat, in the seat's main cost center; and the report's users without a seat.
+/// the same named seat, in the seat's main cost center; and the report's users without a
+/// seat. `order`: the units in seat order, walked once alongside `used` (sorted the same way).
 fn unbilled(
-    seats: &[SeatView],
+    order: &[&crate::allocation::UserCost],
     used: &BTreeMap<SeatKey, Decimal>,
 ) -> (BTreeMap<String, Decimal>, WithoutSeat) {
     let mut out: BTreeMap<String, Decimal> = BTreeMap::new();
     let mut without = WithoutSeat::default();
+    let mut seats = order
+        .chunk_by(same_seat)
+        .filter(|run| !run[0].user_id.is_empty())
+        .peekable();
     for ((a, r, u), seen) in used {
-        let seat = seats
-            .binary_search_by(|s| {
-                (
-                    s.id.account_id.as_str(),
-                    s.id.region.as_str(),
-                    s.id.user_id.as_str(),
-                )
-                    .cmp(&(a.as_str(), r.as_str(), u.as_str()))
-            })
-            .ok()
-            .map(|i| &seats[i]);
-        match seat {
-            Some(s) => {
-                *out.entry(s.cost_center.clone()).or_default() +=
-                    (*seen - s.billed_credits).max(Decimal::ZERO);
+        let key = (a.as_str(), r.as_str(), u.as_str());
+        while seats.next_if(|run| run[0].seat() < key).is_some() {}
+        match seats.peek().filter(|run| run[0].seat() == key) {
+            Some(run) => {
+                let billed: Decimal = run.iter().map(|u| u.credits_used).sum();
+                *out.entry(main_unit(run).cost_center.clone()).or_default() +=
+                    (*seen - billed).max(Decimal::ZERO);
             }
             None => {
                 without.users += 1;
@@ -588,12 +649,35 @@ fn seat_totals(
     (owned(cost_centers), owned(accounts), all)
 }
 
-/// One view per named seat, in seat order: `order` is the units in seat order. A large
-/// period's seats are made in two halves, the second on a thread of its own.
-fn seat_views(
+/// Per named seat of `order` (the units in seat order), in that order: its credits by the
+/// activity report (`used`) and its forecast extra (`extra`), both sorted by seat as `order`
+/// is and walked once alongside it.
+fn seat_inputs(
     order: &[&crate::allocation::UserCost],
     extra: &BTreeMap<SeatKey, Decimal>,
     used: &BTreeMap<SeatKey, Decimal>,
+) -> Vec<(Option<Decimal>, Decimal)> {
+    let mut used = used.iter().peekable();
+    let mut extra = extra.iter().peekable();
+    order
+        .chunk_by(same_seat)
+        .filter(|run| !run[0].user_id.is_empty())
+        .map(|run| {
+            let seat = run[0].seat();
+            (
+                at_seat(&mut used, seat),
+                at_seat(&mut extra, seat).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// One view per named seat, in seat order: `order` is the units in seat order, `inputs` what
+/// each named seat takes from outside the allocation ([`seat_inputs`]). A large period's seats
+/// are made in two halves, the second on a thread of its own.
+fn seat_views(
+    order: &[&crate::allocation::UserCost],
+    inputs: &[(Option<Decimal>, Decimal)],
     savings: &Savings,
     included_by_plan: &BTreeMap<String, Decimal>,
 ) -> Vec<SeatView> {
@@ -605,21 +689,23 @@ fn seat_views(
             .entry((&r.account_id, &r.region, &r.user_id))
             .or_default() += r.saving_usd;
     }
+    let runs: Vec<&[&crate::allocation::UserCost]> = order
+        .chunk_by(same_seat)
+        .filter(|run| !run[0].user_id.is_empty())
+        .collect();
     // The halves split between two seats.
-    let mut mid = if order.len() >= SPLIT_FROM {
-        order.len() / 2
+    let mid = if order.len() >= SPLIT_FROM {
+        runs.len() / 2
     } else {
-        order.len()
+        runs.len()
     };
-    while mid < order.len() && same_seat(&order[mid - 1], &order[mid]) {
-        mid += 1;
-    }
-    let (head, tail) = order.split_at(mid);
+    let (head, tail) = runs.split_at(mid);
+    let (inputs_head, inputs_tail) = inputs.split_at(mid.min(inputs.len()));
     let saving = &saving;
     let mut seats = std::thread::scope(|s| {
         let tail = (!tail.is_empty())
-            .then(|| s.spawn(move || views_of(tail, extra, used, saving, included_by_plan)));
-        let mut seats = views_of(head, extra, used, saving, included_by_plan);
+            .then(|| s.spawn(move || views_of(tail, inputs_tail, saving, included_by_plan)));
+        let mut seats = views_of(head, inputs_head, saving, included_by_plan);
         if let Some(tail) = tail {
             seats.extend(joined(tail));
         }
@@ -642,25 +728,17 @@ fn seat_views(
     seats
 }
 
-/// The views of the seats of `order` (units in seat order, whole seats), each with its
-/// credits by the report (`used`), its forecast extra (`extra`) and its savings (`saving`).
+/// The views of the named seats `runs` (each one seat's units), each with its credits by the
+/// report and its forecast extra (`inputs`, one per run) and its savings (`saving`).
 fn views_of(
-    order: &[&crate::allocation::UserCost],
-    extra: &BTreeMap<SeatKey, Decimal>,
-    used: &BTreeMap<SeatKey, Decimal>,
+    runs: &[&[&crate::allocation::UserCost]],
+    inputs: &[(Option<Decimal>, Decimal)],
     saving: &HashMap<SeatRef<'_>, Decimal, foldhash::fast::RandomState>,
     included_by_plan: &BTreeMap<String, Decimal>,
 ) -> Vec<SeatView> {
-    // `used` and `extra` are sorted by seat as `order` is: each is walked once alongside it.
-    let mut used = used.iter().peekable();
-    let mut extra = extra.iter().peekable();
-    let mut seats: Vec<SeatView> = Vec::with_capacity(order.len());
-    for run in order.chunk_by(same_seat) {
+    let mut seats: Vec<SeatView> = Vec::with_capacity(runs.len());
+    for (run, &(activity_credits, extra)) in runs.iter().zip(inputs) {
         let seat @ (account, region, user) = run[0].seat();
-        // A run is one seat: its units share the user, named or not.
-        if user.is_empty() {
-            continue;
-        }
         let plan = run
             .iter()
             .map(|u| u.plan.as_str())
@@ -668,7 +746,6 @@ fn views_of(
             .unwrap_or_default();
         let cost: Decimal = run.iter().map(|u| u.total_usd).sum();
         let billed: Decimal = run.iter().map(|u| u.credits_used).sum();
-        let activity_credits = at_seat(&mut used, seat);
         seats.push(SeatView {
             plan: plan.to_owned(),
             cost_center: main_unit(run).cost_center.clone(),
@@ -679,7 +756,7 @@ fn views_of(
             activity_credits,
             credits_used: activity_credits.map_or(billed, |a| a.max(billed)),
             included_credits: included_by_plan.get(plan).copied(),
-            forecast_usd: cost + at_seat(&mut extra, seat).unwrap_or_default(),
+            forecast_usd: cost + extra,
             saving_usd: saving.get(&seat).copied().unwrap_or_default(),
             in_several_regions: false,
             id: SeatId {
@@ -893,7 +970,8 @@ mod tests {
             ..Savings::default()
         };
         let included = BTreeMap::from([("Pro".to_owned(), Decimal::from(1000))]);
-        let split = seat_views(&order, &extra, &used, &savings, &included);
+        let inputs = seat_inputs(&order, &extra, &used);
+        let split = seat_views(&order, &inputs, &savings, &included);
         let saving = savings.recommendations.iter().fold(
             HashMap::<SeatRef<'_>, Decimal, foldhash::fast::RandomState>::default(),
             |mut m, r| {
@@ -901,7 +979,8 @@ mod tests {
                 m
             },
         );
-        let mut whole = views_of(&order, &extra, &used, &saving, &included);
+        let runs: Vec<&[&crate::allocation::UserCost]> = order.chunk_by(same_seat).collect();
+        let mut whole = views_of(&runs, &inputs, &saving, &included);
         assert_eq!(whole.len(), seats);
         for (s, t) in whole.iter_mut().zip(&split) {
             s.in_several_regions = t.in_several_regions;

@@ -659,7 +659,7 @@ async fn the_reports_usage_limit_is_the_plans_allowance() {
         r.map(|r| (r.recommended_plan.clone(), r.saving_usd))
     };
     let included = |v: &PeriodView, user: &str| {
-        let s = v.seats.iter().find(|s| s.id.user_id == user).unwrap();
+        let s = v.seats().iter().find(|s| s.id.user_id == user).unwrap();
         s.included_credits
     };
     // Without the column the table decides: 1,800 credits are cheapest on Pro (20 + 800 × 0.04).

@@ -79,7 +79,7 @@ fn report_credits(root: &Path, from: NaiveDate, to: NaiveDate) -> BTreeMap<Seat,
 
 /// Each seat's credits in `view` (the larger of the bill's and the report's), by join key.
 fn seat_credits(view: &PeriodView) -> BTreeMap<Seat, (String, Decimal)> {
-    view.seats
+    view.seats()
         .iter()
         .map(|s| {
             let id = &s.id;
@@ -100,7 +100,7 @@ fn key(r: &Recommendation) -> Seat {
 /// Users with one Kiro seat in `view` (their recommendations involve no credits moved).
 fn single_seat_users(view: &PeriodView) -> BTreeSet<String> {
     let mut n: BTreeMap<&str, usize> = BTreeMap::new();
-    for s in &view.seats {
+    for s in view.seats() {
         *n.entry(s.id.user_id.as_str()).or_default() += 1;
     }
     n.into_iter()

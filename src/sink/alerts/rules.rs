@@ -306,9 +306,9 @@ pub fn evaluate(rules: &[Rule], view: &PeriodView, budgets: &BudgetLimits) -> Ve
         cost: view.total_cost_usd,
         overage: view.totals.overage_usd,
         credits: view.totals.credits_used,
-        included: view.seat_totals.included_credits,
+        included: view.seat_totals().included_credits,
         forecast: view.forecast.total,
-        savings: view.seat_totals.savings_usd,
+        savings: view.seat_totals().savings_usd,
     };
     let measure = |m: Measure, v: &Values| m.of(v, view);
     let mut out = Vec::new();
@@ -332,7 +332,7 @@ pub fn evaluate(rules: &[Rule], view: &PeriodView, budgets: &BudgetLimits) -> Ve
         };
         match rule.scope {
             Scope::User => {
-                for s in view.seats.iter().filter(|s| rule.matches_seat(s)) {
+                for s in view.seats().iter().filter(|s| rule.matches_seat(s)) {
                     let (subject, label) = seat_subject_label(s);
                     fire(
                         subject,
@@ -364,7 +364,7 @@ pub fn evaluate(rules: &[Rule], view: &PeriodView, budgets: &BudgetLimits) -> Ve
                     let v = Values::of(
                         r,
                         view.forecast.cost_centers.get(cc),
-                        view.cost_center_seats.get(cc),
+                        view.cost_center_seats().get(cc),
                     );
                     fire(cc.clone(), label, measure(rule.measure, &v), threshold);
                 }
@@ -374,7 +374,7 @@ pub fn evaluate(rules: &[Rule], view: &PeriodView, budgets: &BudgetLimits) -> Ve
                     let v = Values::of(
                         r,
                         view.forecast.accounts.get(account),
-                        view.account_seats.get(account),
+                        view.account_seats().get(account),
                     );
                     fire(
                         account.clone(),

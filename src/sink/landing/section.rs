@@ -75,7 +75,7 @@ pub(super) fn period(
     budgets(h, v, settings, t);
     h.push_str("</div></div><div class=\"grid\"><div>");
     // One pass over the units gives both per-seat lists.
-    let mut seats: Vec<&SeatView> = v.seats.iter().collect();
+    let mut seats: Vec<&SeatView> = v.seats().iter().collect();
     top_users(h, s, v, &mut seats, t);
     h.push_str("</div><div>");
     near_limit(h, s, v, &seats, t);

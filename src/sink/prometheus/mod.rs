@@ -314,7 +314,7 @@ fn sample_savings(view: &PeriodView, p: &str, sample: &mut impl FnMut(F, &[&str]
             f(rec.saving_usd),
         );
     }
-    for (cc, t) in &view.cost_center_seats {
+    for (cc, t) in view.cost_center_seats() {
         if t.recommendations > 0 {
             sample(
                 F::CostCenterSavings,
@@ -340,7 +340,7 @@ fn sample_history(s: &Snapshot, sample: &mut impl FnMut(F, &[&str], f64)) {
         }
     }
     let Some(view) = s.current() else { return };
-    for seat in &view.seats {
+    for seat in view.seats() {
         let id = &seat.id;
         let key = (id.account_id.clone(), id.region.clone(), id.user_id.clone());
         let Some(t) = h.tenure.get(&key) else {
