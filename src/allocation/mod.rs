@@ -752,6 +752,77 @@ impl Allocation {
     pub fn totals(&self) -> Rollup {
         self.rollup_by(|_| "").remove("").unwrap_or_default()
     }
+
+    /// [`Self::totals`], [`Self::cost_centers`] and [`Self::accounts`] in one pass over the
+    /// units: each unit's user is looked up once, and its account and cost center are those
+    /// of the unit before it more often than not (the units are kept in seat order).
+    pub fn rollups(&self) -> (Rollup, BTreeMap<&str, Rollup>, BTreeMap<&str, Rollup>) {
+        type Fast = foldhash::fast::RandomState;
+        /// One key's sums and the indexes of its distinct users.
+        #[derive(Default)]
+        struct Sums {
+            rollup: Rollup,
+            users: std::collections::HashSet<u32, Fast>,
+        }
+        /// The slot of `key` among `slots`, the last one found first.
+        fn slot<'a>(
+            key: &'a str,
+            index: &mut HashMap<&'a str, usize, Fast>,
+            slots: &mut Vec<Sums>,
+            last: &mut Option<(&'a str, usize)>,
+        ) -> usize {
+            if let Some((k, i)) = *last
+                && k == key
+            {
+                return i;
+            }
+            let i = *index.entry(key).or_insert_with(|| {
+                slots.push(Sums::default());
+                slots.len() - 1
+            });
+            *last = Some((key, i));
+            i
+        }
+        fn add(r: &mut Rollup, u: &UserCost) {
+            r.credits_used += u.credits_used;
+            r.subscription_usd += u.subscription_usd;
+            r.overage_usd += u.overage_usd;
+            r.other_usd += u.other_usd;
+            r.total_usd += u.total_usd;
+        }
+        let mut users: HashMap<&str, u32, Fast> = HashMap::default();
+        let mut all = Rollup::default();
+        let (mut cc_index, mut cc_slots, mut cc_last) = (HashMap::default(), Vec::new(), None);
+        let (mut acc_index, mut acc_slots, mut acc_last) = (HashMap::default(), Vec::new(), None);
+        for u in &self.units {
+            let next = users.len() as u32;
+            let user = *users.entry(u.user_id.as_str()).or_insert(next);
+            add(&mut all, u);
+            let cc = slot(&u.cost_center, &mut cc_index, &mut cc_slots, &mut cc_last);
+            let acc = slot(&u.account_id, &mut acc_index, &mut acc_slots, &mut acc_last);
+            for sums in [&mut cc_slots[cc], &mut acc_slots[acc]] {
+                sums.users.insert(user);
+                add(&mut sums.rollup, u);
+            }
+        }
+        all.users = users.len();
+        fn done<'a>(
+            index: HashMap<&'a str, usize, Fast>,
+            slots: &mut [Sums],
+        ) -> BTreeMap<&'a str, Rollup> {
+            index
+                .into_iter()
+                .map(|(k, i)| {
+                    let Sums { mut rollup, users } = std::mem::take(&mut slots[i]);
+                    rollup.users = users.len();
+                    (k, rollup)
+                })
+                .collect()
+        }
+        let cost_centers = done(cc_index, &mut cc_slots);
+        let accounts = done(acc_index, &mut acc_slots);
+        (all, cost_centers, accounts)
+    }
 }
 
 #[cfg(test)]
@@ -904,6 +975,52 @@ mod tests {
                     )
                 );
             }
+        }
+    }
+
+    /// The one-pass roll-ups are the three roll-ups made apart, to the digit, whether the
+    /// units come in seat order or not: users in several accounts and cost centers, accounts
+    /// and cost centers met again after others, and an untagged unit (a line without a user
+    /// is unattributed, not a unit).
+    #[test]
+    fn rollups_in_one_pass_are_those_made_apart() {
+        let p: BillingPeriod = "2026-10".parse().unwrap();
+        let pro = Some("USE1-KiroEnterprise-Pro");
+        let rows = vec![
+            row("1", "a", "x", pro, 20, 3, 1),
+            row("1", "a", "y", None, 0, 4, 0),
+            row("1", "b", "x", pro, 20, 0, 0),
+            row("2", "a", "x", pro, 20, 7, 0),
+            row("2", "c", "", pro, 20, 1, 0),
+            row("2", "", "y", None, 0, 2, 0),
+            row("3", "b", "z", pro, 20, 0, 2),
+            row("1", "d", "y", pro, 20, 5, 0),
+        ];
+        let mut a =
+            Allocation::assemble(p, rows, &PlanTable::default(), QueryStats::default()).unwrap();
+        a.reconcile().unwrap();
+        for turn in [false, true] {
+            if turn {
+                // Units out of seat order: accounts and cost centers met again after others.
+                a.units.reverse();
+                a.units.rotate_left(3);
+            }
+            let (all, cost_centers, accounts) = a.rollups();
+            assert_eq!(all, a.totals());
+            assert_eq!(cost_centers, a.cost_centers());
+            assert_eq!(accounts, a.accounts());
+            assert_eq!(all.users, 4, "a, b, c and d");
+            assert_eq!(cost_centers["x"].users, 2);
+            assert_eq!(accounts["1"].users, 3);
+            assert_eq!(
+                all.total_usd + a.unattributed_usd + a.tax_usd,
+                a.kiro_total_usd,
+                "the books"
+            );
+            assert_eq!(
+                cost_centers.values().map(|r| r.total_usd).sum::<Decimal>(),
+                all.total_usd
+            );
         }
     }
 

@@ -49,13 +49,15 @@ fn is_hex(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// `8-4-4-4-12` hexadecimal digits.
+/// `8-4-4-4-12` hexadecimal digits: 36 bytes, dashes at 8, 13, 18 and 23 and hexadecimal
+/// digits everywhere else.
 fn is_uuid(s: &str) -> bool {
-    let mut parts = s.split('-');
-    [8, 4, 4, 4, 12]
-        .iter()
-        .all(|&n| parts.next().is_some_and(|p| p.len() == n && is_hex(p)))
-        && parts.next().is_none()
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, &c)| match i {
+            8 | 13 | 18 | 23 => c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
 }
 
 #[cfg(test)]
@@ -78,6 +80,45 @@ mod tests {
         ] {
             assert_eq!(join_key(&spelling), UUID, "{spelling}");
         }
+    }
+
+    /// The byte rule of [`is_uuid`] is the `8-4-4-4-12` rule on parts split at dashes.
+    #[test]
+    fn uuid_by_bytes_is_uuid_by_parts() {
+        let by_parts = |s: &str| {
+            let mut parts = s.split('-');
+            [8, 4, 4, 4, 12]
+                .iter()
+                .all(|&n| parts.next().is_some_and(|p| p.len() == n && is_hex(p)))
+                && parts.next().is_none()
+        };
+        let mut cases = vec![
+            UUID.to_owned(),
+            UUID.to_uppercase(),
+            String::new(),
+            "-".repeat(36),
+            format!("{UUID}-"),
+            format!("-{UUID}"),
+            UUID[1..].to_owned(),
+            format!("{UUID}0"),
+            UUID.replace('-', ""),
+            "94482488-3041-7026-18f3be45-837cd0e4".to_owned(),
+            "94482488-3041-7026-18f3-be45837cd0eg".to_owned(),
+            "94482488+3041-7026-18f3-be45837cd0e4".to_owned(),
+        ];
+        // Every byte of the UUID in turn made a dash, a letter beyond f and a multi-byte
+        // character.
+        for i in 0..UUID.len() {
+            for c in ["-", "g", "é"] {
+                let mut s = UUID.to_owned();
+                s.replace_range(i..=i, c);
+                cases.push(s);
+            }
+        }
+        for s in &cases {
+            assert_eq!(is_uuid(s), by_parts(s), "{s:?}");
+        }
+        assert!(is_uuid(UUID));
     }
 
     #[test]

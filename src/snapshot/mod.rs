@@ -353,10 +353,11 @@ struct Rollups {
 
 impl Rollups {
     fn of(allocation: &Allocation, same_person: &[Vec<String>]) -> Self {
+        let (totals, cost_centers, accounts) = allocation.rollups();
         Self {
-            totals: allocation.totals(),
-            cost_centers: owned(allocation.cost_centers()),
-            accounts: owned(allocation.accounts()),
+            totals,
+            cost_centers: owned(cost_centers),
+            accounts: owned(accounts),
             untagged_users: owned_list(allocation.untagged_users()),
             duplicate_subscriptions: duplicates(allocation, same_person),
             users_by_plan: owned(allocation.users_by_plan()),
