@@ -150,6 +150,31 @@ async fn the_json_written_is_the_json_value_printed() {
     assert_eq!(String::from_utf8(written).unwrap(), expected);
     let escaped = "\"Zoë \\\"Z\\\" \\\\ \\n\\t\\u0001 \u{7f}\"";
     assert_eq!(expected.matches(escaped).count(), 2, "{escaped}");
+    // Many recommendations (more than 128 KiB of them), then none.
+    let recommendations = view.savings.recommendations.clone();
+    for copies in [12, 0] {
+        view.savings.recommendations = recommendations
+            .iter()
+            .cycle()
+            .take(recommendations.len() * copies)
+            .cloned()
+            .collect();
+        let mut written = Vec::new();
+        output::write_json(&view, serde_json::Map::new(), &mut written).unwrap();
+        let value = output::to_json(&view);
+        let savings = serde_json::to_string_pretty(&value["savings"]).unwrap();
+        assert!(
+            copies == 0 || savings.len() > 2 * (64 << 10),
+            "{} bytes of savings",
+            savings.len()
+        );
+        let expected = serde_json::to_string_pretty(&value).unwrap() + "\n";
+        assert_eq!(
+            String::from_utf8(written).unwrap(),
+            expected,
+            "{copies} copies"
+        );
+    }
     // The users are written in two halves: an odd and an even number of them, one, and none.
     for n in [3, 2, 1, 0] {
         view.allocation.units.truncate(n);
