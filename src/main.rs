@@ -18,8 +18,8 @@ fn main() -> ExitCode {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if !daemon {
         // A one-shot command's blocking work is reading files, a few at a time: tokio's
-        // default starts a thread for each read that finds none idle (some 40 for one `query`),
-        // each one more to start and to stop.
+        // default starts a thread for each read that finds none idle (a traced `query`
+        // started 21 to 50 threads in all), each one more to start and to stop.
         builder.max_blocking_threads(BLOCKING_THREADS);
     }
     let runtime = match builder.enable_all().build() {

@@ -217,6 +217,15 @@ pub fn same_seat(a: &&UserCost, b: &&UserCost) -> bool {
     a.seat() == b.seat()
 }
 
+/// The named seats of `order` (the units in seat order, as [`Allocation::units_by_seat`]
+/// gives them): each one seat's units; the run of units without a user is passed over.
+pub fn named_seats<'a, 'u>(order: &'a [&'u UserCost]) -> impl Iterator<Item = &'a [&'u UserCost]> {
+    // A run is one seat: its units share the user, named or not.
+    order
+        .chunk_by(same_seat)
+        .filter(|run| !run[0].user_id.is_empty())
+}
+
 /// Of one seat's units (a run of [`Allocation::units_by_seat`]), the one with most cost, the
 /// first on a tie: the seat's main cost center, where its included credits and savings count.
 /// `run` is not empty (`chunk_by` yields no empty run).
@@ -285,6 +294,17 @@ pub struct Rollup {
     pub overage_usd: Decimal,
     pub other_usd: Decimal,
     pub total_usd: Decimal,
+}
+
+impl Rollup {
+    /// Adds `u`'s amounts (not its user: distinct users are counted apart).
+    fn add(&mut self, u: &UserCost) {
+        self.credits_used += u.credits_used;
+        self.subscription_usd += u.subscription_usd;
+        self.overage_usd += u.overage_usd;
+        self.other_usd += u.other_usd;
+        self.total_usd += u.total_usd;
+    }
 }
 
 /// The books do not balance: a line was lost or counted twice. Never expected; reported
@@ -645,11 +665,7 @@ impl Allocation {
         for u in &self.units {
             let (r, users) = out.entry(key(u)).or_default();
             users.insert(&u.user_id);
-            r.credits_used += u.credits_used;
-            r.subscription_usd += u.subscription_usd;
-            r.overage_usd += u.overage_usd;
-            r.other_usd += u.other_usd;
-            r.total_usd += u.total_usd;
+            r.add(u);
         }
         out.into_iter()
             .map(|(k, (mut r, users))| {
@@ -721,11 +737,7 @@ impl Allocation {
     pub fn seat_cost_centers(&self) -> BTreeMap<SeatRef<'_>, &str> {
         let mut out: Vec<(SeatRef<'_>, &str)> = Vec::new();
         let order = self.units_by_seat();
-        for run in order.chunk_by(same_seat) {
-            // A run is one seat: its units share the user, named or not.
-            if run[0].user_id.is_empty() {
-                continue;
-            }
+        for run in named_seats(&order) {
             out.push((run[0].seat(), &main_unit(run).cost_center));
         }
         // In key order already: collecting is a bulk build.
@@ -783,13 +795,6 @@ impl Allocation {
             *last = Some((key, i));
             i
         }
-        fn add(r: &mut Rollup, u: &UserCost) {
-            r.credits_used += u.credits_used;
-            r.subscription_usd += u.subscription_usd;
-            r.overage_usd += u.overage_usd;
-            r.other_usd += u.other_usd;
-            r.total_usd += u.total_usd;
-        }
         let mut users: HashMap<&str, u32, Fast> = HashMap::default();
         let mut all = Rollup::default();
         let (mut cc_index, mut cc_slots, mut cc_last) = (HashMap::default(), Vec::new(), None);
@@ -797,12 +802,12 @@ impl Allocation {
         for u in &self.units {
             let next = users.len() as u32;
             let user = *users.entry(u.user_id.as_str()).or_insert(next);
-            add(&mut all, u);
+            all.add(u);
             let cc = slot(&u.cost_center, &mut cc_index, &mut cc_slots, &mut cc_last);
             let acc = slot(&u.account_id, &mut acc_index, &mut acc_slots, &mut acc_last);
             for sums in [&mut cc_slots[cc], &mut acc_slots[acc]] {
                 sums.users.insert(user);
-                add(&mut sums.rollup, u);
+                sums.rollup.add(u);
             }
         }
         all.users = users.len();

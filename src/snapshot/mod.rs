@@ -23,7 +23,9 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
 use crate::allocation::savings::{self, Prior, Savings, SavingsSettings, Window, Windows};
-use crate::allocation::{Allocation, PlanTable, Rollup, SeatKey, SeatRef, main_unit, same_seat};
+use crate::allocation::{
+    Allocation, PlanTable, Rollup, SeatKey, SeatRef, main_unit, named_seats, same_seat,
+};
 use crate::source::activity::Activity;
 use crate::source::identity::{Person, assign_cost_centers};
 
@@ -586,10 +588,7 @@ fn unbilled(
 ) -> (BTreeMap<String, Decimal>, WithoutSeat) {
     let mut out: BTreeMap<String, Decimal> = BTreeMap::new();
     let mut without = WithoutSeat::default();
-    let mut seats = order
-        .chunk_by(same_seat)
-        .filter(|run| !run[0].user_id.is_empty())
-        .peekable();
+    let mut seats = named_seats(order).peekable();
     for ((a, r, u), seen) in used {
         let key = (a.as_str(), r.as_str(), u.as_str());
         while seats.next_if(|run| run[0].seat() < key).is_some() {}
@@ -660,9 +659,7 @@ fn seat_inputs(
 ) -> Vec<(Option<Decimal>, Decimal)> {
     let mut used = used.iter().peekable();
     let mut extra = extra.iter().peekable();
-    order
-        .chunk_by(same_seat)
-        .filter(|run| !run[0].user_id.is_empty())
+    named_seats(order)
         .map(|run| {
             let seat = run[0].seat();
             (
@@ -690,10 +687,7 @@ fn seat_views(
             .entry((&r.account_id, &r.region, &r.user_id))
             .or_default() += r.saving_usd;
     }
-    let runs: Vec<&[&crate::allocation::UserCost]> = order
-        .chunk_by(same_seat)
-        .filter(|run| !run[0].user_id.is_empty())
-        .collect();
+    let runs: Vec<&[&crate::allocation::UserCost]> = named_seats(order).collect();
     // The halves split between two seats.
     let mid = if order.len() >= SPLIT_FROM {
         runs.len() / 2
